@@ -1,0 +1,131 @@
+//! Broker configuration: defaults that need no file, a TOML file (`--config`), `LEPUS_*`
+//! environment variables and command-line flags, in increasing precedence.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the broker can be told at start. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the AMQP listener binds.
+    pub bind_address: IpAddr,
+    /// AMQP port; 0 picks an ephemeral port (tests).
+    pub port: u16,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// Largest frame we accept and offer in `connection.tune`, header included.
+    pub frame_max: u32,
+    /// Highest channel number offered in `connection.tune`.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in `connection.tune`; 0 disables.
+    pub heartbeat_s: u16,
+    /// Time a client has from TCP accept to `connection.open`.
+    pub handshake_timeout_ms: u64,
+    /// Time we wait for `connection.close-ok` after sending `connection.close`.
+    pub close_timeout_ms: u64,
+    /// Concurrent connections accepted; further ones wait in the listen backlog.
+    pub connection_max: usize,
+    /// Largest message body accepted (RabbitMQ's default: 128 MiB).
+    pub message_size_max: u64,
+    /// Bytes of unsent output a connection may buffer before we stop reading from it.
+    pub outbound_buffer_max: usize,
+    /// The user created on first start.
+    pub default_user: String,
+    pub default_pass: String,
+    /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// Default `tracing` filter, e.g. `info` or `lepus_server=debug`; `RUST_LOG` overrides.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            port: 5672,
+            data_dir: PathBuf::from("lepus-data"),
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat_s: 60,
+            handshake_timeout_ms: 10_000,
+            close_timeout_ms: 3_000,
+            connection_max: 65_536,
+            message_size_max: 128 * 1024 * 1024,
+            outbound_buffer_max: 4 * 1024 * 1024,
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            loopback_users: vec!["guest".into()],
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; keys it does not set keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks the values a client will see are within what AMQP allows.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use lepus_protocol::constants::FRAME_MIN_SIZE;
+        if self.frame_max < FRAME_MIN_SIZE {
+            return Err(ConfigError::Invalid(format!("frame_max must be at least {FRAME_MIN_SIZE}")));
+        }
+        if self.channel_max == 0 {
+            return Err(ConfigError::Invalid("channel_max must be at least 1".into()));
+        }
+        if self.connection_max == 0 {
+            return Err(ConfigError::Invalid("connection_max must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_overrides_some_keys() {
+        let c = Config::from_toml("port = 5800\nheartbeat_s = 5\n").unwrap();
+        assert_eq!(c.port, 5800);
+        assert_eq!(c.heartbeat_s, 5);
+        assert_eq!(c.frame_max, Config::default().frame_max);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("prot = 1").is_err());
+    }
+
+    #[test]
+    fn tiny_frame_max_is_invalid() {
+        let c = Config { frame_max: 100, ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! One AMQP connection: protocol header, the handshake (start/start-ok, tune/tune-ok, open),
+//! heartbeats, channels, and both directions of `connection.close`.
+//!
+//! A connection is one tokio task that owns its socket halves, its channels and one output
+//! buffer. It `select!`s over: bytes to read, bytes to write, the heartbeat timer and broker
+//! shutdown. Every complete frame in the read buffer is handled before the next read, and
+//! every reply is appended to the output buffer, so many replies leave in one `write`. Reading
+//! stops while the output buffer is over `outbound_buffer_max` (a client that does not read
+//! cannot make us buffer without bound), and reads and writes are polled together, so a
+//! client that writes without reading cannot deadlock us.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use lepus_protocol::constants::*;
+use lepus_protocol::frame::{write_heartbeat, write_method};
+use lepus_protocol::method::*;
+use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ShortStr, parse_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use crate::auth::MECHANISMS;
+use crate::channel::{Channel, ChannelPhase};
+use crate::error::{ConnectionError, Exception};
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::server::Shared;
+
+const READ_BUFFER_INITIAL: usize = 64 * 1024;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// We sent `connection.close`; only `close`/`close-ok` matter now.
+    Closing,
+    /// Done: flush what is buffered, then shut the socket.
+    Closed,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Header => "header",
+            Phase::StartOk => "starting",
+            Phase::TuneOk => "tuning",
+            Phase::Open => "opening",
+            Phase::Running => "running",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+/// Runs a connection to completion. Never panics on client input; logs how it ended.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    tracing::debug!(connection = id, %peer, "accepted TCP connection");
+    let mut conn = Connection::new(id, peer, shared);
+    conn.run(rd, wr, stop).await;
+}
+
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    phase: Phase,
+    out: BytesMut,
+    /// Negotiated limits (server defaults until `tune-ok`).
+    frame_max: u32,
+    channel_max: u16,
+    channels: std::collections::HashMap<u16, Channel>,
+    user: String,
+    vhost: String,
+    /// Capabilities the client announced in `start-ok`.
+    client_capabilities: FieldTable,
+    closing_deadline: Option<Instant>,
+    /// Set when input can no longer be trusted (framing lost): read nothing more.
+    stop_reading: bool,
+    heartbeat: Heartbeat,
+}
+
+impl Connection {
+    fn new(id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
+        let now = Instant::now();
+        Connection {
+            id,
+            peer,
+            frame_max: FRAME_MIN_SIZE,
+            channel_max: shared.config.channel_max,
+            shared,
+            phase: Phase::Header,
+            out: BytesMut::with_capacity(16 * 1024),
+            channels: std::collections::HashMap::new(),
+            user: String::new(),
+            vhost: String::new(),
+            client_capabilities: FieldTable::new(),
+            closing_deadline: None,
+            stop_reading: false,
+            heartbeat: Heartbeat::new(0, now),
+        }
+    }
+
+    async fn run(&mut self, mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, mut stop: watch::Receiver<bool>) {
+        let mut inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
+        let handshake_deadline = Instant::now() + Duration::from_millis(self.shared.config.handshake_timeout_ms);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = *stop.borrow();
+        let end: &'static str = loop {
+            if self.phase == Phase::Closed && self.out.is_empty() {
+                break "closed";
+            }
+            let read_ok = !self.stop_reading
+                && self.phase != Phase::Closed
+                && self.out.len() < self.shared.config.outbound_buffer_max;
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf), if read_ok => match r {
+                    Ok(0) => break "client closed the TCP connection",
+                    Ok(_) => {
+                        self.heartbeat.on_read(Instant::now());
+                        self.on_input(&mut inbuf);
+                        if inbuf.capacity() - inbuf.len() < 4096 {
+                            inbuf.reserve(READ_BUFFER_INITIAL);
+                        }
+                    }
+                    Err(_) => break "read error",
+                },
+                w = wr.write_buf(&mut self.out), if !self.out.is_empty() => match w {
+                    Ok(0) | Err(_) => break "write error",
+                    Ok(_) => self.heartbeat.on_write(Instant::now()),
+                },
+                _ = tick.tick() => {
+                    if let Some(reason) = self.on_tick(handshake_deadline) {
+                        break reason;
+                    }
+                }
+                _ = crate::server::stopped(&mut stop), if !stopping => {
+                    stopping = true;
+                    self.on_shutdown();
+                }
+            }
+        };
+        let _ = wr.shutdown().await;
+        self.release_all_channels();
+        let clean = end == "closed";
+        if self.phase == Phase::Closed && clean {
+            tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection closed");
+        } else {
+            tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), reason = end, "connection ended");
+        }
+    }
+
+    /// Periodic checks: handshake and close timeouts, heartbeats. `Some` ends the connection.
+    fn on_tick(&mut self, handshake_deadline: Instant) -> Option<&'static str> {
+        let now = Instant::now();
+        let handshaking = matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open);
+        if handshaking && now >= handshake_deadline {
+            return Some("handshake timeout");
+        }
+        if let Some(deadline) = self.closing_deadline
+            && now >= deadline
+        {
+            return Some("no connection.close-ok in time");
+        }
+        if self.phase == Phase::Running {
+            match self.heartbeat.poll(now, self.out.is_empty()) {
+                HeartbeatAction::Wait => {}
+                HeartbeatAction::Send => write_heartbeat(&mut self.out),
+                HeartbeatAction::PeerDead => {
+                    tracing::warn!(connection = self.id, peer = %self.peer, timeout_s = self.heartbeat.interval_s(), "missed heartbeats from client, closing");
+                    return Some("missed heartbeats");
+                }
+            }
+        }
+        None
+    }
+
+    fn on_shutdown(&mut self) {
+        match self.phase {
+            Phase::Running => {
+                let error = ConnectionError::Forced("broker forced connection closure with reason 'shutdown'".into());
+                self.send_connection_close(&error, 0, 0);
+            }
+            Phase::Closing | Phase::Closed => {}
+            _ => self.phase = Phase::Closed,
+        }
+    }
+
+    /// Handles every complete frame in `inbuf`.
+    fn on_input(&mut self, inbuf: &mut BytesMut) {
+        if self.phase == Phase::Header {
+            if inbuf.len() < PROTOCOL_HEADER.len() {
+                return;
+            }
+            let header = inbuf.split_to(PROTOCOL_HEADER.len());
+            if !self.on_protocol_header(&header) {
+                return;
+            }
+        }
+        while !self.stop_reading && self.phase != Phase::Closed {
+            // RabbitMQ lets frames exceed frame_max by the 8 bytes of frame overhead, since
+            // several clients get the limit off by that much; so do we.
+            let limit = self.frame_max.saturating_add(FRAME_OVERHEAD as u32);
+            match parse_frame(inbuf, limit) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.on_frame(frame) {
+                        self.on_exception(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.on_exception(e.into());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Accepts `AMQP 0 0 9 1` (and 0-9's `AMQP 1 1 0 9`, as RabbitMQ does); anything else gets
+    /// our header back and the socket closed.
+    fn on_protocol_header(&mut self, header: &[u8]) -> bool {
+        if header == PROTOCOL_HEADER || header == b"AMQP\x01\x01\x00\x09" {
+            self.send_start();
+            self.phase = Phase::StartOk;
+            return true;
+        }
+        tracing::warn!(connection = self.id, peer = %self.peer, header = ?Bytes::copy_from_slice(header), "bad protocol header, replying with ours");
+        self.out.extend_from_slice(&PROTOCOL_HEADER);
+        self.phase = Phase::Closed;
+        self.stop_reading = true;
+        false
+    }
+
+    fn send(&mut self, channel: u16, method: impl Into<Method>) {
+        write_method(&mut self.out, channel, &method.into());
+    }
+
+    fn send_start(&mut self) {
+        let capabilities = FieldTable::new()
+            .with("publisher_confirms", true)
+            .with("exchange_exchange_bindings", true)
+            .with("basic.nack", true)
+            .with("consumer_cancel_notify", true)
+            .with("connection.blocked", true)
+            .with("consumer_priorities", true)
+            .with("authentication_failure_close", true)
+            .with("per_consumer_qos", true)
+            .with("direct_reply_to", true);
+        let properties = FieldTable::new()
+            .with("capabilities", capabilities)
+            .with("product", "Lepus")
+            .with("version", env!("CARGO_PKG_VERSION"))
+            .with("platform", "Rust")
+            .with("cluster_name", "lepus")
+            .with("copyright", "The Lepus authors")
+            .with("information", "Licensed under the Apache License 2.0");
+        self.send(
+            0,
+            ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: properties,
+                mechanisms: LongStr::from(MECHANISMS),
+                locales: LongStr::from("en_US"),
+            },
+        );
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), Exception> {
+        let channel = frame.channel;
+        match frame.frame_type {
+            FrameType::Heartbeat if channel == 0 => Ok(()),
+            FrameType::Heartbeat => Err(unexpected_frame(&frame).into()),
+            FrameType::Method => {
+                let ids = method_ids(&frame.payload);
+                let method = Method::decode(frame.payload).map_err(|e| Exception::Connection {
+                    error: e.into(),
+                    class_id: ids.0,
+                    method_id: ids.1,
+                })?;
+                if channel == 0 { self.on_connection_method(method) } else { self.on_channel_method(channel, method) }
+            }
+            FrameType::Header | FrameType::Body if channel == 0 => Err(unexpected_frame(&frame).into()),
+            FrameType::Header | FrameType::Body => self.on_content_frame(frame),
+        }
+    }
+
+    fn on_connection_method(&mut self, method: Method) -> Result<(), Exception> {
+        let (class_id, method_id) = method.ids();
+        let tag = |error: ConnectionError| Exception::Connection { error, class_id, method_id };
+        match (self.phase, method) {
+            (Phase::StartOk, Method::ConnectionStartOk(m)) => self.on_start_ok(m).map_err(tag),
+            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => self.on_tune_ok(m).map_err(tag),
+            (Phase::Open, Method::ConnectionOpen(m)) => self.on_open(m).map_err(tag),
+            (Phase::Running, Method::ConnectionClose(m)) => {
+                tracing::debug!(connection = self.id, code = m.reply_code, text = %m.reply_text, "client closed connection");
+                self.release_all_channels();
+                self.send(0, ConnectionCloseOk {});
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            (Phase::Closing, Method::ConnectionClose(_)) => {
+                self.send(0, ConnectionCloseOk {});
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            (Phase::Closing, Method::ConnectionCloseOk(_)) => {
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            (Phase::Closing, _) => Ok(()),
+            (Phase::Running, Method::ConnectionUpdateSecret(m)) => {
+                // Internal users have no expiring credentials: accept and acknowledge.
+                tracing::debug!(connection = self.id, reason = %m.reason, "update-secret");
+                self.send(0, ConnectionUpdateSecretOk {});
+                Ok(())
+            }
+            (phase, method) => {
+                Err(tag(ConnectionError::UnexpectedMethod { method: method.name(), state: phase.name() }))
+            }
+        }
+    }
+
+    fn on_start_ok(&mut self, m: ConnectionStartOk) -> Result<(), ConnectionError> {
+        if let Some(lepus_protocol::FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
+            self.client_capabilities = caps.clone();
+        }
+        let result = self
+            .shared
+            .users
+            .read()
+            .authenticate(m.mechanism.as_bytes(), &m.response.0, self.peer.ip())
+            .map(|u| u.name.clone());
+        match result {
+            Ok(name) => {
+                self.user = name;
+                self.phase = Phase::TuneOk;
+                let c = &self.shared.config;
+                let tune =
+                    ConnectionTune { channel_max: c.channel_max, frame_max: c.frame_max, heartbeat: c.heartbeat_s };
+                self.send(0, tune);
+                Ok(())
+            }
+            Err(crate::auth::AuthError::UnknownMechanism(mech)) => {
+                Err(ConnectionError::CommandInvalid(format!("unknown authentication mechanism '{mech}'")))
+            }
+            Err(e) => {
+                tracing::warn!(connection = self.id, peer = %self.peer, mechanism = %m.mechanism, "login refused: {e}");
+                let text = format!(
+                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                    m.mechanism
+                );
+                Err(ConnectionError::AuthFailure(text))
+            }
+        }
+    }
+
+    fn on_tune_ok(&mut self, m: ConnectionTuneOk) -> Result<(), ConnectionError> {
+        let c = &self.shared.config;
+        negotiated("frame_max", m.frame_max as u64, FRAME_MIN_SIZE as u64, c.frame_max as u64)?;
+        negotiated("channel_max", m.channel_max as u64, 1, c.channel_max as u64)?;
+        self.frame_max = m.frame_max;
+        self.channel_max = m.channel_max;
+        self.heartbeat = Heartbeat::new(m.heartbeat, Instant::now());
+        self.phase = Phase::Open;
+        Ok(())
+    }
+
+    fn on_open(&mut self, m: ConnectionOpen) -> Result<(), ConnectionError> {
+        let vhost = m.virtual_host.to_string();
+        if !self.shared.vhosts.read().contains(&vhost) {
+            return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
+        }
+        self.vhost = vhost;
+        self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
+        self.phase = Phase::Running;
+        self.heartbeat.on_read(Instant::now());
+        tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
+        Ok(())
+    }
+
+    fn on_channel_method(&mut self, channel: u16, method: Method) -> Result<(), Exception> {
+        let (class_id, method_id) = method.ids();
+        let tag = |error: ConnectionError| Exception::Connection { error, class_id, method_id };
+        match self.phase {
+            Phase::Running => {}
+            Phase::Closing => return Ok(()),
+            phase => {
+                let text = format!("method frame on channel {channel} in connection state {}", phase.name());
+                return Err(tag(ConnectionError::UnexpectedFrame(text)));
+            }
+        }
+        if let Method::ChannelOpen(_) = method {
+            if channel > self.channel_max {
+                return Err(tag(ConnectionError::ChannelOutOfRange { channel, channel_max: self.channel_max }));
+            }
+            if self.channels.contains_key(&channel) {
+                return Err(tag(ConnectionError::ChannelAlreadyOpen(channel)));
+            }
+            self.channels.insert(channel, Channel::new());
+            self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
+            return Ok(());
+        }
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return Err(tag(ConnectionError::ChannelNotOpen(channel)));
+        };
+        if ch.phase == ChannelPhase::Closing {
+            // After our channel.close, only close / close-ok mean anything (AMQP 0-9-1 §4.2.4).
+            match method {
+                Method::ChannelCloseOk(_) => {
+                    self.release_channel(channel);
+                }
+                Method::ChannelClose(_) => {
+                    self.send(channel, ChannelCloseOk {});
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match method {
+            Method::ChannelClose(_) => {
+                self.release_channel(channel);
+                self.send(channel, ChannelCloseOk {});
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelFlow(m) => {
+                ch.flow_active = m.active;
+                self.send(channel, ChannelFlowOk { active: m.active });
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            m if m.ids().0 == CLASS_CONNECTION || m.ids().0 == CLASS_CHANNEL => {
+                Err(tag(ConnectionError::CommandInvalid(format!("unimplemented method {}", m.name()))))
+            }
+            m => Err(tag(ConnectionError::NotImplemented(format!("{} is not implemented yet", m.name())))),
+        }
+    }
+
+    fn on_content_frame(&mut self, frame: Frame) -> Result<(), Exception> {
+        let channel = frame.channel;
+        match self.channels.get(&channel) {
+            Some(ch) if ch.phase == ChannelPhase::Closing => Ok(()),
+            Some(_) => {
+                Err(ConnectionError::UnexpectedFrame("expected method frame, got non method frame instead".into())
+                    .into())
+            }
+            None if self.phase == Phase::Closing => Ok(()),
+            None => Err(ConnectionError::ChannelNotOpen(channel).into()),
+        }
+    }
+
+    fn on_exception(&mut self, e: Exception) {
+        match e {
+            Exception::Channel { error, channel, class_id, method_id } => {
+                tracing::warn!(connection = self.id, channel, code = error.reply_code(), "channel error: {error}");
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.phase = ChannelPhase::Closing;
+                }
+                let close = ChannelClose {
+                    reply_code: error.reply_code(),
+                    reply_text: ShortStr::truncating(&error.reply_text()),
+                    class_id,
+                    method_id,
+                };
+                self.send(channel, close);
+            }
+            Exception::Connection { error, class_id, method_id } => self.fail(error, class_id, method_id),
+        }
+    }
+
+    /// Closes the connection because of `error`.
+    fn fail(&mut self, error: ConnectionError, class_id: u16, method_id: u16) {
+        if self.phase == Phase::Closing || self.phase == Phase::Closed {
+            return;
+        }
+        tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), code = error.reply_code(), "closing connection: {error}");
+        if let ConnectionError::AuthFailure(_) = error {
+            // RabbitMQ sends the close only to clients that announce
+            // authentication_failure_close; the others just see the socket close.
+            let announced = self.client_capabilities.get("authentication_failure_close").and_then(|v| v.as_bool());
+            if announced != Some(true) {
+                self.phase = Phase::Closed;
+                self.stop_reading = true;
+                return;
+            }
+        }
+        if error.is_fatal_framing() {
+            self.stop_reading = true;
+        }
+        self.send_connection_close(&error, class_id, method_id);
+        if self.stop_reading {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    fn send_connection_close(&mut self, error: &ConnectionError, class_id: u16, method_id: u16) {
+        self.release_all_channels();
+        let close = ConnectionClose {
+            reply_code: error.reply_code(),
+            reply_text: ShortStr::truncating(&error.reply_text()),
+            class_id,
+            method_id,
+        };
+        self.send(0, close);
+        self.phase = Phase::Closing;
+        self.closing_deadline = Some(Instant::now() + Duration::from_millis(self.shared.config.close_timeout_ms));
+    }
+
+    fn release_channel(&mut self, channel: u16) {
+        self.channels.remove(&channel);
+    }
+
+    fn release_all_channels(&mut self) {
+        self.channels.clear();
+    }
+}
+
+/// RabbitMQ's tune-ok rule: a client value must be at least `min` (unless 0) and, when the
+/// server has a limit, neither 0 (unlimited) nor above it.
+fn negotiated(field: &str, client: u64, min: u64, server: u64) -> Result<(), ConnectionError> {
+    if client != 0 && client < min {
+        return Err(ConnectionError::NotAllowed(format!(
+            "negotiated {field} = {client} is lower than the minimum allowed value ({min})"
+        )));
+    }
+    if server != 0 && (client == 0 || client > server) {
+        return Err(ConnectionError::NotAllowed(format!(
+            "negotiated {field} = {client} is higher than the maximum allowed value ({server})"
+        )));
+    }
+    Ok(())
+}
+
+/// RabbitMQ's text for a frame type that is not allowed where it arrived.
+fn unexpected_frame(frame: &Frame) -> ConnectionError {
+    let octet = match frame.frame_type {
+        FrameType::Method => FRAME_METHOD,
+        FrameType::Header => FRAME_HEADER,
+        FrameType::Body => FRAME_BODY,
+        FrameType::Heartbeat => FRAME_HEARTBEAT,
+    };
+    ConnectionError::UnexpectedFrame(format!("type {octet} on channel {}", frame.channel))
+}
+
+/// The class and method ids at the start of a method payload, for error replies.
+fn method_ids(payload: &[u8]) -> (u16, u16) {
+    match payload {
+        [a, b, c, d, ..] => (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+        _ => (0, 0),
+    }
+}

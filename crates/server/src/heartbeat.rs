@@ -1,0 +1,99 @@
+//! Heartbeat decisions for one connection, as a pure function of the time passed in.
+//!
+//! With a negotiated interval of `H` seconds we send a heartbeat frame when we have written
+//! nothing for `H/2` (so the peer sees traffic at least twice per interval), and declare the
+//! peer dead when nothing at all has arrived for `2H` (any frame counts, as in RabbitMQ).
+//! Interval 0 disables both. Taking `now` as an argument keeps this testable without clocks.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeartbeatAction {
+    Wait,
+    Send,
+    PeerDead,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Heartbeat {
+    interval: Duration,
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Heartbeat {
+    pub fn new(interval_s: u16, now: Instant) -> Heartbeat {
+        Heartbeat { interval: Duration::from_secs(interval_s.into()), last_read: now, last_write: now }
+    }
+
+    pub fn interval_s(&self) -> u64 {
+        self.interval.as_secs()
+    }
+
+    pub fn on_read(&mut self, now: Instant) {
+        self.last_read = now;
+    }
+
+    pub fn on_write(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    /// What to do at `now`; `output_idle` says nothing is waiting to be written.
+    pub fn poll(&self, now: Instant, output_idle: bool) -> HeartbeatAction {
+        if self.interval.is_zero() {
+            return HeartbeatAction::Wait;
+        }
+        if now.saturating_duration_since(self.last_read) > self.interval * 2 {
+            return HeartbeatAction::PeerDead;
+        }
+        if output_idle && now.saturating_duration_since(self.last_write) >= self.interval / 2 {
+            return HeartbeatAction::Send;
+        }
+        HeartbeatAction::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HeartbeatAction::*;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn zero_interval_never_acts() {
+        let t0 = Instant::now();
+        let hb = Heartbeat::new(0, t0);
+        for ms in [0, 1_000, 3_600_000] {
+            assert_eq!(hb.poll(at(t0, ms), true), Wait);
+        }
+    }
+
+    #[test]
+    fn sends_after_half_an_idle_interval() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(10, t0);
+        let cases = [(0, Wait), (4_999, Wait), (5_000, Send), (9_000, Send)];
+        for (ms, want) in cases {
+            hb.on_read(at(t0, ms));
+            assert_eq!(hb.poll(at(t0, ms), true), want, "at {ms} ms");
+        }
+        // Output already pending counts as traffic about to go out.
+        assert_eq!(hb.poll(at(t0, 9_000), false), Wait);
+        hb.on_write(at(t0, 9_000));
+        assert_eq!(hb.poll(at(t0, 9_001), true), Wait);
+    }
+
+    #[test]
+    fn peer_is_dead_after_two_silent_intervals() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(1, t0);
+        hb.on_write(at(t0, 1_999));
+        assert_eq!(hb.poll(at(t0, 2_000), true), Wait);
+        assert_eq!(hb.poll(at(t0, 2_001), true), PeerDead);
+        hb.on_read(at(t0, 2_001));
+        assert_eq!(hb.poll(at(t0, 2_002), true), Wait);
+    }
+}

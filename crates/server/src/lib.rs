@@ -1,0 +1,24 @@
+//! The Lepus broker server: the AMQP 0-9-1 listener, connections, channels, authentication,
+//! heartbeats and configuration. The `lepus` binary (`src/main.rs`) is a thin shell over
+//! [`Server`].
+//!
+//! # Layout
+//! - [`config`]: [`Config`], its defaults, the TOML file format and validation.
+//! - `server`: the listener, connection limit and graceful shutdown.
+//! - `connection`: one task per connection: handshake, frame dispatch, heartbeats, close.
+//! - `channel`: per-channel state.
+//! - `heartbeat`: when to send a heartbeat and when the peer counts as dead (pure, clock
+//!   passed in).
+//! - `auth`: users, SASL PLAIN/AMQPLAIN, the loopback-only rule for guest.
+//! - `error`: typed connection and channel errors, mapped once to AMQP reply codes.
+
+pub mod auth;
+mod channel;
+pub mod config;
+mod connection;
+pub mod error;
+mod heartbeat;
+mod server;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle, start};

@@ -1,0 +1,130 @@
+//! `lepus`: starts the broker. Settings come from defaults, then `--config FILE`, then
+//! `LEPUS_*` environment variables, then flags.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lepus_server::{Config, Server};
+
+#[derive(Parser, Debug)]
+#[command(name = "lepus", version, about = "Lepus: an AMQP 0-9-1 message broker")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "LEPUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LEPUS_BIND_ADDRESS")]
+    bind_address: Option<IpAddr>,
+    /// AMQP port.
+    #[arg(long, env = "LEPUS_PORT")]
+    port: Option<u16>,
+    /// Directory for durable state.
+    #[arg(long, env = "LEPUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Heartbeat interval offered to clients, in seconds (0 disables).
+    #[arg(long, env = "LEPUS_HEARTBEAT_S")]
+    heartbeat_s: Option<u16>,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, env = "LEPUS_FRAME_MAX")]
+    frame_max: Option<u32>,
+    /// Highest channel number per connection.
+    #[arg(long, env = "LEPUS_CHANNEL_MAX")]
+    channel_max: Option<u16>,
+    /// Log filter (tracing syntax), e.g. `info` or `lepus_server=debug`.
+    #[arg(long, env = "LEPUS_LOG")]
+    log: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "LEPUS_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+fn load(args: &Args) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.bind_address {
+        config.bind_address = v;
+    }
+    if let Some(v) = args.port {
+        config.port = v;
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = args.heartbeat_s {
+        config.heartbeat_s = v;
+    }
+    if let Some(v) = args.frame_max {
+        config.frame_max = v;
+    }
+    if let Some(v) = args.channel_max {
+        config.channel_max = v;
+    }
+    if let Some(v) = &args.log {
+        config.log = v.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lepus: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lepus: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen on {}:{}: {e}", config.bind_address, config.port);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "Lepus starting");
+        let handle = server.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, shutting down");
+            handle.shutdown();
+        });
+        server.run().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can only run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,46 @@
+//! The `lepus` binary itself: configured through `LEPUS_*` variables and flags, it serves
+//! clients, and on SIGTERM closes every connection with 320 CONNECTION_FORCED and exits 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::Raw;
+use lepus_protocol::constants::CONNECTION_FORCED;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
+        .args(["--bind-address", "127.0.0.1"])
+        .env("LEPUS_PORT", "0")
+        .env("LEPUS_DATA_DIR", std::env::temp_dir().join("lepus-binary-test"))
+        .env("LEPUS_LOG", "info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lepus starts");
+    // The listener logs the address it bound (port 0 → an ephemeral port).
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("lepus logs before exiting").expect("utf-8 log");
+        assert!(!line.contains("panicked"), "{line}");
+        if line.contains("accepting AMQP 0-9-1 connections")
+            && let Some(rest) = line.split("address=").nth(1)
+        {
+            break rest.split_whitespace().next().expect("address").parse().expect("socket address");
+        }
+    };
+    let mut raw = Raw::open_with_channel(addr).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let close = raw.expect_connection_close().await;
+    assert_eq!(close.reply_code, CONNECTION_FORCED);
+    raw.expect_eof().await;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
+}

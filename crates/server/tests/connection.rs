@@ -1,0 +1,216 @@
+//! The connection lifecycle over raw sockets: tune negotiation rules, heartbeats sent and
+//! missed, authentication failures, handshake timeout, vhost checks and graceful shutdown.
+
+mod common;
+
+use common::{Raw, start, start_with, test_config};
+use lepus_protocol::constants::*;
+use lepus_protocol::method::*;
+use lepus_protocol::{FieldTable, FrameType, LongStr, Method, ShortStr};
+use lepus_server::Config;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_start_advertises_rabbitmq_capabilities() {
+    let broker = start().await;
+    let mut raw = Raw::connect(broker.addr).await;
+    raw.send(&PROTOCOL_HEADER).await;
+    let Some((0, Method::ConnectionStart(start))) = raw.next_method().await else { panic!("expected start") };
+    assert_eq!((start.version_major, start.version_minor), (0, 9));
+    assert_eq!(start.mechanisms.as_str(), Some("PLAIN AMQPLAIN"));
+    assert_eq!(start.locales.as_str(), Some("en_US"));
+    let caps = start.server_properties.get("capabilities").and_then(|v| v.as_table()).expect("capabilities table");
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        assert_eq!(caps.get(cap).and_then(|v| v.as_bool()), Some(true), "capability {cap}");
+    }
+    assert_eq!(start.server_properties.get("product").and_then(|v| v.as_str()), Some("Lepus"));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tune_ok_outside_the_offered_limits_is_refused_with_530() {
+    let broker = start().await;
+    // (channel_max, frame_max): above the server's, below the minimum, zero ("unlimited").
+    for (channel_max, frame_max) in [(2047, 131_073), (2047, 4095), (2047, 0), (2048, 131_072), (0, 131_072)] {
+        let mut raw = Raw::start_and_tune(broker.addr, channel_max, frame_max, 0).await;
+        let close = raw.expect_connection_close().await;
+        assert_eq!(close.reply_code, NOT_ALLOWED, "channel_max {channel_max} frame_max {frame_max}");
+        assert_eq!((close.class_id, close.method_id), (10, 31));
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lower_negotiated_limits_apply() {
+    let broker = start().await;
+    let mut raw = Raw::start_and_tune(broker.addr, 10, 4096, 0).await;
+    raw.send_method(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }).await;
+    assert!(matches!(raw.next_method().await, Some((0, Method::ConnectionOpenOk(_)))));
+    // channel 10 is allowed, 11 is above the negotiated channel_max.
+    raw.send_method(10, ChannelOpen::default()).await;
+    assert!(matches!(raw.next_method().await, Some((10, Method::ChannelOpenOk(_)))));
+    raw.send_method(11, ChannelOpen::default()).await;
+    assert_eq!(raw.expect_connection_close().await.reply_code, NOT_ALLOWED);
+    // A frame above the negotiated frame_max (4096 + RabbitMQ's 8-byte allowance).
+    let mut raw = Raw::start_and_tune(broker.addr, 10, 4096, 0).await;
+    raw.send_method(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }).await;
+    assert!(matches!(raw.next_method().await, Some((0, Method::ConnectionOpenOk(_)))));
+    let mut big = vec![FRAME_BODY, 0, 1];
+    big.extend_from_slice(&4200u32.to_be_bytes());
+    big.extend_from_slice(&[0; 4200]);
+    big.push(FRAME_END);
+    raw.send(&big).await;
+    assert_eq!(raw.expect_connection_close().await.reply_code, FRAME_ERROR);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sends_heartbeats_when_idle() {
+    let broker = start_with(Config { heartbeat_s: 1, ..test_config() }).await;
+    let mut raw = Raw::start_and_tune(broker.addr, 2047, 131_072, 1).await;
+    raw.send_method(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }).await;
+    assert!(matches!(raw.next_method().await, Some((0, Method::ConnectionOpenOk(_)))));
+    // Keep our side alive and wait for the broker's heartbeat frame.
+    let frame = raw.next_frame().await.expect("a frame");
+    assert_eq!((frame.frame_type, frame.channel), (FrameType::Heartbeat, 0));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_dropped_after_missed_heartbeats() {
+    let broker = start_with(Config { heartbeat_s: 1, ..test_config() }).await;
+    let mut raw = Raw::start_and_tune(broker.addr, 2047, 131_072, 1).await;
+    raw.send_method(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }).await;
+    assert!(matches!(raw.next_method().await, Some((0, Method::ConnectionOpenOk(_)))));
+    // We never send a heartbeat: the broker closes the socket (heartbeats it sent are skipped).
+    raw.expect_eof().await;
+    broker.stop().await;
+}
+
+async fn start_ok(raw: &mut Raw, mechanism: &'static str, response: &str, announce_close: bool) {
+    raw.send(&PROTOCOL_HEADER).await;
+    let Some((0, Method::ConnectionStart(_))) = raw.next_method().await else { panic!("expected start") };
+    let caps = FieldTable::new().with("authentication_failure_close", announce_close);
+    raw.send_method(
+        0,
+        ConnectionStartOk {
+            client_properties: FieldTable::new().with("capabilities", caps),
+            mechanism: ShortStr::from_static(mechanism),
+            response: LongStr::from(response),
+            locale: ShortStr::from_static("en_US"),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_gets_403_when_client_announces_authentication_failure_close() {
+    let broker = start().await;
+    let mut raw = Raw::connect(broker.addr).await;
+    start_ok(&mut raw, "PLAIN", "\0guest\0wrong", true).await;
+    let close = raw.expect_connection_close().await;
+    assert_eq!(close.reply_code, ACCESS_REFUSED);
+    assert!(close.reply_text.as_str().unwrap().contains("PLAIN"), "{:?}", close.reply_text);
+    // Without the capability the socket is just closed, as RabbitMQ does.
+    let mut raw = Raw::connect(broker.addr).await;
+    start_ok(&mut raw, "PLAIN", "\0nobody\0x", false).await;
+    raw.expect_eof().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_mechanism_is_command_invalid() {
+    let broker = start().await;
+    let mut raw = Raw::connect(broker.addr).await;
+    start_ok(&mut raw, "EXTERNAL", "", true).await;
+    assert_eq!(raw.expect_connection_close().await.reply_code, COMMAND_INVALID);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_vhost_is_not_allowed() {
+    let broker = start().await;
+    let mut raw = Raw::start_and_tune(broker.addr, 2047, 131_072, 0).await;
+    raw.send_method(0, ConnectionOpen { virtual_host: ShortStr::from_static("nope"), ..Default::default() }).await;
+    let close = raw.expect_connection_close().await;
+    assert_eq!(close.reply_code, NOT_ALLOWED);
+    assert_eq!(close.reply_text.as_str(), Some("NOT_ALLOWED - vhost nope not found"));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_must_finish_in_time() {
+    let broker = start_with(Config { handshake_timeout_ms: 300, ..test_config() }).await;
+    let mut raw = Raw::connect(broker.addr).await;
+    raw.send(&PROTOCOL_HEADER).await;
+    // connection.start arrives, then silence from us: the broker gives up and closes.
+    raw.expect_eof().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_with_320() {
+    let broker = start().await;
+    let mut a = Raw::open_with_channel(broker.addr).await;
+    let mut b = Raw::open(broker.addr).await;
+    broker.shutdown();
+    for raw in [&mut a, &mut b] {
+        let close = raw.expect_connection_close().await;
+        assert_eq!(close.reply_code, CONNECTION_FORCED);
+        raw.expect_eof().await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_secret_is_acknowledged() {
+    let broker = start().await;
+    let mut raw = Raw::open(broker.addr).await;
+    raw.send_method(0, ConnectionUpdateSecret { new_secret: LongStr::from("x"), reason: ShortStr::from_static("r") })
+        .await;
+    assert!(matches!(raw.next_method().await, Some((0, Method::ConnectionUpdateSecretOk(_)))));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_handshake_in_one_write() {
+    // Some clients send start-ok, tune-ok and open without waiting: all in one segment here.
+    use bytes::BytesMut;
+    use lepus_protocol::frame::write_method;
+    let broker = start().await;
+    let mut raw = Raw::connect(broker.addr).await;
+    let mut out = BytesMut::from(&PROTOCOL_HEADER[..]);
+    let start_ok = ConnectionStartOk {
+        mechanism: ShortStr::from_static("PLAIN"),
+        response: LongStr::from("\0guest\0guest"),
+        ..Default::default()
+    };
+    write_method(&mut out, 0, &start_ok.into());
+    write_method(&mut out, 0, &ConnectionTuneOk { channel_max: 100, frame_max: 65536, heartbeat: 0 }.into());
+    write_method(
+        &mut out,
+        0,
+        &ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }.into(),
+    );
+    write_method(&mut out, 1, &ChannelOpen::default().into());
+    raw.send(&out).await;
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let (ch, m) = raw.next_method().await.expect("reply");
+        seen.push((ch, m.name()));
+    }
+    assert_eq!(
+        seen,
+        [(0, "connection.start"), (0, "connection.tune"), (0, "connection.open-ok"), (1, "channel.open-ok")]
+    );
+    broker.stop().await;
+}
