@@ -18,6 +18,7 @@
 //!   routing-relevant fields extracted) and the owned [`BasicProperties`].
 //! - [`table`]: [`FieldTable`]/[`FieldValue`] with RabbitMQ's field types; iterative,
 //!   depth-bounded decode and encode.
+//! - [`fast`]: hand-written encoders for deliver, get-ok, return and confirms (the hot path).
 //! - [`codec`]: the [`Decoder`]/[`Encoder`] cursors and the [`codec::Field`] trait.
 //! - [`types`]: [`ShortStr`] and [`LongStr`], zero-copy over [`bytes::Bytes`].
 //! - [`constants`]: frame types, reply codes, limits. [`error`]: [`ProtocolError`].
@@ -32,6 +33,7 @@ pub mod codec;
 pub mod constants;
 pub mod content;
 pub mod error;
+pub mod fast;
 pub mod frame;
 pub mod method;
 pub mod table;

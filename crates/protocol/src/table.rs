@@ -166,7 +166,7 @@ impl FieldTable {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ShortStr, &FieldValue)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&ShortStr, &FieldValue)> + ExactSizeIterator {
         self.0.iter().map(|(k, v)| (k, v))
     }
 }

@@ -141,3 +141,11 @@ impl fmt::Debug for LongStr {
         write!(f, "{:?}", String::from_utf8_lossy(&self.0))
     }
 }
+
+/// Lets maps keyed by `ShortStr` be queried with `&[u8]` (the derived `Hash` hashes the bytes
+/// exactly as `[u8]` does, which `Borrow` requires).
+impl std::borrow::Borrow<[u8]> for ShortStr {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}

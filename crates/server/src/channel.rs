@@ -1,4 +1,14 @@
-//! Per-channel state kept by a connection.
+//! Per-channel state kept by a connection: consumers, unacknowledged deliveries, the
+//! message being assembled from frames, publisher confirms and transactions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use lepus_broker::{ChannelGate, MessageRef, QueueRef};
+use lepus_protocol::ShortStr;
+use lepus_protocol::content::ContentHeader;
+use lepus_protocol::method::BasicPublish;
 
 /// Whether a channel is usable or waiting for the client's `channel.close-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -8,15 +18,97 @@ pub(crate) enum ChannelPhase {
     Closing,
 }
 
+/// A consumer as its channel sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerInfo {
+    /// `None` for the direct reply-to pseudo-queue.
+    pub queue: Option<QueueRef>,
+}
+
+/// A delivery awaiting `basic.ack`/`nack`/`reject`.
+#[derive(Debug, Clone)]
+pub(crate) struct Unacked {
+    pub queue: QueueRef,
+    pub seq: u64,
+    pub message: MessageRef,
+    /// `None` for `basic.get`.
+    pub consumer_tag: Option<ShortStr>,
+}
+
+/// A `basic.publish` whose content is still arriving.
+#[derive(Debug)]
+pub(crate) struct Assembling {
+    pub method: BasicPublish,
+    pub header: Option<ContentHeader>,
+    pub body: BytesMut,
+}
+
+/// A complete published message, as routed now or at `tx.commit`.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub method: BasicPublish,
+    pub header: ContentHeader,
+    pub body: bytes::Bytes,
+}
+
+/// How acknowledgements settle a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// Publisher confirm bookkeeping (`confirm.select`).
+#[derive(Debug, Default)]
+pub(crate) struct Confirms {
+    /// Sequence number of the last publish seen (the first is 1).
+    pub last_published: u64,
+    /// Highest sequence number already acknowledged to the client.
+    pub acked_through: u64,
+}
+
+/// Work buffered by a transaction (`tx.select`) until commit.
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    pub publishes: Vec<Publish>,
+    pub settles: Vec<(Settle, Unacked, u64)>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Channel {
     pub phase: ChannelPhase,
-    /// `channel.flow`: when false, no deliveries go to this channel's consumers.
-    pub flow_active: bool,
+    pub gate: Arc<ChannelGate>,
+    /// `basic.qos global=false`: the prefetch given to consumers created from now on.
+    pub consumer_prefetch: u32,
+    pub assembling: Option<Assembling>,
+    pub consumers: HashMap<ShortStr, ConsumerInfo>,
+    /// Delivery tag → delivery, in tag order.
+    pub unacked: BTreeMap<u64, Unacked>,
+    pub next_delivery_tag: u64,
+    pub confirms: Option<Confirms>,
+    pub tx: Option<Transaction>,
+    /// The most recently declared queue, for methods that name the queue ''.
+    pub last_queue: Option<ShortStr>,
+    /// This channel's direct reply-to name and consumer tag, while it consumes from
+    /// `amq.rabbitmq.reply-to`.
+    pub reply_to: Option<(ShortStr, ShortStr)>,
 }
 
 impl Channel {
     pub fn new() -> Channel {
-        Channel { phase: ChannelPhase::Open, flow_active: true }
+        Channel {
+            phase: ChannelPhase::Open,
+            gate: Arc::new(ChannelGate::default()),
+            consumer_prefetch: 0,
+            assembling: None,
+            consumers: HashMap::new(),
+            unacked: BTreeMap::new(),
+            next_delivery_tag: 1,
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            reply_to: None,
+        }
     }
 }

@@ -119,3 +119,52 @@ impl From<ProtocolError> for Exception {
         ConnectionError::Protocol(error).into()
     }
 }
+
+/// A failed method, before the connection tags it with the method's ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fail {
+    Channel(ChannelError),
+    Connection(ConnectionError),
+}
+
+impl From<ChannelError> for Fail {
+    fn from(e: ChannelError) -> Fail {
+        Fail::Channel(e)
+    }
+}
+
+impl From<ConnectionError> for Fail {
+    fn from(e: ConnectionError) -> Fail {
+        Fail::Connection(e)
+    }
+}
+
+/// The one place broker refusals become AMQP exceptions.
+impl From<lepus_broker::BrokerError> for Fail {
+    fn from(e: lepus_broker::BrokerError) -> Fail {
+        use lepus_broker::BrokerError as B;
+        let text = e.to_string();
+        match e {
+            B::NotFound { .. } => Fail::Channel(ChannelError::NotFound(text)),
+            B::PreconditionFailed(_) => Fail::Channel(ChannelError::PreconditionFailed(text)),
+            B::AccessRefused(_) => Fail::Channel(ChannelError::AccessRefused(text)),
+            B::ResourceLocked(_) => Fail::Channel(ChannelError::ResourceLocked(text)),
+            B::CommandInvalid(_) => Fail::Connection(ConnectionError::CommandInvalid(text)),
+            B::NotAllowed(_) => Fail::Connection(ConnectionError::NotAllowed(text)),
+            B::NotImplemented(_) => Fail::Connection(ConnectionError::NotImplemented(text)),
+        }
+    }
+}
+
+impl Fail {
+    pub fn tag(self, channel: u16, class_id: u16, method_id: u16) -> Exception {
+        match self {
+            Fail::Channel(error) => Exception::Channel { error, channel, class_id, method_id },
+            Fail::Connection(error) => Exception::Connection { error, class_id, method_id },
+        }
+    }
+}
+
+pub fn precondition(text: impl Into<String>) -> Fail {
+    Fail::Channel(ChannelError::PreconditionFailed(text.into()))
+}

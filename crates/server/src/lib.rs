@@ -6,7 +6,11 @@
 //! - [`config`]: [`Config`], its defaults, the TOML file format and validation.
 //! - `server`: the listener, connection limit and graceful shutdown.
 //! - `connection`: one task per connection: handshake, frame dispatch, heartbeats, close.
-//! - `channel`: per-channel state.
+//! - `connection/`: `model.rs` (exchange, queue, qos, confirm and tx methods), `publish.rs`
+//!   (content assembly, routing, returns, confirms, commit), `deliver.rs` (consumers, the
+//!   outlet drain, acks, gets, channel cleanup).
+//! - `channel`: per-channel state: consumers, unacked deliveries, confirms, transactions.
+//! - `names`: server-generated queue names, consumer tags, reply-to addresses.
 //! - `heartbeat`: when to send a heartbeat and when the peer counts as dead (pure, clock
 //!   passed in).
 //! - `auth`: users, SASL PLAIN/AMQPLAIN, the loopback-only rule for guest.
@@ -18,6 +22,7 @@ pub mod config;
 mod connection;
 pub mod error;
 mod heartbeat;
+mod names;
 mod server;
 
 pub use config::Config;

@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use std::collections::HashMap;
+
+use lepus_broker::{OutletRef, VHost};
+use lepus_protocol::ShortStr;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -20,9 +24,18 @@ use crate::connection;
 pub(crate) struct Shared {
     pub config: Config,
     pub users: RwLock<Users>,
-    /// Virtual hosts that exist. (The model issue moves vhosts into the broker crate.)
-    pub vhosts: RwLock<Vec<String>>,
+    pub vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
+    pub reply_to: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
     pub next_connection_id: AtomicU64,
+}
+
+/// Where a direct reply-to address delivers.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTarget {
+    pub outlet: OutletRef,
+    pub channel: u16,
+    pub consumer_tag: ShortStr,
 }
 
 /// A bound, not yet running broker.
@@ -52,7 +65,8 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             users: RwLock::new(users),
-            vhosts: RwLock::new(vec!["/".to_owned()]),
+            vhosts: RwLock::new(HashMap::from([("/".to_owned(), Arc::new(VHost::new("/")))])),
+            reply_to: parking_lot::Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
         });
         let (tx, _) = watch::channel(false);

@@ -24,13 +24,29 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use lepus_broker::{Outbound, Outlet, OutletRef, VHost, Wake};
+use tokio::sync::Notify;
+
 use crate::auth::MECHANISMS;
 use crate::channel::{Channel, ChannelPhase};
-use crate::error::{ConnectionError, Exception};
+use crate::error::{ConnectionError, Exception, Fail};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::server::Shared;
 
+mod deliver;
+mod model;
+mod publish;
+
 const READ_BUFFER_INITIAL: usize = 64 * 1024;
+
+/// Wakes a connection task when queues push deliveries onto its outlet.
+struct NotifyWake(Arc<Notify>);
+
+impl Wake for NotifyWake {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +99,17 @@ struct Connection {
     channels: std::collections::HashMap<u16, Channel>,
     user: String,
     vhost: String,
+    /// The vhost, once `connection.open` succeeded.
+    vhost_ref: Option<Arc<VHost>>,
     /// Capabilities the client announced in `start-ok`.
     client_capabilities: FieldTable,
+    /// Where queues push deliveries for this connection's consumers.
+    outlet: OutletRef,
+    notify: Arc<Notify>,
+    /// Reused buffer for draining the outlet.
+    drained: Vec<Outbound>,
+    /// Channels with publisher confirms to flush at the end of this input batch.
+    confirms_due: Vec<u16>,
     closing_deadline: Option<Instant>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
@@ -94,7 +119,14 @@ struct Connection {
 impl Connection {
     fn new(id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
         let now = Instant::now();
+        let notify = Arc::new(Notify::new());
+        let outlet = Arc::new(Outlet::new(Box::new(NotifyWake(notify.clone()))));
         Connection {
+            vhost_ref: None,
+            outlet,
+            notify,
+            drained: Vec::new(),
+            confirms_due: Vec::new(),
             id,
             peer,
             frame_max: FRAME_MIN_SIZE,
@@ -118,6 +150,7 @@ impl Connection {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = *stop.borrow();
+        let notify = self.notify.clone();
         let end: &'static str = loop {
             if self.phase == Phase::Closed && self.out.is_empty() {
                 break "closed";
@@ -137,6 +170,9 @@ impl Connection {
                     }
                     Err(_) => break "read error",
                 },
+                _ = notify.notified(), if self.out.len() < self.shared.config.outbound_buffer_max => {
+                    self.drain_outlet();
+                }
                 w = wr.write_buf(&mut self.out), if !self.out.is_empty() => match w {
                     Ok(0) | Err(_) => break "write error",
                     Ok(_) => self.heartbeat.on_write(Instant::now()),
@@ -154,6 +190,11 @@ impl Connection {
         };
         let _ = wr.shutdown().await;
         self.release_all_channels();
+        self.outlet.close();
+        self.drain_outlet();
+        if let Some(vhost) = &self.vhost_ref {
+            vhost.remove_exclusive_queues(self.id);
+        }
         let clean = end == "closed";
         if self.phase == Phase::Closed && clean {
             tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection closed");
@@ -226,6 +267,7 @@ impl Connection {
                 }
             }
         }
+        self.flush_confirms();
     }
 
     /// Accepts `AMQP 0 0 9 1` (and 0-9's `AMQP 1 1 0 9`, as RabbitMQ does); anything else gets
@@ -380,10 +422,11 @@ impl Connection {
 
     fn on_open(&mut self, m: ConnectionOpen) -> Result<(), ConnectionError> {
         let vhost = m.virtual_host.to_string();
-        if !self.shared.vhosts.read().contains(&vhost) {
+        let Some(vhost_ref) = self.shared.vhosts.read().get(&vhost).cloned() else {
             return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
-        }
+        };
         self.vhost = vhost;
+        self.vhost_ref = Some(vhost_ref);
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
         self.phase = Phase::Running;
         self.heartbeat.on_read(Instant::now());
@@ -413,21 +456,21 @@ impl Connection {
             self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
             return Ok(());
         }
-        let Some(ch) = self.channels.get_mut(&channel) else {
+        let Some(ch) = self.channels.get(&channel) else {
             return Err(tag(ConnectionError::ChannelNotOpen(channel)));
         };
         if ch.phase == ChannelPhase::Closing {
             // After our channel.close, only close / close-ok mean anything (AMQP 0-9-1 §4.2.4).
             match method {
-                Method::ChannelCloseOk(_) => {
-                    self.release_channel(channel);
-                }
-                Method::ChannelClose(_) => {
-                    self.send(channel, ChannelCloseOk {});
-                }
+                Method::ChannelCloseOk(_) => self.release_channel(channel),
+                Method::ChannelClose(_) => self.send(channel, ChannelCloseOk {}),
                 _ => {}
             }
             return Ok(());
+        }
+        if ch.assembling.is_some() {
+            let text = "expected content header for class 60, got non content header frame instead";
+            return Err(tag(ConnectionError::UnexpectedFrame(text.into())));
         }
         match method {
             Method::ChannelClose(_) => {
@@ -435,17 +478,47 @@ impl Connection {
                 self.send(channel, ChannelCloseOk {});
                 Ok(())
             }
-            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelCloseOk(_) | Method::ChannelFlowOk(_) => Ok(()),
             Method::ChannelFlow(m) => {
-                ch.flow_active = m.active;
+                self.set_flow(channel, m.active);
                 self.send(channel, ChannelFlowOk { active: m.active });
                 Ok(())
             }
-            Method::ChannelFlowOk(_) => Ok(()),
-            m if m.ids().0 == CLASS_CONNECTION || m.ids().0 == CLASS_CHANNEL => {
-                Err(tag(ConnectionError::CommandInvalid(format!("unimplemented method {}", m.name()))))
+            m => self.on_model_method(channel, m).map_err(|f| f.tag(channel, class_id, method_id)),
+        }
+    }
+
+    /// Methods of the exchange, queue, basic, confirm and tx classes on an open channel.
+    fn on_model_method(&mut self, channel: u16, method: Method) -> Result<(), Fail> {
+        match method {
+            Method::ExchangeDeclare(m) => self.exchange_declare(channel, m),
+            Method::ExchangeDelete(m) => self.exchange_delete(channel, m),
+            Method::ExchangeBind(m) => self.exchange_bind(channel, m),
+            Method::ExchangeUnbind(m) => self.exchange_unbind(channel, m),
+            Method::QueueDeclare(m) => self.queue_declare(channel, m),
+            Method::QueueBind(m) => self.queue_bind(channel, m),
+            Method::QueueUnbind(m) => self.queue_unbind(channel, m),
+            Method::QueuePurge(m) => self.queue_purge(channel, m),
+            Method::QueueDelete(m) => self.queue_delete(channel, m),
+            Method::BasicQos(m) => self.basic_qos(channel, m),
+            Method::BasicConsume(m) => self.basic_consume(channel, m),
+            Method::BasicCancel(m) => self.basic_cancel(channel, m),
+            Method::BasicPublish(m) => self.basic_publish(channel, m),
+            Method::BasicGet(m) => self.basic_get(channel, m),
+            Method::BasicAck(m) => self.settle(channel, m.delivery_tag, m.multiple, crate::channel::Settle::Ack),
+            Method::BasicNack(m) => self.settle(channel, m.delivery_tag, m.multiple, settle_kind(m.requeue)),
+            Method::BasicReject(m) => self.settle(channel, m.delivery_tag, false, settle_kind(m.requeue)),
+            Method::BasicRecover(m) => {
+                self.basic_recover(channel, m.requeue)?;
+                self.send(channel, BasicRecoverOk {});
+                Ok(())
             }
-            m => Err(tag(ConnectionError::NotImplemented(format!("{} is not implemented yet", m.name())))),
+            Method::BasicRecoverAsync(m) => self.basic_recover(channel, m.requeue),
+            Method::ConfirmSelect(m) => self.confirm_select(channel, m),
+            Method::TxSelect(_) => self.tx_select(channel),
+            Method::TxCommit(_) => self.tx_commit(channel),
+            Method::TxRollback(_) => self.tx_rollback(channel),
+            m => Err(ConnectionError::CommandInvalid(format!("unimplemented method {}", m.name())).into()),
         }
     }
 
@@ -453,6 +526,7 @@ impl Connection {
         let channel = frame.channel;
         match self.channels.get(&channel) {
             Some(ch) if ch.phase == ChannelPhase::Closing => Ok(()),
+            Some(ch) if ch.assembling.is_some() => self.on_content(channel, frame),
             Some(_) => {
                 Err(ConnectionError::UnexpectedFrame("expected method frame, got non method frame instead".into())
                     .into())
@@ -466,8 +540,11 @@ impl Connection {
         match e {
             Exception::Channel { error, channel, class_id, method_id } => {
                 tracing::warn!(connection = self.id, channel, code = error.reply_code(), "channel error: {error}");
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.phase = ChannelPhase::Closing;
+                if self.channels.contains_key(&channel) {
+                    self.release_channel_resources(channel);
+                    if let Some(ch) = self.channels.get_mut(&channel) {
+                        ch.phase = ChannelPhase::Closing;
+                    }
                 }
                 let close = ChannelClose {
                     reply_code: error.reply_code(),
@@ -519,13 +596,22 @@ impl Connection {
         self.closing_deadline = Some(Instant::now() + Duration::from_millis(self.shared.config.close_timeout_ms));
     }
 
+    /// Releases a channel's consumers and unacked deliveries, and forgets it.
     fn release_channel(&mut self, channel: u16) {
+        self.release_channel_resources(channel);
         self.channels.remove(&channel);
     }
 
     fn release_all_channels(&mut self) {
-        self.channels.clear();
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.release_channel(id);
+        }
     }
+}
+
+fn settle_kind(requeue: bool) -> crate::channel::Settle {
+    if requeue { crate::channel::Settle::Requeue } else { crate::channel::Settle::Discard }
 }
 
 /// RabbitMQ's tune-ok rule: a client value must be at least `min` (unless 0) and, when the

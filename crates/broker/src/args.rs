@@ -1,0 +1,270 @@
+//! Validation of the `x-` arguments of `queue.declare`, and the equivalence check on
+//! redeclaration, with RabbitMQ 3.x's rules and reply texts.
+
+use lepus_protocol::{FieldTable, FieldValue};
+
+use crate::error::BrokerError;
+use crate::queue::{Overflow, QueueLimits};
+
+/// The queue types clients declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    /// Accepted with RabbitMQ's single-node declaration rules; behaves as a durable classic
+    /// queue until replication exists.
+    Quorum,
+}
+
+/// RabbitMQ's name for a field type, as it appears in its error texts.
+pub fn type_name(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal { .. } => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+        FieldValue::Bytes(_) => "binary",
+    }
+}
+
+/// The value as RabbitMQ prints it in an inequivalence error.
+fn describe_value(v: Option<&FieldValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => {
+            let shown = match v {
+                FieldValue::LongStr(b) | FieldValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                FieldValue::Bool(b) => b.to_string(),
+                other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| format!("{other:?}")),
+            };
+            format!("the value '{shown}' of type '{}'", type_name(v))
+        }
+    }
+}
+
+/// Integer types RabbitMQ accepts for numeric arguments (not timestamps, floats or strings).
+fn int_arg(v: &FieldValue) -> Option<i64> {
+    match v {
+        FieldValue::Timestamp(_) => None,
+        other => other.as_i64(),
+    }
+}
+
+/// What `queue.declare`'s arguments mean for the queue.
+#[derive(Debug, Clone)]
+pub struct QueueArgs {
+    pub queue_type: QueueType,
+    pub limits: QueueLimits,
+    pub message_ttl_ms: Option<u64>,
+    pub expires_ms: Option<u64>,
+    pub max_priority: Option<u8>,
+}
+
+/// Validates the arguments of a new queue. `what` is `queue 'q' in vhost '/'`.
+pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, BrokerError> {
+    let invalid = |key: &str, reason: String| {
+        BrokerError::PreconditionFailed(format!("invalid arg '{key}' for {what}: {reason}"))
+    };
+    let unacceptable = |key: &str, v: &FieldValue| invalid(key, format!("{{unacceptable_type,{}}}", type_name(v)));
+    let mut out = QueueArgs {
+        queue_type: QueueType::Classic,
+        limits: QueueLimits::default(),
+        message_ttl_ms: None,
+        expires_ms: None,
+        max_priority: None,
+    };
+    for (key, value) in args.iter() {
+        let key = key.as_str().unwrap_or("");
+        let non_neg = |v: &FieldValue| -> Result<u64, BrokerError> {
+            let n = int_arg(v).ok_or_else(|| unacceptable(key, v))?;
+            u64::try_from(n).map_err(|_| invalid(key, format!("{{value_negative,{n}}}")))
+        };
+        let string = |v: &FieldValue| -> Result<String, BrokerError> {
+            match v {
+                FieldValue::LongStr(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+                other => Err(unacceptable(key, other)),
+            }
+        };
+        match key {
+            "x-expires" => {
+                let n = non_neg(value)?;
+                if n == 0 {
+                    return Err(invalid(key, "{value_zero,0}".into()));
+                }
+                out.expires_ms = Some(n);
+            }
+            "x-message-ttl" => out.message_ttl_ms = Some(non_neg(value)?),
+            "x-max-length" => out.limits.max_length = Some(non_neg(value)?),
+            "x-max-length-bytes" => out.limits.max_length_bytes = Some(non_neg(value)?),
+            "x-max-in-memory-length" | "x-max-in-memory-bytes" | "x-stream-max-segment-size-bytes" => {
+                non_neg(value)?;
+            }
+            "x-max-priority" => {
+                let n = non_neg(value)?;
+                if n > 255 {
+                    return Err(invalid(key, format!("{{value_too_large,{n},255}}")));
+                }
+                out.max_priority = Some(n as u8);
+            }
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
+                string(value)?;
+            }
+            "x-overflow" => {
+                out.limits.overflow = Some(match string(value)?.as_str() {
+                    "drop-head" => Overflow::DropHead,
+                    "reject-publish" | "reject-publish-dlx" => Overflow::RejectPublish,
+                    other => return Err(invalid(key, format!("{{invalid_overflow,<<\"{other}\">>}}"))),
+                });
+            }
+            "x-queue-mode" => match string(value)?.as_str() {
+                // Accepted and ignored: queues page to disk by themselves (RabbitMQ 3.x accepts it).
+                "default" | "lazy" => {}
+                other => return Err(invalid(key, format!("{{unsupported_mode,<<\"{other}\">>}}"))),
+            },
+            "x-single-active-consumer" if !matches!(value, FieldValue::Bool(_)) => {
+                return Err(unacceptable(key, value));
+            }
+            "x-queue-type" => {
+                out.queue_type = match string(value)?.as_str() {
+                    "classic" => QueueType::Classic,
+                    "quorum" => QueueType::Quorum,
+                    "stream" => {
+                        return Err(invalid(key, "stream queues are not supported by Lepus yet".into()));
+                    }
+                    other => return Err(invalid(key, format!("{{unsupported_queue_type,<<\"{other}\">>}}"))),
+                }
+            }
+            "x-quorum-initial-group-size" | "x-initial-cluster-size" => {
+                let n = non_neg(value)?;
+                if n == 0 {
+                    return Err(invalid(key, "{value_zero,0}".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Arguments whose value must match on redeclaration (RabbitMQ 3.x; `x-queue-mode` is left
+/// out so that clients that add or drop `lazy` keep working).
+const EQUIVALENT_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-type",
+    "x-single-active-consumer",
+];
+
+/// The equivalence check of `queue.declare` against an existing queue's arguments.
+pub fn assert_args_equivalent(current: &FieldTable, received: &FieldTable, what: &str) -> Result<(), BrokerError> {
+    for key in EQUIVALENT_ARGS {
+        let (c, r) = (current.get(key), received.get(key));
+        let same = match (c, r) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a == b || (int_arg(a).is_some() && int_arg(a) == int_arg(b)),
+            _ => false,
+        };
+        if !same {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "inequivalent arg '{key}' for {what}: received {} but current is {}",
+                describe_value(r),
+                describe_value(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHAT: &str = "queue 'q' in vhost '/'";
+
+    fn t(key: &'static str, v: FieldValue) -> FieldTable {
+        FieldTable::new().with(key, v)
+    }
+
+    #[test]
+    fn valid_arguments_parse() {
+        let args = FieldTable::new()
+            .with("x-max-length", FieldValue::I32(10))
+            .with("x-message-ttl", FieldValue::I64(1000))
+            .with("x-overflow", "reject-publish")
+            .with("x-queue-mode", "lazy")
+            .with("x-queue-type", "quorum")
+            .with("x-max-priority", FieldValue::U8(9));
+        let parsed = parse_queue_args(&args, WHAT).unwrap();
+        assert_eq!(parsed.limits.max_length, Some(10));
+        assert_eq!(parsed.limits.overflow, Some(Overflow::RejectPublish));
+        assert_eq!(parsed.queue_type, QueueType::Quorum);
+        assert_eq!((parsed.message_ttl_ms, parsed.max_priority), (Some(1000), Some(9)));
+    }
+
+    #[test]
+    fn invalid_arguments_get_rabbitmq_texts() {
+        let cases = [
+            (
+                t("x-max-length", "10".into()),
+                "invalid arg 'x-max-length' for queue 'q' in vhost '/': {unacceptable_type,longstr}",
+            ),
+            (
+                t("x-max-length", FieldValue::I32(-1)),
+                "invalid arg 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}",
+            ),
+            (t("x-expires", FieldValue::I32(0)), "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"),
+            (
+                t("x-max-priority", FieldValue::I32(256)),
+                "invalid arg 'x-max-priority' for queue 'q' in vhost '/': {value_too_large,256,255}",
+            ),
+            (
+                t("x-queue-type", "fancy".into()),
+                "invalid arg 'x-queue-type' for queue 'q' in vhost '/': {unsupported_queue_type,<<\"fancy\">>}",
+            ),
+            (
+                t("x-overflow", "explode".into()),
+                "invalid arg 'x-overflow' for queue 'q' in vhost '/': {invalid_overflow,<<\"explode\">>}",
+            ),
+            (
+                t("x-single-active-consumer", FieldValue::I32(1)),
+                "invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
+            ),
+        ];
+        for (args, text) in cases {
+            assert_eq!(parse_queue_args(&args, WHAT).unwrap_err(), BrokerError::PreconditionFailed(text.into()));
+        }
+        assert!(parse_queue_args(&t("x-queue-type", "stream".into()), WHAT).is_err());
+    }
+
+    #[test]
+    fn equivalence_compares_values_across_integer_types() {
+        let a = t("x-max-length", FieldValue::I32(10));
+        assert!(assert_args_equivalent(&a, &t("x-max-length", FieldValue::I64(10)), WHAT).is_ok());
+        let err = assert_args_equivalent(&a, &FieldTable::new(), WHAT).unwrap_err();
+        assert_eq!(
+            err,
+            BrokerError::PreconditionFailed(
+                "inequivalent arg 'x-max-length' for queue 'q' in vhost '/': received none but current is the value '10' of type 'signedint'".into()
+            )
+        );
+        // x-queue-mode may differ.
+        assert!(assert_args_equivalent(&t("x-queue-mode", "lazy".into()), &FieldTable::new(), WHAT).is_ok());
+    }
+}

@@ -1,0 +1,29 @@
+//! The broker model: virtual hosts, exchanges and routing, queues, consumers and the
+//! hand-off of deliveries to connections. No sockets, no async runtime: the server drives it,
+//! and everything here is testable with plain unit and property tests.
+//!
+//! # Layout
+//! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings) and routing.
+//! - [`exchange`]: exchange kinds, bindings, declaration rules.
+//! - [`topic`], [`headers`]: the topic trie and headers matching.
+//! - [`queue`]: a queue's messages and consumers; assignment under its lock.
+//! - [`outlet`]: the per-connection list queues push deliveries onto.
+//! - [`message`]: a message as queues hold it.
+//! - [`args`]: validation of `x-` queue arguments.
+//! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
+
+pub mod args;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod message;
+pub mod outlet;
+pub mod queue;
+pub mod topic;
+pub mod vhost;
+
+pub use error::BrokerError;
+pub use message::{Message, MessageRef};
+pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
+pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
+pub use vhost::VHost;

@@ -1,0 +1,424 @@
+//! A queue: messages in order, the consumers attached to it, and the assignment of one to
+//! the other.
+//!
+//! A queue is passive data behind a short mutex, not a task. Whoever changes its state —
+//! a publish, an ack, a new consumer, a requeue — does the bookkeeping inline under the lock:
+//! append, then assign deliverable messages to consumers with credit (round-robin within the
+//! highest consumer priority, per-consumer prefetch, per-channel prefetch) by pushing small
+//! [`Outbound`] records onto the consuming connection's [`Outlet`]. Outlets that went from
+//! empty to non-empty are woken after the lock is released.
+//!
+//! Requeued messages go back to their original position (ordered by `seq`) with
+//! `redelivered` set. No-ack consumers get a bounded window of deliveries in flight, returned
+//! by [`Queue::settle`] once the connection has encoded them, so a slow socket stops its
+//! consumers being fed instead of buffering without bound.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use lepus_protocol::{FieldTable, ShortStr};
+use parking_lot::Mutex;
+
+use crate::error::{BrokerError, Result};
+use crate::message::MessageRef;
+use crate::outlet::{Delivery, Outbound, OutletRef};
+
+pub type QueueRef = Arc<Queue>;
+
+/// Deliveries a no-ack consumer may have assigned but not yet encoded by its connection.
+pub const NO_ACK_WINDOW: u32 = 2048;
+
+/// A message waiting in a queue.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub message: MessageRef,
+    pub redelivered: bool,
+}
+
+/// Flow and channel-wide prefetch (`basic.qos global=true`) shared by a channel's consumers.
+#[derive(Debug, Default)]
+pub struct ChannelGate {
+    /// `channel.flow`: false stops deliveries to the channel.
+    pub paused: AtomicBool,
+    /// 0 = unlimited.
+    pub prefetch: AtomicU32,
+    pub unacked: AtomicU32,
+}
+
+impl ChannelGate {
+    fn try_take(&self) -> bool {
+        if self.paused.load(Ordering::Acquire) {
+            return false;
+        }
+        let limit = self.prefetch.load(Ordering::Acquire);
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (limit == 0 || n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Returns `n` units of channel-wide credit.
+    pub fn release(&self, n: u32) {
+        let _ = self.unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+    }
+}
+
+/// Who a consumer is and how it consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub connection_id: u64,
+    pub channel: u16,
+    pub tag: ShortStr,
+    pub outlet: OutletRef,
+    pub ack_required: bool,
+    /// Per-consumer prefetch (`basic.qos global=false`); 0 = unlimited.
+    pub prefetch: u32,
+    pub gate: Arc<ChannelGate>,
+    /// `x-priority`: higher is served first while it has credit.
+    pub priority: i64,
+    pub exclusive: bool,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    spec: ConsumerSpec,
+    /// Assigned and not yet acked (or, for no-ack consumers, not yet encoded).
+    in_flight: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        let limit = if self.spec.ack_required { self.spec.prefetch } else { NO_ACK_WINDOW };
+        (limit == 0 || self.in_flight < limit) && !self.spec.outlet.is_closed()
+    }
+
+    fn is(&self, connection_id: u64, channel: u16, tag: &ShortStr) -> bool {
+        self.spec.connection_id == connection_id && self.spec.channel == channel && self.spec.tag == *tag
+    }
+}
+
+/// `x-overflow`: what happens when `x-max-length` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    DropHead,
+    RejectPublish,
+}
+
+/// Limits from the queue's arguments that the queue enforces itself.
+#[derive(Debug, Clone, Default)]
+pub struct QueueLimits {
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Option<Overflow>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Entry>,
+    ready_bytes: u64,
+    next_seq: u64,
+    consumers: Vec<Consumer>,
+    cursor: usize,
+    deleted: bool,
+    ever_consumed: bool,
+}
+
+/// What happened to a published message at one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Yes,
+    /// Refused by `x-overflow: reject-publish` (the publisher gets a `basic.nack`).
+    Rejected,
+    /// The queue was deleted concurrently.
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub name: ShortStr,
+    pub vhost: Arc<str>,
+    pub durable: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub limits: QueueLimits,
+    state: Mutex<State>,
+}
+
+/// Outlets to wake once the queue lock is released.
+type Wakes = Vec<OutletRef>;
+
+fn wake_all(wakes: Wakes) {
+    for outlet in wakes {
+        outlet.wake();
+    }
+}
+
+impl Queue {
+    pub fn new(
+        name: ShortStr,
+        vhost: Arc<str>,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        limits: QueueLimits,
+    ) -> Queue {
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, limits, state: Mutex::default() }
+    }
+
+    /// `'name' in vhost 'v'`, for reply texts.
+    pub fn describe(&self) -> String {
+        format!("queue '{}' in vhost '{}'", self.name, self.vhost)
+    }
+
+    /// Appends a message and assigns what can be assigned.
+    pub fn publish(self: &Arc<Self>, message: MessageRef) -> Enqueued {
+        let mut wakes = Wakes::new();
+        let outcome = {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return Enqueued::Gone;
+            }
+            if !self.make_room(&mut st, message.size() as u64) {
+                Enqueued::Rejected
+            } else {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.ready_bytes += message.size() as u64;
+                st.ready.push_back(Entry { seq, message, redelivered: false });
+                self.assign(&mut st, &mut wakes);
+                Enqueued::Yes
+            }
+        };
+        wake_all(wakes);
+        outcome
+    }
+
+    /// Applies `x-max-length`/`x-max-length-bytes` before a message of `size` bytes is added.
+    fn make_room(&self, st: &mut State, size: u64) -> bool {
+        let QueueLimits { max_length, max_length_bytes, overflow } = &self.limits;
+        if max_length.is_none() && max_length_bytes.is_none() {
+            return true;
+        }
+        let full = |st: &State| {
+            max_length.is_some_and(|m| st.ready.len() as u64 + 1 > m)
+                || max_length_bytes.is_some_and(|m| st.ready_bytes + size > m)
+        };
+        if !full(st) {
+            return true;
+        }
+        if *overflow == Some(Overflow::RejectPublish) {
+            return false;
+        }
+        while full(st) {
+            match st.ready.pop_front() {
+                Some(dropped) => st.ready_bytes -= dropped.message.size() as u64,
+                None => return max_length.is_none_or(|m| m > 0) && max_length_bytes.is_none_or(|m| size <= m),
+            }
+        }
+        true
+    }
+
+    /// Moves ready messages to consumers with credit.
+    fn assign(self: &Arc<Self>, st: &mut State, wakes: &mut Wakes) {
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let Some(index) = Self::next_consumer(st) else { break };
+            let Some(entry) = st.ready.pop_front() else { break };
+            st.ready_bytes -= entry.message.size() as u64;
+            let consumer = &mut st.consumers[index];
+            consumer.in_flight += 1;
+            let spec = &consumer.spec;
+            let delivery = Delivery {
+                channel: spec.channel,
+                consumer_tag: spec.tag.clone(),
+                queue: Some(self.clone()),
+                seq: entry.seq,
+                message: entry.message,
+                redelivered: entry.redelivered,
+                ack_required: spec.ack_required,
+            };
+            let outlet = spec.outlet.clone();
+            st.cursor = index + 1;
+            if outlet.push(Outbound::Deliver(delivery)) {
+                wakes.push(outlet);
+            }
+        }
+    }
+
+    /// The next consumer to serve: highest priority among those with credit, round-robin
+    /// from the cursor. Takes the consumer's channel-wide credit.
+    fn next_consumer(st: &mut State) -> Option<usize> {
+        let n = st.consumers.len();
+        let best = st.consumers.iter().filter(|c| c.has_credit()).map(|c| c.spec.priority).max()?;
+        for offset in 0..n {
+            let i = (st.cursor + offset) % n;
+            let c = &st.consumers[i];
+            if c.spec.priority == best && c.has_credit() && (!c.spec.ack_required || c.spec.gate.try_take()) {
+                return Some(i);
+            }
+        }
+        // Every top-priority consumer is blocked by its channel: try lower priorities.
+        for offset in 0..n {
+            let i = (st.cursor + offset) % n;
+            let c = &st.consumers[i];
+            if c.spec.priority < best && c.has_credit() && (!c.spec.ack_required || c.spec.gate.try_take()) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Attaches a consumer (after the exclusivity checks) and feeds it.
+    pub fn consume(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
+        let mut wakes = Wakes::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return Err(BrokerError::not_found("queue", self.name.to_string(), self.vhost.to_string()));
+            }
+            let exclusive_held = st.consumers.iter().any(|c| c.spec.exclusive);
+            if exclusive_held || (spec.exclusive && !st.consumers.is_empty()) {
+                return Err(BrokerError::AccessRefused(format!("{} in exclusive use", self.describe())));
+            }
+            st.consumers.push(Consumer { spec, in_flight: 0 });
+            st.ever_consumed = true;
+            self.assign(&mut st, &mut wakes);
+        }
+        wake_all(wakes);
+        Ok(())
+    }
+
+    /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
+    pub fn cancel(&self, connection_id: u64, channel: u16, tag: &ShortStr) -> bool {
+        let mut st = self.state.lock();
+        let before = st.consumers.len();
+        st.consumers.retain(|c| !c.is(connection_id, channel, tag));
+        let removed = st.consumers.len() < before;
+        if st.cursor > st.consumers.len() {
+            st.cursor = 0;
+        }
+        removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
+    }
+
+    /// Returns credit for `count` settled deliveries of a consumer (acked, rejected, or for
+    /// no-ack consumers encoded), then assigns more.
+    pub fn settle(self: &Arc<Self>, connection_id: u64, channel: u16, tag: &ShortStr, count: u32) {
+        let mut wakes = Wakes::new();
+        {
+            let mut st = self.state.lock();
+            if let Some(c) = st.consumers.iter_mut().find(|c| c.is(connection_id, channel, tag)) {
+                c.in_flight = c.in_flight.saturating_sub(count);
+            }
+            self.assign(&mut st, &mut wakes);
+        }
+        wake_all(wakes);
+    }
+
+    /// Assigns again (after a channel's flow or channel-wide credit reopened).
+    pub fn kick(self: &Arc<Self>) {
+        let mut wakes = Wakes::new();
+        {
+            let mut st = self.state.lock();
+            self.assign(&mut st, &mut wakes);
+        }
+        wake_all(wakes);
+    }
+
+    /// Puts messages back at their original positions, marked redelivered, and returns
+    /// `credit` to the consumer identified by `owner` (if it is still attached).
+    pub fn requeue(self: &Arc<Self>, entries: Vec<(u64, MessageRef)>, owner: Option<(u64, u16, &ShortStr, u32)>) {
+        let mut wakes = Wakes::new();
+        {
+            let mut st = self.state.lock();
+            if let Some((conn, channel, tag, credit)) = owner
+                && let Some(c) = st.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
+            {
+                c.in_flight = c.in_flight.saturating_sub(credit);
+            }
+            if st.deleted {
+                return;
+            }
+            for (seq, message) in entries {
+                st.ready_bytes += message.size() as u64;
+                let at = st.ready.partition_point(|e| e.seq < seq);
+                st.ready.insert(at, Entry { seq, message, redelivered: true });
+            }
+            self.assign(&mut st, &mut wakes);
+        }
+        wake_all(wakes);
+    }
+
+    /// `basic.get`: the next ready message and how many remain.
+    pub fn get(&self) -> Option<(Entry, u32)> {
+        let mut st = self.state.lock();
+        let entry = st.ready.pop_front()?;
+        st.ready_bytes -= entry.message.size() as u64;
+        Some((entry, st.ready.len() as u32))
+    }
+
+    /// Drops every ready message; returns how many.
+    pub fn purge(&self) -> u32 {
+        let mut st = self.state.lock();
+        let n = st.ready.len() as u32;
+        st.ready.clear();
+        st.ready_bytes = 0;
+        n
+    }
+
+    pub fn message_count(&self) -> u32 {
+        self.state.lock().ready.len() as u32
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        self.state.lock().consumers.len() as u32
+    }
+
+    pub fn counts(&self) -> (u32, u32) {
+        let st = self.state.lock();
+        (st.ready.len() as u32, st.consumers.len() as u32)
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
+    }
+
+    /// Checks `queue.delete`'s conditions.
+    pub fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<()> {
+        let st = self.state.lock();
+        if if_unused && !st.consumers.is_empty() {
+            return Err(BrokerError::PreconditionFailed(format!("{} in use", self.describe())));
+        }
+        if if_empty && !st.ready.is_empty() {
+            return Err(BrokerError::PreconditionFailed(format!("{} not empty", self.describe())));
+        }
+        Ok(())
+    }
+
+    /// Marks the queue deleted: drops its messages and tells every consumer's connection that
+    /// the consumer is cancelled. Returns the number of ready messages dropped.
+    pub fn delete(&self) -> u32 {
+        let mut wakes = Wakes::new();
+        let n = {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return 0;
+            }
+            st.deleted = true;
+            let n = st.ready.len() as u32;
+            st.ready.clear();
+            st.ready_bytes = 0;
+            for c in st.consumers.drain(..) {
+                let item = Outbound::ConsumerCancelled { channel: c.spec.channel, consumer_tag: c.spec.tag.clone() };
+                if c.spec.outlet.push(item) {
+                    wakes.push(c.spec.outlet.clone());
+                }
+            }
+            n
+        };
+        wake_all(wakes);
+        n
+    }
+}

@@ -1,0 +1,501 @@
+//! A virtual host: its exchanges, queues and bindings, the declaration rules for them, and
+//! routing a message to queues.
+//!
+//! Topology lives behind one `RwLock`: routing takes it for reading (publishers never
+//! contend with each other), declarations and bindings for writing. Queue state has its own
+//! lock (see [`crate::queue`]); the topology lock is never held while a queue lock is taken
+//! for publishing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use lepus_protocol::{FieldTable, ShortStr};
+use parking_lot::RwLock;
+
+use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
+use crate::error::{BrokerError, Result};
+use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::{Queue, QueueRef};
+
+/// Exchanges reached while routing one message, bounding exchange-to-exchange chains.
+pub const ROUTE_EXCHANGES_MAX: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Topology {
+    exchanges: HashMap<ShortStr, Exchange>,
+    queues: HashMap<ShortStr, QueueRef>,
+    /// destination → (source exchange, key, arguments), to remove bindings when a queue or
+    /// exchange is deleted.
+    bindings_to: HashMap<Destination, Vec<(ShortStr, ShortStr, FieldTable)>>,
+}
+
+/// Parameters of `queue.declare`.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDeclare {
+    pub name: ShortStr,
+    /// The broker chose the name (`amq.gen-…`): the reserved-prefix rule does not apply.
+    pub server_named: bool,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// Parameters of `exchange.declare`.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeDeclare {
+    pub name: ShortStr,
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug)]
+pub struct VHost {
+    pub name: Arc<str>,
+    topology: RwLock<Topology>,
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+impl VHost {
+    /// A vhost with RabbitMQ's predeclared exchanges.
+    pub fn new(name: &str) -> VHost {
+        let vhost = VHost { name: name.into(), topology: RwLock::default() };
+        {
+            let mut t = vhost.topology.write();
+            let mut add = |name: &'static str, kind, internal| {
+                let x = Exchange::new(ShortStr::from_static(name), kind, true, false, internal, FieldTable::new());
+                t.exchanges.insert(ShortStr::from_static(name), x);
+            };
+            add("", ExchangeKind::Direct, false);
+            add("amq.direct", ExchangeKind::Direct, false);
+            add("amq.fanout", ExchangeKind::Fanout, false);
+            add("amq.topic", ExchangeKind::Topic, false);
+            add("amq.headers", ExchangeKind::Headers, false);
+            add("amq.match", ExchangeKind::Headers, false);
+            add("amq.rabbitmq.trace", ExchangeKind::Topic, true);
+        }
+        vhost
+    }
+
+    fn queue_what(&self, name: &ShortStr) -> String {
+        format!("queue '{name}' in vhost '{}'", self.name)
+    }
+
+    fn exchange_what(&self, name: &ShortStr) -> String {
+        format!("exchange '{name}' in vhost '{}'", self.name)
+    }
+
+    fn no_queue(&self, name: &ShortStr) -> BrokerError {
+        BrokerError::not_found("queue", name.to_string(), self.name.to_string())
+    }
+
+    fn no_exchange(&self, name: &ShortStr) -> BrokerError {
+        BrokerError::not_found("exchange", name.to_string(), self.name.to_string())
+    }
+
+    fn default_exchange_refused(&self) -> BrokerError {
+        BrokerError::AccessRefused(format!("operation not permitted on the default exchange in vhost '{}'", self.name))
+    }
+
+    /// The 405 for touching another connection's exclusive queue.
+    fn locked(&self, name: &ShortStr) -> BrokerError {
+        BrokerError::ResourceLocked(format!(
+            "cannot obtain exclusive access to locked {}. It could be originally declared on another \
+             connection or the exclusive property value does not match that of the original declaration.",
+            self.queue_what(name)
+        ))
+    }
+
+    fn check_owner(&self, queue: &Queue, connection_id: u64) -> Result<()> {
+        match queue.exclusive_owner {
+            Some(owner) if owner != connection_id => Err(self.locked(&queue.name)),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- exchanges ----------------------------------------------------------------------
+
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
+        if d.name.is_empty() {
+            return Err(self.default_exchange_refused());
+        }
+        let mut t = self.topology.write();
+        if let Some(x) = t.exchanges.get(&d.name) {
+            if d.passive {
+                return Ok(());
+            }
+            return self.assert_exchange_equivalent(x, d);
+        }
+        if d.passive {
+            return Err(self.no_exchange(&d.name));
+        }
+        let Some(kind) = ExchangeKind::parse(&d.kind) else {
+            return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+        };
+        if d.name.as_bytes().starts_with(b"amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        t.exchanges.insert(d.name.clone(), x);
+        Ok(())
+    }
+
+    fn assert_exchange_equivalent(&self, x: &Exchange, d: &ExchangeDeclare) -> Result<()> {
+        let what = self.exchange_what(&x.name);
+        let differs = |field: &str, received: &str, current: &str| {
+            BrokerError::PreconditionFailed(format!(
+                "inequivalent arg '{field}' for {what}: received '{received}' but current is '{current}'"
+            ))
+        };
+        if d.kind != x.kind.name() {
+            if ExchangeKind::parse(&d.kind).is_none() {
+                return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+            }
+            return Err(differs("type", &d.kind, x.kind.name()));
+        }
+        if d.durable != x.durable {
+            return Err(differs("durable", bool_text(d.durable), bool_text(x.durable)));
+        }
+        if d.auto_delete != x.auto_delete {
+            return Err(differs("auto_delete", bool_text(d.auto_delete), bool_text(x.auto_delete)));
+        }
+        if d.internal != x.internal {
+            return Err(differs("internal", bool_text(d.internal), bool_text(x.internal)));
+        }
+        let (r, c) = (d.arguments.get("alternate-exchange"), x.arguments.get("alternate-exchange"));
+        if r != c {
+            let show = |v: Option<&lepus_protocol::FieldValue>| match v.and_then(|v| v.as_str()) {
+                Some(s) => format!("the value '{s}' of type 'longstr'"),
+                None => "none".into(),
+            };
+            return Err(BrokerError::PreconditionFailed(format!(
+                "inequivalent arg 'alternate-exchange' for {what}: received {} but current is {}",
+                show(r),
+                show(c)
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn exchange_exists(&self, name: &[u8]) -> bool {
+        self.topology.read().exchanges.contains_key(name)
+    }
+
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<()> {
+        if name.is_empty() {
+            return Err(self.default_exchange_refused());
+        }
+        if name.as_bytes().starts_with(b"amq.") && self.exchange_exists(name.as_bytes()) {
+            return Err(BrokerError::AccessRefused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let mut t = self.topology.write();
+        let Some(x) = t.exchanges.get(name) else {
+            // RabbitMQ 3.x: deleting an exchange that does not exist succeeds.
+            return Ok(());
+        };
+        if if_unused && x.binding_count() > 0 {
+            return Err(BrokerError::PreconditionFailed(format!("{} in use", self.exchange_what(name))));
+        }
+        Self::remove_exchange(&mut t, name);
+        Ok(())
+    }
+
+    /// Removes an exchange with its bindings both ways, cascading auto-deletes.
+    fn remove_exchange(t: &mut Topology, name: &ShortStr) {
+        let Some(x) = t.exchanges.remove(name) else { return };
+        for (dest, key, args) in x.bindings() {
+            if let Some(list) = t.bindings_to.get_mut(dest) {
+                list.retain(|(s, k, a)| !(s == name && k == key && a == args));
+            }
+        }
+        Self::remove_bindings_to(t, &Destination::Exchange(name.clone()));
+    }
+
+    /// Removes every binding leading to `dest`; sources left without bindings that are
+    /// auto-delete are deleted in turn.
+    fn remove_bindings_to(t: &mut Topology, dest: &Destination) {
+        let mut work = vec![dest.clone()];
+        let mut steps = 0usize;
+        while let Some(dest) = work.pop() {
+            steps += 1;
+            if steps > ROUTE_EXCHANGES_MAX * 4 {
+                break;
+            }
+            let Some(bindings) = t.bindings_to.remove(&dest) else { continue };
+            for (source, key, args) in bindings {
+                let Some(x) = t.exchanges.get_mut(&source) else { continue };
+                x.unbind(&dest, &key, &args);
+                if x.auto_delete && x.binding_count() == 0 {
+                    let name = x.name.clone();
+                    if let Some(gone) = t.exchanges.remove(&name) {
+                        drop(gone);
+                        work.push(Destination::Exchange(name));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- bindings ---------------------------------------------------------------------
+
+    /// `queue.bind` (dest = queue) or `exchange.bind` (dest = exchange).
+    pub fn bind(
+        &self,
+        dest: Destination,
+        source: &ShortStr,
+        key: &ShortStr,
+        args: &FieldTable,
+        connection_id: u64,
+    ) -> Result<()> {
+        if source.is_empty() {
+            return Err(self.default_exchange_refused());
+        }
+        let mut t = self.topology.write();
+        self.check_destination(&t, &dest, connection_id)?;
+        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        if x.bind(dest.clone(), key.clone(), args.clone())? {
+            t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
+        }
+        Ok(())
+    }
+
+    fn check_destination(&self, t: &Topology, dest: &Destination, connection_id: u64) -> Result<()> {
+        match dest {
+            Destination::Queue(q) => {
+                let queue = t.queues.get(q).ok_or_else(|| self.no_queue(q))?;
+                self.check_owner(queue, connection_id)
+            }
+            Destination::Exchange(x) if x.is_empty() => Err(self.default_exchange_refused()),
+            Destination::Exchange(x) => t.exchanges.get(x).map(|_| ()).ok_or_else(|| self.no_exchange(x)),
+        }
+    }
+
+    /// `queue.unbind` / `exchange.unbind`. Unbinding what is not bound succeeds.
+    pub fn unbind(
+        &self,
+        dest: Destination,
+        source: &ShortStr,
+        key: &ShortStr,
+        args: &FieldTable,
+        connection_id: u64,
+    ) -> Result<()> {
+        if source.is_empty() {
+            return Err(self.default_exchange_refused());
+        }
+        let mut t = self.topology.write();
+        self.check_destination(&t, &dest, connection_id)?;
+        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        if x.unbind(&dest, key, args) {
+            let auto_delete_now = x.auto_delete && x.binding_count() == 0;
+            if let Some(list) = t.bindings_to.get_mut(&dest) {
+                list.retain(|(s, k, a)| !(s == source && k == key && a == args));
+            }
+            if auto_delete_now {
+                Self::remove_exchange(&mut t, source);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- queues -----------------------------------------------------------------------
+
+    /// `queue.declare`. Returns the queue and its message and consumer counts. An empty name
+    /// must have been replaced by a server-generated one by the caller.
+    pub fn declare_queue(&self, d: &QueueDeclare, connection_id: u64) -> Result<(QueueRef, u32, u32)> {
+        let what = self.queue_what(&d.name);
+        let mut t = self.topology.write();
+        if let Some(q) = t.queues.get(&d.name) {
+            self.check_owner(q, connection_id)?;
+            if !d.passive {
+                if d.exclusive != q.exclusive_owner.is_some() {
+                    return Err(self.locked(&d.name));
+                }
+                let differs = |field: &str, received: bool, current: bool| {
+                    BrokerError::PreconditionFailed(format!(
+                        "inequivalent arg '{field}' for {what}: received '{}' but current is '{}'",
+                        bool_text(received),
+                        bool_text(current)
+                    ))
+                };
+                if d.durable != q.durable {
+                    return Err(differs("durable", d.durable, q.durable));
+                }
+                if d.auto_delete != q.auto_delete {
+                    return Err(differs("auto_delete", d.auto_delete, q.auto_delete));
+                }
+                assert_args_equivalent(&q.arguments, &d.arguments, &what)?;
+            }
+            let (messages, consumers) = q.counts();
+            return Ok((q.clone(), messages, consumers));
+        }
+        if d.passive {
+            return Err(self.no_queue(&d.name));
+        }
+        if !d.server_named && d.name.as_bytes().starts_with(b"amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let args = parse_queue_args(&d.arguments, &what)?;
+        if args.queue_type == QueueType::Quorum {
+            let refuse =
+                |property: &str| BrokerError::PreconditionFailed(format!("invalid property '{property}' for {what}"));
+            if !d.durable {
+                return Err(refuse("non-durable"));
+            }
+            if d.exclusive {
+                return Err(refuse("exclusive-owner"));
+            }
+            if d.auto_delete {
+                return Err(refuse("auto-delete"));
+            }
+        }
+        let owner = d.exclusive.then_some(connection_id);
+        let queue = Arc::new(Queue::new(
+            d.name.clone(),
+            self.name.clone(),
+            d.durable,
+            owner,
+            d.auto_delete,
+            d.arguments.clone(),
+            args.limits,
+        ));
+        t.queues.insert(d.name.clone(), queue.clone());
+        Ok((queue, 0, 0))
+    }
+
+    /// Looks a queue up for use by `connection_id` (404 if missing, 405 if another
+    /// connection's exclusive queue).
+    pub fn queue(&self, name: &ShortStr, connection_id: u64) -> Result<QueueRef> {
+        let t = self.topology.read();
+        let q = t.queues.get(name).ok_or_else(|| self.no_queue(name))?;
+        self.check_owner(q, connection_id)?;
+        Ok(q.clone())
+    }
+
+    /// `queue.delete`; returns the number of messages deleted. A missing queue is deleted
+    /// already (RabbitMQ 3.x answers delete-ok with 0).
+    pub fn delete_queue(&self, name: &ShortStr, if_unused: bool, if_empty: bool, connection_id: u64) -> Result<u32> {
+        let mut t = self.topology.write();
+        let Some(q) = t.queues.get(name).cloned() else { return Ok(0) };
+        self.check_owner(&q, connection_id)?;
+        q.check_delete(if_unused, if_empty)?;
+        t.queues.remove(name);
+        Self::remove_bindings_to(&mut t, &Destination::Queue(name.clone()));
+        drop(t);
+        Ok(q.delete())
+    }
+
+    /// Deletes `queue` if it is still the queue of that name (auto-delete, exclusive cleanup).
+    pub fn remove_queue(&self, queue: &QueueRef) {
+        let mut t = self.topology.write();
+        if t.queues.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            t.queues.remove(&queue.name);
+            Self::remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()));
+        }
+        drop(t);
+        queue.delete();
+    }
+
+    /// Deletes every exclusive queue owned by a closing connection.
+    pub fn remove_exclusive_queues(&self, connection_id: u64) {
+        let owned: Vec<QueueRef> = {
+            let t = self.topology.read();
+            t.queues.values().filter(|q| q.exclusive_owner == Some(connection_id)).cloned().collect()
+        };
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.topology.read().queues.len()
+    }
+
+    // ---- routing ----------------------------------------------------------------------
+
+    /// Routes a message published to `exchange` with `routing_keys` (the routing key first,
+    /// then `CC`/`BCC` keys) and `headers` to queues, following exchange-to-exchange bindings
+    /// and alternate exchanges. Each queue appears once in `out`.
+    pub fn route(
+        &self,
+        exchange: &[u8],
+        routing_keys: &[&[u8]],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+    ) -> Result<()> {
+        let t = self.topology.read();
+        let Some(start) = t.exchanges.get(exchange) else {
+            let name = String::from_utf8_lossy(exchange).into_owned();
+            return Err(BrokerError::not_found("exchange", name, self.name.to_string()));
+        };
+        if start.internal {
+            return Err(BrokerError::AccessRefused(format!(
+                "cannot publish to internal {}",
+                self.exchange_what(&start.name)
+            )));
+        }
+        if exchange.is_empty() {
+            // The default exchange: every queue is bound by its name.
+            for key in routing_keys {
+                if let Some(q) = t.queues.get(*key)
+                    && !out.iter().any(|o| Arc::ptr_eq(o, q))
+                {
+                    out.push(q.clone());
+                }
+            }
+            return Ok(());
+        }
+        let mut visited: HashSet<&[u8]> = HashSet::new();
+        let mut work: Vec<&Exchange> = vec![start];
+        let mut dests = Vec::new();
+        while let Some(x) = work.pop() {
+            if !visited.insert(x.name.as_bytes()) || visited.len() > ROUTE_EXCHANGES_MAX {
+                continue;
+            }
+            dests.clear();
+            x.route(routing_keys, headers, &mut dests);
+            let before = out.len();
+            let mut reached_exchange = false;
+            for dest in dests.drain(..) {
+                match dest {
+                    Destination::Queue(name) => {
+                        if let Some(q) = t.queues.get(&name)
+                            && !out.iter().any(|o| Arc::ptr_eq(o, q))
+                        {
+                            out.push(q.clone());
+                        }
+                    }
+                    Destination::Exchange(name) => {
+                        if let Some(next) = t.exchanges.get(&name) {
+                            reached_exchange = true;
+                            work.push(next);
+                        }
+                    }
+                }
+            }
+            if out.len() == before
+                && !reached_exchange
+                && let Some(ae) = x.alternate.as_ref().and_then(|name| t.exchanges.get(name))
+            {
+                work.push(ae);
+            }
+        }
+        Ok(())
+    }
+}

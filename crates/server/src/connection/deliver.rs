@@ -1,0 +1,297 @@
+//! Consuming: `basic.consume`/`cancel`/`get`, draining the outlet into `basic.deliver`
+//! frames (delivery tags assigned in send order), acknowledgements (`ack`, `nack`, `reject`,
+//! `recover`) and the release of a channel's consumers and unacknowledged deliveries.
+
+use lepus_broker::queue::ConsumerSpec;
+use lepus_broker::{Delivery, QueueRef};
+use lepus_protocol::fast::{write_deliver, write_get_ok};
+
+use super::publish::REPLY_TO;
+use super::*;
+use crate::channel::{ConsumerInfo, Settle, Unacked};
+use crate::error::precondition;
+use crate::names::random_name;
+use crate::server::ReplyTarget;
+
+/// Deliveries of one queue and consumer settled together: (queue, consumer, (seq, message)s).
+type SettleGroup = (QueueRef, Option<ShortStr>, Vec<(u64, lepus_broker::MessageRef)>);
+
+impl Connection {
+    pub(super) fn basic_consume(&mut self, channel: u16, m: BasicConsume) -> Result<(), Fail> {
+        let tag =
+            if m.consumer_tag.is_empty() { ShortStr::truncating(&random_name("amq.ctag-")) } else { m.consumer_tag };
+        if self.chan(channel)?.consumers.contains_key(&tag) {
+            return Err(ConnectionError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")).into());
+        }
+        if m.queue == REPLY_TO {
+            return self.consume_reply_to(channel, tag, m.no_ack, m.no_wait);
+        }
+        let name = self.queue_name(channel, m.queue)?;
+        let queue = self.vhost_arc()?.queue(&name, self.id)?;
+        let priority = m.arguments.get("x-priority").and_then(|v| v.as_i64()).unwrap_or(0);
+        let (connection_id, outlet) = (self.id, self.outlet.clone());
+        let ch = self.chan(channel)?;
+        let spec = ConsumerSpec {
+            connection_id,
+            channel,
+            tag: tag.clone(),
+            outlet,
+            ack_required: !m.no_ack,
+            prefetch: ch.consumer_prefetch,
+            gate: ch.gate.clone(),
+            priority,
+            exclusive: m.exclusive,
+        };
+        queue.consume(spec)?;
+        let info = ConsumerInfo { queue: Some(queue) };
+        self.chan(channel)?.consumers.insert(tag.clone(), info);
+        // Deliveries the queue just assigned sit in the outlet and are written after this.
+        if !m.no_wait {
+            self.send(channel, BasicConsumeOk { consumer_tag: tag });
+        }
+        Ok(())
+    }
+
+    /// Consuming from `amq.rabbitmq.reply-to`: the channel gets a private address that
+    /// publishers reach through the default exchange.
+    fn consume_reply_to(&mut self, channel: u16, tag: ShortStr, no_ack: bool, no_wait: bool) -> Result<(), Fail> {
+        if !no_ack {
+            return Err(precondition("reply consumer cannot acknowledge"));
+        }
+        if self.chan(channel)?.reply_to.is_some() {
+            return Err(precondition("reply consumer already set"));
+        }
+        let address = ShortStr::truncating(&random_name("amq.rabbitmq.reply-to."));
+        let target = ReplyTarget { outlet: self.outlet.clone(), channel, consumer_tag: tag.clone() };
+        self.shared.reply_to.lock().insert(address.clone(), target);
+        let ch = self.chan(channel)?;
+        ch.reply_to = Some((address, tag.clone()));
+        ch.consumers.insert(tag.clone(), ConsumerInfo { queue: None });
+        if !no_wait {
+            self.send(channel, BasicConsumeOk { consumer_tag: tag });
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_cancel(&mut self, channel: u16, m: BasicCancel) -> Result<(), Fail> {
+        self.cancel_consumer(channel, &m.consumer_tag);
+        // What the queue assigned before the cancel is written before cancel-ok.
+        self.drain_outlet();
+        if !m.no_wait {
+            self.send(channel, BasicCancelOk { consumer_tag: m.consumer_tag });
+        }
+        Ok(())
+    }
+
+    /// Detaches a consumer from its queue (auto-deleting the queue if it was the last).
+    fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) {
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let Some(info) = ch.consumers.remove(tag) else { return };
+        match info.queue {
+            Some(queue) => {
+                if queue.cancel(self.id, channel, tag)
+                    && let Some(vhost) = &self.vhost_ref
+                {
+                    vhost.remove_queue(&queue);
+                }
+            }
+            None => {
+                if let Some((address, _)) = ch.reply_to.take() {
+                    self.shared.reply_to.lock().remove(&address);
+                }
+            }
+        }
+    }
+
+    pub(super) fn basic_get(&mut self, channel: u16, m: BasicGet) -> Result<(), Fail> {
+        let name = self.queue_name(channel, m.queue)?;
+        let queue = self.vhost_arc()?.queue(&name, self.id)?;
+        let Some((entry, remaining)) = queue.get() else {
+            self.send(channel, BasicGetEmpty::default());
+            return Ok(());
+        };
+        let ch = self.chan(channel)?;
+        let tag = ch.next_delivery_tag;
+        ch.next_delivery_tag += 1;
+        let message = entry.message.clone();
+        if !m.no_ack {
+            ch.unacked.insert(tag, Unacked { queue, seq: entry.seq, message: entry.message, consumer_tag: None });
+        }
+        let (exchange, key) = (message.exchange(), message.routing_key());
+        write_get_ok(&mut self.out, channel, tag, entry.redelivered, exchange, key, remaining);
+        self.write_content(channel, &message);
+        Ok(())
+    }
+
+    /// `basic.ack` / `nack` / `reject`: settles one delivery, or with `multiple` every one
+    /// up to `delivery_tag` (0 = all).
+    pub(super) fn settle(&mut self, channel: u16, delivery_tag: u64, multiple: bool, kind: Settle) -> Result<(), Fail> {
+        let ch = self.chan(channel)?;
+        let unknown = || precondition(format!("unknown delivery tag {delivery_tag}"));
+        let taken: Vec<(u64, Unacked)> = if multiple && delivery_tag == 0 {
+            std::mem::take(&mut ch.unacked).into_iter().collect()
+        } else if multiple {
+            if !ch.unacked.contains_key(&delivery_tag) {
+                return Err(unknown());
+            }
+            let rest = ch.unacked.split_off(&(delivery_tag + 1));
+            std::mem::replace(&mut ch.unacked, rest).into_iter().collect()
+        } else {
+            let unacked = ch.unacked.remove(&delivery_tag).ok_or_else(unknown)?;
+            vec![(delivery_tag, unacked)]
+        };
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.settles.extend(taken.into_iter().map(|(tag, u)| (kind, u, tag)));
+            return Ok(());
+        }
+        self.apply_settles(channel, kind, taken);
+        Ok(())
+    }
+
+    /// Applies acks, requeues or discards, returning consumer and channel credit.
+    pub(super) fn apply_settles(&mut self, channel: u16, kind: Settle, taken: Vec<(u64, Unacked)>) {
+        if taken.is_empty() {
+            return;
+        }
+        // Group consecutive deliveries of the same queue and consumer.
+        let mut groups: Vec<SettleGroup> = Vec::new();
+        let mut consumer_count = 0u32;
+        for (_, u) in taken {
+            consumer_count += u.consumer_tag.is_some() as u32;
+            match groups.last_mut() {
+                Some((q, tag, items)) if Arc::ptr_eq(q, &u.queue) && *tag == u.consumer_tag => {
+                    items.push((u.seq, u.message))
+                }
+                _ => groups.push((u.queue, u.consumer_tag, vec![(u.seq, u.message)])),
+            }
+        }
+        let gate = self.channels.get(&channel).map(|ch| ch.gate.clone());
+        if let Some(gate) = &gate {
+            gate.release(consumer_count);
+        }
+        for (queue, tag, items) in groups {
+            let n = items.len() as u32;
+            match (kind, &tag) {
+                (Settle::Requeue, _) => {
+                    let owner = tag.as_ref().map(|t| (self.id, channel, t, n));
+                    queue.requeue(items, owner);
+                }
+                (_, Some(t)) => queue.settle(self.id, channel, t, n),
+                (_, None) => {}
+            }
+        }
+        if gate.is_some_and(|g| g.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0) {
+            self.kick_consumers(channel);
+        }
+    }
+
+    pub(super) fn basic_recover(&mut self, channel: u16, requeue: bool) -> Result<(), Fail> {
+        if !requeue {
+            return Err(ConnectionError::NotImplemented("requeue=false".into()).into());
+        }
+        let taken: Vec<(u64, Unacked)> = std::mem::take(&mut self.chan(channel)?.unacked).into_iter().collect();
+        self.apply_settles(channel, Settle::Requeue, taken);
+        Ok(())
+    }
+
+    /// Writes everything queues assigned to this connection since the last drain.
+    pub(super) fn drain_outlet(&mut self) {
+        let mut items = std::mem::take(&mut self.drained);
+        self.outlet.drain_into(&mut items);
+        let mut no_ack_settles: Vec<(QueueRef, u16, ShortStr, u32)> = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Outbound::Deliver(d) => self.deliver(d, &mut no_ack_settles),
+                Outbound::ConsumerCancelled { channel, consumer_tag } => {
+                    let removed = self
+                        .channels
+                        .get_mut(&channel)
+                        .filter(|ch| ch.phase == ChannelPhase::Open)
+                        .and_then(|ch| ch.consumers.remove(&consumer_tag))
+                        .is_some();
+                    let notify = self.client_capabilities.get("consumer_cancel_notify").and_then(|v| v.as_bool());
+                    if removed && notify == Some(true) {
+                        self.send(channel, BasicCancel { consumer_tag, no_wait: true });
+                    }
+                }
+            }
+        }
+        self.drained = items;
+        for (queue, channel, tag, n) in no_ack_settles {
+            queue.settle(self.id, channel, &tag, n);
+        }
+    }
+
+    /// Encodes one delivery, or puts it back if its channel or consumer is gone.
+    fn deliver(&mut self, d: Delivery, no_ack_settles: &mut Vec<(QueueRef, u16, ShortStr, u32)>) {
+        let live = self
+            .channels
+            .get_mut(&d.channel)
+            .filter(|ch| ch.phase == ChannelPhase::Open && ch.consumers.contains_key(&d.consumer_tag));
+        let Some(ch) = live else {
+            if let Some(queue) = d.queue {
+                if d.ack_required
+                    && let Some(ch) = self.channels.get(&d.channel)
+                {
+                    ch.gate.release(1);
+                }
+                queue.requeue(vec![(d.seq, d.message)], Some((self.id, d.channel, &d.consumer_tag, 1)));
+            }
+            return;
+        };
+        let tag = ch.next_delivery_tag;
+        ch.next_delivery_tag += 1;
+        match (&d.queue, d.ack_required) {
+            (Some(queue), true) => {
+                let unacked = Unacked {
+                    queue: queue.clone(),
+                    seq: d.seq,
+                    message: d.message.clone(),
+                    consumer_tag: Some(d.consumer_tag.clone()),
+                };
+                ch.unacked.insert(tag, unacked);
+            }
+            (Some(queue), false) => match no_ack_settles.last_mut() {
+                Some((q, c, t, n)) if Arc::ptr_eq(q, queue) && *c == d.channel && *t == d.consumer_tag => *n += 1,
+                _ => no_ack_settles.push((queue.clone(), d.channel, d.consumer_tag.clone(), 1)),
+            },
+            (None, _) => {}
+        }
+        let m = &d.message;
+        write_deliver(
+            &mut self.out,
+            d.channel,
+            d.consumer_tag.as_bytes(),
+            tag,
+            d.redelivered,
+            m.exchange(),
+            m.routing_key(),
+        );
+        self.write_content(d.channel, m);
+    }
+
+    /// Cancels a channel's consumers and requeues its unacknowledged deliveries (in the
+    /// order they were delivered), as when the channel or connection closes.
+    pub(super) fn release_channel_resources(&mut self, channel: u16) {
+        let tags: Vec<ShortStr> = match self.channels.get(&channel) {
+            Some(ch) => ch.consumers.keys().cloned().collect(),
+            None => return,
+        };
+        for tag in &tags {
+            self.cancel_consumer(channel, tag);
+        }
+        // Deliveries already assigned to those consumers come back through the outlet and
+        // are requeued there.
+        self.drain_outlet();
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        ch.assembling = None;
+        let mut unacked = std::mem::take(&mut ch.unacked);
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.publishes.clear();
+            for (_, u, tag) in std::mem::take(&mut tx.settles) {
+                unacked.insert(tag, u);
+            }
+        }
+        self.apply_settles(channel, Settle::Requeue, unacked.into_iter().collect());
+    }
+}

@@ -1,0 +1,191 @@
+//! Exchange and queue methods, `basic.qos`, `confirm.select`, `tx.select` and
+//! `channel.flow`: the parts of a channel that change topology or channel settings.
+
+use std::sync::atomic::Ordering;
+
+use lepus_broker::exchange::Destination;
+use lepus_broker::vhost::{ExchangeDeclare as XDeclare, QueueDeclare as QDeclare};
+
+use super::*;
+use crate::error::{ChannelError, precondition};
+use crate::names::random_name;
+
+impl Connection {
+    pub(super) fn vhost_arc(&self) -> Result<Arc<VHost>, Fail> {
+        self.vhost_ref.clone().ok_or_else(|| ConnectionError::Internal("connection has no vhost".into()).into())
+    }
+
+    pub(super) fn chan(&mut self, channel: u16) -> Result<&mut Channel, Fail> {
+        self.channels
+            .get_mut(&channel)
+            .ok_or_else(|| ConnectionError::Internal(format!("channel {channel} vanished")).into())
+    }
+
+    /// A queue name from a method: '' means the channel's most recently declared queue.
+    pub(super) fn queue_name(&mut self, channel: u16, name: ShortStr) -> Result<ShortStr, Fail> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.chan(channel)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| ChannelError::NotFound("no previously declared queue".into()).into())
+    }
+
+    pub(super) fn exchange_declare(&mut self, channel: u16, m: ExchangeDeclare) -> Result<(), Fail> {
+        let d = XDeclare {
+            name: m.exchange,
+            kind: m.kind.to_string(),
+            passive: m.passive,
+            durable: m.durable,
+            auto_delete: m.auto_delete,
+            internal: m.internal,
+            arguments: m.arguments,
+        };
+        self.vhost_arc()?.declare_exchange(&d)?;
+        if !m.no_wait {
+            self.send(channel, ExchangeDeclareOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn exchange_delete(&mut self, channel: u16, m: ExchangeDelete) -> Result<(), Fail> {
+        self.vhost_arc()?.delete_exchange(&m.exchange, m.if_unused)?;
+        if !m.no_wait {
+            self.send(channel, ExchangeDeleteOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn exchange_bind(&mut self, channel: u16, m: ExchangeBind) -> Result<(), Fail> {
+        let dest = Destination::Exchange(m.destination);
+        self.vhost_arc()?.bind(dest, &m.source, &m.routing_key, &m.arguments, self.id)?;
+        if !m.no_wait {
+            self.send(channel, ExchangeBindOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn exchange_unbind(&mut self, channel: u16, m: ExchangeUnbind) -> Result<(), Fail> {
+        let dest = Destination::Exchange(m.destination);
+        self.vhost_arc()?.unbind(dest, &m.source, &m.routing_key, &m.arguments, self.id)?;
+        if !m.no_wait {
+            self.send(channel, ExchangeUnbindOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_declare(&mut self, channel: u16, m: QueueDeclare) -> Result<(), Fail> {
+        let server_named = m.queue.is_empty() && !m.passive;
+        let name = match (m.queue.is_empty(), m.passive) {
+            (true, true) => self.queue_name(channel, m.queue)?,
+            (true, false) => ShortStr::truncating(&random_name("amq.gen-")),
+            (false, _) => m.queue,
+        };
+        let d = QDeclare {
+            name: name.clone(),
+            server_named,
+            passive: m.passive,
+            durable: m.durable,
+            exclusive: m.exclusive,
+            auto_delete: m.auto_delete,
+            arguments: m.arguments,
+        };
+        let (_, message_count, consumer_count) = self.vhost_arc()?.declare_queue(&d, self.id)?;
+        self.chan(channel)?.last_queue = Some(name.clone());
+        if !m.no_wait {
+            self.send(channel, QueueDeclareOk { queue: name, message_count, consumer_count });
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_bind(&mut self, channel: u16, m: QueueBind) -> Result<(), Fail> {
+        let queue = self.queue_name(channel, m.queue)?;
+        self.vhost_arc()?.bind(Destination::Queue(queue), &m.exchange, &m.routing_key, &m.arguments, self.id)?;
+        if !m.no_wait {
+            self.send(channel, QueueBindOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_unbind(&mut self, channel: u16, m: QueueUnbind) -> Result<(), Fail> {
+        let queue = self.queue_name(channel, m.queue)?;
+        self.vhost_arc()?.unbind(Destination::Queue(queue), &m.exchange, &m.routing_key, &m.arguments, self.id)?;
+        self.send(channel, QueueUnbindOk {});
+        Ok(())
+    }
+
+    pub(super) fn queue_purge(&mut self, channel: u16, m: QueuePurge) -> Result<(), Fail> {
+        let name = self.queue_name(channel, m.queue)?;
+        let message_count = self.vhost_arc()?.queue(&name, self.id)?.purge();
+        if !m.no_wait {
+            self.send(channel, QueuePurgeOk { message_count });
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_delete(&mut self, channel: u16, m: QueueDelete) -> Result<(), Fail> {
+        let name = self.queue_name(channel, m.queue)?;
+        let message_count = self.vhost_arc()?.delete_queue(&name, m.if_unused, m.if_empty, self.id)?;
+        if !m.no_wait {
+            self.send(channel, QueueDeleteOk { message_count });
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_qos(&mut self, channel: u16, m: BasicQos) -> Result<(), Fail> {
+        if m.prefetch_size != 0 {
+            let text = format!("prefetch_size!=0 ({})", m.prefetch_size);
+            return Err(ConnectionError::NotImplemented(text).into());
+        }
+        let ch = self.chan(channel)?;
+        if m.global {
+            ch.gate.prefetch.store(m.prefetch_count.into(), Ordering::Release);
+            self.kick_consumers(channel);
+        } else {
+            ch.consumer_prefetch = m.prefetch_count.into();
+        }
+        self.send(channel, BasicQosOk {});
+        Ok(())
+    }
+
+    /// Asks the queues of a channel's consumers to assign again (credit or flow reopened).
+    pub(super) fn kick_consumers(&mut self, channel: u16) {
+        let Some(ch) = self.channels.get(&channel) else { return };
+        let queues: Vec<_> = ch.consumers.values().filter_map(|c| c.queue.clone()).collect();
+        for q in queues {
+            q.kick();
+        }
+    }
+
+    pub(super) fn set_flow(&mut self, channel: u16, active: bool) {
+        if let Some(ch) = self.channels.get(&channel) {
+            ch.gate.paused.store(!active, Ordering::Release);
+            if active {
+                self.kick_consumers(channel);
+            }
+        }
+    }
+
+    pub(super) fn confirm_select(&mut self, channel: u16, m: ConfirmSelect) -> Result<(), Fail> {
+        let ch = self.chan(channel)?;
+        if ch.tx.is_some() {
+            return Err(precondition("cannot switch from tx to confirm mode"));
+        }
+        ch.confirms.get_or_insert_default();
+        if !m.no_wait {
+            self.send(channel, ConfirmSelectOk {});
+        }
+        Ok(())
+    }
+
+    pub(super) fn tx_select(&mut self, channel: u16) -> Result<(), Fail> {
+        let ch = self.chan(channel)?;
+        if ch.confirms.is_some() {
+            return Err(precondition("cannot switch from confirm to tx mode"));
+        }
+        ch.tx.get_or_insert_default();
+        self.send(channel, TxSelectOk {});
+        Ok(())
+    }
+}
