@@ -1,0 +1,263 @@
+//! `lepus-perf` (library): a load generator in the spirit of RabbitMQ's PerfTest, usable against any
+//! AMQP 0-9-1 broker. Producers write many messages per syscall (most client libraries write
+//! one frame per syscall and cannot load a fast broker); every message carries its producer,
+//! a sequence number and a send timestamp, so consumers measure end-to-end latency and the
+//! run ends with a count of lost, duplicated and reordered messages.
+//!
+//! # Layout
+//! - `uri`: `amqp://` URIs. `client`: handshake and set-up calls on the Lepus codec.
+//! - `load`: the producer and consumer loops. `stats`: counters, verification, summary.
+
+pub mod client;
+pub mod load;
+pub mod stats;
+pub mod uri;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub use clap::Parser;
+
+use crate::client::{Client, Result};
+use crate::load::{Plan, Routing};
+pub use crate::stats::Summary;
+use crate::stats::{Counters, SeqSet};
+use crate::uri::AmqpUri;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "lepus-perf", version, about = "AMQP 0-9-1 load generator with verification")]
+pub struct Args {
+    /// Broker URI.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2F")]
+    pub uri: String,
+    /// Name of the scenario, for the summary.
+    #[arg(long, default_value = "custom")]
+    pub scenario: String,
+    #[arg(short = 'x', long, default_value_t = 1)]
+    pub producers: usize,
+    #[arg(short = 'y', long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Queues, named `<queue-prefix>-<i>`; producer i publishes to queue i % queues, consumer j
+    /// consumes queue j % queues (fanout/topic: exchanges decide).
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+    #[arg(long, default_value = "lepus-perf")]
+    pub queue_prefix: String,
+    /// Message body size in bytes (at least 16 for verification and latency).
+    #[arg(short = 's', long, default_value_t = 16)]
+    pub size: usize,
+    /// How long producers run, in seconds.
+    #[arg(short = 'z', long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Stop each producer after this many messages.
+    #[arg(short = 'C', long)]
+    pub pmessages: Option<u64>,
+    /// Messages per second per producer; 0 = as fast as possible.
+    #[arg(short = 'r', long, default_value_t = 0)]
+    pub rate: u64,
+    /// Publisher confirms with this many unconfirmed messages in flight; 0 = no confirms.
+    #[arg(short = 'c', long, default_value_t = 0)]
+    pub confirm: u64,
+    /// Persistent messages (delivery mode 2).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Durable queues.
+    #[arg(long)]
+    pub durable: bool,
+    /// Consume with no-ack.
+    #[arg(short = 'a', long)]
+    pub auto_ack: bool,
+    /// Acknowledge with multiple=true every N messages.
+    #[arg(long, default_value_t = 1)]
+    pub multi_ack_every: u64,
+    /// basic.qos prefetch count per consumer; 0 = unlimited.
+    #[arg(short = 'q', long, default_value_t = 0)]
+    pub prefetch: u16,
+    /// direct (the default exchange), fanout or topic.
+    #[arg(short = 't', long, default_value = "direct")]
+    pub exchange_type: String,
+    /// Wildcard bindings in total for topic runs.
+    #[arg(long, default_value_t = 100)]
+    pub topic_bindings: usize,
+    /// Messages per write.
+    #[arg(long, default_value_t = 200)]
+    pub batch: usize,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Worker threads of the tool's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seconds to wait for consumers to catch up after producers stop.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_s: u64,
+    /// Leave queues and exchanges in place.
+    #[arg(long)]
+    pub no_cleanup: bool,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs one load scenario to completion and returns its summary (also printed).
+pub async fn run(args: Args) -> Result<Summary> {
+    let uri = AmqpUri::parse(&args.uri)?;
+    let routing = match args.exchange_type.as_str() {
+        "direct" => Routing::Direct,
+        "fanout" => Routing::Fanout,
+        "topic" => Routing::Topic,
+        other => return Err(format!("unknown exchange type {other:?}").into()),
+    };
+    let plan = Arc::new(Plan::new(&args, routing));
+    let mut setup = Client::connect(&uri).await?;
+    plan.declare(&mut setup).await?;
+
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now();
+    let mut consumers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.consumers.max(1));
+    for j in 0..args.consumers {
+        let (uri, plan, counters, ready) = (uri.clone(), plan.clone(), counters.clone(), ready_tx.clone());
+        consumers.push(tokio::spawn(async move { load::consume(j, uri, plan, counters, start, ready).await }));
+    }
+    for _ in 0..args.consumers {
+        ready_rx.recv().await.ok_or("a consumer failed to start")??;
+    }
+    let mut producers = Vec::new();
+    for i in 0..args.producers {
+        let (uri, plan, counters) = (uri.clone(), plan.clone(), counters.clone());
+        producers.push(tokio::spawn(async move { load::produce(i as u16, uri, plan, counters, start).await }));
+    }
+
+    let progress = (!args.quiet).then(|| tokio::spawn(load::progress(counters.clone(), start)));
+    let publish_start = Instant::now();
+    let deadline = publish_start + Duration::from_secs(args.duration_s);
+    while Instant::now() < deadline && !producers.iter().all(|p| p.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    counters.stop_producers.store(true, Ordering::Release);
+    let window = publish_start.elapsed().as_secs_f64();
+    let received_at_stop = counters.received.load(Ordering::Acquire);
+    let published_at_stop = counters.published.load(Ordering::Acquire);
+    let mut producer_reports = Vec::new();
+    for p in producers {
+        producer_reports.push(p.await??);
+    }
+
+    // Drain: wait for consumers to receive everything routed, or to go idle.
+    let expected = plan.expected_total(&producer_reports);
+    let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout_s);
+    let mut last = (counters.received.load(Ordering::Acquire), Instant::now());
+    while args.consumers > 0 && Instant::now() < drain_deadline {
+        let got = counters.received.load(Ordering::Acquire);
+        if expected.is_some_and(|e| got >= e) {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    counters.stop_consumers.store(true, Ordering::Release);
+    let mut consumer_reports = Vec::new();
+    for c in consumers {
+        consumer_reports.push(c.await??);
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    if !args.no_cleanup {
+        plan.cleanup(&mut setup).await?;
+    }
+    let _ = setup.close().await;
+
+    let summary = summarize(
+        &args,
+        &plan,
+        &counters,
+        &producer_reports,
+        consumer_reports,
+        window,
+        received_at_stop,
+        published_at_stop,
+    );
+    println!("{}", summary.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    args: &Args,
+    plan: &Plan,
+    counters: &Counters,
+    producers: &[stats::ProducerReport],
+    consumers: Vec<stats::ConsumerReport>,
+    window_s: f64,
+    received_at_stop: u64,
+    published_at_stop: u64,
+) -> Summary {
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds");
+    let (mut duplicated, mut reordered, mut redelivered) = (0, 0, 0);
+    // Union the sequence sets of each (queue, producer) across that queue's consumers.
+    let mut per_queue: std::collections::HashMap<(usize, u16), SeqSet> = std::collections::HashMap::new();
+    for c in consumers {
+        let _ = latency.add(&c.latency_ns);
+        duplicated += c.duplicates;
+        reordered += c.reordered;
+        redelivered += c.redelivered;
+        for (producer, set) in c.seen {
+            duplicated += per_queue.entry((c.queue, producer)).or_default().union_with(&set);
+        }
+    }
+    let verifiable = args.consumers > 0 && args.size >= load::STAMP_LEN && plan.routing != Routing::Topic;
+    let lost = verifiable.then(|| {
+        let mut lost = 0;
+        for p in producers {
+            for q in plan.queues_of(p.id as usize) {
+                let expected = p.sent - p.nacked;
+                let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
+                lost += expected.saturating_sub(got);
+            }
+        }
+        lost
+    });
+    let q = |v: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(v) as f64 / 1000.0);
+    let received = counters.received.load(Ordering::Acquire);
+    let fanout = if plan.routing == Routing::Fanout { args.queues as i64 } else { 1 };
+    Summary {
+        scenario: args.scenario.clone(),
+        duration_s: window_s,
+        message_size: args.size,
+        producers: args.producers,
+        consumers: args.consumers,
+        queues: args.queues,
+        published: counters.published.load(Ordering::Acquire),
+        publish_rate: published_at_stop as f64 / window_s,
+        confirmed: counters.confirmed.load(Ordering::Acquire),
+        nacked: counters.nacked.load(Ordering::Acquire),
+        returned: counters.returned.load(Ordering::Acquire),
+        received,
+        receive_rate: received_at_stop as f64 / window_s,
+        backlog_at_stop: if args.consumers > 0 {
+            published_at_stop as i64 * fanout - received_at_stop as i64
+        } else {
+            published_at_stop as i64
+        },
+        megabytes_per_s: received_at_stop as f64 * args.size as f64 / window_s / 1e6,
+        latency_us_p50: q(0.5),
+        latency_us_p99: q(0.99),
+        latency_us_p999: q(0.999),
+        latency_us_max: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
+        lost,
+        duplicated,
+        reordered,
+        redelivered,
+    }
+}

@@ -1,0 +1,474 @@
+//! The load itself: what to declare, the producer loop (pre-encoded frames, batched writes,
+//! a confirm window, optional fixed rate) and the consumer loop (verification, latency,
+//! multi-acks).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use lepus_protocol::frame::{write_body, write_content_header, write_method};
+use lepus_protocol::method::*;
+use lepus_protocol::{BasicProperties, FieldTable, Frame, FrameType, Method, ShortStr};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc};
+
+use crate::Args;
+use crate::client::{Client, FrameReader, Result};
+use crate::stats::{ConsumerReport, Counters, ProducerReport};
+use crate::uri::AmqpUri;
+
+/// Producer id (2 bytes) + sequence number (6 bytes) + send time in ns (8 bytes).
+pub const STAMP_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The default exchange, routing key = queue name.
+    Direct,
+    Fanout,
+    Topic,
+}
+
+/// Names and routing of a run.
+pub struct Plan {
+    pub routing: Routing,
+    pub args: Args,
+    queues: Vec<String>,
+    exchange: String,
+    /// Topic runs: (queue index, binding pattern).
+    topic_bindings: Vec<(usize, String)>,
+}
+
+fn s(text: &str) -> ShortStr {
+    ShortStr::truncating(text)
+}
+
+/// The 1,000 routing keys topic runs publish with: `a<i>.b<j>.c<k>`.
+fn topic_key(n: usize) -> String {
+    format!("a{}.b{}.c{}", n % 10, (n / 10) % 10, (n / 100) % 10)
+}
+
+/// Binding pattern number `n`: a mix of `*` and `#` wildcards over the key space.
+fn topic_pattern(n: usize) -> String {
+    let (i, j, k) = (n % 10, (n / 10) % 10, (n / 100) % 10);
+    match n % 4 {
+        0 => format!("a{i}.*.c{k}"),
+        1 => format!("a{i}.b{j}.#"),
+        2 => format!("*.b{j}.c{k}"),
+        _ => format!("#.c{k}"),
+    }
+}
+
+impl Plan {
+    pub fn new(args: &Args, routing: Routing) -> Plan {
+        let queues = (0..args.queues.max(1)).map(|i| format!("{}-{i}", args.queue_prefix)).collect();
+        let exchange = match routing {
+            Routing::Direct => String::new(),
+            Routing::Fanout => format!("{}-fanout", args.queue_prefix),
+            Routing::Topic => format!("{}-topic", args.queue_prefix),
+        };
+        let topic_bindings = match routing {
+            Routing::Topic => {
+                (0..args.topic_bindings.max(1)).map(|n| (n % args.queues.max(1), topic_pattern(n))).collect()
+            }
+            _ => Vec::new(),
+        };
+        Plan { routing, args: args.clone(), queues, exchange, topic_bindings }
+    }
+
+    pub async fn declare(&self, c: &mut Client) -> Result<()> {
+        if self.routing != Routing::Direct {
+            let kind = if self.routing == Routing::Fanout { "fanout" } else { "topic" };
+            let declare = ExchangeDeclare {
+                exchange: s(&self.exchange),
+                kind: s(kind),
+                durable: self.args.durable,
+                ..Default::default()
+            };
+            c.call(declare, "exchange.declare-ok").await?;
+        }
+        for q in &self.queues {
+            let declare = QueueDeclare { queue: s(q), durable: self.args.durable, ..Default::default() };
+            c.call(declare, "queue.declare-ok").await?;
+            c.call(QueuePurge { queue: s(q), ..Default::default() }, "queue.purge-ok").await?;
+            if self.routing == Routing::Fanout {
+                let bind = QueueBind { queue: s(q), exchange: s(&self.exchange), ..Default::default() };
+                c.call(bind, "queue.bind-ok").await?;
+            }
+        }
+        for (q, pattern) in &self.topic_bindings {
+            let bind = QueueBind {
+                queue: s(&self.queues[*q]),
+                exchange: s(&self.exchange),
+                routing_key: s(pattern),
+                ..Default::default()
+            };
+            c.call(bind, "queue.bind-ok").await?;
+        }
+        Ok(())
+    }
+
+    pub async fn cleanup(&self, c: &mut Client) -> Result<()> {
+        for q in &self.queues {
+            c.call(QueueDelete { queue: s(q), ..Default::default() }, "queue.delete-ok").await?;
+        }
+        if self.routing != Routing::Direct {
+            c.call(ExchangeDelete { exchange: s(&self.exchange), ..Default::default() }, "exchange.delete-ok").await?;
+        }
+        Ok(())
+    }
+
+    /// Queues that receive producer `p`'s messages (unknown, so empty, for topic runs).
+    pub fn queues_of(&self, p: usize) -> Vec<usize> {
+        match self.routing {
+            Routing::Direct => vec![p % self.queues.len()],
+            Routing::Fanout => (0..self.queues.len()).collect(),
+            Routing::Topic => Vec::new(),
+        }
+    }
+
+    pub fn expected_total(&self, producers: &[ProducerReport]) -> Option<u64> {
+        let sent: u64 = producers.iter().map(|p| p.sent - p.nacked).sum();
+        match self.routing {
+            Routing::Direct => Some(sent),
+            Routing::Fanout => Some(sent * self.queues.len() as u64),
+            Routing::Topic => None,
+        }
+    }
+
+    /// The pre-encoded `basic.publish` frames producer `p` chooses from.
+    fn publish_frames(&self, p: usize) -> Vec<Vec<u8>> {
+        let keys: Vec<String> = match self.routing {
+            Routing::Direct => vec![self.queues[p % self.queues.len()].clone()],
+            Routing::Fanout => vec![String::new()],
+            Routing::Topic => (0..1000).map(topic_key).collect(),
+        };
+        keys.iter()
+            .map(|k| {
+                let mut out = BytesMut::new();
+                let m = BasicPublish { exchange: s(&self.exchange), routing_key: s(k), ..Default::default() };
+                write_method(&mut out, 1, &m.into());
+                out.to_vec()
+            })
+            .collect()
+    }
+}
+
+/// Publisher-confirm bookkeeping: which delivery tags are settled.
+#[derive(Default)]
+struct Tracker {
+    /// Every tag below this is settled.
+    settled_below: AtomicU64,
+    nacked: AtomicU64,
+    notify: Notify,
+}
+
+/// Reads confirms and returns for a producer until EOF.
+async fn confirm_reader(mut reader: FrameReader, tracker: Arc<Tracker>, counters: Arc<Counters>) {
+    let mut base = 1u64;
+    let mut marks: VecDeque<bool> = VecDeque::new();
+    let mark = |tag: u64, marks: &mut VecDeque<bool>, base: u64| {
+        if tag >= base {
+            let i = (tag - base) as usize;
+            if marks.len() <= i {
+                marks.resize(i + 1, false);
+            }
+            marks[i] = true;
+        }
+    };
+    while let Ok(Some(frame)) = reader.next().await {
+        if frame.frame_type != FrameType::Method {
+            continue;
+        }
+        let (tag, multiple, nack) = match Method::decode(frame.payload) {
+            Ok(Method::BasicAck(a)) => (a.delivery_tag, a.multiple, false),
+            Ok(Method::BasicNack(n)) => (n.delivery_tag, n.multiple, true),
+            Ok(Method::BasicReturn(_)) => {
+                counters.returned.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(Method::ConnectionCloseOk(_)) => break,
+            Ok(Method::ConnectionClose(c)) => {
+                eprintln!("lepus-perf: producer connection closed: {} {}", c.reply_code, c.reply_text);
+                break;
+            }
+            _ => continue,
+        };
+        let first = if multiple { base } else { tag };
+        let n = tag.saturating_sub(first) + 1;
+        for t in first..=tag {
+            mark(t, &mut marks, base);
+        }
+        if nack {
+            tracker.nacked.fetch_add(n, Ordering::Relaxed);
+            counters.nacked.fetch_add(n, Ordering::Relaxed);
+        } else {
+            counters.confirmed.fetch_add(n, Ordering::Relaxed);
+        }
+        while marks.front() == Some(&true) {
+            marks.pop_front();
+            base += 1;
+        }
+        tracker.settled_below.store(base, Ordering::Release);
+        tracker.notify.notify_one();
+    }
+    tracker.settled_below.store(u64::MAX, Ordering::Release);
+    tracker.notify.notify_one();
+}
+
+fn stamp(body: &mut [u8], producer: u16, seq: u64, now_ns: u64) {
+    if body.len() >= STAMP_LEN {
+        body[..2].copy_from_slice(&producer.to_be_bytes());
+        body[2..8].copy_from_slice(&seq.to_be_bytes()[2..]);
+        body[8..16].copy_from_slice(&now_ns.to_be_bytes());
+    }
+}
+
+pub async fn produce(
+    id: u16,
+    uri: AmqpUri,
+    plan: Arc<Plan>,
+    counters: Arc<Counters>,
+    start: Instant,
+) -> Result<ProducerReport> {
+    let args = &plan.args;
+    let mut c = Client::connect(&uri).await?;
+    if args.confirm > 0 {
+        c.call(ConfirmSelect { no_wait: false }, "confirm.select-ok").await?;
+    }
+    let frame_max = c.frame_max;
+    let Client { reader, mut writer, .. } = c;
+    let methods = plan.publish_frames(id as usize);
+    let props = BasicProperties { delivery_mode: Some(if args.persistent { 2 } else { 1 }), ..Default::default() };
+    let mut header = BytesMut::new();
+    write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
+    let mut body = vec![0u8; args.size];
+    let tracker = Arc::new(Tracker { settled_below: AtomicU64::new(1), ..Default::default() });
+    let reader_task = tokio::spawn(confirm_reader(reader, tracker.clone(), counters.clone()));
+    let mut rng = SmallRng::seed_from_u64(id as u64);
+    let mut out = BytesMut::with_capacity(args.batch * (args.size + 64));
+    let (mut sent, rate_start) = (0u64, Instant::now());
+    loop {
+        if counters.stop_producers.load(Ordering::Acquire) || args.pmessages.is_some_and(|m| sent >= m) {
+            break;
+        }
+        let mut n = args.batch.max(1) as u64;
+        if let Some(max) = args.pmessages {
+            n = n.min(max - sent);
+        }
+        if args.confirm > 0 {
+            let settled = tracker.settled_below.load(Ordering::Acquire).saturating_sub(1);
+            let outstanding = sent.saturating_sub(settled);
+            if outstanding >= args.confirm {
+                let _ = tokio::time::timeout(Duration::from_millis(10), tracker.notify.notified()).await;
+                continue;
+            }
+            n = n.min(args.confirm - outstanding);
+        }
+        if args.rate > 0 {
+            let due = (rate_start.elapsed().as_secs_f64() * args.rate as f64) as u64;
+            if due <= sent {
+                let next = Duration::from_secs_f64((sent + 1) as f64 / args.rate as f64);
+                tokio::time::sleep_until((rate_start + next).into()).await;
+                continue;
+            }
+            n = n.min(due - sent);
+        }
+        out.clear();
+        for _ in 0..n {
+            sent += 1;
+            let method = if methods.len() > 1 { &methods[rng.random_range(0..methods.len())] } else { &methods[0] };
+            out.put_slice(method);
+            out.put_slice(&header);
+            stamp(&mut body, id, sent, start.elapsed().as_nanos() as u64);
+            write_body(&mut out, 1, &body, frame_max);
+        }
+        writer.write_all(&out).await?;
+        counters.published.fetch_add(n, Ordering::Relaxed);
+    }
+    if args.confirm > 0 {
+        let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_s);
+        while tracker.settled_below.load(Ordering::Acquire) <= sent && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(10), tracker.notify.notified()).await;
+        }
+    }
+    let mut close = BytesMut::new();
+    write_method(&mut close, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
+    let _ = writer.write_all(&close).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader_task).await;
+    Ok(ProducerReport { id, sent, nacked: tracker.nacked.load(Ordering::Acquire) })
+}
+
+/// Per-consumer delivery parsing state.
+struct Incoming {
+    tag: u64,
+    redelivered: bool,
+    remaining: u64,
+    stamp: Vec<u8>,
+}
+
+pub async fn consume(
+    j: usize,
+    uri: AmqpUri,
+    plan: Arc<Plan>,
+    counters: Arc<Counters>,
+    start: Instant,
+    ready: mpsc::Sender<Result<()>>,
+) -> Result<ConsumerReport> {
+    let args = &plan.args;
+    let queue = j % plan.queues.len();
+    let setup = async {
+        let mut c = Client::connect(&uri).await?;
+        if !args.auto_ack && args.prefetch > 0 {
+            c.call(BasicQos { prefetch_count: args.prefetch, ..Default::default() }, "basic.qos-ok").await?;
+        }
+        let consume = BasicConsume {
+            queue: s(&plan.queues[queue]),
+            no_ack: args.auto_ack,
+            arguments: FieldTable::new(),
+            ..Default::default()
+        };
+        c.call(consume, "basic.consume-ok").await?;
+        Ok::<Client, crate::client::Error>(c)
+    };
+    let c = match setup.await {
+        Ok(c) => {
+            let _ = ready.send(Ok(())).await;
+            c
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string().into())).await;
+            return Err(e);
+        }
+    };
+    let Client { mut reader, mut writer, .. } = c;
+    let mut report = ConsumerReport::new(queue);
+    let every = match args.prefetch {
+        0 => args.multi_ack_every.max(1),
+        p => args.multi_ack_every.clamp(1, p as u64),
+    };
+    let mut incoming = Incoming { tag: 0, redelivered: false, remaining: 0, stamp: Vec::with_capacity(STAMP_LEN) };
+    let mut last_seq: HashMap<u16, u64> = HashMap::new();
+    let (mut unacked, mut acks) = (0u64, BytesMut::new());
+    loop {
+        while let Some(frame) = reader.try_next()? {
+            if on_frame(frame, &mut incoming)? {
+                complete(&incoming, &mut report, &mut last_seq, &counters, start);
+                unacked += !args.auto_ack as u64;
+            }
+        }
+        if unacked >= every {
+            write_method(&mut acks, 1, &BasicAck { delivery_tag: incoming.tag, multiple: true }.into());
+            writer.write_all(&acks).await?;
+            acks.clear();
+            unacked = 0;
+        }
+        if counters.stop_consumers.load(Ordering::Acquire) {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), reader.fill()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => break,
+            Ok(Err(e)) => return Err(e),
+            Err(_) if unacked > 0 => {
+                write_method(&mut acks, 1, &BasicAck { delivery_tag: incoming.tag, multiple: true }.into());
+                writer.write_all(&acks).await?;
+                acks.clear();
+                unacked = 0;
+            }
+            Err(_) => {}
+        }
+    }
+    let mut close = BytesMut::new();
+    write_method(&mut close, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
+    let _ = writer.write_all(&close).await;
+    Ok(report)
+}
+
+/// Feeds one frame into the delivery being parsed; true when a message is complete.
+fn on_frame(frame: Frame, m: &mut Incoming) -> Result<bool> {
+    match frame.frame_type {
+        FrameType::Method => match Method::decode(frame.payload)? {
+            Method::BasicDeliver(d) => {
+                m.tag = d.delivery_tag;
+                m.redelivered = d.redelivered;
+                Ok(false)
+            }
+            Method::ConnectionClose(c) => Err(format!("connection closed: {} {}", c.reply_code, c.reply_text).into()),
+            Method::ChannelClose(c) => Err(format!("channel closed: {} {}", c.reply_code, c.reply_text).into()),
+            _ => Ok(false),
+        },
+        FrameType::Header => {
+            m.remaining = lepus_protocol::content::peek_body_size(&frame.payload).unwrap_or(0);
+            m.stamp.clear();
+            Ok(m.remaining == 0)
+        }
+        FrameType::Body => {
+            let want = STAMP_LEN.saturating_sub(m.stamp.len()).min(frame.payload.len());
+            m.stamp.extend_from_slice(&frame.payload[..want]);
+            m.remaining = m.remaining.saturating_sub(frame.payload.len() as u64);
+            Ok(m.remaining == 0)
+        }
+        FrameType::Heartbeat => Ok(false),
+    }
+}
+
+fn complete(
+    m: &Incoming,
+    report: &mut ConsumerReport,
+    last_seq: &mut HashMap<u16, u64>,
+    counters: &Counters,
+    start: Instant,
+) {
+    report.received += 1;
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    report.redelivered += m.redelivered as u64;
+    if m.stamp.len() < STAMP_LEN {
+        return;
+    }
+    let producer = u16::from_be_bytes([m.stamp[0], m.stamp[1]]);
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes[2..].copy_from_slice(&m.stamp[2..8]);
+    let seq = u64::from_be_bytes(seq_bytes);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&m.stamp[8..16]);
+    let sent_ns = u64::from_be_bytes(ts);
+    let now_ns = start.elapsed().as_nanos() as u64;
+    let _ = report.latency_ns.record(now_ns.saturating_sub(sent_ns).max(1));
+    if report.seen.entry(producer).or_default().insert(seq) && !m.redelivered {
+        report.duplicates += 1;
+    }
+    if !m.redelivered {
+        let last = last_seq.entry(producer).or_insert(0);
+        if seq < *last {
+            report.reordered += 1;
+        }
+        *last = (*last).max(seq);
+    }
+}
+
+/// Prints a progress line every second.
+pub async fn progress(counters: Arc<Counters>, start: Instant) {
+    let mut last = (0u64, 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = (
+            counters.published.load(Ordering::Relaxed),
+            counters.confirmed.load(Ordering::Relaxed),
+            counters.received.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "t={:>3}s  published {:>9}/s  confirmed {:>9}/s  received {:>9}/s",
+            start.elapsed().as_secs(),
+            now.0 - last.0,
+            now.1 - last.1,
+            now.2 - last.2
+        );
+        last = now;
+    }
+}

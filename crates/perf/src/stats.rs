@@ -1,0 +1,186 @@
+//! Run statistics: counters shared by all tasks, per-consumer results, and the final
+//! verification (lost, duplicated, reordered messages) and summary.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Counters updated by every producer and consumer.
+#[derive(Default)]
+pub struct Counters {
+    pub published: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub nacked: AtomicU64,
+    pub returned: AtomicU64,
+    pub received: AtomicU64,
+    pub stop_producers: AtomicBool,
+    pub stop_consumers: AtomicBool,
+}
+
+/// A growable bit set of sequence numbers seen.
+#[derive(Default, Clone)]
+pub struct SeqSet {
+    words: Vec<u64>,
+}
+
+impl SeqSet {
+    /// Sets `seq`; returns whether it was already set.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let was = self.words[w] & (1 << b) != 0;
+        self.words[w] |= 1 << b;
+        was
+    }
+
+    pub fn union_with(&mut self, other: &SeqSet) -> u64 {
+        let mut overlap = 0;
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            overlap += (*a & *b).count_ones() as u64;
+            *a |= *b;
+        }
+        overlap
+    }
+
+    /// How many of `1..=max` are set.
+    pub fn count_upto(&self, max: u64) -> u64 {
+        let mut n = 0;
+        for (i, w) in self.words.iter().enumerate() {
+            for b in 0..64 {
+                let seq = i as u64 * 64 + b;
+                if seq >= 1 && seq <= max && w & (1 << b) != 0 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// What one consumer saw.
+pub struct ConsumerReport {
+    pub queue: usize,
+    pub received: u64,
+    pub redelivered: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub latency_ns: Histogram<u64>,
+    pub seen: HashMap<u16, SeqSet>,
+}
+
+impl ConsumerReport {
+    pub fn new(queue: usize) -> ConsumerReport {
+        ConsumerReport {
+            queue,
+            received: 0,
+            redelivered: 0,
+            duplicates: 0,
+            reordered: 0,
+            latency_ns: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds"),
+            seen: HashMap::new(),
+        }
+    }
+}
+
+/// What one producer did.
+pub struct ProducerReport {
+    pub id: u16,
+    pub sent: u64,
+    pub nacked: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub duration_s: f64,
+    pub message_size: usize,
+    pub producers: usize,
+    pub consumers: usize,
+    pub queues: usize,
+    pub published: u64,
+    pub publish_rate: f64,
+    pub confirmed: u64,
+    pub nacked: u64,
+    pub returned: u64,
+    pub received: u64,
+    /// Deliveries per second while producers ran.
+    pub receive_rate: f64,
+    /// Messages queued but not yet consumed when producers stopped.
+    pub backlog_at_stop: i64,
+    pub megabytes_per_s: f64,
+    pub latency_us_p50: Option<f64>,
+    pub latency_us_p99: Option<f64>,
+    pub latency_us_p999: Option<f64>,
+    pub latency_us_max: Option<f64>,
+    /// `None` where routing makes the expected set unknown (topic) or nothing consumed.
+    pub lost: Option<u64>,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub redelivered: u64,
+}
+
+impl Summary {
+    /// No message lost, duplicated or reordered.
+    pub fn is_clean(&self) -> bool {
+        self.lost.unwrap_or(0) == 0 && self.duplicated == 0 && self.reordered == 0
+    }
+
+    pub fn text(&self) -> String {
+        let lat = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+        format!(
+            "{}: {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
+             receive {:.0} msg/s ({} received, {:.1} MB/s), backlog at stop {}\n  \
+             latency us p50 {} p99 {} p99.9 {} max {}\n  \
+             verification: lost {} duplicated {} reordered {} redelivered {}",
+            self.scenario,
+            self.duration_s,
+            self.message_size,
+            self.producers,
+            self.consumers,
+            self.queues,
+            self.publish_rate,
+            self.published,
+            self.confirmed,
+            self.nacked,
+            self.returned,
+            self.receive_rate,
+            self.received,
+            self.megabytes_per_s,
+            self.backlog_at_stop,
+            lat(self.latency_us_p50),
+            lat(self.latency_us_p99),
+            lat(self.latency_us_p999),
+            lat(self.latency_us_max),
+            self.lost.map(|l| l.to_string()).unwrap_or_else(|| "n/a".into()),
+            self.duplicated,
+            self.reordered,
+            self.redelivered,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_set_counts_and_overlaps() {
+        let mut a = SeqSet::default();
+        assert!(!a.insert(1));
+        assert!(a.insert(1));
+        a.insert(70);
+        let mut b = SeqSet::default();
+        b.insert(70);
+        b.insert(200);
+        assert_eq!(a.union_with(&b), 1);
+        assert_eq!(a.count_upto(100), 2);
+        assert_eq!(a.count_upto(1000), 3);
+    }
+}
