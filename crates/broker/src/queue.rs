@@ -29,6 +29,13 @@ pub type QueueRef = Arc<Queue>;
 /// Deliveries a no-ack consumer may have assigned but not yet encoded by its connection.
 pub const NO_ACK_WINDOW: u32 = 2048;
 
+/// Flow control: a queue that has consumers and more ready messages (or bytes) than the high
+/// watermark is congested; publishers into it pause until it is back under the low one.
+pub const FLOW_HIGH_MESSAGES: usize = 16_384;
+pub const FLOW_LOW_MESSAGES: usize = 8_192;
+pub const FLOW_HIGH_BYTES: u64 = 64 * 1024 * 1024;
+pub const FLOW_LOW_BYTES: u64 = 32 * 1024 * 1024;
+
 /// A message waiting in a queue.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -56,6 +63,13 @@ impl ChannelGate {
         self.unacked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (limit == 0 || n < limit).then_some(n + 1))
             .is_ok()
+    }
+
+    /// Whether a consumer on this channel may be sent a message now: never while the channel
+    /// is paused; consumers that ack also take a unit of channel-wide credit (no-ack consumers
+    /// are not subject to `basic.qos`).
+    fn admit(&self, ack_required: bool) -> bool {
+        if ack_required { self.try_take() } else { !self.paused.load(Ordering::Acquire) }
     }
 
     /// Returns `n` units of channel-wide credit.
@@ -122,12 +136,35 @@ struct State {
     cursor: usize,
     deleted: bool,
     ever_consumed: bool,
+    /// Publishing connections paused by flow control, woken when the queue is relieved.
+    flow_waiters: Vec<OutletRef>,
+}
+
+impl State {
+    fn congested(&self) -> bool {
+        !self.consumers.is_empty() && (self.ready.len() > FLOW_HIGH_MESSAGES || self.ready_bytes > FLOW_HIGH_BYTES)
+    }
+
+    fn relieved(&self) -> bool {
+        self.consumers.is_empty()
+            || self.deleted
+            || (self.ready.len() <= FLOW_LOW_MESSAGES && self.ready_bytes <= FLOW_LOW_BYTES)
+    }
+
+    /// Moves the flow waiters to `wakes` once the queue is relieved.
+    fn release_flow_waiters(&mut self, wakes: &mut Wakes) {
+        if !self.flow_waiters.is_empty() && self.relieved() {
+            wakes.append(&mut self.flow_waiters);
+        }
+    }
 }
 
 /// What happened to a published message at one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Yes,
+    /// Enqueued, and the queue is now over its flow-control high watermark.
+    Congested,
     /// Refused by `x-overflow: reject-publish` (the publisher gets a `basic.nack`).
     Rejected,
     /// The queue was deleted concurrently.
@@ -190,7 +227,7 @@ impl Queue {
                 st.ready_bytes += message.size() as u64;
                 st.ready.push_back(Entry { seq, message, redelivered: false });
                 self.assign(&mut st, &mut wakes);
-                Enqueued::Yes
+                if st.congested() { Enqueued::Congested } else { Enqueued::Yes }
             }
         };
         wake_all(wakes);
@@ -246,29 +283,49 @@ impl Queue {
                 wakes.push(outlet);
             }
         }
+        st.release_flow_waiters(wakes);
     }
 
-    /// The next consumer to serve: highest priority among those with credit, round-robin
-    /// from the cursor. Takes the consumer's channel-wide credit.
+    /// Registers a publishing connection to be woken when this queue is no longer congested.
+    /// False if it is not congested now (nothing to wait for).
+    pub fn wait_for_relief(&self, outlet: &OutletRef) -> bool {
+        let mut st = self.state.lock();
+        if st.relieved() {
+            return false;
+        }
+        if !st.flow_waiters.iter().any(|w| Arc::ptr_eq(w, outlet)) {
+            st.flow_waiters.push(outlet.clone());
+        }
+        true
+    }
+
+    /// Whether publishers paused on this queue may resume.
+    pub fn is_relieved(&self) -> bool {
+        self.state.lock().relieved()
+    }
+
+    /// The next consumer to serve: highest priority among those with credit whose channel
+    /// admits a message, round-robin from the cursor. Takes the consumer's channel-wide credit.
     fn next_consumer(st: &mut State) -> Option<usize> {
         let n = st.consumers.len();
-        let best = st.consumers.iter().filter(|c| c.has_credit()).map(|c| c.spec.priority).max()?;
-        for offset in 0..n {
-            let i = (st.cursor + offset) % n;
-            let c = &st.consumers[i];
-            if c.spec.priority == best && c.has_credit() && (!c.spec.ack_required || c.spec.gate.try_take()) {
-                return Some(i);
+        let mut below: Option<i64> = None;
+        loop {
+            let best = st
+                .consumers
+                .iter()
+                .filter(|c| c.has_credit() && below.is_none_or(|b| c.spec.priority < b))
+                .map(|c| c.spec.priority)
+                .max()?;
+            for offset in 0..n {
+                let i = (st.cursor + offset) % n;
+                let c = &st.consumers[i];
+                if c.spec.priority == best && c.has_credit() && c.spec.gate.admit(c.spec.ack_required) {
+                    return Some(i);
+                }
             }
+            // Every consumer of this priority is blocked by its channel: try the next lower one.
+            below = Some(best);
         }
-        // Every top-priority consumer is blocked by its channel: try lower priorities.
-        for offset in 0..n {
-            let i = (st.cursor + offset) % n;
-            let c = &st.consumers[i];
-            if c.spec.priority < best && c.has_credit() && (!c.spec.ack_required || c.spec.gate.try_take()) {
-                return Some(i);
-            }
-        }
-        None
     }
 
     /// Attaches a consumer (after the exclusivity checks) and feeds it.
@@ -293,14 +350,30 @@ impl Queue {
 
     /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
     pub fn cancel(&self, connection_id: u64, channel: u16, tag: &ShortStr) -> bool {
-        let mut st = self.state.lock();
-        let before = st.consumers.len();
-        st.consumers.retain(|c| !c.is(connection_id, channel, tag));
-        let removed = st.consumers.len() < before;
-        if st.cursor > st.consumers.len() {
-            st.cursor = 0;
-        }
-        removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
+        let mut wakes = Wakes::new();
+        let auto_delete = {
+            let mut st = self.state.lock();
+            let before = st.consumers.len();
+            // Keep the round-robin cursor on the same next consumer: removing one before it
+            // shifts the ones after it down.
+            let (cursor, mut index, mut removed_before_cursor) = (st.cursor, 0, 0);
+            st.consumers.retain(|c| {
+                let keep = !c.is(connection_id, channel, tag);
+                removed_before_cursor += usize::from(!keep && index < cursor);
+                index += 1;
+                keep
+            });
+            st.cursor -= removed_before_cursor;
+            let removed = st.consumers.len() < before;
+            if st.cursor > st.consumers.len() {
+                st.cursor = 0;
+            }
+            // Without consumers a queue is never congested: paused publishers may resume.
+            st.release_flow_waiters(&mut wakes);
+            removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
+        };
+        wake_all(wakes);
+        auto_delete
     }
 
     /// Returns credit for `count` settled deliveries of a consumer (acked, rejected, or for
@@ -361,10 +434,16 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut st = self.state.lock();
-        let n = st.ready.len() as u32;
-        st.ready.clear();
-        st.ready_bytes = 0;
+        let mut wakes = Wakes::new();
+        let n = {
+            let mut st = self.state.lock();
+            let n = st.ready.len() as u32;
+            st.ready.clear();
+            st.ready_bytes = 0;
+            st.release_flow_waiters(&mut wakes);
+            n
+        };
+        wake_all(wakes);
         n
     }
 
@@ -410,6 +489,7 @@ impl Queue {
             let n = st.ready.len() as u32;
             st.ready.clear();
             st.ready_bytes = 0;
+            wakes.append(&mut st.flow_waiters);
             for c in st.consumers.drain(..) {
                 let item = Outbound::ConsumerCancelled { channel: c.spec.channel, consumer_tag: c.spec.tag.clone() };
                 if c.spec.outlet.push(item) {

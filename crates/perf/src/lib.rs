@@ -7,9 +7,11 @@
 //! # Layout
 //! - `uri`: `amqp://` URIs. `client`: handshake and set-up calls on the Lepus codec.
 //! - `load`: the producer and consumer loops. `stats`: counters, verification, summary.
+//! - `sink`: a discarding endpoint (`--sink PORT`) to measure the tool's own ceiling.
 
 pub mod client;
 pub mod load;
+pub mod sink;
 pub mod stats;
 pub mod uri;
 
@@ -99,6 +101,9 @@ pub struct Args {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Instead of generating load, serve a discarding AMQP endpoint on this port.
+    #[arg(long)]
+    pub sink: Option<u16>,
 }
 
 /// Runs one load scenario to completion and returns its summary (also printed).

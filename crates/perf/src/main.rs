@@ -15,6 +15,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(port) = args.sink {
+        if let Err(e) = runtime.block_on(lepus_perf::sink::serve(port)) {
+            eprintln!("lepus-perf: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     match runtime.block_on(run(args)) {
         Ok(summary) if summary.is_clean() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(3),

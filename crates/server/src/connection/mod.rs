@@ -110,6 +110,10 @@ struct Connection {
     drained: Vec<Outbound>,
     /// Channels with publisher confirms to flush at the end of this input batch.
     confirms_due: Vec<u16>,
+    /// A queue this input batch published into that is over its flow-control watermark.
+    congested: Option<lepus_broker::QueueRef>,
+    /// Flow control: while set, we do not read from the socket (the queue wakes us).
+    throttle: Option<lepus_broker::QueueRef>,
     closing_deadline: Option<Instant>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
@@ -127,6 +131,8 @@ impl Connection {
             notify,
             drained: Vec::new(),
             confirms_due: Vec::new(),
+            congested: None,
+            throttle: None,
             id,
             peer,
             frame_max: FRAME_MIN_SIZE,
@@ -172,12 +178,14 @@ impl Connection {
                 },
                 _ = notify.notified(), if self.out.len() < self.shared.config.outbound_buffer_max => {
                     self.drain_outlet();
+                    self.check_throttle();
                 }
                 w = wr.write_buf(&mut self.out), if !self.out.is_empty() => match w {
                     Ok(0) | Err(_) => break "write error",
                     Ok(_) => self.heartbeat.on_write(Instant::now()),
                 },
                 _ = tick.tick() => {
+                    self.check_throttle();
                     if let Some(reason) = self.on_tick(handshake_deadline) {
                         break reason;
                     }
@@ -268,6 +276,25 @@ impl Connection {
             }
         }
         self.flush_confirms();
+        self.apply_flow_control();
+    }
+
+    /// Flow control: after a batch that published into a congested queue, stop reading until
+    /// the queue is relieved. A connection that also consumes is never paused, so its own
+    /// acks can always reach the queues.
+    fn apply_flow_control(&mut self) {
+        let Some(queue) = self.congested.take() else { return };
+        let consumes = self.channels.values().any(|ch| !ch.consumers.is_empty());
+        if !consumes && queue.wait_for_relief(&self.outlet) {
+            tracing::debug!(connection = self.id, queue = %queue.name, "publisher paused by flow control");
+            self.throttle = Some(queue);
+        }
+    }
+
+    fn check_throttle(&mut self) {
+        if self.throttle.as_ref().is_some_and(|q| q.is_relieved()) {
+            self.throttle = None;
+        }
     }
 
     /// Accepts `AMQP 0 0 9 1` (and 0-9's `AMQP 1 1 0 9`, as RabbitMQ does); anything else gets

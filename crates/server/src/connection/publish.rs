@@ -126,6 +126,10 @@ impl Connection {
             for q in &queues {
                 match q.publish(message.clone()) {
                     Enqueued::Yes => routed = true,
+                    Enqueued::Congested => {
+                        routed = true;
+                        self.congested = Some(q.clone());
+                    }
                     Enqueued::Rejected => rejected = true,
                     Enqueued::Gone => {}
                 }
