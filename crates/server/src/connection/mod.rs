@@ -223,6 +223,11 @@ impl Connection {
         {
             return Some("no connection.close-ok in time");
         }
+        if self.throttle.is_some() {
+            // We chose not to read while flow control pauses this publisher: its silence is
+            // ours, not a missed heartbeat.
+            self.heartbeat.on_read(now);
+        }
         if self.phase == Phase::Running {
             match self.heartbeat.poll(now, self.out.is_empty()) {
                 HeartbeatAction::Wait => {}

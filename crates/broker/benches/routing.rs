@@ -1,0 +1,100 @@
+//! Broker micro-benchmarks: topic routing with 100,000 bindings, and a queue's
+//! publish → assign → settle cycle with one consumer. Run with `cargo bench -p lepus-broker`.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lepus_broker::outlet::{Outbound, Outlet, Wake};
+use lepus_broker::queue::{ChannelGate, ConsumerSpec, Queue, QueueLimits};
+use lepus_broker::topic::TopicMatcher;
+use lepus_broker::{Message, MessageRef};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
+
+fn topic_routing(c: &mut Criterion) {
+    let mut matcher = TopicMatcher::new();
+    for n in 0..100_000u32 {
+        let pattern = match n % 4 {
+            0 => format!("a{}.*.c{}", n % 100, n / 100 % 1000),
+            1 => format!("a{}.b{}.#", n % 100, n / 100 % 1000),
+            2 => format!("*.b{}.c{}", n % 1000, n / 1000),
+            _ => format!("#.c{}", n % 10_000),
+        };
+        matcher.bind(pattern.as_bytes(), n);
+    }
+    let keys: Vec<String> = (0..1000).map(|i| format!("a{}.b{}.c{}", i % 100, i * 7 % 1000, i * 13 % 1000)).collect();
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("topic");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("route, 100k bindings", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for k in &keys {
+                out.clear();
+                matcher.route(k.as_bytes(), &mut out);
+                hits += out.len();
+            }
+            hits
+        })
+    });
+    g.finish();
+}
+
+struct NoWake;
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+fn message() -> MessageRef {
+    let mut payload = BytesMut::new();
+    ContentHeader::encode_payload(&mut payload, 16, &BasicProperties::default().to_raw());
+    let header = ContentHeader::decode(payload.freeze()).expect("valid header");
+    Arc::new(Message::new(b"", b"q", &header, Bytes::from_static(&[7u8; 16])))
+}
+
+fn queue_cycle(c: &mut Criterion) {
+    const N: usize = 1000;
+    let queue = Arc::new(Queue::new(
+        ShortStr::from_static("q"),
+        "/".into(),
+        false,
+        None,
+        false,
+        FieldTable::new(),
+        QueueLimits::default(),
+    ));
+    let outlet = Arc::new(Outlet::new(Box::new(NoWake)));
+    let tag = ShortStr::from_static("ctag");
+    let spec = ConsumerSpec {
+        connection_id: 1,
+        channel: 1,
+        tag: tag.clone(),
+        outlet: outlet.clone(),
+        ack_required: true,
+        prefetch: 0,
+        gate: Arc::new(ChannelGate::default()),
+        priority: 0,
+        exclusive: false,
+    };
+    queue.consume(spec).expect("consumer attaches");
+    let msg = message();
+    let mut drained = Vec::with_capacity(N);
+    let mut g = c.benchmark_group("queue");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("publish+assign+drain+settle", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                queue.publish(msg.clone());
+            }
+            outlet.drain_into(&mut drained);
+            let n = drained.iter().filter(|d| matches!(d, Outbound::Deliver(_))).count() as u32;
+            drained.clear();
+            queue.settle(1, 1, &tag, n);
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, topic_routing, queue_cycle);
+criterion_main!(benches);

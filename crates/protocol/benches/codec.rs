@@ -1,0 +1,76 @@
+//! Codec micro-benchmarks: the hot inbound path (parse a publish + header + body from a read
+//! buffer) and the hot outbound path (encode deliver + header + body). Run with
+//! `cargo bench -p lepus-protocol`.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lepus_protocol::fast::write_deliver;
+use lepus_protocol::frame::{write_body, write_content_header, write_method};
+use lepus_protocol::method::BasicPublish;
+use lepus_protocol::{BasicProperties, ContentHeader, FrameType, Method, ShortStr, parse_frame};
+
+fn publish_stream(n: usize, body: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    let props = BasicProperties { delivery_mode: Some(1), ..Default::default() }.to_raw();
+    for _ in 0..n {
+        let m = BasicPublish {
+            exchange: ShortStr::from_static(""),
+            routing_key: ShortStr::from_static("q"),
+            ..Default::default()
+        };
+        write_method(&mut out, 1, &m.into());
+        write_content_header(&mut out, 1, body.len() as u64, &props);
+        write_body(&mut out, 1, body, 131_072);
+    }
+    out.freeze()
+}
+
+fn decode_publishes(c: &mut Criterion) {
+    const N: usize = 1000;
+    let stream = publish_stream(N, &[7u8; 16]);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("publish+header+body 16B", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(&stream[..]);
+            let mut bodies = 0usize;
+            while let Ok(Some(frame)) = parse_frame(&mut buf, 131_072) {
+                match frame.frame_type {
+                    FrameType::Method => {
+                        let _ = std::hint::black_box(Method::decode(frame.payload));
+                    }
+                    FrameType::Header => {
+                        let _ = std::hint::black_box(ContentHeader::decode(frame.payload));
+                    }
+                    _ => bodies += frame.payload.len(),
+                }
+            }
+            bodies
+        })
+    });
+    g.finish();
+}
+
+fn encode_deliveries(c: &mut Criterion) {
+    const N: usize = 1000;
+    let props = BasicProperties { delivery_mode: Some(1), ..Default::default() }.to_raw();
+    let body = [7u8; 16];
+    let mut out = BytesMut::with_capacity(N * 128);
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("deliver+header+body 16B", |b| {
+        b.iter(|| {
+            out.clear();
+            for tag in 0..N as u64 {
+                write_deliver(&mut out, 1, b"amq.ctag-abcdefghijklmnopqrstuv", tag, false, b"", b"q");
+                write_content_header(&mut out, 1, body.len() as u64, &props);
+                write_body(&mut out, 1, &body, 131_072);
+            }
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_publishes, encode_deliveries);
+criterion_main!(benches);
