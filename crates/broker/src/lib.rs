@@ -23,7 +23,7 @@ pub mod topic;
 pub mod vhost;
 
 pub use error::BrokerError;
-pub use message::{Message, MessageRef};
+pub use message::{Message, MessageBuilder, MessageRef};
 pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
 pub use vhost::VHost;

@@ -1,22 +1,28 @@
-//! A published message as queues hold it: routing information, raw properties and body.
+//! A published message as queues hold it: routing information, raw properties and body, in
+//! one allocation.
 //!
-//! A message owns its bytes. Frames arrive as slices of a connection's 64 KiB read buffer; a
-//! queued message that kept such a slice would pin the whole buffer, so the exchange, routing
-//! key and properties are copied into one small allocation and the body into another (or, for
-//! a body spread over several frames, assembled there). Queues share a message by `Arc`.
+//! Frames arrive as slices of a connection's read buffer; a queued message that kept such a
+//! slice would pin the whole buffer. So the connection builds each message into its own
+//! buffer while its frames arrive ([`MessageBuilder`]): exchange ‖ routing key ‖ raw
+//! properties ‖ body. That is one allocation and one copy of the body per message, shared by
+//! every queue it is routed to through an `Arc`.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use lepus_protocol::{BasicProperties, ContentHeader, ProtocolError};
 
+/// Body bytes reserved up front from a header's `body_size` claim; larger bodies grow as
+/// their frames actually arrive (a claim alone never commits much memory).
+const BODY_RESERVE_MAX: u64 = 1024 * 1024;
+
 #[derive(Debug)]
 pub struct Message {
-    /// exchange ‖ routing key ‖ raw properties (flags + list).
-    meta: Bytes,
+    /// exchange ‖ routing key ‖ raw properties ‖ body.
+    data: Bytes,
     exchange_len: u8,
     routing_key_len: u8,
-    pub body: Bytes,
+    properties_len: u32,
     pub delivery_mode: u8,
     pub priority: Option<u8>,
     /// The `expiration` property, in milliseconds, if it was a valid number.
@@ -25,60 +31,111 @@ pub struct Message {
 
 pub type MessageRef = Arc<Message>;
 
-impl Message {
-    /// Builds a message from the pieces of a `basic.publish`. `exchange` and `routing_key`
-    /// are at most 255 bytes (they come from shortstrs).
-    pub fn new(exchange: &[u8], routing_key: &[u8], header: &ContentHeader, body: Bytes) -> Message {
-        Self::with_raw_properties(exchange, routing_key, &header.raw_properties, header, body)
-    }
+/// Fills a message's buffer while its body frames arrive.
+#[derive(Debug)]
+pub struct MessageBuilder {
+    buf: BytesMut,
+    exchange_len: u8,
+    routing_key_len: u8,
+    properties_len: u32,
+    body_start: usize,
+    delivery_mode: u8,
+    priority: Option<u8>,
+    expiration_ms: Option<u64>,
+}
 
-    /// Like [`Message::new`] but with replacement raw properties (used when the broker rewrites
-    /// properties, e.g. `reply_to` for direct reply-to or removing `BCC`).
-    pub fn with_raw_properties(
-        exchange: &[u8],
-        routing_key: &[u8],
-        raw_properties: &[u8],
-        header: &ContentHeader,
-        body: Bytes,
-    ) -> Message {
+impl MessageBuilder {
+    /// Starts a message for `header`, with these routing data and raw properties.
+    pub fn new(exchange: &[u8], routing_key: &[u8], raw_properties: &[u8], header: &ContentHeader) -> MessageBuilder {
         let exchange = &exchange[..exchange.len().min(255)];
         let routing_key = &routing_key[..routing_key.len().min(255)];
-        let mut meta = BytesMut::with_capacity(exchange.len() + routing_key.len() + raw_properties.len());
-        meta.put_slice(exchange);
-        meta.put_slice(routing_key);
-        meta.put_slice(raw_properties);
+        let meta_len = exchange.len() + routing_key.len() + raw_properties.len();
+        let mut buf = BytesMut::with_capacity(meta_len + header.body_size.min(BODY_RESERVE_MAX) as usize);
+        buf.put_slice(exchange);
+        buf.put_slice(routing_key);
+        buf.put_slice(raw_properties);
         let expiration_ms = header.expiration.as_ref().and_then(|e| e.as_str()).and_then(|s| s.parse::<u64>().ok());
-        Message {
-            meta: meta.freeze(),
+        MessageBuilder {
+            buf,
             exchange_len: exchange.len() as u8,
             routing_key_len: routing_key.len() as u8,
-            body,
+            properties_len: raw_properties.len() as u32,
+            body_start: meta_len,
             delivery_mode: header.delivery_mode.unwrap_or(1),
             priority: header.priority,
             expiration_ms,
         }
     }
 
+    pub fn push_body(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    pub fn body_len(&self) -> u64 {
+        (self.buf.len() - self.body_start) as u64
+    }
+
+    pub fn finish(self) -> Message {
+        Message {
+            data: self.buf.freeze(),
+            exchange_len: self.exchange_len,
+            routing_key_len: self.routing_key_len,
+            properties_len: self.properties_len,
+            delivery_mode: self.delivery_mode,
+            priority: self.priority,
+            expiration_ms: self.expiration_ms,
+        }
+    }
+}
+
+impl Message {
+    /// A message from complete parts (tests, and property rewrites).
+    pub fn new(exchange: &[u8], routing_key: &[u8], header: &ContentHeader, body: impl AsRef<[u8]>) -> Message {
+        Self::with_raw_properties(exchange, routing_key, &header.raw_properties, header, body)
+    }
+
+    /// Like [`Message::new`] with replacement raw properties (direct reply-to rewrites
+    /// `reply_to`, `BCC` is removed before delivery).
+    pub fn with_raw_properties(
+        exchange: &[u8],
+        routing_key: &[u8],
+        raw_properties: &[u8],
+        header: &ContentHeader,
+        body: impl AsRef<[u8]>,
+    ) -> Message {
+        let mut b = MessageBuilder::new(exchange, routing_key, raw_properties, header);
+        b.push_body(body.as_ref());
+        b.finish()
+    }
+
     pub fn exchange(&self) -> &[u8] {
-        &self.meta[..self.exchange_len as usize]
+        &self.data[..self.exchange_len as usize]
     }
 
     pub fn routing_key(&self) -> &[u8] {
         let start = self.exchange_len as usize;
-        &self.meta[start..start + self.routing_key_len as usize]
+        &self.data[start..start + self.routing_key_len as usize]
+    }
+
+    fn properties_start(&self) -> usize {
+        self.exchange_len as usize + self.routing_key_len as usize
+    }
+
+    fn body_start(&self) -> usize {
+        self.properties_start() + self.properties_len as usize
     }
 
     /// Property flags + property list, byte for byte as published.
     pub fn raw_properties(&self) -> &[u8] {
-        &self.meta[self.exchange_len as usize + self.routing_key_len as usize..]
+        &self.data[self.properties_start()..self.body_start()]
     }
 
-    pub fn raw_properties_bytes(&self) -> Bytes {
-        self.meta.slice(self.exchange_len as usize + self.routing_key_len as usize..)
+    pub fn body(&self) -> &[u8] {
+        &self.data[self.body_start()..]
     }
 
     pub fn properties(&self) -> Result<BasicProperties, ProtocolError> {
-        BasicProperties::decode(self.raw_properties_bytes())
+        BasicProperties::decode(self.data.slice(self.properties_start()..self.body_start()))
     }
 
     pub fn is_persistent(&self) -> bool {
@@ -87,7 +144,7 @@ impl Message {
 
     /// Bytes this message costs, for limits and accounting.
     pub fn size(&self) -> usize {
-        self.meta.len() + self.body.len()
+        self.data.len()
     }
 }
 
@@ -95,6 +152,12 @@ impl Message {
 mod tests {
     use super::*;
     use lepus_protocol::ShortStr;
+
+    fn header(props: &BasicProperties, body_size: u64) -> ContentHeader {
+        let mut payload = BytesMut::new();
+        ContentHeader::encode_payload(&mut payload, body_size, &props.to_raw());
+        ContentHeader::decode(payload.freeze()).unwrap()
+    }
 
     #[test]
     fn message_keeps_routing_and_properties() {
@@ -104,16 +167,26 @@ mod tests {
             expiration: Some(ShortStr::from_static("1500")),
             ..Default::default()
         };
-        let raw = props.to_raw();
-        let mut payload = BytesMut::new();
-        ContentHeader::encode_payload(&mut payload, 5, &raw);
-        let header = ContentHeader::decode(payload.freeze()).unwrap();
-        let m = Message::new(b"amq.direct", b"key", &header, Bytes::from_static(b"hello"));
+        let m = Message::new(b"amq.direct", b"key", &header(&props, 5), b"hello");
         assert_eq!(m.exchange(), b"amq.direct");
         assert_eq!(m.routing_key(), b"key");
-        assert_eq!(m.raw_properties(), &raw[..]);
+        assert_eq!(m.raw_properties(), &props.to_raw()[..]);
+        assert_eq!(m.body(), b"hello");
         assert_eq!(m.properties().unwrap(), props);
         assert!(m.is_persistent());
         assert_eq!((m.priority, m.expiration_ms), (Some(3), Some(1500)));
+    }
+
+    #[test]
+    fn builder_assembles_body_frames() {
+        let props = BasicProperties::default();
+        let h = header(&props, 7);
+        let mut b = MessageBuilder::new(b"", b"q", &h.raw_properties, &h);
+        b.push_body(b"abc");
+        b.push_body(b"defg");
+        assert_eq!(b.body_len(), 7);
+        let m = b.finish();
+        assert_eq!((m.exchange(), m.routing_key(), m.body()), (&b""[..], &b"q"[..], &b"abcdefg"[..]));
+        assert_eq!(m.size(), 1 + 2 + 7);
     }
 }

@@ -167,7 +167,7 @@ struct Harness {
 }
 
 fn body_seq(m: &Message) -> u64 {
-    u64::from_le_bytes(m.body[..].try_into().expect("8-byte body"))
+    u64::from_le_bytes(m.body().try_into().expect("8-byte body"))
 }
 
 fn new_conn(id: u64) -> Conn {

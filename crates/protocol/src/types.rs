@@ -8,8 +8,23 @@ use std::fmt;
 use bytes::Bytes;
 
 /// An AMQP `shortstr`: at most 255 bytes, enforced at construction.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, Eq, PartialOrd, Ord)]
 pub struct ShortStr(Bytes);
+
+impl std::hash::Hash for ShortStr {
+    /// Hashes the bytes exactly as `[u8]` does (the `Borrow<[u8]>` impl relies on it).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl PartialEq for ShortStr {
+    /// Clones of one string (consumer tags, queue names) share their bytes: comparing the
+    /// pointer first makes the common equal case O(1).
+    fn eq(&self, other: &ShortStr) -> bool {
+        (self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()) || self.0 == other.0
+    }
+}
 
 impl ShortStr {
     pub const LEN_MAX: usize = 255;

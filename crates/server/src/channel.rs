@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use lepus_broker::{ChannelGate, MessageRef, QueueRef};
+use lepus_broker::{ChannelGate, Message, MessageBuilder, MessageRef, QueueRef};
 use lepus_protocol::ShortStr;
 use lepus_protocol::content::ContentHeader;
 use lepus_protocol::method::BasicPublish;
@@ -35,12 +34,12 @@ pub(crate) struct Unacked {
     pub consumer_tag: Option<ShortStr>,
 }
 
-/// A `basic.publish` whose content is still arriving.
+/// A `basic.publish` whose content is still arriving: the method, then (after the content
+/// header) the message being built.
 #[derive(Debug)]
 pub(crate) struct Assembling {
     pub method: BasicPublish,
-    pub header: Option<ContentHeader>,
-    pub body: BytesMut,
+    pub content: Option<(ContentHeader, MessageBuilder)>,
 }
 
 /// A complete published message, as routed now or at `tx.commit`.
@@ -48,7 +47,7 @@ pub(crate) struct Assembling {
 pub(crate) struct Publish {
     pub method: BasicPublish,
     pub header: ContentHeader,
-    pub body: bytes::Bytes,
+    pub message: Message,
 }
 
 /// How acknowledgements settle a delivery.

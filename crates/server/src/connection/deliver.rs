@@ -199,9 +199,13 @@ impl Connection {
         let mut items = std::mem::take(&mut self.drained);
         self.outlet.drain_into(&mut items);
         let mut no_ack_settles: Vec<(QueueRef, u16, ShortStr, u32)> = Vec::new();
+        // The consumer the previous delivery went to: runs of deliveries to one consumer (the
+        // common case) skip the channel and consumer lookups. Nothing cancels consumers
+        // during a drain, so the check stays valid for the whole batch.
+        let mut live: Option<(u16, ShortStr)> = None;
         for item in items.drain(..) {
             match item {
-                Outbound::Deliver(d) => self.deliver(d, &mut no_ack_settles),
+                Outbound::Deliver(d) => self.deliver(d, &mut no_ack_settles, &mut live),
                 Outbound::ConsumerCancelled { channel, consumer_tag } => {
                     let removed = self
                         .channels
@@ -223,12 +227,21 @@ impl Connection {
     }
 
     /// Encodes one delivery, or puts it back if its channel or consumer is gone.
-    fn deliver(&mut self, d: Delivery, no_ack_settles: &mut Vec<(QueueRef, u16, ShortStr, u32)>) {
-        let live = self
+    fn deliver(
+        &mut self,
+        d: Delivery,
+        no_ack_settles: &mut Vec<(QueueRef, u16, ShortStr, u32)>,
+        live: &mut Option<(u16, ShortStr)>,
+    ) {
+        let known_live = live.as_ref().is_some_and(|(c, t)| *c == d.channel && *t == d.consumer_tag);
+        let ch = self
             .channels
             .get_mut(&d.channel)
-            .filter(|ch| ch.phase == ChannelPhase::Open && ch.consumers.contains_key(&d.consumer_tag));
-        let Some(ch) = live else {
+            .filter(|ch| known_live || (ch.phase == ChannelPhase::Open && ch.consumers.contains_key(&d.consumer_tag)));
+        if ch.is_some() && !known_live {
+            *live = Some((d.channel, d.consumer_tag.clone()));
+        }
+        let Some(ch) = ch else {
             if let Some(queue) = d.queue {
                 if d.ack_required
                     && let Some(ch) = self.channels.get(&d.channel)

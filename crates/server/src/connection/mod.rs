@@ -114,6 +114,8 @@ struct Connection {
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
     throttle: Option<lepus_broker::QueueRef>,
+    /// Scratch list of the queues a message routes to (kept to avoid an allocation each).
+    routed: Vec<lepus_broker::QueueRef>,
     closing_deadline: Option<Instant>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
@@ -133,6 +135,7 @@ impl Connection {
             confirms_due: Vec::new(),
             congested: None,
             throttle: None,
+            routed: Vec::new(),
             id,
             peer,
             frame_max: FRAME_MIN_SIZE,

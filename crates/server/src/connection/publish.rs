@@ -3,10 +3,10 @@
 //! `basic.return` for unroutable mandatory messages, publisher confirms (coalesced into one
 //! `basic.ack multiple=true` per channel per input batch) and transactions.
 
-use bytes::{Bytes, BytesMut};
-use lepus_broker::Message;
+use bytes::Bytes;
 use lepus_broker::args::type_name;
 use lepus_broker::queue::Enqueued;
+use lepus_broker::{Message, MessageBuilder};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use lepus_protocol::fast::{write_ack, write_nack, write_return};
 use lepus_protocol::frame::{write_body, write_content_header};
@@ -21,16 +21,12 @@ pub(super) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Prefix of the per-channel addresses direct reply-to hands out.
 pub(super) const REPLY_TO_PREFIX: &[u8] = b"amq.rabbitmq.reply-to.";
 
-/// Largest body buffer reserved up front from a content header's `body_size` claim; larger
-/// bodies grow as frames actually arrive.
-const BODY_RESERVE_MAX: u64 = 1024 * 1024;
-
 impl Connection {
     pub(super) fn basic_publish(&mut self, channel: u16, m: BasicPublish) -> Result<(), Fail> {
         if m.immediate {
             return Err(ConnectionError::NotImplemented("immediate=true".into()).into());
         }
-        self.chan(channel)?.assembling = Some(Assembling { method: m, header: None, body: BytesMut::new() });
+        self.chan(channel)?.assembling = Some(Assembling { method: m, content: None });
         Ok(())
     }
 
@@ -41,8 +37,8 @@ impl Connection {
         let ch = self.chan(channel).map_err(tag_publish)?;
         let Some(asm) = ch.assembling.as_mut() else { return Ok(()) };
         let unexpected = |text: String| -> Exception { tag_publish(ConnectionError::UnexpectedFrame(text).into()) };
-        match (frame.frame_type, asm.header.is_some()) {
-            (FrameType::Header, false) => {
+        match (frame.frame_type, asm.content.as_mut()) {
+            (FrameType::Header, None) => {
                 let header = ContentHeader::decode(frame.payload).map_err(|e| match e {
                     ProtocolError::UnknownContentClass(class) => {
                         unexpected(format!("expected content header for class 60, got one for class {class} instead"))
@@ -55,11 +51,22 @@ impl Connection {
                         format!("message size {} is larger than configured max size {size_max}", header.body_size);
                     return Err(tag_publish(precondition(text)));
                 }
-                asm.body.reserve(header.body_size.min(BODY_RESERVE_MAX) as usize);
-                asm.header = Some(header);
+                let m = &asm.method;
+                let builder = MessageBuilder::new(
+                    m.exchange.as_bytes(),
+                    m.routing_key.as_bytes(),
+                    &header.raw_properties,
+                    &header,
+                );
+                asm.content = Some((header, builder));
             }
-            (FrameType::Body, true) => asm.body.extend_from_slice(&frame.payload),
-            (FrameType::Header, true) => {
+            (FrameType::Body, Some((header, builder))) => {
+                if builder.body_len() + frame.payload.len() as u64 > header.body_size {
+                    return Err(unexpected("content body is larger than the size in its header".into()));
+                }
+                builder.push_body(&frame.payload);
+            }
+            (FrameType::Header, Some(_)) => {
                 return Err(unexpected("expected content body, got non content body frame instead".into()));
             }
             _ => {
@@ -68,15 +75,14 @@ impl Connection {
                 ));
             }
         }
-        let body_size = asm.header.as_ref().map_or(0, |h| h.body_size);
-        if (asm.body.len() as u64) > body_size {
-            return Err(unexpected("content body is larger than the size in its header".into()));
-        }
-        if asm.header.is_none() || (asm.body.len() as u64) < body_size {
+        let complete = asm.content.as_ref().is_some_and(|(h, b)| b.body_len() == h.body_size);
+        if !complete {
             return Ok(());
         }
-        let Some(Assembling { method, header: Some(header), body }) = ch.assembling.take() else { return Ok(()) };
-        let publish = Publish { method, header, body: body.freeze() };
+        let Some(Assembling { method, content: Some((header, builder)) }) = ch.assembling.take() else {
+            return Ok(());
+        };
+        let publish = Publish { method, header, message: builder.finish() };
         self.complete_publish(channel, publish).map_err(tag_publish)
     }
 
@@ -108,21 +114,36 @@ impl Connection {
             c.last_published
         });
         let checked = self.check_properties(channel, &p.header)?;
-        let raw_properties = checked.raw_properties.as_deref().unwrap_or(&p.header.raw_properties);
         let exchange = p.method.exchange.as_bytes();
         let routing_key = p.method.routing_key.as_bytes();
-        let message = Arc::new(Message::with_raw_properties(exchange, routing_key, raw_properties, &p.header, p.body));
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + checked.extra_keys.len());
-        keys.push(routing_key);
-        keys.extend(checked.extra_keys.iter().map(|k| k.as_ref()));
+        let message = match &checked.raw_properties {
+            // Rewritten properties (reply_to, BCC) need a new buffer; the common case does not.
+            Some(raw) => {
+                Arc::new(Message::with_raw_properties(exchange, routing_key, raw, &p.header, p.message.body()))
+            }
+            None => Arc::new(p.message),
+        };
+        let single = [routing_key];
+        let with_extra: Vec<&[u8]>;
+        let keys: &[&[u8]] = if checked.extra_keys.is_empty() {
+            &single
+        } else {
+            with_extra = single.into_iter().chain(checked.extra_keys.iter().map(|k| k.as_ref())).collect();
+            &with_extra
+        };
 
         let mut routed = false;
         let mut rejected = false;
         if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
             routed = self.deliver_reply(&p.method.routing_key, &message);
         } else {
-            let mut queues = Vec::new();
-            vhost.route(exchange, &keys, checked.headers.as_ref(), &mut queues)?;
+            let mut queues = std::mem::take(&mut self.routed);
+            queues.clear();
+            let routing = vhost.route(exchange, keys, checked.headers.as_ref(), &mut queues);
+            if let Err(e) = routing {
+                self.routed = queues;
+                return Err(e.into());
+            }
             for q in &queues {
                 match q.publish(message.clone()) {
                     Enqueued::Yes => routed = true,
@@ -134,6 +155,8 @@ impl Connection {
                     Enqueued::Gone => {}
                 }
             }
+            queues.clear();
+            self.routed = queues;
         }
         if !routed && !rejected && p.method.mandatory {
             write_return(&mut self.out, channel, NO_ROUTE, b"NO_ROUTE", exchange, routing_key);
@@ -155,8 +178,8 @@ impl Connection {
 
     /// Appends a message's content header and body frames.
     pub(super) fn write_content(&mut self, channel: u16, message: &Message) {
-        write_content_header(&mut self.out, channel, message.body.len() as u64, message.raw_properties());
-        write_body(&mut self.out, channel, &message.body, self.frame_max);
+        write_content_header(&mut self.out, channel, message.body().len() as u64, message.raw_properties());
+        write_body(&mut self.out, channel, message.body(), self.frame_max);
     }
 
     /// Direct reply-to: hands the message straight to the consuming channel, if it exists.
