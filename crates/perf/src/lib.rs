@@ -8,9 +8,19 @@
 //! - `uri`: `amqp://` URIs. `client`: handshake and set-up calls on the Lepus codec.
 //! - `load`: the producer and consumer loops. `stats`: counters, verification, summary.
 //! - `sink`: a discarding endpoint (`--sink PORT`) to measure the tool's own ceiling.
+//! - `modes`: fixed costs rather than throughput: `--idle-connections`, `--declare-queues`,
+//!   `--churn`.
+//!
+//! # Backlogs
+//! `-y 0 -C N --no-cleanup` publishes N messages per producer with no consumer and leaves the
+//! queues in place; `-x 0 --no-purge [--expect N]` then drains them: the run ends when N
+//! messages arrived, or once consumers were idle for a second after receiving something (10 s
+//! with `--expect`; `--drain-timeout-s` when nothing arrives at all; `-z` caps the drain), and
+//! the receive rate is taken over the time spent consuming.
 
 pub mod client;
 pub mod load;
+pub mod modes;
 pub mod sink;
 pub mod stats;
 pub mod uri;
@@ -37,8 +47,10 @@ pub struct Args {
     /// Name of the scenario, for the summary.
     #[arg(long, default_value = "custom")]
     pub scenario: String,
+    /// Producers; 0 = drain-only: consume what the queues already hold (see `--expect`).
     #[arg(short = 'x', long, default_value_t = 1)]
     pub producers: usize,
+    /// Consumers; 0 = publish only, leaving a backlog (with `--no-cleanup`, in place).
     #[arg(short = 'y', long, default_value_t = 1)]
     pub consumers: usize,
     /// Queues, named `<queue-prefix>-<i>`; producer i publishes to queue i % queues, consumer j
@@ -98,6 +110,30 @@ pub struct Args {
     /// Leave queues and exchanges in place.
     #[arg(long)]
     pub no_cleanup: bool,
+    /// Don't purge the queues when declaring them (to drain a backlog left by an earlier run).
+    #[arg(long)]
+    pub no_purge: bool,
+    /// Drain-only runs (`-x 0`): end once this many messages arrived in total.
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// Instead of generating load, open this many connections (each with a channel open), print
+    /// a line starting with `ready:`, hold them `--hold-s` seconds and close them.
+    #[arg(long)]
+    pub idle_connections: Option<usize>,
+    /// How long `--idle-connections` holds its connections, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub hold_s: u64,
+    /// Instead of generating load, declare queues `<queue-prefix>-0` to `-<N-1>` and exit,
+    /// leaving them in place.
+    #[arg(long)]
+    pub declare_queues: Option<usize>,
+    /// With `--declare-queues N`: delete those queues instead.
+    #[arg(long, requires = "declare_queues")]
+    pub delete_queues: bool,
+    /// Instead of generating load, run this many tasks that open a connection (handshake and
+    /// channel open) and close it, in a loop, for `-z` seconds; reports connections/s.
+    #[arg(long)]
+    pub churn: Option<usize>,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -106,9 +142,32 @@ pub struct Args {
     pub sink: Option<u16>,
 }
 
-/// Runs one load scenario to completion and returns its summary (also printed).
+/// Runs one load scenario (or one of the `modes`) to completion and returns its summary (also
+/// printed, and written as JSON with `--json`).
 pub async fn run(args: Args) -> Result<Summary> {
     let uri = AmqpUri::parse(&args.uri)?;
+    let summary = if let Some(n) = args.idle_connections {
+        modes::idle_connections(&args, &uri, n).await?
+    } else if let Some(n) = args.declare_queues {
+        modes::declare_queues(&args, &uri, n).await?
+    } else if let Some(tasks) = args.churn {
+        modes::churn(&args, &uri, tasks).await?
+    } else {
+        run_load(&args, &uri).await?
+    };
+    println!("{}", summary.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    Ok(summary)
+}
+
+async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
+    let (args, uri) = (args.clone(), uri.clone());
+    if args.producers == 0 && args.consumers == 0 {
+        return Err("nothing to do with -x 0 and -y 0".into());
+    }
+    let drain_only = args.producers == 0;
     let routing = match args.exchange_type.as_str() {
         "direct" => Routing::Direct,
         "fanout" => Routing::Fanout,
@@ -130,6 +189,7 @@ pub async fn run(args: Args) -> Result<Summary> {
     for _ in 0..args.consumers {
         ready_rx.recv().await.ok_or("a consumer failed to start")??;
     }
+    let consume_start_ns = start.elapsed().as_nanos() as u64;
     let mut producers = Vec::new();
     for i in 0..args.producers {
         let (uri, plan, counters) = (uri.clone(), plan.clone(), counters.clone());
@@ -138,8 +198,11 @@ pub async fn run(args: Args) -> Result<Summary> {
 
     let progress = (!args.quiet).then(|| tokio::spawn(load::progress(counters.clone(), start)));
     let publish_start = Instant::now();
+    if drain_only {
+        wait_drained(&args, &counters, publish_start).await;
+    }
     let deadline = publish_start + Duration::from_secs(args.duration_s);
-    while Instant::now() < deadline && !producers.iter().all(|p| p.is_finished()) {
+    while !drain_only && Instant::now() < deadline && !producers.iter().all(|p| p.is_finished()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     counters.stop_producers.store(true, Ordering::Release);
@@ -155,7 +218,7 @@ pub async fn run(args: Args) -> Result<Summary> {
     let expected = plan.expected_total(&producer_reports);
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout_s);
     let mut last = (counters.received.load(Ordering::Acquire), Instant::now());
-    while args.consumers > 0 && Instant::now() < drain_deadline {
+    while !drain_only && args.consumers > 0 && Instant::now() < drain_deadline {
         let got = counters.received.load(Ordering::Acquire);
         if expected.is_some_and(|e| got >= e) {
             break;
@@ -180,7 +243,14 @@ pub async fn run(args: Args) -> Result<Summary> {
     }
     let _ = setup.close().await;
 
-    let summary = summarize(
+    let (window, received_at_stop) = if drain_only {
+        // Consuming time: from basic.consume-ok to the last delivery.
+        let last = counters.last_receive_ns.load(Ordering::Acquire);
+        (last.saturating_sub(consume_start_ns).max(1) as f64 / 1e9, counters.received.load(Ordering::Acquire))
+    } else {
+        (window, received_at_stop)
+    };
+    Ok(summarize(
         &args,
         &plan,
         &counters,
@@ -189,12 +259,30 @@ pub async fn run(args: Args) -> Result<Summary> {
         window,
         received_at_stop,
         published_at_stop,
-    );
-    println!("{}", summary.text());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    ))
+}
+
+/// Drain-only runs: waits until `--expect` messages arrived, or consumers went idle after
+/// receiving something, or nothing arrived within `--drain-timeout-s`, or `-z` passed.
+async fn wait_drained(args: &Args, counters: &Counters, begin: Instant) {
+    let deadline = begin + Duration::from_secs(args.duration_s);
+    let idle_limit = Duration::from_secs(if args.expect.is_some() { args.drain_timeout_s } else { 1 });
+    let nothing_limit = Duration::from_secs(args.drain_timeout_s);
+    let mut last = (0, Instant::now());
+    while Instant::now() < deadline {
+        let got = counters.received.load(Ordering::Acquire);
+        if args.expect.is_some_and(|e| got >= e) {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        }
+        let idle = if got > 0 { last.1.elapsed() > idle_limit } else { begin.elapsed() > nothing_limit };
+        if idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(summary)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,36 +309,48 @@ fn summarize(
             duplicated += per_queue.entry((c.queue, producer)).or_default().union_with(&set);
         }
     }
-    let verifiable = args.consumers > 0 && args.size >= load::STAMP_LEN && plan.routing != Routing::Topic;
-    let lost = verifiable.then(|| {
-        let mut lost = 0;
-        for p in producers {
-            for q in plan.queues_of(p.id as usize) {
-                let expected = p.sent - p.nacked;
-                let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
-                lost += expected.saturating_sub(got);
-            }
-        }
-        lost
-    });
-    let q = |v: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(v) as f64 / 1000.0);
+    let drain_only = args.producers == 0;
+    let verifiable =
+        !drain_only && args.consumers > 0 && args.size >= load::STAMP_LEN && plan.routing != Routing::Topic;
     let received = counters.received.load(Ordering::Acquire);
+    let distinct = if args.size >= load::STAMP_LEN { per_queue.values().map(SeqSet::len).sum() } else { received };
+    let lost = if drain_only {
+        args.expect.map(|e| e.saturating_sub(distinct))
+    } else {
+        verifiable.then(|| {
+            let mut lost = 0;
+            for p in producers {
+                for q in plan.queues_of(p.id as usize) {
+                    let expected = p.sent - p.nacked;
+                    let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
+                    lost += expected.saturating_sub(got);
+                }
+            }
+            lost
+        })
+    };
+    // Drain-only runs read stamps taken by another process's clock: no latency.
+    let timed = !drain_only && !latency.is_empty();
+    let q = |v: f64| timed.then(|| latency.value_at_quantile(v) as f64 / 1000.0);
     let fanout = if plan.routing == Routing::Fanout { args.queues as i64 } else { 1 };
     Summary {
         scenario: args.scenario.clone(),
+        mode: if drain_only { "drain" } else { "load" },
         duration_s: window_s,
         message_size: args.size,
         producers: args.producers,
         consumers: args.consumers,
         queues: args.queues,
         published: counters.published.load(Ordering::Acquire),
-        publish_rate: published_at_stop as f64 / window_s,
+        publish_rate: if drain_only { 0.0 } else { published_at_stop as f64 / window_s },
         confirmed: counters.confirmed.load(Ordering::Acquire),
         nacked: counters.nacked.load(Ordering::Acquire),
         returned: counters.returned.load(Ordering::Acquire),
         received,
         receive_rate: received_at_stop as f64 / window_s,
-        backlog_at_stop: if args.consumers > 0 {
+        backlog_at_stop: if drain_only {
+            args.expect.map_or(0, |e| e as i64 - received as i64)
+        } else if args.consumers > 0 {
             published_at_stop as i64 * fanout - received_at_stop as i64
         } else {
             published_at_stop as i64
@@ -259,10 +359,11 @@ fn summarize(
         latency_us_p50: q(0.5),
         latency_us_p99: q(0.99),
         latency_us_p999: q(0.999),
-        latency_us_max: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
+        latency_us_max: timed.then(|| latency.max() as f64 / 1000.0),
         lost,
         duplicated,
         reordered,
         redelivered,
+        ..Default::default()
     }
 }

@@ -93,7 +93,9 @@ impl Plan {
         for q in &self.queues {
             let declare = QueueDeclare { queue: s(q), durable: self.args.durable, ..Default::default() };
             c.call(declare, "queue.declare-ok").await?;
-            c.call(QueuePurge { queue: s(q), ..Default::default() }, "queue.purge-ok").await?;
+            if !self.args.no_purge {
+                c.call(QueuePurge { queue: s(q), ..Default::default() }, "queue.purge-ok").await?;
+            }
             if self.routing == Routing::Fanout {
                 let bind = QueueBind { queue: s(q), exchange: s(&self.exchange), ..Default::default() };
                 c.call(bind, "queue.bind-ok").await?;
@@ -354,11 +356,16 @@ pub async fn consume(
     let mut last_seq: HashMap<u16, u64> = HashMap::new();
     let (mut unacked, mut acks) = (0u64, BytesMut::new());
     loop {
+        let mut got = false;
         while let Some(frame) = reader.try_next()? {
             if on_frame(frame, &mut incoming)? {
                 complete(&incoming, &mut report, &mut last_seq, &counters, start);
                 unacked += !args.auto_ack as u64;
+                got = true;
             }
+        }
+        if got {
+            counters.last_receive_ns.fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         if unacked >= every {
             write_method(&mut acks, 1, &BasicAck { delivery_tag: incoming.tag, multiple: true }.into());
@@ -382,7 +389,11 @@ pub async fn consume(
             Err(_) => {}
         }
     }
+    // Settle what was received, so a backlog left in place (`--no-cleanup`) holds only the rest.
     let mut close = BytesMut::new();
+    if unacked > 0 {
+        write_method(&mut close, 1, &BasicAck { delivery_tag: incoming.tag, multiple: true }.into());
+    }
     write_method(&mut close, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
     let _ = writer.write_all(&close).await;
     Ok(report)

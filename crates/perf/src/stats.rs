@@ -15,6 +15,8 @@ pub struct Counters {
     pub nacked: AtomicU64,
     pub returned: AtomicU64,
     pub received: AtomicU64,
+    /// When the last delivery arrived, in ns since the run's start (drain-only runs).
+    pub last_receive_ns: AtomicU64,
     pub stop_producers: AtomicBool,
     pub stop_consumers: AtomicBool,
 }
@@ -47,6 +49,15 @@ impl SeqSet {
             *a |= *b;
         }
         overlap
+    }
+
+    /// How many are set.
+    pub fn len(&self) -> u64 {
+        self.words.iter().map(|w| w.count_ones() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
     }
 
     /// How many of `1..=max` are set.
@@ -96,9 +107,12 @@ pub struct ProducerReport {
     pub nacked: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Summary {
     pub scenario: String,
+    /// `load` (producers and consumers), `drain` (`-x 0`: consume an existing backlog),
+    /// `idle-connections`, `declare-queues`, `delete-queues` or `churn`.
+    pub mode: &'static str,
     pub duration_s: f64,
     pub message_size: usize,
     pub producers: usize,
@@ -110,7 +124,8 @@ pub struct Summary {
     pub nacked: u64,
     pub returned: u64,
     pub received: u64,
-    /// Deliveries per second while producers ran.
+    /// Deliveries per second while producers ran (drain runs: while consuming, from
+    /// `basic.consume-ok` to the last delivery).
     pub receive_rate: f64,
     /// Messages queued but not yet consumed when producers stopped.
     pub backlog_at_stop: i64,
@@ -124,6 +139,12 @@ pub struct Summary {
     pub duplicated: u64,
     pub reordered: u64,
     pub redelivered: u64,
+    /// Connections opened (idle-connections, churn).
+    pub connections: u64,
+    /// Connections opened per second (churn: opened and closed, each with a handshake, a
+    /// channel open and a connection close).
+    pub connections_per_s: Option<f64>,
+    pub connection_errors: u64,
 }
 
 impl Summary {
@@ -133,13 +154,38 @@ impl Summary {
     }
 
     pub fn text(&self) -> String {
+        match self.mode {
+            "idle-connections" | "churn" => {
+                return format!(
+                    "{} ({}): {} connections in {:.1}s, {:.0} connections/s, {} errors",
+                    self.scenario,
+                    self.mode,
+                    self.connections,
+                    self.duration_s,
+                    self.connections_per_s.unwrap_or(0.0),
+                    self.connection_errors
+                );
+            }
+            "declare-queues" | "delete-queues" => {
+                return format!(
+                    "{} ({}): {} queues in {:.1}s, {:.0} queues/s",
+                    self.scenario,
+                    self.mode,
+                    self.queues,
+                    self.duration_s,
+                    self.queues as f64 / self.duration_s.max(1e-9)
+                );
+            }
+            _ => {}
+        }
         let lat = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
         format!(
-            "{}: {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
+            "{} ({}): {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
              receive {:.0} msg/s ({} received, {:.1} MB/s), backlog at stop {}\n  \
              latency us p50 {} p99 {} p99.9 {} max {}\n  \
              verification: lost {} duplicated {} reordered {} redelivered {}",
             self.scenario,
+            self.mode,
             self.duration_s,
             self.message_size,
             self.producers,
