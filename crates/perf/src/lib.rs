@@ -238,6 +238,9 @@ async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
     if let Some(p) = progress {
         p.abort();
     }
+    if args.consumers > 0 && args.producers > 0 {
+        counters.remaining.store(plan.remaining(&mut setup).await.unwrap_or(0), Ordering::Release);
+    }
     if !args.no_cleanup {
         plan.cleanup(&mut setup).await?;
     }
@@ -318,15 +321,16 @@ fn summarize(
         args.expect.map(|e| e.saturating_sub(distinct))
     } else {
         verifiable.then(|| {
-            let mut lost = 0;
+            let mut missing = 0;
             for p in producers {
                 for q in plan.queues_of(p.id as usize) {
                     let expected = p.sent - p.nacked;
                     let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
-                    lost += expected.saturating_sub(got);
+                    missing += expected.saturating_sub(got);
                 }
             }
-            lost
+            // What is still queued was not delivered in time; only the rest is lost.
+            missing.saturating_sub(counters.remaining.load(Ordering::Acquire))
         })
     };
     // Drain-only runs read stamps taken by another process's clock: no latency.
@@ -361,6 +365,7 @@ fn summarize(
         latency_us_p999: q(0.999),
         latency_us_max: timed.then(|| latency.max() as f64 / 1000.0),
         lost,
+        remaining_in_queues: counters.remaining.load(Ordering::Acquire),
         duplicated,
         reordered,
         redelivered,

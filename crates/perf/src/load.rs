@@ -113,6 +113,19 @@ impl Plan {
         Ok(())
     }
 
+    /// Ready messages left in the run's queues (after consumers closed, their unacked
+    /// messages are back in the queues too).
+    pub async fn remaining(&self, c: &mut Client) -> Result<u64> {
+        let mut n = 0;
+        for q in &self.queues {
+            let declare = QueueDeclare { queue: s(q), passive: true, ..Default::default() };
+            if let Method::QueueDeclareOk(ok) = c.call(declare, "queue.declare-ok").await? {
+                n += ok.message_count as u64;
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn cleanup(&self, c: &mut Client) -> Result<()> {
         for q in &self.queues {
             c.call(QueueDelete { queue: s(q), ..Default::default() }, "queue.delete-ok").await?;

@@ -15,6 +15,8 @@ pub struct Counters {
     pub nacked: AtomicU64,
     pub returned: AtomicU64,
     pub received: AtomicU64,
+    /// Messages still queued when the run ended (undelivered, not lost).
+    pub remaining: AtomicU64,
     /// When the last delivery arrived, in ns since the run's start (drain-only runs).
     pub last_receive_ns: AtomicU64,
     pub stop_producers: AtomicBool,
@@ -136,6 +138,9 @@ pub struct Summary {
     pub latency_us_max: Option<f64>,
     /// `None` where routing makes the expected set unknown (topic) or nothing consumed.
     pub lost: Option<u64>,
+    /// Messages still in the queues when consumers stopped (not delivered within the drain
+    /// timeout); they do not count as lost.
+    pub remaining_in_queues: u64,
     pub duplicated: u64,
     pub reordered: u64,
     pub redelivered: u64,
@@ -183,7 +188,7 @@ impl Summary {
             "{} ({}): {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
              receive {:.0} msg/s ({} received, {:.1} MB/s), backlog at stop {}\n  \
              latency us p50 {} p99 {} p99.9 {} max {}\n  \
-             verification: lost {} duplicated {} reordered {} redelivered {}",
+             verification: lost {} duplicated {} reordered {} redelivered {} (still queued at the end {})",
             self.scenario,
             self.mode,
             self.duration_s,
@@ -208,6 +213,7 @@ impl Summary {
             self.duplicated,
             self.reordered,
             self.redelivered,
+            self.remaining_in_queues,
         )
     }
 }

@@ -39,6 +39,11 @@ mod publish;
 
 const READ_BUFFER_INITIAL: usize = 64 * 1024;
 
+/// Deliveries are encoded only while less than this is waiting to be written. Beyond it,
+/// messages stay in their queues (where flow control sees them) instead of piling up as
+/// encoded bytes: 100 consumer connections must not hold 100 × `outbound_buffer_max`.
+const ENCODE_AHEAD_MAX: usize = 256 * 1024;
+
 /// Wakes a connection task when queues push deliveries onto its outlet.
 struct NotifyWake(Arc<Notify>);
 
@@ -166,6 +171,7 @@ impl Connection {
             }
             let read_ok = !self.stop_reading
                 && self.phase != Phase::Closed
+                && self.throttle.is_none()
                 && self.out.len() < self.shared.config.outbound_buffer_max;
             tokio::select! {
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
@@ -179,7 +185,7 @@ impl Connection {
                     }
                     Err(_) => break "read error",
                 },
-                _ = notify.notified(), if self.out.len() < self.shared.config.outbound_buffer_max => {
+                _ = notify.notified(), if self.out.len() < ENCODE_AHEAD_MAX => {
                     self.drain_outlet();
                     self.check_throttle();
                 }
@@ -207,7 +213,10 @@ impl Connection {
             vhost.remove_exclusive_queues(self.id);
         }
         let clean = end == "closed";
-        if self.phase == Phase::Closed && clean {
+        if self.phase == Phase::Header {
+            // A TCP connect without a protocol header: health checks and port probes.
+            tracing::debug!(connection = self.id, peer = %self.peer, reason = end, "connection ended before the protocol header");
+        } else if self.phase == Phase::Closed && clean {
             tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection closed");
         } else {
             tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), reason = end, "connection ended");

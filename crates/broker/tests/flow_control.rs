@@ -1,0 +1,87 @@
+//! Publisher flow control at the queue: a queue with consumers is congested above the high
+//! watermark, stays so (hysteresis) until it is back under the low one, and then wakes the
+//! publishing connections that waited for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use lepus_broker::outlet::{Outlet, Wake};
+use lepus_broker::queue::{
+    ChannelGate, ConsumerSpec, Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES, Queue, QueueLimits,
+};
+use lepus_broker::{Message, MessageRef};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
+
+struct CountWake(Arc<AtomicUsize>);
+impl Wake for CountWake {
+    fn wake(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn message() -> MessageRef {
+    let mut payload = BytesMut::new();
+    ContentHeader::encode_payload(&mut payload, 1, &BasicProperties::default().to_raw());
+    let header = ContentHeader::decode(payload.freeze()).expect("valid header");
+    Arc::new(Message::new(b"", b"q", &header, b"x"))
+}
+
+#[test]
+fn congestion_pauses_publishers_until_the_low_watermark() {
+    let queue = Arc::new(Queue::new(
+        ShortStr::from_static("q"),
+        "/".into(),
+        false,
+        None,
+        false,
+        FieldTable::new(),
+        QueueLimits::default(),
+    ));
+    let m = message();
+    // Without consumers a queue is never congested (nothing would drain it).
+    for _ in 0..FLOW_HIGH_MESSAGES + 10 {
+        assert_eq!(queue.publish(m.clone()), Enqueued::Yes);
+    }
+    assert_eq!(queue.purge() as usize, FLOW_HIGH_MESSAGES + 10);
+
+    // A consumer that takes one message and never acks.
+    let consumer_outlet = Arc::new(Outlet::new(Box::new(CountWake(Arc::new(AtomicUsize::new(0))))));
+    let tag = ShortStr::from_static("c");
+    let spec = ConsumerSpec {
+        connection_id: 1,
+        channel: 1,
+        tag: tag.clone(),
+        outlet: consumer_outlet,
+        ack_required: true,
+        prefetch: 1,
+        gate: Arc::new(ChannelGate::default()),
+        priority: 0,
+        exclusive: false,
+    };
+    queue.consume(spec).expect("consumer attaches");
+    let mut outcomes = Vec::new();
+    for _ in 0..FLOW_HIGH_MESSAGES + 2 {
+        outcomes.push(queue.publish(m.clone()));
+    }
+    // One message went to the consumer; the queue is congested once ready > high watermark.
+    assert_eq!(outcomes.iter().filter(|o| **o == Enqueued::Congested).count(), 1);
+    assert_eq!(outcomes.last(), Some(&Enqueued::Congested));
+
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let publisher = Arc::new(Outlet::new(Box::new(CountWake(wakes.clone()))));
+    assert!(queue.wait_for_relief(&publisher), "congested: the publisher must wait");
+    assert!(!queue.is_relieved());
+    // Draining to just above the low watermark is not enough (hysteresis).
+    while queue.message_count() as usize > FLOW_LOW_MESSAGES + 1 {
+        queue.get();
+    }
+    assert!(!queue.is_relieved());
+    assert_eq!(wakes.load(Ordering::SeqCst), 0);
+    // Settling the consumer's delivery assigns one more: ready drops to the low watermark,
+    // and the waiting publisher is woken.
+    queue.settle(1, 1, &tag, 1);
+    assert!(queue.is_relieved());
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert!(!queue.wait_for_relief(&publisher), "relieved: nothing to wait for");
+}
