@@ -44,6 +44,10 @@ const READ_BUFFER_INITIAL: usize = 64 * 1024;
 /// encoded bytes: 100 consumer connections must not hold 100 × `outbound_buffer_max`.
 const ENCODE_AHEAD_MAX: usize = 256 * 1024;
 
+/// While flow control pauses a publisher we keep reading, without processing, up to this many
+/// bytes: enough to notice the client closing the socket, bounded like everything else.
+const PAUSED_READ_MAX: usize = 128 * 1024;
+
 /// Wakes a connection task when queues push deliveries onto its outlet.
 struct NotifyWake(Arc<Notify>);
 
@@ -165,17 +169,32 @@ impl Connection {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = *stop.borrow();
         let notify = self.notify.clone();
+        let mut unprocessed = false;
+        // The client closed its side while we still held unprocessed input: the frames it
+        // sent before closing are still handled (in order), then the connection ends.
+        let mut eof = false;
         let end: &'static str = loop {
             if self.phase == Phase::Closed && self.out.is_empty() {
                 break "closed";
             }
-            let read_ok = !self.stop_reading
+            if self.throttle.is_none() && unprocessed {
+                // Flow control released us: handle what arrived while we were paused.
+                unprocessed = false;
+                self.on_input(&mut inbuf);
+            }
+            if eof && !unprocessed {
+                break "client closed the TCP connection";
+            }
+            let read_ok = !eof
+                && !self.stop_reading
                 && self.phase != Phase::Closed
-                && self.throttle.is_none()
+                && (self.throttle.is_none() || inbuf.len() < PAUSED_READ_MAX)
                 && self.out.len() < self.shared.config.outbound_buffer_max;
             tokio::select! {
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
+                    Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",
+                    Ok(_) if self.throttle.is_some() => unprocessed = true,
                     Ok(_) => {
                         self.heartbeat.on_read(Instant::now());
                         self.on_input(&mut inbuf);
