@@ -171,20 +171,6 @@ impl Exchange {
         true
     }
 
-    /// Removes every binding to `dest`; returns how many were removed.
-    pub fn unbind_all_to(&mut self, dest: &Destination) -> usize {
-        let doomed: Vec<(ShortStr, FieldTable)> = self
-            .bindings
-            .iter()
-            .filter(|((d, _), _)| d == dest)
-            .flat_map(|((_, k), args)| args.iter().map(move |a| (k.clone(), a.clone())))
-            .collect();
-        for (key, args) in &doomed {
-            self.unbind(dest, key, args);
-        }
-        doomed.len()
-    }
-
     /// Every binding: (destination, key, arguments).
     pub fn bindings(&self) -> impl Iterator<Item = (&Destination, &ShortStr, &FieldTable)> {
         self.bindings.iter().flat_map(|((d, k), args)| args.iter().map(move |a| (d, k, a)))

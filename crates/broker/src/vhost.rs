@@ -261,16 +261,28 @@ impl VHost {
         args: &FieldTable,
         connection_id: u64,
     ) -> Result<()> {
-        if source.is_empty() {
-            return Err(self.default_exchange_refused());
-        }
         let mut t = self.topology.write();
-        self.check_destination(&t, &dest, connection_id)?;
-        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         if x.bind(dest.clone(), key.clone(), args.clone())? {
             t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
         }
         Ok(())
+    }
+
+    /// The checks `bind` and `unbind` share: not the default exchange (403), a destination
+    /// that exists and is usable by this connection (404, 405), a source that exists (404).
+    fn binding_source<'t>(
+        &self,
+        t: &'t mut Topology,
+        dest: &Destination,
+        source: &ShortStr,
+        connection_id: u64,
+    ) -> Result<&'t mut Exchange> {
+        if source.is_empty() {
+            return Err(self.default_exchange_refused());
+        }
+        self.check_destination(t, dest, connection_id)?;
+        t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))
     }
 
     fn check_destination(&self, t: &Topology, dest: &Destination, connection_id: u64) -> Result<()> {
@@ -293,12 +305,8 @@ impl VHost {
         args: &FieldTable,
         connection_id: u64,
     ) -> Result<()> {
-        if source.is_empty() {
-            return Err(self.default_exchange_refused());
-        }
         let mut t = self.topology.write();
-        self.check_destination(&t, &dest, connection_id)?;
-        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         if x.unbind(&dest, key, args) {
             let auto_delete_now = x.auto_delete && x.binding_count() == 0;
             if let Some(list) = t.bindings_to.get_mut(&dest) {
@@ -421,10 +429,6 @@ impl VHost {
         for q in owned {
             self.remove_queue(&q);
         }
-    }
-
-    pub fn queue_count(&self) -> usize {
-        self.topology.read().queues.len()
     }
 
     // ---- routing ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pika
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,3 +40,29 @@ def amqp_url():
         yield f"amqp://guest:guest@127.0.0.1:{port}/%2F"
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def connect(amqp_url):
+    """Opens blocking pika connections to the broker under test; closes them afterwards."""
+    conns = []
+
+    def _connect():
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        conns.append(conn)
+        return conn
+
+    yield _connect
+    for conn in conns:
+        if conn.is_open:
+            conn.close()
+
+
+@pytest.fixture
+def conn(connect):
+    return connect()
+
+
+@pytest.fixture
+def ch(conn):
+    return conn.channel()

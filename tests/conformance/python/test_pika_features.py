@@ -28,31 +28,6 @@ def uniq(prefix):
 
 
 @pytest.fixture
-def connect(amqp_url):
-    conns = []
-
-    def _connect():
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        conns.append(conn)
-        return conn
-
-    yield _connect
-    for conn in conns:
-        if conn.is_open:
-            conn.close()
-
-
-@pytest.fixture
-def conn(connect):
-    return connect()
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
-@pytest.fixture
 def cleanup(connect):
     """Register queues/exchanges to delete at teardown (on a fresh connection)."""
     queues, exchanges = [], []

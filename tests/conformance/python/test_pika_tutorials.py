@@ -22,31 +22,6 @@ def uniq(prefix):
     return f"conf.tut.{prefix}.{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def connect(amqp_url):
-    conns = []
-
-    def _connect():
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        conns.append(conn)
-        return conn
-
-    yield _connect
-    for conn in conns:
-        if conn.is_open:
-            conn.close()
-
-
-@pytest.fixture
-def conn(connect):
-    return connect()
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def pump(conns, done, what="expected event"):
     """Run the I/O loops of `conns` until `done()` is true (hang guard: HANG_GUARD seconds)."""
     deadline = time.monotonic() + HANG_GUARD
