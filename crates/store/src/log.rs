@@ -1,0 +1,529 @@
+//! A durable queue's message log: append-only segment files plus one ack file per segment.
+//!
+//! [`QueueLog`] lives inside the queue's state and is used under the queue's lock: it hands
+//! out each record's location ([`Loc`]) at append time, counts records and acks per segment,
+//! and decides when a segment can go (every record in it acked, and it is no longer the one
+//! being appended to). The bytes themselves are buffered in the shared [`LogShared`] and
+//! written by the group commit ([`crate::store`]).
+//!
+//! Recovery ([`QueueLog::recover`]) reads every segment in order, verifies each record's CRC,
+//! applies the ack files, and returns the messages still in the queue. Appends after a
+//! restart always go to a fresh segment, so an offset is never reused and an ack entry can
+//! never refer to a different record than the one it was written for.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::backend::FileRef;
+use crate::error::{Result, StoreError};
+use crate::record::{
+    self, ACK_HEADER_LEN, ACK_MAGIC, DELIVERED_BIT, Header, RecordParts, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+};
+use crate::store::Store;
+
+/// Where a record is: segment number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Loc {
+    pub segment: u32,
+    pub offset: u32,
+}
+
+/// A message found by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub loc: Loc,
+    pub parts: RecordParts<Vec<u8>>,
+    /// It had been delivered to a consumer before the restart (its redelivered flag is set).
+    pub delivered: bool,
+}
+
+/// What recovery found wrong, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: u32,
+    pub records: u64,
+    /// Records already acked (not returned).
+    pub acked: u64,
+    /// Torn or corrupt records skipped: (segment, offset, what).
+    pub damaged: Vec<(u32, u32, String)>,
+    /// Segment files moved aside as unreadable.
+    pub quarantined: Vec<PathBuf>,
+    /// Segments whose ack file was missing or unreadable (their records all come back).
+    pub missing_acks: Vec<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SegmentCount {
+    records: u32,
+    gone: u32,
+}
+
+/// Appends to one segment, contiguous.
+struct Chunk {
+    segment: u32,
+    offset: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Pending {
+    chunks: Vec<Chunk>,
+    /// (segment, entry): an acked offset, or one with [`DELIVERED_BIT`] set.
+    acks: Vec<(u32, u32)>,
+    deletes: Vec<u32>,
+    destroy: bool,
+    /// Registered with the store for the next commit.
+    dirty: bool,
+}
+
+struct SegmentFiles {
+    data: Option<FileRef>,
+    ack: Option<(FileRef, u64)>,
+}
+
+#[derive(Default)]
+struct Io {
+    dir_created: bool,
+    segments: HashMap<u32, SegmentFiles>,
+}
+
+/// Files a commit wrote, to be synced before the generation is published.
+#[derive(Default)]
+pub(crate) struct Written {
+    pub files: Vec<(PathBuf, FileRef)>,
+    pub dirs: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
+}
+
+impl Written {
+    fn file(&mut self, path: PathBuf, file: &FileRef) {
+        if self.seen.insert(path.clone()) {
+            self.files.push((path, file.clone()));
+        }
+    }
+
+    fn dir(&mut self, path: &Path) {
+        if !self.dirs.iter().any(|d| d == path) {
+            self.dirs.push(path.to_owned());
+        }
+    }
+}
+
+/// The part of a log the store thread works on.
+pub struct LogShared {
+    queue_id: u64,
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    io: Mutex<Io>,
+}
+
+fn segment_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:010}.seg"))
+}
+
+fn ack_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:010}.ack"))
+}
+
+/// The directory of queue `id`'s log.
+pub fn queue_dir(store: &Store, queue_id: u64) -> PathBuf {
+    store.queues_dir().join(format!("{queue_id:016x}"))
+}
+
+impl LogShared {
+    /// Writes this log's buffered changes (called by the commit).
+    pub(crate) fn write_pending(&self, store: &Store, written: &mut Written) -> Result<()> {
+        let pending = {
+            let mut p = self.pending.lock();
+            p.dirty = false;
+            std::mem::take(&mut *p)
+        };
+        let backend = store.backend();
+        let mut io = self.io.lock();
+        let err = |path: &Path, e: io::Error| StoreError::io(path, e);
+        if pending.destroy {
+            io.segments.clear();
+            backend.remove_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
+            written.dir(&store.queues_dir());
+            return Ok(());
+        }
+        if !io.dir_created && !pending.chunks.is_empty() {
+            backend.create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
+            io.dir_created = true;
+            written.dir(&store.queues_dir());
+            written.dir(store.root());
+        }
+        for chunk in &pending.chunks {
+            let path = segment_path(&self.dir, chunk.segment);
+            let files = io.segments.entry(chunk.segment).or_insert(SegmentFiles { data: None, ack: None });
+            let file = match &files.data {
+                Some(f) => f.clone(),
+                None => {
+                    let f = backend.open(&path, true).map_err(|e| err(&path, e))?;
+                    f.write_at(0, &record::segment_header(self.queue_id, chunk.segment)).map_err(|e| err(&path, e))?;
+                    written.dir(&self.dir);
+                    files.data = Some(f.clone());
+                    f
+                }
+            };
+            file.write_at(chunk.offset as u64, &chunk.bytes).map_err(|e| err(&path, e))?;
+            written.file(path, &file);
+        }
+        let deleted: HashSet<u32> = pending.deletes.iter().copied().collect();
+        let mut acks = pending.acks;
+        acks.sort_by_key(|&(segment, _)| segment);
+        let mut entries = Vec::new();
+        let mut i = 0;
+        while i < acks.len() {
+            let segment = acks[i].0;
+            entries.clear();
+            while i < acks.len() && acks[i].0 == segment {
+                entries.extend_from_slice(&acks[i].1.to_le_bytes());
+                i += 1;
+            }
+            if deleted.contains(&segment) {
+                continue;
+            }
+            let path = ack_path(&self.dir, segment);
+            let files = io.segments.entry(segment).or_insert(SegmentFiles { data: None, ack: None });
+            let (file, len) = match &files.ack {
+                Some((f, len)) => (f.clone(), *len),
+                None => {
+                    let f = backend.open(&path, true).map_err(|e| err(&path, e))?;
+                    let len = f.len().map_err(|e| err(&path, e))?;
+                    let len = if len < ACK_HEADER_LEN as u64 {
+                        f.write_at(0, &record::ack_header()).map_err(|e| err(&path, e))?;
+                        written.dir(&self.dir);
+                        ACK_HEADER_LEN as u64
+                    } else {
+                        // Whole entries only: a torn entry from before a crash is overwritten.
+                        len - (len - ACK_HEADER_LEN as u64) % 4
+                    };
+                    (f, len)
+                }
+            };
+            file.write_at(len, &entries).map_err(|e| err(&path, e))?;
+            files.ack = Some((file.clone(), len + entries.len() as u64));
+            written.file(path, &file);
+        }
+        for segment in pending.deletes {
+            io.segments.remove(&segment);
+            for path in [segment_path(&self.dir, segment), ack_path(&self.dir, segment)] {
+                backend.remove_file(&path).map_err(|e| err(&path, e))?;
+            }
+            written.dir(&self.dir);
+        }
+        Ok(())
+    }
+
+    /// Reads the record at `loc` back from disk (it must have been committed).
+    pub fn read(&self, store: &Store, loc: Loc) -> Result<RecordParts<Vec<u8>>> {
+        let path = segment_path(&self.dir, loc.segment);
+        let err = |e: io::Error| StoreError::io(&path, e);
+        let file = {
+            let mut io = self.io.lock();
+            let files = io.segments.entry(loc.segment).or_insert(SegmentFiles { data: None, ack: None });
+            match &files.data {
+                Some(f) => f.clone(),
+                None => {
+                    let f = store.backend().open(&path, false).map_err(err)?;
+                    files.data = Some(f.clone());
+                    f
+                }
+            }
+        };
+        let mut prefix = [0u8; record::RECORD_PREFIX_LEN];
+        file.read_at(loc.offset as u64, &mut prefix).map_err(err)?;
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let mut buf = vec![0u8; record::RECORD_PREFIX_LEN + len];
+        let n = file.read_at(loc.offset as u64, &mut buf).map_err(err)?;
+        let corrupt = |what: String| StoreError::io(&path, io::Error::new(io::ErrorKind::InvalidData, what));
+        let (parts, _) = record::decode(&buf[..n])
+            .map_err(|e| corrupt(format!("record at offset {} unreadable: {e:?}", loc.offset)))?;
+        Ok(RecordParts {
+            timestamp_ms: parts.timestamp_ms,
+            exchange_len: parts.exchange_len,
+            routing_key_len: parts.routing_key_len,
+            properties_len: parts.properties_len,
+            data: parts.data.to_vec(),
+        })
+    }
+}
+
+/// One durable queue's log, owned by the queue (see the module documentation).
+pub struct QueueLog {
+    store: Store,
+    shared: Arc<LogShared>,
+    current: u32,
+    tail: u32,
+    counts: BTreeMap<u32, SegmentCount>,
+}
+
+impl std::fmt::Debug for QueueLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueLog").field("queue_id", &self.shared.queue_id).field("current", &self.current).finish()
+    }
+}
+
+impl QueueLog {
+    /// A new, empty log for queue `queue_id` (its directory is created by the first commit).
+    pub fn create(store: &Store, queue_id: u64) -> QueueLog {
+        QueueLog::starting_at(store, queue_id, 0, BTreeMap::new(), true)
+    }
+
+    fn starting_at(
+        store: &Store,
+        queue_id: u64,
+        segment: u32,
+        counts: BTreeMap<u32, SegmentCount>,
+        fresh: bool,
+    ) -> QueueLog {
+        let shared = Arc::new(LogShared {
+            queue_id,
+            dir: queue_dir(store, queue_id),
+            pending: Mutex::new(Pending::default()),
+            io: Mutex::new(Io { dir_created: !fresh, segments: HashMap::new() }),
+        });
+        QueueLog { store: store.clone(), shared, current: segment, tail: SEGMENT_HEADER_LEN, counts }
+    }
+
+    pub fn shared(&self) -> &Arc<LogShared> {
+        &self.shared
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records still in the log (appended or recovered, not yet acked).
+    pub fn live_records(&self) -> u64 {
+        self.counts.values().map(|c| (c.records - c.gone) as u64).sum()
+    }
+
+    /// Buffers a record; returns where it is and the generation that makes it durable.
+    pub fn append<D: AsRef<[u8]>>(&mut self, parts: &RecordParts<D>) -> (Loc, u64) {
+        let len = parts.encoded_len();
+        if self.tail >= self.store.inner.options.segment_size && self.counts.contains_key(&self.current) {
+            let sealed = self.current;
+            self.current += 1;
+            self.tail = SEGMENT_HEADER_LEN;
+            if self.counts.get(&sealed).is_some_and(|c| c.gone == c.records) {
+                self.counts.remove(&sealed);
+                self.with_pending(|p| p.deletes.push(sealed));
+            }
+        }
+        let loc = Loc { segment: self.current, offset: self.tail };
+        self.tail = self.tail.saturating_add(len as u32);
+        self.counts.entry(loc.segment).or_default().records += 1;
+        let stamp = self.with_pending(|p| match p.chunks.last_mut() {
+            Some(c) if c.segment == loc.segment && c.offset as usize + c.bytes.len() == loc.offset as usize => {
+                parts.encode(&mut c.bytes)
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(len.max(4096));
+                parts.encode(&mut bytes);
+                p.chunks.push(Chunk { segment: loc.segment, offset: loc.offset, bytes });
+            }
+        });
+        (loc, stamp)
+    }
+
+    /// The record at `loc` left the queue (acked, or dropped): it will not be recovered.
+    /// Returns the generation that makes that durable.
+    pub fn forget(&mut self, loc: Loc) -> u64 {
+        let delete = match self.counts.get_mut(&loc.segment) {
+            Some(c) => {
+                c.gone += 1;
+                c.gone >= c.records && loc.segment != self.current
+            }
+            None => false,
+        };
+        if delete {
+            self.counts.remove(&loc.segment);
+        }
+        self.with_pending(|p| {
+            if delete {
+                p.deletes.push(loc.segment);
+            } else {
+                p.acks.push((loc.segment, loc.offset));
+            }
+        })
+    }
+
+    /// The record at `loc` was handed to a consumer: after a restart it comes back with the
+    /// redelivered flag set.
+    pub fn mark_delivered(&mut self, loc: Loc) {
+        self.with_pending(|p| p.acks.push((loc.segment, loc.offset | DELIVERED_BIT)));
+    }
+
+    /// The queue was deleted: its directory goes with the next commit.
+    pub fn destroy(self) {
+        self.with_pending(|p| {
+            *p = Pending { destroy: true, dirty: p.dirty, ..Pending::default() };
+        });
+    }
+
+    /// Runs `f` on the buffered changes, registers the log for the next commit, and returns
+    /// the generation the change is stamped with.
+    fn with_pending(&self, f: impl FnOnce(&mut Pending)) -> u64 {
+        let mut p = self.shared.pending.lock();
+        f(&mut p);
+        if !p.dirty {
+            p.dirty = true;
+            self.store.mark_dirty(self.shared.clone());
+        }
+        self.store.generation()
+    }
+
+    /// Reads queue `queue_id`'s log back after a restart: the messages still in it, in
+    /// order, and what was found damaged. Never fails on damaged data (it is reported and
+    /// skipped); fails only when the files cannot be read at all.
+    pub fn recover(store: &Store, queue_id: u64) -> Result<(QueueLog, Vec<Recovered>, RecoveryReport)> {
+        let dir = queue_dir(store, queue_id);
+        let backend = store.backend().clone();
+        let names = backend.list(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let mut segments: Vec<u32> =
+            names.iter().filter_map(|n| n.strip_suffix(".seg")).filter_map(|s| s.parse().ok()).collect();
+        segments.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut recovered = Vec::new();
+        let mut counts = BTreeMap::new();
+        let last = segments.last().copied();
+        for &segment in &segments {
+            let path = segment_path(&dir, segment);
+            let file = backend.open(&path, false).map_err(|e| StoreError::io(&path, e))?;
+            let len = file.len().map_err(|e| StoreError::io(&path, e))?;
+            let mut buf = vec![0u8; len as usize];
+            let n = file.read_at(0, &mut buf).map_err(|e| StoreError::io(&path, e))?;
+            buf.truncate(n);
+            match record::check_header(&buf, &SEGMENT_MAGIC) {
+                Header::Valid => {}
+                Header::Newer(found) => {
+                    return Err(StoreError::UnsupportedVersion { path, found, supported: record::FORMAT_VERSION });
+                }
+                Header::Invalid => {
+                    // A segment whose header never made it to disk held nothing confirmed.
+                    if buf.iter().all(|&b| b == 0) {
+                        let _ = backend.remove_file(&path);
+                        let _ = backend.remove_file(&ack_path(&dir, segment));
+                        continue;
+                    }
+                    let aside = path.with_extension("seg.corrupt");
+                    tracing::error!(path = %path.display(), moved_to = %aside.display(), "segment header unreadable; segment quarantined");
+                    backend.rename(&path, &aside).map_err(|e| StoreError::io(&path, e))?;
+                    report.quarantined.push(aside);
+                    continue;
+                }
+            }
+            report.segments += 1;
+            let (acked, delivered) = read_acks(store, &dir, segment, &mut report)?;
+            let mut count = SegmentCount::default();
+            let mut offset = SEGMENT_HEADER_LEN as usize;
+            let mut end_of_data = offset;
+            while offset < buf.len() {
+                match record::decode(&buf[offset..]) {
+                    Ok((parts, used)) => {
+                        let loc = Loc { segment, offset: offset as u32 };
+                        count.records += 1;
+                        report.records += 1;
+                        if acked.contains(&loc.offset) {
+                            count.gone += 1;
+                            report.acked += 1;
+                        } else {
+                            recovered.push(Recovered {
+                                loc,
+                                parts: RecordParts {
+                                    timestamp_ms: parts.timestamp_ms,
+                                    exchange_len: parts.exchange_len,
+                                    routing_key_len: parts.routing_key_len,
+                                    properties_len: parts.properties_len,
+                                    data: parts.data.to_vec(),
+                                },
+                                delivered: delivered.contains(&loc.offset),
+                            });
+                        }
+                        offset += used;
+                        end_of_data = offset;
+                    }
+                    Err(record::RecordError::Empty) => break,
+                    Err(record::RecordError::BadChecksum) => {
+                        // The length is plausible (the record fits in the file): skip it.
+                        let len = u32::from_le_bytes([buf[offset], buf[offset + 1], buf[offset + 2], buf[offset + 3]]);
+                        report.damaged.push((segment, offset as u32, "checksum mismatch".into()));
+                        offset += record::RECORD_PREFIX_LEN + len as usize;
+                    }
+                    Err(e) => {
+                        report.damaged.push((segment, offset as u32, format!("{e:?}")));
+                        break;
+                    }
+                }
+            }
+            if Some(segment) == last && end_of_data < buf.len() {
+                // A torn tail: nothing after the last good record was confirmed.
+                file.set_len(end_of_data as u64).map_err(|e| StoreError::io(&path, e))?;
+                let _ = file.sync_data();
+            }
+            counts.insert(segment, count);
+        }
+        for (segment, offset, what) in &report.damaged {
+            tracing::warn!(queue_id, segment, offset, what, "damaged message record skipped during recovery");
+        }
+        let next = last.map_or(0, |s| s + 1);
+        let mut log = QueueLog::starting_at(store, queue_id, next, BTreeMap::new(), segments.is_empty());
+        // Segments with nothing left go now; the rest stay until their records are acked.
+        for (segment, count) in counts {
+            if count.gone >= count.records {
+                log.with_pending(|p| p.deletes.push(segment));
+            } else {
+                log.counts.insert(segment, count);
+            }
+        }
+        Ok((log, recovered, report))
+    }
+}
+
+/// Reads a segment's ack file: the acked offsets and the delivered ones.
+fn read_acks(
+    store: &Store,
+    dir: &Path,
+    segment: u32,
+    report: &mut RecoveryReport,
+) -> Result<(HashSet<u32>, HashSet<u32>)> {
+    let path = ack_path(dir, segment);
+    let (mut acked, mut delivered) = (HashSet::new(), HashSet::new());
+    let file = match store.backend().open(&path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((acked, delivered)),
+        Err(e) => return Err(StoreError::io(&path, e)),
+    };
+    let len = file.len().map_err(|e| StoreError::io(&path, e))?;
+    let mut buf = vec![0u8; len as usize];
+    let n = file.read_at(0, &mut buf).map_err(|e| StoreError::io(&path, e))?;
+    buf.truncate(n);
+    match record::check_header(&buf, &ACK_MAGIC) {
+        Header::Valid => {}
+        Header::Newer(found) => {
+            return Err(StoreError::UnsupportedVersion { path, found, supported: record::FORMAT_VERSION });
+        }
+        Header::Invalid => {
+            if !buf.iter().all(|&b| b == 0) {
+                tracing::error!(path = %path.display(), "ack file header unreadable; its segment's messages come back");
+                report.missing_acks.push(segment);
+            }
+            return Ok((acked, delivered));
+        }
+    }
+    for entry in buf[ACK_HEADER_LEN as usize..].chunks_exact(4) {
+        let v = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+        if v & DELIVERED_BIT != 0 {
+            delivered.insert(v & !DELIVERED_BIT);
+        } else {
+            acked.insert(v);
+        }
+    }
+    Ok((acked, delivered))
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the metadata store lands.

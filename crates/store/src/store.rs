@@ -1,0 +1,218 @@
+//! The group commit.
+//!
+//! Queue logs buffer their appends, acks and deletions in memory under their own small lock
+//! and register themselves here when they go from clean to dirty. One commit — normally on
+//! the store thread started by [`Store::spawn_committer`] — closes the current *generation*,
+//! writes every dirty log's buffers with `pwrite`, `fdatasync`s the files it wrote (and the
+//! directories whose entries changed), and then publishes the closed generation as durable.
+//! While one commit syncs, the next batch gathers: batching needs no timer.
+//!
+//! An append is stamped with the generation current when it was buffered (read while its
+//! log's buffer lock is held, after the log registered as dirty), so "durable generation ≥
+//! stamp" means its bytes are on disk. Publisher confirms and `tx.commit-ok` wait for that.
+//!
+//! A write or sync error stops durability for good (until restart): the store is marked
+//! failed, waiters are woken, and the broker nacks what waited and what comes after, while
+//! consumers keep being served from memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::backend::{Backend, FileRef};
+use crate::log::{LogShared, Written};
+
+/// Woken after every commit (a connection waiting for its confirms to become durable).
+pub trait Waker: Send + Sync {
+    fn wake(&self);
+}
+
+/// Tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// A queue starts a new segment file once its current one reaches this size.
+    pub segment_size: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { segment_size: 8 * 1024 * 1024 }
+    }
+}
+
+/// Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub backend: Arc<dyn Backend>,
+    pub root: PathBuf,
+    pub options: StoreOptions,
+    /// The generation new appends are stamped with.
+    generation: AtomicU64,
+    /// Every append stamped with a generation up to this one is on disk.
+    durable: AtomicU64,
+    failed: AtomicBool,
+    stopping: AtomicBool,
+    dirty: Mutex<Vec<Arc<LogShared>>>,
+    work: Condvar,
+    waiters: Mutex<Vec<Arc<dyn Waker>>>,
+    /// Serialises commits (the committer thread and tests calling [`Store::commit`]).
+    committing: Mutex<()>,
+}
+
+/// The store thread; stops (after a last commit) when dropped.
+pub struct Committer {
+    store: Store,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.store.inner.stopping.store(true, Ordering::Release);
+        self.store.inner.work.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, root: &Path, options: StoreOptions) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                root: root.to_owned(),
+                options,
+                generation: AtomicU64::new(1),
+                durable: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                dirty: Mutex::new(Vec::new()),
+                work: Condvar::new(),
+                waiters: Mutex::new(Vec::new()),
+                committing: Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Where queue logs live.
+    pub fn queues_dir(&self) -> PathBuf {
+        self.inner.root.join("queues")
+    }
+
+    /// Starts the store thread.
+    pub fn spawn_committer(&self) -> std::io::Result<Committer> {
+        let store = self.clone();
+        let thread = std::thread::Builder::new().name("lepus-store".into()).spawn(move || store.run())?;
+        Ok(Committer { store: self.clone(), thread: Some(thread) })
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut dirty = self.inner.dirty.lock();
+                while dirty.is_empty() && !self.inner.stopping.load(Ordering::Acquire) {
+                    self.inner.work.wait(&mut dirty);
+                }
+                if dirty.is_empty() {
+                    return;
+                }
+            }
+            self.commit();
+        }
+    }
+
+    /// The generation an append buffered now is stamped with.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    /// The generation a change buffered now would be stamped with (for tests).
+    pub fn generation_for_tests(&self) -> u64 {
+        self.generation()
+    }
+
+    /// Every append stamped up to this generation is durable.
+    pub fn durable(&self) -> u64 {
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    pub fn is_durable(&self, stamp: u64) -> bool {
+        stamp <= self.durable()
+    }
+
+    /// True once a write or sync failed: nothing becomes durable any more.
+    pub fn failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
+    }
+
+    /// Registers a log with unwritten changes (called with the log's buffer lock held).
+    pub(crate) fn mark_dirty(&self, log: Arc<LogShared>) {
+        self.inner.dirty.lock().push(log);
+        self.inner.work.notify_one();
+    }
+
+    /// Wakes `waker` after the next commit.
+    pub fn wake_after_commit(&self, waker: Arc<dyn Waker>) {
+        self.inner.waiters.lock().push(waker);
+    }
+
+    /// Writes and syncs everything buffered so far; returns the durable generation. The
+    /// store thread calls this in a loop; tests call it to decide when a commit happens.
+    pub fn commit(&self) -> u64 {
+        let _one_at_a_time = self.inner.committing.lock();
+        let closing = self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        let logs = std::mem::take(&mut *self.inner.dirty.lock());
+        let mut written = Written::default();
+        let mut ok = !self.failed();
+        for log in &logs {
+            if let Err(e) = log.write_pending(self, &mut written) {
+                tracing::error!(error = %e, "message store write failed; persistent messages are nacked from now on");
+                ok = false;
+            }
+        }
+        if ok {
+            ok = self.sync(&written.files, &written.dirs);
+        }
+        if ok {
+            self.inner.durable.store(closing, Ordering::Release);
+        } else {
+            self.inner.failed.store(true, Ordering::Release);
+        }
+        let waiters = std::mem::take(&mut *self.inner.waiters.lock());
+        for w in waiters {
+            w.wake();
+        }
+        self.durable()
+    }
+
+    fn sync(&self, files: &[(PathBuf, FileRef)], dirs: &[PathBuf]) -> bool {
+        for (path, file) in files {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(path = %path.display(), error = %e, "fdatasync failed; persistent messages are nacked from now on");
+                return false;
+            }
+        }
+        for dir in dirs {
+            if let Err(e) = self.inner.backend.sync_dir(dir) {
+                tracing::error!(path = %dir.display(), error = %e, "directory sync failed; persistent messages are nacked from now on");
+                return false;
+            }
+        }
+        true
+    }
+}
