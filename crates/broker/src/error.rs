@@ -26,6 +26,9 @@ pub enum BrokerError {
     /// 540 NOT_IMPLEMENTED (connection).
     #[error("{0}")]
     NotImplemented(String),
+    /// 541 INTERNAL_ERROR (connection): the metadata store failed to commit a change.
+    #[error("storage failure: {0}")]
+    Storage(String),
 }
 
 impl BrokerError {

@@ -9,6 +9,7 @@
 //! - [`queue`]: a queue's messages and consumers; assignment under its lock.
 //! - [`outlet`]: the per-connection list queues push deliveries onto.
 //! - [`message`]: a message as queues hold it.
+//! - [`persist`]: what a vhost stores (metadata records, message logs).
 //! - [`args`]: validation of `x-` queue arguments.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
@@ -18,6 +19,7 @@ pub mod exchange;
 pub mod headers;
 pub mod message;
 pub mod outlet;
+pub mod persist;
 pub mod queue;
 pub mod topic;
 pub mod vhost;

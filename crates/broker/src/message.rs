@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use lepus_protocol::{BasicProperties, ContentHeader, ProtocolError};
+use lepus_store::record::RecordParts;
 
 /// Body bytes reserved up front from a header's `body_size` claim; larger bodies grow as
 /// their frames actually arrive (a claim alone never commits much memory).
@@ -146,6 +147,41 @@ impl Message {
     pub fn size(&self) -> usize {
         self.data.len()
     }
+
+    /// The message as a message-store record, stamped with `timestamp_ms`.
+    pub fn record(&self, timestamp_ms: u64) -> RecordParts<&[u8]> {
+        RecordParts {
+            timestamp_ms,
+            exchange_len: self.exchange_len,
+            routing_key_len: self.routing_key_len,
+            properties_len: self.properties_len,
+            data: &self.data,
+        }
+    }
+
+    /// A message read back from the message store. The properties are parsed once for
+    /// what queues need (delivery mode, priority, expiration); a record whose properties do
+    /// not parse keeps them raw and counts as persistent (it was stored because it was).
+    pub fn from_record(parts: RecordParts<Vec<u8>>) -> Message {
+        let data = Bytes::from(parts.data);
+        let start = parts.exchange_len as usize + parts.routing_key_len as usize;
+        let end = start + parts.properties_len as usize;
+        let props = data.get(start..end).and_then(|_| BasicProperties::decode(data.slice(start..end)).ok());
+        let expiration_ms = props
+            .as_ref()
+            .and_then(|p| p.expiration.as_ref())
+            .and_then(|e| e.as_str())
+            .and_then(|s| s.parse::<u64>().ok());
+        Message {
+            exchange_len: parts.exchange_len,
+            routing_key_len: parts.routing_key_len,
+            properties_len: parts.properties_len,
+            delivery_mode: props.as_ref().and_then(|p| p.delivery_mode).unwrap_or(2),
+            priority: props.as_ref().and_then(|p| p.priority),
+            expiration_ms,
+            data,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +211,23 @@ mod tests {
         assert_eq!(m.properties().unwrap(), props);
         assert!(m.is_persistent());
         assert_eq!((m.priority, m.expiration_ms), (Some(3), Some(1500)));
+    }
+
+    #[test]
+    fn record_roundtrip_keeps_message() {
+        let props = BasicProperties { delivery_mode: Some(2), priority: Some(4), ..Default::default() };
+        let m = Message::new(b"x", b"key", &header(&props, 3), b"abc");
+        let r = m.record(77);
+        let back = Message::from_record(RecordParts {
+            timestamp_ms: r.timestamp_ms,
+            exchange_len: r.exchange_len,
+            routing_key_len: r.routing_key_len,
+            properties_len: r.properties_len,
+            data: r.data.to_vec(),
+        });
+        assert_eq!((back.exchange(), back.routing_key(), back.body()), (&b"x"[..], &b"key"[..], &b"abc"[..]));
+        assert_eq!(back.raw_properties(), m.raw_properties());
+        assert_eq!((back.delivery_mode, back.priority), (2, Some(4)));
     }
 
     #[test]

@@ -12,12 +12,18 @@
 //! `redelivered` set. No-ack consumers get a bounded window of deliveries in flight, returned
 //! by [`Queue::settle`] once the connection has encoded them, so a slow socket stops its
 //! consumers being fed instead of buffering without bound.
+//!
+//! A durable queue has a message log ([`QueueLog`]): persistent messages are appended to it
+//! when published and forgotten when acked or dropped, all under the queue lock, and the
+//! group commit writes them. [`Queue::publish_stamped`] returns the generation that makes a
+//! message durable, which its publisher confirm waits for.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use lepus_protocol::{FieldTable, ShortStr};
+use lepus_store::log::{Loc, QueueLog};
 use parking_lot::Mutex;
 
 use crate::error::{BrokerError, Result};
@@ -138,6 +144,19 @@ struct State {
     ever_consumed: bool,
     /// Publishing connections paused by flow control, woken when the queue is relieved.
     flow_waiters: Vec<OutletRef>,
+    /// The message log of a durable queue.
+    log: Option<QueueLog>,
+    /// Where each logged message (ready or unacked) is in the log, by `seq`.
+    locs: HashMap<u64, Loc>,
+}
+
+impl State {
+    /// Tells the log a message left the queue for good; returns the generation that makes
+    /// that durable.
+    fn forget(&mut self, seq: u64) -> Option<u64> {
+        let loc = self.locs.remove(&seq)?;
+        Some(self.log.as_mut()?.forget(loc))
+    }
 }
 
 impl State {
@@ -181,6 +200,8 @@ pub struct Queue {
     pub auto_delete: bool,
     pub arguments: FieldTable,
     pub limits: QueueLimits,
+    /// Persistent messages go to a message log (a durable queue of a broker with storage).
+    pub logged: bool,
     state: Mutex<State>,
 }
 
@@ -203,7 +224,37 @@ impl Queue {
         arguments: FieldTable,
         limits: QueueLimits,
     ) -> Queue {
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, limits, state: Mutex::default() }
+        Queue {
+            name,
+            vhost,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            limits,
+            logged: false,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Gives the queue a message log: persistent messages published from now on are stored.
+    pub fn with_log(mut self, log: QueueLog) -> Queue {
+        self.logged = true;
+        self.state.get_mut().log = Some(log);
+        self
+    }
+
+    /// Puts messages recovered from the log back, in order, before any publish: (message,
+    /// where it is, whether it had been delivered before the restart).
+    pub fn restore(&self, messages: Vec<(MessageRef, Loc, bool)>) {
+        let mut st = self.state.lock();
+        for (message, loc, redelivered) in messages {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.ready_bytes += message.size() as u64;
+            st.locs.insert(seq, loc);
+            st.ready.push_back(Entry { seq, message, redelivered });
+        }
     }
 
     /// `'name' in vhost 'v'`, for reply texts.
@@ -213,17 +264,31 @@ impl Queue {
 
     /// Appends a message and assigns what can be assigned.
     pub fn publish(self: &Arc<Self>, message: MessageRef) -> Enqueued {
+        self.publish_stamped(message, 0).0
+    }
+
+    /// [`Queue::publish`], also returning, for a persistent message stored in the queue's
+    /// log, the store generation that makes it durable. `now_ms` stamps the record.
+    pub fn publish_stamped(self: &Arc<Self>, message: MessageRef, now_ms: u64) -> (Enqueued, Option<u64>) {
         let mut wakes = Wakes::new();
+        let mut stamp = None;
         let outcome = {
             let mut st = self.state.lock();
             if st.deleted {
-                return Enqueued::Gone;
+                return (Enqueued::Gone, None);
             }
             if !self.make_room(&mut st, message.size() as u64) {
                 Enqueued::Rejected
             } else {
                 let seq = st.next_seq;
                 st.next_seq += 1;
+                if message.is_persistent()
+                    && let Some(log) = st.log.as_mut()
+                {
+                    let (loc, generation) = log.append(&message.record(now_ms));
+                    st.locs.insert(seq, loc);
+                    stamp = Some(generation);
+                }
                 st.ready_bytes += message.size() as u64;
                 st.ready.push_back(Entry { seq, message, redelivered: false });
                 self.assign(&mut st, &mut wakes);
@@ -231,7 +296,7 @@ impl Queue {
             }
         };
         wake_all(wakes);
-        outcome
+        (outcome, stamp)
     }
 
     /// Applies `x-max-length`/`x-max-length-bytes` before a message of `size` bytes is added.
@@ -252,7 +317,10 @@ impl Queue {
         }
         while full(st) {
             match st.ready.pop_front() {
-                Some(dropped) => st.ready_bytes -= dropped.message.size() as u64,
+                Some(dropped) => {
+                    st.ready_bytes -= dropped.message.size() as u64;
+                    st.forget(dropped.seq);
+                }
                 None => return max_length.is_none_or(|m| m > 0) && max_length_bytes.is_none_or(|m| size <= m),
             }
         }
@@ -265,6 +333,12 @@ impl Queue {
             let Some(index) = Self::next_consumer(st) else { break };
             let Some(entry) = st.ready.pop_front() else { break };
             st.ready_bytes -= entry.message.size() as u64;
+            if st.consumers[index].spec.ack_required
+                && let Some(loc) = st.locs.get(&entry.seq).copied()
+                && let Some(log) = st.log.as_mut()
+            {
+                log.mark_delivered(loc);
+            }
             let consumer = &mut st.consumers[index];
             consumer.in_flight += 1;
             let spec = &consumer.spec;
@@ -424,12 +498,29 @@ impl Queue {
         wake_all(wakes);
     }
 
-    /// `basic.get`: the next ready message and how many remain.
+    /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
+    /// [`Queue::forget`]s it.)
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state.lock();
         let entry = st.ready.pop_front()?;
         st.ready_bytes -= entry.message.size() as u64;
+        if let Some(loc) = st.locs.get(&entry.seq).copied()
+            && let Some(log) = st.log.as_mut()
+        {
+            log.mark_delivered(loc);
+        }
         Some((entry, st.ready.len() as u32))
+    }
+
+    /// Messages that left the queue for good (acked, rejected without requeue, or delivered
+    /// to a no-ack consumer): their log records are released. Returns the generation that
+    /// makes that durable, if any was logged.
+    pub fn forget(&self, seqs: impl IntoIterator<Item = u64>) -> Option<u64> {
+        if !self.logged {
+            return None;
+        }
+        let mut st = self.state.lock();
+        seqs.into_iter().filter_map(|seq| st.forget(seq)).max()
     }
 
     /// Drops every ready message; returns how many.
@@ -438,7 +529,10 @@ impl Queue {
         let n = {
             let mut st = self.state.lock();
             let n = st.ready.len() as u32;
-            st.ready.clear();
+            let ready = std::mem::take(&mut st.ready);
+            for entry in ready {
+                st.forget(entry.seq);
+            }
             st.ready_bytes = 0;
             st.release_flow_waiters(&mut wakes);
             n
@@ -489,6 +583,10 @@ impl Queue {
             let n = st.ready.len() as u32;
             st.ready.clear();
             st.ready_bytes = 0;
+            st.locs.clear();
+            if let Some(log) = st.log.take() {
+                log.destroy();
+            }
             wakes.append(&mut st.flow_waiters);
             for c in st.consumers.drain(..) {
                 let item = Outbound::ConsumerCancelled { channel: c.spec.channel, consumer_tag: c.spec.tag.clone() };

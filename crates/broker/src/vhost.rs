@@ -5,6 +5,9 @@
 //! contend with each other), declarations and bindings for writing. Queue state has its own
 //! lock (see [`crate::queue`]); the topology lock is never held while a queue lock is taken
 //! for publishing.
+//!
+//! A vhost with [`Persistence`] commits every change to a durable entity to the metadata
+//! store before returning (see [`crate::persist`]), and gives durable queues message logs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,7 +18,10 @@ use parking_lot::RwLock;
 use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
 use crate::error::{BrokerError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
+use lepus_store::log::QueueLog;
+use lepus_store::meta::{Change, Snapshot};
 
 /// Exchanges reached while routing one message, bounding exchange-to-exchange chains.
 pub const ROUTE_EXCHANGES_MAX: usize = 1024;
@@ -58,6 +64,18 @@ pub struct ExchangeDeclare {
 pub struct VHost {
     pub name: Arc<str>,
     topology: RwLock<Topology>,
+    persistence: Option<PersistenceRef>,
+}
+
+/// What restoring a vhost from storage found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub exchanges: usize,
+    pub queues: usize,
+    pub bindings: usize,
+    pub messages: u64,
+    /// Records skipped as damaged, segments quarantined, unreadable metadata.
+    pub problems: Vec<String>,
 }
 
 fn bool_text(b: bool) -> &'static str {
@@ -67,7 +85,7 @@ fn bool_text(b: bool) -> &'static str {
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
     pub fn new(name: &str) -> VHost {
-        let vhost = VHost { name: name.into(), topology: RwLock::default() };
+        let vhost = VHost { name: name.into(), topology: RwLock::default(), persistence: None };
         {
             let mut t = vhost.topology.write();
             let mut add = |name: &'static str, kind, internal| {
@@ -83,6 +101,98 @@ impl VHost {
             add("amq.rabbitmq.trace", ExchangeKind::Topic, true);
         }
         vhost
+    }
+
+    /// A vhost that stores its durable entities and persistent messages, restored from
+    /// `snapshot` (this vhost's part of the metadata) and the queues' message logs.
+    pub fn restore(name: &str, persistence: PersistenceRef, snapshot: &Snapshot) -> Result<(VHost, RestoreReport)> {
+        let mut vhost = VHost::new(name);
+        persistence.apply(&[Change::PutVhost(name.to_owned())])?;
+        let mut report = RestoreReport::default();
+        {
+            let t = vhost.topology.get_mut();
+            for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
+                let (Some(xname), Some(kind)) =
+                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), ExchangeKind::parse(&r.kind))
+                else {
+                    report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
+                    continue;
+                };
+                let args = persist::decode_arguments(&r.arguments).unwrap_or_else(|e| {
+                    report.problems.push(format!("exchange '{xname}': arguments unreadable ({e}); restored without"));
+                    FieldTable::new()
+                });
+                t.exchanges.insert(xname.clone(), Exchange::new(xname, kind, true, r.auto_delete, r.internal, args));
+                report.exchanges += 1;
+            }
+            for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
+                let Some(qname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
+                    report.problems.push(format!("queue record {:?} unreadable", String::from_utf8_lossy(&r.name)));
+                    continue;
+                };
+                let args = persist::decode_arguments(&r.arguments).unwrap_or_else(|e| {
+                    report.problems.push(format!("queue '{qname}': arguments unreadable ({e}); restored without"));
+                    FieldTable::new()
+                });
+                let what = format!("queue '{qname}' in vhost '{name}'");
+                let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
+                let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id)
+                    .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
+                for (segment, offset, damage) in &log_report.damaged {
+                    report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
+                }
+                for path in &log_report.quarantined {
+                    report.problems.push(format!("{what}: segment quarantined as {}", path.display()));
+                }
+                let queue = Queue::new(qname.clone(), vhost.name.clone(), true, None, r.auto_delete, args, limits)
+                    .with_log(log);
+                report.messages += recovered.len() as u64;
+                queue.restore(
+                    recovered
+                        .into_iter()
+                        .map(|m| (Arc::new(crate::Message::from_record(m.parts)), m.loc, m.delivered))
+                        .collect(),
+                );
+                t.queues.insert(qname, Arc::new(queue));
+                report.queues += 1;
+            }
+            for r in snapshot.bindings.iter().filter(|r| r.vhost == name) {
+                let to_short = |b: &[u8]| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b));
+                let dest = match &r.destination {
+                    lepus_store::meta::Destination::Queue(q) => to_short(q).map(Destination::Queue),
+                    lepus_store::meta::Destination::Exchange(x) => to_short(x).map(Destination::Exchange),
+                };
+                let (Some(source), Some(dest), Some(key)) = (to_short(&r.source), dest, to_short(&r.routing_key))
+                else {
+                    report.problems.push("binding record unreadable".into());
+                    continue;
+                };
+                let args = persist::decode_arguments(&r.arguments).unwrap_or_default();
+                let Some(x) = t.exchanges.get_mut(&source) else { continue };
+                if let Ok(true) = x.bind(dest.clone(), key.clone(), args.clone()) {
+                    t.bindings_to.entry(dest).or_default().push((source, key, args));
+                    report.bindings += 1;
+                }
+            }
+        }
+        vhost.persistence = Some(persistence);
+        Ok((vhost, report))
+    }
+
+    /// Commits metadata changes (a no-op without persistence).
+    fn persist(&self, changes: &[Change]) -> Result<()> {
+        match &self.persistence {
+            Some(p) => p.apply(changes),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a binding to `dest` is stored (when its source is durable).
+    fn stored_destination(t: &Topology, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => t.queues.get(q).is_some_and(|q| q.logged),
+            Destination::Exchange(x) => t.exchanges.get(x).is_some_and(|x| x.durable),
+        }
     }
 
     fn queue_what(&self, name: &ShortStr) -> String {
@@ -147,6 +257,9 @@ impl VHost {
             )));
         }
         let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        if d.durable && self.persistence.is_some() {
+            self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
+        }
         t.exchanges.insert(d.name.clone(), x);
         Ok(())
     }
@@ -210,24 +323,30 @@ impl VHost {
         if if_unused && x.binding_count() > 0 {
             return Err(BrokerError::PreconditionFailed(format!("{} in use", self.exchange_what(name))));
         }
-        Self::remove_exchange(&mut t, name);
-        Ok(())
+        let mut changes = Vec::new();
+        self.remove_exchange(&mut t, name, &mut changes);
+        self.persist(&changes)
     }
 
     /// Removes an exchange with its bindings both ways, cascading auto-deletes.
-    fn remove_exchange(t: &mut Topology, name: &ShortStr) {
+    fn remove_exchange(&self, t: &mut Topology, name: &ShortStr, changes: &mut Vec<Change>) {
         let Some(x) = t.exchanges.remove(name) else { return };
+        if x.durable {
+            changes.push(Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() });
+        }
         for (dest, key, args) in x.bindings() {
             if let Some(list) = t.bindings_to.get_mut(dest) {
                 list.retain(|(s, k, a)| !(s == name && k == key && a == args));
             }
         }
-        Self::remove_bindings_to(t, &Destination::Exchange(name.clone()));
+        self.remove_bindings_to(t, &Destination::Exchange(name.clone()), changes);
     }
 
     /// Removes every binding leading to `dest`; sources left without bindings that are
     /// auto-delete are deleted in turn.
-    fn remove_bindings_to(t: &mut Topology, dest: &Destination) {
+    /// (The metadata store drops stored bindings with their destination; `changes` gets the
+    /// auto-deleted durable exchanges.)
+    fn remove_bindings_to(&self, t: &mut Topology, dest: &Destination, changes: &mut Vec<Change>) {
         let mut work = vec![dest.clone()];
         let mut steps = 0usize;
         while let Some(dest) = work.pop() {
@@ -242,7 +361,12 @@ impl VHost {
                 if x.auto_delete && x.binding_count() == 0 {
                     let name = x.name.clone();
                     if let Some(gone) = t.exchanges.remove(&name) {
-                        drop(gone);
+                        if gone.durable {
+                            changes.push(Change::DeleteExchange {
+                                vhost: self.name.to_string(),
+                                name: name.as_bytes().to_vec(),
+                            });
+                        }
                         work.push(Destination::Exchange(name));
                     }
                 }
@@ -262,9 +386,14 @@ impl VHost {
         connection_id: u64,
     ) -> Result<()> {
         let mut t = self.topology.write();
+        let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         if x.bind(dest.clone(), key.clone(), args.clone())? {
+            let record = (stored && x.durable).then(|| persist::binding_record(&self.name, source, &dest, key, args));
             t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
+            if let Some(record) = record {
+                self.persist(&[Change::PutBinding(record)])?;
+            }
         }
         Ok(())
     }
@@ -306,17 +435,22 @@ impl VHost {
         connection_id: u64,
     ) -> Result<()> {
         let mut t = self.topology.write();
+        let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
+        let mut changes = Vec::new();
         if x.unbind(&dest, key, args) {
+            if stored && x.durable {
+                changes.push(Change::DeleteBinding(persist::binding_record(&self.name, source, &dest, key, args)));
+            }
             let auto_delete_now = x.auto_delete && x.binding_count() == 0;
             if let Some(list) = t.bindings_to.get_mut(&dest) {
                 list.retain(|(s, k, a)| !(s == source && k == key && a == args));
             }
             if auto_delete_now {
-                Self::remove_exchange(&mut t, source);
+                self.remove_exchange(&mut t, source, &mut changes);
             }
         }
-        Ok(())
+        self.persist(&changes)
     }
 
     // ---- queues -----------------------------------------------------------------------
@@ -374,7 +508,7 @@ impl VHost {
             }
         }
         let owner = d.exclusive.then_some(connection_id);
-        let queue = Arc::new(Queue::new(
+        let mut queue = Queue::new(
             d.name.clone(),
             self.name.clone(),
             d.durable,
@@ -382,7 +516,14 @@ impl VHost {
             d.auto_delete,
             d.arguments.clone(),
             args.limits,
-        ));
+        );
+        if let Some(p) = self.persistence.as_ref().filter(|_| d.durable && !d.exclusive) {
+            let id = p.next_queue_id()?;
+            let record = persist::queue_record(&self.name, &d.name, id, d.auto_delete, &d.arguments);
+            p.apply(&[Change::PutQueue(record)])?;
+            queue = queue.with_log(QueueLog::create(&p.store, id));
+        }
+        let queue = Arc::new(queue);
         t.queues.insert(d.name.clone(), queue.clone());
         Ok((queue, 0, 0))
     }
@@ -404,9 +545,12 @@ impl VHost {
         self.check_owner(&q, connection_id)?;
         q.check_delete(if_unused, if_empty)?;
         t.queues.remove(name);
-        Self::remove_bindings_to(&mut t, &Destination::Queue(name.clone()));
+        let mut changes = self.queue_deleted(&q);
+        self.remove_bindings_to(&mut t, &Destination::Queue(name.clone()), &mut changes);
+        let persisted = self.persist(&changes);
         drop(t);
-        Ok(q.delete())
+        let n = q.delete();
+        persisted.map(|()| n)
     }
 
     /// Deletes `queue` if it is still the queue of that name (auto-delete, exclusive cleanup).
@@ -414,10 +558,22 @@ impl VHost {
         let mut t = self.topology.write();
         if t.queues.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
             t.queues.remove(&queue.name);
-            Self::remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()));
+            let mut changes = self.queue_deleted(queue);
+            self.remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()), &mut changes);
+            // Auto-delete and exclusive clean-up have no client waiting for an answer: a
+            // failure is logged by `persist` and the queue comes back after a restart.
+            let _ = self.persist(&changes);
         }
         drop(t);
         queue.delete();
+    }
+
+    fn queue_deleted(&self, queue: &Queue) -> Vec<Change> {
+        if queue.logged {
+            vec![Change::DeleteQueue { vhost: self.name.to_string(), name: queue.name.as_bytes().to_vec() }]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Deletes every exclusive queue owned by a closing connection.

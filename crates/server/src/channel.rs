@@ -1,7 +1,7 @@
 //! Per-channel state kept by a connection: consumers, unacknowledged deliveries, the
 //! message being assembled from frames, publisher confirms and transactions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use lepus_broker::{ChannelGate, Message, MessageBuilder, MessageRef, QueueRef};
@@ -65,6 +65,10 @@ pub(crate) struct Confirms {
     pub last_published: u64,
     /// Highest sequence number already acknowledged to the client.
     pub acked_through: u64,
+    /// Publishes that cannot be acknowledged yet, in order, because they (or one before
+    /// them) wait for the message store: (sequence number, store generation that makes them
+    /// durable — 0 if none, nack instead of ack).
+    pub waiting: VecDeque<(u64, u64, bool)>,
 }
 
 /// Work buffered by a transaction (`tx.select`) until commit.
@@ -87,6 +91,8 @@ pub(crate) struct Channel {
     pub next_delivery_tag: u64,
     pub confirms: Option<Confirms>,
     pub tx: Option<Transaction>,
+    /// `tx.commit`s whose `commit-ok` waits for the message store: the generation each needs.
+    pub commits_waiting: VecDeque<u64>,
     /// The most recently declared queue, for methods that name the queue ''.
     pub last_queue: Option<ShortStr>,
     /// This channel's direct reply-to name and consumer tag, while it consumes from
@@ -106,6 +112,7 @@ impl Channel {
             next_delivery_tag: 1,
             confirms: None,
             tx: None,
+            commits_waiting: VecDeque::new(),
             last_queue: None,
             reply_to: None,
         }

@@ -14,8 +14,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// AMQP port; 0 picks an ephemeral port (tests).
     pub port: u16,
-    /// Where durable state lives.
-    pub data_dir: PathBuf,
+    /// Where durable state lives: the metadata store, queue message logs, the lock file.
+    /// `None` keeps everything in memory (tests; nothing survives a restart).
+    pub data_dir: Option<PathBuf>,
     /// Largest frame we accept and offer in `connection.tune`, header included.
     pub frame_max: u32,
     /// Highest channel number offered in `connection.tune`.
@@ -46,7 +47,7 @@ impl Default for Config {
         Config {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             port: 5672,
-            data_dir: PathBuf::from("lepus-data"),
+            data_dir: Some(PathBuf::from("lepus-data")),
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat_s: 60,

@@ -52,7 +52,7 @@ fn load(args: &Args) -> Result<Config, String> {
         config.port = v;
     }
     if let Some(v) = &args.data_dir {
-        config.data_dir = v.clone();
+        config.data_dir = Some(v.clone());
     }
     if let Some(v) = args.heartbeat_s {
         config.heartbeat_s = v;
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "Lepus starting");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(in memory)".into()), "Lepus starting");
         let handle = server.shutdown_handle();
         tokio::spawn(async move {
             wait_for_signal().await;

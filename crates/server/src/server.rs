@@ -1,6 +1,10 @@
 //! The AMQP listener: accepts TCP connections (bounded by `connection_max`), runs one task
 //! per connection, and shuts down gracefully, closing every connection with 320
 //! CONNECTION_FORCED and waiting for them to finish.
+//!
+//! With a data directory, start-up locks it, opens the metadata store and the message store
+//! (with its group-commit thread), and restores every vhost: durable exchanges, queues,
+//! bindings and the messages in the queues' logs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,8 +13,12 @@ use std::sync::atomic::AtomicU64;
 
 use std::collections::HashMap;
 
+use lepus_broker::persist::Persistence;
 use lepus_broker::{OutletRef, VHost};
 use lepus_protocol::ShortStr;
+use lepus_store::backend::{DirLock, FsBackend};
+use lepus_store::meta::MetaStore;
+use lepus_store::store::{Committer, Store, StoreOptions};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -28,6 +36,11 @@ pub(crate) struct Shared {
     /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
     pub reply_to: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
     pub next_connection_id: AtomicU64,
+    /// The message store, when there is a data directory.
+    pub store: Option<Store>,
+    /// Keeps the group-commit thread and the data-directory lock for the broker's life
+    /// (dropped last: the committer writes what is buffered before it stops).
+    _storage: Option<(Committer, DirLock)>,
 }
 
 /// Where a direct reply-to address delivers.
@@ -51,7 +64,9 @@ pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
 
 impl ShutdownHandle {
     pub fn shutdown(&self) {
-        let _ = self.0.send(true);
+        // `send` would drop the value while nobody subscribed yet (a shutdown requested
+        // before the server task first ran); `send_replace` always stores it.
+        self.0.send_replace(true);
     }
 }
 
@@ -62,12 +77,18 @@ impl Server {
         let listener = TcpListener::bind((config.bind_address, config.port)).await?;
         let mut users = Users::new(config.loopback_users.clone());
         users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
+        let (vhosts, store, storage) = match &config.data_dir {
+            Some(dir) => open_storage(dir)?,
+            None => (HashMap::from([("/".to_owned(), Arc::new(VHost::new("/")))]), None, None),
+        };
         let shared = Arc::new(Shared {
             config,
             users: RwLock::new(users),
-            vhosts: RwLock::new(HashMap::from([("/".to_owned(), Arc::new(VHost::new("/")))])),
+            vhosts: RwLock::new(vhosts),
             reply_to: parking_lot::Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
+            store,
+            _storage: storage,
         });
         let (tx, _) = watch::channel(false);
         Ok(Server { listener, shared, shutdown: Arc::new(tx) })
@@ -120,6 +141,45 @@ impl Server {
         while tasks.join_next().await.is_some() {}
         tracing::info!("shutdown complete");
     }
+}
+
+type Storage = (HashMap<String, Arc<VHost>>, Option<Store>, Option<(Committer, DirLock)>);
+
+/// Locks the data directory, opens the stores and restores every vhost from them.
+fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
+    let fail = |e: lepus_store::StoreError| io::Error::other(e.to_string());
+    let started = std::time::Instant::now();
+    let lock = DirLock::acquire(dir).map_err(fail)?;
+    let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
+    let snapshot = meta.load().map_err(fail)?;
+    let store = Store::new(Arc::new(FsBackend), dir, StoreOptions::default());
+    let persistence = Arc::new(Persistence { store: store.clone(), meta });
+    let mut names = snapshot.vhosts.clone();
+    if !names.iter().any(|n| n == "/") {
+        names.push("/".to_owned());
+    }
+    let mut vhosts = HashMap::new();
+    for name in names {
+        let (vhost, report) = VHost::restore(&name, persistence.clone(), &snapshot)
+            .map_err(|e| io::Error::other(format!("restoring vhost '{name}': {e}")))?;
+        for problem in &report.problems {
+            tracing::error!(vhost = %name, problem = %problem, "damaged data found during recovery");
+        }
+        tracing::info!(
+            vhost = %name,
+            exchanges = report.exchanges,
+            queues = report.queues,
+            bindings = report.bindings,
+            messages = report.messages,
+            "vhost restored"
+        );
+        vhosts.insert(name, Arc::new(vhost));
+    }
+    // Recovery may have scheduled deletions of fully acked segments: write them now.
+    store.commit();
+    let committer = store.spawn_committer()?;
+    tracing::info!(data_dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
+    Ok((vhosts, Some(store), Some((committer, lock))))
 }
 
 /// What a test harness or embedding needs to reach a broker on an ephemeral port.

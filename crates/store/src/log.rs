@@ -78,6 +78,8 @@ struct Pending {
     destroy: bool,
     /// Registered with the store for the next commit.
     dirty: bool,
+    /// The highest generation stamped on a change buffered here.
+    max_stamp: u64,
 }
 
 struct SegmentFiles {
@@ -135,21 +137,26 @@ pub fn queue_dir(store: &Store, queue_id: u64) -> PathBuf {
 }
 
 impl LogShared {
-    /// Writes this log's buffered changes (called by the commit).
-    pub(crate) fn write_pending(&self, store: &Store, written: &mut Written) -> Result<()> {
+    /// Writes this log's buffered changes (called by the commit). Returns the highest
+    /// generation stamped on them: a change buffered while the commit was already under way
+    /// carries the next generation, though it is written now.
+    pub(crate) fn write_pending(&self, store: &Store, written: &mut Written) -> Result<u64> {
         let pending = {
             let mut p = self.pending.lock();
             p.dirty = false;
             std::mem::take(&mut *p)
         };
+        let max_stamp = pending.max_stamp;
         let backend = store.backend();
         let mut io = self.io.lock();
         let err = |path: &Path, e: io::Error| StoreError::io(path, e);
         if pending.destroy {
             io.segments.clear();
-            backend.remove_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
-            written.dir(&store.queues_dir());
-            return Ok(());
+            if io.dir_created {
+                backend.remove_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
+                written.dir(&store.queues_dir());
+            }
+            return Ok(max_stamp);
         }
         if !io.dir_created && !pending.chunks.is_empty() {
             backend.create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
@@ -217,7 +224,7 @@ impl LogShared {
             }
             written.dir(&self.dir);
         }
-        Ok(())
+        Ok(max_stamp)
     }
 
     /// Reads the record at `loc` back from disk (it must have been committed).
@@ -376,7 +383,9 @@ impl QueueLog {
             p.dirty = true;
             self.store.mark_dirty(self.shared.clone());
         }
-        self.store.generation()
+        let stamp = self.store.generation();
+        p.max_stamp = p.max_stamp.max(stamp);
+        stamp
     }
 
     /// Reads queue `queue_id`'s log back after a restart: the messages still in it, in

@@ -1,1 +1,1002 @@
-//! Placeholder until the metadata store lands.
+//! The durable metadata store: virtual hosts, durable exchanges, durable queues, their bindings
+//! and the queue id counter, in one redb file.
+//!
+//! The broker calls [`MetaStore::apply`] while it handles a declare, delete, bind or unbind and
+//! sends the `*-ok` reply only after it returns. Every write transaction therefore commits with
+//! [`Durability::Immediate`]: when `apply` or [`MetaStore::next_queue_id`] returns `Ok`, the change
+//! is on disk and survives a crash. Each call is one transaction, so a batch of changes is applied
+//! entirely or not at all. On restart [`MetaStore::load`] returns everything.
+//!
+//! This module owns the metadata only. Messages live in the per-queue logs ([`crate::log`]); a
+//! queue's [`QueueRecord::id`] names its log directory.
+//!
+//! # Tables
+//!
+//! | table                     | key                                  | value                     |
+//! |---------------------------|--------------------------------------|---------------------------|
+//! | `format`                  | `"version"` (`&str`)                 | `u32`: [`FORMAT_VERSION`] |
+//! | `counters`                | `"next_queue_id"` (`&str`)           | `u64`: the next id        |
+//! | `vhosts`                  | `s16 vhost`                          | `01`                      |
+//! | `exchanges`               | `s16 vhost, s16 name`                | exchange value            |
+//! | `queues`                  | `s16 vhost, s16 name`                | queue value               |
+//! | `bindings`                | `s16 vhost, s16 source, u8 tag, s16 dest, s16 routing_key, s32 args` | `01` |
+//! | `bindings_by_destination` | `s16 vhost, u8 tag, s16 dest, s16 source, s16 routing_key, s32 args` | `01` |
+//!
+//! `format` and `counters` use redb's own `&str` keys and `u32`/`u64` values (little-endian).
+//! The data tables are `&[u8] -> &[u8]`. In keys, `s16 x` is `x`'s length as a big-endian `u16`
+//! followed by its bytes, and `s32 x` the same with a `u32` length; `dest` is the destination's
+//! name and `args` the binding's arguments. Length-prefixed components make every key
+//! unambiguous whatever bytes the names hold (0 included), and no component's encoding is a
+//! prefix of another's, so the keys of one vhost (`s16 vhost`), of one exchange's bindings
+//! (`s16 vhost, s16 source`) and of the bindings to one destination (`s16 vhost, u8 tag,
+//! s16 dest`) are each one contiguous key range. `tag` is `e` (0x65) for an exchange destination
+//! and `q` (0x71) for a queue. Keys sort as bytes: by vhost, then name, where a shorter component
+//! sorts before a longer one (the length comes first); [`MetaStore::load`] returns records in
+//! that order.
+//!
+//! `bindings_by_destination` is an index of `bindings`, written in the same transactions, so that
+//! deleting a queue or an exchange finds the bindings to it without scanning its vhost. A binding
+//! is its whole key: binding the same (source, destination, routing key, arguments) twice stores
+//! it once.
+//!
+//! # Values
+//!
+//! Every value of a data table starts with a version byte, currently `01`; integers are
+//! big-endian.
+//!
+//! - exchange: `01, s16 kind, u8 flags (bit 0 auto_delete, bit 1 internal), s32 arguments`
+//! - queue: `01, u64 id, u8 flags (bit 0 auto_delete), s32 arguments`
+//! - vhost, binding, binding index: `01`
+//!
+//! `arguments` is the AMQP field table as the caller encoded it; this module does not look inside.
+//! Decoding is bounds-checked: a truncated value, trailing bytes, an unknown version byte, an
+//! unknown flag bit, an unknown destination tag or a vhost or kind that is not UTF-8 is
+//! [`StoreError::CorruptMeta`], never a panic.
+//!
+//! # Format version
+//!
+//! The `format` table holds the version of this layout, [`FORMAT_VERSION`]. [`MetaStore::open`]
+//! writes it into a new file and refuses a file with a newer one
+//! ([`StoreError::UnsupportedVersion`]) without writing to it. The `format` table keeps its name
+//! and types in every future version.
+//!
+//! # Queue ids
+//!
+//! `counters["next_queue_id"]` is the next id [`MetaStore::next_queue_id`] hands out (1 when
+//! absent). Each call commits the increment before returning, so an id is never handed out twice,
+//! even across restarts. [`Change::PutQueue`] also raises the counter above the stored queue's id,
+//! so no id at or below one ever stored is handed out, wherever the caller got it from.
+
+use std::fmt;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition};
+
+use crate::error::{Result, StoreError};
+
+/// The version of the table layout and value encoding this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The leading byte of every value in a data table.
+const VALUE_VERSION: u8 = 1;
+
+const FORMAT: TableDefinition<&str, u32> = TableDefinition::new("format");
+const FORMAT_KEY: &str = "version";
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const NEXT_QUEUE_ID: &str = "next_queue_id";
+
+const VHOSTS_NAME: &str = "vhosts";
+const EXCHANGES_NAME: &str = "exchanges";
+const QUEUES_NAME: &str = "queues";
+const BINDINGS_NAME: &str = "bindings";
+const BY_DESTINATION_NAME: &str = "bindings_by_destination";
+
+type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
+const EXCHANGES: DataTable = TableDefinition::new(EXCHANGES_NAME);
+const QUEUES: DataTable = TableDefinition::new(QUEUES_NAME);
+const BINDINGS: DataTable = TableDefinition::new(BINDINGS_NAME);
+const BY_DESTINATION: DataTable = TableDefinition::new(BY_DESTINATION_NAME);
+
+/// Destination tag of a binding to an exchange.
+const TAG_EXCHANGE: u8 = b'e';
+/// Destination tag of a binding to a queue.
+const TAG_QUEUE: u8 = b'q';
+
+const EXCHANGE_AUTO_DELETE: u8 = 1 << 0;
+const EXCHANGE_INTERNAL: u8 = 1 << 1;
+const QUEUE_AUTO_DELETE: u8 = 1 << 0;
+
+/// The value of a vhost, a binding and a binding index entry: the version byte alone.
+const MARKER: &[u8] = &[VALUE_VERSION];
+
+/// A durable exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExchangeRecord {
+    pub vhost: String,
+    pub name: Vec<u8>,
+    /// `direct`, `fanout`, `topic`, `headers`, …
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    /// The AMQP field table, encoded by the caller; opaque here.
+    pub arguments: Vec<u8>,
+}
+
+/// A durable queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueueRecord {
+    pub vhost: String,
+    pub name: Vec<u8>,
+    /// Names the queue's message log directory; from [`MetaStore::next_queue_id`].
+    pub id: u64,
+    pub auto_delete: bool,
+    /// The AMQP field table, encoded by the caller; opaque here.
+    pub arguments: Vec<u8>,
+}
+
+/// A binding between two durable entities of one vhost. The whole record is its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BindingRecord {
+    pub vhost: String,
+    /// The source exchange.
+    pub source: Vec<u8>,
+    pub destination: Destination,
+    pub routing_key: Vec<u8>,
+    /// The AMQP field table, encoded by the caller; opaque here.
+    pub arguments: Vec<u8>,
+}
+
+/// What a binding routes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Queue(Vec<u8>),
+    Exchange(Vec<u8>),
+}
+
+impl Destination {
+    fn tag_and_name(&self) -> (u8, &[u8]) {
+        match self {
+            Destination::Queue(name) => (TAG_QUEUE, name),
+            Destination::Exchange(name) => (TAG_EXCHANGE, name),
+        }
+    }
+}
+
+/// One change to the metadata; [`MetaStore::apply`] applies a slice of them in order, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Adds a vhost (no-op if present).
+    PutVhost(String),
+    /// Removes the vhost and every exchange, queue and binding in it.
+    DeleteVhost(String),
+    /// Adds or overwrites the exchange with this vhost and name.
+    PutExchange(ExchangeRecord),
+    /// Removes the exchange and every binding from it or to it.
+    DeleteExchange { vhost: String, name: Vec<u8> },
+    /// Adds or overwrites the queue with this vhost and name.
+    PutQueue(QueueRecord),
+    /// Removes the queue and every binding to it.
+    DeleteQueue { vhost: String, name: Vec<u8> },
+    /// Adds the binding (no-op if present).
+    PutBinding(BindingRecord),
+    /// Removes the binding (no-op if absent).
+    DeleteBinding(BindingRecord),
+}
+
+/// Everything in the store, each list sorted by its key (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub vhosts: Vec<String>,
+    pub exchanges: Vec<ExchangeRecord>,
+    pub queues: Vec<QueueRecord>,
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// The metadata store: one redb database file. See the module doc.
+///
+/// Calls may come from any thread; write transactions are serialised by redb.
+pub struct MetaStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetaStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl MetaStore {
+    /// Opens the store at `path`, creating the file if it is missing.
+    ///
+    /// Writes [`FORMAT_VERSION`] into a new file; a file of a newer format is refused with
+    /// [`StoreError::UnsupportedVersion`]. redb checks the whole file's integrity on open, so a
+    /// damaged file is an error rather than a panic later. redb locks the file: a second open,
+    /// from this process or another, fails.
+    pub fn open(path: &Path) -> Result<MetaStore> {
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| StoreError::Meta(format!("opening {}: {e}", path.display())))?;
+        let store = MetaStore { db, path: path.to_path_buf() };
+        store.init()?;
+        tracing::debug!(path = %path.display(), "metadata store open");
+        Ok(store)
+    }
+
+    /// Checks or writes the format version and creates every table, in one transaction.
+    fn init(&self) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let mut format = txn.open_table(FORMAT).map_err(db_err)?;
+            let found = format.get(FORMAT_KEY).map_err(db_err)?.map(|v| v.value());
+            match found {
+                None => {
+                    format.insert(FORMAT_KEY, FORMAT_VERSION).map_err(db_err)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                // Returning drops the transaction, which aborts it: nothing is written.
+                Some(found) if found > FORMAT_VERSION => {
+                    return Err(StoreError::UnsupportedVersion {
+                        path: self.path.clone(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                Some(found) => {
+                    return Err(StoreError::CorruptMeta {
+                        table: "format",
+                        detail: format!("version {found} was never written by any build"),
+                    });
+                }
+            }
+            // Create the tables now so that readers never meet a missing one.
+            Tables::open(&txn)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Applies `changes` in order in one write transaction, durable when this returns `Ok`.
+    ///
+    /// On error nothing of the batch is applied. See [`Change`] for each change's meaning;
+    /// deleting something absent is not an error. A name longer than 65535 bytes, or arguments
+    /// longer than `u32::MAX` bytes, fail the batch with [`StoreError::Meta`].
+    pub fn apply(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            for change in changes {
+                tables.apply(change)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Hands out a new queue id: 1 first, then strictly larger on every call, never one handed
+    /// out before or held by a stored queue, even across restarts. Costs one durable commit.
+    pub fn next_queue_id(&self) -> Result<u64> {
+        let txn = self.begin_write()?;
+        let id = {
+            let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
+            let id = read_next_queue_id(&counters)?;
+            if id == u64::MAX {
+                return Err(StoreError::Meta("queue ids are exhausted".to_string()));
+            }
+            counters.insert(NEXT_QUEUE_ID, id + 1).map_err(db_err)?;
+            id
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    /// Reads everything, each list sorted by its key (see the module doc), from one consistent
+    /// snapshot of the store.
+    pub fn load(&self) -> Result<Snapshot> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let mut snapshot = Snapshot::default();
+        scan(&txn, VHOSTS, |key, value| {
+            snapshot.vhosts.push(decode_vhost(key, value)?);
+            Ok(())
+        })?;
+        scan(&txn, EXCHANGES, |key, value| {
+            snapshot.exchanges.push(decode_exchange(key, value)?);
+            Ok(())
+        })?;
+        scan(&txn, QUEUES, |key, value| {
+            snapshot.queues.push(decode_queue(key, value)?);
+            Ok(())
+        })?;
+        scan(&txn, BINDINGS, |key, value| {
+            snapshot.bindings.push(decode_binding(key, value)?);
+            Ok(())
+        })?;
+        Ok(snapshot)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        Ok(txn)
+    }
+}
+
+/// Maps any redb error (they all convert into [`redb::Error`]) to [`StoreError::Meta`].
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Meta(e.into().to_string())
+}
+
+fn read_next_queue_id(counters: &Table<'_, &'static str, u64>) -> Result<u64> {
+    match counters.get(NEXT_QUEUE_ID).map_err(db_err)?.map(|v| v.value()) {
+        None => Ok(1),
+        Some(0) => {
+            Err(StoreError::CorruptMeta { table: "counters", detail: "next_queue_id is 0; ids start at 1".to_string() })
+        }
+        Some(next) => Ok(next),
+    }
+}
+
+/// Calls `f` with every key and value of `table`, in key order.
+fn scan(txn: &ReadTransaction, table: DataTable, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    let table = txn.open_table(table).map_err(db_err)?;
+    for entry in table.iter().map_err(db_err)? {
+        let (key, value) = entry.map_err(db_err)?;
+        f(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+/// The data tables of one write transaction.
+struct Tables<'txn> {
+    vhosts: Table<'txn, &'static [u8], &'static [u8]>,
+    exchanges: Table<'txn, &'static [u8], &'static [u8]>,
+    queues: Table<'txn, &'static [u8], &'static [u8]>,
+    bindings: Table<'txn, &'static [u8], &'static [u8]>,
+    by_destination: Table<'txn, &'static [u8], &'static [u8]>,
+    counters: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Tables<'txn>> {
+        Ok(Tables {
+            vhosts: txn.open_table(VHOSTS).map_err(db_err)?,
+            exchanges: txn.open_table(EXCHANGES).map_err(db_err)?,
+            queues: txn.open_table(QUEUES).map_err(db_err)?,
+            bindings: txn.open_table(BINDINGS).map_err(db_err)?,
+            by_destination: txn.open_table(BY_DESTINATION).map_err(db_err)?,
+            counters: txn.open_table(COUNTERS).map_err(db_err)?,
+        })
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<()> {
+        match change {
+            Change::PutVhost(vhost) => {
+                self.vhosts.insert(vhost_key(vhost)?.as_slice(), MARKER).map_err(db_err)?;
+            }
+            Change::DeleteVhost(vhost) => {
+                let prefix = vhost_key(vhost)?;
+                for table in [
+                    &mut self.vhosts,
+                    &mut self.exchanges,
+                    &mut self.queues,
+                    &mut self.bindings,
+                    &mut self.by_destination,
+                ] {
+                    delete_prefix(table, &prefix)?;
+                }
+            }
+            Change::PutExchange(exchange) => {
+                let key = entity_key(&exchange.vhost, &exchange.name)?;
+                self.exchanges.insert(key.as_slice(), encode_exchange(exchange)?.as_slice()).map_err(db_err)?;
+            }
+            Change::DeleteExchange { vhost, name } => {
+                // The exchange's key is also the prefix of the bindings from it.
+                let key = entity_key(vhost, name)?;
+                self.exchanges.remove(key.as_slice()).map_err(db_err)?;
+                self.delete_bindings_from(&key)?;
+                self.delete_bindings_to(vhost, TAG_EXCHANGE, name)?;
+            }
+            Change::PutQueue(queue) => {
+                let key = entity_key(&queue.vhost, &queue.name)?;
+                self.queues.insert(key.as_slice(), encode_queue(queue)?.as_slice()).map_err(db_err)?;
+                if queue.id >= read_next_queue_id(&self.counters)? {
+                    self.counters.insert(NEXT_QUEUE_ID, queue.id.saturating_add(1)).map_err(db_err)?;
+                }
+            }
+            Change::DeleteQueue { vhost, name } => {
+                self.queues.remove(entity_key(vhost, name)?.as_slice()).map_err(db_err)?;
+                self.delete_bindings_to(vhost, TAG_QUEUE, name)?;
+            }
+            Change::PutBinding(binding) => {
+                let parts = BindingParts::of(binding);
+                self.bindings.insert(parts.forward_key()?.as_slice(), MARKER).map_err(db_err)?;
+                self.by_destination.insert(parts.reverse_key()?.as_slice(), MARKER).map_err(db_err)?;
+            }
+            Change::DeleteBinding(binding) => {
+                let parts = BindingParts::of(binding);
+                self.bindings.remove(parts.forward_key()?.as_slice()).map_err(db_err)?;
+                self.by_destination.remove(parts.reverse_key()?.as_slice()).map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every binding whose forward key starts with `prefix` (`s16 vhost, s16 source`).
+    fn delete_bindings_from(&mut self, prefix: &[u8]) -> Result<()> {
+        for key in take_prefix(&mut self.bindings, prefix)? {
+            let parts = BindingParts::parse_forward(&key)?;
+            self.by_destination.remove(parts.reverse_key()?.as_slice()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every binding of `vhost` to the destination `tag`, `name`.
+    fn delete_bindings_to(&mut self, vhost: &str, tag: u8, name: &[u8]) -> Result<()> {
+        let mut prefix = vhost_key(vhost)?;
+        prefix.push(tag);
+        put_s16(&mut prefix, "destination name", name)?;
+        for key in take_prefix(&mut self.by_destination, &prefix)? {
+            let parts = BindingParts::parse_reverse(&key)?;
+            self.bindings.remove(parts.forward_key()?.as_slice()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The least byte string above every string that starts with `prefix`, if there is one: drop
+/// trailing 0xff bytes and increment the last remaining byte.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Removes every key starting with `prefix` from `table` and returns the removed keys.
+fn take_prefix(table: &mut Table<'_, &'static [u8], &'static [u8]>, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let end = prefix_end(prefix);
+    let range = (Bound::Included(prefix), end.as_deref().map_or(Bound::Unbounded, Bound::Excluded));
+    let removed = table.extract_from_if::<&[u8], _>(range, |_, _| true).map_err(db_err)?;
+    removed.map(|entry| entry.map(|(key, _)| key.value().to_vec()).map_err(db_err)).collect()
+}
+
+/// Removes every key starting with `prefix` from `table`.
+fn delete_prefix(table: &mut Table<'_, &'static [u8], &'static [u8]>, prefix: &[u8]) -> Result<()> {
+    let end = prefix_end(prefix);
+    let range = (Bound::Included(prefix), end.as_deref().map_or(Bound::Unbounded, Bound::Excluded));
+    table.retain_in::<&[u8], _>(range, |_, _| false).map_err(db_err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+fn too_long(what: &str, len: usize, limit: u64) -> StoreError {
+    StoreError::Meta(format!("{what} is {len} bytes long; the metadata store takes at most {limit}"))
+}
+
+/// Appends `s16 bytes`.
+fn put_s16(buf: &mut Vec<u8>, what: &str, bytes: &[u8]) -> Result<()> {
+    let len = u16::try_from(bytes.len()).map_err(|_| too_long(what, bytes.len(), u16::MAX.into()))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Appends `s32 bytes`.
+fn put_s32(buf: &mut Vec<u8>, what: &str, bytes: &[u8]) -> Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(|_| too_long(what, bytes.len(), u32::MAX.into()))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// `s16 vhost`: the key of a vhost and the prefix of every key in it.
+fn vhost_key(vhost: &str) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(2 + vhost.len());
+    put_s16(&mut key, "vhost name", vhost.as_bytes())?;
+    Ok(key)
+}
+
+/// `s16 vhost, s16 name`: the key of an exchange or a queue.
+fn entity_key(vhost: &str, name: &[u8]) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(4 + vhost.len() + name.len());
+    put_s16(&mut key, "vhost name", vhost.as_bytes())?;
+    put_s16(&mut key, "name", name)?;
+    Ok(key)
+}
+
+fn encode_exchange(exchange: &ExchangeRecord) -> Result<Vec<u8>> {
+    let mut value = Vec::with_capacity(8 + exchange.kind.len() + exchange.arguments.len());
+    value.push(VALUE_VERSION);
+    put_s16(&mut value, "exchange kind", exchange.kind.as_bytes())?;
+    let mut flags = 0;
+    if exchange.auto_delete {
+        flags |= EXCHANGE_AUTO_DELETE;
+    }
+    if exchange.internal {
+        flags |= EXCHANGE_INTERNAL;
+    }
+    value.push(flags);
+    put_s32(&mut value, "exchange arguments", &exchange.arguments)?;
+    Ok(value)
+}
+
+fn encode_queue(queue: &QueueRecord) -> Result<Vec<u8>> {
+    let mut value = Vec::with_capacity(14 + queue.arguments.len());
+    value.push(VALUE_VERSION);
+    value.extend_from_slice(&queue.id.to_be_bytes());
+    value.push(if queue.auto_delete { QUEUE_AUTO_DELETE } else { 0 });
+    put_s32(&mut value, "queue arguments", &queue.arguments)?;
+    Ok(value)
+}
+
+/// A binding's components, borrowed from a record or a key.
+#[derive(Debug, PartialEq, Eq)]
+struct BindingParts<'a> {
+    vhost: &'a [u8],
+    source: &'a [u8],
+    tag: u8,
+    destination: &'a [u8],
+    routing_key: &'a [u8],
+    arguments: &'a [u8],
+}
+
+impl<'a> BindingParts<'a> {
+    fn of(binding: &'a BindingRecord) -> BindingParts<'a> {
+        let (tag, destination) = binding.destination.tag_and_name();
+        BindingParts {
+            vhost: binding.vhost.as_bytes(),
+            source: &binding.source,
+            tag,
+            destination,
+            routing_key: &binding.routing_key,
+            arguments: &binding.arguments,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        13 + self.vhost.len()
+            + self.source.len()
+            + self.destination.len()
+            + self.routing_key.len()
+            + self.arguments.len()
+    }
+
+    /// The key in `bindings`: `s16 vhost, s16 source, u8 tag, s16 destination, s16 routing_key,
+    /// s32 arguments`.
+    fn forward_key(&self) -> Result<Vec<u8>> {
+        let mut key = Vec::with_capacity(self.capacity());
+        put_s16(&mut key, "vhost name", self.vhost)?;
+        put_s16(&mut key, "binding source", self.source)?;
+        key.push(self.tag);
+        put_s16(&mut key, "binding destination", self.destination)?;
+        put_s16(&mut key, "routing key", self.routing_key)?;
+        put_s32(&mut key, "binding arguments", self.arguments)?;
+        Ok(key)
+    }
+
+    /// The key in `bindings_by_destination`: `s16 vhost, u8 tag, s16 destination, s16 source,
+    /// s16 routing_key, s32 arguments`.
+    fn reverse_key(&self) -> Result<Vec<u8>> {
+        let mut key = Vec::with_capacity(self.capacity());
+        put_s16(&mut key, "vhost name", self.vhost)?;
+        key.push(self.tag);
+        put_s16(&mut key, "binding destination", self.destination)?;
+        put_s16(&mut key, "binding source", self.source)?;
+        put_s16(&mut key, "routing key", self.routing_key)?;
+        put_s32(&mut key, "binding arguments", self.arguments)?;
+        Ok(key)
+    }
+
+    fn parse_forward(key: &'a [u8]) -> Result<BindingParts<'a>> {
+        let mut r = Reader::new(key, BINDINGS_NAME, "binding key");
+        let vhost = r.s16()?;
+        let source = r.s16()?;
+        let tag = r.tag()?;
+        let destination = r.s16()?;
+        let routing_key = r.s16()?;
+        let arguments = r.s32()?;
+        r.finish()?;
+        Ok(BindingParts { vhost, source, tag, destination, routing_key, arguments })
+    }
+
+    fn parse_reverse(key: &'a [u8]) -> Result<BindingParts<'a>> {
+        let mut r = Reader::new(key, BY_DESTINATION_NAME, "binding index key");
+        let vhost = r.s16()?;
+        let tag = r.tag()?;
+        let destination = r.s16()?;
+        let source = r.s16()?;
+        let routing_key = r.s16()?;
+        let arguments = r.s32()?;
+        r.finish()?;
+        Ok(BindingParts { vhost, source, tag, destination, routing_key, arguments })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// A bounds-checked reader over one key or value; every failure is [`StoreError::CorruptMeta`].
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    table: &'static str,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], table: &'static str, what: &'static str) -> Reader<'a> {
+        Reader { buf, pos: 0, table, what }
+    }
+
+    fn corrupt(&self, detail: impl fmt::Display) -> StoreError {
+        StoreError::CorruptMeta { table: self.table, detail: format!("{}: {detail}", self.what) }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let left = self.buf.len() - self.pos;
+        if n > left {
+            return Err(self.corrupt(format_args!("needs {n} bytes at offset {}, {left} left", self.pos)));
+        }
+        let bytes = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn s16(&mut self) -> Result<&'a [u8]> {
+        let len = u16::from_be_bytes(self.array()?);
+        self.take(len.into())
+    }
+
+    fn s32(&mut self) -> Result<&'a [u8]> {
+        let len = u32::from_be_bytes(self.array()?);
+        let len = usize::try_from(len).map_err(|_| self.corrupt(format_args!("length {len} is too large")))?;
+        self.take(len)
+    }
+
+    fn tag(&mut self) -> Result<u8> {
+        let tag = self.u8()?;
+        match tag {
+            TAG_EXCHANGE | TAG_QUEUE => Ok(tag),
+            _ => Err(self.corrupt(format_args!("unknown destination tag {tag:#04x}"))),
+        }
+    }
+
+    fn utf8(&self, field: &str, bytes: &[u8]) -> Result<String> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_string()),
+            Err(e) => Err(self.corrupt(format_args!("{field} is not UTF-8: {e}"))),
+        }
+    }
+
+    fn version(&mut self) -> Result<()> {
+        match self.u8()? {
+            VALUE_VERSION => Ok(()),
+            v => Err(self.corrupt(format_args!("unknown value version {v}"))),
+        }
+    }
+
+    fn flags(&mut self, known: u8) -> Result<u8> {
+        let flags = self.u8()?;
+        if flags & !known != 0 {
+            return Err(self.corrupt(format_args!("unknown flags {flags:#04x}")));
+        }
+        Ok(flags)
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            extra => Err(self.corrupt(format_args!("{extra} trailing bytes"))),
+        }
+    }
+}
+
+/// A value that holds the version byte alone.
+fn decode_marker(table: &'static str, value: &[u8]) -> Result<()> {
+    let mut r = Reader::new(value, table, "value");
+    r.version()?;
+    r.finish()
+}
+
+fn decode_vhost(key: &[u8], value: &[u8]) -> Result<String> {
+    let mut r = Reader::new(key, VHOSTS_NAME, "vhost key");
+    let vhost = r.s16()?;
+    let vhost = r.utf8("vhost", vhost)?;
+    r.finish()?;
+    decode_marker(VHOSTS_NAME, value)?;
+    Ok(vhost)
+}
+
+/// Decodes an `s16 vhost, s16 name` key.
+fn decode_entity_key(table: &'static str, key: &[u8]) -> Result<(String, Vec<u8>)> {
+    let mut r = Reader::new(key, table, "key");
+    let vhost = r.s16()?;
+    let vhost = r.utf8("vhost", vhost)?;
+    let name = r.s16()?.to_vec();
+    r.finish()?;
+    Ok((vhost, name))
+}
+
+fn decode_exchange(key: &[u8], value: &[u8]) -> Result<ExchangeRecord> {
+    let (vhost, name) = decode_entity_key(EXCHANGES_NAME, key)?;
+    let mut r = Reader::new(value, EXCHANGES_NAME, "value");
+    r.version()?;
+    let kind = r.s16()?;
+    let kind = r.utf8("kind", kind)?;
+    let flags = r.flags(EXCHANGE_AUTO_DELETE | EXCHANGE_INTERNAL)?;
+    let arguments = r.s32()?.to_vec();
+    r.finish()?;
+    Ok(ExchangeRecord {
+        vhost,
+        name,
+        kind,
+        auto_delete: flags & EXCHANGE_AUTO_DELETE != 0,
+        internal: flags & EXCHANGE_INTERNAL != 0,
+        arguments,
+    })
+}
+
+fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {
+    let (vhost, name) = decode_entity_key(QUEUES_NAME, key)?;
+    let mut r = Reader::new(value, QUEUES_NAME, "value");
+    r.version()?;
+    let id = r.u64()?;
+    let flags = r.flags(QUEUE_AUTO_DELETE)?;
+    let arguments = r.s32()?.to_vec();
+    r.finish()?;
+    Ok(QueueRecord { vhost, name, id, auto_delete: flags & QUEUE_AUTO_DELETE != 0, arguments })
+}
+
+fn decode_binding(key: &[u8], value: &[u8]) -> Result<BindingRecord> {
+    let parts = BindingParts::parse_forward(key)?;
+    decode_marker(BINDINGS_NAME, value)?;
+    let vhost = Reader::new(key, BINDINGS_NAME, "binding key").utf8("vhost", parts.vhost)?;
+    let destination = match parts.tag {
+        TAG_QUEUE => Destination::Queue(parts.destination.to_vec()),
+        TAG_EXCHANGE => Destination::Exchange(parts.destination.to_vec()),
+        tag => {
+            return Err(StoreError::CorruptMeta {
+                table: BINDINGS_NAME,
+                detail: format!("binding key: unknown destination tag {tag:#04x}"),
+            });
+        }
+    };
+    Ok(BindingRecord {
+        vhost,
+        source: parts.source.to_vec(),
+        destination,
+        routing_key: parts.routing_key.to_vec(),
+        arguments: parts.arguments.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn corrupt_table(result: Result<impl fmt::Debug>) -> &'static str {
+        match result {
+            Err(StoreError::CorruptMeta { table, .. }) => table,
+            other => panic!("expected CorruptMeta, got {other:?}"),
+        }
+    }
+
+    fn exchange() -> ExchangeRecord {
+        ExchangeRecord {
+            vhost: "/".into(),
+            name: b"x\0y".to_vec(),
+            kind: "topic".into(),
+            auto_delete: true,
+            internal: false,
+            arguments: vec![0, 0, 0, 0],
+        }
+    }
+
+    fn queue() -> QueueRecord {
+        QueueRecord { vhost: "/".into(), name: b"q".to_vec(), id: 7, auto_delete: false, arguments: vec![1, 2] }
+    }
+
+    fn binding() -> BindingRecord {
+        BindingRecord {
+            vhost: "/".into(),
+            source: b"x".to_vec(),
+            destination: Destination::Queue(b"q".to_vec()),
+            routing_key: b"a.b".to_vec(),
+            arguments: vec![],
+        }
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let e = exchange();
+        let key = entity_key(&e.vhost, &e.name).unwrap();
+        assert_eq!(decode_exchange(&key, &encode_exchange(&e).unwrap()).unwrap(), e);
+        let q = queue();
+        let key = entity_key(&q.vhost, &q.name).unwrap();
+        assert_eq!(decode_queue(&key, &encode_queue(&q).unwrap()).unwrap(), q);
+        let b = binding();
+        let parts = BindingParts::of(&b);
+        assert_eq!(decode_binding(&parts.forward_key().unwrap(), MARKER).unwrap(), b);
+        assert_eq!(decode_vhost(&vhost_key("/").unwrap(), MARKER).unwrap(), "/");
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        let e = exchange();
+        let key = entity_key(&e.vhost, &e.name).unwrap();
+        let value = encode_exchange(&e).unwrap();
+        // Every truncation, and one byte too many.
+        for len in 0..value.len() {
+            assert_eq!(corrupt_table(decode_exchange(&key, &value[..len])), "exchanges");
+        }
+        let mut long = value.clone();
+        long.push(0);
+        assert_eq!(corrupt_table(decode_exchange(&key, &long)), "exchanges");
+        // Unknown version byte, unknown flag bit.
+        let mut bad = value.clone();
+        bad[0] = 2;
+        assert_eq!(corrupt_table(decode_exchange(&key, &bad)), "exchanges");
+        let flags_at = 1 + 2 + e.kind.len();
+        bad = value.clone();
+        bad[flags_at] |= 0x80;
+        assert_eq!(corrupt_table(decode_exchange(&key, &bad)), "exchanges");
+        // A kind that is not UTF-8.
+        bad = value.clone();
+        bad[3] = 0xff;
+        assert_eq!(corrupt_table(decode_exchange(&key, &bad)), "exchanges");
+        // A key with trailing bytes, and one whose vhost is not UTF-8.
+        let mut bad_key = key.clone();
+        bad_key.push(1);
+        assert_eq!(corrupt_table(decode_exchange(&bad_key, &value)), "exchanges");
+        assert_eq!(corrupt_table(decode_queue(&[0, 1, 0xff, 0, 0], &encode_queue(&queue()).unwrap())), "queues");
+        // An arguments length far beyond the value.
+        let mut huge = value[..flags_at + 1].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(corrupt_table(decode_exchange(&key, &huge)), "exchanges");
+
+        let b = binding();
+        let mut key = BindingParts::of(&b).forward_key().unwrap();
+        assert_eq!(corrupt_table(decode_binding(&key, &[])), "bindings");
+        assert_eq!(corrupt_table(decode_binding(&key, &[1, 1])), "bindings");
+        key[2 + 1 + 2 + 1] = b'z'; // the destination tag
+        assert_eq!(corrupt_table(decode_binding(&key, MARKER)), "bindings");
+        assert_eq!(corrupt_table(BindingParts::parse_reverse(&[0, 0, b'x'])), "bindings_by_destination");
+    }
+
+    #[test]
+    fn the_store_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<MetaStore>();
+    }
+
+    #[test]
+    fn names_too_long_are_refused() {
+        let name = vec![b'n'; usize::from(u16::MAX) + 1];
+        assert!(matches!(entity_key("/", &name), Err(StoreError::Meta(_))));
+        assert!(entity_key("/", &name[1..]).is_ok());
+    }
+
+    #[test]
+    fn prefix_end_is_the_least_upper_bound() {
+        assert_eq!(prefix_end(&[0, 1, b'a']), Some(vec![0, 1, b'b']));
+        assert_eq!(prefix_end(&[0, 1, 0xff]), Some(vec![0, 2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b'), Just(0xff), any::<u8>()], 0..6)
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(key in proptest::collection::vec(any::<u8>(), 0..40),
+                                value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = decode_vhost(&key, &value);
+            let _ = decode_exchange(&key, &value);
+            let _ = decode_queue(&key, &value);
+            let _ = decode_binding(&key, &value);
+            let _ = BindingParts::parse_reverse(&key);
+        }
+
+        #[test]
+        fn damaged_encodings_never_panic(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let e = exchange();
+            let q = queue();
+            let b = binding();
+            let parts = BindingParts::of(&b);
+            let cases = [
+                (entity_key(&e.vhost, &e.name).unwrap(), encode_exchange(&e).unwrap()),
+                (entity_key(&q.vhost, &q.name).unwrap(), encode_queue(&q).unwrap()),
+                (parts.forward_key().unwrap(), MARKER.to_vec()),
+                (parts.reverse_key().unwrap(), MARKER.to_vec()),
+            ];
+            let damage = |bytes: &[u8]| {
+                let mut bytes = bytes.to_vec();
+                let i = at.index(bytes.len().max(1)).min(bytes.len().saturating_sub(1));
+                if cut { bytes.truncate(i) } else if let Some(b) = bytes.get_mut(i) { *b = byte }
+                bytes
+            };
+            for (key, value) in cases {
+                for (key, value) in [(damage(&key), value.clone()), (key.clone(), damage(&value))] {
+                    for result in [
+                        decode_exchange(&key, &value).map(drop),
+                        decode_queue(&key, &value).map(drop),
+                        decode_binding(&key, &value).map(drop),
+                        BindingParts::parse_reverse(&key).map(drop),
+                    ] {
+                        let ok = matches!(result, Ok(()) | Err(StoreError::CorruptMeta { .. }));
+                        prop_assert!(ok, "unexpected {:?}", result);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn binding_keys_round_trip(
+            source in bytes(),
+            dest in bytes(),
+            rk in bytes(),
+            args in bytes(),
+            queue in any::<bool>(),
+        ) {
+            let b = BindingRecord {
+                vhost: "v".into(),
+                source,
+                destination: if queue { Destination::Queue(dest) } else { Destination::Exchange(dest) },
+                routing_key: rk,
+                arguments: args,
+            };
+            let parts = BindingParts::of(&b);
+            let forward = parts.forward_key().unwrap();
+            let reverse = parts.reverse_key().unwrap();
+            let from_forward = BindingParts::parse_forward(&forward).unwrap();
+            prop_assert_eq!(from_forward, BindingParts::parse_reverse(&reverse).unwrap());
+            prop_assert_eq!(decode_binding(&forward, MARKER).unwrap(), b);
+        }
+
+        #[test]
+        fn keys_of_different_names_are_not_prefixes(a in bytes(), b in bytes()) {
+            prop_assume!(a != b);
+            let ka = entity_key("v", &a).unwrap();
+            let kb = entity_key("v", &b).unwrap();
+            prop_assert!(!ka.starts_with(&kb) && !kb.starts_with(&ka));
+            // Every key under a name's prefix sorts inside [prefix, prefix_end).
+            let mut under = ka.clone();
+            under.extend_from_slice(&b);
+            prop_assert!(under.as_slice() >= ka.as_slice());
+            if let Some(end) = prefix_end(&ka) {
+                prop_assert!(under < end);
+            }
+        }
+    }
+}

@@ -74,7 +74,11 @@ pub struct Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.store.inner.stopping.store(true, Ordering::Release);
+        {
+            // Under the lock, so the thread cannot miss it between its check and its wait.
+            let _dirty = self.store.inner.dirty.lock();
+            self.store.inner.stopping.store(true, Ordering::Release);
+        }
         self.store.inner.work.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -175,23 +179,34 @@ impl Store {
     /// store thread calls this in a loop; tests call it to decide when a commit happens.
     pub fn commit(&self) -> u64 {
         let _one_at_a_time = self.inner.committing.lock();
-        let closing = self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        let logs = std::mem::take(&mut *self.inner.dirty.lock());
-        let mut written = Written::default();
-        let mut ok = !self.failed();
-        for log in &logs {
-            if let Err(e) = log.write_pending(self, &mut written) {
-                tracing::error!(error = %e, "message store write failed; persistent messages are nacked from now on");
-                ok = false;
+        loop {
+            let closing = self.inner.generation.fetch_add(1, Ordering::SeqCst);
+            let logs = std::mem::take(&mut *self.inner.dirty.lock());
+            let mut written = Written::default();
+            let mut ok = !self.failed();
+            // Changes buffered while this commit ran carry the next generation but may be
+            // written now, leaving their log clean: publish that generation too, at once.
+            let mut again = false;
+            for log in &logs {
+                match log.write_pending(self, &mut written) {
+                    Ok(max_stamp) => again |= max_stamp > closing,
+                    Err(e) => {
+                        tracing::error!(error = %e, "message store write failed; persistent messages are nacked from now on");
+                        ok = false;
+                    }
+                }
             }
-        }
-        if ok {
-            ok = self.sync(&written.files, &written.dirs);
-        }
-        if ok {
-            self.inner.durable.store(closing, Ordering::Release);
-        } else {
-            self.inner.failed.store(true, Ordering::Release);
+            if ok {
+                ok = self.sync(&written.files, &written.dirs);
+            }
+            if ok {
+                self.inner.durable.store(closing, Ordering::Release);
+            } else {
+                self.inner.failed.store(true, Ordering::Release);
+            }
+            if !ok || !again {
+                break;
+            }
         }
         let waiters = std::mem::take(&mut *self.inner.waiters.lock());
         for w in waiters {

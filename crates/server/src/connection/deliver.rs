@@ -13,6 +13,10 @@ use crate::error::precondition;
 use crate::names::random_name;
 use crate::server::ReplyTarget;
 
+/// Deliveries to a no-ack consumer, settled once encoded: (queue, channel, consumer, count,
+/// the seqs to release from a logged queue).
+type NoAckSettle = (QueueRef, u16, ShortStr, u32, Vec<u64>);
+
 /// Deliveries of one queue and consumer settled together: (queue, consumer, (seq, message)s).
 type SettleGroup = (QueueRef, Option<ShortStr>, Vec<(u64, lepus_broker::MessageRef)>);
 
@@ -114,7 +118,9 @@ impl Connection {
         let tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
         let message = entry.message.clone();
-        if !m.no_ack {
+        if m.no_ack {
+            queue.forget([entry.seq]);
+        } else {
             ch.unacked.insert(tag, Unacked { queue, seq: entry.seq, message: entry.message, consumer_tag: None });
         }
         let (exchange, key) = (message.exchange(), message.routing_key());
@@ -171,13 +177,17 @@ impl Connection {
         }
         for (queue, tag, items) in groups {
             let n = items.len() as u32;
-            match (kind, &tag) {
-                (Settle::Requeue, _) => {
-                    let owner = tag.as_ref().map(|t| (self.id, channel, t, n));
-                    queue.requeue(items, owner);
-                }
-                (_, Some(t)) => queue.settle(self.id, channel, t, n),
-                (_, None) => {}
+            if kind == Settle::Requeue {
+                let owner = tag.as_ref().map(|t| (self.id, channel, t, n));
+                queue.requeue(items, owner);
+                continue;
+            }
+            // Acked or discarded: gone from the queue's log too.
+            if let Some(generation) = queue.forget(items.iter().map(|(seq, _)| *seq)) {
+                self.stamp = self.stamp.max(generation);
+            }
+            if let Some(t) = &tag {
+                queue.settle(self.id, channel, t, n);
             }
         }
         if gate.is_some_and(|g| g.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0) {
@@ -198,7 +208,7 @@ impl Connection {
     pub(super) fn drain_outlet(&mut self) {
         let mut items = std::mem::take(&mut self.drained);
         self.outlet.drain_into(&mut items);
-        let mut no_ack_settles: Vec<(QueueRef, u16, ShortStr, u32)> = Vec::new();
+        let mut no_ack_settles: Vec<NoAckSettle> = Vec::new();
         // The consumer the previous delivery went to: runs of deliveries to one consumer (the
         // common case) skip the channel and consumer lookups. Nothing cancels consumers
         // during a drain, so the check stays valid for the whole batch.
@@ -221,18 +231,14 @@ impl Connection {
             }
         }
         self.drained = items;
-        for (queue, channel, tag, n) in no_ack_settles {
+        for (queue, channel, tag, n, seqs) in no_ack_settles {
+            queue.forget(seqs);
             queue.settle(self.id, channel, &tag, n);
         }
     }
 
     /// Encodes one delivery, or puts it back if its channel or consumer is gone.
-    fn deliver(
-        &mut self,
-        d: Delivery,
-        no_ack_settles: &mut Vec<(QueueRef, u16, ShortStr, u32)>,
-        live: &mut Option<(u16, ShortStr)>,
-    ) {
+    fn deliver(&mut self, d: Delivery, no_ack_settles: &mut Vec<NoAckSettle>, live: &mut Option<(u16, ShortStr)>) {
         let known_live = live.as_ref().is_some_and(|(c, t)| *c == d.channel && *t == d.consumer_tag);
         let ch = self
             .channels
@@ -264,10 +270,22 @@ impl Connection {
                 };
                 ch.unacked.insert(tag, unacked);
             }
-            (Some(queue), false) => match no_ack_settles.last_mut() {
-                Some((q, c, t, n)) if Arc::ptr_eq(q, queue) && *c == d.channel && *t == d.consumer_tag => *n += 1,
-                _ => no_ack_settles.push((queue.clone(), d.channel, d.consumer_tag.clone(), 1)),
-            },
+            (Some(queue), false) => {
+                let logged = queue.logged.then_some(d.seq);
+                match no_ack_settles.last_mut() {
+                    Some((q, c, t, n, seqs)) if Arc::ptr_eq(q, queue) && *c == d.channel && *t == d.consumer_tag => {
+                        *n += 1;
+                        seqs.extend(logged);
+                    }
+                    _ => no_ack_settles.push((
+                        queue.clone(),
+                        d.channel,
+                        d.consumer_tag.clone(),
+                        1,
+                        logged.into_iter().collect(),
+                    )),
+                }
+            }
             (None, _) => {}
         }
         let m = &d.message;

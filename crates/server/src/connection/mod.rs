@@ -57,6 +57,15 @@ impl Wake for NotifyWake {
     }
 }
 
+/// Wakes a connection task after a store commit it waits for.
+struct StoreWake(Arc<Notify>);
+
+impl lepus_store::store::Waker for StoreWake {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -129,6 +138,12 @@ struct Connection {
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
     heartbeat: Heartbeat,
+    /// The highest store generation this connection's current work depends on (the
+    /// messages a `tx.commit` routed, the acks it applied).
+    stamp: u64,
+    store_waker: Arc<dyn lepus_store::store::Waker>,
+    /// The store will wake us after its next commit.
+    store_wake_armed: bool,
 }
 
 impl Connection {
@@ -137,6 +152,7 @@ impl Connection {
         let notify = Arc::new(Notify::new());
         let outlet = Arc::new(Outlet::new(Box::new(NotifyWake(notify.clone()))));
         Connection {
+            store_waker: Arc::new(StoreWake(notify.clone())),
             vhost_ref: None,
             outlet,
             notify,
@@ -159,6 +175,8 @@ impl Connection {
             closing_deadline: None,
             stop_reading: false,
             heartbeat: Heartbeat::new(0, now),
+            stamp: 0,
+            store_wake_armed: false,
         }
     }
 
@@ -207,6 +225,11 @@ impl Connection {
                 _ = notify.notified(), if self.out.len() < ENCODE_AHEAD_MAX => {
                     self.drain_outlet();
                     self.check_throttle();
+                    if self.store_wake_armed {
+                        self.store_wake_armed = false;
+                        self.on_store_progress();
+                        self.await_durability();
+                    }
                 }
                 w = wr.write_buf(&mut self.out), if !self.out.is_empty() => match w {
                     Ok(0) | Err(_) => break "write error",

@@ -134,6 +134,9 @@ impl Connection {
 
         let mut routed = false;
         let mut rejected = false;
+        // The store generation that makes this message durable in every queue that logged it.
+        let mut stamp: Option<u64> = None;
+        let now_ms = if message.is_persistent() { now_ms() } else { 0 };
         if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
             routed = self.deliver_reply(&p.method.routing_key, &message);
         } else {
@@ -145,7 +148,11 @@ impl Connection {
                 return Err(e.into());
             }
             for q in &queues {
-                match q.publish(message.clone()) {
+                let (outcome, logged) = q.publish_stamped(message.clone(), now_ms);
+                if let Some(g) = logged {
+                    stamp = Some(stamp.map_or(g, |s| s.max(g)));
+                }
+                match outcome {
                     Enqueued::Yes => routed = true,
                     Enqueued::Congested => {
                         routed = true;
@@ -162,14 +169,21 @@ impl Connection {
             write_return(&mut self.out, channel, NO_ROUTE, b"NO_ROUTE", exchange, routing_key);
             self.write_content(channel, &message);
         }
+        if let Some(g) = stamp {
+            self.stamp = self.stamp.max(g);
+        }
         if let Some(seq) = confirm_seq {
-            if rejected {
-                self.flush_channel_confirms(channel, seq - 1);
-                write_nack(&mut self.out, channel, seq, false);
-                if let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) {
-                    c.acked_through = seq;
-                }
-            } else if !self.confirms_due.contains(&channel) {
+            let store_failed = stamp.is_some() && self.shared.store.as_ref().is_some_and(|s| s.failed());
+            let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return Ok(()) };
+            if rejected || store_failed {
+                // A nack is sent in order, after the acks of everything before it.
+                c.waiting.push_back((seq, 0, true));
+            } else if let Some(g) = stamp {
+                c.waiting.push_back((seq, g, false));
+            } else if !c.waiting.is_empty() {
+                c.waiting.push_back((seq, 0, false));
+            }
+            if !self.confirms_due.contains(&channel) {
                 self.confirms_due.push(channel);
             }
         }
@@ -257,26 +271,96 @@ impl Connection {
         Ok(checked)
     }
 
-    /// Sends the pending confirms of every channel that published in this input batch.
+    /// Sends the pending confirms of every channel that published in this input batch, then
+    /// makes sure the connection is woken when the store makes more of them durable.
     pub(super) fn flush_confirms(&mut self) {
         let due = std::mem::take(&mut self.confirms_due);
         for &channel in &due {
-            let through = self.channels.get(&channel).and_then(|ch| ch.confirms.as_ref()).map(|c| c.last_published);
-            if let Some(through) = through {
-                self.flush_channel_confirms(channel, through);
-            }
+            self.flush_channel_confirms(channel);
         }
         self.confirms_due = due;
         self.confirms_due.clear();
+        self.await_durability();
     }
 
-    /// Acknowledges every publish up to `through` not yet acknowledged, in one frame.
-    fn flush_channel_confirms(&mut self, channel: u16, through: u64) {
+    /// Acknowledges (or nacks) every publish of the channel that can be, in order: up to the
+    /// first one still waiting for the store, coalesced into `multiple=true` acks.
+    fn flush_channel_confirms(&mut self, channel: u16) {
+        let (durable, failed) = match &self.shared.store {
+            Some(store) => (store.durable(), store.failed()),
+            None => (u64::MAX, false),
+        };
+        let out = &mut self.out;
         let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return };
-        if through > c.acked_through {
-            let multiple = through - c.acked_through > 1;
-            c.acked_through = through;
-            write_ack(&mut self.out, channel, through, multiple);
+        let ack_through = |c: &mut crate::channel::Confirms, out: &mut BytesMut, through: u64| {
+            if through > c.acked_through {
+                write_ack(out, channel, through, through - c.acked_through > 1);
+                c.acked_through = through;
+            }
+        };
+        loop {
+            match c.waiting.front().copied() {
+                None => {
+                    let through = c.last_published;
+                    ack_through(c, out, through);
+                    break;
+                }
+                Some((seq, generation, nack)) => {
+                    if nack || (failed && generation > durable) {
+                        ack_through(c, out, seq - 1);
+                        write_nack(out, channel, seq, false);
+                        c.acked_through = seq;
+                    } else if generation > durable {
+                        ack_through(c, out, seq - 1);
+                        break;
+                    }
+                    c.waiting.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Whether anything of this connection waits for the message store.
+    fn waits_for_store(&self) -> bool {
+        self.channels
+            .values()
+            .any(|ch| !ch.commits_waiting.is_empty() || ch.confirms.as_ref().is_some_and(|c| !c.waiting.is_empty()))
+    }
+
+    /// Asks the store to wake this connection after its next commit, if anything waits.
+    pub(super) fn await_durability(&mut self) {
+        if self.store_wake_armed || !self.waits_for_store() {
+            return;
+        }
+        let Some(store) = self.shared.store.clone() else { return };
+        self.store_wake_armed = true;
+        store.wake_after_commit(self.store_waker.clone());
+        // A commit that finished before we asked would wake nobody: look once more.
+        self.on_store_progress();
+    }
+
+    /// After a commit: sends the confirms and `tx.commit-ok`s that became durable.
+    pub(super) fn on_store_progress(&mut self) {
+        let Some(store) = self.shared.store.clone() else { return };
+        let (durable, failed) = (store.durable(), store.failed());
+        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        for channel in channels {
+            self.flush_channel_confirms(channel);
+            while let Some(&generation) = self.channels.get(&channel).and_then(|ch| ch.commits_waiting.front()) {
+                if generation <= durable {
+                    self.channels.get_mut(&channel).map(|ch| ch.commits_waiting.pop_front());
+                    self.send(channel, TxCommitOk {});
+                } else if failed {
+                    if let Some(ch) = self.channels.get_mut(&channel) {
+                        ch.commits_waiting.clear();
+                    }
+                    let error = ConnectionError::Internal("message store failed: transaction not durable".into());
+                    self.on_exception(Fail::Connection(error).tag(channel, 90, 20));
+                    return;
+                } else {
+                    break;
+                }
+            }
         }
     }
 
@@ -285,13 +369,23 @@ impl Connection {
         let Some(tx) = ch.tx.as_mut() else { return Err(precondition("channel is not transactional")) };
         let publishes = std::mem::take(&mut tx.publishes);
         let settles = std::mem::take(&mut tx.settles);
+        self.stamp = 0;
         for p in publishes {
             self.route_publish(channel, p)?;
         }
         for (kind, unacked, tag) in settles {
             self.apply_settles(channel, kind, vec![(tag, unacked)]);
         }
-        self.send(channel, TxCommitOk {});
+        // Durable before commit-ok: wait for the store if anything was logged.
+        let stamp = self.stamp;
+        let pending = self.shared.store.as_ref().is_some_and(|s| !s.is_durable(stamp));
+        let ch = self.chan(channel)?;
+        if pending || !ch.commits_waiting.is_empty() {
+            ch.commits_waiting.push_back(stamp);
+            self.await_durability();
+        } else {
+            self.send(channel, TxCommitOk {});
+        }
         Ok(())
     }
 
@@ -307,6 +401,11 @@ impl Connection {
         self.send(channel, TxRollbackOk {});
         Ok(())
     }
+}
+
+/// Wall-clock milliseconds, stamped on stored messages.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What [`Connection::check_properties`] found.

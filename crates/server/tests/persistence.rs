@@ -1,0 +1,184 @@
+//! What survives a restart, through a real client (lapin): durable exchanges, queues (with
+//! their arguments) and bindings; persistent messages in durable queues, in order, with the
+//! redelivered flag on those delivered before; and what does not: transient entities and
+//! messages, acked messages, deleted entities. Also: one data directory, one broker.
+//!
+//! Restarts here are graceful (the broker is stopped and started in-process on the same data
+//! directory); `scripts/kill-test` covers `kill -9` against the release binary.
+
+#[path = "common/clients.rs"]
+mod clients;
+mod common;
+
+use std::path::PathBuf;
+
+use clients::*;
+use common::*;
+use lapin::options::{
+    BasicAckOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use lepus_server::Config;
+
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> DataDir {
+        DataDir(std::env::temp_dir().join(uniq("lepus-data")))
+    }
+
+    fn config(&self) -> Config {
+        Config { data_dir: Some(self.0.clone()), ..test_config() }
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind, durable: bool, args: FieldTable) {
+    let options = ExchangeDeclareOptions { durable, ..Default::default() };
+    guard("exchange.declare", ch.exchange_declare(name.into(), kind, options, args)).await.expect("exchange.declare");
+}
+
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    guard(
+        "queue.bind",
+        ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default()),
+    )
+    .await
+    .expect("queue.bind");
+}
+
+async fn exchange_exists(ch: &Channel, name: &str) -> bool {
+    let options = ExchangeDeclareOptions { passive: true, ..Default::default() };
+    guard(
+        "exchange.declare passive",
+        ch.exchange_declare(name.into(), ExchangeKind::Direct, options, FieldTable::default()),
+    )
+    .await
+    .is_ok()
+}
+
+async fn queue_exists(ch: &Channel, name: &str) -> bool {
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    guard("queue.declare passive", ch.queue_declare(name.into(), options, FieldTable::default())).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_entities_and_persistent_messages_survive_a_restart() {
+    let dir = DataDir::new();
+    let (q, tq, x, tx_name, ae) = ("pq", "tq", "px", "tx", "pae");
+    let limit = ltable(vec![("x-max-length", AMQPValue::LongInt(100))]);
+    {
+        let broker = start_with(dir.config()).await;
+        let conn = lconn(&broker).await;
+        let ch = lconfirm_chan(&conn).await;
+        declare_exchange(&ch, ae, ExchangeKind::Fanout, true, FieldTable::default()).await;
+        let x_args = ltable(vec![("alternate-exchange", lstr(ae))]);
+        declare_exchange(&ch, x, ExchangeKind::Topic, true, x_args).await;
+        declare_exchange(&ch, tx_name, ExchangeKind::Direct, false, FieldTable::default()).await;
+        ldeclare(&ch, q, durable(), limit.clone()).await;
+        ldeclare(&ch, tq, QueueDeclareOptions::default(), FieldTable::default()).await;
+        bind(&ch, q, x, "a.#").await;
+        bind(&ch, tq, x, "a.#").await;
+        for i in 0..10u8 {
+            assert!(lpub_props(&ch, x, "a.b", &[i], persistent()).await.is_ack());
+        }
+        assert!(lpub(&ch, x, "a.b", b"transient").await.is_ack());
+        // The first message is delivered and left unacked; the second is acked.
+        let first = lget(&ch, q, false).await.expect("message 0");
+        assert_eq!(first.delivery.data, vec![0]);
+        let second = lget(&ch, q, false).await.expect("message 1");
+        guard("ack", second.delivery.acker.ack(BasicAckOptions::default())).await.expect("ack");
+        // A round trip after the ack: the broker has processed it.
+        assert!(queue_exists(&ch, q).await);
+        drop(conn);
+        broker.stop().await;
+    }
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    assert!(exchange_exists(&ch, x).await, "durable exchange restored");
+    let ch = lchan(&conn).await;
+    assert!(!exchange_exists(&ch, tx_name).await, "transient exchange gone");
+    let ch = lchan(&conn).await;
+    assert!(!queue_exists(&ch, tq).await, "transient queue gone");
+    let ch = lchan(&conn).await;
+    // Message 0 was delivered before the restart: redelivered. 1 was acked. The transient
+    // message did not survive.
+    let m = lget(&ch, q, true).await.expect("message 0 back");
+    assert_eq!((m.delivery.data.clone(), m.delivery.redelivered), (vec![0], true));
+    let rest = ldrain(&ch, q).await;
+    assert_eq!(rest, (2..10u8).map(|i| vec![i]).collect::<Vec<_>>());
+    // The binding and the alternate exchange still route.
+    assert!(lpub(&ch, x, "a.c", b"bound").await == lapin::Confirmation::NotRequested);
+    assert_eq!(ldrain(&ch, q).await, vec![b"bound".to_vec()]);
+    // The arguments are what they were: a different x-max-length is inequivalent.
+    let other = ltable(vec![("x-max-length", AMQPValue::LongInt(5))]);
+    let err = guard("redeclare", ch.queue_declare(q.into(), durable(), other)).await.expect_err("inequivalent");
+    assert_eq!(amqp_err(&err).0, 406);
+    drop(conn);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_entities_stay_deleted_and_transactions_are_durable() {
+    let dir = DataDir::new();
+    {
+        let broker = start_with(dir.config()).await;
+        let conn = lconn(&broker).await;
+        let ch = lchan(&conn).await;
+        declare_exchange(&ch, "gone-x", ExchangeKind::Direct, true, FieldTable::default()).await;
+        ldeclare(&ch, "gone-q", durable(), FieldTable::default()).await;
+        bind(&ch, "gone-q", "gone-x", "k").await;
+        guard("exchange.delete", ch.exchange_delete("gone-x".into(), ExchangeDeleteOptions::default()))
+            .await
+            .expect("exchange.delete");
+        guard("queue.delete", ch.queue_delete("gone-q".into(), QueueDeleteOptions::default()))
+            .await
+            .expect("queue.delete");
+        ldeclare(&ch, "txq", durable(), FieldTable::default()).await;
+        guard("tx.select", ch.tx_select()).await.expect("tx.select");
+        for i in 0..3u8 {
+            guard("publish", ch.basic_publish("".into(), "txq".into(), Default::default(), &[i], persistent()))
+                .await
+                .expect("publish");
+        }
+        guard("tx.commit", ch.tx_commit()).await.expect("tx.commit");
+        drop(conn);
+        broker.stop().await;
+    }
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    assert!(!exchange_exists(&ch, "gone-x").await);
+    let ch = lchan(&conn).await;
+    assert!(!queue_exists(&ch, "gone-q").await);
+    let ch = lchan(&conn).await;
+    assert_eq!(ldrain(&ch, "txq").await, vec![vec![0], vec![1], vec![2]]);
+    drop(conn);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_serves_one_broker() {
+    let dir = DataDir::new();
+    let broker = start_with(dir.config()).await;
+    let second = lepus_server::start(dir.config()).await;
+    let err = second.err().expect("a second broker on the same data directory is refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    broker.stop().await;
+}
