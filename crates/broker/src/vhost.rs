@@ -104,8 +104,15 @@ impl VHost {
     }
 
     /// A vhost that stores its durable entities and persistent messages, restored from
-    /// `snapshot` (this vhost's part of the metadata) and the queues' message logs.
-    pub fn restore(name: &str, persistence: PersistenceRef, snapshot: &Snapshot) -> Result<(VHost, RestoreReport)> {
+    /// `snapshot` (this vhost's part of the metadata) and the queues' message logs. After an
+    /// unclean stop (`clean` false) every recovered message is marked redelivered: whether it
+    /// had been delivered cannot be known.
+    pub fn restore(
+        name: &str,
+        persistence: PersistenceRef,
+        snapshot: &Snapshot,
+        clean: bool,
+    ) -> Result<(VHost, RestoreReport)> {
         let mut vhost = VHost::new(name);
         persistence.apply(&[Change::PutVhost(name.to_owned())])?;
         let mut report = RestoreReport::default();
@@ -150,7 +157,7 @@ impl VHost {
                 queue.restore(
                     recovered
                         .into_iter()
-                        .map(|m| (Arc::new(crate::Message::from_record(m.parts)), m.loc, m.delivered))
+                        .map(|m| (Arc::new(crate::Message::from_record(m.parts)), m.loc, m.delivered || !clean))
                         .collect(),
                 );
                 t.queues.insert(qname, Arc::new(queue));

@@ -153,6 +153,10 @@ fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
     let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
     let store = Store::new(Arc::new(FsBackend), dir, StoreOptions::default());
+    let clean = store.take_clean_marker()?;
+    if !clean && !snapshot.queues.is_empty() {
+        tracing::warn!(data_dir = %dir.display(), "previous run did not stop cleanly: recovered messages are marked redelivered");
+    }
     let persistence = Arc::new(Persistence { store: store.clone(), meta });
     let mut names = snapshot.vhosts.clone();
     if !names.iter().any(|n| n == "/") {
@@ -160,7 +164,7 @@ fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
     }
     let mut vhosts = HashMap::new();
     for name in names {
-        let (vhost, report) = VHost::restore(&name, persistence.clone(), &snapshot)
+        let (vhost, report) = VHost::restore(&name, persistence.clone(), &snapshot, clean)
             .map_err(|e| io::Error::other(format!("restoring vhost '{name}': {e}")))?;
         for problem in &report.problems {
             tracing::error!(vhost = %name, problem = %problem, "damaged data found during recovery");

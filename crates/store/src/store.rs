@@ -83,8 +83,16 @@ impl Drop for Committer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if !self.store.failed() {
+            self.store.write_clean_marker();
+        }
     }
 }
+
+/// Written when the broker stops cleanly (everything committed), removed at start: its
+/// absence at start means a crash, after which every recovered message may have been
+/// delivered already.
+const CLEAN_MARKER: &str = "clean-shutdown";
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>, root: &Path, options: StoreOptions) -> Store {
@@ -111,6 +119,31 @@ impl Store {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+
+    /// Whether the previous run stopped cleanly; consumes the marker (a crash from now on
+    /// leaves none). Call once at start, before serving.
+    pub fn take_clean_marker(&self) -> std::io::Result<bool> {
+        let path = self.inner.root.join(CLEAN_MARKER);
+        let backend = &self.inner.backend;
+        let clean = backend.list(&self.inner.root)?.iter().any(|n| n == CLEAN_MARKER);
+        if clean {
+            backend.remove_file(&path)?;
+            backend.sync_dir(&self.inner.root)?;
+        }
+        Ok(clean)
+    }
+
+    fn write_clean_marker(&self) {
+        let path = self.inner.root.join(CLEAN_MARKER);
+        let backend = &self.inner.backend;
+        let written = backend
+            .open(&path, true)
+            .and_then(|f| f.sync_data())
+            .and_then(|()| backend.sync_dir(&self.inner.root));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not mark a clean shutdown; the next start treats recovered messages as possibly delivered");
+        }
     }
 
     /// Where queue logs live.
