@@ -42,14 +42,15 @@ pub fn type_name(v: &FieldValue) -> &'static str {
 fn describe_value(v: Option<&FieldValue>) -> String {
     match v {
         None => "none".into(),
-        Some(v) => {
-            let shown = match v {
-                FieldValue::LongStr(b) | FieldValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-                FieldValue::Bool(b) => b.to_string(),
-                other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| format!("{other:?}")),
-            };
-            format!("the value '{shown}' of type '{}'", type_name(v))
-        }
+        Some(v) => format!("the value '{}' of type '{}'", shown_value(v), type_name(v)),
+    }
+}
+
+fn shown_value(v: &FieldValue) -> String {
+    match v {
+        FieldValue::LongStr(b) | FieldValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        FieldValue::Bool(b) => b.to_string(),
+        other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| format!("{other:?}")),
     }
 }
 
@@ -182,10 +183,15 @@ pub fn assert_args_equivalent(current: &FieldTable, received: &FieldTable, what:
             _ => false,
         };
         if !same {
+            // RabbitMQ names the types only when they differ (or a side is missing).
+            let (received, current) = match (r, c) {
+                (Some(rv), Some(cv)) if type_name(rv) == type_name(cv) => {
+                    (format!("'{}'", shown_value(rv)), format!("'{}'", shown_value(cv)))
+                }
+                _ => (describe_value(r), describe_value(c)),
+            };
             return Err(BrokerError::PreconditionFailed(format!(
-                "inequivalent arg '{key}' for {what}: received {} but current is {}",
-                describe_value(r),
-                describe_value(c)
+                "inequivalent arg '{key}' for {what}: received {received} but current is {current}"
             )));
         }
     }

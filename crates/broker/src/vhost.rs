@@ -432,7 +432,8 @@ impl VHost {
         }
     }
 
-    /// `queue.unbind` / `exchange.unbind`. Unbinding what is not bound succeeds.
+    /// `queue.unbind` / `exchange.unbind`. Unbinding what is not bound succeeds, and so (as
+    /// in RabbitMQ 3.x) does unbinding from or to a queue or exchange that does not exist.
     pub fn unbind(
         &self,
         dest: Destination,
@@ -442,6 +443,13 @@ impl VHost {
         connection_id: u64,
     ) -> Result<()> {
         let mut t = self.topology.write();
+        let missing = match &dest {
+            Destination::Queue(q) => !t.queues.contains_key(q),
+            Destination::Exchange(x) => !x.is_empty() && !t.exchanges.contains_key(x),
+        };
+        if !source.is_empty() && (missing || !t.exchanges.contains_key(source)) {
+            return Ok(());
+        }
         let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         let mut changes = Vec::new();
@@ -466,6 +474,13 @@ impl VHost {
     /// must have been replaced by a server-generated one by the caller.
     pub fn declare_queue(&self, d: &QueueDeclare, connection_id: u64) -> Result<(QueueRef, u32, u32)> {
         let what = self.queue_what(&d.name);
+        if !d.passive && !d.server_named && d.name.as_bytes().starts_with(b"amq.") {
+            // Even for a queue that exists (a server-named one redeclared by name).
+            return Err(BrokerError::AccessRefused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
         let mut t = self.topology.write();
         if let Some(q) = t.queues.get(&d.name) {
             self.check_owner(q, connection_id)?;
@@ -493,12 +508,6 @@ impl VHost {
         }
         if d.passive {
             return Err(self.no_queue(&d.name));
-        }
-        if !d.server_named && d.name.as_bytes().starts_with(b"amq.") {
-            return Err(BrokerError::AccessRefused(format!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
         }
         let args = parse_queue_args(&d.arguments, &what)?;
         if args.queue_type == QueueType::Quorum {
@@ -551,8 +560,10 @@ impl VHost {
         let Some(q) = t.queues.get(name).cloned() else { return Ok(0) };
         self.check_owner(&q, connection_id)?;
         q.check_delete(if_unused, if_empty)?;
+        // Stored first: if that fails the queue stays, in memory as on disk.
+        self.persist(&self.queue_deleted(&q))?;
         t.queues.remove(name);
-        let mut changes = self.queue_deleted(&q);
+        let mut changes = Vec::new();
         self.remove_bindings_to(&mut t, &Destination::Queue(name.clone()), &mut changes);
         let persisted = self.persist(&changes);
         drop(t);

@@ -182,3 +182,81 @@ async fn a_data_directory_serves_one_broker() {
     assert!(err.to_string().contains("in use"), "{err}");
     broker.stop().await;
 }
+
+/// The one segment file of the only queue log under `dir`.
+fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for queue in std::fs::read_dir(dir.join("queues")).expect("queues dir").flatten() {
+        for f in std::fs::read_dir(queue.path()).expect("queue dir").flatten() {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn fill(dir: &DataDir, queue: &str, n: usize) {
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    ldeclare(&ch, queue, durable(), FieldTable::default()).await;
+    for i in 0..n {
+        let body = format!("msg-{i:03}-{}", "x".repeat(40));
+        assert!(lpub_props(&ch, "", queue, body.as_bytes(), persistent()).await.is_ack());
+    }
+    // Two acked: they come back once their ack file is gone.
+    for _ in 0..2 {
+        let m = lget(&ch, queue, false).await.expect("message");
+        guard("ack", m.delivery.acker.ack(BasicAckOptions::default())).await.expect("ack");
+    }
+    assert!(queue_exists(&ch, queue).await);
+    drop(conn);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_files_are_reported_and_the_rest_is_served() {
+    let dir = DataDir::new();
+    fill(&dir, "damaged", 30).await;
+    let files = segment_files(&dir.0);
+    let seg = files.iter().find(|p| p.extension().is_some_and(|e| e == "seg")).expect("a segment").clone();
+    let ack = files.iter().find(|p| p.extension().is_some_and(|e| e == "ack")).expect("an ack file").clone();
+    let mut bytes = std::fs::read(&seg).expect("read segment");
+    // A flipped bit inside message 10's body, the last message torn, the ack file deleted.
+    let at = bytes.windows(7).position(|w| w == b"msg-010").expect("message 10 on disk");
+    bytes[at + 3] ^= 0x20;
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&seg, &bytes).expect("write segment");
+    std::fs::remove_file(&ack).expect("delete ack file");
+
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    let bodies: Vec<String> =
+        ldrain(&ch, "damaged").await.into_iter().map(|b| String::from_utf8_lossy(&b)[..7].to_owned()).collect();
+    let expected: Vec<String> = (0..29).filter(|&i| i != 10).map(|i| format!("msg-{i:03}")).collect();
+    assert_eq!(bodies, expected, "intact messages served in order; the damaged and the torn one skipped");
+    drop(conn);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_segment_is_quarantined() {
+    let dir = DataDir::new();
+    fill(&dir, "quarantined", 5).await;
+    let seg = segment_files(&dir.0).into_iter().find(|p| p.extension().is_some_and(|e| e == "seg")).expect("segment");
+    let mut bytes = std::fs::read(&seg).expect("read segment");
+    bytes[0..8].copy_from_slice(b"GARBAGE!");
+    std::fs::write(&seg, &bytes).expect("write segment");
+
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    assert!(ldrain(&ch, "quarantined").await.is_empty(), "nothing readable is served");
+    assert!(segment_files(&dir.0).iter().any(|p| p.to_string_lossy().ends_with(".seg.corrupt")), "kept aside");
+    // The queue works on.
+    assert!(lpub_props(&ch, "", "quarantined", b"after", persistent()).await.is_ack());
+    assert_eq!(ldrain(&ch, "quarantined").await, vec![b"after".to_vec()]);
+    drop(conn);
+    broker.stop().await;
+}

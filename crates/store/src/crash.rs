@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -60,16 +60,48 @@ struct Tree {
     dirs: BTreeSet<PathBuf>,
 }
 
+/// Injected failures.
+struct Faults {
+    /// Every change fails (a full disk, or the power is already gone).
+    fail: AtomicBool,
+    /// Changes that may still succeed before `fail` is set; negative: no limit.
+    budget: AtomicI64,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults { fail: AtomicBool::new(false), budget: AtomicI64::new(-1) }
+    }
+}
+
+impl Faults {
+    /// Accounts for one change: an error once failing, or once the budget is spent.
+    fn spend(&self) -> io::Result<()> {
+        if self.fail.load(Ordering::Acquire) {
+            return Err(disk_full());
+        }
+        let left = self.budget.load(Ordering::Acquire);
+        if left == 0 {
+            self.fail.store(true, Ordering::Release);
+            return Err(disk_full());
+        }
+        if left > 0 {
+            self.budget.store(left - 1, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
 /// See the module documentation.
 #[derive(Clone, Default)]
 pub struct CrashBackend {
     tree: Arc<Mutex<Tree>>,
-    fail: Arc<AtomicBool>,
+    faults: Arc<Faults>,
 }
 
 struct MemFile {
     contents: Arc<Mutex<Contents>>,
-    fail: Arc<AtomicBool>,
+    faults: Arc<Faults>,
 }
 
 fn disk_full() -> io::Error {
@@ -78,9 +110,7 @@ fn disk_full() -> io::Error {
 
 impl FileIo for MemFile {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if self.fail.load(Ordering::Acquire) {
-            return Err(disk_full());
-        }
+        self.faults.spend()?;
         let mut c = self.contents.lock();
         let op = Op::Write(offset, data.to_vec());
         apply(&mut c.live, &op);
@@ -101,6 +131,7 @@ impl FileIo for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.faults.spend()?;
         let mut c = self.contents.lock();
         let op = Op::SetLen(len);
         apply(&mut c.live, &op);
@@ -109,9 +140,7 @@ impl FileIo for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        if self.fail.load(Ordering::Acquire) {
-            return Err(disk_full());
-        }
+        self.faults.spend()?;
         let mut c = self.contents.lock();
         c.durable = c.live.clone();
         c.unsynced.clear();
@@ -144,7 +173,16 @@ impl CrashBackend {
 
     /// Makes every later write and sync fail (as on a full disk), or succeed again.
     pub fn fail_io(&self, fail: bool) {
-        self.fail.store(fail, Ordering::Release);
+        self.faults.fail.store(fail, Ordering::Release);
+        if !fail {
+            self.faults.budget.store(-1, Ordering::Release);
+        }
+    }
+
+    /// Lets `changes` more writes, syncs, creations and removals succeed, then fails every
+    /// one after (the power went mid-way: take [`CrashBackend::crash`] next).
+    pub fn fail_after(&self, changes: u32) {
+        self.faults.budget.store(changes as i64, Ordering::Release);
     }
 
     /// What the disk may hold after a power cut now (see the module documentation).
@@ -181,7 +219,7 @@ impl CrashBackend {
             after.files.insert(path.clone(), Arc::new(Mutex::new(contents)));
             after.named.insert(path.clone());
         }
-        CrashBackend { tree: Arc::new(Mutex::new(after)), fail: Arc::new(AtomicBool::new(false)) }
+        CrashBackend { tree: Arc::new(Mutex::new(after)), faults: Arc::new(Faults::default()) }
     }
 
     /// The current contents of a file (tests corrupt files through this).
@@ -217,9 +255,7 @@ impl Backend for CrashBackend {
         let contents = match tree.files.get(path) {
             Some(c) => c.clone(),
             None if create => {
-                if self.fail.load(Ordering::Acquire) {
-                    return Err(disk_full());
-                }
+                self.faults.spend()?;
                 let c = Arc::new(Mutex::new(Contents::default()));
                 tree.files.insert(path.to_owned(), c.clone());
                 tree.removed.remove(path);
@@ -227,7 +263,7 @@ impl Backend for CrashBackend {
             }
             None => return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))),
         };
-        Ok(Arc::new(MemFile { contents, fail: self.fail.clone() }))
+        Ok(Arc::new(MemFile { contents, faults: self.faults.clone() }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -241,6 +277,7 @@ impl Backend for CrashBackend {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.faults.spend()?;
         let mut tree = self.tree.lock();
         if let Some(c) = tree.files.remove(path)
             && tree.named.contains(path)
@@ -260,6 +297,7 @@ impl Backend for CrashBackend {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.spend()?;
         let mut tree = self.tree.lock();
         let Some(c) = tree.files.remove(from) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", from.display())));
@@ -270,9 +308,7 @@ impl Backend for CrashBackend {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        if self.fail.load(Ordering::Acquire) {
-            return Err(disk_full());
-        }
+        self.faults.spend()?;
         let mut tree = self.tree.lock();
         let children: Vec<PathBuf> = tree.files.keys().filter(|p| p.parent() == Some(path)).cloned().collect();
         tree.named.extend(children);

@@ -98,6 +98,8 @@ struct Io {
 pub(crate) struct Written {
     pub files: Vec<(PathBuf, FileRef)>,
     pub dirs: Vec<PathBuf>,
+    /// Files to remove once the syncs are done.
+    pub after_sync: Vec<PathBuf>,
     seen: HashSet<PathBuf>,
 }
 
@@ -189,7 +191,7 @@ impl LogShared {
             let segment = acks[i].0;
             entries.clear();
             while i < acks.len() && acks[i].0 == segment {
-                entries.extend_from_slice(&acks[i].1.to_le_bytes());
+                record::encode_ack_entry(acks[i].1, &mut entries);
                 i += 1;
             }
             if deleted.contains(&segment) {
@@ -208,7 +210,7 @@ impl LogShared {
                         ACK_HEADER_LEN as u64
                     } else {
                         // Whole entries only: a torn entry from before a crash is overwritten.
-                        len - (len - ACK_HEADER_LEN as u64) % 4
+                        len - (len - ACK_HEADER_LEN as u64) % record::ACK_ENTRY_LEN as u64
                     };
                     (f, len)
                 }
@@ -219,10 +221,14 @@ impl LogShared {
         }
         for segment in pending.deletes {
             io.segments.remove(&segment);
-            for path in [segment_path(&self.dir, segment), ack_path(&self.dir, segment)] {
-                backend.remove_file(&path).map_err(|e| err(&path, e))?;
-            }
+            // The segment goes first; its ack file only once that removal is durable (after
+            // the commit's directory sync). Were the ack file to go first, a crash could leave
+            // the segment without its acks, and acked messages would come back. An ack file
+            // left alone is removed by the next recovery.
+            let path = segment_path(&self.dir, segment);
+            backend.remove_file(&path).map_err(|e| err(&path, e))?;
             written.dir(&self.dir);
+            written.after_sync.push(ack_path(&self.dir, segment));
         }
         Ok(max_stamp)
     }
@@ -395,9 +401,19 @@ impl QueueLog {
         let dir = queue_dir(store, queue_id);
         let backend = store.backend().clone();
         let names = backend.list(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let mut segments: Vec<u32> =
-            names.iter().filter_map(|n| n.strip_suffix(".seg")).filter_map(|s| s.parse().ok()).collect();
+        let numbered = |suffix: &str| -> Vec<u32> {
+            names.iter().filter_map(|n| n.strip_suffix(suffix)).filter_map(|s| s.parse().ok()).collect()
+        };
+        let mut segments = numbered(".seg");
         segments.sort_unstable();
+        // New segments are numbered past every number in use, including ack files whose
+        // segment is gone and quarantined segments: an old ack file must never meet a new
+        // segment of the same number.
+        let highest = [numbered(".seg"), numbered(".ack"), numbered(".seg.corrupt")].into_iter().flatten().max();
+        for orphan in numbered(".ack").into_iter().filter(|n| !segments.contains(n)) {
+            let path = ack_path(&dir, orphan);
+            backend.remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
         let mut report = RecoveryReport::default();
         let mut recovered = Vec::new();
         let mut counts = BTreeMap::new();
@@ -481,7 +497,7 @@ impl QueueLog {
         for (segment, offset, what) in &report.damaged {
             tracing::warn!(queue_id, segment, offset, what, "damaged message record skipped during recovery");
         }
-        let next = last.map_or(0, |s| s + 1);
+        let next = highest.map_or(0, |s| s + 1);
         let mut log = QueueLog::starting_at(store, queue_id, next, BTreeMap::new(), segments.is_empty());
         // Segments with nothing left go now; the rest stay until their records are acked.
         for (segment, count) in counts {
@@ -526,8 +542,12 @@ fn read_acks(
             return Ok((acked, delivered));
         }
     }
-    for entry in buf[ACK_HEADER_LEN as usize..].chunks_exact(4) {
-        let v = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+    // (A header torn short of its full length holds no entries.)
+    let entries = buf.get(ACK_HEADER_LEN as usize..).unwrap_or_default();
+    for entry in entries.chunks_exact(record::ACK_ENTRY_LEN) {
+        // A torn entry (a crash while it was appended) is skipped: that ack or mark is lost,
+        // which only means a redelivery.
+        let Some(v) = record::decode_ack_entry(entry) else { continue };
         if v & DELIVERED_BIT != 0 {
             delivered.insert(v & !DELIVERED_BIT);
         } else {

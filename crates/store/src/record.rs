@@ -20,6 +20,21 @@ pub const RECORD_PREFIX_LEN: usize = 8;
 pub const PAYLOAD_FIXED_LEN: usize = 14;
 /// An ack-file entry with this bit set marks a delivery, not an ack.
 pub const DELIVERED_BIT: u32 = 1 << 31;
+/// An ack-file entry: `value u32 | !value u32`. The complement makes a torn entry (its tail
+/// lost or zero-filled) unreadable instead of turning a delivery mark into an ack.
+pub const ACK_ENTRY_LEN: usize = 8;
+
+pub fn encode_ack_entry(value: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&value.to_le_bytes());
+    out.extend_from_slice(&(!value).to_le_bytes());
+}
+
+/// The value of an ack-file entry, or `None` if it is torn or damaged.
+pub fn decode_ack_entry(entry: &[u8]) -> Option<u32> {
+    let value = u32::from_le_bytes(entry.get(0..4)?.try_into().ok()?);
+    let check = u32::from_le_bytes(entry.get(4..8)?.try_into().ok()?);
+    (check == !value).then_some(value)
+}
 
 /// The parts of a message a record holds. `data` is exchange ‖ routing key ‖ properties ‖
 /// body, the same layout the broker keeps messages in.
@@ -170,6 +185,18 @@ mod tests {
         RecordParts { timestamp_ms: 0, exchange_len: 200, routing_key_len: 0, properties_len: 0, data: &b"x"[..] }
             .encode(&mut bad_layout);
         assert_eq!(decode(&bad_layout).unwrap_err(), RecordError::BadLayout);
+    }
+
+    #[test]
+    fn torn_ack_entries_are_unreadable() {
+        let mut out = Vec::new();
+        encode_ack_entry(32 | DELIVERED_BIT, &mut out);
+        assert_eq!(decode_ack_entry(&out), Some(32 | DELIVERED_BIT));
+        for keep in 0..ACK_ENTRY_LEN {
+            let mut torn = out[..keep].to_vec();
+            torn.resize(ACK_ENTRY_LEN, 0);
+            assert_eq!(decode_ack_entry(&torn), None, "torn after {keep} bytes");
+        }
     }
 
     #[test]

@@ -137,10 +137,8 @@ impl Store {
     fn write_clean_marker(&self) {
         let path = self.inner.root.join(CLEAN_MARKER);
         let backend = &self.inner.backend;
-        let written = backend
-            .open(&path, true)
-            .and_then(|f| f.sync_data())
-            .and_then(|()| backend.sync_dir(&self.inner.root));
+        let written =
+            backend.open(&path, true).and_then(|f| f.sync_data()).and_then(|()| backend.sync_dir(&self.inner.root));
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "could not mark a clean shutdown; the next start treats recovered messages as possibly delivered");
         }
@@ -234,6 +232,11 @@ impl Store {
             }
             if ok {
                 self.inner.durable.store(closing, Ordering::Release);
+                for path in &written.after_sync {
+                    if let Err(e) = self.inner.backend.remove_file(path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove an ack file; the next start does");
+                    }
+                }
             } else {
                 self.inner.failed.store(true, Ordering::Release);
             }

@@ -22,6 +22,8 @@ enum Op {
     Deliver(usize),
     Commit,
     Crash(u64),
+    /// The power goes after this many changes of the next commit.
+    CrashDuringCommit(u32, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Deliver),
         3 => Just(Op::Commit),
         1 => any::<u64>().prop_map(Op::Crash),
+        1 => (0u32..12, any::<u64>()).prop_map(|(n, seed)| Op::CrashDuringCommit(n, seed)),
     ]
 }
 
@@ -106,7 +109,16 @@ fn run(ops: Vec<Op>) {
             Op::Commit => {
                 w.store.commit();
             }
-            Op::Crash(seed) => {
+            Op::Crash(_) | Op::CrashDuringCommit(..) => {
+                let seed = match op {
+                    Op::CrashDuringCommit(changes, seed) => {
+                        w.backend.fail_after(changes);
+                        w.store.commit();
+                        seed
+                    }
+                    Op::Crash(seed) => seed,
+                    _ => unreachable!(),
+                };
                 let durable = w.store.durable();
                 let after = w.backend.crash(seed);
                 let (store, log, found) = open(after.clone());
