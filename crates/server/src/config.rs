@@ -64,6 +64,10 @@ impl Default for Config {
     }
 }
 
+/// The largest `message_size_max` accepted (RabbitMQ's ceiling; a stored record's length is a
+/// `u32`).
+pub const MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -94,6 +98,11 @@ impl Config {
         }
         if self.channel_max == 0 {
             return Err(ConfigError::Invalid("channel_max must be at least 1".into()));
+        }
+        if self.message_size_max > MESSAGE_SIZE_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "message_size_max must be at most {MESSAGE_SIZE_LIMIT} (512 MiB, as in RabbitMQ)"
+            )));
         }
         if self.connection_max == 0 {
             return Err(ConfigError::Invalid("connection_max must be at least 1".into()));

@@ -179,6 +179,8 @@ fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
         );
         vhosts.insert(name, Arc::new(vhost));
     }
+    let known: std::collections::HashSet<u64> = snapshot.queues.iter().map(|q| q.id).collect();
+    store.remove_orphan_logs(&known)?;
     // Recovery may have scheduled deletions of fully acked segments: write them now.
     store.commit();
     let committer = store.spawn_committer()?;

@@ -121,8 +121,11 @@ async fn durable_entities_and_persistent_messages_survive_a_restart() {
     // message did not survive.
     let m = lget(&ch, q, true).await.expect("message 0 back");
     assert_eq!((m.delivery.data.clone(), m.delivery.redelivered), (vec![0], true));
+    // After a clean stop, a message never delivered is not marked redelivered.
+    let m = lget(&ch, q, true).await.expect("message 2 back");
+    assert_eq!((m.delivery.data.clone(), m.delivery.redelivered), (vec![2], false));
     let rest = ldrain(&ch, q).await;
-    assert_eq!(rest, (2..10u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert_eq!(rest, (3..10u8).map(|i| vec![i]).collect::<Vec<_>>());
     // The binding and the alternate exchange still route.
     assert!(lpub(&ch, x, "a.c", b"bound").await == lapin::Confirmation::NotRequested);
     assert_eq!(ldrain(&ch, q).await, vec![b"bound".to_vec()]);
@@ -257,6 +260,23 @@ async fn an_unreadable_segment_is_quarantined() {
     // The queue works on.
     assert!(lpub_props(&ch, "", "quarantined", b"after", persistent()).await.is_ack());
     assert_eq!(ldrain(&ch, "quarantined").await, vec![b"after".to_vec()]);
+    drop(conn);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_deleted_queues_are_removed_at_start() {
+    let dir = DataDir::new();
+    fill(&dir, "kept", 3).await;
+    // As a crash between a queue's deletion and the removal of its log would leave it.
+    let orphan = dir.0.join("queues").join(format!("{:016x}", 0xffu64));
+    std::fs::create_dir_all(&orphan).expect("orphan dir");
+    std::fs::write(orphan.join("0000000000.seg"), b"LEPUSSEG").expect("orphan segment");
+    let broker = start_with(dir.config()).await;
+    assert!(!orphan.exists(), "the orphan log is removed");
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    assert_eq!(ldrain(&ch, "kept").await.len(), 1, "known queues keep their messages (3 published, 2 acked)");
     drop(conn);
     broker.stop().await;
 }

@@ -35,6 +35,8 @@ pub trait Backend: Send + Sync {
     /// File names (not paths) in `dir`; empty if it does not exist.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Names of the subdirectories of `dir`; empty if it does not exist.
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Removes a directory and everything in it; absent is not an error.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -98,6 +100,24 @@ impl Backend for FsBackend {
         let mut names = Vec::new();
         for entry in entries {
             if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && let Some(name) = entry.file_name().to_str()
+            {
                 names.push(name.to_owned());
             }
         }

@@ -276,6 +276,20 @@ impl Backend for CrashBackend {
             .collect())
     }
 
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let tree = self.tree.lock();
+        let mut names: Vec<String> = tree
+            .dirs
+            .iter()
+            .chain(tree.files.keys().filter_map(|p| p.parent()).map(|p| p.to_path_buf()).collect::<Vec<_>>().iter())
+            .filter(|d| d.parent() == Some(dir))
+            .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.faults.spend()?;
         let mut tree = self.tree.lock();

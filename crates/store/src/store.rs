@@ -144,6 +144,25 @@ impl Store {
         }
     }
 
+    /// Removes the log directories of queues the metadata does not know (left by a crash
+    /// between a queue's deletion and the removal of its directory); returns how many.
+    pub fn remove_orphan_logs(&self, known_queue_ids: &std::collections::HashSet<u64>) -> std::io::Result<usize> {
+        let dir = self.queues_dir();
+        let mut removed = 0;
+        for name in self.inner.backend.list_dirs(&dir)? {
+            let orphan = u64::from_str_radix(&name, 16).is_ok_and(|id| !known_queue_ids.contains(&id));
+            if orphan {
+                tracing::warn!(path = %dir.join(&name).display(), "removing the message log of a deleted queue");
+                self.inner.backend.remove_dir_all(&dir.join(&name))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.inner.backend.sync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
+
     /// Where queue logs live.
     pub fn queues_dir(&self) -> PathBuf {
         self.inner.root.join("queues")
