@@ -17,6 +17,11 @@
 //! when published and forgotten when acked or dropped, all under the queue lock, and the
 //! group commit writes them. [`Queue::publish_stamped`] returns the generation that makes a
 //! message durable, which its publisher confirm waits for.
+//!
+//! Paging: beyond a window of [`RESIDENT_MAX_MESSAGES`] ready messages (or
+//! [`RESIDENT_MAX_BYTES`]), a logged message whose record has been written keeps only its
+//! location in memory ([`Slot::Paged`]); it is read back when it reaches the head of the
+//! queue. Transient messages and queues without a log are not paged yet.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,7 +32,7 @@ use lepus_store::log::{Loc, QueueLog};
 use parking_lot::Mutex;
 
 use crate::error::{BrokerError, Result};
-use crate::message::MessageRef;
+use crate::message::{Message, MessageRef};
 use crate::outlet::{Delivery, Outbound, OutletRef};
 
 pub type QueueRef = Arc<Queue>;
@@ -41,6 +46,33 @@ pub const FLOW_HIGH_MESSAGES: usize = 16_384;
 pub const FLOW_LOW_MESSAGES: usize = 8_192;
 pub const FLOW_HIGH_BYTES: u64 = 64 * 1024 * 1024;
 pub const FLOW_LOW_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Ready messages kept in memory before logged ones are paged out.
+pub const RESIDENT_MAX_MESSAGES: usize = 8_192;
+pub const RESIDENT_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A ready message: in memory, or only in the queue's log.
+#[derive(Debug)]
+enum Slot {
+    Resident(Entry),
+    Paged { seq: u64, loc: Loc, size: u32, redelivered: bool },
+}
+
+impl Slot {
+    fn seq(&self) -> u64 {
+        match self {
+            Slot::Resident(e) => e.seq,
+            Slot::Paged { seq, .. } => *seq,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Slot::Resident(e) => e.message.size() as u64,
+            Slot::Paged { size, .. } => *size as u64,
+        }
+    }
+}
 
 /// A message waiting in a queue.
 #[derive(Debug, Clone)]
@@ -135,8 +167,13 @@ pub struct QueueLimits {
 
 #[derive(Debug, Default)]
 struct State {
-    ready: VecDeque<Entry>,
+    ready: VecDeque<Slot>,
     ready_bytes: u64,
+    /// How many of `ready` are paged out, and the bytes of the resident ones.
+    paged: usize,
+    resident_bytes: u64,
+    /// Paging resumes its scan at the first slot with this `seq` or above.
+    page_scan_seq: u64,
     next_seq: u64,
     consumers: Vec<Consumer>,
     cursor: usize,
@@ -157,7 +194,90 @@ impl State {
         let loc = self.locs.remove(&seq)?;
         Some(self.log.as_mut()?.forget(loc))
     }
+
+    fn push_back(&mut self, entry: Entry) {
+        let size = entry.message.size() as u64;
+        self.ready_bytes += size;
+        self.resident_bytes += size;
+        self.ready.push_back(Slot::Resident(entry));
+    }
+
+    /// Inserts a requeued message at its original position.
+    fn insert(&mut self, entry: Entry) {
+        let size = entry.message.size() as u64;
+        self.ready_bytes += size;
+        self.resident_bytes += size;
+        let at = self.ready.partition_point(|s| s.seq() < entry.seq);
+        self.ready.insert(at, Slot::Resident(entry));
+    }
+
+    /// Removes the head, resident or not.
+    fn pop_slot(&mut self) -> Option<Slot> {
+        let slot = self.ready.pop_front()?;
+        self.ready_bytes -= slot.size();
+        match &slot {
+            Slot::Resident(e) => self.resident_bytes -= e.message.size() as u64,
+            Slot::Paged { .. } => self.paged -= 1,
+        }
+        Some(slot)
+    }
+
+    /// Removes the head, reading it back from the log if it was paged out. A record that
+    /// cannot be read is logged and dropped (it is gone from the disk too).
+    fn pop_entry(&mut self) -> Option<Entry> {
+        loop {
+            match self.pop_slot()? {
+                Slot::Resident(e) => return Some(e),
+                Slot::Paged { seq, loc, redelivered, .. } => {
+                    let read = self.log.as_ref().map(|log| log.read(loc));
+                    match read {
+                        Some(Ok(parts)) => {
+                            let message = Arc::new(Message::from_record(parts));
+                            return Some(Entry { seq, message, redelivered });
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, "paged-out message unreadable; dropped");
+                            self.forget(seq);
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn over_resident_limits(&self) -> bool {
+        self.ready.len() - self.paged > RESIDENT_MAX_MESSAGES || self.resident_bytes > RESIDENT_MAX_BYTES
+    }
+
+    /// Pages out written, logged messages beyond the resident window, scanning from where
+    /// the last call stopped; stops at the first logged message not yet written.
+    fn page_out(&mut self) {
+        if !self.over_resident_limits() || self.log.is_none() {
+            return;
+        }
+        let start = self.ready.partition_point(|s| s.seq() < self.page_scan_seq).max(RESIDENT_MIN_MESSAGES);
+        let mut i = start;
+        while i < self.ready.len() && self.over_resident_limits() {
+            if let Slot::Resident(e) = &self.ready[i]
+                && let Some(&loc) = self.locs.get(&e.seq)
+            {
+                if !self.log.as_ref().is_some_and(|log| log.is_written(loc)) {
+                    break;
+                }
+                let (seq, redelivered, size) = (e.seq, e.redelivered, e.message.size());
+                self.ready[i] = Slot::Paged { seq, loc, size: size as u32, redelivered };
+                self.paged += 1;
+                self.resident_bytes -= size as u64;
+            }
+            i += 1;
+        }
+        self.page_scan_seq = self.ready.get(i).map_or(self.next_seq, Slot::seq);
+    }
 }
+
+/// The head of the queue is never paged out: it is about to be delivered.
+const RESIDENT_MIN_MESSAGES: usize = 256;
 
 impl State {
     fn congested(&self) -> bool {
@@ -244,16 +364,23 @@ impl Queue {
         self
     }
 
-    /// Puts messages recovered from the log back, in order, before any publish: (message,
-    /// where it is, whether it had been delivered before the restart).
-    pub fn restore(&self, messages: Vec<(MessageRef, Loc, bool)>) {
+    /// Puts messages recovered from the log back, in order, before any publish: (the
+    /// message, or `None` to leave it paged out; where it is; its size; whether it had been
+    /// delivered before the restart).
+    pub fn restore(&self, messages: Vec<(Option<MessageRef>, Loc, u32, bool)>) {
         let mut st = self.state.lock();
-        for (message, loc, redelivered) in messages {
+        for (message, loc, size, redelivered) in messages {
             let seq = st.next_seq;
             st.next_seq += 1;
-            st.ready_bytes += message.size() as u64;
             st.locs.insert(seq, loc);
-            st.ready.push_back(Entry { seq, message, redelivered });
+            match message {
+                Some(message) => st.push_back(Entry { seq, message, redelivered }),
+                None => {
+                    st.ready_bytes += size as u64;
+                    st.paged += 1;
+                    st.ready.push_back(Slot::Paged { seq, loc, size, redelivered });
+                }
+            }
         }
     }
 
@@ -289,9 +416,9 @@ impl Queue {
                     st.locs.insert(seq, loc);
                     stamp = Some(generation);
                 }
-                st.ready_bytes += message.size() as u64;
-                st.ready.push_back(Entry { seq, message, redelivered: false });
+                st.push_back(Entry { seq, message, redelivered: false });
                 self.assign(&mut st, &mut wakes);
+                st.page_out();
                 if st.congested() { Enqueued::Congested } else { Enqueued::Yes }
             }
         };
@@ -316,10 +443,9 @@ impl Queue {
             return false;
         }
         while full(st) {
-            match st.ready.pop_front() {
+            match st.pop_slot() {
                 Some(dropped) => {
-                    st.ready_bytes -= dropped.message.size() as u64;
-                    st.forget(dropped.seq);
+                    st.forget(dropped.seq());
                 }
                 None => return max_length.is_none_or(|m| m > 0) && max_length_bytes.is_none_or(|m| size <= m),
             }
@@ -330,9 +456,13 @@ impl Queue {
     /// Moves ready messages to consumers with credit.
     fn assign(self: &Arc<Self>, st: &mut State, wakes: &mut Wakes) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
+            // Read a paged-out head back before taking a consumer's credit for it.
+            if matches!(st.ready.front(), Some(Slot::Paged { .. })) {
+                let Some(entry) = st.pop_entry() else { break };
+                st.insert(entry);
+            }
             let Some(index) = Self::next_consumer(st) else { break };
-            let Some(entry) = st.ready.pop_front() else { break };
-            st.ready_bytes -= entry.message.size() as u64;
+            let Some(entry) = st.pop_entry() else { break };
             if st.consumers[index].spec.ack_required
                 && let Some(loc) = st.locs.get(&entry.seq).copied()
                 && let Some(log) = st.log.as_mut()
@@ -489,9 +619,7 @@ impl Queue {
                 return;
             }
             for (seq, message) in entries {
-                st.ready_bytes += message.size() as u64;
-                let at = st.ready.partition_point(|e| e.seq < seq);
-                st.ready.insert(at, Entry { seq, message, redelivered: true });
+                st.insert(Entry { seq, message, redelivered: true });
             }
             self.assign(&mut st, &mut wakes);
         }
@@ -502,8 +630,7 @@ impl Queue {
     /// [`Queue::forget`]s it.)
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state.lock();
-        let entry = st.ready.pop_front()?;
-        st.ready_bytes -= entry.message.size() as u64;
+        let entry = st.pop_entry()?;
         if let Some(loc) = st.locs.get(&entry.seq).copied()
             && let Some(log) = st.log.as_mut()
         {
@@ -530,15 +657,20 @@ impl Queue {
             let mut st = self.state.lock();
             let n = st.ready.len() as u32;
             let ready = std::mem::take(&mut st.ready);
-            for entry in ready {
-                st.forget(entry.seq);
+            for slot in ready {
+                st.forget(slot.seq());
             }
-            st.ready_bytes = 0;
+            (st.ready_bytes, st.resident_bytes, st.paged) = (0, 0, 0);
             st.release_flow_waiters(&mut wakes);
             n
         };
         wake_all(wakes);
         n
+    }
+
+    /// Ready messages held only in the log (paged out).
+    pub fn paged_count(&self) -> u32 {
+        self.state.lock().paged as u32
     }
 
     pub fn message_count(&self) -> u32 {
@@ -582,7 +714,7 @@ impl Queue {
             st.deleted = true;
             let n = st.ready.len() as u32;
             st.ready.clear();
-            st.ready_bytes = 0;
+            (st.ready_bytes, st.resident_bytes, st.paged) = (0, 0, 0);
             st.locs.clear();
             if let Some(log) = st.log.take() {
                 log.destroy();

@@ -143,7 +143,8 @@ impl VHost {
                 });
                 let what = format!("queue '{qname}' in vhost '{name}'");
                 let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
-                let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id)
+                let resident_max = crate::queue::RESIDENT_MAX_MESSAGES;
+                let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, resident_max)
                     .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
                 for (segment, offset, damage) in &log_report.damaged {
                     report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
@@ -157,7 +158,10 @@ impl VHost {
                 queue.restore(
                     recovered
                         .into_iter()
-                        .map(|m| (Arc::new(crate::Message::from_record(m.parts)), m.loc, m.delivered || !clean))
+                        .map(|m| {
+                            let message = m.parts.map(|p| Arc::new(crate::Message::from_record(p)));
+                            (message, m.loc, m.size, m.delivered || !clean)
+                        })
                         .collect(),
                 );
                 t.queues.insert(qname, Arc::new(queue));

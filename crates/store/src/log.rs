@@ -16,6 +16,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 
 use crate::backend::FileRef;
@@ -36,7 +38,11 @@ pub struct Loc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
     pub loc: Loc,
-    pub parts: RecordParts<Vec<u8>>,
+    /// The record, or `None` past the first `resident_max` messages (read it back with
+    /// [`QueueLog::read`] when needed).
+    pub parts: Option<RecordParts<Vec<u8>>>,
+    /// Bytes of the message (exchange, routing key, properties and body).
+    pub size: u32,
     /// It had been delivered to a consumer before the restart (its redelivered flag is set).
     pub delivered: bool,
 }
@@ -121,6 +127,9 @@ impl Written {
 pub struct LogShared {
     queue_id: u64,
     dir: PathBuf,
+    /// Everything before this location (segment << 32 | offset) has been written (`pwrite`),
+    /// so it can be read back; durability is the generation's business.
+    written: AtomicU64,
     pending: Mutex<Pending>,
     io: Mutex<Io>,
 }
@@ -181,6 +190,9 @@ impl LogShared {
             };
             file.write_at(chunk.offset as u64, &chunk.bytes).map_err(|e| err(&path, e))?;
             written.file(path, &file);
+            let end =
+                (chunk.segment as u64) << 32 | (chunk.offset as u64 + chunk.bytes.len() as u64).min(u32::MAX as u64);
+            self.written.fetch_max(end, Ordering::AcqRel);
         }
         let deleted: HashSet<u32> = pending.deletes.iter().copied().collect();
         let mut acks = pending.acks;
@@ -298,6 +310,8 @@ impl QueueLog {
         let shared = Arc::new(LogShared {
             queue_id,
             dir: queue_dir(store, queue_id),
+            // Recovered segments are all before the first new one.
+            written: AtomicU64::new((segment as u64) << 32),
             pending: Mutex::new(Pending::default()),
             io: Mutex::new(Io { dir_created: !fresh, segments: HashMap::new() }),
         });
@@ -310,6 +324,16 @@ impl QueueLog {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether the record at `loc` has been written, so [`QueueLog::read`] can read it back.
+    pub fn is_written(&self, loc: Loc) -> bool {
+        ((loc.segment as u64) << 32 | loc.offset as u64) < self.shared.written.load(Ordering::Acquire)
+    }
+
+    /// Reads a written record back (a paged-out message).
+    pub fn read(&self, loc: Loc) -> Result<RecordParts<Vec<u8>>> {
+        self.shared.read(&self.store, loc)
     }
 
     /// Records still in the log (appended or recovered, not yet acked).
@@ -397,7 +421,11 @@ impl QueueLog {
     /// Reads queue `queue_id`'s log back after a restart: the messages still in it, in
     /// order, and what was found damaged. Never fails on damaged data (it is reported and
     /// skipped); fails only when the files cannot be read at all.
-    pub fn recover(store: &Store, queue_id: u64) -> Result<(QueueLog, Vec<Recovered>, RecoveryReport)> {
+    pub fn recover(
+        store: &Store,
+        queue_id: u64,
+        resident_max: usize,
+    ) -> Result<(QueueLog, Vec<Recovered>, RecoveryReport)> {
         let dir = queue_dir(store, queue_id);
         let backend = store.backend().clone();
         let names = backend.list(&dir).map_err(|e| StoreError::io(&dir, e))?;
@@ -459,15 +487,17 @@ impl QueueLog {
                             count.gone += 1;
                             report.acked += 1;
                         } else {
+                            let resident = recovered.len() < resident_max;
                             recovered.push(Recovered {
                                 loc,
-                                parts: RecordParts {
+                                parts: resident.then(|| RecordParts {
                                     timestamp_ms: parts.timestamp_ms,
                                     exchange_len: parts.exchange_len,
                                     routing_key_len: parts.routing_key_len,
                                     properties_len: parts.properties_len,
                                     data: parts.data.to_vec(),
-                                },
+                                }),
+                                size: parts.data.len() as u32,
                                 delivered: delivered.contains(&loc.offset),
                             });
                         }
