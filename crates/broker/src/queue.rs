@@ -236,8 +236,10 @@ impl State {
                             return Some(Entry { seq, message, redelivered });
                         }
                         Some(Err(e)) => {
-                            tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, "paged-out message unreadable; dropped");
-                            self.forget(seq);
+                            // Dropped from memory but not from the log: a later start reads it
+                            // again (the error may have been passing).
+                            tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, "paged-out message unreadable; skipped until restart");
+                            self.locs.remove(&seq);
                         }
                         None => {}
                     }
@@ -253,7 +255,8 @@ impl State {
     /// Pages out written, logged messages beyond the resident window, scanning from where
     /// the last call stopped; stops at the first logged message not yet written.
     fn page_out(&mut self) {
-        if !self.over_resident_limits() || self.log.is_none() {
+        // After a write error "written" may run past records that never reached the file.
+        if !self.over_resident_limits() || self.log.as_ref().is_none_or(|log| log.store().failed()) {
             return;
         }
         let start = self.ready.partition_point(|s| s.seq() < self.page_scan_seq).max(RESIDENT_MIN_MESSAGES);

@@ -221,6 +221,13 @@ impl LogShared {
                         written.dir(&self.dir);
                         ACK_HEADER_LEN as u64
                     } else {
+                        // A header lost in a crash while the file's length survived would make
+                        // recovery ignore every entry: write it again.
+                        let mut header = [0u8; ACK_HEADER_LEN as usize];
+                        f.read_at(0, &mut header).map_err(|e| err(&path, e))?;
+                        if record::check_header(&header, &ACK_MAGIC) != Header::Valid {
+                            f.write_at(0, &record::ack_header()).map_err(|e| err(&path, e))?;
+                        }
                         // Whole entries only: a torn entry from before a crash is overwritten.
                         len - (len - ACK_HEADER_LEN as u64) % record::ACK_ENTRY_LEN as u64
                     };

@@ -150,7 +150,9 @@ impl Store {
         let dir = self.queues_dir();
         let mut removed = 0;
         for name in self.inner.backend.list_dirs(&dir)? {
-            let orphan = u64::from_str_radix(&name, 16).is_ok_and(|id| !known_queue_ids.contains(&id));
+            // Only names Lepus gives queue logs: 16 hex digits.
+            let ours = name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            let orphan = ours && u64::from_str_radix(&name, 16).is_ok_and(|id| !known_queue_ids.contains(&id));
             if orphan {
                 tracing::warn!(path = %dir.join(&name).display(), "removing the message log of a deleted queue");
                 self.inner.backend.remove_dir_all(&dir.join(&name))?;

@@ -198,3 +198,25 @@ fn fully_acked_segments_are_deleted_while_running() {
     let (_, _, found) = open(backend.crash(7));
     assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), (30..40).collect::<Vec<_>>());
 }
+
+#[test]
+fn an_ack_file_whose_header_was_lost_counts_again_after_the_next_append() {
+    let backend = CrashBackend::new();
+    let (store, mut log, _) = open(backend.clone());
+    let a = log.append(&parts(0, 10)).0;
+    log.append(&parts(1, 10));
+    store.commit();
+    log.forget(a);
+    store.commit();
+    // The header of the ack file is lost; its length and entries survive.
+    let ack = backend.paths().into_iter().find(|p| p.extension().is_some_and(|e| e == "ack")).expect("ack file");
+    let mut bytes = backend.read_file(&ack).expect("ack bytes");
+    bytes[..16].fill(0);
+    backend.write_file(&ack, bytes);
+    let (store, mut log, found) = open(backend.clone());
+    assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), [0, 1], "the unreadable ack does not count");
+    log.forget(found[0].1);
+    store.commit();
+    let (_, _, found) = open(backend);
+    assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), [1], "the ack written after the repair counts");
+}
