@@ -143,8 +143,8 @@ impl VHost {
                 });
                 let what = format!("queue '{qname}' in vhost '{name}'");
                 let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
-                let resident_max = crate::queue::RESIDENT_MAX_MESSAGES;
-                let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, resident_max)
+                let (most, most_bytes) = (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES);
+                let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, most, most_bytes)
                     .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
                 for (segment, offset, damage) in &log_report.damaged {
                     report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
@@ -334,9 +334,17 @@ impl VHost {
         if if_unused && x.binding_count() > 0 {
             return Err(BrokerError::PreconditionFailed(format!("{} in use", self.exchange_what(name))));
         }
+        if x.durable {
+            // Stored first: if that fails the exchange stays, in memory as on disk.
+            self.persist(&[Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }])?;
+        }
         let mut changes = Vec::new();
         self.remove_exchange(&mut t, name, &mut changes);
-        self.persist(&changes)
+        // What remains are exchanges auto-deleted in cascade; a failure to store those is
+        // logged by `persist` (they come back, unbound, after a restart).
+        changes.retain(|c| !matches!(c, Change::DeleteExchange { name: n, .. } if n.as_slice() == name.as_bytes()));
+        let _ = self.persist(&changes);
+        Ok(())
     }
 
     /// Removes an exchange with its bindings both ways, cascading auto-deletes.
@@ -401,10 +409,14 @@ impl VHost {
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         if x.bind(dest.clone(), key.clone(), args.clone())? {
             let record = (stored && x.durable).then(|| persist::binding_record(&self.name, source, &dest, key, args));
-            t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
-            if let Some(record) = record {
-                self.persist(&[Change::PutBinding(record)])?;
+            if let Some(record) = record
+                && let Err(e) = self.persist(&[Change::PutBinding(record)])
+            {
+                // Not stored: not bound either (a retry binds and stores it).
+                x.unbind(&dest, key, args);
+                return Err(e);
             }
+            t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
         }
         Ok(())
     }

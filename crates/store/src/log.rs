@@ -38,8 +38,8 @@ pub struct Loc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
     pub loc: Loc,
-    /// The record, or `None` past the first `resident_max` messages (read it back with
-    /// [`QueueLog::read`] when needed).
+    /// The record, or `None` once `resident_max` messages or `resident_max_bytes` bytes were
+    /// loaded (read it back with [`QueueLog::read`] when needed).
     pub parts: Option<RecordParts<Vec<u8>>>,
     /// Bytes of the message (exchange, routing key, properties and body).
     pub size: u32,
@@ -432,7 +432,9 @@ impl QueueLog {
         store: &Store,
         queue_id: u64,
         resident_max: usize,
+        resident_max_bytes: u64,
     ) -> Result<(QueueLog, Vec<Recovered>, RecoveryReport)> {
+        let mut resident_bytes = 0u64;
         let dir = queue_dir(store, queue_id);
         let backend = store.backend().clone();
         let names = backend.list(&dir).map_err(|e| StoreError::io(&dir, e))?;
@@ -484,6 +486,10 @@ impl QueueLog {
             let mut count = SegmentCount::default();
             let mut offset = SEGMENT_HEADER_LEN as usize;
             let mut end_of_data = offset;
+            // Whether what follows the last good record looks like a torn write (a record cut
+            // short by the end of the file, or nothing but zeros) rather than damage in the
+            // middle of data, which is left in place.
+            let mut torn_tail = true;
             while offset < buf.len() {
                 match record::decode(&buf[offset..]) {
                     Ok((parts, used)) => {
@@ -494,7 +500,12 @@ impl QueueLog {
                             count.gone += 1;
                             report.acked += 1;
                         } else {
-                            let resident = recovered.len() < resident_max;
+                            let size = parts.data.len() as u64;
+                            let resident =
+                                recovered.len() < resident_max && resident_bytes + size <= resident_max_bytes;
+                            if resident {
+                                resident_bytes += size;
+                            }
                             recovered.push(Recovered {
                                 loc,
                                 parts: resident.then(|| RecordParts {
@@ -520,11 +531,12 @@ impl QueueLog {
                     }
                     Err(e) => {
                         report.damaged.push((segment, offset as u32, format!("{e:?}")));
+                        torn_tail = e == record::RecordError::Short || buf[offset..].iter().all(|&b| b == 0);
                         break;
                     }
                 }
             }
-            if Some(segment) == last && end_of_data < buf.len() {
+            if Some(segment) == last && end_of_data < buf.len() && torn_tail {
                 // A torn tail: nothing after the last good record was confirmed.
                 file.set_len(end_of_data as u64).map_err(|e| StoreError::io(&path, e))?;
                 let _ = file.sync_data();

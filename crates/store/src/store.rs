@@ -253,6 +253,9 @@ impl Store {
             }
             if ok {
                 self.inner.durable.store(closing, Ordering::Release);
+                // Wake waiters now, not after the loop: under steady load it may go round
+                // for a long time, each pass publishing a new generation.
+                self.wake_waiters();
                 for path in &written.after_sync {
                     if let Err(e) = self.inner.backend.remove_file(path) {
                         tracing::warn!(path = %path.display(), error = %e, "could not remove an ack file; the next start does");
@@ -265,11 +268,15 @@ impl Store {
                 break;
             }
         }
+        self.wake_waiters();
+        self.durable()
+    }
+
+    fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.inner.waiters.lock());
         for w in waiters {
             w.wake();
         }
-        self.durable()
     }
 
     fn sync(&self, files: &[(PathBuf, FileRef)], dirs: &[PathBuf]) -> bool {

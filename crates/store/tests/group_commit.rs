@@ -48,3 +48,57 @@ fn every_append_racing_the_committer_becomes_durable() {
     }
     assert_eq!(logs.iter().map(|l| l.live_records()).sum::<u64>(), 6_000);
 }
+
+/// Liveness under steady load elsewhere: waiters are woken after every published generation,
+/// not only when the commit loop runs out of work (which, under load, may be never).
+#[test]
+fn a_waiter_is_woken_while_other_logs_keep_the_committer_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = Store::new(Arc::new(CrashBackend::new()), Path::new("/data"), StoreOptions { segment_size: 1 << 20 });
+    let _committer = store.spawn_committer().expect("store thread");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Steady load on two other logs, bounded in count, stopping as soon as the waiter is done.
+    let load: Vec<_> = (10..12)
+        .map(|id| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut log = QueueLog::create(&store, id);
+                let parts = RecordParts {
+                    timestamp_ms: 0,
+                    exchange_len: 0,
+                    routing_key_len: 1,
+                    properties_len: 0,
+                    data: [b'x'],
+                };
+                for _ in 0..2_000_000 {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    log.append(&parts);
+                }
+            })
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(tx));
+    let mut log = QueueLog::create(&store, 1);
+    for round in 0..200 {
+        let parts =
+            RecordParts { timestamp_ms: round, exchange_len: 0, routing_key_len: 1, properties_len: 0, data: [b'q'] };
+        let stamp = log.append(&parts).1;
+        while !store.is_durable(stamp) {
+            store.wake_after_commit(waker.clone());
+            if store.is_durable(stamp) {
+                break;
+            }
+            if rx.recv_timeout(HANG_GUARD).is_err() {
+                stop.store(true, Ordering::Release);
+                panic!("round {round}: not woken although other logs keep committing");
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    for t in load {
+        t.join().expect("load thread");
+    }
+}

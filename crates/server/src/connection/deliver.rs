@@ -316,6 +316,11 @@ impl Connection {
         self.drain_outlet();
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         ch.assembling = None;
+        // Confirms and commit-oks still waiting for the store are never sent on this channel.
+        ch.commits_waiting.clear();
+        if let Some(c) = ch.confirms.as_mut() {
+            c.waiting.clear();
+        }
         let mut unacked = std::mem::take(&mut ch.unacked);
         if let Some(tx) = ch.tx.as_mut() {
             tx.publishes.clear();

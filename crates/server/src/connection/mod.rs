@@ -57,12 +57,17 @@ impl Wake for NotifyWake {
     }
 }
 
-/// Wakes a connection task after a store commit it waits for.
-struct StoreWake(Arc<Notify>);
+/// Wakes a connection task after a store commit it waits for. Registered with the store at
+/// most once at a time: the store forgets it when it wakes it.
+struct StoreWake {
+    notify: Arc<Notify>,
+    registered: std::sync::atomic::AtomicBool,
+}
 
 impl lepus_store::store::Waker for StoreWake {
     fn wake(&self) {
-        self.0.notify_one();
+        self.registered.store(false, Ordering::Release);
+        self.notify.notify_one();
     }
 }
 
@@ -141,9 +146,7 @@ struct Connection {
     /// The highest store generation this connection's current work depends on (the
     /// messages a `tx.commit` routed, the acks it applied).
     stamp: u64,
-    store_waker: Arc<dyn lepus_store::store::Waker>,
-    /// The store will wake us after its next commit.
-    store_wake_armed: bool,
+    store_waker: Arc<StoreWake>,
 }
 
 impl Connection {
@@ -152,7 +155,10 @@ impl Connection {
         let notify = Arc::new(Notify::new());
         let outlet = Arc::new(Outlet::new(Box::new(NotifyWake(notify.clone()))));
         Connection {
-            store_waker: Arc::new(StoreWake(notify.clone())),
+            store_waker: Arc::new(StoreWake {
+                notify: notify.clone(),
+                registered: std::sync::atomic::AtomicBool::new(false),
+            }),
             vhost_ref: None,
             outlet,
             notify,
@@ -176,7 +182,6 @@ impl Connection {
             stop_reading: false,
             heartbeat: Heartbeat::new(0, now),
             stamp: 0,
-            store_wake_armed: false,
         }
     }
 
@@ -225,8 +230,7 @@ impl Connection {
                 _ = notify.notified(), if self.out.len() < ENCODE_AHEAD_MAX => {
                     self.drain_outlet();
                     self.check_throttle();
-                    if self.store_wake_armed {
-                        self.store_wake_armed = false;
+                    if self.waits_for_store() {
                         self.on_store_progress();
                         self.await_durability();
                     }

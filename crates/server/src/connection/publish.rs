@@ -286,9 +286,10 @@ impl Connection {
     /// Acknowledges (or nacks) every publish of the channel that can be, in order: up to the
     /// first one still waiting for the store, coalesced into `multiple=true` acks.
     fn flush_channel_confirms(&mut self, channel: u16) {
-        let (durable, failed) = match &self.shared.store {
-            Some(store) => (store.durable(), store.failed()),
-            None => (u64::MAX, false),
+        // `failed` first: once it is set, `durable` no longer moves.
+        let (failed, durable) = match &self.shared.store {
+            Some(store) => (store.failed(), store.durable()),
+            None => (false, u64::MAX),
         };
         let out = &mut self.out;
         let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return };
@@ -321,7 +322,7 @@ impl Connection {
     }
 
     /// Whether anything of this connection waits for the message store.
-    fn waits_for_store(&self) -> bool {
+    pub(super) fn waits_for_store(&self) -> bool {
         self.channels
             .values()
             .any(|ch| !ch.commits_waiting.is_empty() || ch.confirms.as_ref().is_some_and(|c| !c.waiting.is_empty()))
@@ -329,12 +330,13 @@ impl Connection {
 
     /// Asks the store to wake this connection after its next commit, if anything waits.
     pub(super) fn await_durability(&mut self) {
-        if self.store_wake_armed || !self.waits_for_store() {
+        if !self.waits_for_store() {
             return;
         }
         let Some(store) = self.shared.store.clone() else { return };
-        self.store_wake_armed = true;
-        store.wake_after_commit(self.store_waker.clone());
+        if !self.store_waker.registered.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            store.wake_after_commit(self.store_waker.clone());
+        }
         // A commit that finished before we asked would wake nobody: look once more.
         self.on_store_progress();
     }
@@ -342,8 +344,10 @@ impl Connection {
     /// After a commit: sends the confirms and `tx.commit-ok`s that became durable.
     pub(super) fn on_store_progress(&mut self) {
         let Some(store) = self.shared.store.clone() else { return };
-        let (durable, failed) = (store.durable(), store.failed());
-        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        let (failed, durable) = (store.failed(), store.durable());
+        // A channel being closed answers nothing but close/close-ok; its waits were dropped.
+        let channels: Vec<u16> =
+            self.channels.iter().filter(|(_, ch)| ch.phase == ChannelPhase::Open).map(|(&n, _)| n).collect();
         for channel in channels {
             self.flush_channel_confirms(channel);
             while let Some(&generation) = self.channels.get(&channel).and_then(|ch| ch.commits_waiting.front()) {
