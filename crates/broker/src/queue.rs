@@ -21,7 +21,8 @@
 //! Paging: beyond a window of [`RESIDENT_MAX_MESSAGES`] ready messages (or
 //! [`RESIDENT_MAX_BYTES`]), a logged message whose record has been written keeps only its
 //! location in memory ([`Slot::Paged`]); it is read back when it reaches the head of the
-//! queue. Transient messages and queues without a log are not paged yet.
+//! queue. Other messages (transient ones, or any in a non-durable queue) page out the same way
+//! through a scratch log that is never synced and is removed at the next start.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use lepus_protocol::{FieldTable, ShortStr};
 use lepus_store::log::{Loc, QueueLog};
+use lepus_store::store::Store;
 use parking_lot::Mutex;
 
 use crate::error::{BrokerError, Result};
@@ -55,7 +57,14 @@ pub const RESIDENT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 #[derive(Debug)]
 enum Slot {
     Resident(Entry),
-    Paged { seq: u64, loc: Loc, size: u32, redelivered: bool },
+    /// In the queue's log (`scratch` false) or its scratch log.
+    Paged {
+        seq: u64,
+        loc: Loc,
+        size: u32,
+        redelivered: bool,
+        scratch: bool,
+    },
 }
 
 impl Slot {
@@ -185,14 +194,29 @@ struct State {
     log: Option<QueueLog>,
     /// Where each logged message (ready or unacked) is in the log, by `seq`.
     locs: HashMap<u64, Loc>,
+    /// Where to create a scratch log, and the scratch log once created.
+    scratch_store: Option<Store>,
+    scratch: Option<QueueLog>,
+    /// Where each ready message copied to the scratch log is in it, by `seq`.
+    scratch_locs: HashMap<u64, Loc>,
 }
 
 impl State {
     /// Tells the log a message left the queue for good; returns the generation that makes
     /// that durable.
     fn forget(&mut self, seq: u64) -> Option<u64> {
+        self.forget_scratch(seq);
         let loc = self.locs.remove(&seq)?;
         Some(self.log.as_mut()?.forget(loc))
+    }
+
+    /// Releases a message's scratch copy (it is back in memory, or gone).
+    fn forget_scratch(&mut self, seq: u64) {
+        if let Some(loc) = self.scratch_locs.remove(&seq)
+            && let Some(scratch) = self.scratch.as_mut()
+        {
+            scratch.forget(loc);
+        }
     }
 
     fn push_back(&mut self, entry: Entry) {
@@ -227,19 +251,25 @@ impl State {
     fn pop_entry(&mut self) -> Option<Entry> {
         loop {
             match self.pop_slot()? {
-                Slot::Resident(e) => return Some(e),
-                Slot::Paged { seq, loc, redelivered, .. } => {
-                    let read = self.log.as_ref().map(|log| log.read(loc));
+                Slot::Resident(e) => {
+                    self.forget_scratch(e.seq);
+                    return Some(e);
+                }
+                Slot::Paged { seq, loc, redelivered, scratch, .. } => {
+                    let log = if scratch { self.scratch.as_ref() } else { self.log.as_ref() };
+                    let read = log.map(|log| log.read(loc));
                     match read {
                         Some(Ok(parts)) => {
+                            self.forget_scratch(seq);
                             let message = Arc::new(Message::from_record(parts));
                             return Some(Entry { seq, message, redelivered });
                         }
                         Some(Err(e)) => {
                             // Dropped from memory but not from the log: a later start reads it
                             // again (the error may have been passing).
-                            tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, "paged-out message unreadable; skipped until restart");
+                            tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, scratch, "paged-out message unreadable; skipped (a stored one comes back at the next start)");
                             self.locs.remove(&seq);
+                            self.scratch_locs.remove(&seq);
                         }
                         None => {}
                     }
@@ -252,30 +282,68 @@ impl State {
         self.ready.len() - self.paged > RESIDENT_MAX_MESSAGES || self.resident_bytes > RESIDENT_MAX_BYTES
     }
 
-    /// Pages out written, logged messages beyond the resident window, scanning from where
-    /// the last call stopped; stops at the first logged message not yet written.
+    /// Pages out messages beyond the resident window, scanning from where the last call
+    /// stopped. A logged message pages out once its record is written. Any other message is
+    /// first copied to the scratch log, and pages out once that copy is written (a later
+    /// call). The scan stops at the first message still waiting for a write.
     fn page_out(&mut self) {
-        // After a write error "written" may run past records that never reached the file.
-        if !self.over_resident_limits() || self.log.as_ref().is_none_or(|log| log.store().failed()) {
+        if !self.over_resident_limits() {
             return;
         }
+        let logs = [self.log.as_ref(), self.scratch.as_ref()];
+        // After a write error "written" may run past records that never reached the file.
+        if logs.iter().flatten().any(|log| log.store().failed()) {
+            return;
+        }
+        if self.scratch.is_none()
+            && let Some(store) = &self.scratch_store
+        {
+            self.scratch = Some(QueueLog::create_scratch(store));
+        }
+        let resident = self.ready.len() - self.paged;
+        let mut excess_messages = resident.saturating_sub(RESIDENT_MAX_MESSAGES);
+        let mut excess_bytes = self.resident_bytes.saturating_sub(RESIDENT_MAX_BYTES);
         let start = self.ready.partition_point(|s| s.seq() < self.page_scan_seq).max(RESIDENT_MIN_MESSAGES);
         let mut i = start;
-        while i < self.ready.len() && self.over_resident_limits() {
-            if let Slot::Resident(e) = &self.ready[i]
-                && let Some(&loc) = self.locs.get(&e.seq)
-            {
-                if !self.log.as_ref().is_some_and(|log| log.is_written(loc)) {
-                    break;
-                }
+        let mut waiting: Option<u64> = None;
+        while i < self.ready.len() && (excess_messages > 0 || excess_bytes > 0) {
+            if let Slot::Resident(e) = &self.ready[i] {
                 let (seq, redelivered, size) = (e.seq, e.redelivered, e.message.size());
-                self.ready[i] = Slot::Paged { seq, loc, size: size as u32, redelivered };
-                self.paged += 1;
-                self.resident_bytes -= size as u64;
+                let paged = if let Some(&loc) = self.locs.get(&seq) {
+                    if !self.log.as_ref().is_some_and(|log| log.is_written(loc)) {
+                        waiting.get_or_insert(seq);
+                        break;
+                    }
+                    Some((loc, false))
+                } else if let Some(scratch) = self.scratch.as_mut() {
+                    match self.scratch_locs.get(&seq) {
+                        Some(&loc) if scratch.is_written(loc) => Some((loc, true)),
+                        Some(_) => {
+                            waiting.get_or_insert(seq);
+                            None
+                        }
+                        None => {
+                            let loc = scratch.append(&e.message.record(0)).0;
+                            self.scratch_locs.insert(seq, loc);
+                            waiting.get_or_insert(seq);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some((loc, scratch)) = paged {
+                    self.ready[i] = Slot::Paged { seq, loc, size: size as u32, redelivered, scratch };
+                    self.paged += 1;
+                    self.resident_bytes -= size as u64;
+                }
+                // Paged out, or on its way (its copy is being written).
+                excess_messages = excess_messages.saturating_sub(1);
+                excess_bytes = excess_bytes.saturating_sub(size as u64);
             }
             i += 1;
         }
-        self.page_scan_seq = self.ready.get(i).map_or(self.next_seq, Slot::seq);
+        self.page_scan_seq = waiting.unwrap_or_else(|| self.ready.get(i).map_or(self.next_seq, Slot::seq));
     }
 }
 
@@ -360,6 +428,12 @@ impl Queue {
         }
     }
 
+    /// Lets the queue page out messages it does not log, through a scratch log in `store`.
+    pub fn with_scratch(mut self, store: Store) -> Queue {
+        self.state.get_mut().scratch_store = Some(store);
+        self
+    }
+
     /// Gives the queue a message log: persistent messages published from now on are stored.
     pub fn with_log(mut self, log: QueueLog) -> Queue {
         self.logged = true;
@@ -381,7 +455,7 @@ impl Queue {
                 None => {
                     st.ready_bytes += size as u64;
                     st.paged += 1;
-                    st.ready.push_back(Slot::Paged { seq, loc, size, redelivered });
+                    st.ready.push_back(Slot::Paged { seq, loc, size, redelivered, scratch: false });
                 }
             }
         }
@@ -719,6 +793,10 @@ impl Queue {
             st.ready.clear();
             (st.ready_bytes, st.resident_bytes, st.paged) = (0, 0, 0);
             st.locs.clear();
+            st.scratch_locs.clear();
+            if let Some(scratch) = st.scratch.take() {
+                scratch.destroy();
+            }
             if let Some(log) = st.log.take() {
                 log.destroy();
             }

@@ -153,7 +153,8 @@ impl VHost {
                     report.problems.push(format!("{what}: segment quarantined as {}", path.display()));
                 }
                 let queue = Queue::new(qname.clone(), vhost.name.clone(), true, None, r.auto_delete, args, limits)
-                    .with_log(log);
+                    .with_log(log)
+                    .with_scratch(persistence.store.clone());
                 report.messages += recovered.len() as u64;
                 queue.restore(
                     recovered
@@ -549,6 +550,9 @@ impl VHost {
             d.arguments.clone(),
             args.limits,
         );
+        if let Some(p) = &self.persistence {
+            queue = queue.with_scratch(p.store.clone());
+        }
         if let Some(p) = self.persistence.as_ref().filter(|_| d.durable && !d.exclusive) {
             let id = p.next_queue_id()?;
             let record = persist::queue_record(&self.name, &d.name, id, d.auto_delete, &d.arguments);

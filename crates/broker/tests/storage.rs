@@ -124,3 +124,35 @@ fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
     assert_eq!(got.len(), n);
     assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "every message, in order");
 }
+
+#[test]
+fn transient_backlogs_page_out_through_a_scratch_log() {
+    let tmp = temp_dir("scratch");
+    let backend = CrashBackend::new();
+    let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
+    let transient_queue = declare(&vhost, "transient-backlog", false);
+    let durable_queue = declare(&vhost, "mixed-backlog", true);
+    let n = lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 + 100;
+    for i in 0..n {
+        transient_queue.publish_stamped(message(&format!("t{i}"), 1), 0);
+        // Transient and persistent messages interleaved in a durable queue.
+        durable_queue.publish_stamped(message(&format!("d{i}"), (i % 2 + 1) as u8), 0);
+        if i % 1000 == 999 {
+            store.commit();
+        }
+    }
+    store.commit();
+    assert!(transient_queue.paged_count() > 0, "transient messages page out too");
+    assert!(durable_queue.paged_count() > 0);
+    let scratch_files = |b: &CrashBackend| b.paths().iter().filter(|p| p.starts_with("/data/scratch")).count();
+    assert!(scratch_files(&backend) > 0, "through scratch segments");
+    let got = bodies(&transient_queue);
+    assert!(got.len() == n && got.iter().enumerate().all(|(i, b)| *b == format!("t{i}")), "all, in order");
+    let got = bodies(&durable_queue);
+    assert!(got.len() == n && got.iter().enumerate().all(|(i, b)| *b == format!("d{i}")), "all, in order");
+    store.commit();
+    assert_eq!(scratch_files(&backend), 4, "drained scratch logs keep only their current segment and its ack file");
+    // Scratch logs do not survive a restart.
+    store.remove_scratch().expect("remove scratch");
+    assert_eq!(scratch_files(&backend), 0);
+}

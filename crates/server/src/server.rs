@@ -153,6 +153,7 @@ fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
     let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
     let store = Store::new(Arc::new(FsBackend), dir, StoreOptions::default());
+    store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
     if !clean && !snapshot.queues.is_empty() {
         tracing::warn!(data_dir = %dir.display(), "previous run did not stop cleanly: recovered messages are marked redelivered");

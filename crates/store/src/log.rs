@@ -127,6 +127,8 @@ impl Written {
 pub struct LogShared {
     queue_id: u64,
     dir: PathBuf,
+    /// False for a scratch log (paged-out transient messages): never synced, removed at start.
+    durable: bool,
     /// Everything before this location (segment << 32 | offset) has been written (`pwrite`),
     /// so it can be read back; durability is the generation's business.
     written: AtomicU64,
@@ -165,15 +167,19 @@ impl LogShared {
             io.segments.clear();
             if io.dir_created {
                 backend.remove_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
-                written.dir(&store.queues_dir());
+                if self.durable {
+                    written.dir(&store.queues_dir());
+                }
             }
             return Ok(max_stamp);
         }
         if !io.dir_created && !pending.chunks.is_empty() {
             backend.create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
             io.dir_created = true;
-            written.dir(&store.queues_dir());
-            written.dir(store.root());
+            if self.durable {
+                written.dir(&store.queues_dir());
+                written.dir(store.root());
+            }
         }
         for chunk in &pending.chunks {
             let path = segment_path(&self.dir, chunk.segment);
@@ -183,13 +189,17 @@ impl LogShared {
                 None => {
                     let f = backend.open(&path, true).map_err(|e| err(&path, e))?;
                     f.write_at(0, &record::segment_header(self.queue_id, chunk.segment)).map_err(|e| err(&path, e))?;
-                    written.dir(&self.dir);
+                    if self.durable {
+                        written.dir(&self.dir);
+                    }
                     files.data = Some(f.clone());
                     f
                 }
             };
             file.write_at(chunk.offset as u64, &chunk.bytes).map_err(|e| err(&path, e))?;
-            written.file(path, &file);
+            if self.durable {
+                written.file(path, &file);
+            }
             let end =
                 (chunk.segment as u64) << 32 | (chunk.offset as u64 + chunk.bytes.len() as u64).min(u32::MAX as u64);
             self.written.fetch_max(end, Ordering::AcqRel);
@@ -218,7 +228,9 @@ impl LogShared {
                     let len = f.len().map_err(|e| err(&path, e))?;
                     let len = if len < ACK_HEADER_LEN as u64 {
                         f.write_at(0, &record::ack_header()).map_err(|e| err(&path, e))?;
-                        written.dir(&self.dir);
+                        if self.durable {
+                            written.dir(&self.dir);
+                        }
                         ACK_HEADER_LEN as u64
                     } else {
                         // A header lost in a crash while the file's length survived would make
@@ -236,7 +248,9 @@ impl LogShared {
             };
             file.write_at(len, &entries).map_err(|e| err(&path, e))?;
             files.ack = Some((file.clone(), len + entries.len() as u64));
-            written.file(path, &file);
+            if self.durable {
+                written.file(path, &file);
+            }
         }
         for segment in pending.deletes {
             io.segments.remove(&segment);
@@ -246,7 +260,9 @@ impl LogShared {
             // left alone is removed by the next recovery.
             let path = segment_path(&self.dir, segment);
             backend.remove_file(&path).map_err(|e| err(&path, e))?;
-            written.dir(&self.dir);
+            if self.durable {
+                written.dir(&self.dir);
+            }
             written.after_sync.push(ack_path(&self.dir, segment));
         }
         Ok(max_stamp)
@@ -307,6 +323,18 @@ impl QueueLog {
         QueueLog::starting_at(store, queue_id, 0, BTreeMap::new(), true)
     }
 
+    /// A scratch log for paging out transient messages: written by the same commits, never
+    /// synced, and removed at the next start ([`Store::remove_scratch`]).
+    pub fn create_scratch(store: &Store) -> QueueLog {
+        let id = store.next_scratch_id();
+        let mut log = QueueLog::starting_at(store, id, 0, BTreeMap::new(), true);
+        if let Some(shared) = Arc::get_mut(&mut log.shared) {
+            shared.durable = false;
+            shared.dir = store.scratch_dir().join(format!("{id:016x}"));
+        }
+        log
+    }
+
     fn starting_at(
         store: &Store,
         queue_id: u64,
@@ -317,6 +345,7 @@ impl QueueLog {
         let shared = Arc::new(LogShared {
             queue_id,
             dir: queue_dir(store, queue_id),
+            durable: true,
             // Recovered segments are all before the first new one.
             written: AtomicU64::new((segment as u64) << 32),
             pending: Mutex::new(Pending::default()),

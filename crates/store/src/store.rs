@@ -59,11 +59,18 @@ pub(crate) struct Inner {
     durable: AtomicU64,
     failed: AtomicBool,
     stopping: AtomicBool,
+    next_scratch_id: AtomicU64,
     dirty: Mutex<Vec<Arc<LogShared>>>,
     work: Condvar,
     waiters: Mutex<Vec<Arc<dyn Waker>>>,
     /// Serialises commits (the committer thread and tests calling [`Store::commit`]).
     committing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.inner.root).field("durable", &self.durable()).finish()
+    }
 }
 
 /// The store thread; stops (after a last commit) when dropped.
@@ -105,6 +112,7 @@ impl Store {
                 durable: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
+                next_scratch_id: AtomicU64::new(1),
                 dirty: Mutex::new(Vec::new()),
                 work: Condvar::new(),
                 waiters: Mutex::new(Vec::new()),
@@ -163,6 +171,20 @@ impl Store {
             self.inner.backend.sync_dir(&dir)?;
         }
         Ok(removed)
+    }
+
+    /// Where scratch logs (paged-out transient messages) live.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.inner.root.join("scratch")
+    }
+
+    pub(crate) fn next_scratch_id(&self) -> u64 {
+        self.inner.next_scratch_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Removes every scratch log (transient messages do not survive a restart). Call at start.
+    pub fn remove_scratch(&self) -> std::io::Result<()> {
+        self.inner.backend.remove_dir_all(&self.scratch_dir())
     }
 
     /// Where queue logs live.
