@@ -21,8 +21,9 @@
 //! Paging: beyond a window of [`RESIDENT_MAX_MESSAGES`] ready messages (or
 //! [`RESIDENT_MAX_BYTES`]), a logged message whose record has been written keeps only its
 //! location in memory ([`Slot::Paged`]); it is read back when it reaches the head of the
-//! queue. Other messages (transient ones, or any in a non-durable queue) page out the same way
-//! through a scratch log that is never synced and is removed at the next start.
+//! queue. Under memory pressure (queues together holding more than the store's
+//! `transient_paging_bytes`), other messages — transient ones, or any in a non-durable queue —
+//! page out the same way through a scratch log that is never synced and is removed at start.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -183,6 +184,8 @@ struct State {
     resident_bytes: u64,
     /// Paging resumes its scan at the first slot with this `seq` or above.
     page_scan_seq: u64,
+    /// Memory pressure at the last paging scan.
+    pressure_seen: bool,
     next_seq: u64,
     consumers: Vec<Consumer>,
     cursor: usize,
@@ -222,7 +225,7 @@ impl State {
     fn push_back(&mut self, entry: Entry) {
         let size = entry.message.size() as u64;
         self.ready_bytes += size;
-        self.resident_bytes += size;
+        self.add_resident(size);
         self.ready.push_back(Slot::Resident(entry));
     }
 
@@ -230,7 +233,7 @@ impl State {
     fn insert(&mut self, entry: Entry) {
         let size = entry.message.size() as u64;
         self.ready_bytes += size;
-        self.resident_bytes += size;
+        self.add_resident(size);
         let at = self.ready.partition_point(|s| s.seq() < entry.seq);
         self.ready.insert(at, Slot::Resident(entry));
     }
@@ -240,7 +243,7 @@ impl State {
         let slot = self.ready.pop_front()?;
         self.ready_bytes -= slot.size();
         match &slot {
-            Slot::Resident(e) => self.resident_bytes -= e.message.size() as u64,
+            Slot::Resident(e) => self.sub_resident(e.message.size() as u64),
             Slot::Paged { .. } => self.paged -= 1,
         }
         Some(slot)
@@ -278,6 +281,21 @@ impl State {
         }
     }
 
+    /// Counts message bytes entering memory, here and in the store's gauge.
+    fn add_resident(&mut self, bytes: u64) {
+        self.resident_bytes += bytes;
+        if let Some(store) = &self.scratch_store {
+            store.add_resident_bytes(bytes);
+        }
+    }
+
+    fn sub_resident(&mut self, bytes: u64) {
+        self.resident_bytes -= bytes;
+        if let Some(store) = &self.scratch_store {
+            store.sub_resident_bytes(bytes);
+        }
+    }
+
     fn over_resident_limits(&self) -> bool {
         self.ready.len() - self.paged > RESIDENT_MAX_MESSAGES || self.resident_bytes > RESIDENT_MAX_BYTES
     }
@@ -295,7 +313,18 @@ impl State {
         if logs.iter().flatten().any(|log| log.store().failed()) {
             return;
         }
+        // Transient messages page out only under memory pressure (their copy costs a write).
+        let pressure = self.scratch_store.as_ref().is_some_and(Store::memory_pressure);
+        if self.log.is_none() && !pressure {
+            return;
+        }
+        if pressure && !self.pressure_seen {
+            // Transient messages the scan passed before the pressure began are candidates now.
+            self.page_scan_seq = 0;
+        }
+        self.pressure_seen = pressure;
         if self.scratch.is_none()
+            && pressure
             && let Some(store) = &self.scratch_store
         {
             self.scratch = Some(QueueLog::create_scratch(store));
@@ -309,37 +338,35 @@ impl State {
         while i < self.ready.len() && (excess_messages > 0 || excess_bytes > 0) {
             if let Slot::Resident(e) = &self.ready[i] {
                 let (seq, redelivered, size) = (e.seq, e.redelivered, e.message.size());
-                let paged = if let Some(&loc) = self.locs.get(&seq) {
-                    if !self.log.as_ref().is_some_and(|log| log.is_written(loc)) {
-                        waiting.get_or_insert(seq);
-                        break;
-                    }
+                // Where it can be read back from, once written: (location, in the scratch log).
+                let copy = if let Some(&loc) = self.locs.get(&seq) {
                     Some((loc, false))
-                } else if let Some(scratch) = self.scratch.as_mut() {
-                    match self.scratch_locs.get(&seq) {
-                        Some(&loc) if scratch.is_written(loc) => Some((loc, true)),
-                        Some(_) => {
-                            waiting.get_or_insert(seq);
-                            None
-                        }
+                } else if let Some(scratch) = self.scratch.as_mut().filter(|_| pressure) {
+                    let loc = match self.scratch_locs.get(&seq) {
+                        Some(&loc) => loc,
                         None => {
                             let loc = scratch.append(&e.message.record(0)).0;
                             self.scratch_locs.insert(seq, loc);
-                            waiting.get_or_insert(seq);
-                            None
+                            loc
                         }
-                    }
+                    };
+                    Some((loc, true))
                 } else {
                     None
                 };
-                if let Some((loc, scratch)) = paged {
-                    self.ready[i] = Slot::Paged { seq, loc, size: size as u32, redelivered, scratch };
-                    self.paged += 1;
-                    self.resident_bytes -= size as u64;
+                if let Some((loc, scratch)) = copy {
+                    let log = if scratch { self.scratch.as_ref() } else { self.log.as_ref() };
+                    if log.is_some_and(|log| log.is_written(loc)) {
+                        self.ready[i] = Slot::Paged { seq, loc, size: size as u32, redelivered, scratch };
+                        self.paged += 1;
+                        self.sub_resident(size as u64);
+                    } else {
+                        // Its record is being written: page it out on a later call.
+                        waiting.get_or_insert(seq);
+                    }
+                    excess_messages = excess_messages.saturating_sub(1);
+                    excess_bytes = excess_bytes.saturating_sub(size as u64);
                 }
-                // Paged out, or on its way (its copy is being written).
-                excess_messages = excess_messages.saturating_sub(1);
-                excess_bytes = excess_bytes.saturating_sub(size as u64);
             }
             i += 1;
         }
@@ -737,7 +764,9 @@ impl Queue {
             for slot in ready {
                 st.forget(slot.seq());
             }
-            (st.ready_bytes, st.resident_bytes, st.paged) = (0, 0, 0);
+            let resident = st.resident_bytes;
+            st.sub_resident(resident);
+            (st.ready_bytes, st.paged) = (0, 0);
             st.release_flow_waiters(&mut wakes);
             n
         };
@@ -791,7 +820,9 @@ impl Queue {
             st.deleted = true;
             let n = st.ready.len() as u32;
             st.ready.clear();
-            (st.ready_bytes, st.resident_bytes, st.paged) = (0, 0, 0);
+            let resident = st.resident_bytes;
+            st.sub_resident(resident);
+            (st.ready_bytes, st.paged) = (0, 0);
             st.locs.clear();
             st.scratch_locs.clear();
             if let Some(scratch) = st.scratch.take() {

@@ -40,7 +40,12 @@ fn message(body: &str, delivery_mode: u8) -> MessageRef {
 }
 
 fn open(backend: &CrashBackend, meta_path: &Path) -> (Store, VHost) {
-    let store = Store::new(Arc::new(backend.clone()), Path::new("/data"), StoreOptions::default());
+    // Transient messages page out as soon as a queue passes its window (as under pressure).
+    open_with(backend, meta_path, StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() })
+}
+
+fn open_with(backend: &CrashBackend, meta_path: &Path, options: StoreOptions) -> (Store, VHost) {
+    let store = Store::new(Arc::new(backend.clone()), Path::new("/data"), options);
     let meta = MetaStore::open(meta_path).expect("meta");
     let snapshot = meta.load().expect("load");
     let persistence = Arc::new(Persistence { store: store.clone(), meta });
@@ -155,4 +160,19 @@ fn transient_backlogs_page_out_through_a_scratch_log() {
     // Scratch logs do not survive a restart.
     store.remove_scratch().expect("remove scratch");
     assert_eq!(scratch_files(&backend), 0);
+}
+
+#[test]
+fn without_memory_pressure_transient_messages_stay_in_memory() {
+    let tmp = temp_dir("no-pressure");
+    let backend = CrashBackend::new();
+    let (store, vhost) = open_with(&backend, &tmp.0.join("meta.redb"), StoreOptions::default());
+    let q = declare(&vhost, "in-memory", false);
+    for i in 0..lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 {
+        q.publish_stamped(message(&format!("t{i}"), 1), 0);
+    }
+    store.commit();
+    q.publish_stamped(message("last", 1), 0);
+    assert_eq!(q.paged_count(), 0, "no copies written while memory is plentiful");
+    assert!(backend.paths().is_empty(), "nothing on disk");
 }

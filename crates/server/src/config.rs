@@ -33,6 +33,9 @@ pub struct Config {
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
     pub outbound_buffer_max: usize,
+    /// Memory pressure: once queues together hold more message bytes than this, messages they
+    /// do not store (transient ones) page out to scratch files beyond each queue's window.
+    pub transient_paging_bytes: u64,
     /// The user created on first start.
     pub default_user: String,
     pub default_pass: String,
@@ -56,6 +59,7 @@ impl Default for Config {
             connection_max: 65_536,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
+            transient_paging_bytes: 1024 * 1024 * 1024,
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],

@@ -78,7 +78,7 @@ impl Server {
         let mut users = Users::new(config.loopback_users.clone());
         users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
         let (vhosts, store, storage) = match &config.data_dir {
-            Some(dir) => open_storage(dir)?,
+            Some(dir) => open_storage(dir, config.transient_paging_bytes)?,
             None => (HashMap::from([("/".to_owned(), Arc::new(VHost::new("/")))]), None, None),
         };
         let shared = Arc::new(Shared {
@@ -146,13 +146,14 @@ impl Server {
 type Storage = (HashMap<String, Arc<VHost>>, Option<Store>, Option<(Committer, DirLock)>);
 
 /// Locks the data directory, opens the stores and restores every vhost from them.
-fn open_storage(dir: &std::path::Path) -> io::Result<Storage> {
+fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Result<Storage> {
     let fail = |e: lepus_store::StoreError| io::Error::other(e.to_string());
     let started = std::time::Instant::now();
     let lock = DirLock::acquire(dir).map_err(fail)?;
     let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
-    let store = Store::new(Arc::new(FsBackend), dir, StoreOptions::default());
+    let options = StoreOptions { transient_paging_bytes, ..StoreOptions::default() };
+    let store = Store::new(Arc::new(FsBackend), dir, options);
     store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
     if !clean && !snapshot.queues.is_empty() {

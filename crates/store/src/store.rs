@@ -35,11 +35,14 @@ pub trait Waker: Send + Sync {
 pub struct StoreOptions {
     /// A queue starts a new segment file once its current one reaches this size.
     pub segment_size: u32,
+    /// Memory pressure: while queues hold more message bytes in memory than this, they page
+    /// out messages they do not log (transient ones) through scratch logs.
+    pub transient_paging_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { segment_size: 8 * 1024 * 1024 }
+        StoreOptions { segment_size: 8 * 1024 * 1024, transient_paging_bytes: 1024 * 1024 * 1024 }
     }
 }
 
@@ -60,6 +63,8 @@ pub(crate) struct Inner {
     failed: AtomicBool,
     stopping: AtomicBool,
     next_scratch_id: AtomicU64,
+    /// Message bytes queues hold in memory (they report changes).
+    resident_bytes: AtomicU64,
     dirty: Mutex<Vec<Arc<LogShared>>>,
     work: Condvar,
     waiters: Mutex<Vec<Arc<dyn Waker>>>,
@@ -113,6 +118,7 @@ impl Store {
                 failed: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 next_scratch_id: AtomicU64::new(1),
+                resident_bytes: AtomicU64::new(0),
                 dirty: Mutex::new(Vec::new()),
                 work: Condvar::new(),
                 waiters: Mutex::new(Vec::new()),
@@ -171,6 +177,23 @@ impl Store {
             self.inner.backend.sync_dir(&dir)?;
         }
         Ok(removed)
+    }
+
+    /// Queues report message bytes they start or stop holding in memory.
+    pub fn add_resident_bytes(&self, bytes: u64) {
+        self.inner.resident_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn sub_resident_bytes(&self, bytes: u64) {
+        let _ = self
+            .inner
+            .resident_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+    }
+
+    /// Whether queues hold so much in memory that transient messages should page out.
+    pub fn memory_pressure(&self) -> bool {
+        self.inner.resident_bytes.load(Ordering::Relaxed) > self.inner.options.transient_paging_bytes
     }
 
     /// Where scratch logs (paged-out transient messages) live.

@@ -74,7 +74,8 @@ const ROOT: &str = "/data";
 type Found = Vec<(u64, Loc, bool, RecordParts<Vec<u8>>)>;
 
 fn open(backend: CrashBackend) -> (Store, QueueLog, Found) {
-    let store = Store::new(Arc::new(backend), Path::new(ROOT), StoreOptions { segment_size: 300 });
+    let store =
+        Store::new(Arc::new(backend), Path::new(ROOT), StoreOptions { segment_size: 300, ..StoreOptions::default() });
     // The first three messages come back resident, the rest are read back through the log.
     let (log, recovered, _report) = QueueLog::recover(&store, 1, 3, u64::MAX).expect("recovery never fails on damage");
     let found = recovered

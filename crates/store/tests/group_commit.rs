@@ -27,7 +27,11 @@ const HANG_GUARD: Duration = Duration::from_secs(20);
 
 #[test]
 fn every_append_racing_the_committer_becomes_durable() {
-    let store = Store::new(Arc::new(CrashBackend::new()), Path::new("/data"), StoreOptions { segment_size: 4096 });
+    let store = Store::new(
+        Arc::new(CrashBackend::new()),
+        Path::new("/data"),
+        StoreOptions { segment_size: 4096, ..StoreOptions::default() },
+    );
     let _committer = store.spawn_committer().expect("store thread");
     let mut logs: Vec<QueueLog> = (0..3).map(|id| QueueLog::create(&store, id)).collect();
     let (tx, rx) = mpsc::channel();
@@ -54,7 +58,11 @@ fn every_append_racing_the_committer_becomes_durable() {
 #[test]
 fn a_waiter_is_woken_while_other_logs_keep_the_committer_busy() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let store = Store::new(Arc::new(CrashBackend::new()), Path::new("/data"), StoreOptions { segment_size: 1 << 20 });
+    let store = Store::new(
+        Arc::new(CrashBackend::new()),
+        Path::new("/data"),
+        StoreOptions { segment_size: 1 << 20, ..StoreOptions::default() },
+    );
     let _committer = store.spawn_committer().expect("store thread");
     let stop = Arc::new(AtomicBool::new(false));
     // Steady load on two other logs, bounded in count, stopping as soon as the waiter is done.
