@@ -186,6 +186,8 @@ struct State {
     page_scan_seq: u64,
     /// Memory pressure at the last paging scan.
     pressure_seen: bool,
+    /// `resident_bytes` as last reported to the store's gauge.
+    gauge_reported: u64,
     next_seq: u64,
     consumers: Vec<Consumer>,
     cursor: usize,
@@ -215,6 +217,9 @@ impl State {
 
     /// Releases a message's scratch copy (it is back in memory, or gone).
     fn forget_scratch(&mut self, seq: u64) {
+        if self.scratch_locs.is_empty() {
+            return;
+        }
         if let Some(loc) = self.scratch_locs.remove(&seq)
             && let Some(scratch) = self.scratch.as_mut()
         {
@@ -281,18 +286,27 @@ impl State {
         }
     }
 
-    /// Counts message bytes entering memory, here and in the store's gauge.
+    /// Counts message bytes entering memory, here and (in steps of [`GAUGE_STEP_BYTES`], so
+    /// that queues on different cores do not contend for it per message) in the store's gauge.
     fn add_resident(&mut self, bytes: u64) {
         self.resident_bytes += bytes;
-        if let Some(store) = &self.scratch_store {
-            store.add_resident_bytes(bytes);
-        }
+        self.report_resident();
     }
 
     fn sub_resident(&mut self, bytes: u64) {
         self.resident_bytes -= bytes;
-        if let Some(store) = &self.scratch_store {
-            store.sub_resident_bytes(bytes);
+        self.report_resident();
+    }
+
+    fn report_resident(&mut self) {
+        let Some(store) = &self.scratch_store else { return };
+        let (now, reported) = (self.resident_bytes, self.gauge_reported);
+        if now >= reported + GAUGE_STEP_BYTES {
+            store.add_resident_bytes(now - reported);
+            self.gauge_reported = now;
+        } else if now + GAUGE_STEP_BYTES <= reported || (now == 0 && reported > 0) {
+            store.sub_resident_bytes(reported - now);
+            self.gauge_reported = now;
         }
     }
 
@@ -373,6 +387,9 @@ impl State {
         self.page_scan_seq = waiting.unwrap_or_else(|| self.ready.get(i).map_or(self.next_seq, Slot::seq));
     }
 }
+
+/// Granularity of a queue's reports to the store's memory gauge.
+const GAUGE_STEP_BYTES: u64 = 1024 * 1024;
 
 /// The head of the queue is never paged out: it is about to be delivered.
 const RESIDENT_MIN_MESSAGES: usize = 256;
