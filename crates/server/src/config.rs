@@ -34,7 +34,8 @@ pub struct Config {
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
     pub outbound_buffer_max: usize,
     /// Memory pressure: once queues together hold more message bytes than this, messages they
-    /// do not store (transient ones) page out to scratch files beyond each queue's window.
+    /// do not store (transient ones) page out to scratch files beyond each queue's window
+    /// (0: always).
     pub transient_paging_bytes: u64,
     /// The user created on first start.
     pub default_user: String,

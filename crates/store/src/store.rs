@@ -36,7 +36,7 @@ pub struct StoreOptions {
     /// A queue starts a new segment file once its current one reaches this size.
     pub segment_size: u32,
     /// Memory pressure: while queues hold more message bytes in memory than this, they page
-    /// out messages they do not log (transient ones) through scratch logs.
+    /// out messages they do not log (transient ones) through scratch logs; 0 = always.
     pub transient_paging_bytes: u64,
 }
 
@@ -191,9 +191,11 @@ impl Store {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
     }
 
-    /// Whether queues hold so much in memory that transient messages should page out.
+    /// Whether queues hold so much in memory that transient messages should page out
+    /// (always, with a threshold of 0).
     pub fn memory_pressure(&self) -> bool {
-        self.inner.resident_bytes.load(Ordering::Relaxed) > self.inner.options.transient_paging_bytes
+        let threshold = self.inner.options.transient_paging_bytes;
+        threshold == 0 || self.inner.resident_bytes.load(Ordering::Relaxed) > threshold
     }
 
     /// Where scratch logs (paged-out transient messages) live.
