@@ -149,6 +149,11 @@ impl VHost {
                 for (segment, offset, damage) in &log_report.damaged {
                     report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
                 }
+                for segment in &log_report.missing_acks {
+                    report
+                        .problems
+                        .push(format!("{what}: ack file of segment {segment} unreadable; its messages come back"));
+                }
                 for path in &log_report.quarantined {
                     report.problems.push(format!("{what}: segment quarantined as {}", path.display()));
                 }

@@ -88,10 +88,6 @@ fn start(dir: &Path) -> Broker {
     Broker { child, url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f") }
 }
 
-impl Broker {
-    fn kill(self) {}
-}
-
 impl Drop for Broker {
     /// SIGKILL, also when a failing test unwinds: no broker outlives the test.
     fn drop(&mut self) {
@@ -255,7 +251,7 @@ async fn confirmed_messages_survive_kill_9() {
                 delivered_before + more_deliveries
             );
         }
-        broker.kill();
+        drop(broker); // SIGKILL (see `Drop`)
         stop.store(true, Ordering::Release);
         let _ = guard("publisher ends", publisher).await;
         let _ = guard("consumer ends", consumer).await;
@@ -285,7 +281,7 @@ async fn confirmed_messages_survive_kill_9() {
         panic!("{} confirmed messages were never delivered, e.g. {:?}", lost.len(), &lost[..lost.len().min(20)]);
     }
     stop.store(true, Ordering::Release);
-    broker.kill();
+    drop(broker);
     let _ = guard("consumer ends", consumer).await;
     let l = ledger.lock();
     assert!(l.violations.is_empty(), "violations: {:#?}", l.violations);

@@ -186,7 +186,7 @@ async fn a_data_directory_serves_one_broker() {
     broker.stop().await;
 }
 
-/// The one segment file of the only queue log under `dir`.
+/// Every file of every queue log under `dir` (the tests use one queue), sorted.
 fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for queue in std::fs::read_dir(dir.join("queues")).expect("queues dir").flatten() {

@@ -354,10 +354,6 @@ impl QueueLog {
         QueueLog { store: store.clone(), shared, current: segment, tail: SEGMENT_HEADER_LEN, counts }
     }
 
-    pub fn shared(&self) -> &Arc<LogShared> {
-        &self.shared
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }
