@@ -10,6 +10,9 @@
 // closing the channel but not the connection, and the connection handshake (capabilities,
 // clean close, refused login).
 //
+// `java Conformance restart-before|restart-after` runs one half of the broker-restart check
+// instead (scripts/conformance restarts the broker in between).
+//
 // Output: one line per test, "PASS <pattern>: <name>" or "FAIL <pattern>: <name>: <error>",
 // then "N passed, N failed"; exit status 1 if anything failed. scripts/conformance parses it.
 // Waiting is on client events (BlockingQueue.poll with a hang guard, confirms, RPC replies),
@@ -34,6 +37,22 @@ public class Conformance {
         if (URL == null || URL.isEmpty()) {
             System.err.println("AMQP_URL is not set");
             System.exit(2);
+        }
+        if (args.length > 0) {
+            switch (args[0]) {
+                case "restart-before":
+                    test("restart", "before_publish_persistent_confirmed", Conformance::restartBefore);
+                    break;
+                case "restart-after":
+                    test("restart", "after_persistent_message_survived", Conformance::restartAfter);
+                    break;
+                default:
+                    System.err.println("unknown argument " + args[0]);
+                    System.exit(2);
+            }
+            System.out.println(passed + " passed, " + failed + " failed");
+            System.out.flush();
+            System.exit(failed == 0 ? 0 : 1);
         }
         test("hello-world", "publish_get_properties", Conformance::helloWorldGet);
         test("hello-world", "consume_deliver_callback", Conformance::helloWorldConsume);
@@ -444,6 +463,43 @@ public class Conformance {
     }
 
     // ---- confirms and returns -------------------------------------------------------------
+
+    // ---- broker restart ---------------------------------------------------------------------
+
+    static final String RESTART_QUEUE = "conformance.restart.java";
+    static final String RESTART_BODY = "persistent message from the RabbitMQ Java client";
+
+    static void restartBefore() throws Exception {
+        try (Connection conn = connect()) {
+            Channel ch = conn.createChannel();
+            ch.queueDelete(RESTART_QUEUE); // a leftover from an aborted run
+            ch.queueDeclare(RESTART_QUEUE, true, false, false, null);
+            ch.confirmSelect();
+            Map<String, Object> headers = new HashMap<>();
+            headers.put("client", "java");
+            AMQP.BasicProperties props = new AMQP.BasicProperties.Builder().deliveryMode(2)
+                .contentType("text/plain").correlationId("restart-1").headers(headers).build();
+            ch.basicPublish("", RESTART_QUEUE, props, b(RESTART_BODY));
+            ch.waitForConfirmsOrDie(HANG_GUARD_MS);
+            eq(1, ch.queueDeclarePassive(RESTART_QUEUE).getMessageCount(), "queued");
+        }
+    }
+
+    static void restartAfter() throws Exception {
+        try (Connection conn = connect()) {
+            Channel ch = conn.createChannel();
+            GetResponse r = ch.basicGet(RESTART_QUEUE, false);
+            check(r != null, "the message is still in " + RESTART_QUEUE);
+            eq(RESTART_BODY, s(r.getBody()), "body");
+            AMQP.BasicProperties p = r.getProps();
+            eq(2, p.getDeliveryMode(), "delivery mode");
+            eq("text/plain", p.getContentType(), "content type");
+            eq("restart-1", p.getCorrelationId(), "correlation id");
+            eq("java", String.valueOf(p.getHeaders().get("client")), "header");
+            ch.basicAck(r.getEnvelope().getDeliveryTag(), false);
+            eq(0, ch.queueDelete(RESTART_QUEUE).getMessageCount(), "messages left when deleted");
+        }
+    }
 
     static void confirmsBlocking() throws Exception {
         try (Connection conn = connect()) {

@@ -10,6 +10,9 @@
 // handshake (AMQPLAIN login, which php-amqplib uses by default; capabilities; clean close;
 // refused login).
 //
+// `php conformance.php restart-before|restart-after` runs one half of the broker-restart check
+// instead (scripts/conformance restarts the broker in between).
+//
 // Output: one line per test, "PASS <pattern>: <name>" or "FAIL <pattern>: <name>: <error>",
 // then "N passed, N failed"; exit status 1 if anything failed. scripts/conformance parses it.
 // php-amqplib is single-threaded: tests wait by running the connections' event loops
@@ -130,6 +133,52 @@ function channel_error($ch, callable $body)
         return [$e->getCode(), $e->getMessage()];
     }
     throw new Failed('expected a channel error');
+}
+
+// ---- broker restart (only with an argument) ----------------------------------------------
+
+const RESTART_QUEUE = 'conformance.restart.php';
+const RESTART_BODY = 'persistent message from php-amqplib';
+
+if (($argv[1] ?? '') === 'restart-before') {
+    test('restart', 'before_publish_persistent_confirmed', function () {
+        $conn = connect();
+        $ch = $conn->channel();
+        $ch->queue_delete(RESTART_QUEUE); // a leftover from an aborted run
+        $ch->queue_declare(RESTART_QUEUE, false, true, false, false);
+        $ch->confirm_select();
+        $acks = [];
+        $ch->set_ack_handler(function ($m) use (&$acks) { $acks[] = 'ack'; });
+        $ch->set_nack_handler(function ($m) use (&$acks) { $acks[] = 'nack'; });
+        $ch->basic_publish(new AMQPMessage(RESTART_BODY, [
+            'delivery_mode' => 2, 'content_type' => 'text/plain', 'correlation_id' => 'restart-1',
+            'application_headers' => new AMQPTable(['client' => 'php'])]), '', RESTART_QUEUE);
+        $ch->wait_for_pending_acks_returns(HANG_GUARD);
+        eq(['ack'], $acks, 'publisher confirm');
+        $conn->close();
+    });
+} elseif (($argv[1] ?? '') === 'restart-after') {
+    test('restart', 'after_persistent_message_survived', function () {
+        $conn = connect();
+        $ch = $conn->channel();
+        $m = $ch->basic_get(RESTART_QUEUE, false);
+        check($m !== null, 'the message is still in ' . RESTART_QUEUE);
+        eq(RESTART_BODY, $m->getBody(), 'body');
+        eq(2, $m->get('delivery_mode'), 'delivery mode');
+        eq('text/plain', $m->get('content_type'), 'content type');
+        eq('restart-1', $m->get('correlation_id'), 'correlation id');
+        eq('php', $m->get('application_headers')->getNativeData()['client'] ?? null, 'header');
+        $m->ack();
+        eq(0, $ch->queue_delete(RESTART_QUEUE), 'messages left when deleted');
+        $conn->close();
+    });
+} elseif (isset($argv[1])) {
+    fwrite(STDERR, "unknown argument {$argv[1]}\n");
+    exit(2);
+}
+if (isset($argv[1])) {
+    echo "$passed passed, $failed failed\n";
+    exit($failed === 0 ? 0 : 1);
 }
 
 // ---- hello world ----------------------------------------------------------------------------

@@ -7,6 +7,9 @@
 # mandatory + basic.return, 404/406 errors closing the channel but not the connection, and the
 # connection handshake (capabilities, clean close, refused login).
 #
+# `ruby conformance.rb restart-before|restart-after` runs one half of the broker-restart check
+# instead (scripts/conformance restarts the broker in between).
+#
 # Output: one line per test, "PASS <pattern>: <name>" or "FAIL <pattern>: <name>: <error>",
 # then "N passed, N failed"; exit status 1 if anything failed. scripts/conformance parses it.
 # Waiting is on client events (a Queue fed by consumer callbacks, with a hang guard; confirms),
@@ -76,6 +79,53 @@ def with_conn
   yield conn
 ensure
   conn.close if conn&.open?
+end
+
+# ---- broker restart (only with an argument) -------------------------------------------------
+
+RESTART_QUEUE = "conformance.restart.ruby"
+RESTART_BODY = "persistent message from Bunny"
+
+case ARGV[0]
+when nil
+  # the suite below
+when "restart-before"
+  test("restart", "before_publish_persistent_confirmed") do
+    with_conn do |conn|
+      ch = conn.create_channel
+      ch.queue_delete(RESTART_QUEUE) # a leftover from an aborted run
+      q = ch.queue(RESTART_QUEUE, durable: true)
+      ch.confirm_select
+      ch.default_exchange.publish(RESTART_BODY, routing_key: RESTART_QUEUE, persistent: true,
+                                  content_type: "text/plain", correlation_id: "restart-1",
+                                  headers: { "client" => "ruby" })
+      check(ch.wait_for_confirms, "publisher confirm")
+      eq(0, ch.nacked_set.size, "nacks")
+      eq(1, q.message_count, "queued")
+    end
+  end
+when "restart-after"
+  test("restart", "after_persistent_message_survived") do
+    with_conn do |conn|
+      ch = conn.create_channel
+      info, props, body = ch.queue(RESTART_QUEUE, no_declare: true).pop(manual_ack: true)
+      check(!body.nil?, "the message is still in #{RESTART_QUEUE}")
+      eq(RESTART_BODY, body, "body")
+      eq(2, props.delivery_mode, "delivery mode")
+      eq("text/plain", props.content_type, "content type")
+      eq("restart-1", props.correlation_id, "correlation id")
+      eq({ "client" => "ruby" }, props.headers, "headers")
+      ch.ack(info.delivery_tag)
+      eq(0, ch.queue_delete(RESTART_QUEUE).message_count, "messages left when deleted")
+    end
+  end
+else
+  abort "unknown argument #{ARGV[0]}"
+end
+unless ARGV.empty?
+  puts "#{$passed} passed, #{$failed} failed"
+  $stdout.flush
+  exit($failed.zero? ? 0 : 1)
 end
 
 # ---- hello world ----------------------------------------------------------------------------
