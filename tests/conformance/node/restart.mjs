@@ -23,6 +23,7 @@ const steps = {
       const conn = await amqp.connect(AMQP_URL);
       try {
         const ch = await conn.createConfirmChannel();
+        ch.on("error", () => {}); // a channel error also rejects the pending call
         await ch.deleteQueue(queue); // a leftover from an aborted run
         await ch.assertQueue(queue, { durable: true });
         await guard(
@@ -42,6 +43,7 @@ const steps = {
       const conn = await amqp.connect(AMQP_URL);
       try {
         const ch = await conn.createChannel();
+        ch.on("error", () => {}); // a channel error also rejects the pending call below
         const msg = await ch.get(queue, { noAck: false });
         assert.ok(msg, `the message is no longer in ${queue}`);
         assert.equal(msg.content.toString(), body);
