@@ -21,11 +21,13 @@ pub mod message;
 pub mod outlet;
 pub mod persist;
 pub mod queue;
+pub mod route_cache;
 pub mod topic;
 pub mod vhost;
 
 pub use error::BrokerError;
-pub use message::{Message, MessageBuilder, MessageRef};
+pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
 pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
+pub use route_cache::RouteCache;
 pub use vhost::VHost;

@@ -32,6 +32,16 @@ pub struct Message {
 
 pub type MessageRef = Arc<Message>;
 
+/// What a message keeps from its content header besides the raw properties.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderFields<'a> {
+    pub body_size: u64,
+    pub delivery_mode: Option<u8>,
+    pub priority: Option<u8>,
+    /// The `expiration` property as sent (a decimal string of milliseconds).
+    pub expiration: Option<&'a [u8]>,
+}
+
 /// Fills a message's buffer while its body frames arrive.
 #[derive(Debug)]
 pub struct MessageBuilder {
@@ -48,22 +58,39 @@ pub struct MessageBuilder {
 impl MessageBuilder {
     /// Starts a message for `header`, with these routing data and raw properties.
     pub fn new(exchange: &[u8], routing_key: &[u8], raw_properties: &[u8], header: &ContentHeader) -> MessageBuilder {
+        let fields = HeaderFields {
+            body_size: header.body_size,
+            delivery_mode: header.delivery_mode,
+            priority: header.priority,
+            expiration: header.expiration.as_ref().map(|e| e.as_bytes()),
+        };
+        Self::with_fields(exchange, routing_key, raw_properties, &fields)
+    }
+
+    /// Like [`MessageBuilder::new`], from the header fields alone (the borrowed publish path).
+    pub fn with_fields(
+        exchange: &[u8],
+        routing_key: &[u8],
+        raw_properties: &[u8],
+        fields: &HeaderFields<'_>,
+    ) -> MessageBuilder {
         let exchange = &exchange[..exchange.len().min(255)];
         let routing_key = &routing_key[..routing_key.len().min(255)];
         let meta_len = exchange.len() + routing_key.len() + raw_properties.len();
-        let mut buf = BytesMut::with_capacity(meta_len + header.body_size.min(BODY_RESERVE_MAX) as usize);
+        let mut buf = BytesMut::with_capacity(meta_len + fields.body_size.min(BODY_RESERVE_MAX) as usize);
         buf.put_slice(exchange);
         buf.put_slice(routing_key);
         buf.put_slice(raw_properties);
-        let expiration_ms = header.expiration.as_ref().and_then(|e| e.as_str()).and_then(|s| s.parse::<u64>().ok());
+        let expiration_ms =
+            fields.expiration.and_then(|e| std::str::from_utf8(e).ok()).and_then(|s| s.parse::<u64>().ok());
         MessageBuilder {
             buf,
             exchange_len: exchange.len() as u8,
             routing_key_len: routing_key.len() as u8,
             properties_len: raw_properties.len() as u32,
             body_start: meta_len,
-            delivery_mode: header.delivery_mode.unwrap_or(1),
-            priority: header.priority,
+            delivery_mode: fields.delivery_mode.unwrap_or(1),
+            priority: fields.priority,
             expiration_ms,
         }
     }
@@ -133,6 +160,11 @@ impl Message {
 
     pub fn body(&self) -> &[u8] {
         &self.data[self.body_start()..]
+    }
+
+    /// The body as shared bytes: a reference to this message's buffer, not a copy.
+    pub fn body_bytes(&self) -> Bytes {
+        self.data.slice(self.body_start()..)
     }
 
     pub fn properties(&self) -> Result<BasicProperties, ProtocolError> {

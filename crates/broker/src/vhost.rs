@@ -11,15 +11,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lepus_protocol::{FieldTable, ShortStr};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 
 use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
 use crate::error::{BrokerError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
+use crate::route_cache::RouteCache;
 use lepus_store::log::QueueLog;
 use lepus_store::meta::{Change, Snapshot};
 
@@ -64,6 +66,9 @@ pub struct ExchangeDeclare {
 pub struct VHost {
     pub name: Arc<str>,
     topology: RwLock<Topology>,
+    /// Bumped under the write lock by every topology change; a [`RouteCache`] entry is valid
+    /// while it is unchanged.
+    topology_version: AtomicU64,
     persistence: Option<PersistenceRef>,
 }
 
@@ -85,7 +90,12 @@ fn bool_text(b: bool) -> &'static str {
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
     pub fn new(name: &str) -> VHost {
-        let vhost = VHost { name: name.into(), topology: RwLock::default(), persistence: None };
+        let vhost = VHost {
+            name: name.into(),
+            topology: RwLock::default(),
+            topology_version: AtomicU64::new(0),
+            persistence: None,
+        };
         {
             let mut t = vhost.topology.write();
             let mut add = |name: &'static str, kind, internal| {
@@ -254,7 +264,7 @@ impl VHost {
         if d.name.is_empty() {
             return Err(self.default_exchange_refused());
         }
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         if let Some(x) = t.exchanges.get(&d.name) {
             if d.passive {
                 return Ok(());
@@ -332,7 +342,7 @@ impl VHost {
                 self.name
             )));
         }
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         let Some(x) = t.exchanges.get(name) else {
             // RabbitMQ 3.x: deleting an exchange that does not exist succeeds.
             return Ok(());
@@ -410,7 +420,7 @@ impl VHost {
         args: &FieldTable,
         connection_id: u64,
     ) -> Result<()> {
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
         if x.bind(dest.clone(), key.clone(), args.clone())? {
@@ -464,7 +474,7 @@ impl VHost {
         args: &FieldTable,
         connection_id: u64,
     ) -> Result<()> {
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         let missing = match &dest {
             Destination::Queue(q) => !t.queues.contains_key(q),
             Destination::Exchange(x) => !x.is_empty() && !t.exchanges.contains_key(x),
@@ -503,7 +513,7 @@ impl VHost {
                 d.name
             )));
         }
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         if let Some(q) = t.queues.get(&d.name) {
             self.check_owner(q, connection_id)?;
             if !d.passive {
@@ -581,7 +591,7 @@ impl VHost {
     /// `queue.delete`; returns the number of messages deleted. A missing queue is deleted
     /// already (RabbitMQ 3.x answers delete-ok with 0).
     pub fn delete_queue(&self, name: &ShortStr, if_unused: bool, if_empty: bool, connection_id: u64) -> Result<u32> {
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         let Some(q) = t.queues.get(name).cloned() else { return Ok(0) };
         self.check_owner(&q, connection_id)?;
         q.check_delete(if_unused, if_empty)?;
@@ -599,7 +609,7 @@ impl VHost {
 
     /// Deletes `queue` if it is still the queue of that name (auto-delete, exclusive cleanup).
     pub fn remove_queue(&self, queue: &QueueRef) {
-        let mut t = self.topology.write();
+        let mut t = self.write_topology();
         if t.queues.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
             t.queues.remove(&queue.name);
             let mut changes = self.queue_deleted(queue);
@@ -643,7 +653,54 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueRef>,
     ) -> Result<()> {
+        self.route_inner(exchange, routing_keys, headers, out).map(|_| ())
+    }
+
+    /// Routes a message with one routing key through `cache`: a repeat of the cached exchange
+    /// and key, with the topology unchanged since, skips the topology lock and every lookup.
+    /// A route through a headers exchange depends on the message and is never cached.
+    pub fn route_cached<'c>(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        cache: &'c mut RouteCache,
+    ) -> Result<&'c [QueueRef]> {
+        let version = self.topology_version.load(Ordering::Acquire);
+        if cache.hit(version, exchange, routing_key) {
+            return Ok(cache.queues());
+        }
+        let out = cache.begin_fill();
+        match self.route_inner(exchange, &[routing_key], headers, out) {
+            Ok(Some(version)) => cache.fill(version, exchange, routing_key),
+            Ok(None) => {}
+            Err(e) => {
+                cache.begin_fill();
+                return Err(e);
+            }
+        }
+        Ok(cache.queues())
+    }
+
+    /// A write lock on the topology that invalidates every [`RouteCache`] entry.
+    fn write_topology(&self) -> RwLockWriteGuard<'_, Topology> {
+        let t = self.topology.write();
+        self.topology_version.fetch_add(1, Ordering::AcqRel);
+        t
+    }
+
+    /// Routes into `out`; returns the topology version the result holds for, or `None` when
+    /// the result may not be reused (a headers exchange took part).
+    fn route_inner(
+        &self,
+        exchange: &[u8],
+        routing_keys: &[&[u8]],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+    ) -> Result<Option<u64>> {
         let t = self.topology.read();
+        let version = self.topology_version.load(Ordering::Acquire);
+        let mut cacheable = true;
         let Some(start) = t.exchanges.get(exchange) else {
             let name = String::from_utf8_lossy(exchange).into_owned();
             return Err(BrokerError::not_found("exchange", name, self.name.to_string()));
@@ -663,7 +720,7 @@ impl VHost {
                     out.push(q.clone());
                 }
             }
-            return Ok(());
+            return Ok(Some(version));
         }
         let mut visited: HashSet<&[u8]> = HashSet::new();
         let mut work: Vec<&Exchange> = vec![start];
@@ -673,6 +730,7 @@ impl VHost {
                 continue;
             }
             dests.clear();
+            cacheable &= x.kind != ExchangeKind::Headers;
             x.route(routing_keys, headers, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
@@ -700,6 +758,6 @@ impl VHost {
                 work.push(ae);
             }
         }
-        Ok(())
+        Ok(cacheable.then_some(version))
     }
 }

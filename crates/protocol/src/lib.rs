@@ -19,6 +19,8 @@
 //! - [`table`]: [`FieldTable`]/[`FieldValue`] with RabbitMQ's field types; iterative,
 //!   depth-bounded decode and encode.
 //! - [`fast`]: hand-written encoders for deliver, get-ok, return and confirms (the hot path).
+//! - [`publish_view`]: a borrowed view of a complete ordinary `basic.publish` (method, header
+//!   and body frames) at the head of the read buffer, the hot input path.
 //! - [`codec`]: the [`Decoder`]/[`Encoder`] cursors and the [`codec::Field`] trait.
 //! - [`types`]: [`ShortStr`] and [`LongStr`], zero-copy over [`bytes::Bytes`].
 //! - [`constants`]: frame types, reply codes, limits. [`error`]: [`ProtocolError`].
@@ -36,6 +38,7 @@ pub mod error;
 pub mod fast;
 pub mod frame;
 pub mod method;
+pub mod publish_view;
 pub mod table;
 pub mod types;
 

@@ -1152,9 +1152,21 @@ async fn bodies_of_every_size_cross_frames_intact() {
     let q = lexcl(&ch).await;
     let mut c = lconsume(&ch, &q, true).await;
     let getq = lexcl(&ch).await;
-    for size in
-        [0, 1, frame_max - 9, frame_max - 8, frame_max - 7, frame_max, 3 * frame_max + 1, 1024 * 1024, 1024 * 1024 + 3]
-    {
+    // Around the size from which bodies are written by reference (8 KiB), and frame_max.
+    for size in [
+        0,
+        1,
+        8191,
+        8192,
+        8193,
+        frame_max - 9,
+        frame_max - 8,
+        frame_max - 7,
+        frame_max,
+        3 * frame_max + 1,
+        1024 * 1024,
+        1024 * 1024 + 3,
+    ] {
         let body: Vec<u8> = (0..size).map(|i| ((i * 7 + 3) % 256) as u8).collect();
         lpub(&ch, "", &q, &body).await;
         let d = c.next().await;
@@ -1162,6 +1174,20 @@ async fn bodies_of_every_size_cross_frames_intact() {
         lpub(&ch, "", &getq, &body).await;
         let g = lget(&ch, &getq, true).await.expect("message");
         assert!(g.delivery.data == body, "got body of {size} B differs (got {} B)", g.delivery.data.len());
+    }
+    // Large and small bodies interleaved, published without waiting: one drain writes them
+    // in a single batch (large ones by reference, small ones copied), which must keep order.
+    let sizes: Vec<usize> = (0..60).map(|i| if i % 3 == 0 { 20_000 + i } else { i }).collect();
+    let plain = guard("channel", conn.create_channel()).await.expect("channel");
+    for (i, size) in sizes.iter().enumerate() {
+        let body: Vec<u8> = (0..*size).map(|j| ((i + j) % 256) as u8).collect();
+        let publish = plain.basic_publish("".into(), q.as_str().into(), Default::default(), &body, Default::default());
+        guard("basic.publish", publish).await.expect("basic.publish");
+    }
+    for (i, size) in sizes.iter().enumerate() {
+        let d = c.next().await;
+        let body: Vec<u8> = (0..*size).map(|j| ((i + j) % 256) as u8).collect();
+        assert!(d.data == body, "message {i} of {size} B differs (got {} B)", d.data.len());
     }
     lclose(&conn).await;
 

@@ -6,12 +6,14 @@
 use bytes::Bytes;
 use lepus_broker::args::type_name;
 use lepus_broker::queue::Enqueued;
-use lepus_broker::{Message, MessageBuilder};
+use lepus_broker::{HeaderFields, Message, MessageBuilder};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use lepus_protocol::fast::{write_ack, write_nack, write_return};
 use lepus_protocol::frame::{write_body, write_content_header};
+use lepus_protocol::publish_view::PublishView;
 use lepus_protocol::{FieldValue, ProtocolError};
 
+use super::outbox;
 use super::*;
 use crate::channel::{Assembling, Publish};
 use crate::error::precondition;
@@ -108,7 +110,6 @@ impl Connection {
     /// Routes one complete message, writes a return if it was unroutable and mandatory, and
     /// records its confirm.
     pub(super) fn route_publish(&mut self, channel: u16, p: Publish) -> Result<(), Fail> {
-        let vhost = self.vhost_arc()?;
         let confirm_seq = self.chan(channel)?.confirms.as_mut().map(|c| {
             c.last_published += 1;
             c.last_published
@@ -118,11 +119,58 @@ impl Connection {
         let routing_key = p.method.routing_key.as_bytes();
         let message = match &checked.raw_properties {
             // Rewritten properties (reply_to, BCC) need a new buffer; the common case does not.
-            Some(raw) => {
-                Arc::new(Message::with_raw_properties(exchange, routing_key, raw, &p.header, p.message.body()))
-            }
-            None => Arc::new(p.message),
+            Some(raw) => Message::with_raw_properties(exchange, routing_key, raw, &p.header, p.message.body()),
+            None => p.message,
         };
+        self.route_message(channel, confirm_seq, p.method.mandatory, &checked, Arc::new(message))
+    }
+
+    /// A complete ordinary publish read straight from the input buffer (see
+    /// [`lepus_protocol::publish_view`]). Returns false, having done nothing, when the channel's
+    /// state needs the general path (not open, assembling, transactional, direct reply-to, a
+    /// message over the size limit); that path then takes the same frames.
+    pub(super) fn publish_view(&mut self, v: &PublishView<'_>) -> bool {
+        let Some(ch) = self.channels.get_mut(&v.channel) else { return false };
+        if ch.phase != ChannelPhase::Open
+            || ch.assembling.is_some()
+            || ch.tx.is_some()
+            || v.body.len() as u64 > self.shared.config.message_size_max
+            || (v.exchange.is_empty() && v.routing_key.starts_with(REPLY_TO_PREFIX))
+        {
+            return false;
+        }
+        let confirm_seq = ch.confirms.as_mut().map(|c| {
+            c.last_published += 1;
+            c.last_published
+        });
+        let fields = HeaderFields {
+            body_size: v.body.len() as u64,
+            delivery_mode: v.delivery_mode,
+            priority: v.priority,
+            expiration: v.expiration,
+        };
+        let mut builder = MessageBuilder::with_fields(v.exchange, v.routing_key, v.raw_properties, &fields);
+        builder.push_body(v.body);
+        let message = Arc::new(builder.finish());
+        if let Err(f) = self.route_message(v.channel, confirm_seq, v.mandatory, &Checked::default(), message) {
+            self.on_exception(f.tag(v.channel, 60, 40));
+        }
+        true
+    }
+
+    /// Routes a checked message to its queues (or a direct reply-to consumer), writes a
+    /// `basic.return` if it went nowhere and was mandatory, and records its confirm.
+    fn route_message(
+        &mut self,
+        channel: u16,
+        confirm_seq: Option<u64>,
+        mandatory: bool,
+        checked: &Checked,
+        message: lepus_broker::MessageRef,
+    ) -> Result<(), Fail> {
+        let vhost = self.vhost_arc()?;
+        let exchange = message.exchange();
+        let routing_key = message.routing_key();
         let single = [routing_key];
         let with_extra: Vec<&[u8]>;
         let keys: &[&[u8]] = if checked.extra_keys.is_empty() {
@@ -138,16 +186,25 @@ impl Connection {
         let mut stamp: Option<u64> = None;
         let now_ms = if message.is_persistent() { now_ms() } else { 0 };
         if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
-            routed = self.deliver_reply(&p.method.routing_key, &message);
+            routed = self.deliver_reply(routing_key, &message);
         } else {
-            let mut queues = std::mem::take(&mut self.routed);
-            queues.clear();
-            let routing = vhost.route(exchange, keys, checked.headers.as_ref(), &mut queues);
-            if let Err(e) = routing {
-                self.routed = queues;
-                return Err(e.into());
-            }
-            for q in &queues {
+            let mut cache = std::mem::take(&mut self.route_cache);
+            let mut several = std::mem::take(&mut self.routed);
+            several.clear();
+            let routing = if keys.len() == 1 {
+                vhost.route_cached(exchange, routing_key, checked.headers.as_ref(), &mut cache)
+            } else {
+                vhost.route(exchange, keys, checked.headers.as_ref(), &mut several).map(|()| &several[..])
+            };
+            let queues = match routing {
+                Ok(queues) => queues,
+                Err(e) => {
+                    self.route_cache = cache;
+                    self.routed = several;
+                    return Err(e.into());
+                }
+            };
+            for q in queues {
                 let (outcome, logged) = q.publish_stamped(message.clone(), now_ms);
                 if let Some(g) = logged {
                     stamp = Some(stamp.map_or(g, |s| s.max(g)));
@@ -162,10 +219,11 @@ impl Connection {
                     Enqueued::Gone => {}
                 }
             }
-            queues.clear();
-            self.routed = queues;
+            several.clear();
+            self.routed = several;
+            self.route_cache = cache;
         }
-        if !routed && !rejected && p.method.mandatory {
+        if !routed && !rejected && mandatory {
             write_return(&mut self.out, channel, NO_ROUTE, b"NO_ROUTE", exchange, routing_key);
             self.write_content(channel, &message);
         }
@@ -192,12 +250,17 @@ impl Connection {
 
     /// Appends a message's content header and body frames.
     pub(super) fn write_content(&mut self, channel: u16, message: &Message) {
-        write_content_header(&mut self.out, channel, message.body().len() as u64, message.raw_properties());
-        write_body(&mut self.out, channel, message.body(), self.frame_max);
+        let body_len = message.body().len();
+        write_content_header(&mut self.out, channel, body_len as u64, message.raw_properties());
+        if body_len >= outbox::BODY_BY_REFERENCE_MIN {
+            self.sealed.write_body(&mut self.out, channel, &message.body_bytes(), self.frame_max);
+        } else {
+            write_body(&mut self.out, channel, message.body(), self.frame_max);
+        }
     }
 
     /// Direct reply-to: hands the message straight to the consuming channel, if it exists.
-    fn deliver_reply(&mut self, address: &ShortStr, message: &lepus_broker::MessageRef) -> bool {
+    fn deliver_reply(&mut self, address: &[u8], message: &lepus_broker::MessageRef) -> bool {
         let target = self.shared.reply_to.lock().get(address).cloned();
         let Some(target) = target else { return false };
         let delivery = lepus_broker::Delivery {

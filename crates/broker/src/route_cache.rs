@@ -1,0 +1,61 @@
+//! A connection's memory of its last route: publishers mostly repeat one exchange and routing
+//! key, and a repeat should cost two short comparisons and one atomic load, not the topology
+//! lock, two hash lookups and an allocation-free but branchy walk (see [`VHost::route_cached`]).
+//!
+//! An entry holds for one topology version: any declaration, binding or deletion in the vhost
+//! bumps the version and so invalidates every cache at once.
+//!
+//! [`VHost::route_cached`]: crate::VHost::route_cached
+
+use crate::queue::QueueRef;
+
+/// Exchange names and routing keys are short strings (≤ 255 bytes): the cache holds its own
+/// copies, so it never pins a connection's read buffer.
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    valid: bool,
+    version: u64,
+    exchange: Vec<u8>,
+    routing_key: Vec<u8>,
+    queues: Vec<QueueRef>,
+}
+
+impl RouteCache {
+    pub fn new() -> RouteCache {
+        RouteCache::default()
+    }
+
+    pub(crate) fn hit(&self, version: u64, exchange: &[u8], routing_key: &[u8]) -> bool {
+        self.valid && self.version == version && self.routing_key == routing_key && self.exchange == exchange
+    }
+
+    /// The queues of the last route (valid or not: a route that may not be cached is still
+    /// returned from here).
+    pub(crate) fn queues(&self) -> &[QueueRef] {
+        &self.queues
+    }
+
+    /// Forgets the entry and hands out its (emptied) queue list to route into.
+    pub(crate) fn begin_fill(&mut self) -> &mut Vec<QueueRef> {
+        self.valid = false;
+        self.queues.clear();
+        &mut self.queues
+    }
+
+    /// Marks the queues just routed into as the route of `exchange` + `routing_key` at
+    /// `version`.
+    pub(crate) fn fill(&mut self, version: u64, exchange: &[u8], routing_key: &[u8]) {
+        self.exchange.clear();
+        self.exchange.extend_from_slice(exchange);
+        self.routing_key.clear();
+        self.routing_key.extend_from_slice(routing_key);
+        self.version = version;
+        self.valid = true;
+    }
+
+    /// Drops the entry and the queue references it holds.
+    pub fn clear(&mut self) {
+        self.valid = false;
+        self.queues.clear();
+    }
+}

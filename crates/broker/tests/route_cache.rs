@@ -1,0 +1,183 @@
+//! The route cache never changes where a message goes: under random declarations, bindings,
+//! unbindings and deletions (queues and exchanges, exchange-to-exchange bindings, an
+//! alternate exchange, a headers exchange), routing through one long-lived cache gives the same
+//! queues as routing without it.
+
+use bytes::Bytes;
+use lepus_broker::exchange::Destination;
+use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
+use lepus_broker::{RouteCache, VHost};
+use lepus_protocol::{FieldTable, FieldValue, ShortStr};
+use proptest::prelude::*;
+
+const QUEUES: [&str; 4] = ["q0", "q1", "q2", "q3"];
+/// Exchanges a test may route through: the default one, predeclared ones and two of its own
+/// ("ae" is the alternate exchange of "x").
+const EXCHANGES: [&str; 6] = ["", "amq.direct", "amq.topic", "amq.headers", "x", "ae"];
+const KEYS: [&str; 4] = ["a", "a.b", "q1", "q2"];
+const BINDING_KEYS: [&str; 5] = ["a", "a.b", "#", "*.b", "q1"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    DeclareQueue(usize),
+    DeleteQueue(usize),
+    DeclareX,
+    DeleteX,
+    Bind { queue: usize, exchange: usize, key: usize },
+    Unbind { queue: usize, exchange: usize, key: usize },
+    BindExchange { source: usize, key: usize },
+    Route { exchange: usize, key: usize, header: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0..QUEUES.len()).prop_map(Op::DeclareQueue),
+        1 => (0..QUEUES.len()).prop_map(Op::DeleteQueue),
+        1 => Just(Op::DeclareX),
+        1 => Just(Op::DeleteX),
+        1 => (0..QUEUES.len(), 1..EXCHANGES.len(), 0..BINDING_KEYS.len())
+            .prop_map(|(queue, exchange, key)| Op::Bind { queue, exchange, key }),
+        1 => (0..QUEUES.len(), 1..EXCHANGES.len(), 0..BINDING_KEYS.len())
+            .prop_map(|(queue, exchange, key)| Op::Unbind { queue, exchange, key }),
+        1 => (1..EXCHANGES.len() - 2, 0..BINDING_KEYS.len()).prop_map(|(source, key)| Op::BindExchange { source, key }),
+        4 => (0..EXCHANGES.len(), 0..KEYS.len(), any::<bool>())
+            .prop_map(|(exchange, key, header)| Op::Route { exchange, key, header }),
+    ]
+}
+
+fn s(text: &str) -> ShortStr {
+    ShortStr::try_from(text).expect("short string")
+}
+
+fn headers_binding_args() -> FieldTable {
+    let mut args = FieldTable::new();
+    args.insert(s("x-match"), FieldValue::LongStr(Bytes::from_static(b"any")));
+    args.insert(s("h"), FieldValue::LongStr(Bytes::from_static(b"1")));
+    args
+}
+
+fn binding_args(exchange: &str) -> FieldTable {
+    if exchange == "amq.headers" { headers_binding_args() } else { FieldTable::new() }
+}
+
+fn declare_x(vhost: &VHost) {
+    for (name, kind, arguments) in [
+        ("ae", "fanout", FieldTable::new()),
+        ("x", "direct", {
+            let mut a = FieldTable::new();
+            a.insert(s("alternate-exchange"), FieldValue::LongStr(Bytes::from_static(b"ae")));
+            a
+        }),
+    ] {
+        let d = ExchangeDeclare { name: s(name), kind: kind.into(), arguments, ..Default::default() };
+        vhost.declare_exchange(&d).expect("declare exchange");
+    }
+}
+
+fn names(queues: &[lepus_broker::QueueRef]) -> Vec<String> {
+    let mut names: Vec<String> = queues.iter().map(|q| q.name.to_string()).collect();
+    names.sort();
+    names
+}
+
+fn run(ops: &[Op]) {
+    let vhost = VHost::new("/");
+    let mut cache = RouteCache::new();
+    let mut uncached = Vec::new();
+    for op in ops {
+        match op {
+            Op::DeclareQueue(i) => {
+                let d = QueueDeclare { name: s(QUEUES[*i]), ..Default::default() };
+                vhost.declare_queue(&d, 1).expect("declare queue");
+            }
+            Op::DeleteQueue(i) => {
+                let _ = vhost.delete_queue(&s(QUEUES[*i]), false, false, 1);
+            }
+            Op::DeclareX => declare_x(&vhost),
+            Op::DeleteX => {
+                let _ = vhost.delete_exchange(&s("x"), false);
+                let _ = vhost.delete_exchange(&s("ae"), false);
+            }
+            Op::Bind { queue, exchange, key } => {
+                let x = EXCHANGES[*exchange];
+                let dest = Destination::Queue(s(QUEUES[*queue]));
+                let _ = vhost.bind(dest, &s(x), &s(BINDING_KEYS[*key]), &binding_args(x), 1);
+            }
+            Op::Unbind { queue, exchange, key } => {
+                let x = EXCHANGES[*exchange];
+                let dest = Destination::Queue(s(QUEUES[*queue]));
+                let _ = vhost.unbind(dest, &s(x), &s(BINDING_KEYS[*key]), &binding_args(x), 1);
+            }
+            Op::BindExchange { source, key } => {
+                // Into "x" (and so, when nothing matches there, on to its alternate exchange).
+                let dest = Destination::Exchange(s("x"));
+                let x = EXCHANGES[*source];
+                let _ = vhost.bind(dest, &s(x), &s(BINDING_KEYS[*key]), &binding_args(x), 1);
+            }
+            Op::Route { exchange, key, header } => {
+                let headers = header.then(|| {
+                    let mut h = FieldTable::new();
+                    h.insert(s("h"), FieldValue::LongStr(Bytes::from_static(b"1")));
+                    h
+                });
+                let (x, k) = (EXCHANGES[*exchange].as_bytes(), KEYS[*key].as_bytes());
+                uncached.clear();
+                let expected = vhost.route(x, &[k], headers.as_ref(), &mut uncached).map(|()| names(&uncached));
+                let got = vhost.route_cached(x, k, headers.as_ref(), &mut cache).map(names);
+                match (expected, got) {
+                    (Ok(expected), Ok(got)) => assert_eq!(got, expected, "{op:?}"),
+                    (Err(e), Err(g)) => assert_eq!(g.to_string(), e.to_string()),
+                    (e, g) => panic!("{op:?}: uncached {e:?}, cached {g:?}"),
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #[test]
+    fn cached_routes_match_uncached_routes(ops in proptest::collection::vec(op(), 1..60)) {
+        run(&ops);
+    }
+}
+
+/// The plainest case, spelled out: a cached route sees a binding made after it was cached.
+#[test]
+fn a_new_binding_invalidates_the_cached_route() {
+    let vhost = VHost::new("/");
+    for q in ["q0", "q1"] {
+        vhost.declare_queue(&QueueDeclare { name: s(q), ..Default::default() }, 1).expect("declare");
+    }
+    let mut cache = RouteCache::new();
+    let bind = |q: &str| vhost.bind(Destination::Queue(s(q)), &s("amq.direct"), &s("k"), &FieldTable::new(), 1);
+    bind("q0").expect("bind");
+    assert_eq!(names(vhost.route_cached(b"amq.direct", b"k", None, &mut cache).expect("route")), ["q0"]);
+    assert_eq!(names(vhost.route_cached(b"amq.direct", b"k", None, &mut cache).expect("route")), ["q0"]);
+    bind("q1").expect("bind");
+    assert_eq!(names(vhost.route_cached(b"amq.direct", b"k", None, &mut cache).expect("route")), ["q0", "q1"]);
+    vhost.delete_queue(&s("q0"), false, false, 1).expect("delete");
+    assert_eq!(names(vhost.route_cached(b"amq.direct", b"k", None, &mut cache).expect("route")), ["q1"]);
+    assert_eq!(
+        names(vhost.route_cached(b"amq.direct", b"other", None, &mut cache).expect("route")),
+        Vec::<String>::new()
+    );
+}
+
+/// A headers exchange routes by the message's headers, so its routes are never reused.
+#[test]
+fn routes_through_a_headers_exchange_are_not_cached() {
+    let vhost = VHost::new("/");
+    vhost.declare_queue(&QueueDeclare { name: s("q0"), ..Default::default() }, 1).expect("declare");
+    let dest = Destination::Queue(s("q0"));
+    vhost.bind(dest, &s("amq.headers"), &s(""), &headers_binding_args(), 1).expect("bind");
+    let mut matching = FieldTable::new();
+    matching.insert(s("h"), FieldValue::LongStr(Bytes::from_static(b"1")));
+    let mut cache = RouteCache::new();
+    let route = |headers: Option<&FieldTable>, cache: &mut RouteCache| {
+        names(vhost.route_cached(b"amq.headers", b"", headers, cache).expect("route"))
+    };
+    assert_eq!(route(Some(&matching), &mut cache), ["q0"]);
+    assert_eq!(route(None, &mut cache), Vec::<String>::new());
+    assert_eq!(route(Some(&matching), &mut cache), ["q0"]);
+}
