@@ -45,11 +45,13 @@ pub struct PublishView<'a> {
 /// `frame_max` (whole frame) and properly ended.
 fn frame(buf: &[u8], at: usize, frame_max: u32) -> Option<(u8, u16, &[u8], usize)> {
     let head = buf.get(at..at + FRAME_HEADER_SIZE)?;
-    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
-    let total = FRAME_HEADER_SIZE + size + 1;
-    if total as u64 > frame_max as u64 {
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]);
+    // In u64: a size near u32::MAX must not wrap on a 32-bit target.
+    let total = FRAME_HEADER_SIZE as u64 + size as u64 + 1;
+    if total > frame_max as u64 {
         return None;
     }
+    let total = total as usize;
     let whole = buf.get(at..at + total)?;
     if whole[total - 1] != FRAME_END {
         return None;
@@ -320,5 +322,89 @@ mod tests {
         write_content_header(&mut split, 2, 1, &plain.to_raw());
         write_body(&mut split, 2, b"x", 4096);
         assert_eq!(parse_publish(&split, 4096), None);
+    }
+}
+
+/// Random publishes, some damaged: whenever the view accepts bytes, the general decoders accept
+/// the same bytes and report the same fields (from a review of the fast path).
+#[cfg(test)]
+mod agreement_fuzz {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::content::{BasicProperties, ContentHeader};
+    use crate::frame::{FrameType, parse_frame, write_body, write_content_header, write_method};
+    use crate::method::{BasicPublish, Method};
+    use crate::types::ShortStr;
+
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    #[test]
+    fn an_accepted_view_agrees_with_the_general_decoders() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for case in 0..50_000u32 {
+            let r = next(&mut seed);
+            let s = |bit: u64| (r >> bit & 1 == 1).then(|| ShortStr::try_from("ab").expect("short"));
+            let props = BasicProperties {
+                content_type: s(0),
+                content_encoding: s(1),
+                delivery_mode: (r >> 2 & 1 == 1).then_some(2),
+                priority: (r >> 3 & 1 == 1).then_some(5),
+                correlation_id: s(4),
+                expiration: s(5),
+                message_id: s(6),
+                timestamp: (r >> 7 & 1 == 1).then_some(77),
+                kind: s(8),
+                app_id: s(9),
+                cluster_id: s(10),
+                ..Default::default()
+            };
+            let body = vec![9u8; (r >> 11) as usize % 20];
+            let mut buf = BytesMut::new();
+            let method = BasicPublish {
+                ticket: 0,
+                exchange: ShortStr::try_from("x").expect("short"),
+                routing_key: ShortStr::try_from("k").expect("short"),
+                mandatory: r >> 20 & 1 == 1,
+                immediate: false,
+            };
+            write_method(&mut buf, 3, &Method::BasicPublish(method));
+            write_content_header(&mut buf, 3, body.len() as u64, &props.to_raw());
+            write_body(&mut buf, 3, &body, 4096);
+            for _ in 0..(r >> 24) as usize % 3 {
+                let i = next(&mut seed) as usize % buf.len();
+                buf[i] ^= 1 << (next(&mut seed) % 8);
+            }
+            let Some(v) = parse_publish(&buf, 4096) else { continue };
+            let mut g = BytesMut::from(&buf[..v.len]);
+            let f = parse_frame(&mut g, 4096).expect("frame").expect("complete");
+            assert_eq!(f.frame_type, FrameType::Method, "case {case}");
+            let Method::BasicPublish(m) = Method::decode(f.payload).expect("method") else { panic!("case {case}") };
+            assert!(!m.immediate);
+            assert_eq!(
+                (m.exchange.as_bytes(), m.routing_key.as_bytes(), m.mandatory),
+                (v.exchange, v.routing_key, v.mandatory)
+            );
+            let f = parse_frame(&mut g, 4096).expect("frame").expect("complete");
+            assert_eq!(f.frame_type, FrameType::Header, "case {case}");
+            let h = ContentHeader::decode(f.payload).expect("header");
+            assert_eq!(h.body_size, v.body.len() as u64);
+            assert_eq!((h.delivery_mode, h.priority, h.timestamp), (v.delivery_mode, v.priority, v.timestamp));
+            assert_eq!(h.expiration.as_ref().map(|e| e.as_bytes()), v.expiration);
+            assert_eq!(&h.raw_properties[..], v.raw_properties);
+            let p = h.properties().expect("properties");
+            assert!(p.headers.is_none() && p.user_id.is_none() && p.reply_to.is_none());
+            if h.body_size > 0 {
+                let f = parse_frame(&mut g, 4096).expect("frame").expect("complete");
+                assert_eq!(f.frame_type, FrameType::Body);
+                assert_eq!(&f.payload[..], v.body);
+            }
+            assert!(g.is_empty());
+        }
     }
 }
