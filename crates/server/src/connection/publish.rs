@@ -110,10 +110,6 @@ impl Connection {
     /// Routes one complete message, writes a return if it was unroutable and mandatory, and
     /// records its confirm.
     pub(super) fn route_publish(&mut self, channel: u16, p: Publish) -> Result<(), Fail> {
-        let confirm_seq = self.chan(channel)?.confirms.as_mut().map(|c| {
-            c.last_published += 1;
-            c.last_published
-        });
         let checked = self.check_properties(channel, &p.header)?;
         let exchange = p.method.exchange.as_bytes();
         let routing_key = p.method.routing_key.as_bytes();
@@ -122,7 +118,7 @@ impl Connection {
             Some(raw) => Message::with_raw_properties(exchange, routing_key, raw, &p.header, p.message.body()),
             None => p.message,
         };
-        self.route_message(channel, confirm_seq, p.method.mandatory, &checked, Arc::new(message))
+        self.route_message(channel, p.method.mandatory, &checked, Arc::new(message))
     }
 
     /// A complete ordinary publish read straight from the input buffer (see
@@ -139,10 +135,6 @@ impl Connection {
         {
             return false;
         }
-        let confirm_seq = ch.confirms.as_mut().map(|c| {
-            c.last_published += 1;
-            c.last_published
-        });
         let fields = HeaderFields {
             body_size: v.body.len() as u64,
             delivery_mode: v.delivery_mode,
@@ -152,23 +144,27 @@ impl Connection {
         let mut builder = MessageBuilder::with_fields(v.exchange, v.routing_key, v.raw_properties, &fields);
         builder.push_body(v.body);
         let message = Arc::new(builder.finish());
-        if let Err(f) = self.route_message(v.channel, confirm_seq, v.mandatory, &Checked::default(), message) {
+        if let Err(f) = self.route_message(v.channel, v.mandatory, &Checked::default(), message) {
             self.on_exception(f.tag(v.channel, 60, 40));
         }
         true
     }
 
     /// Routes a checked message to its queues (or a direct reply-to consumer), writes a
-    /// `basic.return` if it went nowhere and was mandatory, and records its confirm.
+    /// `basic.return` if it went nowhere and was mandatory, and records its confirm (numbered
+    /// here, the one place both publish paths meet).
     fn route_message(
         &mut self,
         channel: u16,
-        confirm_seq: Option<u64>,
         mandatory: bool,
         checked: &Checked,
         message: lepus_broker::MessageRef,
     ) -> Result<(), Fail> {
         let vhost = self.vhost_arc()?;
+        let confirm_seq = self.chan(channel)?.confirms.as_mut().map(|c| {
+            c.last_published += 1;
+            c.last_published
+        });
         let exchange = message.exchange();
         let routing_key = message.routing_key();
         let single = [routing_key];
