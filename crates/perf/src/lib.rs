@@ -8,6 +8,9 @@
 //! - `uri`: `amqp://` URIs. `client`: handshake and set-up calls on the Lepus codec.
 //! - `load`: the producer and consumer loops. `stats`: counters, verification, summary.
 //! - `sink`: a discarding endpoint (`--sink PORT`) to measure the tool's own ceiling.
+//! - `ceiling`: the loopback byte rate with no broker (`--loopback-ceiling`), one hop and
+//!   through a plain relay, the bound for large messages.
+//! - `topic`: topic runs' keys, patterns and expected routes (verification of topic runs).
 //! - `modes`: fixed costs rather than throughput: `--idle-connections`, `--declare-queues`,
 //!   `--churn`.
 //!
@@ -18,11 +21,13 @@
 //! with `--expect`; `--drain-timeout-s` when nothing arrives at all; `-z` caps the drain), and
 //! the receive rate is taken over the time spent consuming.
 
+pub mod ceiling;
 pub mod client;
 pub mod load;
 pub mod modes;
 pub mod sink;
 pub mod stats;
+pub mod topic;
 pub mod uri;
 
 use std::path::PathBuf;
@@ -137,6 +142,11 @@ pub struct Args {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Instead of generating load, measure the loopback byte rate with no broker: one hop, and
+    /// two hops through a plain relay (the ceiling for any broker), writing `--batch` × `-s`
+    /// bytes at a time, `-z` seconds each. `--uri` is not used.
+    #[arg(long)]
+    pub loopback_ceiling: bool,
     /// Instead of generating load, serve a discarding AMQP endpoint on this port.
     #[arg(long)]
     pub sink: Option<u16>,
@@ -146,7 +156,10 @@ pub struct Args {
 /// printed, and written as JSON with `--json`).
 pub async fn run(args: Args) -> Result<Summary> {
     let uri = AmqpUri::parse(&args.uri)?;
-    let summary = if let Some(n) = args.idle_connections {
+    let summary = if args.loopback_ceiling {
+        let a = args.clone();
+        tokio::task::spawn_blocking(move || ceiling::measure(&a)).await.map_err(|e| e.to_string())??
+    } else if let Some(n) = args.idle_connections {
         modes::idle_connections(&args, &uri, n).await?
     } else if let Some(n) = args.declare_queues {
         modes::declare_queues(&args, &uri, n).await?
@@ -220,7 +233,7 @@ async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
     let mut last = (counters.received.load(Ordering::Acquire), Instant::now());
     while !drain_only && args.consumers > 0 && Instant::now() < drain_deadline {
         let got = counters.received.load(Ordering::Acquire);
-        if expected.is_some_and(|e| got >= e) {
+        if got >= expected {
             break;
         }
         if got != last.0 {
@@ -313,20 +326,29 @@ fn summarize(
         }
     }
     let drain_only = args.producers == 0;
-    let verifiable =
-        !drain_only && args.consumers > 0 && args.size >= load::STAMP_LEN && plan.routing != Routing::Topic;
+    let verifiable = !drain_only && args.consumers > 0 && args.size >= load::STAMP_LEN;
     let received = counters.received.load(Ordering::Acquire);
     let distinct = if args.size >= load::STAMP_LEN { per_queue.values().map(SeqSet::len).sum() } else { received };
+    let mut misrouted = 0;
     let lost = if drain_only {
         args.expect.map(|e| e.saturating_sub(distinct))
     } else {
         verifiable.then(|| {
             let mut missing = 0;
             for p in producers {
-                for q in plan.queues_of(p.id as usize) {
-                    let expected = p.sent - p.nacked;
-                    let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
-                    missing += expected.saturating_sub(got);
+                match &plan.routes {
+                    Some(routes) => {
+                        let (m, wrong) = routes.verify(p.id, p.sent, |q| per_queue.get(&(q, p.id)));
+                        missing += m;
+                        misrouted += wrong;
+                    }
+                    None => {
+                        for q in plan.queues_of(p.id as usize) {
+                            let expected = p.sent - p.nacked;
+                            let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
+                            missing += expected.saturating_sub(got);
+                        }
+                    }
                 }
             }
             // What is still queued was not delivered in time; only the rest is lost.
@@ -336,7 +358,7 @@ fn summarize(
     // Drain-only runs read stamps taken by another process's clock: no latency.
     let timed = !drain_only && !latency.is_empty();
     let q = |v: f64| timed.then(|| latency.value_at_quantile(v) as f64 / 1000.0);
-    let fanout = if plan.routing == Routing::Fanout { args.queues as i64 } else { 1 };
+    let fanout = plan.fanout();
     Summary {
         scenario: args.scenario.clone(),
         mode: if drain_only { "drain" } else { "load" },
@@ -355,16 +377,18 @@ fn summarize(
         backlog_at_stop: if drain_only {
             args.expect.map_or(0, |e| e as i64 - received as i64)
         } else if args.consumers > 0 {
-            published_at_stop as i64 * fanout - received_at_stop as i64
+            (published_at_stop as f64 * fanout).round() as i64 - received_at_stop as i64
         } else {
             published_at_stop as i64
         },
+        deliveries_per_publish: fanout,
         megabytes_per_s: received_at_stop as f64 * args.size as f64 / window_s / 1e6,
         latency_us_p50: q(0.5),
         latency_us_p99: q(0.99),
         latency_us_p999: q(0.999),
         latency_us_max: timed.then(|| latency.max() as f64 / 1000.0),
         lost,
+        misrouted,
         remaining_in_queues: counters.remaining.load(Ordering::Acquire),
         duplicated,
         reordered,

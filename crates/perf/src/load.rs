@@ -11,14 +11,13 @@ use bytes::{BufMut, BytesMut};
 use lepus_protocol::frame::{write_body, write_content_header, write_method};
 use lepus_protocol::method::*;
 use lepus_protocol::{BasicProperties, FieldTable, Frame, FrameType, Method, ShortStr};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
 use crate::Args;
 use crate::client::{Client, FrameReader, Result};
 use crate::stats::{ConsumerReport, Counters, ProducerReport};
+use crate::topic::{self, Routes};
 use crate::uri::AmqpUri;
 
 /// Producer id (2 bytes) + sequence number (6 bytes) + send time in ns (8 bytes).
@@ -40,26 +39,12 @@ pub struct Plan {
     exchange: String,
     /// Topic runs: (queue index, binding pattern).
     topic_bindings: Vec<(usize, String)>,
+    /// Topic runs: the queues each key reaches.
+    pub routes: Option<Routes>,
 }
 
 fn s(text: &str) -> ShortStr {
     ShortStr::truncating(text)
-}
-
-/// The 1,000 routing keys topic runs publish with: `a<i>.b<j>.c<k>`.
-fn topic_key(n: usize) -> String {
-    format!("a{}.b{}.c{}", n % 10, (n / 10) % 10, (n / 100) % 10)
-}
-
-/// Binding pattern number `n`: a mix of `*` and `#` wildcards over the key space.
-fn topic_pattern(n: usize) -> String {
-    let (i, j, k) = (n % 10, (n / 10) % 10, (n / 100) % 10);
-    match n % 4 {
-        0 => format!("a{i}.*.c{k}"),
-        1 => format!("a{i}.b{j}.#"),
-        2 => format!("*.b{j}.c{k}"),
-        _ => format!("#.c{k}"),
-    }
 }
 
 impl Plan {
@@ -72,11 +57,12 @@ impl Plan {
         };
         let topic_bindings = match routing {
             Routing::Topic => {
-                (0..args.topic_bindings.max(1)).map(|n| (n % args.queues.max(1), topic_pattern(n))).collect()
+                (0..args.topic_bindings.max(1)).map(|n| (n % args.queues.max(1), topic::pattern(n))).collect()
             }
             _ => Vec::new(),
         };
-        Plan { routing, args: args.clone(), queues, exchange, topic_bindings }
+        let routes = (routing == Routing::Topic).then(|| Routes::new(args.queues.max(1), &topic_bindings));
+        Plan { routing, args: args.clone(), queues, exchange, topic_bindings, routes }
     }
 
     pub async fn declare(&self, c: &mut Client) -> Result<()> {
@@ -136,7 +122,7 @@ impl Plan {
         Ok(())
     }
 
-    /// Queues that receive producer `p`'s messages (unknown, so empty, for topic runs).
+    /// Queues that receive every message of producer `p` (topic runs: see [`Plan::routes`]).
     pub fn queues_of(&self, p: usize) -> Vec<usize> {
         match self.routing {
             Routing::Direct => vec![p % self.queues.len()],
@@ -145,12 +131,29 @@ impl Plan {
         }
     }
 
-    pub fn expected_total(&self, producers: &[ProducerReport]) -> Option<u64> {
+    /// Deliveries per publish: 1 for direct, the queue count for fanout, the mean over the
+    /// keys for topic.
+    pub fn fanout(&self) -> f64 {
+        match (&self.routes, self.routing) {
+            (Some(routes), _) => routes.mean_fanout(),
+            (None, Routing::Fanout) => self.queues.len() as f64,
+            (None, _) => 1.0,
+        }
+    }
+
+    /// Deliveries due for what the producers sent (nacked messages excluded; for topic runs a
+    /// nack's key is not known, so each counts as a mean fan-out).
+    pub fn expected_total(&self, producers: &[ProducerReport]) -> u64 {
         let sent: u64 = producers.iter().map(|p| p.sent - p.nacked).sum();
-        match self.routing {
-            Routing::Direct => Some(sent),
-            Routing::Fanout => Some(sent * self.queues.len() as u64),
-            Routing::Topic => None,
+        match (&self.routes, self.routing) {
+            (Some(routes), _) => producers
+                .iter()
+                .map(|p| {
+                    routes.deliveries(p.id, p.sent).saturating_sub((p.nacked as f64 * routes.mean_fanout()) as u64)
+                })
+                .sum(),
+            (None, Routing::Fanout) => sent * self.queues.len() as u64,
+            (None, _) => sent,
         }
     }
 
@@ -159,7 +162,7 @@ impl Plan {
         let keys: Vec<String> = match self.routing {
             Routing::Direct => vec![self.queues[p % self.queues.len()].clone()],
             Routing::Fanout => vec![String::new()],
-            Routing::Topic => (0..1000).map(topic_key).collect(),
+            Routing::Topic => (0..topic::KEYS).map(topic::key).collect(),
         };
         keys.iter()
             .map(|k| {
@@ -263,7 +266,6 @@ pub async fn produce(
     let mut body = vec![0u8; args.size];
     let tracker = Arc::new(Tracker { settled_below: AtomicU64::new(1), ..Default::default() });
     let reader_task = tokio::spawn(confirm_reader(reader, tracker.clone(), counters.clone()));
-    let mut rng = SmallRng::seed_from_u64(id as u64);
     let mut out = BytesMut::with_capacity(args.batch * (args.size + 64));
     let (mut sent, rate_start) = (0u64, Instant::now());
     loop {
@@ -295,7 +297,7 @@ pub async fn produce(
         out.clear();
         for _ in 0..n {
             sent += 1;
-            let method = if methods.len() > 1 { &methods[rng.random_range(0..methods.len())] } else { &methods[0] };
+            let method = if methods.len() > 1 { &methods[topic::key_index(id, sent)] } else { &methods[0] };
             out.put_slice(method);
             out.put_slice(&header);
             stamp(&mut body, id, sent, start.elapsed().as_nanos() as u64);

@@ -53,6 +53,10 @@ impl SeqSet {
         overlap
     }
 
+    pub fn contains(&self, seq: u64) -> bool {
+        self.words.get((seq / 64) as usize).is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+
     /// How many are set.
     pub fn len(&self) -> u64 {
         self.words.iter().map(|w| w.count_ones() as u64).sum()
@@ -129,15 +133,19 @@ pub struct Summary {
     /// Deliveries per second while producers ran (drain runs: while consuming, from
     /// `basic.consume-ok` to the last delivery).
     pub receive_rate: f64,
-    /// Messages queued but not yet consumed when producers stopped.
+    /// Deliveries due but not yet made when producers stopped (how far the queues grew).
     pub backlog_at_stop: i64,
+    /// Deliveries per publish (1 direct, the queue count for fanout, the mean for topic).
+    pub deliveries_per_publish: f64,
     pub megabytes_per_s: f64,
     pub latency_us_p50: Option<f64>,
     pub latency_us_p99: Option<f64>,
     pub latency_us_p999: Option<f64>,
     pub latency_us_max: Option<f64>,
-    /// `None` where routing makes the expected set unknown (topic) or nothing consumed.
+    /// `None` where nothing could be verified (no consumers, bodies under 16 B).
     pub lost: Option<u64>,
+    /// Messages delivered to a queue their routing key does not reach (topic runs).
+    pub misrouted: u64,
     /// Messages still in the queues when consumers stopped (not delivered within the drain
     /// timeout); they do not count as lost.
     pub remaining_in_queues: u64,
@@ -150,12 +158,16 @@ pub struct Summary {
     /// channel open and a connection close).
     pub connections_per_s: Option<f64>,
     pub connection_errors: u64,
+    /// `--loopback-ceiling`: bytes/s from a writer to a reader thread over loopback TCP.
+    pub loopback_direct_bytes_per_s: Option<f64>,
+    /// `--loopback-ceiling`: bytes/s through a relay thread (two hops, no broker logic).
+    pub loopback_relay_bytes_per_s: Option<f64>,
 }
 
 impl Summary {
-    /// No message lost, duplicated or reordered.
+    /// No message lost, duplicated, reordered or misrouted.
     pub fn is_clean(&self) -> bool {
-        self.lost.unwrap_or(0) == 0 && self.duplicated == 0 && self.reordered == 0
+        self.lost.unwrap_or(0) == 0 && self.duplicated == 0 && self.reordered == 0 && self.misrouted == 0
     }
 
     pub fn text(&self) -> String {
@@ -169,6 +181,18 @@ impl Summary {
                     self.duration_s,
                     self.connections_per_s.unwrap_or(0.0),
                     self.connection_errors
+                );
+            }
+            "loopback-ceiling" => {
+                let gb = |v: Option<f64>| v.unwrap_or(0.0) / 1e9;
+                return format!(
+                    "{} ({}): {} B messages in batched writes, {:.1}s each: direct {:.2} GB/s, through a relay {:.2} GB/s",
+                    self.scenario,
+                    self.mode,
+                    self.message_size,
+                    self.duration_s,
+                    gb(self.loopback_direct_bytes_per_s),
+                    gb(self.loopback_relay_bytes_per_s)
                 );
             }
             "declare-queues" | "delete-queues" => {
@@ -186,9 +210,9 @@ impl Summary {
         let lat = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
         format!(
             "{} ({}): {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
-             receive {:.0} msg/s ({} received, {:.1} MB/s), backlog at stop {}\n  \
+             receive {:.0} msg/s ({} received, {:.1} MB/s, {:.2} per publish), backlog at stop {}\n  \
              latency us p50 {} p99 {} p99.9 {} max {}\n  \
-             verification: lost {} duplicated {} reordered {} redelivered {} (still queued at the end {})",
+             verification: lost {} duplicated {} reordered {} misrouted {} redelivered {} (still queued at the end {})",
             self.scenario,
             self.mode,
             self.duration_s,
@@ -204,6 +228,7 @@ impl Summary {
             self.receive_rate,
             self.received,
             self.megabytes_per_s,
+            self.deliveries_per_publish,
             self.backlog_at_stop,
             lat(self.latency_us_p50),
             lat(self.latency_us_p99),
@@ -212,6 +237,7 @@ impl Summary {
             self.lost.map(|l| l.to_string()).unwrap_or_else(|| "n/a".into()),
             self.duplicated,
             self.reordered,
+            self.misrouted,
             self.redelivered,
             self.remaining_in_queues,
         )
@@ -234,5 +260,6 @@ mod tests {
         assert_eq!(a.union_with(&b), 1);
         assert_eq!(a.count_upto(100), 2);
         assert_eq!(a.count_upto(1000), 3);
+        assert!(a.contains(70) && a.contains(200) && !a.contains(71) && !a.contains(100_000));
     }
 }
