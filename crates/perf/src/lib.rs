@@ -9,7 +9,8 @@
 //! - `load`: the producer and consumer loops. `stats`: counters, verification, summary.
 //! - `sink`: a discarding endpoint (`--sink PORT`) to measure the tool's own ceiling.
 //! - `ceiling`: the loopback byte rate with no broker (`--loopback-ceiling`), one hop and
-//!   through a plain relay, the bound for large messages.
+//!   through a plain relay, the bound for large messages; with `-r`, the latency floor of that
+//!   relay at a fixed rate, the bound for S9.
 //! - `topic`: topic runs' keys, patterns and expected routes (verification of topic runs).
 //! - `modes`: fixed costs rather than throughput: `--idle-connections`, `--declare-queues`,
 //!   `--churn`.
@@ -144,7 +145,8 @@ pub struct Args {
     pub quiet: bool,
     /// Instead of generating load, measure the loopback byte rate with no broker: one hop, and
     /// two hops through a plain relay (the ceiling for any broker), writing `--batch` × `-s`
-    /// bytes at a time, `-z` seconds each. `--uri` is not used.
+    /// bytes at a time, `-z` seconds each. With `-r`: the latency floor instead, `-s`-byte
+    /// messages at that rate through the relay (p50/p99/p99.9). `--uri` is not used.
     #[arg(long)]
     pub loopback_ceiling: bool,
     /// Instead of generating load, serve a discarding AMQP endpoint on this port.
