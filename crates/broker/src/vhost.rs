@@ -10,6 +10,7 @@
 //! store before returning (see [`crate::persist`]), and gives durable queues message logs.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -682,11 +683,16 @@ impl VHost {
         Ok(cache.queues())
     }
 
-    /// A write lock on the topology that invalidates every [`RouteCache`] entry.
-    fn write_topology(&self) -> RwLockWriteGuard<'_, Topology> {
-        let t = self.topology.write();
-        self.topology_version.fetch_add(1, Ordering::AcqRel);
-        t
+    /// The topology version: it changes whenever exchanges, queues or bindings change.
+    pub fn topology_version(&self) -> u64 {
+        self.topology_version.load(Ordering::Acquire)
+    }
+
+    /// A write lock on the topology. If anything is changed through it, every [`RouteCache`]
+    /// entry is invalidated when it is released; a passive or repeated declaration changes
+    /// nothing and keeps the caches (RPC clients redeclare their reply queue on every call).
+    fn write_topology(&self) -> TopologyWrite<'_> {
+        TopologyWrite { guard: self.topology.write(), version: &self.topology_version, changed: false }
     }
 
     /// Routes into `out`; returns the topology version the result holds for, or `None` when
@@ -759,5 +765,38 @@ impl VHost {
             }
         }
         Ok(cacheable.then_some(version))
+    }
+}
+
+/// The topology's write guard. Any mutable access marks it changed, and a changed topology
+/// gets a new version before the lock is released (so a reader never pairs the new topology
+/// with the old version, nor the reverse).
+struct TopologyWrite<'a> {
+    guard: RwLockWriteGuard<'a, Topology>,
+    version: &'a AtomicU64,
+    changed: bool,
+}
+
+impl Deref for TopologyWrite<'_> {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        &self.guard
+    }
+}
+
+impl DerefMut for TopologyWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Topology {
+        self.changed = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for TopologyWrite<'_> {
+    fn drop(&mut self) {
+        // Runs before `guard` is dropped: still under the write lock.
+        if self.changed {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }

@@ -181,3 +181,42 @@ fn routes_through_a_headers_exchange_are_not_cached() {
     assert_eq!(route(None, &mut cache), Vec::<String>::new());
     assert_eq!(route(Some(&matching), &mut cache), ["q0"]);
 }
+
+/// Declarations that change nothing (passive, or repeating what exists) and refused ones keep
+/// the topology version, so they do not invalidate every connection's route cache; real
+/// changes get a new version.
+#[test]
+fn only_real_changes_invalidate_the_caches() {
+    let vhost = VHost::new("/");
+    let queue = QueueDeclare { name: s("q0"), ..Default::default() };
+    let exchange = ExchangeDeclare { name: s("x"), kind: "direct".into(), ..Default::default() };
+    let changed = |f: &dyn Fn()| {
+        let before = vhost.topology_version();
+        f();
+        vhost.topology_version() != before
+    };
+    assert!(changed(&|| drop(vhost.declare_queue(&queue, 1).expect("declare"))));
+    assert!(changed(&|| vhost.declare_exchange(&exchange).expect("declare")));
+    assert!(!changed(&|| drop(vhost.declare_queue(&queue, 1).expect("redeclare"))));
+    assert!(!changed(&|| drop(
+        vhost.declare_queue(&QueueDeclare { passive: true, ..queue.clone() }, 1).expect("passive")
+    )));
+    assert!(!changed(&|| vhost.declare_exchange(&exchange).expect("redeclare")));
+    assert!(!changed(&|| vhost
+        .declare_exchange(&ExchangeDeclare { passive: true, ..exchange.clone() })
+        .expect("passive")));
+    assert!(!changed(&|| {
+        vhost.declare_queue(&QueueDeclare { durable: true, ..queue.clone() }, 1).expect_err("inequivalent");
+    }));
+    assert!(!changed(&|| {
+        vhost
+            .declare_queue(&QueueDeclare { name: s("missing"), passive: true, ..Default::default() }, 1)
+            .expect_err("404");
+    }));
+    let dest = || Destination::Queue(s("q0"));
+    assert!(changed(&|| vhost.bind(dest(), &s("x"), &s("k"), &FieldTable::new(), 1).expect("bind")));
+    assert!(changed(&|| vhost.unbind(dest(), &s("x"), &s("k"), &FieldTable::new(), 1).expect("unbind")));
+    assert!(changed(&|| vhost.delete_exchange(&s("x"), false).expect("delete")));
+    assert!(!changed(&|| vhost.delete_exchange(&s("x"), false).expect("delete what is gone")));
+    assert!(changed(&|| assert_eq!(vhost.delete_queue(&s("q0"), false, false, 1).expect("delete"), 0)));
+}
