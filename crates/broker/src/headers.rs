@@ -375,6 +375,41 @@ fn erlang_float(out: &mut String, x: f64) {
     }
 }
 
+/// A message's `headers` property as routing receives it: decoded already (the general publish
+/// path), still raw (the borrowed publish path, which walked and checked it: it is decoded only
+/// if a headers exchange is on the route), or absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum MessageHeaders<'a> {
+    #[default]
+    None,
+    Decoded(&'a FieldTable),
+    /// A well-formed table, length prefix included.
+    Raw(&'a [u8]),
+}
+
+impl<'a> From<Option<&'a FieldTable>> for MessageHeaders<'a> {
+    fn from(headers: Option<&'a FieldTable>) -> MessageHeaders<'a> {
+        headers.map_or(MessageHeaders::None, MessageHeaders::Decoded)
+    }
+}
+
+impl<'a> MessageHeaders<'a> {
+    /// The table, decoded into `decoded` on first use if it is raw (a table that does not
+    /// decode counts as no headers; the publish view lets only well-formed ones through).
+    pub fn table(self, decoded: &'a std::cell::OnceCell<Option<FieldTable>>) -> Option<&'a FieldTable> {
+        match self {
+            MessageHeaders::None => None,
+            MessageHeaders::Decoded(table) => Some(table),
+            MessageHeaders::Raw(raw) => decoded
+                .get_or_init(|| {
+                    let mut d = lepus_protocol::Decoder::new(bytes::Bytes::copy_from_slice(raw), "headers");
+                    lepus_protocol::table::decode_table(&mut d).ok()
+                })
+                .as_ref(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;

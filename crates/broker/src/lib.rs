@@ -26,6 +26,7 @@ pub mod topic;
 pub mod vhost;
 
 pub use error::BrokerError;
+pub use headers::MessageHeaders;
 pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
 pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};

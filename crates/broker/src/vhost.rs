@@ -20,6 +20,7 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
 use crate::error::{BrokerError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
 use crate::route_cache::RouteCache;
@@ -654,19 +655,20 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueRef>,
     ) -> Result<()> {
-        self.route_inner(exchange, routing_keys, headers, out).map(|_| ())
+        self.route_inner(exchange, routing_keys, headers.into(), out).map(|_| ())
     }
 
     /// Routes a message with one routing key through `cache`: a repeat of the cached exchange
     /// and key, with the topology unchanged since, skips the topology lock and every lookup.
     /// A route through a headers exchange depends on the message and is never cached.
-    pub fn route_cached<'c>(
+    pub fn route_cached<'c, 'h>(
         &self,
         exchange: &[u8],
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        headers: impl Into<MessageHeaders<'h>>,
         cache: &'c mut RouteCache,
     ) -> Result<&'c [QueueRef]> {
+        let headers = headers.into();
         let version = self.topology_version.load(Ordering::Acquire);
         if cache.hit(version, exchange, routing_key) {
             return Ok(cache.queues());
@@ -701,7 +703,7 @@ impl VHost {
         &self,
         exchange: &[u8],
         routing_keys: &[&[u8]],
-        headers: Option<&FieldTable>,
+        headers: MessageHeaders<'_>,
         out: &mut Vec<QueueRef>,
     ) -> Result<Option<u64>> {
         let t = self.topology.read();
@@ -730,14 +732,16 @@ impl VHost {
         }
         let mut visited: HashSet<&[u8]> = HashSet::new();
         let mut work: Vec<&Exchange> = vec![start];
+        let decoded = std::cell::OnceCell::new();
         let mut dests = Vec::new();
         while let Some(x) = work.pop() {
             if !visited.insert(x.name.as_bytes()) || visited.len() > ROUTE_EXCHANGES_MAX {
                 continue;
             }
             dests.clear();
-            cacheable &= x.kind != ExchangeKind::Headers;
-            x.route(routing_keys, headers, &mut dests);
+            let by_headers = x.kind == ExchangeKind::Headers;
+            cacheable &= !by_headers;
+            x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
             for dest in dests.drain(..) {

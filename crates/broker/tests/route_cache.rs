@@ -3,10 +3,12 @@
 //! alternate exchange, a headers exchange), routing through one long-lived cache gives the same
 //! queues as routing without it.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lepus_broker::exchange::Destination;
 use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
-use lepus_broker::{RouteCache, VHost};
+use lepus_broker::{MessageHeaders, RouteCache, VHost};
+use lepus_protocol::Encoder;
+use lepus_protocol::table::encode_table;
 use lepus_protocol::{FieldTable, FieldValue, ShortStr};
 use proptest::prelude::*;
 
@@ -83,6 +85,7 @@ fn names(queues: &[lepus_broker::QueueRef]) -> Vec<String> {
 fn run(ops: &[Op]) {
     let vhost = VHost::new("/");
     let mut cache = RouteCache::new();
+    let mut raw_cache = RouteCache::new();
     let mut uncached = Vec::new();
     for op in ops {
         match op {
@@ -124,10 +127,24 @@ fn run(ops: &[Op]) {
                 uncached.clear();
                 let expected = vhost.route(x, &[k], headers.as_ref(), &mut uncached).map(|()| names(&uncached));
                 let got = vhost.route_cached(x, k, headers.as_ref(), &mut cache).map(names);
-                match (expected, got) {
-                    (Ok(expected), Ok(got)) => assert_eq!(got, expected, "{op:?}"),
-                    (Err(e), Err(g)) => assert_eq!(g.to_string(), e.to_string()),
-                    (e, g) => panic!("{op:?}: uncached {e:?}, cached {g:?}"),
+                // The borrowed publish path hands over the table still encoded.
+                let raw = headers.as_ref().map(|h| {
+                    let mut b = BytesMut::new();
+                    encode_table(h, &mut Encoder::new(&mut b));
+                    b
+                });
+                let raw_headers = raw.as_deref().map_or(MessageHeaders::None, MessageHeaders::Raw);
+                let got_raw = vhost.route_cached(x, k, raw_headers, &mut raw_cache).map(names);
+                match (&expected, got, got_raw) {
+                    (Ok(expected), Ok(got), Ok(got_raw)) => {
+                        assert_eq!(&got, expected, "{op:?}");
+                        assert_eq!(&got_raw, expected, "{op:?} with raw headers");
+                    }
+                    (Err(e), Err(g), Err(r)) => {
+                        assert_eq!(g.to_string(), e.to_string());
+                        assert_eq!(r.to_string(), e.to_string());
+                    }
+                    (e, g, r) => panic!("{op:?}: uncached {e:?}, cached {g:?}, raw {r:?}"),
                 }
             }
         }

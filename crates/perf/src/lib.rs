@@ -83,6 +83,10 @@ pub struct Args {
     /// Persistent messages (delivery mode 2).
     #[arg(long)]
     pub persistent: bool,
+    /// A `headers` property with this many string entries on every message (as Celery, Spring
+    /// AMQP and most frameworks send), e.g. `--headers 8`.
+    #[arg(long, default_value_t = 0)]
+    pub headers: usize,
     /// Durable queues.
     #[arg(long)]
     pub durable: bool,

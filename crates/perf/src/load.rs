@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use lepus_protocol::frame::{write_body, write_content_header, write_method};
 use lepus_protocol::method::*;
-use lepus_protocol::{BasicProperties, FieldTable, Frame, FrameType, Method, ShortStr};
+use lepus_protocol::{BasicProperties, FieldTable, FieldValue, Frame, FrameType, Method, ShortStr};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
@@ -260,7 +260,16 @@ pub async fn produce(
     let frame_max = c.frame_max;
     let Client { reader, mut writer, .. } = c;
     let methods = plan.publish_frames(id as usize);
-    let props = BasicProperties { delivery_mode: Some(if args.persistent { 2 } else { 1 }), ..Default::default() };
+    let headers = (args.headers > 0).then(|| {
+        let mut table = FieldTable::new();
+        for i in 0..args.headers {
+            let key = ShortStr::try_from(format!("header-{i}").as_str()).unwrap_or_default();
+            table.insert(key, FieldValue::from(format!("value of header {i}").as_str()));
+        }
+        table
+    });
+    let props =
+        BasicProperties { delivery_mode: Some(if args.persistent { 2 } else { 1 }), headers, ..Default::default() };
     let mut header = BytesMut::new();
     write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
     let mut body = vec![0u8; args.size];

@@ -9,7 +9,7 @@ use crate::types::{LongStr, ShortStr};
 
 /// Reads fields from a payload. Reads never go past `end`, which nested tables narrow.
 pub struct Decoder {
-    buf: Bytes,
+    pub(crate) buf: Bytes,
     pub(crate) pos: usize,
     pub(crate) end: usize,
     /// The octet bits are being read from, and the next bit index (8 = none pending).

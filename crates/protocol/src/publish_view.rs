@@ -6,10 +6,12 @@
 //! sixth of the broker's CPU in an S1 profile); this view costs none: it borrows, and the
 //! caller advances the buffer past [`PublishView::len`] once the message is handled.
 //!
-//! It recognises only the common shape and says `None` to everything else (a property list
-//! with `headers`, `user_id` or `reply_to`, which the broker must inspect; `immediate`; a body
-//! in several frames; anything incomplete or malformed). `None` consumes nothing, and the
-//! general frame-by-frame path then handles those frames, with its error reporting.
+//! It recognises only the common shape and says `None` to everything else (`user_id` or
+//! `reply_to` properties and `CC`/`BCC` headers, which the broker must act on; `immediate`; a
+//! body in several frames; anything incomplete or malformed). `None` consumes nothing, and the
+//! general frame-by-frame path then handles those frames, with its error reporting. A
+//! `headers` table is walked, not built: checked exactly as the general path checks it, and
+//! handed on as raw bytes for a headers exchange to decode if one is on the route.
 
 use crate::constants::{CLASS_BASIC, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEADER_SIZE, FRAME_METHOD};
 use crate::content::{
@@ -18,11 +20,19 @@ use crate::content::{
     FLAG_USER_ID,
 };
 
+use crate::table::walk_table;
+
 const METHOD_BASIC_PUBLISH: u16 = 40;
 
-/// Property flags the view does not take: the broker reads those properties (routing headers,
-/// the user id check, direct reply-to), and bits 0–1 are invalid.
-const FLAGS_NOT_TAKEN: u16 = FLAG_HEADERS | FLAG_USER_ID | FLAG_REPLY_TO | 0b11;
+/// Property flags the view does not take: the broker acts on those properties (the user id
+/// check, direct reply-to), and bits 0–1 are invalid.
+const FLAGS_NOT_TAKEN: u16 = FLAG_USER_ID | FLAG_REPLY_TO | 0b11;
+
+/// Header keys that add routing keys (RabbitMQ's sender-selected distribution); `BCC` is
+/// also removed before delivery. A message carrying either takes the general path.
+fn is_routing_header(key: &[u8]) -> bool {
+    key == b"CC" || key == b"BCC"
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishView<'a> {
@@ -36,6 +46,8 @@ pub struct PublishView<'a> {
     pub priority: Option<u8>,
     pub expiration: Option<&'a [u8]>,
     pub timestamp: Option<u64>,
+    /// The `headers` table, length prefix included, well-formed and without `CC` or `BCC`.
+    pub headers: Option<&'a [u8]>,
     pub body: &'a [u8],
     /// Bytes the frames take at the head of the buffer.
     pub len: usize,
@@ -138,12 +150,14 @@ pub fn parse_publish(buf: &[u8], frame_max: u32) -> Option<PublishView<'_>> {
         priority: None,
         expiration: None,
         timestamp: None,
+        headers: None,
         body: &[],
         len: method_len + header_len,
     };
     for flag in [
         FLAG_CONTENT_TYPE,
         FLAG_CONTENT_ENCODING,
+        FLAG_HEADERS,
         FLAG_DELIVERY_MODE,
         FLAG_PRIORITY,
         FLAG_CORRELATION_ID,
@@ -162,6 +176,18 @@ pub fn parse_publish(buf: &[u8], frame_max: u32) -> Option<PublishView<'_>> {
             FLAG_PRIORITY => view.priority = Some(h.u8()?),
             FLAG_EXPIRATION => view.expiration = Some(h.short_str()?),
             FLAG_TIMESTAMP => view.timestamp = Some(h.u64()?),
+            FLAG_HEADERS => {
+                let start = h.pos;
+                let len = h.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+                h.take(len)?;
+                let table = &header[start..h.pos];
+                let mut routing = false;
+                walk_table(table, |key| routing |= is_routing_header(key)).ok()?;
+                if routing {
+                    return None;
+                }
+                view.headers = Some(table);
+            }
             _ => {
                 h.short_str()?;
             }
@@ -187,9 +213,11 @@ mod tests {
     use bytes::BytesMut;
 
     use super::*;
+    use crate::FieldValue;
     use crate::content::{BasicProperties, ContentHeader};
     use crate::frame::{Frame, parse_frame, write_body, write_content_header, write_method};
     use crate::method::{BasicPublish, Method};
+    use crate::table::FieldTable;
     use crate::types::ShortStr;
 
     fn publish(out: &mut BytesMut, channel: u16, props: &BasicProperties, body: &[u8], immediate: bool) {
@@ -226,6 +254,7 @@ mod tests {
             expiration: Some(ShortStr::try_from("60000").expect("short")),
             timestamp: Some(1_700_000_000),
             app_id: Some(ShortStr::try_from("app").expect("short")),
+            headers: Some(FieldTable::new().with("id", "42").with("retries", FieldValue::I32(3))),
             ..BasicProperties::default()
         };
         for body in [&b""[..], b"x", &[7u8; 4000]] {
@@ -250,6 +279,9 @@ mod tests {
                 (header.delivery_mode, header.priority, header.timestamp)
             );
             assert_eq!(view.expiration, header.expiration.as_ref().map(|e| e.as_bytes()));
+            let table = view.headers.expect("headers");
+            let mut d = crate::codec::Decoder::new(bytes::Bytes::copy_from_slice(table), "headers");
+            assert_eq!(Some(crate::table::decode_table(&mut d).expect("decodes")), props.headers);
             assert_eq!(view.body, body);
         }
     }
@@ -263,9 +295,27 @@ mod tests {
             p
         };
         let cases: Vec<(&str, BytesMut)> = vec![
-            ("headers", {
+            ("CC header", {
                 let mut b = BytesMut::new();
-                publish(&mut b, 1, &with(|p| p.headers = Some(Default::default())), b"x", false);
+                let cc = |p: &mut BasicProperties| {
+                    p.headers = Some(FieldTable::new().with("x", 1i64).with("CC", FieldValue::Array(vec!["k".into()])))
+                };
+                publish(&mut b, 1, &with(cc), b"x", false);
+                b
+            }),
+            ("BCC header", {
+                let mut b = BytesMut::new();
+                publish(&mut b, 1, &with(|p| p.headers = Some(FieldTable::new().with("BCC", "k"))), b"x", false);
+                b
+            }),
+            ("malformed headers", {
+                let mut b = BytesMut::new();
+                let mut raw = BytesMut::new();
+                raw.extend_from_slice(&FLAG_HEADERS.to_be_bytes());
+                raw.extend_from_slice(&[0, 0, 0, 3, 1, b'k', b'?']); // unknown field type '?'
+                write_method(&mut b, 1, &default_publish());
+                write_content_header(&mut b, 1, 1, &raw);
+                write_body(&mut b, 1, b"x", 4096);
                 b
             }),
             ("user_id", {
@@ -332,9 +382,11 @@ mod agreement_fuzz {
     use bytes::BytesMut;
 
     use super::*;
+    use crate::FieldValue;
     use crate::content::{BasicProperties, ContentHeader};
     use crate::frame::{FrameType, parse_frame, write_body, write_content_header, write_method};
     use crate::method::{BasicPublish, Method};
+    use crate::table::FieldTable;
     use crate::types::ShortStr;
 
     fn next(s: &mut u64) -> u64 {
@@ -362,6 +414,14 @@ mod agreement_fuzz {
                 kind: s(8),
                 app_id: s(9),
                 cluster_id: s(10),
+                headers: match r >> 30 & 7 {
+                    0..=2 => None,
+                    3 => Some(FieldTable::new()),
+                    4 => Some(FieldTable::new().with("task", "t").with("n", FieldValue::I32(1))),
+                    5 => Some(FieldTable::new().with("CC", FieldValue::Array(vec!["k2".into()]))),
+                    6 => Some(FieldTable::new().with("nested", FieldTable::new().with("BCC", "not top-level"))),
+                    _ => Some(FieldTable::new().with("a", "b").with("BCC", FieldValue::Array(Vec::new()))),
+                },
                 ..Default::default()
             };
             let body = vec![9u8; (r >> 11) as usize % 20];
@@ -398,7 +458,14 @@ mod agreement_fuzz {
             assert_eq!(h.expiration.as_ref().map(|e| e.as_bytes()), v.expiration);
             assert_eq!(&h.raw_properties[..], v.raw_properties);
             let p = h.properties().expect("properties");
-            assert!(p.headers.is_none() && p.user_id.is_none() && p.reply_to.is_none());
+            assert!(p.user_id.is_none() && p.reply_to.is_none());
+            let routing = p.headers.as_ref().is_some_and(|t| t.get("CC").is_some() || t.get("BCC").is_some());
+            assert!(!routing, "case {case}: CC/BCC take the general path");
+            let view_headers = v.headers.map(|t| {
+                let mut d = crate::codec::Decoder::new(bytes::Bytes::copy_from_slice(t), "headers");
+                crate::table::decode_table(&mut d).expect("the view's table decodes")
+            });
+            assert_eq!(view_headers, p.headers, "case {case}");
             if h.body_size > 0 {
                 let f = parse_frame(&mut g, 4096).expect("frame").expect("complete");
                 assert_eq!(f.frame_type, FrameType::Body);

@@ -305,34 +305,85 @@ fn overrun(e: ProtocolError) -> ProtocolError {
 /// Used where a table is kept as raw bytes (the `headers` property) but must be well-formed.
 pub fn skip_table(d: &mut Decoder) -> Result<()> {
     let outer_end = d.end;
+    let end = open_container(d).map_err(|_| d.truncated())?;
+    walk_entries(&d.buf[d.pos..end], |_| {})?;
+    d.pos = end;
+    d.end = outer_end;
+    Ok(())
+}
+
+/// Like [`skip_table`] on a borrowed table (length prefix included, nothing after it), calling
+/// `top_key` with each top-level key: the borrowed publish path looks for `CC` and `BCC`
+/// without building the table. Accepts exactly what [`skip_table`] and [`decode_table`] accept.
+pub fn walk_table(table: &[u8], top_key: impl FnMut(&[u8])) -> Result<()> {
+    let len = table.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    match len {
+        Some(len) if len == table.len() - 4 => walk_entries(&table[4..], top_key),
+        _ => Err(ProtocolError::Truncated("field table")),
+    }
+}
+
+/// The entries of one table (its bytes after the length prefix), nested containers walked with
+/// an explicit stack bounded by [`TABLE_DEPTH_MAX`]; the errors are [`decode_table`]'s.
+fn walk_entries(entries: &[u8], mut top_key: impl FnMut(&[u8])) -> Result<()> {
+    let take = |pos: &mut usize, end: usize, n: usize| -> Result<usize> {
+        let at = *pos;
+        if n > end - at {
+            return Err(ProtocolError::TableOverrun);
+        }
+        *pos += n;
+        Ok(at)
+    };
     let mut ends = [0usize; TABLE_DEPTH_MAX];
     let mut is_table = [false; TABLE_DEPTH_MAX];
-    ends[0] = open_container(d).map_err(|_| d.truncated())?;
+    ends[0] = entries.len();
     is_table[0] = true;
-    let mut depth = 1usize;
-    let mut values = 0usize;
+    let (mut depth, mut pos, mut values) = (1usize, 0usize, 0usize);
     while depth > 0 {
-        if d.pos == ends[depth - 1] {
+        let end = ends[depth - 1];
+        if pos == end {
             depth -= 1;
-            d.end = if depth == 0 { outer_end } else { ends[depth - 1] };
             continue;
         }
         if is_table[depth - 1] {
-            d.short_str().map_err(|_| ProtocolError::TableOverrun)?;
+            let len = entries[take(&mut pos, end, 1)?] as usize;
+            let key = take(&mut pos, end, len)?;
+            if depth == 1 {
+                top_key(&entries[key..key + len]);
+            }
         }
-        let tag = d.u8().map_err(|_| ProtocolError::TableOverrun)?;
+        let tag = entries[take(&mut pos, end, 1)?];
         values += 1;
         if values > TABLE_VALUES_MAX {
             return Err(ProtocolError::TableTooManyValues(TABLE_VALUES_MAX));
         }
-        if decode_scalar(tag, d).map_err(overrun)?.is_none() {
-            if depth >= TABLE_DEPTH_MAX {
-                return Err(ProtocolError::TableTooDeep(TABLE_DEPTH_MAX));
+        let prefixed = |pos: &mut usize| -> Result<usize> {
+            let at = take(pos, end, 4)?;
+            Ok(u32::from_be_bytes([entries[at], entries[at + 1], entries[at + 2], entries[at + 3]]) as usize)
+        };
+        let fixed = match tag {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'D' => 5,
+            b'l' | b'd' | b'T' => 8,
+            b'V' => 0,
+            b'S' | b'x' => prefixed(&mut pos)?,
+            b'F' | b'A' => {
+                if depth >= TABLE_DEPTH_MAX {
+                    return Err(ProtocolError::TableTooDeep(TABLE_DEPTH_MAX));
+                }
+                let len = prefixed(&mut pos)?;
+                take(&mut pos, end, len)?;
+                ends[depth] = pos;
+                is_table[depth] = tag == b'F';
+                depth += 1;
+                pos -= len;
+                continue;
             }
-            ends[depth] = open_container(d)?;
-            is_table[depth] = tag == b'F';
-            depth += 1;
-        }
+            other => return Err(ProtocolError::UnknownFieldType(other)),
+        };
+        take(&mut pos, end, fixed)?;
     }
     Ok(())
 }

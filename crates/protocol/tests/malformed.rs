@@ -8,6 +8,7 @@ use lepus_protocol::constants::{FRAME_END, FRAME_MIN_SIZE, TABLE_DEPTH_MAX, TABL
 use lepus_protocol::content::{FLAG_HEADERS, peek_body_size};
 use lepus_protocol::frame::{write_body, write_content_header, write_heartbeat, write_method};
 use lepus_protocol::method::*;
+use lepus_protocol::table::walk_table;
 use lepus_protocol::{
     BasicProperties, ContentHeader, FieldTable, FieldValue, FrameType, LongStr, Method, ProtocolError, ShortStr,
     parse_frame,
@@ -87,15 +88,23 @@ fn decode_props(payload: &[u8]) -> Result<BasicProperties, ProtocolError> {
     BasicProperties::decode(Bytes::copy_from_slice(payload))
 }
 
-/// Runs `table` through all three table decoders: method arguments (building),
-/// content header (validating only) and basic properties (building).
-fn table_results(table: &[u8]) -> [Result<(), ProtocolError>; 3] {
+/// Runs `table` through all four table decoders: method arguments (building),
+/// content header (validating only), basic properties (building) and the borrowed walk of the
+/// publish view (validating only).
+fn table_results(table: &[u8]) -> [Result<(), ProtocolError>; 4] {
     let header = header_with_headers(table);
     [
         decode_method(&queue_declare_with(table)).map(|_| ()),
         decode_header(&header).map(|_| ()),
         decode_props(&header[12..]).map(|_| ()),
+        // The view hands the walk the table alone: what its length prefix covers.
+        walk_table(&table[..table_len(table).min(table.len())], |_| {}),
     ]
+}
+
+/// Bytes a raw table takes by its length prefix (prefix included).
+fn table_len(table: &[u8]) -> usize {
+    table.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 4)
 }
 
 fn assert_all_tables(table: &[u8], expected: Result<(), ProtocolError>) {
@@ -105,7 +114,7 @@ fn assert_all_tables(table: &[u8], expected: Result<(), ProtocolError>) {
             ProtocolError::Truncated(_) => ProtocolError::Truncated("?"),
             other => other,
         });
-        assert_eq!(got, expected, "decoder {i} (method, header, properties)");
+        assert_eq!(got, expected, "decoder {i} (method, header, properties, walk)");
     }
 }
 
@@ -615,6 +624,31 @@ proptest! {
         let _ = ContentHeader::decode(bytes.clone());
         let _ = BasicProperties::decode(bytes.clone());
         let _ = peek_body_size(&bytes);
+    }
+
+    /// The borrowed walk accepts exactly the tables the decoders accept, and reports the
+    /// decoded table's top-level keys in order.
+    #[test]
+    fn table_walk_agrees_with_decoding(
+        entries in prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 3, 4, 5, 8, 0xff, b'F', b'A', b'S', b'V', b't', b'x', b'l', b'D', b'C', b'c']), 0..200),
+        declared in prop::option::of(0u32..220),
+    ) {
+        let mut table = declared.unwrap_or(entries.len() as u32).to_be_bytes().to_vec();
+        table.extend_from_slice(&entries);
+        let mut keys = Vec::new();
+        let walked = walk_table(&table, |k| keys.push(k.to_vec()));
+        let decoded = decode_props(&header_with_headers(&table)[12..]);
+        let decoded_ok = decoded.as_ref().is_ok_and(|p| p.headers.is_some());
+        if declared.is_none_or(|d| d as usize == entries.len()) {
+            prop_assert_eq!(walked.is_ok(), decoded_ok, "walk {:?} decode {:?}", walked, decoded.map(|_| ()));
+        } else {
+            prop_assert!(walked.is_err());
+        }
+        if let (Ok(()), Ok(props)) = (walked, decoded) {
+            let headers = props.headers.unwrap_or_default();
+            let expected: Vec<Vec<u8>> = headers.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+            prop_assert_eq!(keys, expected);
+        }
     }
 
     /// Streams of frames with mostly valid framing around garbage payloads.

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use lepus_broker::args::type_name;
 use lepus_broker::queue::Enqueued;
-use lepus_broker::{HeaderFields, Message, MessageBuilder};
+use lepus_broker::{HeaderFields, Message, MessageBuilder, MessageHeaders};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use lepus_protocol::fast::{write_ack, write_nack, write_return};
 use lepus_protocol::frame::{write_body, write_content_header};
@@ -144,7 +144,8 @@ impl Connection {
         let mut builder = MessageBuilder::with_fields(v.exchange, v.routing_key, v.raw_properties, &fields);
         builder.push_body(v.body);
         let message = Arc::new(builder.finish());
-        if let Err(f) = self.route_message(v.channel, v.mandatory, &Checked::default(), message) {
+        let checked = Checked { raw_headers: v.headers, ..Checked::default() };
+        if let Err(f) = self.route_message(v.channel, v.mandatory, &checked, message) {
             self.on_exception(f.tag(v.channel, 60, 40));
         }
         true
@@ -188,7 +189,12 @@ impl Connection {
             let mut several = std::mem::take(&mut self.routed);
             several.clear();
             let routing = if keys.len() == 1 {
-                vhost.route_cached(exchange, routing_key, checked.headers.as_ref(), &mut cache)
+                let headers = match (&checked.headers, checked.raw_headers) {
+                    (Some(table), _) => MessageHeaders::Decoded(table),
+                    (None, Some(raw)) => MessageHeaders::Raw(raw),
+                    (None, None) => MessageHeaders::None,
+                };
+                vhost.route_cached(exchange, routing_key, headers, &mut cache)
             } else {
                 vhost.route(exchange, keys, checked.headers.as_ref(), &mut several).map(|()| &several[..])
             };
@@ -276,7 +282,7 @@ impl Connection {
 
     /// Checks and rewrites what routing needs from the properties. Only messages whose
     /// property flags include headers, user_id or reply_to are parsed at all.
-    fn check_properties(&mut self, channel: u16, header: &ContentHeader) -> Result<Checked, Fail> {
+    fn check_properties(&mut self, channel: u16, header: &ContentHeader) -> Result<Checked<'static>, Fail> {
         let raw = &header.raw_properties;
         let flags = u16::from_be_bytes([raw.first().copied().unwrap_or(0), raw.get(1).copied().unwrap_or(0)]);
         let mut checked = Checked::default();
@@ -473,11 +479,13 @@ fn now_ms() -> u64 {
 
 /// What [`Connection::check_properties`] found.
 #[derive(Default)]
-struct Checked {
+struct Checked<'a> {
     /// Routing keys from `CC` and `BCC`.
     extra_keys: Vec<Bytes>,
     /// The message's headers, for headers exchanges.
     headers: Option<FieldTable>,
+    /// The borrowed publish path's headers table, not decoded (see [`MessageHeaders::Raw`]).
+    raw_headers: Option<&'a [u8]>,
     /// Replacement properties (reply_to rewritten, BCC removed).
     raw_properties: Option<Bytes>,
 }
