@@ -403,7 +403,9 @@ impl<'a> MessageHeaders<'a> {
             MessageHeaders::Raw(raw) => decoded
                 .get_or_init(|| {
                     let mut d = lepus_protocol::Decoder::new(bytes::Bytes::copy_from_slice(raw), "headers");
-                    lepus_protocol::table::decode_table(&mut d).ok()
+                    let table = lepus_protocol::table::decode_table(&mut d);
+                    debug_assert!(table.is_ok(), "the publish view passed a table that does not decode");
+                    table.ok()
                 })
                 .as_ref(),
         }

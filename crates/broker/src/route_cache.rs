@@ -2,8 +2,9 @@
 //! key, and a repeat should cost two short comparisons and one atomic load, not the topology
 //! lock, two hash lookups and an allocation-free but branchy walk (see [`VHost::route_cached`]).
 //!
-//! An entry holds for one topology version: any declaration, binding or deletion in the vhost
-//! bumps the version and so invalidates every cache at once.
+//! An entry holds for one topology version: any change to the vhost's exchanges, queues or
+//! bindings bumps the version and so invalidates every cache at once (a passive or repeated
+//! declaration changes nothing and keeps them).
 //!
 //! [`VHost::route_cached`]: crate::VHost::route_cached
 

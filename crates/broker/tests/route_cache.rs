@@ -199,9 +199,10 @@ fn routes_through_a_headers_exchange_are_not_cached() {
     assert_eq!(route(Some(&matching), &mut cache), ["q0"]);
 }
 
-/// Declarations that change nothing (passive, or repeating what exists) and refused ones keep
-/// the topology version, so they do not invalidate every connection's route cache; real
-/// changes get a new version.
+/// Declarations that change nothing (passive, or repeating what exists) and refused
+/// declarations keep the topology version, so they do not invalidate every connection's route
+/// cache; real changes get a new version. (A bind or unbind may bump it without changing
+/// anything: safe, only a cache refill.)
 #[test]
 fn only_real_changes_invalidate_the_caches() {
     let vhost = VHost::new("/");

@@ -79,7 +79,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.data.get(self.pos..self.pos + n)?;
+        let s = self.data.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
         Some(s)
     }

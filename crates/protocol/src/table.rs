@@ -306,7 +306,7 @@ fn overrun(e: ProtocolError) -> ProtocolError {
 pub fn skip_table(d: &mut Decoder) -> Result<()> {
     let outer_end = d.end;
     let end = open_container(d).map_err(|_| d.truncated())?;
-    walk_entries(&d.buf[d.pos..end], |_| {})?;
+    walk_entries(&d.buf[d.pos..end], d.truncated(), |_| {})?;
     d.pos = end;
     d.end = outer_end;
     Ok(())
@@ -318,14 +318,18 @@ pub fn skip_table(d: &mut Decoder) -> Result<()> {
 pub fn walk_table(table: &[u8], top_key: impl FnMut(&[u8])) -> Result<()> {
     let len = table.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     match len {
-        Some(len) if len == table.len() - 4 => walk_entries(&table[4..], top_key),
-        _ => Err(ProtocolError::Truncated("field table")),
+        Some(len) if len == table.len() - 4 => walk_entries(&table[4..], ProtocolError::Truncated(WHAT), top_key),
+        _ => Err(ProtocolError::Truncated(WHAT)),
     }
 }
 
+/// What [`walk_table`] calls the structure in a `Truncated` error.
+const WHAT: &str = "field table";
+
 /// The entries of one table (its bytes after the length prefix), nested containers walked with
-/// an explicit stack bounded by [`TABLE_DEPTH_MAX`]; the errors are [`decode_table`]'s.
-fn walk_entries(entries: &[u8], mut top_key: impl FnMut(&[u8])) -> Result<()> {
+/// an explicit stack bounded by [`TABLE_DEPTH_MAX`]; the errors are [`decode_table`]'s, with
+/// `truncated` where it reports a nested container's length prefix cut short.
+fn walk_entries(entries: &[u8], truncated: ProtocolError, mut top_key: impl FnMut(&[u8])) -> Result<()> {
     let take = |pos: &mut usize, end: usize, n: usize| -> Result<usize> {
         let at = *pos;
         if n > end - at {
@@ -373,7 +377,8 @@ fn walk_entries(entries: &[u8], mut top_key: impl FnMut(&[u8])) -> Result<()> {
                 if depth >= TABLE_DEPTH_MAX {
                     return Err(ProtocolError::TableTooDeep(TABLE_DEPTH_MAX));
                 }
-                let len = prefixed(&mut pos)?;
+                // As `open_container`: a cut prefix is `Truncated`, a cut body an overrun.
+                let len = prefixed(&mut pos).map_err(|_| truncated.clone())?;
                 take(&mut pos, end, len)?;
                 ends[depth] = pos;
                 is_table[depth] = tag == b'F';
