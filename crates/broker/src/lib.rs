@@ -22,6 +22,7 @@ pub mod outlet;
 pub mod persist;
 pub mod queue;
 pub mod route_cache;
+pub mod route_memo;
 pub mod topic;
 pub mod vhost;
 

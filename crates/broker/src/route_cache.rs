@@ -9,6 +9,7 @@
 //! [`VHost::route_cached`]: crate::VHost::route_cached
 
 use crate::queue::QueueRef;
+use crate::route_memo::Route;
 
 /// Exchange names and routing keys are short strings (≤ 255 bytes): the cache holds its own
 /// copies, so it never pins a connection's read buffer.
@@ -19,6 +20,8 @@ pub struct RouteCache {
     exchange: Vec<u8>,
     routing_key: Vec<u8>,
     queues: Vec<QueueRef>,
+    /// The entry's queues when they came from the vhost's memo (then `queues` is empty).
+    shared: Option<Route>,
 }
 
 impl RouteCache {
@@ -33,14 +36,25 @@ impl RouteCache {
     /// The queues of the last route (valid or not: a route that may not be cached is still
     /// returned from here).
     pub(crate) fn queues(&self) -> &[QueueRef] {
-        &self.queues
+        match &self.shared {
+            Some(route) => route,
+            None => &self.queues,
+        }
     }
 
     /// Forgets the entry and hands out its (emptied) queue list to route into.
     pub(crate) fn begin_fill(&mut self) -> &mut Vec<QueueRef> {
         self.valid = false;
+        self.shared = None;
         self.queues.clear();
         &mut self.queues
+    }
+
+    /// Makes a route from the vhost's memo the entry for `exchange` + `routing_key`.
+    pub(crate) fn fill_shared(&mut self, version: u64, exchange: &[u8], routing_key: &[u8], route: Route) {
+        self.queues.clear();
+        self.shared = Some(route);
+        self.fill(version, exchange, routing_key);
     }
 
     /// Marks the queues just routed into as the route of `exchange` + `routing_key` at
@@ -58,5 +72,6 @@ impl RouteCache {
     pub fn clear(&mut self) {
         self.valid = false;
         self.queues.clear();
+        self.shared = None;
     }
 }

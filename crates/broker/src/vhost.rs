@@ -24,6 +24,7 @@ use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
 use crate::route_cache::RouteCache;
+use crate::route_memo::{Route, RouteMemo};
 use lepus_store::log::QueueLog;
 use lepus_store::meta::{Change, Snapshot};
 
@@ -68,9 +69,11 @@ pub struct ExchangeDeclare {
 pub struct VHost {
     pub name: Arc<str>,
     topology: RwLock<Topology>,
-    /// Bumped under the write lock by every topology change; a [`RouteCache`] entry is valid
-    /// while it is unchanged.
+    /// Bumped under the write lock by every topology change; a [`RouteCache`] entry and the
+    /// memo's routes are valid while it is unchanged.
     topology_version: AtomicU64,
+    /// Recent routes through topic and fanout exchanges, shared by the vhost's connections.
+    memo: RouteMemo,
     persistence: Option<PersistenceRef>,
 }
 
@@ -96,6 +99,7 @@ impl VHost {
             name: name.into(),
             topology: RwLock::default(),
             topology_version: AtomicU64::new(0),
+            memo: RouteMemo::default(),
             persistence: None,
         };
         {
@@ -673,10 +677,19 @@ impl VHost {
         if cache.hit(version, exchange, routing_key) {
             return Ok(cache.queues());
         }
+        if let Some(route) = self.memo.get(version, exchange, routing_key) {
+            cache.fill_shared(version, exchange, routing_key, route);
+            return Ok(cache.queues());
+        }
         let out = cache.begin_fill();
         match self.route_inner(exchange, &[routing_key], headers, out) {
-            Ok(Some(version)) => cache.fill(version, exchange, routing_key),
-            Ok(None) => {}
+            Ok(Reuse { version, cacheable: true, memoizable }) => {
+                if memoizable {
+                    self.memo.insert(version, exchange, routing_key, &Route::from(&out[..]));
+                }
+                cache.fill(version, exchange, routing_key);
+            }
+            Ok(_) => {}
             Err(e) => {
                 cache.begin_fill();
                 return Err(e);
@@ -697,15 +710,16 @@ impl VHost {
         TopologyWrite { guard: self.topology.write(), version: &self.topology_version, changed: false }
     }
 
-    /// Routes into `out`; returns the topology version the result holds for, or `None` when
-    /// the result may not be reused (a headers exchange took part).
+    /// Routes into `out`; says for which topology version the result holds and whether it
+    /// may be reused (not when a headers exchange took part) and is worth sharing in the memo
+    /// (a topic or fanout exchange took part).
     fn route_inner(
         &self,
         exchange: &[u8],
         routing_keys: &[&[u8]],
         headers: MessageHeaders<'_>,
         out: &mut Vec<QueueRef>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Reuse> {
         let t = self.topology.read();
         let version = self.topology_version.load(Ordering::Acquire);
         let mut cacheable = true;
@@ -728,8 +742,9 @@ impl VHost {
                     out.push(q.clone());
                 }
             }
-            return Ok(Some(version));
+            return Ok(Reuse { version, cacheable: true, memoizable: false });
         }
+        let mut memoizable = false;
         let mut visited: HashSet<&[u8]> = HashSet::new();
         let mut work: Vec<&Exchange> = vec![start];
         let decoded = std::cell::OnceCell::new();
@@ -741,6 +756,7 @@ impl VHost {
             dests.clear();
             let by_headers = x.kind == ExchangeKind::Headers;
             cacheable &= !by_headers;
+            memoizable |= matches!(x.kind, ExchangeKind::Topic | ExchangeKind::Fanout);
             x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
@@ -768,8 +784,19 @@ impl VHost {
                 work.push(ae);
             }
         }
-        Ok(cacheable.then_some(version))
+        Ok(Reuse { version, cacheable, memoizable: memoizable && cacheable })
     }
+}
+
+/// What [`VHost::route_inner`] says about reusing a route.
+#[derive(Debug, Clone, Copy)]
+struct Reuse {
+    /// The topology version the route was computed at.
+    version: u64,
+    /// No headers exchange took part: the exchange and routing key determine the route.
+    cacheable: bool,
+    /// Cacheable, and a topic or fanout exchange took part: worth keeping in the memo.
+    memoizable: bool,
 }
 
 /// The topology's write guard. Any mutable access marks it changed, and a changed topology

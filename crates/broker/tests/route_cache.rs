@@ -1,7 +1,7 @@
-//! The route cache never changes where a message goes: under random declarations, bindings,
-//! unbindings and deletions (queues and exchanges, exchange-to-exchange bindings, an
-//! alternate exchange, a headers exchange), routing through one long-lived cache gives the same
-//! queues as routing without it.
+//! The route cache and the vhost's route memo never change where a message goes: under random
+//! declarations, bindings, unbindings and deletions (queues and exchanges, exchange-to-exchange
+//! bindings, an alternate exchange, a headers exchange), routing through one long-lived cache,
+//! or through a new cache that the memo fills, gives the same queues as routing without them.
 
 use bytes::{Bytes, BytesMut};
 use lepus_broker::exchange::Destination;
@@ -135,16 +135,20 @@ fn run(ops: &[Op]) {
                 });
                 let raw_headers = raw.as_deref().map_or(MessageHeaders::None, MessageHeaders::Raw);
                 let got_raw = vhost.route_cached(x, k, raw_headers, &mut raw_cache).map(names);
-                match (&expected, got, got_raw) {
-                    (Ok(expected), Ok(got), Ok(got_raw)) => {
+                // A connection that never routed this: the vhost's shared memo answers.
+                let got_memo = vhost.route_cached(x, k, headers.as_ref(), &mut RouteCache::new()).map(names);
+                match (&expected, got, got_raw, got_memo) {
+                    (Ok(expected), Ok(got), Ok(got_raw), Ok(got_memo)) => {
                         assert_eq!(&got, expected, "{op:?}");
                         assert_eq!(&got_raw, expected, "{op:?} with raw headers");
+                        assert_eq!(&got_memo, expected, "{op:?} through the memo");
                     }
-                    (Err(e), Err(g), Err(r)) => {
+                    (Err(e), Err(g), Err(r), Err(m)) => {
                         assert_eq!(g.to_string(), e.to_string());
                         assert_eq!(r.to_string(), e.to_string());
+                        assert_eq!(m.to_string(), e.to_string());
                     }
-                    (e, g, r) => panic!("{op:?}: uncached {e:?}, cached {g:?}, raw {r:?}"),
+                    (e, g, r, m) => panic!("{op:?}: uncached {e:?}, cached {g:?}, raw {r:?}, memo {m:?}"),
                 }
             }
         }
