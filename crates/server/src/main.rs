@@ -8,6 +8,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use lepus_server::{Config, Server};
 
+/// jemalloc rather than glibc's malloc: every message is an allocation or two made on one
+/// worker thread and freed on another, and glibc spent 18% of the broker's CPU in S1 on it
+/// (`malloc_consolidate` among the top entries). Measured A/B, medians of 3: S1 2.31M -> 2.72M
+/// msg/s, S7 2.74M -> 3.63M deliveries/s, footprint per idle connection, queue and queued
+/// message unchanged (mimalloc was as fast but took 88 KB per idle connection against 15 KB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "lepus", version, about = "Lepus: an AMQP 0-9-1 message broker")]
 struct Args {
