@@ -836,12 +836,14 @@ impl Queue {
             }
             st.deleted = true;
             let n = st.ready.len() as u32;
-            st.ready.clear();
+            // Freed, not just emptied: something may hold the deleted queue a while longer
+            // (a route cache, the route memo until its next refresh, a delivery in flight).
+            st.ready = Default::default();
             let resident = st.resident_bytes;
             st.sub_resident(resident);
             (st.ready_bytes, st.paged) = (0, 0);
-            st.locs.clear();
-            st.scratch_locs.clear();
+            st.locs = Default::default();
+            st.scratch_locs = Default::default();
             if let Some(scratch) = st.scratch.take() {
                 scratch.destroy();
             }

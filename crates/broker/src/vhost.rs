@@ -24,7 +24,7 @@ use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
 use crate::route_cache::RouteCache;
-use crate::route_memo::{Route, RouteMemo};
+use crate::route_memo::RouteMemo;
 use lepus_store::log::QueueLog;
 use lepus_store::meta::{Change, Snapshot};
 
@@ -685,7 +685,7 @@ impl VHost {
         match self.route_inner(exchange, &[routing_key], headers, out) {
             Ok(Reuse { version, cacheable: true, memoizable }) => {
                 if memoizable {
-                    self.memo.insert(version, exchange, routing_key, &Route::from(&out[..]));
+                    self.memo.insert(version, exchange, routing_key, out);
                 }
                 cache.fill(version, exchange, routing_key);
             }
