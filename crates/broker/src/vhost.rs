@@ -677,7 +677,10 @@ impl VHost {
         if cache.hit(version, exchange, routing_key) {
             return Ok(cache.queues());
         }
-        if let Some(route) = self.memo.get(version, exchange, routing_key) {
+        // Routes through the default exchange (one lookup) are never memoized: no lock for them.
+        if !exchange.is_empty()
+            && let Some(route) = self.memo.get(version, exchange, routing_key)
+        {
             cache.fill_shared(version, exchange, routing_key, route);
             return Ok(cache.queues());
         }
