@@ -10,8 +10,8 @@
 //! Entries hold for one topology version, like the route cache: a shard found at an older
 //! version is emptied before use, and an insert computed at an older version is dropped. The
 //! memo is split into shards by key (one short `Mutex` each, so publishers on different cores
-//! rarely meet), and each shard is bounded in entries and bytes: a full shard is emptied. Routes
-//! reaching very many queues are not kept.
+//! rarely meet), and each shard is bounded in entries and bytes: a full shard drops an arbitrary
+//! entry for each new one. Routes reaching very many queues are not kept.
 //!
 //! [`RouteCache`]: crate::RouteCache
 
@@ -112,9 +112,13 @@ impl RouteMemo {
         if shard.version != version {
             return; // computed at a version that is already gone
         }
-        if shard.routes.len() >= SHARD_ENTRIES_MAX || shard.bytes + bytes > SHARD_BYTES_MAX {
-            shard.routes.clear();
-            shard.bytes = 0;
+        // Full: one arbitrary entry (the first in the table's order, so spread by hash) makes
+        // room, so a client cycling through many keys cannot wipe everyone's routes at once.
+        while shard.routes.len() >= SHARD_ENTRIES_MAX || shard.bytes + bytes > SHARD_BYTES_MAX {
+            let Some(victim) = shard.routes.keys().next().cloned() else { break };
+            if let Some(route) = shard.routes.remove(&victim) {
+                shard.bytes = shard.bytes.saturating_sub(victim.len() + size_of_val(&*route));
+            }
         }
         if shard.routes.insert(key.into(), Route::from(queues)).is_none() {
             shard.bytes += bytes;
@@ -182,7 +186,9 @@ mod tests {
             memo.insert(1, b"x", format!("key.{i}").as_bytes(), &r);
         }
         assert!(memo.len() <= SHARDS * SHARD_ENTRIES_MAX);
-        assert!(!memo.is_empty());
+        assert!(memo.len() > SHARDS * SHARD_ENTRIES_MAX / 2, "a full shard drops one entry, not all");
+        let last = format!("key.{}", SHARDS * SHARD_ENTRIES_MAX * 3 - 1);
+        assert!(memo.get(1, b"x", last.as_bytes()).is_some(), "the newest route is kept");
         memo.insert(1, b"x", b"many", &route(ROUTE_QUEUES_MAX + 1));
         assert!(memo.get(1, b"x", b"many").is_none(), "a route to very many queues is not kept");
         let long = [b'k'; 256];
