@@ -50,6 +50,7 @@ pub fn decode_all(data: &[u8], frame_max: u32) -> Outcome {
     let mut buf = BytesMut::from(data);
     let mut outcome = Outcome::default();
     loop {
+        check_publish_view(&buf, frame_max);
         let before = buf.len();
         let frame = match parse_frame(&mut buf, frame_max) {
             Ok(Some(frame)) => frame,
@@ -118,6 +119,40 @@ pub fn decode_all(data: &[u8], frame_max: u32) -> Outcome {
             outcome.decode_errors.push(e);
         }
     }
+}
+
+/// Where the borrowed publish view accepts the head of the stream, the frame-by-frame decoders
+/// accept the same frames and read the same fields, and a headers table it hands on raw decodes
+/// to the message's headers (it must never accept what the general path would refuse).
+fn check_publish_view(buf: &[u8], frame_max: u32) {
+    use lepus_protocol::publish_view::parse_publish;
+    let Some(view) = parse_publish(buf, frame_max) else { return };
+    assert!(view.len <= buf.len());
+    let mut frames = BytesMut::from(&buf[..view.len]);
+    let mut next = || parse_frame(&mut frames, frame_max).expect("view's frames parse").expect("complete");
+    let method = next();
+    let Ok(Method::BasicPublish(m)) = Method::decode(method.payload) else { panic!("view accepted a non-publish") };
+    assert!(!m.immediate);
+    assert_eq!(
+        (m.exchange.as_bytes(), m.routing_key.as_bytes(), m.mandatory),
+        (view.exchange, view.routing_key, view.mandatory)
+    );
+    let header = ContentHeader::decode(next().payload).expect("view accepted a header the decoder refuses");
+    assert_eq!(&header.raw_properties[..], view.raw_properties);
+    assert_eq!(header.body_size, view.body.len() as u64);
+    let props = header.properties().expect("properties decode");
+    assert!(props.user_id.is_none() && props.reply_to.is_none());
+    let routing_headers = props.headers.as_ref().is_some_and(|h| h.get("CC").is_some() || h.get("BCC").is_some());
+    assert!(!routing_headers, "view accepted CC/BCC");
+    let raw_headers = view.headers.map(|t| {
+        let mut d = lepus_protocol::Decoder::new(bytes::Bytes::copy_from_slice(t), "headers");
+        lepus_protocol::table::decode_table(&mut d).expect("view's headers decode")
+    });
+    assert_eq!(raw_headers, props.headers);
+    if header.body_size > 0 {
+        assert_eq!(&next().payload[..], view.body);
+    }
+    assert!(frames.is_empty(), "view took more than its frames");
 }
 
 /// A decoded method re-encodes to bytes that decode to an identical encoding (compared as
