@@ -29,7 +29,7 @@ use hdrhistogram::Histogram;
 
 use crate::Args;
 use crate::client::Result;
-use crate::stats::Summary;
+use crate::stats::{Summary, latency_histogram, latency_percentiles_us};
 
 /// Read buffer of the relay and the reader: as large as the largest read a busy socket
 /// returns, so neither is slowed by short reads.
@@ -99,9 +99,9 @@ fn measure_latency(args: &Args) -> Result<Summary> {
     let reader = {
         let (stop, mut source) = (stop.clone(), source);
         thread::spawn(move || -> std::io::Result<Histogram<u64>> {
-            let mut latency_ns =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(std::io::Error::other)?;
-            let mut buf = vec![0u8; READ_BUFFER_BYTES];
+            let mut latency_ns = latency_histogram();
+            // Room for at least one whole message, however large `-s` is.
+            let mut buf = vec![0u8; READ_BUFFER_BYTES.max(2 * size)];
             let (mut filled, warm_until) = (0usize, epoch + WARM_UP);
             loop {
                 let n = source.read(&mut buf[filled..])?;
@@ -129,7 +129,7 @@ fn measure_latency(args: &Args) -> Result<Summary> {
     let sent = writer.join().map_err(|_| "loopback-ceiling thread panicked")??;
     relay.join().map_err(|_| "loopback-ceiling thread panicked")??;
     let latency_ns = reader.join().map_err(|_| "loopback-ceiling thread panicked")??;
-    let us = |q: f64| Some(latency_ns.value_at_quantile(q) as f64 / 1e3);
+    let [p50, p99, p999, max] = latency_percentiles_us(&latency_ns).map(Some);
     Ok(Summary {
         scenario: args.scenario.clone(),
         mode: "loopback-latency",
@@ -137,10 +137,10 @@ fn measure_latency(args: &Args) -> Result<Summary> {
         message_size: size,
         published: sent,
         received: latency_ns.len(),
-        latency_us_p50: us(0.5),
-        latency_us_p99: us(0.99),
-        latency_us_p999: us(0.999),
-        latency_us_max: Some(latency_ns.max() as f64 / 1e3),
+        latency_us_p50: p50,
+        latency_us_p99: p99,
+        latency_us_p999: p999,
+        latency_us_max: max,
         ..Default::default()
     })
 }

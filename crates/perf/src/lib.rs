@@ -318,7 +318,7 @@ fn summarize(
     received_at_stop: u64,
     published_at_stop: u64,
 ) -> Summary {
-    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds");
+    let mut latency = stats::latency_histogram();
     let (mut duplicated, mut reordered, mut redelivered) = (0, 0, 0);
     // Union the sequence sets of each (queue, producer) across that queue's consumers.
     let mut per_queue: std::collections::HashMap<(usize, u16), SeqSet> = std::collections::HashMap::new();
@@ -363,7 +363,7 @@ fn summarize(
     };
     // Drain-only runs read stamps taken by another process's clock: no latency.
     let timed = !drain_only && !latency.is_empty();
-    let q = |v: f64| timed.then(|| latency.value_at_quantile(v) as f64 / 1000.0);
+    let [p50, p99, p999, max] = stats::latency_percentiles_us(&latency).map(|us| timed.then_some(us));
     let fanout = plan.fanout();
     Summary {
         scenario: args.scenario.clone(),
@@ -389,10 +389,10 @@ fn summarize(
         },
         deliveries_per_publish: fanout,
         megabytes_per_s: received_at_stop as f64 * args.size as f64 / window_s / 1e6,
-        latency_us_p50: q(0.5),
-        latency_us_p99: q(0.99),
-        latency_us_p999: q(0.999),
-        latency_us_max: timed.then(|| latency.max() as f64 / 1000.0),
+        latency_us_p50: p50,
+        latency_us_p99: p99,
+        latency_us_p999: p999,
+        latency_us_max: max,
         lost,
         misrouted,
         remaining_in_queues: counters.remaining.load(Ordering::Acquire),

@@ -100,10 +100,22 @@ impl ConsumerReport {
             redelivered: 0,
             duplicates: 0,
             reordered: 0,
-            latency_ns: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds"),
+            latency_ns: latency_histogram(),
             seen: HashMap::new(),
         }
     }
+}
+
+/// An empty latency histogram in nanoseconds: 1 ns to 120 s, three significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency percentiles in microseconds, as a summary reports them: p50, p99, p99.9, max.
+pub fn latency_percentiles_us(latency_ns: &Histogram<u64>) -> [f64; 4] {
+    let us = |ns: u64| ns as f64 / 1e3;
+    let q = |quantile: f64| us(latency_ns.value_at_quantile(quantile));
+    [q(0.5), q(0.99), q(0.999), us(latency_ns.max())]
 }
 
 /// What one producer did.

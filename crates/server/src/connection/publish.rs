@@ -189,12 +189,7 @@ impl Connection {
             let mut several = std::mem::take(&mut self.routed);
             several.clear();
             let routing = if keys.len() == 1 {
-                let headers = match (&checked.headers, checked.raw_headers) {
-                    (Some(table), _) => MessageHeaders::Decoded(table),
-                    (None, Some(raw)) => MessageHeaders::Raw(raw),
-                    (None, None) => MessageHeaders::None,
-                };
-                vhost.route_cached(exchange, routing_key, headers, &mut cache)
+                vhost.route_cached(exchange, routing_key, checked.message_headers(), &mut cache)
             } else {
                 vhost.route(exchange, keys, checked.headers.as_ref(), &mut several).map(|()| &several[..])
             };
@@ -488,4 +483,15 @@ struct Checked<'a> {
     raw_headers: Option<&'a [u8]>,
     /// Replacement properties (reply_to rewritten, BCC removed).
     raw_properties: Option<Bytes>,
+}
+
+impl Checked<'_> {
+    /// The headers as routing takes them: decoded by the general path, raw from the view.
+    fn message_headers(&self) -> MessageHeaders<'_> {
+        match (&self.headers, self.raw_headers) {
+            (Some(table), _) => MessageHeaders::Decoded(table),
+            (None, Some(raw)) => MessageHeaders::Raw(raw),
+            (None, None) => MessageHeaders::None,
+        }
+    }
 }
