@@ -30,8 +30,10 @@ const FLAGS_NOT_TAKEN: u16 = FLAG_USER_ID | FLAG_REPLY_TO | 0b11;
 
 /// Header keys that add routing keys (RabbitMQ's sender-selected distribution); `BCC` is
 /// also removed before delivery. A message carrying either takes the general path.
+pub const ROUTING_HEADERS: [&str; 2] = ["CC", "BCC"];
+
 fn is_routing_header(key: &[u8]) -> bool {
-    key == b"CC" || key == b"BCC"
+    ROUTING_HEADERS.iter().any(|h| h.as_bytes() == key)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use lepus_broker::{HeaderFields, Message, MessageBuilder, MessageHeaders};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use lepus_protocol::fast::{write_ack, write_nack, write_return};
 use lepus_protocol::frame::{write_body, write_content_header};
-use lepus_protocol::publish_view::PublishView;
+use lepus_protocol::publish_view::{PublishView, ROUTING_HEADERS};
 use lepus_protocol::{FieldValue, ProtocolError};
 
 use super::outbox;
@@ -302,7 +302,7 @@ impl Connection {
             rewritten = true;
         }
         if let Some(headers) = props.headers.as_mut() {
-            for key in ["CC", "BCC"] {
+            for key in ROUTING_HEADERS {
                 match headers.get(key) {
                     None => {}
                     Some(FieldValue::Array(items)) => {
