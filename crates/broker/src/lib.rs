@@ -3,33 +3,49 @@
 //! and everything here is testable with plain unit and property tests.
 //!
 //! # Layout
+//! - [`broker`]: [`Broker`], the service a node runs: vhosts, users, connections, clock.
+//! - [`users`]: users, password hashes, the loopback-only rule.
+//! - [`connections`]: the registry of open connections; [`stats`]: message counters.
 //! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings) and routing.
 //! - [`exchange`]: exchange kinds, bindings, declaration rules.
 //! - [`topic`], [`headers`]: the topic trie and headers matching.
 //! - [`queue`]: a queue's messages and consumers; assignment under its lock.
 //! - [`outlet`]: the per-connection list queues push deliveries onto.
 //! - [`message`]: a message as queues hold it.
+//! - [`publish`]: [`Publisher`]: route, enqueue into each queue, combine the outcome.
+//! - [`durability`]: [`Durable`] tokens (what a confirm waits for) and when they hold.
+//! - [`clock`]: the time the broker runs on.
 //! - [`persist`]: what a vhost stores (metadata records, message logs).
 //! - [`args`]: validation of `x-` queue arguments.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
 pub mod args;
+pub mod broker;
+pub mod clock;
+pub mod connections;
+pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod message;
 pub mod outlet;
 pub mod persist;
+pub mod publish;
 pub mod queue;
 pub mod route_cache;
 pub mod route_memo;
+pub mod stats;
 pub mod topic;
+pub mod users;
 pub mod vhost;
 
+pub use broker::{Broker, BrokerRef};
+pub use durability::{Durability, Durable};
 pub use error::BrokerError;
 pub use headers::MessageHeaders;
 pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
 pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
+pub use publish::{Outcome, Publish, Publisher};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
 pub use route_cache::RouteCache;
 pub use vhost::VHost;

@@ -34,6 +34,7 @@ use lepus_store::log::{Loc, QueueLog};
 use lepus_store::store::Store;
 use parking_lot::Mutex;
 
+use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::{Message, MessageRef};
 use crate::outlet::{Delivery, Outbound, OutletRef};
@@ -515,15 +516,15 @@ impl Queue {
         self.publish_stamped(message, 0).0
     }
 
-    /// [`Queue::publish`], also returning, for a persistent message stored in the queue's
-    /// log, the store generation that makes it durable. `now_ms` stamps the record.
-    pub fn publish_stamped(self: &Arc<Self>, message: MessageRef, now_ms: u64) -> (Enqueued, Option<u64>) {
+    /// [`Queue::publish`], also returning what makes the message durable (a persistent
+    /// message stored in the queue's log: the store generation). `now_ms` stamps the record.
+    pub fn publish_stamped(self: &Arc<Self>, message: MessageRef, now_ms: u64) -> (Enqueued, Durable) {
         let mut wakes = Wakes::new();
-        let mut stamp = None;
+        let mut durable = Durable::NOW;
         let outcome = {
             let mut st = self.state.lock();
             if st.deleted {
-                return (Enqueued::Gone, None);
+                return (Enqueued::Gone, Durable::NOW);
             }
             if !self.make_room(&mut st, message.size() as u64) {
                 Enqueued::Rejected
@@ -535,7 +536,7 @@ impl Queue {
                 {
                     let (loc, generation) = log.append(&message.record(now_ms));
                     st.locs.insert(seq, loc);
-                    stamp = Some(generation);
+                    durable = Durable::after_generation(generation);
                 }
                 st.push_back(Entry { seq, message, redelivered: false });
                 self.assign(&mut st, &mut wakes);
@@ -544,7 +545,7 @@ impl Queue {
             }
         };
         wake_all(wakes);
-        (outcome, stamp)
+        (outcome, durable)
     }
 
     /// Applies `x-max-length`/`x-max-length-bytes` before a message of `size` bytes is added.
@@ -761,14 +762,14 @@ impl Queue {
     }
 
     /// Messages that left the queue for good (acked, rejected without requeue, or delivered
-    /// to a no-ack consumer): their log records are released. Returns the generation that
-    /// makes that durable, if any was logged.
-    pub fn forget(&self, seqs: impl IntoIterator<Item = u64>) -> Option<u64> {
+    /// to a no-ack consumer): their log records are released. Returns what makes that
+    /// durable.
+    pub fn forget(&self, seqs: impl IntoIterator<Item = u64>) -> Durable {
         if !self.logged {
-            return None;
+            return Durable::NOW;
         }
         let mut st = self.state.lock();
-        seqs.into_iter().filter_map(|seq| st.forget(seq)).max()
+        seqs.into_iter().filter_map(|seq| st.forget(seq)).max().map_or(Durable::NOW, Durable::after_generation)
     }
 
     /// Drops every ready message; returns how many.

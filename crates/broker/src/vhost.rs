@@ -652,11 +652,11 @@ impl VHost {
     /// Routes a message published to `exchange` with `routing_keys` (the routing key first,
     /// then `CC`/`BCC` keys) and `headers` to queues, following exchange-to-exchange bindings
     /// and alternate exchanges. Each queue appears once in `out`.
-    pub fn route(
+    pub fn route<'h>(
         &self,
         exchange: &[u8],
         routing_keys: &[&[u8]],
-        headers: Option<&FieldTable>,
+        headers: impl Into<MessageHeaders<'h>>,
         out: &mut Vec<QueueRef>,
     ) -> Result<()> {
         self.route_inner(exchange, routing_keys, headers.into(), out).map(|_| ())

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use lepus_broker::durability::{Durability, Durable};
 use lepus_broker::persist::Persistence;
 use lepus_broker::queue::Enqueued;
 use lepus_broker::vhost::QueueDeclare;
@@ -69,15 +70,16 @@ fn committed_persistent_messages_survive_a_power_cut() {
     let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
     let durable = declare(&vhost, "durable", true);
     let transient = declare(&vhost, "transient", false);
-    let (_, logged) = durable.publish_stamped(message("p1", 2), 0);
-    let stamp = logged.expect("a persistent message in a durable queue is logged");
-    assert_eq!(durable.publish_stamped(message("t1", 1), 0).1, None, "transient messages are not logged");
-    assert_eq!(transient.publish_stamped(message("p2", 2), 0).1, None, "non-durable queues log nothing");
-    assert!(!store.is_durable(stamp));
+    let durability = Durability::new(Some(store.clone()));
+    let (_, stamp) = durable.publish_stamped(message("p1", 2), 0);
+    assert!(stamp.is_pending(), "a persistent message in a durable queue is logged");
+    assert_eq!(durable.publish_stamped(message("t1", 1), 0).1, Durable::NOW, "transient messages are not logged");
+    assert_eq!(transient.publish_stamped(message("p2", 2), 0).1, Durable::NOW, "non-durable queues log nothing");
+    assert!(!durability.is_durable(stamp));
     store.commit();
-    assert!(store.is_durable(stamp));
+    assert!(durability.is_durable(stamp));
     let (_, unconfirmed) = durable.publish_stamped(message("p3", 2), 0);
-    assert!(!store.is_durable(unconfirmed.expect("logged")), "not committed yet");
+    assert!(unconfirmed.is_pending() && !durability.is_durable(unconfirmed), "not committed yet");
     drop((vhost, store));
     // The metadata is real (redb commits durably); the message store loses what was not synced.
     let (_, vhost) = open(&backend.crash(42), &tmp.0.join("meta.redb"));
@@ -100,7 +102,9 @@ fn a_failing_disk_stops_durability_but_not_service() {
     assert_eq!(outcome, Enqueued::Yes);
     store.commit();
     assert!(store.failed(), "the failure is reported (the server nacks what waits on it)");
-    assert!(!store.is_durable(stamp.expect("logged")), "never confirmed as durable");
+    let durability = Durability::new(Some(store.clone()));
+    assert!(stamp.is_pending() && !durability.is_durable(stamp), "never confirmed as durable");
+    assert!(durability.failed() && durability.progress().failed);
     assert_eq!(bodies(&q), ["before", "during"], "consumers are still served from memory");
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use lepus_broker::{ChannelGate, Message, MessageBuilder, MessageRef, QueueRef};
+use lepus_broker::{ChannelGate, Durable, Message, MessageBuilder, MessageRef, QueueRef};
 use lepus_protocol::ShortStr;
 use lepus_protocol::content::ContentHeader;
 use lepus_protocol::method::BasicPublish;
@@ -44,7 +44,7 @@ pub(crate) struct Assembling {
 
 /// A complete published message, as routed now or at `tx.commit`.
 #[derive(Debug)]
-pub(crate) struct Publish {
+pub(crate) struct Assembled {
     pub method: BasicPublish,
     pub header: ContentHeader,
     pub message: Message,
@@ -67,14 +67,14 @@ pub(crate) struct Confirms {
     pub acked_through: u64,
     /// Publishes that cannot be acknowledged yet, in order, because they (or one before
     /// them) wait for the message store: (sequence number, store generation that makes them
-    /// durable — 0 if none, nack instead of ack).
-    pub waiting: VecDeque<(u64, u64, bool)>,
+    /// durable, nack instead of ack).
+    pub waiting: VecDeque<(u64, Durable, bool)>,
 }
 
 /// Work buffered by a transaction (`tx.select`) until commit.
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
-    pub publishes: Vec<Publish>,
+    pub publishes: Vec<Assembled>,
     pub settles: Vec<(Settle, Unacked, u64)>,
 }
 
@@ -91,8 +91,8 @@ pub(crate) struct Channel {
     pub next_delivery_tag: u64,
     pub confirms: Option<Confirms>,
     pub tx: Option<Transaction>,
-    /// `tx.commit`s whose `commit-ok` waits for the message store: the generation each needs.
-    pub commits_waiting: VecDeque<u64>,
+    /// `tx.commit`s whose `commit-ok` waits for the message store: what each needs.
+    pub commits_waiting: VecDeque<Durable>,
     /// The most recently declared queue, for methods that name the queue ''.
     pub last_queue: Option<ShortStr>,
     /// This channel's direct reply-to name and consumer tag, while it consumes from

@@ -6,38 +6,32 @@
 //! (with its group-commit thread), and restores every vhost: durable exchanges, queues,
 //! bindings and the messages in the queues' logs.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
-use std::collections::HashMap;
-
+use lepus_broker::clock::SystemClock;
 use lepus_broker::persist::Persistence;
-use lepus_broker::{OutletRef, VHost};
+use lepus_broker::users::{User, Users};
+use lepus_broker::{Broker, BrokerRef, Durability, OutletRef, VHost};
 use lepus_protocol::ShortStr;
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::MetaStore;
 use lepus_store::store::{Committer, Store, StoreOptions};
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::auth::{User, Users};
 use crate::config::Config;
 use crate::connection;
 
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub config: Config,
-    pub users: RwLock<Users>,
-    pub vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    pub broker: BrokerRef,
     /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
     pub reply_to: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
-    pub next_connection_id: AtomicU64,
-    /// The message store, when there is a data directory.
-    pub store: Option<Store>,
     /// Keeps the group-commit thread and the data-directory lock for the broker's life
     /// (dropped last: the committer writes what is buffered before it stops).
     _storage: Option<(Committer, DirLock)>,
@@ -79,15 +73,13 @@ impl Server {
         users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
         let (vhosts, store, storage) = match &config.data_dir {
             Some(dir) => open_storage(dir, config.transient_paging_bytes)?,
-            None => (HashMap::from([("/".to_owned(), Arc::new(VHost::new("/")))]), None, None),
+            None => (vec![VHost::new("/")], None, None),
         };
+        let broker = Broker::new(vhosts, users, Arc::new(SystemClock::new()), Durability::new(store));
         let shared = Arc::new(Shared {
             config,
-            users: RwLock::new(users),
-            vhosts: RwLock::new(vhosts),
+            broker: Arc::new(broker),
             reply_to: parking_lot::Mutex::new(HashMap::new()),
-            next_connection_id: AtomicU64::new(1),
-            store,
             _storage: storage,
         });
         let (tx, _) = watch::channel(false);
@@ -96,6 +88,11 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The broker service this server fronts (for embedding, tests and other front ends).
+    pub fn broker(&self) -> BrokerRef {
+        self.shared.broker.clone()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -143,7 +140,7 @@ impl Server {
     }
 }
 
-type Storage = (HashMap<String, Arc<VHost>>, Option<Store>, Option<(Committer, DirLock)>);
+type Storage = (Vec<VHost>, Option<Store>, Option<(Committer, DirLock)>);
 
 /// Locks the data directory, opens the stores and restores every vhost from them.
 fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Result<Storage> {
@@ -164,7 +161,7 @@ fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Resul
     if !names.iter().any(|n| n == "/") {
         names.push("/".to_owned());
     }
-    let mut vhosts = HashMap::new();
+    let mut vhosts = Vec::new();
     for name in names {
         let (vhost, report) = VHost::restore(&name, persistence.clone(), &snapshot, clean)
             .map_err(|e| io::Error::other(format!("restoring vhost '{name}': {e}")))?;
@@ -179,7 +176,7 @@ fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Resul
             messages = report.messages,
             "vhost restored"
         );
-        vhosts.insert(name, Arc::new(vhost));
+        vhosts.push(vhost);
     }
     let known: std::collections::HashSet<u64> = snapshot.queues.iter().map(|q| q.id).collect();
     store.remove_orphan_logs(&known)?;

@@ -1322,3 +1322,57 @@ async fn x_max_length_reject_publish_nacks_confirms() {
     lclose(&conn).await;
     broker.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The broker service: connection registry and message counters
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_lists_connections_and_counts_their_messages() {
+    use lepus_broker::stats::Stat;
+    let broker = common::start().await;
+    let registry = broker.service.connections();
+    assert!(registry.is_empty());
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let _second = lchan(&conn).await;
+    let q = lexcl(&ch).await;
+    for body in [&b"a"[..], b"b", b"c"] {
+        lpub(&ch, "", &q, body).await;
+    }
+    let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+    lpub_opts(&ch, "", "no-such-queue", b"lost", lprops(), mandatory).await;
+    let got = lget(&ch, &q, false).await.expect("a message");
+    got.ack(BasicAckOptions::default()).await.expect("ack");
+    assert!(lget(&ch, &q, true).await.is_some());
+    let mut consumer = lconsume(&ch, &q, false).await;
+    let delivery = consumer.next().await;
+    delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    assert!(lget(&ch, &q, true).await.is_none());
+    sync(&ch).await;
+
+    let open = registry.list();
+    assert_eq!(open.len(), 1);
+    let info = &open[0];
+    assert_eq!((info.user.as_str(), info.vhost.as_str(), info.protocol), ("guest", "/", "AMQP 0-9-1"));
+    assert_eq!(info.peer.ip(), broker.addr.ip());
+    assert_eq!(info.channels.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert!(info.client_properties.get("product").is_some(), "lapin names itself");
+    let s = info.stats.snapshot();
+    let counts = [Stat::Published, Stat::Routed, Stat::Unroutable, Stat::Returned, Stat::Confirmed];
+    assert_eq!(counts.map(|c| s.get(c)), [4, 3, 1, 1, 4]);
+    let counts = [Stat::Get, Stat::GetEmpty, Stat::Delivered, Stat::Redelivered, Stat::Acked];
+    assert_eq!(counts.map(|c| s.get(c)), [2, 1, 1, 0, 2]);
+
+    conn.close(200, "bye".into()).await.expect("close");
+    // The broker deregisters the connection once its task ends, after close-ok.
+    guard("deregistration", async {
+        while !registry.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(registry.totals().get(Stat::Published), 4, "a closed connection's counts stay in the totals");
+    assert_eq!(registry.churn(), (1, 1));
+    broker.stop().await;
+}

@@ -3,7 +3,8 @@
 //! `recover`) and the release of a channel's consumers and unacknowledged deliveries.
 
 use lepus_broker::queue::ConsumerSpec;
-use lepus_broker::{Delivery, QueueRef};
+use lepus_broker::stats::Stat;
+use lepus_broker::{Delivery, Durable, QueueRef};
 use lepus_protocol::fast::{write_deliver, write_get_ok};
 
 use super::publish::REPLY_TO;
@@ -111,9 +112,11 @@ impl Connection {
         let name = self.queue_name(channel, m.queue)?;
         let queue = self.vhost_arc()?.queue(&name, self.id)?;
         let Some((entry, remaining)) = queue.get() else {
+            self.count(Stat::GetEmpty, 1);
             self.send(channel, BasicGetEmpty::default());
             return Ok(());
         };
+        self.count(Stat::Get, 1);
         let ch = self.chan(channel)?;
         let tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
@@ -154,10 +157,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Applies acks, requeues or discards, returning consumer and channel credit.
-    pub(super) fn apply_settles(&mut self, channel: u16, kind: Settle, taken: Vec<(u64, Unacked)>) {
+    /// Applies acks, requeues or discards, returning consumer and channel credit. Returns
+    /// what makes the removals durable.
+    pub(super) fn apply_settles(&mut self, channel: u16, kind: Settle, taken: Vec<(u64, Unacked)>) -> Durable {
+        let mut durable = Durable::NOW;
         if taken.is_empty() {
-            return;
+            return durable;
         }
         // Group consecutive deliveries of the same queue and consumer.
         let mut groups: Vec<SettleGroup> = Vec::new();
@@ -171,6 +176,9 @@ impl Connection {
                 _ => groups.push((u.queue, u.consumer_tag, vec![(u.seq, u.message)])),
             }
         }
+        if kind == Settle::Ack {
+            self.count(Stat::Acked, delivery_count(&groups));
+        }
         let gate = self.channels.get(&channel).map(|ch| ch.gate.clone());
         if let Some(gate) = &gate {
             gate.release(consumer_count);
@@ -183,9 +191,7 @@ impl Connection {
                 continue;
             }
             // Acked or discarded: gone from the queue's log too.
-            if let Some(generation) = queue.forget(items.iter().map(|(seq, _)| *seq)) {
-                self.stamp = self.stamp.max(generation);
-            }
+            durable = durable.and(queue.forget(items.iter().map(|(seq, _)| *seq)));
             if let Some(t) = &tag {
                 queue.settle(self.id, channel, t, n);
             }
@@ -193,6 +199,7 @@ impl Connection {
         if gate.is_some_and(|g| g.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0) {
             self.kick_consumers(channel);
         }
+        durable
     }
 
     pub(super) fn basic_recover(&mut self, channel: u16, requeue: bool) -> Result<(), Fail> {
@@ -288,6 +295,10 @@ impl Connection {
             }
             (None, _) => {}
         }
+        self.count(Stat::Delivered, 1);
+        if d.redelivered {
+            self.count(Stat::Redelivered, 1);
+        }
         let m = &d.message;
         write_deliver(
             &mut self.out,
@@ -330,4 +341,9 @@ impl Connection {
         }
         self.apply_settles(channel, Settle::Requeue, unacked.into_iter().collect());
     }
+}
+
+/// How many deliveries the groups hold.
+fn delivery_count(groups: &[SettleGroup]) -> u64 {
+    groups.iter().map(|(_, _, items)| items.len() as u64).sum()
 }

@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use lepus_broker::connections::{ConnectionInfo, ConnectionRef};
+use lepus_broker::stats::{Counters, Stat};
 use lepus_broker::{Outbound, Outlet, OutletRef, VHost, Wake};
 use tokio::sync::Notify;
 
@@ -115,7 +117,7 @@ impl Phase {
 
 /// Runs a connection to completion. Never panics on client input; logs how it ended.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.broker.connections().next_id();
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     tracing::debug!(connection = id, %peer, "accepted TCP connection");
@@ -144,6 +146,10 @@ struct Connection {
     vhost_ref: Option<Arc<VHost>>,
     /// Capabilities the client announced in `start-ok`.
     client_capabilities: FieldTable,
+    /// Everything the client said about itself in `start-ok`, for the registry.
+    client_properties: FieldTable,
+    /// This connection in the broker's registry (and its counters), once it is open.
+    info: Option<ConnectionRef>,
     /// Where queues push deliveries for this connection's consumers.
     outlet: OutletRef,
     notify: Arc<Notify>,
@@ -155,19 +161,14 @@ struct Connection {
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
     throttle: Option<lepus_broker::QueueRef>,
-    /// Scratch list of the queues a message routes to (kept to avoid an allocation each).
-    routed: Vec<lepus_broker::QueueRef>,
-    /// The last single-key route this connection published along.
-    route_cache: lepus_broker::RouteCache,
+    /// Publishes into the vhost (with this connection's route cache), once it is open.
+    publisher: Option<lepus_broker::Publisher>,
     closing_deadline: Option<Instant>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
     /// A large frame was pending since the last tick: the read buffer keeps its grown size.
     large_frames: bool,
     heartbeat: Heartbeat,
-    /// The highest store generation this connection's current work depends on (the
-    /// messages a `tx.commit` routed, the acks it applied).
-    stamp: u64,
     store_waker: Arc<StoreWake>,
 }
 
@@ -188,8 +189,7 @@ impl Connection {
             confirms_due: Vec::new(),
             congested: None,
             throttle: None,
-            routed: Vec::new(),
-            route_cache: lepus_broker::RouteCache::new(),
+            publisher: None,
             id,
             peer,
             frame_max: FRAME_MIN_SIZE,
@@ -202,11 +202,12 @@ impl Connection {
             user: String::new(),
             vhost: String::new(),
             client_capabilities: FieldTable::new(),
+            client_properties: FieldTable::new(),
+            info: None,
             closing_deadline: None,
             stop_reading: false,
             large_frames: false,
             heartbeat: Heartbeat::new(0, now),
-            stamp: 0,
         }
     }
 
@@ -287,11 +288,15 @@ impl Connection {
         };
         let _ = wr.shutdown().await;
         self.release_all_channels();
-        self.route_cache.clear();
+        // The cached route holds queues: let them go with the connection.
+        self.publisher = None;
         self.outlet.close();
         self.drain_outlet();
         if let Some(vhost) = &self.vhost_ref {
             vhost.remove_exclusive_queues(self.id);
+        }
+        if self.info.take().is_some() {
+            self.shared.broker.connections().deregister(self.id);
         }
         let clean = end == "closed";
         if self.phase == Phase::Header {
@@ -524,12 +529,10 @@ impl Connection {
         if let Some(lepus_protocol::FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
             self.client_capabilities = caps.clone();
         }
-        let result = self
-            .shared
-            .users
-            .read()
-            .authenticate(m.mechanism.as_bytes(), &m.response.0, self.peer.ip())
-            .map(|u| u.name.clone());
+        self.client_properties = m.client_properties;
+        let users = self.shared.broker.users();
+        let result = crate::auth::authenticate(&users, m.mechanism.as_bytes(), &m.response.0, self.peer.ip());
+        drop(users);
         match result {
             Ok(name) => {
                 self.user = name;
@@ -567,16 +570,43 @@ impl Connection {
 
     fn on_open(&mut self, m: ConnectionOpen) -> Result<(), ConnectionError> {
         let vhost = m.virtual_host.to_string();
-        let Some(vhost_ref) = self.shared.vhosts.read().get(&vhost).cloned() else {
+        let Some(vhost_ref) = self.shared.broker.vhost(&vhost) else {
             return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
         };
         self.vhost = vhost;
+        self.publisher = Some(self.shared.broker.publisher(vhost_ref.clone()));
         self.vhost_ref = Some(vhost_ref);
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
+        self.register();
         self.phase = Phase::Running;
         self.heartbeat.on_read(Instant::now());
         tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
         Ok(())
+    }
+
+    /// Enters the connection in the broker's registry.
+    fn register(&mut self) {
+        let broker = &self.shared.broker;
+        let info = ConnectionInfo {
+            id: self.id,
+            peer: self.peer,
+            protocol: "AMQP 0-9-1",
+            user: self.user.clone(),
+            vhost: self.vhost.clone(),
+            client_properties: std::mem::take(&mut self.client_properties),
+            connected_at_ms: broker.clock().now_ms(),
+            channels: Default::default(),
+            stats: Counters::default(),
+        };
+        self.info = Some(broker.connections().register(info));
+    }
+
+    /// Adds to this connection's counters (nothing before it is open).
+    #[inline]
+    fn count(&self, stat: Stat, n: u64) {
+        if let Some(info) = &self.info {
+            info.stats.add(stat, n);
+        }
     }
 
     fn on_channel_method(&mut self, channel: u16, method: Method) -> Result<(), Exception> {
@@ -598,6 +628,9 @@ impl Connection {
                 return Err(tag(ConnectionError::ChannelAlreadyOpen(channel)));
             }
             self.channels.insert(channel, Channel::new());
+            if let Some(info) = &self.info {
+                info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
+            }
             self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
             return Ok(());
         }
@@ -745,6 +778,9 @@ impl Connection {
     fn release_channel(&mut self, channel: u16) {
         self.release_channel_resources(channel);
         self.channels.remove(&channel);
+        if let Some(info) = &self.info {
+            info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
+        }
     }
 
     fn release_all_channels(&mut self) {

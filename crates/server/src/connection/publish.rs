@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use lepus_broker::args::type_name;
-use lepus_broker::queue::Enqueued;
-use lepus_broker::{HeaderFields, Message, MessageBuilder, MessageHeaders};
+use lepus_broker::stats::Stat;
+use lepus_broker::{Durable, HeaderFields, Message, MessageBuilder, MessageHeaders, Outcome, Publish};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use lepus_protocol::fast::{write_ack, write_nack, write_return};
 use lepus_protocol::frame::{write_body, write_content_header};
@@ -15,7 +15,7 @@ use lepus_protocol::{FieldValue, ProtocolError};
 
 use super::outbox;
 use super::*;
-use crate::channel::{Assembling, Publish};
+use crate::channel::{Assembled, Assembling};
 use crate::error::precondition;
 
 /// The pseudo-queue clients consume from and name in `reply_to` for direct reply-to.
@@ -84,11 +84,11 @@ impl Connection {
         let Some(Assembling { method, content: Some((header, builder)) }) = ch.assembling.take() else {
             return Ok(());
         };
-        let publish = Publish { method, header, message: builder.finish() };
+        let publish = Assembled { method, header, message: builder.finish() };
         self.complete_publish(channel, publish).map_err(tag_publish)
     }
 
-    fn complete_publish(&mut self, channel: u16, publish: Publish) -> Result<(), Fail> {
+    fn complete_publish(&mut self, channel: u16, publish: Assembled) -> Result<(), Fail> {
         if self.chan(channel)?.tx.is_some() {
             let vhost = self.vhost_arc()?;
             if !vhost.exchange_exists(publish.method.exchange.as_bytes()) {
@@ -104,12 +104,12 @@ impl Connection {
             }
             return Ok(());
         }
-        self.route_publish(channel, publish)
+        self.route_publish(channel, publish).map(drop)
     }
 
     /// Routes one complete message, writes a return if it was unroutable and mandatory, and
-    /// records its confirm.
-    pub(super) fn route_publish(&mut self, channel: u16, p: Publish) -> Result<(), Fail> {
+    /// records its confirm. Returns what makes it durable.
+    pub(super) fn route_publish(&mut self, channel: u16, p: Assembled) -> Result<Durable, Fail> {
         let checked = self.check_properties(channel, &p.header)?;
         let exchange = p.method.exchange.as_bytes();
         let routing_key = p.method.routing_key.as_bytes();
@@ -153,96 +153,62 @@ impl Connection {
 
     /// Routes a checked message to its queues (or a direct reply-to consumer), writes a
     /// `basic.return` if it went nowhere and was mandatory, and records its confirm (numbered
-    /// here, the one place both publish paths meet).
+    /// here, the one place both publish paths meet). Returns what makes it durable.
     fn route_message(
         &mut self,
         channel: u16,
         mandatory: bool,
         checked: &Checked,
         message: lepus_broker::MessageRef,
-    ) -> Result<(), Fail> {
-        let vhost = self.vhost_arc()?;
+    ) -> Result<Durable, Fail> {
         let confirm_seq = self.chan(channel)?.confirms.as_mut().map(|c| {
             c.last_published += 1;
             c.last_published
         });
-        let exchange = message.exchange();
-        let routing_key = message.routing_key();
-        let single = [routing_key];
-        let with_extra: Vec<&[u8]>;
-        let keys: &[&[u8]] = if checked.extra_keys.is_empty() {
-            &single
+        let (exchange, routing_key) = (message.exchange(), message.routing_key());
+        let outcome = if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
+            Outcome { routed: self.deliver_reply(routing_key, &message), ..Outcome::default() }
         } else {
-            with_extra = single.into_iter().chain(checked.extra_keys.iter().map(|k| k.as_ref())).collect();
-            &with_extra
-        };
-
-        let mut routed = false;
-        let mut rejected = false;
-        // The store generation that makes this message durable in every queue that logged it.
-        let mut stamp: Option<u64> = None;
-        let now_ms = if message.is_persistent() { now_ms() } else { 0 };
-        if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
-            routed = self.deliver_reply(routing_key, &message);
-        } else {
-            let mut cache = std::mem::take(&mut self.route_cache);
-            let mut several = std::mem::take(&mut self.routed);
-            several.clear();
-            let routing = if keys.len() == 1 {
-                vhost.route_cached(exchange, routing_key, checked.message_headers(), &mut cache)
-            } else {
-                vhost.route(exchange, keys, checked.headers.as_ref(), &mut several).map(|()| &several[..])
+            let publisher = self.publisher.as_mut().ok_or_else(no_vhost)?;
+            let publish = Publish {
+                message: message.clone(),
+                extra_keys: &checked.extra_keys,
+                headers: checked.message_headers(),
             };
-            let queues = match routing {
-                Ok(queues) => queues,
-                Err(e) => {
-                    self.route_cache = cache;
-                    self.routed = several;
-                    return Err(e.into());
-                }
-            };
-            for q in queues {
-                let (outcome, logged) = q.publish_stamped(message.clone(), now_ms);
-                if let Some(g) = logged {
-                    stamp = Some(stamp.map_or(g, |s| s.max(g)));
-                }
-                match outcome {
-                    Enqueued::Yes => routed = true,
-                    Enqueued::Congested => {
-                        routed = true;
-                        self.congested = Some(q.clone());
-                    }
-                    Enqueued::Rejected => rejected = true,
-                    Enqueued::Gone => {}
-                }
+            let outcome = publisher.publish(publish)?;
+            if let Some(q) = &outcome.congested {
+                self.congested = Some(q.clone());
             }
-            several.clear();
-            self.routed = several;
-            self.route_cache = cache;
-        }
-        if !routed && !rejected && mandatory {
+            outcome
+        };
+        self.count(Stat::Published, 1);
+        self.count(if outcome.routed { Stat::Routed } else { Stat::Unroutable }, 1);
+        if mandatory && outcome.is_unroutable() {
+            self.count(Stat::Returned, 1);
             write_return(&mut self.out, channel, NO_ROUTE, b"NO_ROUTE", exchange, routing_key);
             self.write_content(channel, &message);
         }
-        if let Some(g) = stamp {
-            self.stamp = self.stamp.max(g);
-        }
         if let Some(seq) = confirm_seq {
-            let store_failed = stamp.is_some() && self.shared.store.as_ref().is_some_and(|s| s.failed());
-            let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return Ok(()) };
-            if rejected || store_failed {
-                // A nack is sent in order, after the acks of everything before it.
-                c.waiting.push_back((seq, 0, true));
-            } else if let Some(g) = stamp {
-                c.waiting.push_back((seq, g, false));
-            } else if !c.waiting.is_empty() {
-                c.waiting.push_back((seq, 0, false));
-            }
-            if !self.confirms_due.contains(&channel) {
-                self.confirms_due.push(channel);
-            }
+            self.record_confirm(channel, seq, &outcome);
         }
-        Ok(())
+        Ok(outcome.durable)
+    }
+
+    /// Queues the confirm of publish `seq`: a nack if a queue refused it or the store failed,
+    /// else an ack once what it waits for is durable (in order after earlier ones).
+    fn record_confirm(&mut self, channel: u16, seq: u64, outcome: &Outcome) {
+        let durable = outcome.durable;
+        let store_failed = durable.is_pending() && self.shared.broker.durability().failed();
+        let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return };
+        if outcome.rejected || store_failed {
+            // A nack is sent in order, after the acks of everything before it.
+            c.waiting.push_back((seq, Durable::NOW, true));
+        } else if durable.is_pending() || !c.waiting.is_empty() {
+            c.waiting.push_back((seq, durable, false));
+        }
+        if !self.confirms_due.contains(&channel) {
+            self.confirms_due.push(channel);
+        }
     }
 
     /// Appends a message's content header and body frames.
@@ -346,13 +312,10 @@ impl Connection {
     /// Acknowledges (or nacks) every publish of the channel that can be, in order: up to the
     /// first one still waiting for the store, coalesced into `multiple=true` acks.
     fn flush_channel_confirms(&mut self, channel: u16) {
-        // `failed` first: once it is set, `durable` no longer moves.
-        let (failed, durable) = match &self.shared.store {
-            Some(store) => (store.failed(), store.durable()),
-            None => (false, u64::MAX),
-        };
+        let progress = self.shared.broker.durability().progress();
         let out = &mut self.out;
         let Some(c) = self.channels.get_mut(&channel).and_then(|ch| ch.confirms.as_mut()) else { return };
+        let (answered_before, mut nacks) = (c.acked_through, 0);
         let ack_through = |c: &mut crate::channel::Confirms, out: &mut BytesMut, through: u64| {
             if through > c.acked_through {
                 write_ack(out, channel, through, through - c.acked_through > 1);
@@ -366,12 +329,13 @@ impl Connection {
                     ack_through(c, out, through);
                     break;
                 }
-                Some((seq, generation, nack)) => {
-                    if nack || (failed && generation > durable) {
+                Some((seq, durable, nack)) => {
+                    if nack || (progress.failed && !progress.covers(durable)) {
                         ack_through(c, out, seq - 1);
                         write_nack(out, channel, seq, false);
                         c.acked_through = seq;
-                    } else if generation > durable {
+                        nacks += 1;
+                    } else if !progress.covers(durable) {
                         ack_through(c, out, seq - 1);
                         break;
                     }
@@ -379,6 +343,8 @@ impl Connection {
                 }
             }
         }
+        let acked = c.acked_through - answered_before - nacks;
+        self.count(Stat::Confirmed, acked);
     }
 
     /// Whether anything of this connection waits for the message store.
@@ -393,9 +359,12 @@ impl Connection {
         if !self.waits_for_store() {
             return;
         }
-        let Some(store) = self.shared.store.clone() else { return };
-        if !self.store_waker.registered.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            store.wake_after_commit(self.store_waker.clone());
+        if !self.store_waker.registered.swap(true, std::sync::atomic::Ordering::AcqRel)
+            && !self.shared.broker.durability().wake_after_commit(self.store_waker.clone())
+        {
+            // No storage: nothing ever waits for it.
+            self.store_waker.registered.store(false, std::sync::atomic::Ordering::Release);
+            return;
         }
         // A commit that finished before we asked would wake nobody: look once more.
         self.on_store_progress();
@@ -403,18 +372,17 @@ impl Connection {
 
     /// After a commit: sends the confirms and `tx.commit-ok`s that became durable.
     pub(super) fn on_store_progress(&mut self) {
-        let Some(store) = self.shared.store.clone() else { return };
-        let (failed, durable) = (store.failed(), store.durable());
+        let progress = self.shared.broker.durability().progress();
         // A channel being closed answers nothing but close/close-ok; its waits were dropped.
         let channels: Vec<u16> =
             self.channels.iter().filter(|(_, ch)| ch.phase == ChannelPhase::Open).map(|(&n, _)| n).collect();
         for channel in channels {
             self.flush_channel_confirms(channel);
-            while let Some(&generation) = self.channels.get(&channel).and_then(|ch| ch.commits_waiting.front()) {
-                if generation <= durable {
+            while let Some(&durable) = self.channels.get(&channel).and_then(|ch| ch.commits_waiting.front()) {
+                if progress.covers(durable) {
                     self.channels.get_mut(&channel).map(|ch| ch.commits_waiting.pop_front());
                     self.send(channel, TxCommitOk {});
-                } else if failed {
+                } else if progress.failed {
                     if let Some(ch) = self.channels.get_mut(&channel) {
                         ch.commits_waiting.clear();
                     }
@@ -433,19 +401,18 @@ impl Connection {
         let Some(tx) = ch.tx.as_mut() else { return Err(precondition("channel is not transactional")) };
         let publishes = std::mem::take(&mut tx.publishes);
         let settles = std::mem::take(&mut tx.settles);
-        self.stamp = 0;
+        let mut durable = Durable::NOW;
         for p in publishes {
-            self.route_publish(channel, p)?;
+            durable = durable.and(self.route_publish(channel, p)?);
         }
         for (kind, unacked, tag) in settles {
-            self.apply_settles(channel, kind, vec![(tag, unacked)]);
+            durable = durable.and(self.apply_settles(channel, kind, vec![(tag, unacked)]));
         }
         // Durable before commit-ok: wait for the store if anything was logged.
-        let stamp = self.stamp;
-        let pending = self.shared.store.as_ref().is_some_and(|s| !s.is_durable(stamp));
+        let pending = !self.shared.broker.durability().is_durable(durable);
         let ch = self.chan(channel)?;
         if pending || !ch.commits_waiting.is_empty() {
-            ch.commits_waiting.push_back(stamp);
+            ch.commits_waiting.push_back(durable);
             self.await_durability();
         } else {
             self.send(channel, TxCommitOk {});
@@ -467,9 +434,8 @@ impl Connection {
     }
 }
 
-/// Wall-clock milliseconds, stamped on stored messages.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+fn no_vhost() -> Fail {
+    ConnectionError::Internal("connection has no vhost".into()).into()
 }
 
 /// What [`Connection::check_properties`] found.

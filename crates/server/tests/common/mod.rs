@@ -20,6 +20,8 @@ pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The broker service behind the listener.
+    pub service: lepus_broker::BrokerRef,
     handle: ShutdownHandle,
     task: tokio::task::JoinHandle<()>,
 }
@@ -34,8 +36,11 @@ pub async fn start() -> Broker {
 }
 
 pub async fn start_with(config: Config) -> Broker {
-    let (addr, handle, task) = lepus_server::start(config).await.expect("broker binds");
-    Broker { addr, handle, task }
+    let server = lepus_server::Server::bind(config).await.expect("broker binds");
+    let addr = server.local_addr().expect("bound address");
+    let (service, handle) = (server.broker(), server.shutdown_handle());
+    let task = tokio::spawn(server.run());
+    Broker { addr, service, handle, task }
 }
 
 impl Broker {

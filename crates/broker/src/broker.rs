@@ -1,0 +1,75 @@
+//! The broker service: what one Lepus node holds — vhosts, users, the connection registry,
+//! the clock, and the durability its confirms wait for. Front ends (AMQP today; HTTP, the CLI
+//! and other protocols next) reach the model through a shared [`Broker`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::clock::ClockRef;
+use crate::connections::Registry;
+use crate::durability::Durability;
+use crate::publish::Publisher;
+use crate::users::Users;
+use crate::vhost::VHost;
+
+pub type BrokerRef = Arc<Broker>;
+
+#[derive(Debug)]
+pub struct Broker {
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    users: RwLock<Users>,
+    connections: Registry,
+    clock: ClockRef,
+    durability: Durability,
+}
+
+impl Broker {
+    pub fn new(vhosts: Vec<VHost>, users: Users, clock: ClockRef, durability: Durability) -> Broker {
+        let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), Arc::new(v))).collect();
+        Broker {
+            vhosts: RwLock::new(vhosts),
+            users: RwLock::new(users),
+            connections: Registry::default(),
+            clock,
+            durability,
+        }
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    /// Every vhost, by name.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        let mut all: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn users(&self) -> RwLockReadGuard<'_, Users> {
+        self.users.read()
+    }
+
+    pub fn users_mut(&self) -> RwLockWriteGuard<'_, Users> {
+        self.users.write()
+    }
+
+    pub fn connections(&self) -> &Registry {
+        &self.connections
+    }
+
+    pub fn clock(&self) -> &ClockRef {
+        &self.clock
+    }
+
+    pub fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    /// A publisher into `vhost` on this broker's clock.
+    pub fn publisher(&self, vhost: Arc<VHost>) -> Publisher {
+        Publisher::new(vhost, self.clock.clone())
+    }
+}

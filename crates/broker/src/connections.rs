@@ -1,0 +1,150 @@
+//! The connection registry: who is connected, from where, as whom, to which vhost, with how
+//! many channels and what they have published and consumed. Front ends register a
+//! connection once it is open and deregister it when it ends; the management API, metrics
+//! and vhost deletion read it. Protocol-neutral: a connection names its protocol.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use lepus_protocol::FieldTable;
+use parking_lot::Mutex;
+
+use crate::stats::{Counters, Snapshot};
+
+/// A registered connection. Fixed at registration, except the channel count and counters.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// "AMQP 0-9-1" and, later, other protocols.
+    pub protocol: &'static str,
+    pub user: String,
+    pub vhost: String,
+    /// What the client said about itself (AMQP: `client_properties` of `start-ok`).
+    pub client_properties: FieldTable,
+    pub connected_at_ms: u64,
+    /// Open channels (sessions).
+    pub channels: AtomicU32,
+    /// Written by the connection's own task only (see [`crate::stats`]).
+    pub stats: Counters,
+}
+
+pub type ConnectionRef = Arc<ConnectionInfo>;
+
+/// Every open connection, and the counts of those that closed.
+#[derive(Debug)]
+pub struct Registry {
+    open: Mutex<HashMap<u64, ConnectionRef>>,
+    next_id: AtomicU64,
+    /// Counters of connections that have gone.
+    retired: Counters,
+    opened_total: AtomicU64,
+    closed_total: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            open: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            retired: Counters::default(),
+            opened_total: AtomicU64::new(0),
+            closed_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Registry {
+    /// A fresh connection id (never reused while the broker runs).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, info: ConnectionInfo) -> ConnectionRef {
+        let info = Arc::new(info);
+        self.open.lock().insert(info.id, info.clone());
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        info
+    }
+
+    /// Removes a connection, keeping its counts in the totals.
+    pub fn deregister(&self, id: u64) {
+        let Some(info) = self.open.lock().remove(&id) else { return };
+        self.retired.add_shared(&info.stats.snapshot());
+        self.closed_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, id: u64) -> Option<ConnectionRef> {
+        self.open.lock().get(&id).cloned()
+    }
+
+    /// The open connections, in id order (the order they were accepted).
+    pub fn list(&self) -> Vec<ConnectionRef> {
+        let mut all: Vec<ConnectionRef> = self.open.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (opened, closed) since the broker started.
+    pub fn churn(&self) -> (u64, u64) {
+        (self.opened_total.load(Ordering::Relaxed), self.closed_total.load(Ordering::Relaxed))
+    }
+
+    /// Broker-wide counts: every open connection's plus those of the closed ones.
+    pub fn totals(&self) -> Snapshot {
+        let open = self.list();
+        let mut sum = self.retired.snapshot();
+        for c in open {
+            sum += c.stats.snapshot();
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Stat;
+
+    fn info(registry: &Registry, user: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            id: registry.next_id(),
+            peer: "127.0.0.1:5000".parse().expect("address"),
+            protocol: "AMQP 0-9-1",
+            user: user.into(),
+            vhost: "/".into(),
+            client_properties: FieldTable::new(),
+            connected_at_ms: 0,
+            channels: AtomicU32::new(0),
+            stats: Counters::default(),
+        }
+    }
+
+    #[test]
+    fn totals_survive_deregistration() {
+        let r = Registry::default();
+        let a = r.register(info(&r, "a"));
+        let b = r.register(info(&r, "b"));
+        assert!(b.id > a.id);
+        a.stats.add(Stat::Published, 5);
+        b.stats.add(Stat::Published, 2);
+        assert_eq!(r.totals().get(Stat::Published), 7);
+        r.deregister(a.id);
+        a.stats.add(Stat::Published, 100); // a gone connection's late writes are not counted
+        assert_eq!(r.totals().get(Stat::Published), 7);
+        assert_eq!(r.list().iter().map(|c| c.user.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(r.churn(), (2, 1));
+        r.deregister(a.id);
+        assert_eq!(r.churn(), (2, 1), "deregistering twice counts once");
+    }
+}
