@@ -7,8 +7,8 @@
 //! message may cost at 1 M msg/s; a zero-copy codec sketch did both directions in ~0.15 µs
 //! with no allocation. Its field-table parser also recurses without a depth limit: a 10 KB
 //! frame with a table nested 1,500 deep overflows the stack and aborts the process. So the
-//! codec is part of the product (see `shared/design-notes.md` §1.1), and `amq-protocol` is
-//! only a dev-dependency, used as an oracle in property tests.
+//! codec is part of the product, and `amq-protocol` is only a dev-dependency, used as an
+//! oracle in property tests.
 //!
 //! # Layout
 //! - [`frame`]: split a read buffer into [`Frame`]s (header checked first against

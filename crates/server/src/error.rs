@@ -28,8 +28,6 @@ pub enum ConnectionError {
     CommandInvalid(String),
     #[error("{0}")]
     NotAllowed(String),
-    #[error("{0}")]
-    AccessRefused(String),
     /// Login failed; the text is deliberately vague (details go to the log only).
     #[error("{0}")]
     AuthFailure(String),
@@ -37,8 +35,6 @@ pub enum ConnectionError {
     Forced(String),
     #[error("{0}")]
     NotImplemented(String),
-    #[error("{0}")]
-    ContentTooLarge(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -53,10 +49,9 @@ impl ConnectionError {
             | ConnectionError::UnexpectedMethod { .. } => CHANNEL_ERROR,
             ConnectionError::ChannelOutOfRange { .. } | ConnectionError::NotAllowed(_) => NOT_ALLOWED,
             ConnectionError::CommandInvalid(_) => COMMAND_INVALID,
-            ConnectionError::AccessRefused(_) | ConnectionError::AuthFailure(_) => ACCESS_REFUSED,
+            ConnectionError::AuthFailure(_) => ACCESS_REFUSED,
             ConnectionError::Forced(_) => CONNECTION_FORCED,
             ConnectionError::NotImplemented(_) => NOT_IMPLEMENTED,
-            ConnectionError::ContentTooLarge(_) => FRAME_ERROR,
             ConnectionError::Internal(_) => INTERNAL_ERROR,
         }
     }

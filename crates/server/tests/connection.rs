@@ -24,7 +24,6 @@ async fn connection_start_advertises_rabbitmq_capabilities() {
         "exchange_exchange_bindings",
         "basic.nack",
         "consumer_cancel_notify",
-        "connection.blocked",
         "consumer_priorities",
         "authentication_failure_close",
         "per_consumer_qos",
@@ -32,6 +31,8 @@ async fn connection_start_advertises_rabbitmq_capabilities() {
     ] {
         assert_eq!(caps.get(cap).and_then(|v| v.as_bool()), Some(true), "capability {cap}");
     }
+    // Not announced until the broker sends connection.blocked (resource alarms).
+    assert_eq!(caps.get("connection.blocked"), None);
     assert_eq!(start.server_properties.get("product").and_then(|v| v.as_str()), Some("Lepus"));
     broker.stop().await;
 }

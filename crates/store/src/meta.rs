@@ -10,55 +10,13 @@
 //! This module owns the metadata only. Messages live in the per-queue logs ([`crate::log`]); a
 //! queue's [`QueueRecord::id`] names its log directory.
 //!
-//! # Tables
+//! # Layout
 //!
-//! | table                     | key                                  | value                     |
-//! |---------------------------|--------------------------------------|---------------------------|
-//! | `format`                  | `"version"` (`&str`)                 | `u32`: [`FORMAT_VERSION`] |
-//! | `counters`                | `"next_queue_id"` (`&str`)           | `u64`: the next id        |
-//! | `vhosts`                  | `s16 vhost`                          | `01`                      |
-//! | `exchanges`               | `s16 vhost, s16 name`                | exchange value            |
-//! | `queues`                  | `s16 vhost, s16 name`                | queue value               |
-//! | `bindings`                | `s16 vhost, s16 source, u8 tag, s16 dest, s16 routing_key, s32 args` | `01` |
-//! | `bindings_by_destination` | `s16 vhost, u8 tag, s16 dest, s16 source, s16 routing_key, s32 args` | `01` |
-//!
-//! `format` and `counters` use redb's own `&str` keys and `u32`/`u64` values (little-endian).
-//! The data tables are `&[u8] -> &[u8]`. In keys, `s16 x` is `x`'s length as a big-endian `u16`
-//! followed by its bytes, and `s32 x` the same with a `u32` length; `dest` is the destination's
-//! name and `args` the binding's arguments. Length-prefixed components make every key
-//! unambiguous whatever bytes the names hold (0 included), and no component's encoding is a
-//! prefix of another's, so the keys of one vhost (`s16 vhost`), of one exchange's bindings
-//! (`s16 vhost, s16 source`) and of the bindings to one destination (`s16 vhost, u8 tag,
-//! s16 dest`) are each one contiguous key range. `tag` is `e` (0x65) for an exchange destination
-//! and `q` (0x71) for a queue. Keys sort as bytes: by vhost, then name, where a shorter component
-//! sorts before a longer one (the length comes first); [`MetaStore::load`] returns records in
-//! that order.
-//!
-//! `bindings_by_destination` is an index of `bindings`, written in the same transactions, so that
-//! deleting a queue or an exchange finds the bindings to it without scanning its vhost. A binding
-//! is its whole key: binding the same (source, destination, routing key, arguments) twice stores
-//! it once.
-//!
-//! # Values
-//!
-//! Every value of a data table starts with a version byte, currently `01`; integers are
-//! big-endian.
-//!
-//! - exchange: `01, s16 kind, u8 flags (bit 0 auto_delete, bit 1 internal), s32 arguments`
-//! - queue: `01, u64 id, u8 flags (bit 0 auto_delete), s32 arguments`
-//! - vhost, binding, binding index: `01`
-//!
-//! `arguments` is the AMQP field table as the caller encoded it; this module does not look inside.
-//! Decoding is bounds-checked: a truncated value, trailing bytes, an unknown version byte, an
-//! unknown flag bit, an unknown destination tag or a vhost or kind that is not UTF-8 is
-//! [`StoreError::CorruptMeta`], never a panic.
-//!
-//! # Format version
-//!
-//! The `format` table holds the version of this layout, [`FORMAT_VERSION`]. [`MetaStore::open`]
-//! writes it into a new file and refuses a file with a newer one
-//! ([`StoreError::UnsupportedVersion`]) without writing to it. The `format` table keeps its name
-//! and types in every future version.
+//! The tables, the key and value encodings, the cascades and the format version are specified
+//! once, in STORAGE.md ("Metadata store"); this module implements that text. In short: data
+//! tables map length-prefixed keys (`s16 vhost, s16 name`, …) to values that start with a
+//! version byte, decoding is bounds-checked ([`StoreError::CorruptMeta`], never a panic), and
+//! [`MetaStore::open`] refuses a file with a newer [`FORMAT_VERSION`] without writing to it.
 //!
 //! # Queue ids
 //!

@@ -627,7 +627,7 @@ public class Conformance {
         @SuppressWarnings("unchecked")
         Map<String, Object> caps = (Map<String, Object>) conn.getServerProperties().get("capabilities");
         for (String cap : List.of("publisher_confirms", "basic.nack", "consumer_cancel_notify",
-                "exchange_exchange_bindings", "connection.blocked", "authentication_failure_close",
+                "exchange_exchange_bindings", "authentication_failure_close",
                 "per_consumer_qos", "direct_reply_to"))
             eq(true, caps.get(cap), "capability " + cap);
         check(conn.getFrameMax() > 0, "frame_max negotiated");

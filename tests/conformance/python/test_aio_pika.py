@@ -577,7 +577,7 @@ async def test_connection_open_capabilities_close(amqp_url):
     underlay = conn.transport.connection
     caps = underlay.server_capabilities
     for cap in ("publisher_confirms", "basic.nack", "consumer_cancel_notify",
-                "exchange_exchange_bindings", "connection.blocked",
+                "exchange_exchange_bindings",
                 "authentication_failure_close", "per_consumer_qos", "direct_reply_to"):
         assert caps.get(cap) is True, cap
     ch = await conn.channel()

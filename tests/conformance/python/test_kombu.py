@@ -497,7 +497,7 @@ def test_connection_capabilities_heartbeat_and_close(amqp_url):
         client = conn.connection  # the py-amqp connection
         caps = client.server_properties["capabilities"]
         for cap in ("publisher_confirms", "basic.nack", "consumer_cancel_notify",
-                    "exchange_exchange_bindings", "connection.blocked",
+                    "exchange_exchange_bindings",
                     "authentication_failure_close", "per_consumer_qos", "direct_reply_to"):
             assert caps.get(cap) is True, cap
         # The broker offers 60 s; the lower of the two is used.

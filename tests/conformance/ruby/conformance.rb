@@ -486,7 +486,7 @@ test("connection", "capabilities_and_clean_close") do
   conn = connect
   caps = conn.server_capabilities
   %w[publisher_confirms basic.nack consumer_cancel_notify exchange_exchange_bindings
-     connection.blocked authentication_failure_close per_consumer_qos direct_reply_to].each do |cap|
+     authentication_failure_close per_consumer_qos direct_reply_to].each do |cap|
     eq(true, caps[cap], "capability #{cap}")
   end
   check(conn.frame_max.positive?, "frame_max negotiated")

@@ -445,7 +445,8 @@ impl Connection {
             .with("exchange_exchange_bindings", true)
             .with("basic.nack", true)
             .with("consumer_cancel_notify", true)
-            .with("connection.blocked", true)
+            // "connection.blocked" is not announced until the broker sends it (memory and
+            // disk alarms): a client told it may rely on it.
             .with("consumer_priorities", true)
             .with("authentication_failure_close", true)
             .with("per_consumer_qos", true)
