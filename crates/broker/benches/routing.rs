@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lepus_broker::outlet::{Outbound, Outlet, Wake};
+use lepus_broker::outlet::{ConsumerId, Outbound, Outlet, Wake};
 use lepus_broker::queue::{ChannelGate, ConsumerSpec, Queue, QueueLimits};
 use lepus_broker::topic::TopicMatcher;
 use lepus_broker::{Message, MessageRef};
@@ -64,11 +64,9 @@ fn queue_cycle(c: &mut Criterion) {
         QueueLimits::default(),
     ));
     let outlet = Arc::new(Outlet::new(Box::new(NoWake)));
-    let tag = ShortStr::from_static("ctag");
+    let consumer = ConsumerId(1);
     let spec = ConsumerSpec {
-        connection_id: 1,
-        channel: 1,
-        tag: tag.clone(),
+        id: consumer,
         outlet: outlet.clone(),
         ack_required: true,
         prefetch: 0,
@@ -87,9 +85,13 @@ fn queue_cycle(c: &mut Criterion) {
                 queue.publish(msg.clone());
             }
             outlet.drain_into(&mut drained);
-            let n = drained.iter().filter(|d| matches!(d, Outbound::Deliver(_))).count() as u32;
+            let seqs = drained.iter().filter_map(|d| match d {
+                Outbound::Deliver(d) => Some(d.seq),
+                _ => None,
+            });
+            let n = seqs.clone().count();
+            queue.ack(Some(consumer), seqs.collect::<Vec<_>>().into_iter());
             drained.clear();
-            queue.settle(1, 1, &tag, n);
             n
         })
     });

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use lepus_protocol::FieldTable;
 use parking_lot::Mutex;
 
+use crate::outlet::ConsumerId;
 use crate::stats::{Counters, Snapshot};
 
 /// A registered connection. Fixed at registration, except the channel count and counters.
@@ -38,6 +39,7 @@ pub type ConnectionRef = Arc<ConnectionInfo>;
 pub struct Registry {
     open: Mutex<HashMap<u64, ConnectionRef>>,
     next_id: AtomicU64,
+    next_consumer_id: AtomicU64,
     /// Counters of connections that have gone.
     retired: Counters,
     opened_total: AtomicU64,
@@ -49,6 +51,7 @@ impl Default for Registry {
         Registry {
             open: Mutex::default(),
             next_id: AtomicU64::new(1),
+            next_consumer_id: AtomicU64::new(1),
             retired: Counters::default(),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
@@ -60,6 +63,11 @@ impl Registry {
     /// A fresh connection id (never reused while the broker runs).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh consumer id, unique in the broker (see [`ConsumerId`]).
+    pub fn next_consumer_id(&self) -> ConsumerId {
+        ConsumerId(self.next_consumer_id.fetch_add(1, Ordering::Relaxed))
     }
 
     pub fn register(&self, info: ConnectionInfo) -> ConnectionRef {

@@ -44,7 +44,7 @@ pub use durability::{Durability, Durable};
 pub use error::BrokerError;
 pub use headers::MessageHeaders;
 pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
-pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
+pub use outlet::{ConsumerId, Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use publish::{Outcome, Publish, Publisher};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
 pub use route_cache::RouteCache;

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lepus_protocol::ShortStr;
 use parking_lot::Mutex;
 
 use crate::message::MessageRef;
@@ -21,29 +20,32 @@ pub trait Wake: Send + Sync {
     fn wake(&self);
 }
 
+/// A consumer, as the broker knows it: an id unique in the broker, given by the front end
+/// that registered it, which alone knows what it means on its protocol (AMQP: a channel and a
+/// consumer tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u64);
+
 /// What a queue hands a connection.
 #[derive(Debug)]
 pub enum Outbound {
     Deliver(Delivery),
-    /// The queue went away: tell the client its consumer is cancelled (`basic.cancel`).
-    ConsumerCancelled {
-        channel: u16,
-        consumer_tag: ShortStr,
-    },
+    /// The queue went away: tell the client its consumer is cancelled (AMQP: `basic.cancel`).
+    ConsumerCancelled(ConsumerId),
 }
 
 /// One message assigned to one consumer, waiting to be written.
 #[derive(Debug)]
 pub struct Delivery {
-    pub channel: u16,
-    pub consumer_tag: ShortStr,
+    pub consumer: ConsumerId,
     /// The queue the message came from (`None` for direct reply-to).
     pub queue: Option<QueueRef>,
     /// The message's position in its queue, for acks and requeues.
     pub seq: u64,
     pub message: MessageRef,
     pub redelivered: bool,
-    /// Whether the consumer acknowledges (false: no-ack, the message left the queue).
+    /// Whether the consumer acknowledges (false: no-ack, the message leaves the queue once
+    /// the connection has sent it: [`crate::Queue::ack`]).
     pub ack_required: bool,
 }
 

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::{Message, MessageRef};
-use crate::outlet::{Delivery, Outbound, OutletRef};
+use crate::outlet::{ConsumerId, Delivery, Outbound, OutletRef};
 
 pub type QueueRef = Arc<Queue>;
 
@@ -130,9 +130,7 @@ impl ChannelGate {
 /// Who a consumer is and how it consumes.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
-    pub connection_id: u64,
-    pub channel: u16,
-    pub tag: ShortStr,
+    pub id: ConsumerId,
     pub outlet: OutletRef,
     pub ack_required: bool,
     /// Per-consumer prefetch (`basic.qos global=false`); 0 = unlimited.
@@ -154,10 +152,6 @@ impl Consumer {
     fn has_credit(&self) -> bool {
         let limit = if self.spec.ack_required { self.spec.prefetch } else { NO_ACK_WINDOW };
         (limit == 0 || self.in_flight < limit) && !self.spec.outlet.is_closed()
-    }
-
-    fn is(&self, connection_id: u64, channel: u16, tag: &ShortStr) -> bool {
-        self.spec.connection_id == connection_id && self.spec.channel == channel && self.spec.tag == *tag
     }
 }
 
@@ -208,6 +202,13 @@ struct State {
 }
 
 impl State {
+    /// Gives `n` units of credit back to a consumer, if it is still attached.
+    fn return_credit(&mut self, id: ConsumerId, n: u32) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == id) {
+            c.in_flight = c.in_flight.saturating_sub(n);
+        }
+    }
+
     /// Tells the log a message left the queue for good; returns the generation that makes
     /// that durable.
     fn forget(&mut self, seq: u64) -> Option<u64> {
@@ -595,8 +596,7 @@ impl Queue {
             consumer.in_flight += 1;
             let spec = &consumer.spec;
             let delivery = Delivery {
-                channel: spec.channel,
-                consumer_tag: spec.tag.clone(),
+                consumer: spec.id,
                 queue: Some(self.clone()),
                 seq: entry.seq,
                 message: entry.message,
@@ -675,7 +675,7 @@ impl Queue {
     }
 
     /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
-    pub fn cancel(&self, connection_id: u64, channel: u16, tag: &ShortStr) -> bool {
+    pub fn cancel(&self, consumer: ConsumerId) -> bool {
         let mut wakes = Wakes::new();
         let auto_delete = {
             let mut st = self.state.lock();
@@ -684,7 +684,7 @@ impl Queue {
             // shifts the ones after it down.
             let (cursor, mut index, mut removed_before_cursor) = (st.cursor, 0, 0);
             st.consumers.retain(|c| {
-                let keep = !c.is(connection_id, channel, tag);
+                let keep = c.spec.id != consumer;
                 removed_before_cursor += usize::from(!keep && index < cursor);
                 index += 1;
                 keep
@@ -702,18 +702,25 @@ impl Queue {
         auto_delete
     }
 
-    /// Returns credit for `count` settled deliveries of a consumer (acked, rejected, or for
-    /// no-ack consumers encoded), then assigns more.
-    pub fn settle(self: &Arc<Self>, connection_id: u64, channel: u16, tag: &ShortStr, count: u32) {
+    /// Deliveries that left the queue for good: acked, rejected without requeue, or (for a
+    /// no-ack consumer) sent. Their stored copies are released, the consumer (if any: not for
+    /// `basic.get`) gets its credit back, and more is assigned. Returns what makes the removal
+    /// durable.
+    pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, seqs: impl ExactSizeIterator<Item = u64>) -> Durable {
         let mut wakes = Wakes::new();
-        {
+        let count = seqs.len() as u32;
+        let durable = {
             let mut st = self.state.lock();
-            if let Some(c) = st.consumers.iter_mut().find(|c| c.is(connection_id, channel, tag)) {
-                c.in_flight = c.in_flight.saturating_sub(count);
+            let stored = !st.locs.is_empty() || !st.scratch_locs.is_empty();
+            let released = if stored { seqs.filter_map(|seq| st.forget(seq)).max() } else { None };
+            if let Some(id) = consumer {
+                st.return_credit(id, count);
+                self.assign(&mut st, &mut wakes);
             }
-            self.assign(&mut st, &mut wakes);
-        }
+            released.map_or(Durable::NOW, Durable::after_generation)
+        };
         wake_all(wakes);
+        durable
     }
 
     /// Assigns again (after a channel's flow or channel-wide credit reopened).
@@ -726,16 +733,14 @@ impl Queue {
         wake_all(wakes);
     }
 
-    /// Puts messages back at their original positions, marked redelivered, and returns
-    /// `credit` to the consumer identified by `owner` (if it is still attached).
-    pub fn requeue(self: &Arc<Self>, entries: Vec<(u64, MessageRef)>, owner: Option<(u64, u16, &ShortStr, u32)>) {
+    /// Puts messages back at their original positions, marked redelivered, and returns their
+    /// credit to `consumer` (if it is still attached; `None` for `basic.get`).
+    pub fn requeue(self: &Arc<Self>, entries: Vec<(u64, MessageRef)>, consumer: Option<ConsumerId>) {
         let mut wakes = Wakes::new();
         {
             let mut st = self.state.lock();
-            if let Some((conn, channel, tag, credit)) = owner
-                && let Some(c) = st.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
-            {
-                c.in_flight = c.in_flight.saturating_sub(credit);
+            if let Some(id) = consumer {
+                st.return_credit(id, entries.len() as u32);
             }
             if st.deleted {
                 return;
@@ -749,7 +754,7 @@ impl Queue {
     }
 
     /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
-    /// [`Queue::forget`]s it.)
+    /// [`Queue::ack`]s it at once.)
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state.lock();
         let entry = st.pop_entry()?;
@@ -759,17 +764,6 @@ impl Queue {
             log.mark_delivered(loc);
         }
         Some((entry, st.ready.len() as u32))
-    }
-
-    /// Messages that left the queue for good (acked, rejected without requeue, or delivered
-    /// to a no-ack consumer): their log records are released. Returns what makes that
-    /// durable.
-    pub fn forget(&self, seqs: impl IntoIterator<Item = u64>) -> Durable {
-        if !self.logged {
-            return Durable::NOW;
-        }
-        let mut st = self.state.lock();
-        seqs.into_iter().filter_map(|seq| st.forget(seq)).max().map_or(Durable::NOW, Durable::after_generation)
     }
 
     /// Drops every ready message; returns how many.
@@ -853,8 +847,7 @@ impl Queue {
             }
             wakes.append(&mut st.flow_waiters);
             for c in st.consumers.drain(..) {
-                let item = Outbound::ConsumerCancelled { channel: c.spec.channel, consumer_tag: c.spec.tag.clone() };
-                if c.spec.outlet.push(item) {
+                if c.spec.outlet.push(Outbound::ConsumerCancelled(c.spec.id)) {
                     wakes.push(c.spec.outlet.clone());
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use lepus_broker::outlet::{Outlet, Wake};
+use lepus_broker::outlet::{ConsumerId, Outbound, Outlet, Wake};
 use lepus_broker::queue::{
     ChannelGate, ConsumerSpec, Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES, Queue, QueueLimits,
 };
@@ -47,12 +47,10 @@ fn congestion_pauses_publishers_until_the_low_watermark() {
 
     // A consumer that takes one message and never acks.
     let consumer_outlet = Arc::new(Outlet::new(Box::new(CountWake(Arc::new(AtomicUsize::new(0))))));
-    let tag = ShortStr::from_static("c");
+    let consumer = ConsumerId(1);
     let spec = ConsumerSpec {
-        connection_id: 1,
-        channel: 1,
-        tag: tag.clone(),
-        outlet: consumer_outlet,
+        id: consumer,
+        outlet: consumer_outlet.clone(),
         ack_required: true,
         prefetch: 1,
         gate: Arc::new(ChannelGate::default()),
@@ -80,7 +78,10 @@ fn congestion_pauses_publishers_until_the_low_watermark() {
     assert_eq!(wakes.load(Ordering::SeqCst), 0);
     // Settling the consumer's delivery assigns one more: ready drops to the low watermark,
     // and the waiting publisher is woken.
-    queue.settle(1, 1, &tag, 1);
+    let mut delivered = Vec::new();
+    consumer_outlet.drain_into(&mut delivered);
+    let Some(Outbound::Deliver(d)) = delivered.first() else { panic!("one delivery: {delivered:?}") };
+    queue.ack(Some(consumer), std::iter::once(d.seq));
     assert!(queue.is_relieved());
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
     assert!(!queue.wait_for_relief(&publisher), "relieved: nothing to wait for");

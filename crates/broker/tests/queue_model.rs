@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use lepus_broker::queue::{ChannelGate, ConsumerSpec, Enqueued, NO_ACK_WINDOW, Queue, QueueLimits};
-use lepus_broker::{Message, MessageRef, Outbound, Outlet, Wake};
+use lepus_broker::{ConsumerId, Message, MessageRef, Outbound, Outlet, Wake};
 use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -181,10 +181,6 @@ fn new_gates() -> Vec<Gate> {
 }
 
 impl Harness {
-    fn conn_id(&self, conn: usize) -> u64 {
-        self.conns[conn].id
-    }
-
     fn new() -> Harness {
         let queue = Arc::new(Queue::new(
             ShortStr::truncating("q"),
@@ -237,16 +233,17 @@ impl Harness {
         })
     }
 
-    fn find_consumer(&self, conn: usize, channel: u16, tag: &ShortStr) -> usize {
-        self.cons
-            .iter()
-            .position(|c| c.conn == conn && c.chan as u16 == channel && c.tag == *tag)
-            .unwrap_or_else(|| panic!("unknown consumer {tag} on connection {conn} channel {channel}"))
+    /// The model's consumer behind a broker consumer id (the index into `cons`), which must
+    /// belong to connection `conn`.
+    fn find_consumer(&self, conn: usize, id: ConsumerId) -> usize {
+        let c = id.0 as usize;
+        assert!(self.cons.get(c).is_some_and(|cs| cs.conn == conn), "unknown consumer {id:?} on connection {conn}");
+        c
     }
 
     /// Takes what the last queue call pushed onto the outlets and checks it against the model.
-    /// Returns the `ConsumerCancelled` items seen, as (conn, channel, tag).
-    fn observe(&mut self) -> Vec<(usize, u16, ShortStr)> {
+    /// Returns the `ConsumerCancelled` items seen, as (conn, consumer).
+    fn observe(&mut self) -> Vec<(usize, ConsumerId)> {
         let mut assigned: Vec<(u64, usize, usize)> = Vec::new(); // (seq, conn, consumer)
         let mut cancels = Vec::new();
         for k in 0..CONNS {
@@ -260,7 +257,7 @@ impl Harness {
                     Outbound::Deliver(d) => {
                         assert!(prev.is_none_or(|p| p < d.seq), "outlet {k}: seq {} after {prev:?}", d.seq);
                         prev = Some(d.seq);
-                        let c = self.find_consumer(k, d.channel, &d.consumer_tag);
+                        let c = self.find_consumer(k, d.consumer);
                         let cs = &self.cons[c];
                         assert!(cs.in_queue, "delivery of {} to consumer {} which is not attached", d.seq, cs.tag);
                         assert_eq!(d.ack_required, cs.ack, "ack_required of delivery {}", d.seq);
@@ -270,9 +267,7 @@ impl Harness {
                         assert_eq!(body_seq(&d.message), d.seq);
                         assigned.push((d.seq, k, c));
                     }
-                    Outbound::ConsumerCancelled { channel, consumer_tag } => {
-                        cancels.push((k, *channel, consumer_tag.clone()))
-                    }
+                    Outbound::ConsumerCancelled(id) => cancels.push((k, *id)),
                 }
             }
             self.conns[k].pending.append(&mut items);
@@ -444,9 +439,7 @@ impl Harness {
                 }
                 let tag = ShortStr::truncating(&format!("c{}", self.cons.len()));
                 let spec = ConsumerSpec {
-                    connection_id: self.conn_id(conn),
-                    channel: chan as u16,
-                    tag: tag.clone(),
+                    id: ConsumerId(self.cons.len() as u64),
                     outlet: self.conns[conn].outlet.clone(),
                     ack_required: ack,
                     prefetch,
@@ -482,8 +475,7 @@ impl Harness {
                     return;
                 }
                 let c = live[which % live.len()];
-                let (conn, chan, tag) = (self.cons[c].conn, self.cons[c].chan, self.cons[c].tag.clone());
-                let auto_delete = self.queue.cancel(self.conn_id(conn), chan as u16, &tag);
+                let auto_delete = self.queue.cancel(ConsumerId(c as u64));
                 assert!(!auto_delete, "not an auto-delete queue");
                 self.cons[c].server_live = false;
                 if let Some(j) = self.order.iter().position(|&x| x == c) {
@@ -510,12 +502,12 @@ impl Harness {
                 for (seq, _) in &acked {
                     self.loc[*seq as usize] = Loc::Done;
                 }
-                let (conn, chan, tag) = (self.cons[c].conn, self.cons[c].chan, self.cons[c].tag.clone());
+                let (conn, chan) = (self.cons[c].conn, self.cons[c].chan);
                 let g = &mut self.gates[conn][chan];
                 g.gate.release(k as u32);
                 g.count -= k as u32;
                 self.cons[c].in_flight = self.cons[c].in_flight.saturating_sub(k as u32);
-                self.queue.settle(self.conn_id(conn), chan as u16, &tag, k as u32);
+                self.queue.ack(Some(ConsumerId(c as u64)), acked.iter().map(|(seq, _)| *seq));
                 self.observe();
                 if self.gates[conn][chan].limit > 0 {
                     self.kick_channel(conn, chan);
@@ -542,12 +534,12 @@ impl Harness {
                 for (seq, _) in &back {
                     self.model_requeue(*seq);
                 }
-                let (conn, chan, tag) = (self.cons[c].conn, self.cons[c].chan, self.cons[c].tag.clone());
+                let (conn, chan) = (self.cons[c].conn, self.cons[c].chan);
                 let g = &mut self.gates[conn][chan];
                 g.gate.release(n);
                 g.count -= n;
                 self.cons[c].in_flight = self.cons[c].in_flight.saturating_sub(n);
-                self.queue.requeue(back, Some((self.conn_id(conn), chan as u16, &tag, n)));
+                self.queue.requeue(back, Some(ConsumerId(c as u64)));
                 self.observe();
                 if self.gates[conn][chan].limit > 0 {
                     self.kick_channel(conn, chan);
@@ -623,11 +615,8 @@ impl Harness {
                 }
             }
             Op::Delete => {
-                let mut expected: Vec<(usize, u16, ShortStr)> = self
-                    .order
-                    .iter()
-                    .map(|&c| (self.cons[c].conn, self.cons[c].chan as u16, self.cons[c].tag.clone()))
-                    .collect();
+                let mut expected: Vec<(usize, ConsumerId)> =
+                    self.order.iter().map(|&c| (self.cons[c].conn, ConsumerId(c as u64))).collect();
                 let n = self.queue.delete();
                 if self.deleted {
                     assert_eq!(n, 0);
@@ -657,11 +646,11 @@ impl Harness {
     /// The connection writes what its outlet held, as `drain_outlet` does.
     fn drain(&mut self, k: usize) {
         let items = std::mem::take(&mut self.conns[k].pending);
-        let mut no_ack: Vec<(usize, u32)> = Vec::new();
+        let mut no_ack: Vec<(usize, Vec<u64>)> = Vec::new();
         for item in items {
             match item {
                 Outbound::Deliver(d) => {
-                    let c = self.find_consumer(k, d.channel, &d.consumer_tag);
+                    let c = self.find_consumer(k, d.consumer);
                     let seq = d.seq;
                     assert_eq!(self.loc[seq as usize], Loc::Pending(k));
                     let cs = &mut self.cons[c];
@@ -672,13 +661,13 @@ impl Harness {
                         } else {
                             self.loc[seq as usize] = Loc::Done;
                             match no_ack.last_mut() {
-                                Some((last, n)) if *last == c => *n += 1,
-                                _ => no_ack.push((c, 1)),
+                                Some((last, seqs)) if *last == c => seqs.push(seq),
+                                _ => no_ack.push((c, vec![seq])),
                             }
                         }
                     } else {
                         // The consumer is gone: back to the queue.
-                        let (chan, tag) = (cs.chan, cs.tag.clone());
+                        let chan = cs.chan;
                         cs.in_flight = cs.in_flight.saturating_sub(1);
                         if d.ack_required {
                             let g = &mut self.gates[k][chan];
@@ -686,21 +675,20 @@ impl Harness {
                             g.count -= 1;
                         }
                         self.model_requeue(seq);
-                        self.queue.requeue(vec![(seq, d.message)], Some((self.conn_id(k), chan as u16, &tag, 1)));
+                        self.queue.requeue(vec![(seq, d.message)], Some(ConsumerId(c as u64)));
                         self.observe();
                     }
                 }
-                Outbound::ConsumerCancelled { channel, consumer_tag } => {
-                    let c = self.find_consumer(k, channel, &consumer_tag);
+                Outbound::ConsumerCancelled(id) => {
+                    let c = self.find_consumer(k, id);
                     self.cons[c].server_live = false;
                 }
             }
         }
-        for (c, n) in no_ack {
+        for (c, seqs) in no_ack {
             let cs = &mut self.cons[c];
-            cs.in_flight = cs.in_flight.saturating_sub(n);
-            let (chan, tag) = (cs.chan, cs.tag.clone());
-            self.queue.settle(self.conn_id(k), chan as u16, &tag, n);
+            cs.in_flight = cs.in_flight.saturating_sub(seqs.len() as u32);
+            self.queue.ack(Some(ConsumerId(c as u64)), seqs.into_iter());
             self.observe();
         }
     }
@@ -714,8 +702,7 @@ impl Harness {
                 (0..self.cons.len()).filter(|&c| self.cons[c].conn == k && self.cons[c].chan == chan).collect();
             for &c in &mine {
                 if self.cons[c].server_live {
-                    let tag = self.cons[c].tag.clone();
-                    assert!(!self.queue.cancel(self.conn_id(k), chan as u16, &tag));
+                    assert!(!self.queue.cancel(ConsumerId(c as u64)));
                     self.cons[c].server_live = false;
                     if let Some(j) = self.order.iter().position(|&x| x == c) {
                         self.order.remove(j);
@@ -740,8 +727,7 @@ impl Harness {
                 let g = &mut self.gates[k][chan];
                 g.gate.release(n);
                 g.count -= n;
-                let tag = self.cons[c].tag.clone();
-                self.queue.requeue(back, Some((self.conn_id(k), chan as u16, &tag, n)));
+                self.queue.requeue(back, Some(ConsumerId(c as u64)));
                 self.observe();
             }
             assert_eq!(self.gates[k][chan].count, 0, "channel credit left after close");
@@ -830,7 +816,7 @@ proptest! {
                 .iter()
                 .flat_map(|c| c.pending.iter())
                 .filter_map(|i| match i {
-                    Outbound::Deliver(d) if d.seq >= before => Some((d.seq, d.consumer_tag.clone())),
+                    Outbound::Deliver(d) if d.seq >= before => Some((d.seq, h.cons[d.consumer.0 as usize].tag.clone())),
                     _ => None,
                 })
                 .collect();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use lepus_broker::{ChannelGate, Durable, Message, MessageBuilder, MessageRef, QueueRef};
+use lepus_broker::{ChannelGate, ConsumerId, Durable, Message, MessageBuilder, MessageRef, QueueRef};
 use lepus_protocol::ShortStr;
 use lepus_protocol::content::ContentHeader;
 use lepus_protocol::method::BasicPublish;
@@ -22,6 +22,8 @@ pub(crate) enum ChannelPhase {
 pub(crate) struct ConsumerInfo {
     /// `None` for the direct reply-to pseudo-queue.
     pub queue: Option<QueueRef>,
+    /// Its id in the broker (deliveries name it).
+    pub id: ConsumerId,
 }
 
 /// A delivery awaiting `basic.ack`/`nack`/`reject`.
@@ -31,7 +33,7 @@ pub(crate) struct Unacked {
     pub seq: u64,
     pub message: MessageRef,
     /// `None` for `basic.get`.
-    pub consumer_tag: Option<ShortStr>,
+    pub consumer: Option<ConsumerId>,
 }
 
 /// A `basic.publish` whose content is still arriving: the method, then (after the content

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use lepus_broker::clock::SystemClock;
 use lepus_broker::persist::Persistence;
 use lepus_broker::users::{User, Users};
-use lepus_broker::{Broker, BrokerRef, Durability, OutletRef, VHost};
+use lepus_broker::{Broker, BrokerRef, ConsumerId, Durability, OutletRef, VHost};
 use lepus_protocol::ShortStr;
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::MetaStore;
@@ -41,8 +41,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct ReplyTarget {
     pub outlet: OutletRef,
-    pub channel: u16,
-    pub consumer_tag: ShortStr,
+    pub consumer: ConsumerId,
 }
 
 /// A bound, not yet running broker.

@@ -4,7 +4,7 @@
 
 use lepus_broker::queue::ConsumerSpec;
 use lepus_broker::stats::Stat;
-use lepus_broker::{Delivery, Durable, QueueRef};
+use lepus_broker::{ConsumerId, Delivery, Durable, QueueRef};
 use lepus_protocol::fast::{write_deliver, write_get_ok};
 
 use super::publish::REPLY_TO;
@@ -14,12 +14,11 @@ use crate::error::precondition;
 use crate::names::random_name;
 use crate::server::ReplyTarget;
 
-/// Deliveries to a no-ack consumer, settled once encoded: (queue, channel, consumer, count,
-/// the seqs to release from a logged queue).
-type NoAckSettle = (QueueRef, u16, ShortStr, u32, Vec<u64>);
+/// Deliveries to a no-ack consumer, acked once encoded: (queue, consumer, seqs).
+type NoAckSettle = (QueueRef, ConsumerId, Vec<u64>);
 
 /// Deliveries of one queue and consumer settled together: (queue, consumer, (seq, message)s).
-type SettleGroup = (QueueRef, Option<ShortStr>, Vec<(u64, lepus_broker::MessageRef)>);
+type SettleGroup = (QueueRef, Option<ConsumerId>, Vec<(u64, lepus_broker::MessageRef)>);
 
 impl Connection {
     pub(super) fn basic_consume(&mut self, channel: u16, m: BasicConsume) -> Result<(), Fail> {
@@ -34,12 +33,11 @@ impl Connection {
         let name = self.queue_name(channel, m.queue)?;
         let queue = self.vhost_arc()?.queue(&name, self.id)?;
         let priority = m.arguments.get("x-priority").and_then(|v| v.as_i64()).unwrap_or(0);
-        let (connection_id, outlet) = (self.id, self.outlet.clone());
+        let id = self.shared.broker.connections().next_consumer_id();
+        let outlet = self.outlet.clone();
         let ch = self.chan(channel)?;
         let spec = ConsumerSpec {
-            connection_id,
-            channel,
-            tag: tag.clone(),
+            id,
             outlet,
             ack_required: !m.no_ack,
             prefetch: ch.consumer_prefetch,
@@ -48,8 +46,7 @@ impl Connection {
             exclusive: m.exclusive,
         };
         queue.consume(spec)?;
-        let info = ConsumerInfo { queue: Some(queue) };
-        self.chan(channel)?.consumers.insert(tag.clone(), info);
+        self.add_consumer(channel, tag.clone(), ConsumerInfo { queue: Some(queue), id })?;
         // Deliveries the queue just assigned sit in the outlet and are written after this.
         if !m.no_wait {
             self.send(channel, BasicConsumeOk { consumer_tag: tag });
@@ -67,14 +64,22 @@ impl Connection {
             return Err(precondition("reply consumer already set"));
         }
         let address = ShortStr::truncating(&random_name("amq.rabbitmq.reply-to."));
-        let target = ReplyTarget { outlet: self.outlet.clone(), channel, consumer_tag: tag.clone() };
+        let id = self.shared.broker.connections().next_consumer_id();
+        let target = ReplyTarget { outlet: self.outlet.clone(), consumer: id };
         self.shared.reply_to.lock().insert(address.clone(), target);
-        let ch = self.chan(channel)?;
-        ch.reply_to = Some((address, tag.clone()));
-        ch.consumers.insert(tag.clone(), ConsumerInfo { queue: None });
+        self.chan(channel)?.reply_to = Some((address, tag.clone()));
+        self.add_consumer(channel, tag.clone(), ConsumerInfo { queue: None, id })?;
         if !no_wait {
             self.send(channel, BasicConsumeOk { consumer_tag: tag });
         }
+        Ok(())
+    }
+
+    /// Enters a consumer in its channel and in this connection's routes.
+    fn add_consumer(&mut self, channel: u16, tag: ShortStr, info: ConsumerInfo) -> Result<(), Fail> {
+        let route = ConsumerRoute { channel, tag: tag.clone(), live: true };
+        self.consumer_routes.insert(info.id, route);
+        self.chan(channel)?.consumers.insert(tag, info);
         Ok(())
     }
 
@@ -82,19 +87,25 @@ impl Connection {
         self.cancel_consumer(channel, &m.consumer_tag);
         // What the queue assigned before the cancel is written before cancel-ok.
         self.drain_outlet();
+        self.consumer_routes.retain(|_, r| r.live);
         if !m.no_wait {
             self.send(channel, BasicCancelOk { consumer_tag: m.consumer_tag });
         }
         Ok(())
     }
 
-    /// Detaches a consumer from its queue (auto-deleting the queue if it was the last).
+    /// Detaches a consumer from its queue (auto-deleting the queue if it was the last). What
+    /// the queue had already assigned to it is requeued when the outlet is next drained,
+    /// after which the caller forgets its route.
     fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) {
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         let Some(info) = ch.consumers.remove(tag) else { return };
+        if let Some(route) = self.consumer_routes.get_mut(&info.id) {
+            route.live = false;
+        }
         match info.queue {
             Some(queue) => {
-                if queue.cancel(self.id, channel, tag)
+                if queue.cancel(info.id)
                     && let Some(vhost) = &self.vhost_ref
                 {
                     vhost.remove_queue(&queue);
@@ -122,9 +133,9 @@ impl Connection {
         ch.next_delivery_tag += 1;
         let message = entry.message.clone();
         if m.no_ack {
-            queue.forget([entry.seq]);
+            queue.ack(None, std::iter::once(entry.seq));
         } else {
-            ch.unacked.insert(tag, Unacked { queue, seq: entry.seq, message: entry.message, consumer_tag: None });
+            ch.unacked.insert(tag, Unacked { queue, seq: entry.seq, message: entry.message, consumer: None });
         }
         let (exchange, key) = (message.exchange(), message.routing_key());
         write_get_ok(&mut self.out, channel, tag, entry.redelivered, exchange, key, remaining);
@@ -168,12 +179,12 @@ impl Connection {
         let mut groups: Vec<SettleGroup> = Vec::new();
         let mut consumer_count = 0u32;
         for (_, u) in taken {
-            consumer_count += u.consumer_tag.is_some() as u32;
+            consumer_count += u.consumer.is_some() as u32;
             match groups.last_mut() {
-                Some((q, tag, items)) if Arc::ptr_eq(q, &u.queue) && *tag == u.consumer_tag => {
+                Some((q, consumer, items)) if Arc::ptr_eq(q, &u.queue) && *consumer == u.consumer => {
                     items.push((u.seq, u.message))
                 }
-                _ => groups.push((u.queue, u.consumer_tag, vec![(u.seq, u.message)])),
+                _ => groups.push((u.queue, u.consumer, vec![(u.seq, u.message)])),
             }
         }
         if kind == Settle::Ack {
@@ -183,18 +194,13 @@ impl Connection {
         if let Some(gate) = &gate {
             gate.release(consumer_count);
         }
-        for (queue, tag, items) in groups {
-            let n = items.len() as u32;
+        for (queue, consumer, items) in groups {
             if kind == Settle::Requeue {
-                let owner = tag.as_ref().map(|t| (self.id, channel, t, n));
-                queue.requeue(items, owner);
+                queue.requeue(items, consumer);
                 continue;
             }
-            // Acked or discarded: gone from the queue's log too.
-            durable = durable.and(queue.forget(items.iter().map(|(seq, _)| *seq)));
-            if let Some(t) = &tag {
-                queue.settle(self.id, channel, t, n);
-            }
+            // Acked or discarded: gone from the queue (and its log) for good.
+            durable = durable.and(queue.ack(consumer, items.iter().map(|(seq, _)| *seq)));
         }
         if gate.is_some_and(|g| g.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0) {
             self.kick_consumers(channel);
@@ -216,56 +222,67 @@ impl Connection {
         let mut items = std::mem::take(&mut self.drained);
         self.outlet.drain_into(&mut items);
         let mut no_ack_settles: Vec<NoAckSettle> = Vec::new();
-        // The consumer the previous delivery went to: runs of deliveries to one consumer (the
-        // common case) skip the channel and consumer lookups. Nothing cancels consumers
-        // during a drain, so the check stays valid for the whole batch.
-        let mut live: Option<(u16, ShortStr)> = None;
+        // The consumer the previous delivery went to, with its channel and tag: runs of
+        // deliveries to one consumer (the common case) skip the lookups. A consumer's route
+        // changes during a drain only through its own cancellation, which no delivery to it
+        // follows.
+        let mut live: Option<(ConsumerId, u16, ShortStr)> = None;
         for item in items.drain(..) {
             match item {
                 Outbound::Deliver(d) => self.deliver(d, &mut no_ack_settles, &mut live),
-                Outbound::ConsumerCancelled { channel, consumer_tag } => {
-                    let removed = self
-                        .channels
-                        .get_mut(&channel)
-                        .filter(|ch| ch.phase == ChannelPhase::Open)
-                        .and_then(|ch| ch.consumers.remove(&consumer_tag))
-                        .is_some();
-                    let notify = self.client_capabilities.get("consumer_cancel_notify").and_then(|v| v.as_bool());
-                    if removed && notify == Some(true) {
-                        self.send(channel, BasicCancel { consumer_tag, no_wait: true });
-                    }
+                Outbound::ConsumerCancelled(id) => {
+                    live = None;
+                    self.on_consumer_cancelled(id);
                 }
             }
         }
         self.drained = items;
-        for (queue, channel, tag, n, seqs) in no_ack_settles {
-            queue.forget(seqs);
-            queue.settle(self.id, channel, &tag, n);
+        for (queue, consumer, seqs) in no_ack_settles {
+            queue.ack(Some(consumer), seqs.into_iter());
         }
     }
 
-    /// Encodes one delivery, or puts it back if its channel or consumer is gone.
-    fn deliver(&mut self, d: Delivery, no_ack_settles: &mut Vec<NoAckSettle>, live: &mut Option<(u16, ShortStr)>) {
-        let known_live = live.as_ref().is_some_and(|(c, t)| *c == d.channel && *t == d.consumer_tag);
-        let ch = self
-            .channels
-            .get_mut(&d.channel)
-            .filter(|ch| known_live || (ch.phase == ChannelPhase::Open && ch.consumers.contains_key(&d.consumer_tag)));
-        if ch.is_some() && !known_live {
-            *live = Some((d.channel, d.consumer_tag.clone()));
+    /// The queue went away: the consumer is gone, and the client is told if it asked to be.
+    fn on_consumer_cancelled(&mut self, id: ConsumerId) {
+        let Some(route) = self.consumer_routes.remove(&id) else { return };
+        let removed = route.live
+            && self
+                .channels
+                .get_mut(&route.channel)
+                .filter(|ch| ch.phase == ChannelPhase::Open)
+                .and_then(|ch| ch.consumers.remove(&route.tag))
+                .is_some();
+        let notify = self.client_capabilities.get("consumer_cancel_notify").and_then(|v| v.as_bool());
+        if removed && notify == Some(true) {
+            self.send(route.channel, BasicCancel { consumer_tag: route.tag, no_wait: true });
         }
-        let Some(ch) = ch else {
-            if let Some(queue) = d.queue {
-                if d.ack_required
-                    && let Some(ch) = self.channels.get(&d.channel)
-                {
-                    ch.gate.release(1);
-                }
-                queue.requeue(vec![(d.seq, d.message)], Some((self.id, d.channel, &d.consumer_tag, 1)));
-            }
+    }
+
+    /// Where a delivery to `id` goes: its channel and tag, if the consumer is live and its
+    /// channel open.
+    fn live_route(&self, id: ConsumerId) -> Option<(u16, ShortStr)> {
+        let route = self.consumer_routes.get(&id).filter(|r| r.live)?;
+        let open = self.channels.get(&route.channel).is_some_and(|ch| ch.phase == ChannelPhase::Open);
+        open.then(|| (route.channel, route.tag.clone()))
+    }
+
+    /// Encodes one delivery, or puts it back if its consumer or channel is gone.
+    fn deliver(
+        &mut self,
+        d: Delivery,
+        no_ack_settles: &mut Vec<NoAckSettle>,
+        live: &mut Option<(ConsumerId, u16, ShortStr)>,
+    ) {
+        if live.as_ref().is_none_or(|(id, _, _)| *id != d.consumer) {
+            *live = self.live_route(d.consumer).map(|(channel, tag)| (d.consumer, channel, tag));
+        }
+        let Some((_, channel, tag)) = live.as_ref() else {
+            self.requeue_undelivered(d);
             return;
         };
-        let tag = ch.next_delivery_tag;
+        let channel = *channel;
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let delivery_tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
         match (&d.queue, d.ack_required) {
             (Some(queue), true) => {
@@ -273,26 +290,14 @@ impl Connection {
                     queue: queue.clone(),
                     seq: d.seq,
                     message: d.message.clone(),
-                    consumer_tag: Some(d.consumer_tag.clone()),
+                    consumer: Some(d.consumer),
                 };
-                ch.unacked.insert(tag, unacked);
+                ch.unacked.insert(delivery_tag, unacked);
             }
-            (Some(queue), false) => {
-                let logged = queue.logged.then_some(d.seq);
-                match no_ack_settles.last_mut() {
-                    Some((q, c, t, n, seqs)) if Arc::ptr_eq(q, queue) && *c == d.channel && *t == d.consumer_tag => {
-                        *n += 1;
-                        seqs.extend(logged);
-                    }
-                    _ => no_ack_settles.push((
-                        queue.clone(),
-                        d.channel,
-                        d.consumer_tag.clone(),
-                        1,
-                        logged.into_iter().collect(),
-                    )),
-                }
-            }
+            (Some(queue), false) => match no_ack_settles.last_mut() {
+                Some((q, c, seqs)) if Arc::ptr_eq(q, queue) && *c == d.consumer => seqs.push(d.seq),
+                _ => no_ack_settles.push((queue.clone(), d.consumer, vec![d.seq])),
+            },
             (None, _) => {}
         }
         self.count(Stat::Delivered, 1);
@@ -302,14 +307,27 @@ impl Connection {
         let m = &d.message;
         write_deliver(
             &mut self.out,
-            d.channel,
-            d.consumer_tag.as_bytes(),
-            tag,
+            channel,
+            tag.as_bytes(),
+            delivery_tag,
             d.redelivered,
             m.exchange(),
             m.routing_key(),
         );
-        self.write_content(d.channel, m);
+        self.write_content(channel, m);
+    }
+
+    /// A delivery to a consumer that was cancelled (or whose channel closed) before it was
+    /// written goes back to its queue, with the channel-wide credit it took.
+    fn requeue_undelivered(&mut self, d: Delivery) {
+        let Some(queue) = d.queue else { return };
+        if d.ack_required
+            && let Some(route) = self.consumer_routes.get(&d.consumer)
+            && let Some(ch) = self.channels.get(&route.channel)
+        {
+            ch.gate.release(1);
+        }
+        queue.requeue(vec![(d.seq, d.message)], Some(d.consumer));
     }
 
     /// Cancels a channel's consumers and requeues its unacknowledged deliveries (in the
@@ -323,8 +341,9 @@ impl Connection {
             self.cancel_consumer(channel, tag);
         }
         // Deliveries already assigned to those consumers come back through the outlet and
-        // are requeued there.
+        // are requeued there; then their routes are forgotten.
         self.drain_outlet();
+        self.consumer_routes.retain(|_, r| r.live);
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         ch.assembling = None;
         // Confirms and commit-oks still waiting for the store are never sent on this channel.

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use lepus_broker::connections::{ConnectionInfo, ConnectionRef};
 use lepus_broker::stats::{Counters, Stat};
-use lepus_broker::{Outbound, Outlet, OutletRef, VHost, Wake};
+use lepus_broker::{ConsumerId, Outbound, Outlet, OutletRef, VHost, Wake};
 use tokio::sync::Notify;
 
 use crate::auth::MECHANISMS;
@@ -84,6 +84,15 @@ impl lepus_store::store::Waker for StoreWake {
         self.registered.store(false, Ordering::Release);
         self.notify.notify_one();
     }
+}
+
+/// Where deliveries to one of this connection's consumers go.
+#[derive(Debug, Clone)]
+struct ConsumerRoute {
+    channel: u16,
+    tag: ShortStr,
+    /// False once cancelled: deliveries still in the outlet for it are requeued.
+    live: bool,
 }
 
 /// Where the connection is in its life.
@@ -152,6 +161,9 @@ struct Connection {
     info: Option<ConnectionRef>,
     /// Where queues push deliveries for this connection's consumers.
     outlet: OutletRef,
+    /// The channel and tag of each of this connection's consumers, by broker id; `live` false
+    /// once cancelled, until what the queue had assigned to it is requeued.
+    consumer_routes: std::collections::HashMap<ConsumerId, ConsumerRoute, foldhash::fast::FixedState>,
     notify: Arc<Notify>,
     /// Reused buffer for draining the outlet.
     drained: Vec<Outbound>,
@@ -184,6 +196,7 @@ impl Connection {
             }),
             vhost_ref: None,
             outlet,
+            consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
             confirms_due: Vec::new(),

@@ -227,8 +227,7 @@ impl Connection {
         let target = self.shared.reply_to.lock().get(address).cloned();
         let Some(target) = target else { return false };
         let delivery = lepus_broker::Delivery {
-            channel: target.channel,
-            consumer_tag: target.consumer_tag,
+            consumer: target.consumer,
             queue: None,
             seq: 0,
             message: message.clone(),
