@@ -11,9 +11,12 @@
 //! - [`message`]: a message as queues hold it.
 //! - [`persist`]: what a vhost stores (metadata records, message logs).
 //! - [`args`]: validation of `x-` queue arguments.
+//! - [`clock`]: the broker's time ([`Clock`]): the system clock, never going backwards, and a
+//!   manual clock for tests.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
 pub mod args;
+pub mod clock;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -26,6 +29,7 @@ pub mod route_memo;
 pub mod topic;
 pub mod vhost;
 
+pub use clock::{Clock, ClockRef, ManualClock, SystemClock};
 pub use error::BrokerError;
 pub use headers::MessageHeaders;
 pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
