@@ -13,6 +13,8 @@
 //! - [`args`]: validation of `x-` queue arguments.
 //! - [`clock`]: the broker's time ([`Clock`]): the system clock, never going backwards, and a
 //!   manual clock for tests.
+//! - [`timer`]: the one timer service ([`TimerService`]): deadlines in a time-ordered index,
+//!   fired by a driver the server runs.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
 pub mod args;
@@ -26,6 +28,7 @@ pub mod persist;
 pub mod queue;
 pub mod route_cache;
 pub mod route_memo;
+pub mod timer;
 pub mod topic;
 pub mod vhost;
 
@@ -36,4 +39,5 @@ pub use message::{HeaderFields, Message, MessageBuilder, MessageRef};
 pub use outlet::{Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
 pub use route_cache::RouteCache;
+pub use timer::{TimerId, TimerService, TimerTarget};
 pub use vhost::VHost;
