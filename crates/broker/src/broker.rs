@@ -1,5 +1,5 @@
 //! The broker service: what one Lepus node holds — vhosts, users, the connection registry,
-//! the clock, and the durability its confirms wait for. Front ends (AMQP today; HTTP, the CLI
+//! the clock and timer service, and the durability its confirms wait for. Front ends (AMQP today; HTTP, the CLI
 //! and other protocols next) reach the model through a shared [`Broker`].
 
 use std::collections::HashMap;
@@ -10,7 +10,9 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::clock::ClockRef;
 use crate::connections::Registry;
 use crate::durability::Durability;
+use crate::outlet::Wake;
 use crate::publish::Publisher;
+use crate::timer::TimerService;
 use crate::users::Users;
 use crate::vhost::VHost;
 
@@ -22,17 +24,28 @@ pub struct Broker {
     users: RwLock<Users>,
     connections: Registry,
     clock: ClockRef,
+    timers: Arc<TimerService>,
     durability: Durability,
 }
 
 impl Broker {
-    pub fn new(vhosts: Vec<VHost>, users: Users, clock: ClockRef, durability: Durability) -> Broker {
+    /// `timer_wake` wakes whatever drives the timer service (the server's timer task) when
+    /// its earliest deadline moves earlier.
+    pub fn new(
+        vhosts: Vec<VHost>,
+        users: Users,
+        clock: ClockRef,
+        durability: Durability,
+        timer_wake: Box<dyn Wake>,
+    ) -> Broker {
         let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), Arc::new(v))).collect();
+        let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
         Broker {
             vhosts: RwLock::new(vhosts),
             users: RwLock::new(users),
             connections: Registry::default(),
             clock,
+            timers,
             durability,
         }
     }
@@ -62,6 +75,11 @@ impl Broker {
 
     pub fn clock(&self) -> &ClockRef {
         &self.clock
+    }
+
+    /// The one timer service: TTLs, expiries, delays and timeouts schedule here.
+    pub fn timers(&self) -> &Arc<TimerService> {
+        &self.timers
     }
 
     pub fn durability(&self) -> &Durability {

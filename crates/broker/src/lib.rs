@@ -14,9 +14,12 @@
 //! - [`message`]: a message as queues hold it.
 //! - [`publish`]: [`Publisher`]: route, enqueue into each queue, combine the outcome.
 //! - [`durability`]: [`Durable`] tokens (what a confirm waits for) and when they hold.
-//! - [`clock`]: the time the broker runs on.
 //! - [`persist`]: what a vhost stores (metadata records, message logs).
 //! - [`args`]: validation of `x-` queue arguments.
+//! - [`clock`]: the broker's time ([`Clock`]): the system clock, never going backwards, and a
+//!   manual clock for tests.
+//! - [`timer`]: the one timer service ([`TimerService`]): deadlines in a time-ordered index,
+//!   fired by a driver the server runs.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
 pub mod args;
@@ -35,11 +38,13 @@ pub mod queue;
 pub mod route_cache;
 pub mod route_memo;
 pub mod stats;
+pub mod timer;
 pub mod topic;
 pub mod users;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerRef};
+pub use clock::{Clock, ClockRef, ManualClock, SystemClock};
 pub use durability::{Durability, Durable};
 pub use error::BrokerError;
 pub use headers::MessageHeaders;
@@ -48,4 +53,5 @@ pub use outlet::{ConsumerId, Delivery, Outbound, Outlet, OutletRef, Wake};
 pub use publish::{Outcome, Publish, Publisher};
 pub use queue::{ChannelGate, ConsumerSpec, Queue, QueueRef};
 pub use route_cache::RouteCache;
+pub use timer::{TimerId, TimerService, TimerTarget};
 pub use vhost::VHost;

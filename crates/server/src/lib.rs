@@ -13,6 +13,8 @@
 //! - `names`: server-generated queue names, consumer tags, reply-to addresses.
 //! - `heartbeat`: when to send a heartbeat and when the peer counts as dead (pure, clock
 //!   passed in).
+//! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
+//!   the next deadline).
 //! - `auth`: users, SASL PLAIN/AMQPLAIN, the loopback-only rule for guest.
 //! - `error`: typed connection and channel errors, mapped once to AMQP reply codes.
 
@@ -24,6 +26,7 @@ pub mod error;
 mod heartbeat;
 mod names;
 mod server;
+mod timers;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle, start};

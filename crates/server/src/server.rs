@@ -20,11 +20,11 @@ use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::MetaStore;
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, NotifyWake};
 
 /// State shared by all connections.
 pub(crate) struct Shared {
@@ -49,6 +49,8 @@ pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: Arc<watch::Sender<bool>>,
+    /// Wakes the timer task when the earliest deadline moves earlier.
+    timer_notify: Arc<Notify>,
 }
 
 /// Asks a running [`Server`] to shut down.
@@ -74,7 +76,9 @@ impl Server {
             Some(dir) => open_storage(dir, config.transient_paging_bytes)?,
             None => (vec![VHost::new("/")], None, None),
         };
-        let broker = Broker::new(vhosts, users, Arc::new(SystemClock::new()), Durability::new(store));
+        let timer_notify = Arc::new(Notify::new());
+        let timer_wake = Box::new(NotifyWake(timer_notify.clone()));
+        let broker = Broker::new(vhosts, users, Arc::new(SystemClock::new()), Durability::new(store), timer_wake);
         let shared = Arc::new(Shared {
             config,
             broker: Arc::new(broker),
@@ -82,7 +86,7 @@ impl Server {
             _storage: storage,
         });
         let (tx, _) = watch::channel(false);
-        Ok(Server { listener, shared, shutdown: Arc::new(tx) })
+        Ok(Server { listener, shared, shutdown: Arc::new(tx), timer_notify })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -103,6 +107,8 @@ impl Server {
         let limit = Arc::new(Semaphore::new(self.shared.config.connection_max));
         let mut stop = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
+        let timers = self.shared.broker.timers().clone();
+        let timer_task = crate::timers::spawn_driver(timers, self.timer_notify.clone(), self.shutdown.subscribe());
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");
         loop {
             let permit = tokio::select! {
@@ -135,6 +141,7 @@ impl Server {
         drop(self.listener);
         tracing::info!(connections = tasks.len(), "shutting down: closing connections");
         while tasks.join_next().await.is_some() {}
+        let _ = timer_task.await;
         tracing::info!("shutdown complete");
     }
 }

@@ -63,8 +63,9 @@ const ENCODE_AHEAD_MAX: usize = 256 * 1024;
 /// bytes: enough to notice the client closing the socket, bounded like everything else.
 const PAUSED_READ_MAX: usize = 128 * 1024;
 
-/// Wakes a connection task when queues push deliveries onto its outlet.
-struct NotifyWake(Arc<Notify>);
+/// Wakes a task through its `Notify`: a connection when queues push deliveries onto its
+/// outlet, the timer driver when a timer is due before the one it sleeps for.
+pub(crate) struct NotifyWake(pub(crate) Arc<Notify>);
 
 impl Wake for NotifyWake {
     fn wake(&self) {
