@@ -19,7 +19,7 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 
 use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
 use crate::error::{BrokerError, Result};
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{self, Destination, Exchange};
 use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
@@ -30,6 +30,17 @@ use lepus_store::meta::{Change, Snapshot};
 
 /// Exchanges reached while routing one message, bounding exchange-to-exchange chains.
 pub const ROUTE_EXCHANGES_MAX: usize = 1024;
+
+/// RabbitMQ's predeclared exchanges: (name, type, internal).
+const PREDECLARED: [(&str, &str, bool); 7] = [
+    ("", "direct", false),
+    ("amq.direct", "direct", false),
+    ("amq.fanout", "fanout", false),
+    ("amq.topic", "topic", false),
+    ("amq.headers", "headers", false),
+    ("amq.match", "headers", false),
+    ("amq.rabbitmq.trace", "topic", true),
+];
 
 #[derive(Debug, Default)]
 struct Topology {
@@ -92,29 +103,28 @@ fn bool_text(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
+/// The 503 for `exchange.declare` of a type this broker does not have.
+fn unknown_type(type_name: &str) -> BrokerError {
+    BrokerError::CommandInvalid(format!("unknown exchange type '{type_name}'"))
+}
+
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
     pub fn new(name: &str) -> VHost {
-        let vhost = VHost {
+        let mut vhost = VHost {
             name: name.into(),
             topology: RwLock::default(),
             topology_version: AtomicU64::new(0),
             memo: RouteMemo::default(),
             persistence: None,
         };
-        {
-            let mut t = vhost.topology.write();
-            let mut add = |name: &'static str, kind, internal| {
-                let x = Exchange::new(ShortStr::from_static(name), kind, true, false, internal, FieldTable::new());
-                t.exchanges.insert(ShortStr::from_static(name), x);
-            };
-            add("", ExchangeKind::Direct, false);
-            add("amq.direct", ExchangeKind::Direct, false);
-            add("amq.fanout", ExchangeKind::Fanout, false);
-            add("amq.topic", ExchangeKind::Topic, false);
-            add("amq.headers", ExchangeKind::Headers, false);
-            add("amq.match", ExchangeKind::Headers, false);
-            add("amq.rabbitmq.trace", ExchangeKind::Topic, true);
+        let t = vhost.topology.get_mut();
+        for (name, type_name, internal) in PREDECLARED {
+            let index = exchange::new_index(type_name);
+            debug_assert!(index.is_some(), "predeclared exchange of unknown type {type_name}");
+            let Some(index) = index else { continue };
+            let x = Exchange::new(ShortStr::from_static(name), index, true, false, internal, FieldTable::new());
+            t.exchanges.insert(x.name.clone(), x);
         }
         vhost
     }
@@ -135,8 +145,8 @@ impl VHost {
         {
             let t = vhost.topology.get_mut();
             for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
-                let (Some(xname), Some(kind)) =
-                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), ExchangeKind::parse(&r.kind))
+                let (Some(xname), Some(index)) =
+                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), exchange::new_index(&r.kind))
                 else {
                     report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
@@ -145,7 +155,7 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': arguments unreadable ({e}); restored without"));
                     FieldTable::new()
                 });
-                t.exchanges.insert(xname.clone(), Exchange::new(xname, kind, true, r.auto_delete, r.internal, args));
+                t.exchanges.insert(xname.clone(), Exchange::new(xname, index, true, r.auto_delete, r.internal, args));
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
@@ -202,7 +212,7 @@ impl VHost {
                 };
                 let args = persist::decode_arguments(&r.arguments).unwrap_or_default();
                 let Some(x) = t.exchanges.get_mut(&source) else { continue };
-                if let Ok(true) = x.bind(dest.clone(), key.clone(), args.clone()) {
+                if let Ok(true) = x.bind(&dest, &key, &args) {
                     t.bindings_to.entry(dest).or_default().push((source, key, args));
                     report.bindings += 1;
                 }
@@ -280,8 +290,8 @@ impl VHost {
         if d.passive {
             return Err(self.no_exchange(&d.name));
         }
-        let Some(kind) = ExchangeKind::parse(&d.kind) else {
-            return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+        let Some(index) = exchange::new_index(&d.kind) else {
+            return Err(unknown_type(&d.kind));
         };
         if d.name.as_bytes().starts_with(b"amq.") {
             return Err(BrokerError::AccessRefused(format!(
@@ -289,7 +299,7 @@ impl VHost {
                 d.name
             )));
         }
-        let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        let x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
         if d.durable && self.persistence.is_some() {
             self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
         }
@@ -304,11 +314,11 @@ impl VHost {
                 "inequivalent arg '{field}' for {what}: received '{received}' but current is '{current}'"
             ))
         };
-        if d.kind != x.kind.name() {
-            if ExchangeKind::parse(&d.kind).is_none() {
-                return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+        if d.kind != x.type_name() {
+            if exchange::new_index(&d.kind).is_none() {
+                return Err(unknown_type(&d.kind));
             }
-            return Err(differs("type", &d.kind, x.kind.name()));
+            return Err(differs("type", &d.kind, x.type_name()));
         }
         if d.durable != x.durable {
             return Err(differs("durable", bool_text(d.durable), bool_text(x.durable)));
@@ -429,7 +439,7 @@ impl VHost {
         let mut t = self.write_topology();
         let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
         let x = self.binding_source(&mut t, &dest, source, connection_id)?;
-        if x.bind(dest.clone(), key.clone(), args.clone())? {
+        if x.bind(&dest, key, args)? {
             let record = (stored && x.durable).then(|| persist::binding_record(&self.name, source, &dest, key, args));
             if let Some(record) = record
                 && let Err(e) = self.persist(&[Change::PutBinding(record)])
@@ -757,9 +767,9 @@ impl VHost {
                 continue;
             }
             dests.clear();
-            let by_headers = x.kind == ExchangeKind::Headers;
+            let by_headers = x.routes_by_headers();
             cacheable &= !by_headers;
-            memoizable |= matches!(x.kind, ExchangeKind::Topic | ExchangeKind::Fanout);
+            memoizable |= x.memoizable();
             x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
