@@ -23,7 +23,10 @@ impl ExchangeType for Fanout {
     }
 
     fn unbind(&mut self, dest: &Destination, _key: &ShortStr, _arguments: &FieldTable) {
-        self.dests.retain(|d| d != dest);
+        // One entry goes: the destination may still be bound with another key.
+        if let Some(i) = self.dests.iter().position(|d| d == dest) {
+            self.dests.remove(i);
+        }
     }
 
     fn route(&self, _routing_keys: &[&[u8]], _headers: Option<&FieldTable>, out: &mut Vec<Destination>) {

@@ -191,9 +191,26 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
+    use lepus_protocol::FieldValue;
+
     use super::*;
 
     const TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
+
+    fn s(text: &str) -> ShortStr {
+        ShortStr::try_from(text).expect("short string")
+    }
+
+    fn exchange(type_name: &str) -> Exchange {
+        let index = new_index(type_name).expect("a registered type");
+        Exchange::new(s("x"), index, false, false, false, FieldTable::new())
+    }
+
+    fn routes_to_q(x: &Exchange, key: &str) -> bool {
+        let mut out = Vec::new();
+        x.route(&[key.as_bytes()], Some(&FieldTable::new()), &mut out);
+        out.contains(&Destination::Queue(s("q")))
+    }
 
     #[test]
     fn the_registry_knows_each_type_by_its_name() {
@@ -202,6 +219,31 @@ mod tests {
         }
         for unknown in ["x-unknown", "Direct", ""] {
             assert!(new_index(unknown).is_none(), "{unknown:?}");
+        }
+    }
+
+    /// A destination bound with two keys, or with two argument variants of one key, is still
+    /// routed to after one of them is unbound, and no longer after both are.
+    #[test]
+    fn a_destination_stays_bound_until_its_last_binding_goes() {
+        let q = Destination::Queue(s("q"));
+        let mut other = FieldTable::new();
+        other.insert(s("x-other"), FieldValue::I32(1));
+        let none = FieldTable::new();
+        for type_name in TYPES {
+            let mut x = exchange(type_name);
+            for (key, args) in [("a", &none), ("b", &none), ("b", &other)] {
+                assert_eq!(x.bind(&q, &s(key), args), Ok(true), "{type_name}");
+                assert_eq!(x.bind(&q, &s(key), args), Ok(false), "{type_name}");
+            }
+            assert!(x.unbind(&q, &s("a"), &none));
+            assert!(!x.unbind(&q, &s("a"), &none));
+            assert!(routes_to_q(&x, "b"), "{type_name}: bound by key b");
+            assert!(x.unbind(&q, &s("b"), &none));
+            assert!(routes_to_q(&x, "b"), "{type_name}: bound by key b with other arguments");
+            assert!(x.unbind(&q, &s("b"), &other));
+            assert!(!routes_to_q(&x, "b"), "{type_name}: unbound");
+            assert_eq!(x.binding_count(), 0);
         }
     }
 }
