@@ -1,15 +1,18 @@
-//! Broker micro-benchmarks: topic routing with 100,000 bindings, and a queue's
-//! publish → assign → settle cycle with one consumer. Run with `cargo bench -p lepus-broker`.
+//! Broker micro-benchmarks: topic routing with 100,000 bindings, a vhost's uncached routing
+//! through each exchange type, and a queue's publish → assign → settle cycle with one consumer.
+//! Run with `cargo bench -p lepus-broker`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lepus_broker::exchange::Destination;
 use lepus_broker::outlet::{ConsumerId, Outbound, Outlet, Wake};
 use lepus_broker::queue::{ChannelGate, ConsumerSpec, Queue, QueueLimits};
 use lepus_broker::topic::TopicMatcher;
-use lepus_broker::{Message, MessageRef};
-use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
+use lepus_broker::vhost::QueueDeclare;
+use lepus_broker::{Message, MessageRef, VHost};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, FieldValue, ShortStr};
 
 fn topic_routing(c: &mut Criterion) {
     let mut matcher = TopicMatcher::new();
@@ -37,6 +40,67 @@ fn topic_routing(c: &mut Criterion) {
             hits
         })
     });
+    g.finish();
+}
+
+fn short(text: &str) -> ShortStr {
+    ShortStr::try_from(text).expect("short string")
+}
+
+/// A vhost with 100 queues bound to each predeclared exchange type: amq.direct by key `k{i}`,
+/// amq.fanout (4 queues), amq.topic by `*.b{i}` and `a{i}.#`, amq.headers by `h = i`.
+fn bound_vhost() -> VHost {
+    let vhost = VHost::new("/");
+    let bind = |q: &ShortStr, x: &str, key: &str, args: &FieldTable| {
+        vhost.bind(Destination::Queue(q.clone()), &short(x), &short(key), args, 1).expect("bind");
+    };
+    for i in 0..100 {
+        let q = short(&format!("q{i}"));
+        vhost.declare_queue(&QueueDeclare { name: q.clone(), ..Default::default() }, 1).expect("declare");
+        let none = FieldTable::new();
+        bind(&q, "amq.direct", &format!("k{i}"), &none);
+        if i < 4 {
+            bind(&q, "amq.fanout", "", &none);
+        }
+        bind(&q, "amq.topic", &format!("*.b{i}"), &none);
+        bind(&q, "amq.topic", &format!("a{}.#", i % 10), &none);
+        let mut args = FieldTable::new();
+        args.insert(short("h"), FieldValue::I32(i));
+        bind(&q, "amq.headers", "", &args);
+    }
+    vhost
+}
+
+/// Routing without the route cache or memo (`VHost::route`: the topology read lock, the
+/// exchange's index, the queue lookups), 100 different keys per iteration.
+fn vhost_routing(c: &mut Criterion) {
+    let vhost = bound_vhost();
+    let direct: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let topic: Vec<String> = (0..100).map(|i| format!("a{}.b{}", i % 10, i * 7 % 100)).collect();
+    let mut headers = FieldTable::new();
+    headers.insert(short("h"), FieldValue::I32(42));
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("vhost route");
+    g.throughput(Throughput::Elements(100));
+    let cases = [
+        ("direct", &b"amq.direct"[..], &direct[..], None),
+        ("fanout", b"amq.fanout", &direct, None),
+        ("topic", b"amq.topic", &topic, None),
+        ("headers", b"amq.headers", &direct, Some(&headers)),
+    ];
+    for (name, exchange, keys, headers) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut hits = 0;
+                for k in keys {
+                    out.clear();
+                    vhost.route(exchange, &[k.as_bytes()], headers, &mut out).expect("route");
+                    hits += out.len();
+                }
+                hits
+            })
+        });
+    }
     g.finish();
 }
 
@@ -98,5 +162,5 @@ fn queue_cycle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, topic_routing, queue_cycle);
+criterion_group!(benches, topic_routing, vhost_routing, queue_cycle);
 criterion_main!(benches);

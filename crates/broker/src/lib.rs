@@ -6,9 +6,14 @@
 //! - [`broker`]: [`Broker`], the service a node runs: vhosts, users, connections, clock.
 //! - [`users`]: users, password hashes, the loopback-only rule.
 //! - [`connections`]: the registry of open connections; [`stats`]: message counters.
-//! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings) and routing.
-//! - [`exchange`]: exchange kinds, bindings, declaration rules.
-//! - [`topic`], [`headers`]: the topic trie and headers matching.
+//! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings), declaration rules and
+//!   routing.
+//! - [`exchange`]: an exchange and its bindings; the [`ExchangeType`](exchange::ExchangeType)
+//!   seam, one module per type (direct, fanout, topic, headers) and the registry of types.
+//! - [`topic`], [`headers`]: the topic trie and headers matching, for those two types;
+//!   [`MessageHeaders`], a message's headers as routing receives them.
+//! - [`route_cache`], [`route_memo`]: a connection's last route and the vhost's shared memo of
+//!   routes, each valid for one topology version.
 //! - [`queue`]: a queue's messages and consumers; assignment under its lock.
 //! - [`outlet`]: the per-connection list queues push deliveries onto.
 //! - [`message`]: a message as queues hold it.

@@ -62,7 +62,7 @@ pub fn exchange_record(vhost: &str, x: &Exchange) -> ExchangeRecord {
     ExchangeRecord {
         vhost: vhost.to_owned(),
         name: x.name.as_bytes().to_vec(),
-        kind: x.kind.name().to_owned(),
+        kind: x.type_name().to_owned(),
         auto_delete: x.auto_delete,
         internal: x.internal,
         arguments: encode_arguments(&x.arguments),

@@ -19,17 +19,28 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 
 use crate::args::{QueueType, assert_args_equivalent, parse_queue_args};
 use crate::error::{BrokerError, Result};
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{self, Destination, Exchange};
 use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
 use crate::queue::{Queue, QueueRef};
 use crate::route_cache::RouteCache;
 use crate::route_memo::RouteMemo;
 use lepus_store::log::QueueLog;
-use lepus_store::meta::{Change, Snapshot};
+use lepus_store::meta::{BindingRecord, Change, Snapshot};
 
 /// Exchanges reached while routing one message, bounding exchange-to-exchange chains.
 pub const ROUTE_EXCHANGES_MAX: usize = 1024;
+
+/// RabbitMQ's predeclared exchanges: (name, type, internal).
+const PREDECLARED: [(&str, &str, bool); 7] = [
+    ("", "direct", false),
+    ("amq.direct", "direct", false),
+    ("amq.fanout", "fanout", false),
+    ("amq.topic", "topic", false),
+    ("amq.headers", "headers", false),
+    ("amq.match", "headers", false),
+    ("amq.rabbitmq.trace", "topic", true),
+];
 
 #[derive(Debug, Default)]
 struct Topology {
@@ -92,29 +103,28 @@ fn bool_text(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
+/// The 503 for `exchange.declare` of a type this broker does not have.
+fn unknown_type(type_name: &str) -> BrokerError {
+    BrokerError::CommandInvalid(format!("unknown exchange type '{type_name}'"))
+}
+
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
     pub fn new(name: &str) -> VHost {
-        let vhost = VHost {
+        let mut vhost = VHost {
             name: name.into(),
             topology: RwLock::default(),
             topology_version: AtomicU64::new(0),
             memo: RouteMemo::default(),
             persistence: None,
         };
-        {
-            let mut t = vhost.topology.write();
-            let mut add = |name: &'static str, kind, internal| {
-                let x = Exchange::new(ShortStr::from_static(name), kind, true, false, internal, FieldTable::new());
-                t.exchanges.insert(ShortStr::from_static(name), x);
-            };
-            add("", ExchangeKind::Direct, false);
-            add("amq.direct", ExchangeKind::Direct, false);
-            add("amq.fanout", ExchangeKind::Fanout, false);
-            add("amq.topic", ExchangeKind::Topic, false);
-            add("amq.headers", ExchangeKind::Headers, false);
-            add("amq.match", ExchangeKind::Headers, false);
-            add("amq.rabbitmq.trace", ExchangeKind::Topic, true);
+        let t = vhost.topology.get_mut();
+        for (name, type_name, internal) in PREDECLARED {
+            let index = exchange::new_index(type_name);
+            debug_assert!(index.is_some(), "predeclared exchange of unknown type {type_name}");
+            let Some(index) = index else { continue };
+            let x = Exchange::new(ShortStr::from_static(name), index, true, false, internal, FieldTable::new());
+            t.exchanges.insert(x.name.clone(), x);
         }
         vhost
     }
@@ -135,8 +145,8 @@ impl VHost {
         {
             let t = vhost.topology.get_mut();
             for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
-                let (Some(xname), Some(kind)) =
-                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), ExchangeKind::parse(&r.kind))
+                let (Some(xname), Some(index)) =
+                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), exchange::new_index(&r.kind))
                 else {
                     report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
@@ -145,7 +155,7 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': arguments unreadable ({e}); restored without"));
                     FieldTable::new()
                 });
-                t.exchanges.insert(xname.clone(), Exchange::new(xname, kind, true, r.auto_delete, r.internal, args));
+                t.exchanges.insert(xname.clone(), Exchange::new(xname, index, true, r.auto_delete, r.internal, args));
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
@@ -202,7 +212,7 @@ impl VHost {
                 };
                 let args = persist::decode_arguments(&r.arguments).unwrap_or_default();
                 let Some(x) = t.exchanges.get_mut(&source) else { continue };
-                if let Ok(true) = x.bind(dest.clone(), key.clone(), args.clone()) {
+                if let Ok(true) = x.bind(&dest, &key, &args) {
                     t.bindings_to.entry(dest).or_default().push((source, key, args));
                     report.bindings += 1;
                 }
@@ -280,8 +290,8 @@ impl VHost {
         if d.passive {
             return Err(self.no_exchange(&d.name));
         }
-        let Some(kind) = ExchangeKind::parse(&d.kind) else {
-            return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+        let Some(index) = exchange::new_index(&d.kind) else {
+            return Err(unknown_type(&d.kind));
         };
         if d.name.as_bytes().starts_with(b"amq.") {
             return Err(BrokerError::AccessRefused(format!(
@@ -289,7 +299,7 @@ impl VHost {
                 d.name
             )));
         }
-        let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        let x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
         if d.durable && self.persistence.is_some() {
             self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
         }
@@ -304,11 +314,11 @@ impl VHost {
                 "inequivalent arg '{field}' for {what}: received '{received}' but current is '{current}'"
             ))
         };
-        if d.kind != x.kind.name() {
-            if ExchangeKind::parse(&d.kind).is_none() {
-                return Err(BrokerError::CommandInvalid(format!("unknown exchange type '{}'", d.kind)));
+        if d.kind != x.type_name() {
+            if exchange::new_index(&d.kind).is_none() {
+                return Err(unknown_type(&d.kind));
             }
-            return Err(differs("type", &d.kind, x.kind.name()));
+            return Err(differs("type", &d.kind, x.type_name()));
         }
         if d.durable != x.durable {
             return Err(differs("durable", bool_text(d.durable), bool_text(x.durable)));
@@ -384,17 +394,17 @@ impl VHost {
     }
 
     /// Removes every binding leading to `dest`; sources left without bindings that are
-    /// auto-delete are deleted in turn.
+    /// auto-delete are deleted in turn, however long the cascade (every destination after the
+    /// first is an exchange just removed, so it takes at most one step per exchange).
     /// (The metadata store drops stored bindings with their destination; `changes` gets the
     /// auto-deleted durable exchanges.)
     fn remove_bindings_to(&self, t: &mut Topology, dest: &Destination, changes: &mut Vec<Change>) {
+        let steps_max = 1 + t.exchanges.len();
         let mut work = vec![dest.clone()];
         let mut steps = 0usize;
         while let Some(dest) = work.pop() {
             steps += 1;
-            if steps > ROUTE_EXCHANGES_MAX * 4 {
-                break;
-            }
+            debug_assert!(steps <= steps_max, "more steps than exchanges removing bindings to {dest:?}");
             let Some(bindings) = t.bindings_to.remove(&dest) else { continue };
             for (source, key, args) in bindings {
                 let Some(x) = t.exchanges.get_mut(&source) else { continue };
@@ -417,7 +427,9 @@ impl VHost {
 
     // ---- bindings ---------------------------------------------------------------------
 
-    /// `queue.bind` (dest = queue) or `exchange.bind` (dest = exchange).
+    /// `queue.bind` (dest = queue) or `exchange.bind` (dest = exchange). Checked before
+    /// anything changes: a refused bind, or one of a binding that exists, keeps the topology
+    /// version (and so every route cache).
     pub fn bind(
         &self,
         dest: Destination,
@@ -427,17 +439,16 @@ impl VHost {
         connection_id: u64,
     ) -> Result<()> {
         let mut t = self.write_topology();
-        let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
-        let x = self.binding_source(&mut t, &dest, source, connection_id)?;
-        if x.bind(dest.clone(), key.clone(), args.clone())? {
-            let record = (stored && x.durable).then(|| persist::binding_record(&self.name, source, &dest, key, args));
-            if let Some(record) = record
-                && let Err(e) = self.persist(&[Change::PutBinding(record)])
-            {
-                // Not stored: not bound either (a retry binds and stores it).
-                x.unbind(&dest, key, args);
-                return Err(e);
-            }
+        let x = self.binding_source(&t, &dest, source, connection_id)?;
+        if !x.check_bind(&dest, key, args)? {
+            return Ok(());
+        }
+        if let Some(record) = self.stored_binding(&t, x, &dest, key, args) {
+            // Stored first: if that fails nothing is bound (a retry binds and stores it).
+            self.persist(&[Change::PutBinding(record)])?;
+        }
+        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        if x.bind(&dest, key, args)? {
             t.bindings_to.entry(dest).or_default().push((source.clone(), key.clone(), args.clone()));
         }
         Ok(())
@@ -447,16 +458,29 @@ impl VHost {
     /// that exists and is usable by this connection (404, 405), a source that exists (404).
     fn binding_source<'t>(
         &self,
-        t: &'t mut Topology,
+        t: &'t Topology,
         dest: &Destination,
         source: &ShortStr,
         connection_id: u64,
-    ) -> Result<&'t mut Exchange> {
+    ) -> Result<&'t Exchange> {
         if source.is_empty() {
             return Err(self.default_exchange_refused());
         }
         self.check_destination(t, dest, connection_id)?;
-        t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))
+        t.exchanges.get(source).ok_or_else(|| self.no_exchange(source))
+    }
+
+    /// The metadata record of a binding from `x`, if it is stored (see [`crate::persist`]).
+    fn stored_binding(
+        &self,
+        t: &Topology,
+        x: &Exchange,
+        dest: &Destination,
+        key: &ShortStr,
+        args: &FieldTable,
+    ) -> Option<BindingRecord> {
+        (self.persistence.is_some() && x.durable && Self::stored_destination(t, dest))
+            .then(|| persist::binding_record(&self.name, &x.name, dest, key, args))
     }
 
     fn check_destination(&self, t: &Topology, dest: &Destination, connection_id: u64) -> Result<()> {
@@ -471,7 +495,8 @@ impl VHost {
     }
 
     /// `queue.unbind` / `exchange.unbind`. Unbinding what is not bound succeeds, and so (as
-    /// in RabbitMQ 3.x) does unbinding from or to a queue or exchange that does not exist.
+    /// in RabbitMQ 3.x) does unbinding from or to a queue or exchange that does not exist;
+    /// neither, nor a refused unbind, changes the topology version.
     pub fn unbind(
         &self,
         dest: Destination,
@@ -488,20 +513,20 @@ impl VHost {
         if !source.is_empty() && (missing || !t.exchanges.contains_key(source)) {
             return Ok(());
         }
-        let stored = self.persistence.is_some() && Self::stored_destination(&t, &dest);
-        let x = self.binding_source(&mut t, &dest, source, connection_id)?;
+        let x = self.binding_source(&t, &dest, source, connection_id)?;
+        if !x.is_bound(&dest, key, args) {
+            return Ok(());
+        }
         let mut changes = Vec::new();
-        if x.unbind(&dest, key, args) {
-            if stored && x.durable {
-                changes.push(Change::DeleteBinding(persist::binding_record(&self.name, source, &dest, key, args)));
-            }
-            let auto_delete_now = x.auto_delete && x.binding_count() == 0;
-            if let Some(list) = t.bindings_to.get_mut(&dest) {
-                list.retain(|(s, k, a)| !(s == source && k == key && a == args));
-            }
-            if auto_delete_now {
-                self.remove_exchange(&mut t, source, &mut changes);
-            }
+        changes.extend(self.stored_binding(&t, x, &dest, key, args).map(Change::DeleteBinding));
+        let x = t.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        x.unbind(&dest, key, args);
+        let auto_delete_now = x.auto_delete && x.binding_count() == 0;
+        if let Some(list) = t.bindings_to.get_mut(&dest) {
+            list.retain(|(s, k, a)| !(s == source && k == key && a == args));
+        }
+        if auto_delete_now {
+            self.remove_exchange(&mut t, source, &mut changes);
         }
         self.persist(&changes)
     }
@@ -753,13 +778,22 @@ impl VHost {
         let decoded = std::cell::OnceCell::new();
         let mut dests = Vec::new();
         while let Some(x) = work.pop() {
-            if !visited.insert(x.name.as_bytes()) || visited.len() > ROUTE_EXCHANGES_MAX {
+            if !visited.insert(x.name.as_bytes()) {
                 continue;
             }
+            if visited.len() > ROUTE_EXCHANGES_MAX {
+                tracing::warn!(
+                    vhost = ?self.name,
+                    exchange = ?String::from_utf8_lossy(exchange),
+                    limit = ROUTE_EXCHANGES_MAX,
+                    "route reached more exchanges than the limit; delivered to the queues found before it"
+                );
+                break;
+            }
             dests.clear();
-            let by_headers = x.kind == ExchangeKind::Headers;
+            let by_headers = x.routes_by_headers();
             cacheable &= !by_headers;
-            memoizable |= matches!(x.kind, ExchangeKind::Topic | ExchangeKind::Fanout);
+            memoizable |= x.memoizable();
             x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
@@ -832,5 +866,59 @@ impl Drop for TopologyWrite<'_> {
         if self.changed {
             self.version.fetch_add(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> ShortStr {
+        ShortStr::try_from(text).expect("short string")
+    }
+
+    /// Bindings, in either index, from or to an exchange or queue that does not exist.
+    fn dangling_bindings(t: &Topology) -> usize {
+        let exists = |d: &Destination| match d {
+            Destination::Queue(q) => t.queues.contains_key(q),
+            Destination::Exchange(x) => t.exchanges.contains_key(x),
+        };
+        let forward = t.exchanges.values().flat_map(Exchange::bindings).filter(|(d, _, _)| !exists(d)).count();
+        let reverse = t
+            .bindings_to
+            .iter()
+            .flat_map(|(d, list)| list.iter().map(move |(source, _, _)| (d, source)))
+            .filter(|(d, source)| !exists(d) || !t.exchanges.contains_key(*source))
+            .count();
+        forward + reverse
+    }
+
+    /// root → x4999 → … → x0 → q, every x auto-delete: deleting q deletes every x, however
+    /// long the chain, and leaves root with no binding.
+    #[test]
+    fn a_long_auto_delete_cascade_runs_to_its_end() {
+        const CHAIN: usize = 5_000;
+        let vhost = VHost::new("/");
+        let none = FieldTable::new();
+        let x = |i: usize| s(&format!("x{i}"));
+        vhost.declare_queue(&QueueDeclare { name: s("q"), ..Default::default() }, 1).expect("declare");
+        for i in 0..CHAIN {
+            let d = ExchangeDeclare { name: x(i), kind: "fanout".into(), auto_delete: true, ..Default::default() };
+            vhost.declare_exchange(&d).expect("declare");
+            let dest = if i == 0 { Destination::Queue(s("q")) } else { Destination::Exchange(x(i - 1)) };
+            vhost.bind(dest, &x(i), &s(""), &none, 1).expect("bind");
+        }
+        let root = ExchangeDeclare { name: s("root"), kind: "fanout".into(), ..Default::default() };
+        vhost.declare_exchange(&root).expect("declare");
+        vhost.bind(Destination::Exchange(x(CHAIN - 1)), &s("root"), &s(""), &none, 1).expect("bind");
+        let mut queues = Vec::new();
+        vhost.route(b"root", &[b""], None, &mut queues).expect("route");
+        assert!(queues.is_empty(), "q is further than {ROUTE_EXCHANGES_MAX} exchanges away");
+
+        vhost.delete_queue(&s("q"), false, false, 1).expect("delete");
+        let t = vhost.topology.read();
+        assert_eq!((0..CHAIN).filter(|&i| t.exchanges.contains_key(&x(i))).count(), 0);
+        assert_eq!(t.exchanges.get(&s("root")).map(Exchange::binding_count), Some(0));
+        assert_eq!(dangling_bindings(&t), 0);
     }
 }

@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use lepus_broker::exchange::Destination;
 use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
-use lepus_broker::{MessageHeaders, RouteCache, VHost};
+use lepus_broker::{BrokerError, MessageHeaders, RouteCache, VHost};
 use lepus_protocol::Encoder;
 use lepus_protocol::table::encode_table;
 use lepus_protocol::{FieldTable, FieldValue, ShortStr};
@@ -203,10 +203,19 @@ fn routes_through_a_headers_exchange_are_not_cached() {
     assert_eq!(route(Some(&matching), &mut cache), ["q0"]);
 }
 
-/// Declarations that change nothing (passive, or repeating what exists) and refused
-/// declarations keep the topology version, so they do not invalidate every connection's route
-/// cache; real changes get a new version. (A bind or unbind may bump it without changing
-/// anything: safe, only a cache refill.)
+fn reply_code(e: &BrokerError) -> &'static str {
+    match e {
+        BrokerError::AccessRefused(_) => "403",
+        BrokerError::NotFound { .. } => "404",
+        BrokerError::ResourceLocked(_) => "405",
+        BrokerError::PreconditionFailed(_) => "406",
+        _ => "another code",
+    }
+}
+
+/// Declarations, bindings and unbindings that change nothing (passive, repeating what exists,
+/// unbinding what is not bound) and refused ones keep the topology version, so they do not
+/// invalidate every connection's route cache; real changes get a new version.
 #[test]
 fn only_real_changes_invalidate_the_caches() {
     let vhost = VHost::new("/");
@@ -236,8 +245,32 @@ fn only_real_changes_invalidate_the_caches() {
             .expect_err("404");
     }));
     let dest = || Destination::Queue(s("q0"));
-    assert!(changed(&|| vhost.bind(dest(), &s("x"), &s("k"), &FieldTable::new(), 1).expect("bind")));
-    assert!(changed(&|| vhost.unbind(dest(), &s("x"), &s("k"), &FieldTable::new(), 1).expect("unbind")));
+    let none = FieldTable::new();
+    assert!(changed(&|| vhost.bind(dest(), &s("x"), &s("k"), &none, 1).expect("bind")));
+    assert!(!changed(&|| vhost.bind(dest(), &s("x"), &s("k"), &none, 1).expect("bind what is bound")));
+    assert!(!changed(&|| vhost.unbind(dest(), &s("x"), &s("other"), &none, 1).expect("unbind what is not bound")));
+    assert!(!changed(&|| vhost.unbind(dest(), &s("missing"), &s("k"), &none, 1).expect("unbind from nothing")));
+    let owned = QueueDeclare { name: s("owned"), exclusive: true, ..Default::default() };
+    assert!(changed(&|| drop(vhost.declare_queue(&owned, 2).expect("declare"))));
+    let mut bad_x_match = FieldTable::new();
+    bad_x_match.insert(s("x-match"), FieldValue::LongStr(Bytes::from_static(b"some")));
+    let refused: [(&str, Destination, &str, &FieldTable); 6] = [
+        ("404", Destination::Queue(s("missing")), "x", &none),
+        ("404", dest(), "missing", &none),
+        ("403", dest(), "", &none),
+        ("403", Destination::Exchange(s("")), "x", &none),
+        ("405", Destination::Queue(s("owned")), "x", &none),
+        ("406", dest(), "amq.headers", &bad_x_match),
+    ];
+    for (code, to, from, args) in &refused {
+        let bind = || vhost.bind(to.clone(), &s(from), &s("k"), args, 1);
+        assert!(!changed(&|| assert_eq!(reply_code(&bind().expect_err(code)), *code)), "bind refused with {code}");
+    }
+    for (code, to, from, args) in &refused[2..5] {
+        let unbind = || vhost.unbind(to.clone(), &s(from), &s("k"), args, 1);
+        assert!(!changed(&|| assert_eq!(reply_code(&unbind().expect_err(code)), *code)), "unbind refused with {code}");
+    }
+    assert!(changed(&|| vhost.unbind(dest(), &s("x"), &s("k"), &none, 1).expect("unbind")));
     assert!(changed(&|| vhost.delete_exchange(&s("x"), false).expect("delete")));
     assert!(!changed(&|| vhost.delete_exchange(&s("x"), false).expect("delete what is gone")));
     assert!(changed(&|| assert_eq!(vhost.delete_queue(&s("q0"), false, false, 1).expect("delete"), 0)));

@@ -1,0 +1,249 @@
+//! Exchanges: what every exchange has (name, flags, arguments, its bindings) and the seam to
+//! what its type decides ([`ExchangeType`]: binding checks, the routing index, routing).
+//!
+//! A binding is identified, as in RabbitMQ, by (destination, routing key, arguments). The
+//! exchange keeps every binding; its type's index holds what routing needs. Most types ignore
+//! arguments, so their index holds each (destination, key) once however many argument variants
+//! are bound; a type whose arguments are the match (headers) indexes every variant.
+//!
+//! # Adding an exchange type
+//! One module in this folder with a struct implementing [`ExchangeType`] (see `direct.rs` for
+//! the smallest), and one line in [`new_index`] naming it. Nothing else matches on types: the
+//! vhost asks the trait whether routes through it may be cached or memoized.
+
+mod direct;
+mod fanout;
+mod headers;
+mod topic;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use lepus_protocol::{FieldTable, ShortStr};
+
+use crate::error::BrokerError;
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Queue(ShortStr),
+    Exchange(ShortStr),
+}
+
+/// What an exchange type decides: which bindings it accepts, what it indexes of them, and where
+/// a message goes. One value per exchange, holding that exchange's routing index.
+pub trait ExchangeType: fmt::Debug + Send + Sync {
+    /// The type's name, as `exchange.declare` gives it and the metadata store keeps it.
+    fn name(&self) -> &'static str;
+
+    /// Refuses binding arguments the type cannot use, with the reply text of a
+    /// 406 PRECONDITION_FAILED (without its `PRECONDITION_FAILED - ` prefix).
+    fn check_binding(&self, _arguments: &FieldTable) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the index takes every argument variant of a (destination, key) (the arguments are
+    /// the match), rather than each (destination, key) once whatever its arguments.
+    fn indexes_arguments(&self) -> bool {
+        false
+    }
+
+    /// Adds a binding to the index: the first argument variant of a (destination, key), or
+    /// every variant if [`indexes_arguments`](Self::indexes_arguments). The arguments passed
+    /// [`check_binding`](Self::check_binding).
+    fn bind(&mut self, dest: &Destination, key: &ShortStr, arguments: &FieldTable);
+
+    /// Removes a binding from the index: the last argument variant of a (destination, key), or
+    /// any variant if [`indexes_arguments`](Self::indexes_arguments).
+    fn unbind(&mut self, dest: &Destination, key: &ShortStr, arguments: &FieldTable);
+
+    /// Pushes the destinations for a message with `routing_keys` (the routing key, then any
+    /// `CC`/`BCC` keys) and `headers` (given only if [`routes_by_headers`](Self::routes_by_headers)).
+    /// May push duplicates; the caller de-duplicates. Allocates nothing beyond `out`.
+    fn route(&self, routing_keys: &[&[u8]], headers: Option<&FieldTable>, out: &mut Vec<Destination>);
+
+    /// Whether a route depends on the message's headers: then it is never cached, and the
+    /// headers are decoded for it.
+    fn routes_by_headers(&self) -> bool {
+        false
+    }
+
+    /// Whether a route through this type is worth keeping in the vhost's shared memo (it costs
+    /// more than the memo's lock and lookup).
+    fn memoizable(&self) -> bool {
+        false
+    }
+}
+
+/// The exchange types by name: a new, empty routing index for an exchange of `type_name`, or
+/// `None` for a type this broker does not have.
+pub fn new_index(type_name: &str) -> Option<Box<dyn ExchangeType>> {
+    Some(match type_name {
+        direct::NAME => Box::new(direct::Direct::default()),
+        fanout::NAME => Box::new(fanout::Fanout::default()),
+        topic::NAME => Box::new(topic::Topic::default()),
+        headers::NAME => Box::new(headers::Headers::default()),
+        _ => return None,
+    })
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: ShortStr,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// The `alternate-exchange` argument.
+    pub alternate: Option<ShortStr>,
+    /// (destination, key) → the argument tables bound with it.
+    bindings: HashMap<(Destination, ShortStr), Vec<FieldTable>>,
+    index: Box<dyn ExchangeType>,
+}
+
+impl Exchange {
+    /// An exchange of the type whose empty `index` is given (see [`new_index`]).
+    pub fn new(
+        name: ShortStr,
+        index: Box<dyn ExchangeType>,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Exchange {
+        let alternate = match arguments.get("alternate-exchange") {
+            Some(v) => v.as_bytes().and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b))),
+            None => None,
+        };
+        Exchange { name, durable, auto_delete, internal, arguments, alternate, bindings: HashMap::new(), index }
+    }
+
+    /// The exchange's type name (`direct`, `topic`, …).
+    pub fn type_name(&self) -> &'static str {
+        self.index.name()
+    }
+
+    /// See [`ExchangeType::routes_by_headers`].
+    pub fn routes_by_headers(&self) -> bool {
+        self.index.routes_by_headers()
+    }
+
+    /// See [`ExchangeType::memoizable`].
+    pub fn memoizable(&self) -> bool {
+        self.index.memoizable()
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// Whether this binding exists.
+    pub fn is_bound(&self, dest: &Destination, key: &ShortStr, args: &FieldTable) -> bool {
+        self.bindings.get(&(dest.clone(), key.clone())).is_some_and(|variants| variants.contains(args))
+    }
+
+    /// What [`bind`](Self::bind) would do, changing nothing: 406 for arguments the type
+    /// refuses, `Ok(false)` if the binding exists already.
+    pub fn check_bind(&self, dest: &Destination, key: &ShortStr, args: &FieldTable) -> Result<bool, BrokerError> {
+        self.index.check_binding(args).map_err(BrokerError::PreconditionFailed)?;
+        Ok(!self.is_bound(dest, key, args))
+    }
+
+    /// Adds a binding; `Ok(false)` if it already existed.
+    pub fn bind(&mut self, dest: &Destination, key: &ShortStr, args: &FieldTable) -> Result<bool, BrokerError> {
+        if !self.check_bind(dest, key, args)? {
+            return Ok(false);
+        }
+        let variants = self.bindings.entry((dest.clone(), key.clone())).or_default();
+        if variants.is_empty() || self.index.indexes_arguments() {
+            self.index.bind(dest, key, args);
+        }
+        variants.push(args.clone());
+        Ok(true)
+    }
+
+    /// Removes a binding; false if it did not exist.
+    pub fn unbind(&mut self, dest: &Destination, key: &ShortStr, args: &FieldTable) -> bool {
+        let map_key = (dest.clone(), key.clone());
+        let Some(variants) = self.bindings.get_mut(&map_key) else { return false };
+        let Some(pos) = variants.iter().position(|a| a == args) else { return false };
+        variants.remove(pos);
+        let last = variants.is_empty();
+        if last {
+            self.bindings.remove(&map_key);
+        }
+        if last || self.index.indexes_arguments() {
+            self.index.unbind(dest, key, args);
+        }
+        true
+    }
+
+    /// Every binding: (destination, key, arguments).
+    pub fn bindings(&self) -> impl Iterator<Item = (&Destination, &ShortStr, &FieldTable)> {
+        self.bindings.iter().flat_map(|((d, k), args)| args.iter().map(move |a| (d, k, a)))
+    }
+
+    /// See [`ExchangeType::route`].
+    pub fn route(&self, routing_keys: &[&[u8]], headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
+        self.index.route(routing_keys, headers, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lepus_protocol::FieldValue;
+
+    use super::*;
+
+    const TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
+
+    fn s(text: &str) -> ShortStr {
+        ShortStr::try_from(text).expect("short string")
+    }
+
+    fn exchange(type_name: &str) -> Exchange {
+        let index = new_index(type_name).expect("a registered type");
+        Exchange::new(s("x"), index, false, false, false, FieldTable::new())
+    }
+
+    fn routes_to_q(x: &Exchange, key: &str) -> bool {
+        let mut out = Vec::new();
+        x.route(&[key.as_bytes()], Some(&FieldTable::new()), &mut out);
+        out.contains(&Destination::Queue(s("q")))
+    }
+
+    #[test]
+    fn the_registry_knows_each_type_by_its_name() {
+        for type_name in TYPES {
+            assert_eq!(new_index(type_name).map(|index| index.name()), Some(type_name));
+        }
+        for unknown in ["x-unknown", "Direct", ""] {
+            assert!(new_index(unknown).is_none(), "{unknown:?}");
+        }
+    }
+
+    /// A destination bound with two keys, or with two argument variants of one key, is still
+    /// routed to after one of them is unbound, and no longer after both are.
+    #[test]
+    fn a_destination_stays_bound_until_its_last_binding_goes() {
+        let q = Destination::Queue(s("q"));
+        let mut other = FieldTable::new();
+        other.insert(s("x-other"), FieldValue::I32(1));
+        let none = FieldTable::new();
+        for type_name in TYPES {
+            let mut x = exchange(type_name);
+            for (key, args) in [("a", &none), ("b", &none), ("b", &other)] {
+                assert_eq!(x.bind(&q, &s(key), args), Ok(true), "{type_name}");
+                assert_eq!(x.bind(&q, &s(key), args), Ok(false), "{type_name}");
+            }
+            assert!(x.unbind(&q, &s("a"), &none));
+            assert!(!x.unbind(&q, &s("a"), &none));
+            assert!(routes_to_q(&x, "b"), "{type_name}: bound by key b");
+            assert!(x.unbind(&q, &s("b"), &none));
+            assert!(routes_to_q(&x, "b"), "{type_name}: bound by key b with other arguments");
+            assert!(x.unbind(&q, &s("b"), &other));
+            assert!(!routes_to_q(&x, "b"), "{type_name}: unbound");
+            assert_eq!(x.binding_count(), 0);
+        }
+    }
+}
