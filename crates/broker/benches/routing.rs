@@ -141,6 +141,7 @@ fn queue_cycle(c: &mut Criterion) {
     queue.consume(spec).expect("consumer attaches");
     let msg = message();
     let mut drained = Vec::with_capacity(N);
+    let mut seqs: Vec<u64> = Vec::with_capacity(N);
     let mut g = c.benchmark_group("queue");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("publish+assign+drain+settle", |b| {
@@ -149,14 +150,13 @@ fn queue_cycle(c: &mut Criterion) {
                 queue.publish(msg.clone());
             }
             outlet.drain_into(&mut drained);
-            let seqs = drained.iter().filter_map(|d| match d {
+            seqs.clear();
+            seqs.extend(drained.drain(..).filter_map(|d| match d {
                 Outbound::Deliver(d) => Some(d.seq),
                 _ => None,
-            });
-            let n = seqs.clone().count();
-            queue.ack(Some(consumer), seqs.collect::<Vec<_>>().into_iter());
-            drained.clear();
-            n
+            }));
+            queue.ack(Some(consumer), seqs.iter().copied());
+            seqs.len()
         })
     });
     g.finish();

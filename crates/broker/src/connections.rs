@@ -79,7 +79,9 @@ impl Registry {
 
     /// Removes a connection, keeping its counts in the totals.
     pub fn deregister(&self, id: u64) {
-        let Some(info) = self.open.lock().remove(&id) else { return };
+        let mut open = self.open.lock();
+        let Some(info) = open.remove(&id) else { return };
+        // Under the lock, so `totals` never sees it both open and retired.
         self.retired.add_shared(&info.stats.snapshot());
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -110,9 +112,9 @@ impl Registry {
 
     /// Broker-wide counts: every open connection's plus those of the closed ones.
     pub fn totals(&self) -> Snapshot {
-        let open = self.list();
+        let open = self.open.lock();
         let mut sum = self.retired.snapshot();
-        for c in open {
+        for c in open.values() {
             sum += c.stats.snapshot();
         }
         sum

@@ -3,7 +3,9 @@
 //! and everything here is testable with plain unit and property tests.
 //!
 //! # Layout
-//! - [`broker`]: [`Broker`], the service a node runs: vhosts, users, connections, clock.
+//! - [`broker`]: [`Broker`], the service a node runs: vhosts, users, connections, clock and
+//!   timers, durability.
+//! - [`command`]: [`Command`](command::Command), the one way topology changes.
 //! - [`users`]: users, password hashes, the loopback-only rule.
 //! - [`connections`]: the registry of open connections; [`stats`]: message counters.
 //! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings), declaration rules and
@@ -12,7 +14,7 @@
 //!   seam, one module per type (direct, fanout, topic, headers) and the registry of types.
 //! - [`topic`], [`headers`]: the topic trie and headers matching, for those two types;
 //!   [`MessageHeaders`], a message's headers as routing receives them.
-//! - [`route_cache`], [`route_memo`]: a connection's last route and the vhost's shared memo of
+//! - [`route_cache`], [`route_memo`]: a publisher's last route and the vhost's shared memo of
 //!   routes, each valid for one topology version.
 //! - [`queue`]: a queue's messages and consumers; assignment under its lock.
 //! - [`outlet`]: the per-connection list queues push deliveries onto.
@@ -30,6 +32,7 @@
 pub mod args;
 pub mod broker;
 pub mod clock;
+pub mod command;
 pub mod connections;
 pub mod durability;
 pub mod error;

@@ -15,7 +15,7 @@
 //!   passed in).
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
-//! - `auth`: users, SASL PLAIN/AMQPLAIN, the loopback-only rule for guest.
+//! - `auth`: SASL PLAIN/AMQPLAIN, decoded for the broker's users.
 //! - `error`: typed connection and channel errors, mapped once to AMQP reply codes.
 
 pub mod auth;

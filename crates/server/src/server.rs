@@ -141,7 +141,9 @@ impl Server {
         drop(self.listener);
         tracing::info!(connections = tasks.len(), "shutting down: closing connections");
         while tasks.join_next().await.is_some() {}
-        let _ = timer_task.await;
+        if let Err(e) = timer_task.await {
+            tracing::error!(error = %e, "timer task failed");
+        }
         tracing::info!("shutdown complete");
     }
 }

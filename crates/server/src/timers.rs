@@ -30,6 +30,9 @@ pub(crate) fn spawn_driver(
     tokio::spawn(async move {
         loop {
             while service.fire_due() == FIRE_BATCH {
+                if *stop.borrow() {
+                    return;
+                }
                 tokio::task::yield_now().await;
             }
             let sleep = Duration::from_millis(sleep_ms(&service));

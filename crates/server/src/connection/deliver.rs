@@ -84,10 +84,18 @@ impl Connection {
     }
 
     pub(super) fn basic_cancel(&mut self, channel: u16, m: BasicCancel) -> Result<(), Fail> {
-        self.cancel_consumer(channel, &m.consumer_tag);
-        // What the queue assigned before the cancel is written before cancel-ok.
+        let cancelled = self.cancel_consumer(channel, &m.consumer_tag);
+        // What the queue assigned before the cancel is written before cancel-ok (or, past
+        // the cancel, requeued); then the consumer's route is forgotten.
         self.drain_outlet();
-        self.consumer_routes.retain(|_, r| r.live);
+        if let Some(id) = cancelled {
+            self.consumer_routes.remove(&id);
+        }
+        // Requeued deliveries gave channel-wide credit back: other consumers may use it.
+        if self.channels.get(&channel).is_some_and(|ch| ch.gate.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0)
+        {
+            self.kick_consumers(channel);
+        }
         if !m.no_wait {
             self.send(channel, BasicCancelOk { consumer_tag: m.consumer_tag });
         }
@@ -96,10 +104,10 @@ impl Connection {
 
     /// Detaches a consumer from its queue (auto-deleting the queue if it was the last). What
     /// the queue had already assigned to it is requeued when the outlet is next drained,
-    /// after which the caller forgets its route.
-    fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) {
-        let Some(ch) = self.channels.get_mut(&channel) else { return };
-        let Some(info) = ch.consumers.remove(tag) else { return };
+    /// after which the caller forgets its route. Returns the consumer's id.
+    fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) -> Option<ConsumerId> {
+        let ch = self.channels.get_mut(&channel)?;
+        let info = ch.consumers.remove(tag)?;
         if let Some(route) = self.consumer_routes.get_mut(&info.id) {
             route.live = false;
         }
@@ -117,6 +125,7 @@ impl Connection {
                 }
             }
         }
+        Some(info.id)
     }
 
     pub(super) fn basic_get(&mut self, channel: u16, m: BasicGet) -> Result<(), Fail> {
@@ -281,7 +290,11 @@ impl Connection {
             return;
         };
         let channel = *channel;
-        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            debug_assert!(false, "a live route names channel {channel}, which is not open");
+            self.requeue_undelivered(d);
+            return;
+        };
         let delivery_tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
         match (&d.queue, d.ack_required) {
@@ -337,13 +350,13 @@ impl Connection {
             Some(ch) => ch.consumers.keys().cloned().collect(),
             None => return,
         };
-        for tag in &tags {
-            self.cancel_consumer(channel, tag);
-        }
+        let cancelled: Vec<ConsumerId> = tags.iter().filter_map(|tag| self.cancel_consumer(channel, tag)).collect();
         // Deliveries already assigned to those consumers come back through the outlet and
         // are requeued there; then their routes are forgotten.
         self.drain_outlet();
-        self.consumer_routes.retain(|_, r| r.live);
+        for id in cancelled {
+            self.consumer_routes.remove(&id);
+        }
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         ch.assembling = None;
         // Confirms and commit-oks still waiting for the store are never sent on this channel.

@@ -806,6 +806,17 @@ impl Connection {
     }
 }
 
+/// If the task ends without its orderly end (a panic, an abort), queues stop assigning to the
+/// connection and the registry forgets it. The orderly end in `run` has done both already.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.outlet.close();
+        if self.info.take().is_some() {
+            self.shared.broker.connections().deregister(self.id);
+        }
+    }
+}
+
 /// Room for several large frames when one (no larger than `frame_limit`, which the parser
 /// enforces) is waiting to be completed (see [`LARGE_FRAME_MIN`]). True if one was.
 fn grow_for_large_frames(inbuf: &mut BytesMut, frame_limit: usize) -> bool {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use lepus_broker::command::{Applied, Binding, Command, Issuer};
 use lepus_broker::exchange::Destination;
 use lepus_broker::vhost::{ExchangeDeclare as XDeclare, QueueDeclare as QDeclare};
 
@@ -13,6 +14,19 @@ use crate::names::random_name;
 impl Connection {
     pub(super) fn vhost_arc(&self) -> Result<Arc<VHost>, Fail> {
         self.vhost_ref.clone().ok_or_else(|| ConnectionError::Internal("connection has no vhost".into()).into())
+    }
+
+    /// Runs a topology command on this connection's vhost (the broker's one command path).
+    fn execute(&self, command: Command) -> Result<Applied, Fail> {
+        Ok(self.vhost_arc()?.execute(Issuer { connection_id: self.id }, command)?)
+    }
+
+    /// Runs a command that removes messages; returns how many.
+    fn removed(&self, command: Command) -> Result<u32, Fail> {
+        match self.execute(command)? {
+            Applied::Removed(n) => Ok(n),
+            other => Err(ConnectionError::Internal(format!("expected a count, applied {other:?}")).into()),
+        }
     }
 
     pub(super) fn chan(&mut self, channel: u16) -> Result<&mut Channel, Fail> {
@@ -42,7 +56,7 @@ impl Connection {
             internal: m.internal,
             arguments: m.arguments,
         };
-        self.vhost_arc()?.declare_exchange(&d)?;
+        self.execute(Command::DeclareExchange(d))?;
         if !m.no_wait {
             self.send(channel, ExchangeDeclareOk {});
         }
@@ -50,7 +64,7 @@ impl Connection {
     }
 
     pub(super) fn exchange_delete(&mut self, channel: u16, m: ExchangeDelete) -> Result<(), Fail> {
-        self.vhost_arc()?.delete_exchange(&m.exchange, m.if_unused)?;
+        self.execute(Command::DeleteExchange { name: m.exchange, if_unused: m.if_unused })?;
         if !m.no_wait {
             self.send(channel, ExchangeDeleteOk {});
         }
@@ -58,8 +72,9 @@ impl Connection {
     }
 
     pub(super) fn exchange_bind(&mut self, channel: u16, m: ExchangeBind) -> Result<(), Fail> {
-        let dest = Destination::Exchange(m.destination);
-        self.vhost_arc()?.bind(dest, &m.source, &m.routing_key, &m.arguments, self.id)?;
+        let destination = Destination::Exchange(m.destination);
+        let b = Binding { source: m.source, destination, routing_key: m.routing_key, arguments: m.arguments };
+        self.execute(Command::Bind(b))?;
         if !m.no_wait {
             self.send(channel, ExchangeBindOk {});
         }
@@ -67,8 +82,9 @@ impl Connection {
     }
 
     pub(super) fn exchange_unbind(&mut self, channel: u16, m: ExchangeUnbind) -> Result<(), Fail> {
-        let dest = Destination::Exchange(m.destination);
-        self.vhost_arc()?.unbind(dest, &m.source, &m.routing_key, &m.arguments, self.id)?;
+        let destination = Destination::Exchange(m.destination);
+        let b = Binding { source: m.source, destination, routing_key: m.routing_key, arguments: m.arguments };
+        self.execute(Command::Unbind(b))?;
         if !m.no_wait {
             self.send(channel, ExchangeUnbindOk {});
         }
@@ -91,7 +107,11 @@ impl Connection {
             auto_delete: m.auto_delete,
             arguments: m.arguments,
         };
-        let (_, message_count, consumer_count) = self.vhost_arc()?.declare_queue(&d, self.id)?;
+        let Applied::Queue { messages: message_count, consumers: consumer_count, .. } =
+            self.execute(Command::DeclareQueue(d))?
+        else {
+            return Err(ConnectionError::Internal("queue.declare applied without a queue".into()).into());
+        };
         self.chan(channel)?.last_queue = Some(name.clone());
         if !m.no_wait {
             self.send(channel, QueueDeclareOk { queue: name, message_count, consumer_count });
@@ -100,8 +120,9 @@ impl Connection {
     }
 
     pub(super) fn queue_bind(&mut self, channel: u16, m: QueueBind) -> Result<(), Fail> {
-        let queue = self.queue_name(channel, m.queue)?;
-        self.vhost_arc()?.bind(Destination::Queue(queue), &m.exchange, &m.routing_key, &m.arguments, self.id)?;
+        let destination = Destination::Queue(self.queue_name(channel, m.queue)?);
+        let b = Binding { source: m.exchange, destination, routing_key: m.routing_key, arguments: m.arguments };
+        self.execute(Command::Bind(b))?;
         if !m.no_wait {
             self.send(channel, QueueBindOk {});
         }
@@ -109,15 +130,16 @@ impl Connection {
     }
 
     pub(super) fn queue_unbind(&mut self, channel: u16, m: QueueUnbind) -> Result<(), Fail> {
-        let queue = self.queue_name(channel, m.queue)?;
-        self.vhost_arc()?.unbind(Destination::Queue(queue), &m.exchange, &m.routing_key, &m.arguments, self.id)?;
+        let destination = Destination::Queue(self.queue_name(channel, m.queue)?);
+        let b = Binding { source: m.exchange, destination, routing_key: m.routing_key, arguments: m.arguments };
+        self.execute(Command::Unbind(b))?;
         self.send(channel, QueueUnbindOk {});
         Ok(())
     }
 
     pub(super) fn queue_purge(&mut self, channel: u16, m: QueuePurge) -> Result<(), Fail> {
         let name = self.queue_name(channel, m.queue)?;
-        let message_count = self.vhost_arc()?.queue(&name, self.id)?.purge();
+        let message_count = self.removed(Command::PurgeQueue { name })?;
         if !m.no_wait {
             self.send(channel, QueuePurgeOk { message_count });
         }
@@ -126,7 +148,8 @@ impl Connection {
 
     pub(super) fn queue_delete(&mut self, channel: u16, m: QueueDelete) -> Result<(), Fail> {
         let name = self.queue_name(channel, m.queue)?;
-        let message_count = self.vhost_arc()?.delete_queue(&name, m.if_unused, m.if_empty, self.id)?;
+        let message_count =
+            self.removed(Command::DeleteQueue { name, if_unused: m.if_unused, if_empty: m.if_empty })?;
         if !m.no_wait {
             self.send(channel, QueueDeleteOk { message_count });
         }

@@ -182,7 +182,11 @@ impl Connection {
             outcome
         };
         self.count(Stat::Published, 1);
-        self.count(if outcome.routed { Stat::Routed } else { Stat::Unroutable }, 1);
+        if outcome.routed {
+            self.count(Stat::Routed, 1);
+        } else if outcome.is_unroutable() {
+            self.count(Stat::Unroutable, 1);
+        }
         if mandatory && outcome.is_unroutable() {
             self.count(Stat::Returned, 1);
             write_return(&mut self.out, channel, NO_ROUTE, b"NO_ROUTE", exchange, routing_key);
