@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use lepus_store::store::{Store, Waker};
+use lepus_store::store::Store;
+/// What a commit wakes (a front end's connection waiting for durability).
+pub use lepus_store::store::Waker as CommitWaker;
 
 /// What makes a change durable. [`Durable::NOW`]: nothing to wait for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,7 +84,7 @@ impl Durability {
     }
 
     /// Wakes `waker` once after the next commit; false (and no wake) without storage.
-    pub fn wake_after_commit(&self, waker: Arc<dyn Waker>) -> bool {
+    pub fn wake_after_commit(&self, waker: Arc<dyn CommitWaker>) -> bool {
         match &self.store {
             Some(store) => {
                 store.wake_after_commit(waker);

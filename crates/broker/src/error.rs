@@ -1,5 +1,5 @@
 //! What the broker model refuses, as typed errors. The server maps each variant once to an
-//! AMQP reply code and scope (`crates/server/src/error.rs`); the texts follow RabbitMQ's.
+//! AMQP reply code and scope (`crates/amqp/src/error.rs`); the texts follow RabbitMQ's.
 
 use thiserror::Error;
 

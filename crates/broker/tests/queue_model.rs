@@ -1,7 +1,7 @@
 //! State-machine property test: a [`Queue`] driven by random operations, checked after every
 //! queue call against a simple reference model.
 //!
-//! The harness plays the server (as `crates/server/src/connection/deliver.rs` does): several
+//! The harness plays the server (as `crates/amqp/src/connection/deliver.rs` does): several
 //! simulated connections, each with an [`Outlet`] and two channels with their own
 //! [`ChannelGate`]; consumers on them; a connection "drain" writes what its outlet holds (ack
 //! deliveries become unacked, no-ack deliveries are settled afterwards, deliveries for

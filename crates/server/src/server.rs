@@ -6,16 +6,15 @@
 //! (with its group-commit thread), and restores every vhost: durable exchanges, queues,
 //! bindings and the messages in the queues' logs.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::clock::SystemClock;
 use lepus_broker::persist::Persistence;
 use lepus_broker::users::{User, Users};
-use lepus_broker::{Broker, BrokerRef, ConsumerId, Durability, OutletRef, VHost};
-use lepus_protocol::ShortStr;
+use lepus_broker::{Broker, BrokerRef, Durability, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::MetaStore;
 use lepus_store::store::{Committer, Store, StoreOptions};
@@ -24,33 +23,19 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::connection::{self, NotifyWake};
-
-/// State shared by all connections.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub broker: BrokerRef,
-    /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
-    pub reply_to: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
-    /// Keeps the group-commit thread and the data-directory lock for the broker's life
-    /// (dropped last: the committer writes what is buffered before it stops).
-    _storage: Option<(Committer, DirLock)>,
-}
-
-/// Where a direct reply-to address delivers.
-#[derive(Debug, Clone)]
-pub(crate) struct ReplyTarget {
-    pub outlet: OutletRef,
-    pub consumer: ConsumerId,
-}
 
 /// A bound, not yet running broker.
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    config: Config,
+    /// What the AMQP connections share: the broker service, limits, reply-to addresses.
+    amqp: Arc<Context>,
     shutdown: Arc<watch::Sender<bool>>,
     /// Wakes the timer task when the earliest deadline moves earlier.
     timer_notify: Arc<Notify>,
+    /// Keeps the group-commit thread and the data-directory lock for the broker's life
+    /// (dropped last: the committer writes what is buffered before it stops).
+    _storage: Option<(Committer, DirLock)>,
 }
 
 /// Asks a running [`Server`] to shut down.
@@ -79,14 +64,9 @@ impl Server {
         let timer_notify = Arc::new(Notify::new());
         let timer_wake = Box::new(NotifyWake(timer_notify.clone()));
         let broker = Broker::new(vhosts, users, Arc::new(SystemClock::new()), Durability::new(store), timer_wake);
-        let shared = Arc::new(Shared {
-            config,
-            broker: Arc::new(broker),
-            reply_to: parking_lot::Mutex::new(HashMap::new()),
-            _storage: storage,
-        });
+        let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
-        Ok(Server { listener, shared, shutdown: Arc::new(tx), timer_notify })
+        Ok(Server { listener, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -95,7 +75,7 @@ impl Server {
 
     /// The broker service this server fronts (for embedding, tests and other front ends).
     pub fn broker(&self) -> BrokerRef {
-        self.shared.broker.clone()
+        self.amqp.broker.clone()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -104,10 +84,10 @@ impl Server {
 
     /// Accepts connections until shut down, then waits for every connection to close.
     pub async fn run(self) {
-        let limit = Arc::new(Semaphore::new(self.shared.config.connection_max));
+        let limit = Arc::new(Semaphore::new(self.config.connection_max));
         let mut stop = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
-        let timers = self.shared.broker.timers().clone();
+        let timers = self.amqp.broker.timers().clone();
         let timer_task = crate::timers::spawn_driver(timers, self.timer_notify.clone(), self.shutdown.subscribe());
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");
         loop {
@@ -116,15 +96,15 @@ impl Server {
                     Ok(p) => p,
                     Err(_) => break,
                 },
-                _ = crate::server::stopped(&mut stop) => break,
+                _ = stopped(&mut stop) => break,
             };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let shared = self.shared.clone();
+                        let amqp = self.amqp.clone();
                         let stop = self.shutdown.subscribe();
                         tasks.spawn(async move {
-                            connection::serve(stream, peer, shared, stop).await;
+                            lepus_amqp::serve(stream, peer, amqp, stop).await;
                             drop(permit);
                         });
                     }
@@ -135,7 +115,7 @@ impl Server {
                     }
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = crate::server::stopped(&mut stop) => break,
+                _ = stopped(&mut stop) => break,
             }
         }
         drop(self.listener);
@@ -204,7 +184,15 @@ pub async fn start(config: Config) -> io::Result<(SocketAddr, ShutdownHandle, to
     Ok((addr, handle, task))
 }
 
-/// Resolves once shutdown was requested (returns no guard, so callers stay `Send`).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+/// The AMQP limits this configuration sets.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        frame_max: config.frame_max,
+        channel_max: config.channel_max,
+        heartbeat_s: config.heartbeat_s,
+        handshake_timeout_ms: config.handshake_timeout_ms,
+        close_timeout_ms: config.close_timeout_ms,
+        message_size_max: config.message_size_max,
+        outbound_buffer_max: config.outbound_buffer_max,
+    }
 }

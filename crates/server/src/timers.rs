@@ -15,7 +15,7 @@ use lepus_broker::timer::FIRE_BATCH;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::server::stopped;
+use lepus_amqp::stopped;
 
 /// The longest sleep between two readings of the clock.
 const SLEEP_MAX_MS: u64 = 1_000;
@@ -61,7 +61,7 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
-    use crate::connection::NotifyWake;
+    use lepus_amqp::NotifyWake;
 
     /// Turns a hang into a failure; never measures speed.
     const HANG_GUARD: Duration = Duration::from_secs(20);

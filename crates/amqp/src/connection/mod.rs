@@ -20,9 +20,7 @@ use lepus_protocol::frame::{write_heartbeat, write_method};
 use lepus_protocol::method::*;
 use lepus_protocol::publish_view::parse_publish;
 use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ShortStr, parse_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use lepus_broker::connections::{ConnectionInfo, ConnectionRef};
@@ -32,9 +30,10 @@ use tokio::sync::Notify;
 
 use crate::auth::MECHANISMS;
 use crate::channel::{Channel, ChannelPhase};
+use crate::context::Context as Shared;
 use crate::error::{ConnectionError, Exception, Fail};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
-use crate::server::Shared;
+use crate::transport::Transport;
 
 mod deliver;
 mod model;
@@ -65,7 +64,7 @@ const PAUSED_READ_MAX: usize = 128 * 1024;
 
 /// Wakes a task through its `Notify`: a connection when queues push deliveries onto its
 /// outlet, the timer driver when a timer is due before the one it sleeps for.
-pub(crate) struct NotifyWake(pub(crate) Arc<Notify>);
+pub struct NotifyWake(pub Arc<Notify>);
 
 impl Wake for NotifyWake {
     fn wake(&self) {
@@ -80,7 +79,7 @@ struct StoreWake {
     registered: std::sync::atomic::AtomicBool,
 }
 
-impl lepus_store::store::Waker for StoreWake {
+impl lepus_broker::durability::CommitWaker for StoreWake {
     fn wake(&self) {
         self.registered.store(false, Ordering::Release);
         self.notify.notify_one();
@@ -126,11 +125,10 @@ impl Phase {
 }
 
 /// Runs a connection to completion. Never panics on client input; logs how it ended.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub async fn serve(transport: impl Transport, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let id = shared.broker.connections().next_id();
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    tracing::debug!(connection = id, %peer, "accepted TCP connection");
+    let (rd, wr) = transport.split();
+    tracing::debug!(connection = id, %peer, "accepted connection");
     let mut conn = Connection::new(id, peer, shared);
     conn.run(rd, wr, stop).await;
 }
@@ -207,7 +205,7 @@ impl Connection {
             id,
             peer,
             frame_max: FRAME_MIN_SIZE,
-            channel_max: shared.config.channel_max,
+            channel_max: shared.limits.channel_max,
             shared,
             phase: Phase::Header,
             out: BytesMut::with_capacity(16 * 1024),
@@ -225,9 +223,14 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        &mut self,
+        mut rd: impl AsyncRead + Unpin,
+        mut wr: impl AsyncWrite + Unpin,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
-        let handshake_deadline = Instant::now() + Duration::from_millis(self.shared.config.handshake_timeout_ms);
+        let handshake_deadline = Instant::now() + Duration::from_millis(self.shared.limits.handshake_timeout_ms);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = *stop.borrow();
@@ -252,7 +255,7 @@ impl Connection {
                 && !self.stop_reading
                 && self.phase != Phase::Closed
                 && (self.throttle.is_none() || inbuf.len() < PAUSED_READ_MAX)
-                && self.out_len() < self.shared.config.outbound_buffer_max;
+                && self.out_len() < self.shared.limits.outbound_buffer_max;
             tokio::select! {
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
                     Ok(0) if unprocessed => eof = true,
@@ -294,7 +297,7 @@ impl Connection {
                         break reason;
                     }
                 }
-                _ = crate::server::stopped(&mut stop), if !stopping => {
+                _ = crate::stopped(&mut stop), if !stopping => {
                     stopping = true;
                     self.on_shutdown();
                 }
@@ -552,7 +555,7 @@ impl Connection {
             Ok(name) => {
                 self.user = name;
                 self.phase = Phase::TuneOk;
-                let c = &self.shared.config;
+                let c = &self.shared.limits;
                 let tune =
                     ConnectionTune { channel_max: c.channel_max, frame_max: c.frame_max, heartbeat: c.heartbeat_s };
                 self.send(0, tune);
@@ -573,7 +576,7 @@ impl Connection {
     }
 
     fn on_tune_ok(&mut self, m: ConnectionTuneOk) -> Result<(), ConnectionError> {
-        let c = &self.shared.config;
+        let c = &self.shared.limits;
         negotiated("frame_max", m.frame_max as u64, FRAME_MIN_SIZE as u64, c.frame_max as u64)?;
         negotiated("channel_max", m.channel_max as u64, 1, c.channel_max as u64)?;
         self.frame_max = m.frame_max;
@@ -786,7 +789,7 @@ impl Connection {
         };
         self.send(0, close);
         self.phase = Phase::Closing;
-        self.closing_deadline = Some(Instant::now() + Duration::from_millis(self.shared.config.close_timeout_ms));
+        self.closing_deadline = Some(Instant::now() + Duration::from_millis(self.shared.limits.close_timeout_ms));
     }
 
     /// Releases a channel's consumers and unacked deliveries, and forgets it.

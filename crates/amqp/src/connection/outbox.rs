@@ -11,8 +11,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use lepus_protocol::constants::{FRAME_BODY, FRAME_END, FRAME_OVERHEAD};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Bodies at least this large are written by reference; smaller ones are cheaper to copy
 /// than to give their own `iovec`.
@@ -63,7 +62,7 @@ impl Sealed {
     }
 
     /// Writes sealed chunks and then `tail` with one vectored write; returns the bytes taken.
-    pub(super) async fn write_to(&self, wr: &mut OwnedWriteHalf, tail: &BytesMut) -> std::io::Result<usize> {
+    pub(super) async fn write_to(&self, wr: &mut (impl AsyncWrite + Unpin), tail: &BytesMut) -> std::io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); IOV_MAX];
         let mut n = 0;
         for chunk in self.chunks.iter().take(IOV_MAX - 1) {

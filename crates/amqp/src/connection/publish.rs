@@ -34,7 +34,7 @@ impl Connection {
 
     /// A content header or body frame on a channel that is assembling a publish.
     pub(super) fn on_content(&mut self, channel: u16, frame: Frame) -> Result<(), Exception> {
-        let size_max = self.shared.config.message_size_max;
+        let size_max = self.shared.limits.message_size_max;
         let tag_publish = |f: Fail| f.tag(channel, 60, 40);
         let ch = self.chan(channel).map_err(tag_publish)?;
         let Some(asm) = ch.assembling.as_mut() else { return Ok(()) };
@@ -130,7 +130,7 @@ impl Connection {
         if ch.phase != ChannelPhase::Open
             || ch.assembling.is_some()
             || ch.tx.is_some()
-            || v.body.len() as u64 > self.shared.config.message_size_max
+            || v.body.len() as u64 > self.shared.limits.message_size_max
             || (v.exchange.is_empty() && v.routing_key.starts_with(REPLY_TO_PREFIX))
         {
             return false;

@@ -10,9 +10,9 @@ use lepus_protocol::fast::{write_deliver, write_get_ok};
 use super::publish::REPLY_TO;
 use super::*;
 use crate::channel::{ConsumerInfo, Settle, Unacked};
+use crate::context::ReplyTarget;
 use crate::error::precondition;
 use crate::names::random_name;
-use crate::server::ReplyTarget;
 
 /// Deliveries to a no-ack consumer, acked once encoded: (queue, consumer, seqs).
 type NoAckSettle = (QueueRef, ConsumerId, Vec<u64>);

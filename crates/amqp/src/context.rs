@@ -1,0 +1,49 @@
+//! What every AMQP connection shares: the broker service, the limits this listener offers and
+//! enforces, and the direct reply-to addresses of consuming channels.
+
+use std::collections::HashMap;
+
+use lepus_broker::{BrokerRef, ConsumerId, OutletRef};
+use lepus_protocol::ShortStr;
+use parking_lot::Mutex;
+
+/// The protocol limits of a listener (from the server's configuration).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame accepted and offered in `connection.tune`, header included.
+    pub frame_max: u32,
+    /// Highest channel number offered in `connection.tune`.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in `connection.tune`; 0 disables.
+    pub heartbeat_s: u16,
+    /// Time a client has from accept to `connection.open`.
+    pub handshake_timeout_ms: u64,
+    /// Time we wait for `connection.close-ok` after sending `connection.close`.
+    pub close_timeout_ms: u64,
+    /// Largest message body accepted.
+    pub message_size_max: u64,
+    /// Bytes of unsent output a connection may buffer before we stop reading from it.
+    pub outbound_buffer_max: usize,
+}
+
+/// Where a direct reply-to address delivers.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTarget {
+    pub outlet: OutletRef,
+    pub consumer: ConsumerId,
+}
+
+/// Shared by the connections of one broker.
+#[derive(Debug)]
+pub struct Context {
+    pub broker: BrokerRef,
+    pub limits: Limits,
+    /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
+    pub(crate) reply_to: Mutex<HashMap<ShortStr, ReplyTarget>>,
+}
+
+impl Context {
+    pub fn new(broker: BrokerRef, limits: Limits) -> Context {
+        Context { broker, limits, reply_to: Mutex::default() }
+    }
+}
