@@ -21,6 +21,15 @@ impl Connection {
         Ok(self.vhost_arc()?.execute(Issuer { connection_id: self.id }, command)?)
     }
 
+    /// Runs `command` and answers `ok`, unless the client asked for no answer.
+    fn command_ok(&mut self, channel: u16, command: Command, no_wait: bool, ok: impl Into<Method>) -> Result<(), Fail> {
+        self.execute(command)?;
+        if !no_wait {
+            self.send(channel, ok);
+        }
+        Ok(())
+    }
+
     /// Runs a command that removes messages; returns how many.
     fn removed(&self, command: Command) -> Result<u32, Fail> {
         match self.execute(command)? {
@@ -56,39 +65,28 @@ impl Connection {
             internal: m.internal,
             arguments: m.arguments,
         };
-        self.execute(Command::DeclareExchange(d))?;
-        if !m.no_wait {
-            self.send(channel, ExchangeDeclareOk {});
-        }
-        Ok(())
+        self.command_ok(channel, Command::DeclareExchange(d), m.no_wait, ExchangeDeclareOk {})
     }
 
     pub(super) fn exchange_delete(&mut self, channel: u16, m: ExchangeDelete) -> Result<(), Fail> {
-        self.execute(Command::DeleteExchange { name: m.exchange, if_unused: m.if_unused })?;
-        if !m.no_wait {
-            self.send(channel, ExchangeDeleteOk {});
-        }
-        Ok(())
+        self.command_ok(
+            channel,
+            Command::DeleteExchange { name: m.exchange, if_unused: m.if_unused },
+            m.no_wait,
+            ExchangeDeleteOk {},
+        )
     }
 
     pub(super) fn exchange_bind(&mut self, channel: u16, m: ExchangeBind) -> Result<(), Fail> {
         let destination = Destination::Exchange(m.destination);
         let b = Binding { source: m.source, destination, routing_key: m.routing_key, arguments: m.arguments };
-        self.execute(Command::Bind(b))?;
-        if !m.no_wait {
-            self.send(channel, ExchangeBindOk {});
-        }
-        Ok(())
+        self.command_ok(channel, Command::Bind(b), m.no_wait, ExchangeBindOk {})
     }
 
     pub(super) fn exchange_unbind(&mut self, channel: u16, m: ExchangeUnbind) -> Result<(), Fail> {
         let destination = Destination::Exchange(m.destination);
         let b = Binding { source: m.source, destination, routing_key: m.routing_key, arguments: m.arguments };
-        self.execute(Command::Unbind(b))?;
-        if !m.no_wait {
-            self.send(channel, ExchangeUnbindOk {});
-        }
-        Ok(())
+        self.command_ok(channel, Command::Unbind(b), m.no_wait, ExchangeUnbindOk {})
     }
 
     pub(super) fn queue_declare(&mut self, channel: u16, m: QueueDeclare) -> Result<(), Fail> {
@@ -122,11 +120,7 @@ impl Connection {
     pub(super) fn queue_bind(&mut self, channel: u16, m: QueueBind) -> Result<(), Fail> {
         let destination = Destination::Queue(self.queue_name(channel, m.queue)?);
         let b = Binding { source: m.exchange, destination, routing_key: m.routing_key, arguments: m.arguments };
-        self.execute(Command::Bind(b))?;
-        if !m.no_wait {
-            self.send(channel, QueueBindOk {});
-        }
-        Ok(())
+        self.command_ok(channel, Command::Bind(b), m.no_wait, QueueBindOk {})
     }
 
     pub(super) fn queue_unbind(&mut self, channel: u16, m: QueueUnbind) -> Result<(), Fail> {
