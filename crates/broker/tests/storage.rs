@@ -49,7 +49,7 @@ fn open_with(backend: &CrashBackend, meta_path: &Path, options: StoreOptions) ->
     let store = Store::new(Arc::new(backend.clone()), Path::new("/data"), options);
     let meta = MetaStore::open(meta_path).expect("meta");
     let snapshot = meta.load().expect("load");
-    let persistence = Arc::new(Persistence { store: store.clone(), meta });
+    let persistence = Arc::new(Persistence::open(store.clone(), meta).expect("persistence"));
     let (vhost, _report) = VHost::restore("/", persistence, &snapshot, true).expect("restore");
     (store, vhost)
 }

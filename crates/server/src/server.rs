@@ -144,7 +144,7 @@ fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Resul
     if !clean && !snapshot.queues.is_empty() {
         tracing::warn!(data_dir = %dir.display(), "previous run did not stop cleanly: recovered messages are marked redelivered");
     }
-    let persistence = Arc::new(Persistence { store: store.clone(), meta });
+    let persistence = Arc::new(Persistence::open(store.clone(), meta).map_err(|e| io::Error::other(e.to_string()))?);
     let mut names = snapshot.vhosts.clone();
     if !names.iter().any(|n| n == "/") {
         names.push("/".to_owned());

@@ -252,6 +252,19 @@ impl MetaStore {
         Ok(id)
     }
 
+    /// The next queue id as stored, without taking it: above every id a committed
+    /// [`Change::PutQueue`] or [`MetaStore::next_queue_id`] used. A caller that hands out ids
+    /// from here in memory needs no commit of its own per id: the `PutQueue` that stores a
+    /// queue raises the counter in the same transaction.
+    pub fn stored_next_queue_id(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn.open_table(COUNTERS) {
+            Ok(counters) => read_next_queue_id(&counters),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(1),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
     /// Reads everything, each list sorted by its key (see the module doc), from one consistent
     /// snapshot of the store.
     pub fn load(&self) -> Result<Snapshot> {
@@ -288,7 +301,7 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Meta(e.into().to_string())
 }
 
-fn read_next_queue_id(counters: &Table<'_, &'static str, u64>) -> Result<u64> {
+fn read_next_queue_id(counters: &impl ReadableTable<&'static str, u64>) -> Result<u64> {
     match counters.get(NEXT_QUEUE_ID).map_err(db_err)?.map(|v| v.value()) {
         None => Ok(1),
         Some(0) => {

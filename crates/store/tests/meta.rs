@@ -352,8 +352,22 @@ fn queue_ids_increase_across_reopen_and_skip_stored_ids() {
         store.apply(&[Change::PutQueue(queue("/", b"r", 50))]).unwrap();
     }
     let store = open(&dir.db());
+    assert_eq!(store.stored_next_queue_id().unwrap(), 101, "read without taking");
+    assert_eq!(store.stored_next_queue_id().unwrap(), 101);
     assert_eq!(store.next_queue_id().unwrap(), 101);
     assert_eq!(store.next_queue_id().unwrap(), 102);
+    assert_eq!(store.stored_next_queue_id().unwrap(), 103);
+}
+
+#[test]
+fn a_new_store_hands_out_ids_from_one() {
+    let dir = TempDir::new("ids-new");
+    let store = open(&dir.db());
+    assert_eq!(store.stored_next_queue_id().unwrap(), 1);
+    // Ids taken in memory from there are stored with their queues, which raise the counter.
+    store.apply(&[Change::PutQueue(queue("/", b"a", 1)), Change::PutQueue(queue("/", b"b", 2))]).unwrap();
+    drop(store);
+    assert_eq!(open(&dir.db()).stored_next_queue_id().unwrap(), 3);
 }
 
 #[test]
