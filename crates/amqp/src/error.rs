@@ -140,7 +140,7 @@ impl From<lepus_broker::BrokerError> for Fail {
         use lepus_broker::BrokerError as B;
         let text = e.to_string();
         match e {
-            B::NotFound { .. } => Fail::Channel(ChannelError::NotFound(text)),
+            B::NotFound { .. } | B::Absent { .. } => Fail::Channel(ChannelError::NotFound(text)),
             B::PreconditionFailed(_) => Fail::Channel(ChannelError::PreconditionFailed(text)),
             B::AccessRefused(_) => Fail::Channel(ChannelError::AccessRefused(text)),
             B::ResourceLocked(_) => Fail::Channel(ChannelError::ResourceLocked(text)),

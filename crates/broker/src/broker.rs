@@ -11,6 +11,7 @@ use crate::clock::ClockRef;
 use crate::connections::Registry;
 use crate::durability::Durability;
 use crate::outlet::Wake;
+use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
 use crate::timer::TimerService;
 use crate::users::Users;
@@ -26,20 +27,29 @@ pub struct Broker {
     clock: ClockRef,
     timers: Arc<TimerService>,
     durability: Durability,
+    /// Where vhosts and users are stored (none: in memory only).
+    persistence: Option<PersistenceRef>,
+}
+
+/// What a broker is made of at start.
+pub struct BrokerParts {
+    /// The vhosts, restored from storage or new.
+    pub vhosts: Vec<VHost>,
+    /// The users, restored from storage or the configured default.
+    pub users: Users,
+    pub clock: ClockRef,
+    pub persistence: Option<PersistenceRef>,
+    /// Wakes whatever drives the timer service (the server's timer task) when its earliest
+    /// deadline moves earlier.
+    pub timer_wake: Box<dyn Wake>,
 }
 
 impl Broker {
-    /// `timer_wake` wakes whatever drives the timer service (the server's timer task) when
-    /// its earliest deadline moves earlier.
-    pub fn new(
-        vhosts: Vec<VHost>,
-        users: Users,
-        clock: ClockRef,
-        durability: Durability,
-        timer_wake: Box<dyn Wake>,
-    ) -> Broker {
+    pub fn new(parts: BrokerParts) -> Broker {
+        let BrokerParts { vhosts, users, clock, persistence, timer_wake } = parts;
         let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), Arc::new(v))).collect();
         let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
+        let durability = Durability::new(persistence.as_ref().map(|p| p.store.clone()));
         Broker {
             vhosts: RwLock::new(vhosts),
             users: RwLock::new(users),
@@ -47,6 +57,7 @@ impl Broker {
             clock,
             timers,
             durability,
+            persistence,
         }
     }
 
@@ -84,6 +95,15 @@ impl Broker {
 
     pub fn durability(&self) -> &Durability {
         &self.durability
+    }
+
+    pub(crate) fn persistence(&self) -> Option<&PersistenceRef> {
+        self.persistence.as_ref()
+    }
+
+    /// Adds a vhost (see [`crate::command::NodeCommand`]).
+    pub(crate) fn insert_vhost(&self, vhost: VHost) {
+        self.vhosts.write().entry(vhost.name.to_string()).or_insert_with(|| Arc::new(vhost));
     }
 
     /// A publisher into `vhost` on this broker's clock.

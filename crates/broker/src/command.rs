@@ -14,10 +14,13 @@
 //! command applied again elsewhere (a replica, later) has the same effect.
 
 use lepus_protocol::{FieldTable, ShortStr};
+use lepus_store::meta::Change;
 
-use crate::error::Result;
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
 use crate::queue::QueueRef;
+use crate::users::User;
 use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 
 /// Who issues a command: exclusive queues belong to one connection.
@@ -102,5 +105,204 @@ impl VHost {
                 Applied::Done
             }
         })
+    }
+}
+
+/// A change to the node: its users and vhosts. Executed by [`Broker::execute_node`]; the
+/// management API, the CLI and definitions import build these.
+#[derive(Debug, Clone)]
+pub enum NodeCommand {
+    /// Creates a user or replaces one of that name.
+    PutUser {
+        name: String,
+        credential: Credential,
+        tags: Vec<String>,
+    },
+    DeleteUser {
+        name: String,
+    },
+    /// Creates a vhost (a no-op for one that exists).
+    AddVhost {
+        name: String,
+    },
+}
+
+/// How a user proves who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// Hashed here (salted SHA-256, RabbitMQ's default).
+    Password(String),
+    /// A salted SHA-256 hash from elsewhere (RabbitMQ definitions): 4 bytes of salt, then
+    /// the digest.
+    Hash(Vec<u8>),
+}
+
+/// Names (users, vhosts) are AMQP short strings at most.
+pub const NAME_MAX_BYTES: usize = 255;
+/// Tags per user.
+pub const TAGS_MAX: usize = 32;
+
+impl NodeCommand {
+    /// The checks that need no state: names, tags, hash length.
+    fn validate(&self) -> Result<()> {
+        let name_ok = |kind: &str, name: &str| {
+            if name.is_empty() || name.len() > NAME_MAX_BYTES {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "{kind} name must be 1 to {NAME_MAX_BYTES} bytes long"
+                )));
+            }
+            Ok(())
+        };
+        match self {
+            NodeCommand::PutUser { name, credential, tags } => {
+                name_ok("user", name)?;
+                if tags.len() > TAGS_MAX || tags.iter().any(|t| t.is_empty() || t.contains(',') || t.len() > 64) {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "at most {TAGS_MAX} tags of 1 to 64 bytes, without ','"
+                    )));
+                }
+                if let Credential::Hash(hash) = credential
+                    && hash.len() != crate::users::PASSWORD_HASH_BYTES
+                {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "a password hash is {} bytes (salt and SHA-256), not {}",
+                        crate::users::PASSWORD_HASH_BYTES,
+                        hash.len()
+                    )));
+                }
+                Ok(())
+            }
+            NodeCommand::DeleteUser { name } => name_ok("user", name),
+            NodeCommand::AddVhost { name } => name_ok("vhost", name),
+        }
+    }
+}
+
+impl Broker {
+    /// Executes a node command: checked, stored, then applied in memory. The users' write
+    /// lock is held across the commit, so commands reach the disk in the order they apply.
+    pub fn execute_node(&self, command: NodeCommand) -> Result<()> {
+        command.validate()?;
+        match command {
+            NodeCommand::PutUser { name, credential, tags } => {
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                let user = match credential {
+                    Credential::Password(password) => User::new(&name, &password, &tags),
+                    Credential::Hash(hash) => User::with_password_hash(&name, hash, &tags),
+                };
+                let mut users = self.users_mut();
+                self.store(&[Change::PutUser(user.record())])?;
+                users.add(user);
+            }
+            NodeCommand::DeleteUser { name } => {
+                let mut users = self.users_mut();
+                if users.get(&name).is_none() {
+                    return Err(BrokerError::Absent { kind: "user", name });
+                }
+                self.store(&[Change::DeleteUser(name.clone())])?;
+                users.remove(&name);
+            }
+            NodeCommand::AddVhost { name } => {
+                if self.vhost(&name).is_some() {
+                    return Ok(());
+                }
+                let vhost = match self.persistence() {
+                    Some(p) => VHost::restore(&name, p.clone(), &Default::default(), true)?.0,
+                    None => VHost::new(&name),
+                };
+                self.insert_vhost(vhost);
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self, changes: &[Change]) -> Result<()> {
+        match self.persistence() {
+            Some(p) => p.apply(changes),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::users::Users;
+    use crate::{BrokerParts, Wake};
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    fn broker() -> Broker {
+        Broker::new(BrokerParts {
+            vhosts: vec![VHost::new("/")],
+            users: Users::new(Vec::new()),
+            clock: Arc::new(ManualClock::new(0)),
+            persistence: None,
+            timer_wake: Box::new(NoWake),
+        })
+    }
+
+    fn put(name: &str, credential: Credential, tags: &[&str]) -> NodeCommand {
+        NodeCommand::PutUser { name: name.into(), credential, tags: tags.iter().map(|t| t.to_string()).collect() }
+    }
+
+    const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn users_are_added_replaced_and_deleted() {
+        let b = broker();
+        b.execute_node(put("alice", Credential::Password("one".into()), &["management"])).expect("add");
+        assert!(b.users().login("alice", b"one", PEER).is_ok());
+        b.execute_node(put("alice", Credential::Password("two".into()), &[])).expect("replace");
+        assert!(b.users().login("alice", b"one", PEER).is_err());
+        assert_eq!(b.users().login("alice", b"two", PEER).map(|u| u.tags.len()), Ok(0));
+        b.execute_node(NodeCommand::DeleteUser { name: "alice".into() }).expect("delete");
+        assert!(b.users().get("alice").is_none());
+        let again = b.execute_node(NodeCommand::DeleteUser { name: "alice".into() });
+        assert_eq!(again, Err(BrokerError::Absent { kind: "user", name: "alice".into() }));
+    }
+
+    #[test]
+    fn a_password_hash_from_rabbitmq_definitions_logs_in() {
+        // salt 908DC60A, password test12 (RabbitMQ's password hashing docs).
+        let mut hash = vec![0x90, 0x8D, 0xC6, 0x0A];
+        hash.extend_from_slice(&[
+            0xa5, 0xb9, 0x24, 0xb3, 0x09, 0x6b, 0x88, 0x97, 0xd6, 0x5a, 0x3b, 0x5f, 0x80, 0xfa, 0x5d, 0xb6, 0x2a, 0x94,
+            0xb8, 0x31, 0x22, 0xcd, 0xf4, 0xf8, 0xfe, 0xad, 0x10, 0xd5, 0x15, 0xd8, 0xf3, 0x91,
+        ]);
+        let b = broker();
+        b.execute_node(put("t", Credential::Hash(hash), &[])).expect("add with hash");
+        assert!(b.users().login("t", b"test12", PEER).is_ok());
+        assert!(b.users().login("t", b"test13", PEER).is_err());
+    }
+
+    #[test]
+    fn bad_names_tags_and_hashes_are_refused() {
+        let b = broker();
+        let refused = |c: NodeCommand| matches!(b.execute_node(c), Err(BrokerError::PreconditionFailed(_)));
+        assert!(refused(put("", Credential::Password("p".into()), &[])));
+        assert!(refused(put(&"x".repeat(256), Credential::Password("p".into()), &[])));
+        assert!(refused(put("u", Credential::Password("p".into()), &["a,b"])));
+        assert!(refused(put("u", Credential::Password("p".into()), &[""])));
+        assert!(refused(put("u", Credential::Hash(vec![1, 2, 3]), &[])));
+        assert!(refused(NodeCommand::AddVhost { name: String::new() }));
+        assert!(b.users().is_empty(), "nothing refused was applied");
+    }
+
+    #[test]
+    fn vhosts_are_added_once() {
+        let b = broker();
+        b.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("add");
+        let first = b.vhost("apps").expect("added");
+        b.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("again: no-op");
+        assert!(Arc::ptr_eq(&first, &b.vhost("apps").expect("still there")));
+        assert_eq!(b.vhosts().iter().map(|v| v.name.to_string()).collect::<Vec<_>>(), ["/", "apps"]);
     }
 }

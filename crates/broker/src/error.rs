@@ -8,6 +8,9 @@ pub enum BrokerError {
     /// 404 NOT_FOUND (channel).
     #[error("no {kind} '{name}' in vhost '{vhost}'")]
     NotFound { kind: &'static str, name: String, vhost: String },
+    /// A node-wide entity (a user) that does not exist; 404 wherever it is reported.
+    #[error("no {kind} '{name}'")]
+    Absent { kind: &'static str, name: String },
     /// 406 PRECONDITION_FAILED (channel).
     #[error("{0}")]
     PreconditionFailed(String),

@@ -51,7 +51,7 @@ pub mod topic;
 pub mod users;
 pub mod vhost;
 
-pub use broker::{Broker, BrokerRef};
+pub use broker::{Broker, BrokerParts, BrokerRef};
 pub use clock::{Clock, ClockRef, ManualClock, SystemClock};
 pub use durability::{Durability, Durable};
 pub use error::BrokerError;

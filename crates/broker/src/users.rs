@@ -9,8 +9,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use lepus_store::meta::UserRecord;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// A stored password hash: 4 bytes of salt, then SHA-256(salt ‖ password).
+pub const PASSWORD_HASH_BYTES: usize = 36;
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -42,8 +46,17 @@ impl User {
         &self.password_hash
     }
 
+    /// The user as the metadata store keeps it.
+    pub fn record(&self) -> UserRecord {
+        UserRecord { name: self.name.clone(), password_hash: self.password_hash.clone(), tags: self.tags.clone() }
+    }
+
+    pub fn from_record(r: UserRecord) -> User {
+        User { name: r.name, tags: r.tags, password_hash: r.password_hash }
+    }
+
     pub fn check_password(&self, password: &[u8]) -> bool {
-        if self.password_hash.len() != 36 {
+        if self.password_hash.len() != PASSWORD_HASH_BYTES {
             return false;
         }
         let digest = hash(&self.password_hash[..4], password);
@@ -87,6 +100,21 @@ impl Users {
 
     pub fn get(&self, name: &str) -> Option<&User> {
         self.users.get(name)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<User> {
+        self.users.remove(name)
+    }
+
+    /// Every user, by name.
+    pub fn list(&self) -> Vec<&User> {
+        let mut all: Vec<&User> = self.users.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
     }
 
     /// Checks a name and password from `peer`.

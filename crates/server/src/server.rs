@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::clock::SystemClock;
-use lepus_broker::persist::Persistence;
+use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
-use lepus_broker::{Broker, BrokerRef, Durability, VHost};
+use lepus_broker::{Broker, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
-use lepus_store::meta::MetaStore;
+use lepus_store::meta::{Change, MetaStore, UserRecord};
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -55,15 +55,25 @@ impl Server {
     pub async fn bind(config: Config) -> io::Result<Server> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind((config.bind_address, config.port)).await?;
-        let mut users = Users::new(config.loopback_users.clone());
-        users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
-        let (vhosts, store, storage) = match &config.data_dir {
-            Some(dir) => open_storage(dir, config.transient_paging_bytes)?,
-            None => (vec![VHost::new("/")], None, None),
+        let opened = match &config.data_dir {
+            Some(dir) => open_storage(dir, &config)?,
+            None => Opened {
+                vhosts: vec![VHost::new("/")],
+                users: default_users(&config),
+                persistence: None,
+                storage: None,
+            },
         };
         let timer_notify = Arc::new(Notify::new());
         let timer_wake = Box::new(NotifyWake(timer_notify.clone()));
-        let broker = Broker::new(vhosts, users, Arc::new(SystemClock::new()), Durability::new(store), timer_wake);
+        let storage = opened.storage;
+        let broker = Broker::new(BrokerParts {
+            vhosts: opened.vhosts,
+            users: opened.users,
+            clock: Arc::new(SystemClock::new()),
+            persistence: opened.persistence,
+            timer_wake,
+        });
         let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
         Ok(Server { listener, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
@@ -128,16 +138,48 @@ impl Server {
     }
 }
 
-type Storage = (Vec<VHost>, Option<Store>, Option<(Committer, DirLock)>);
+/// What start-up restored (or, without a data directory, made).
+struct Opened {
+    vhosts: Vec<VHost>,
+    users: Users,
+    persistence: Option<PersistenceRef>,
+    /// The group-commit thread and the data-directory lock.
+    storage: Option<(Committer, DirLock)>,
+}
+
+/// The configured default user alone, an administrator.
+fn default_users(config: &Config) -> Users {
+    let mut users = Users::new(config.loopback_users.clone());
+    users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
+    users
+}
+
+/// The stored users; with none stored (a new data directory, or one from before users were
+/// stored), the configured default user, stored now, as RabbitMQ creates its default user on
+/// a node's first start. Later changes to the configured default do not apply to it.
+fn restore_users(config: &Config, stored: &[UserRecord], persistence: &Persistence) -> io::Result<Users> {
+    if stored.is_empty() {
+        let users = default_users(config);
+        let records: Vec<Change> = users.list().into_iter().map(|u| Change::PutUser(u.record())).collect();
+        persistence.apply(&records).map_err(|e| io::Error::other(format!("storing the default user: {e}")))?;
+        tracing::info!(user = %config.default_user.escape_debug(), "created the default user");
+        return Ok(users);
+    }
+    let mut users = Users::new(config.loopback_users.clone());
+    for record in stored {
+        users.add(User::from_record(record.clone()));
+    }
+    Ok(users)
+}
 
 /// Locks the data directory, opens the stores and restores every vhost from them.
-fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Result<Storage> {
+fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
     let fail = |e: lepus_store::StoreError| io::Error::other(e.to_string());
     let started = std::time::Instant::now();
     let lock = DirLock::acquire(dir).map_err(fail)?;
     let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
-    let options = StoreOptions { transient_paging_bytes, ..StoreOptions::default() };
+    let options = StoreOptions { transient_paging_bytes: config.transient_paging_bytes, ..StoreOptions::default() };
     let store = Store::new(Arc::new(FsBackend), dir, options);
     store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
@@ -145,6 +187,7 @@ fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Resul
         tracing::warn!(data_dir = %dir.display(), "previous run did not stop cleanly: recovered messages are marked redelivered");
     }
     let persistence = Arc::new(Persistence::open(store.clone(), meta).map_err(|e| io::Error::other(e.to_string()))?);
+    let users = restore_users(config, &snapshot.users, &persistence)?;
     let mut names = snapshot.vhosts.clone();
     if !names.iter().any(|n| n == "/") {
         names.push("/".to_owned());
@@ -172,7 +215,7 @@ fn open_storage(dir: &std::path::Path, transient_paging_bytes: u64) -> io::Resul
     store.commit();
     let committer = store.spawn_committer()?;
     tracing::info!(data_dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
-    Ok((vhosts, Some(store), Some((committer, lock))))
+    Ok(Opened { vhosts, users, persistence: Some(persistence), storage: Some((committer, lock)) })
 }
 
 /// What a test harness or embedding needs to reach a broker on an ephemeral port.

@@ -280,3 +280,46 @@ async fn logs_of_deleted_queues_are_removed_at_start() {
     drop(conn);
     broker.stop().await;
 }
+
+async fn can_log_in(broker: &Broker, user: &str, password: &str, vhost: &str) -> bool {
+    let url = format!("amqp://{user}:{password}@{}/{vhost}", broker.addr);
+    match lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await {
+        Ok(conn) => {
+            conn.close(200, "bye".into()).await.expect("close");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
+    use lepus_broker::command::{Credential, NodeCommand};
+    let dir = DataDir::new();
+    let broker = start_with(dir.config()).await;
+    let node = &broker.service;
+    let put = |name: &str, password: &str| NodeCommand::PutUser {
+        name: name.into(),
+        credential: Credential::Password(password.into()),
+        tags: vec!["management".into()],
+    };
+    node.execute_node(put("alice", "s3cret")).expect("add alice");
+    node.execute_node(put("bob", "b0b")).expect("add bob");
+    node.execute_node(NodeCommand::DeleteUser { name: "bob".into() }).expect("delete bob");
+    node.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("add vhost");
+    assert!(can_log_in(&broker, "alice", "s3cret", "apps").await);
+    broker.stop().await;
+
+    // The default user is stored at first start: a different configured password does not
+    // replace it (as RabbitMQ's default user).
+    let config = Config { default_pass: "changed".into(), ..dir.config() };
+    let broker = start_with(config).await;
+    assert!(can_log_in(&broker, "alice", "s3cret", "apps").await, "user and vhost restored");
+    assert!(!can_log_in(&broker, "alice", "wrong", "apps").await);
+    assert!(!can_log_in(&broker, "bob", "b0b", "%2f").await, "deleted user stays deleted");
+    assert!(can_log_in(&broker, "guest", "guest", "%2f").await, "the stored default user");
+    assert!(!can_log_in(&broker, "guest", "changed", "%2f").await);
+    let tags = broker.service.users().get("alice").map(|u| u.tags.clone());
+    assert_eq!(tags, Some(vec!["management".to_string()]));
+    broker.stop().await;
+}

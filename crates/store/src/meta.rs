@@ -1,5 +1,5 @@
-//! The durable metadata store: virtual hosts, durable exchanges, durable queues, their bindings
-//! and the queue id counter, in one redb file.
+//! The durable metadata store: virtual hosts, durable exchanges, durable queues, their bindings,
+//! users and the queue id counter, in one redb file.
 //!
 //! The broker calls [`MetaStore::apply`] while it handles a declare, delete, bind or unbind and
 //! sends the `*-ok` reply only after it returns. Every write transaction therefore commits with
@@ -49,6 +49,7 @@ const EXCHANGES_NAME: &str = "exchanges";
 const QUEUES_NAME: &str = "queues";
 const BINDINGS_NAME: &str = "bindings";
 const BY_DESTINATION_NAME: &str = "bindings_by_destination";
+const USERS_NAME: &str = "users";
 
 type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
@@ -56,6 +57,7 @@ const EXCHANGES: DataTable = TableDefinition::new(EXCHANGES_NAME);
 const QUEUES: DataTable = TableDefinition::new(QUEUES_NAME);
 const BINDINGS: DataTable = TableDefinition::new(BINDINGS_NAME);
 const BY_DESTINATION: DataTable = TableDefinition::new(BY_DESTINATION_NAME);
+const USERS: DataTable = TableDefinition::new(USERS_NAME);
 
 /// Destination tag of a binding to an exchange.
 const TAG_EXCHANGE: u8 = b'e';
@@ -106,6 +108,14 @@ pub struct BindingRecord {
     pub arguments: Vec<u8>,
 }
 
+/// A user: name, password hash (as the broker stores it; opaque here) and tags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: Vec<u8>,
+    pub tags: Vec<String>,
+}
+
 /// What a binding routes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -141,6 +151,10 @@ pub enum Change {
     PutBinding(BindingRecord),
     /// Removes the binding (no-op if absent).
     DeleteBinding(BindingRecord),
+    /// Adds or overwrites the user with this name.
+    PutUser(UserRecord),
+    /// Removes the user (no-op if absent).
+    DeleteUser(String),
 }
 
 /// Everything in the store, each list sorted by its key (see the module doc).
@@ -150,6 +164,7 @@ pub struct Snapshot {
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
+    pub users: Vec<UserRecord>,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -286,6 +301,10 @@ impl MetaStore {
             snapshot.bindings.push(decode_binding(key, value)?);
             Ok(())
         })?;
+        scan(&txn, USERS, |key, value| {
+            snapshot.users.push(decode_user(key, value)?);
+            Ok(())
+        })?;
         Ok(snapshot)
     }
 
@@ -329,6 +348,7 @@ struct Tables<'txn> {
     bindings: Table<'txn, &'static [u8], &'static [u8]>,
     by_destination: Table<'txn, &'static [u8], &'static [u8]>,
     counters: Table<'txn, &'static str, u64>,
+    users: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -340,6 +360,7 @@ impl<'txn> Tables<'txn> {
             bindings: txn.open_table(BINDINGS).map_err(db_err)?,
             by_destination: txn.open_table(BY_DESTINATION).map_err(db_err)?,
             counters: txn.open_table(COUNTERS).map_err(db_err)?,
+            users: txn.open_table(USERS).map_err(db_err)?,
         })
     }
 
@@ -391,6 +412,12 @@ impl<'txn> Tables<'txn> {
                 let parts = BindingParts::of(binding);
                 self.bindings.remove(parts.forward_key()?.as_slice()).map_err(db_err)?;
                 self.by_destination.remove(parts.reverse_key()?.as_slice()).map_err(db_err)?;
+            }
+            Change::PutUser(user) => {
+                self.users.insert(user_key(&user.name)?.as_slice(), encode_user(user)?.as_slice()).map_err(db_err)?;
+            }
+            Change::DeleteUser(name) => {
+                self.users.remove(user_key(name)?.as_slice()).map_err(db_err)?;
             }
         }
         Ok(())
@@ -497,6 +524,26 @@ fn encode_exchange(exchange: &ExchangeRecord) -> Result<Vec<u8>> {
     }
     value.push(flags);
     put_s32(&mut value, "exchange arguments", &exchange.arguments)?;
+    Ok(value)
+}
+
+/// `s16 name`: the key of a user.
+fn user_key(name: &str) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(2 + name.len());
+    put_s16(&mut key, "user name", name.as_bytes())?;
+    Ok(key)
+}
+
+/// `01, s16 password_hash, s32 tags` (tags joined by `,`, which no tag contains).
+fn encode_user(user: &UserRecord) -> Result<Vec<u8>> {
+    if let Some(tag) = user.tags.iter().find(|t| t.contains(',')) {
+        return Err(StoreError::Meta(format!("user tag {tag:?} contains ','")));
+    }
+    let tags = user.tags.join(",");
+    let mut value = Vec::with_capacity(7 + user.password_hash.len() + tags.len());
+    value.push(VALUE_VERSION);
+    put_s16(&mut value, "password hash", &user.password_hash)?;
+    put_s32(&mut value, "user tags", tags.as_bytes())?;
     Ok(value)
 }
 
@@ -728,6 +775,21 @@ fn decode_exchange(key: &[u8], value: &[u8]) -> Result<ExchangeRecord> {
         internal: flags & EXCHANGE_INTERNAL != 0,
         arguments,
     })
+}
+
+fn decode_user(key: &[u8], value: &[u8]) -> Result<UserRecord> {
+    let mut k = Reader::new(key, USERS_NAME, "user key");
+    let name = k.s16()?;
+    let name = k.utf8("user name", name)?;
+    k.finish()?;
+    let mut r = Reader::new(value, USERS_NAME, "value");
+    r.version()?;
+    let password_hash = r.s16()?.to_vec();
+    let tags = r.s32()?;
+    let tags = r.utf8("user tags", tags)?;
+    r.finish()?;
+    let tags = if tags.is_empty() { Vec::new() } else { tags.split(',').map(str::to_owned).collect() };
+    Ok(UserRecord { name, password_hash, tags })
 }
 
 fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {

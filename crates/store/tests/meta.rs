@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lepus_store::StoreError;
-use lepus_store::meta::{BindingRecord, Change, Destination, ExchangeRecord, MetaStore, QueueRecord, Snapshot};
+use lepus_store::meta::{
+    BindingRecord, Change, Destination, ExchangeRecord, MetaStore, QueueRecord, Snapshot, UserRecord,
+};
 use proptest::prelude::*;
 use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
@@ -411,6 +413,7 @@ fn a_second_open_of_the_same_file_fails() {
 
 const RAW_EXCHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("exchanges");
 const RAW_BINDINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bindings");
+const RAW_USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
 const RAW_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bindings_by_destination");
 const RAW_FORMAT: TableDefinition<&str, u32> = TableDefinition::new("format");
 
@@ -465,6 +468,38 @@ fn corrupt_records_are_reported_not_panicked_on() {
     assert!(matches!(result, Err(StoreError::CorruptMeta { table: "bindings_by_destination", .. })));
 }
 
+fn user(name: &str, tags: &[&str]) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        password_hash: vec![1, 2, 3, 4, 0xff],
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+#[test]
+fn users_survive_reopen_and_are_replaced_or_deleted_by_name() {
+    let dir = TempDir::new("users");
+    {
+        let store = open(&dir.db());
+        let changes = [
+            Change::PutUser(user("guest", &["administrator"])),
+            Change::PutUser(user("alice", &[])),
+            Change::PutUser(user("bob", &["monitoring", "policymaker"])),
+            Change::PutUser(user("bob", &["management"])),
+            Change::DeleteUser("alice".into()),
+            Change::DeleteUser("nobody".into()),
+        ];
+        store.apply(&changes).unwrap();
+        assert!(matches!(store.apply(&[Change::PutUser(user("eve", &["a,b"]))]), Err(StoreError::Meta(_))));
+    }
+    let loaded = open(&dir.db()).load().unwrap();
+    assert_eq!(loaded.users, [user("bob", &["management"]), user("guest", &["administrator"])], "sorted by key");
+    assert!(loaded.vhosts.is_empty() && loaded.queues.is_empty(), "users are not in any vhost");
+    // A value cut short is reported, not panicked on.
+    write_raw(&dir.db(), RAW_USERS, &[0, 3, b'b', b'o', b'b'][..], &[1, 0, 9][..]);
+    assert!(matches!(open(&dir.db()).load(), Err(StoreError::CorruptMeta { table: "users", .. })));
+}
+
 #[test]
 fn a_newer_format_is_refused_without_writing() {
     let dir = TempDir::new("version");
@@ -502,6 +537,7 @@ struct Model {
     exchanges: BTreeMap<(String, Vec<u8>), ExchangeRecord>,
     queues: BTreeMap<(String, Vec<u8>), QueueRecord>,
     bindings: BTreeSet<BindingKey>,
+    users: BTreeMap<String, UserRecord>,
 }
 
 impl Model {
@@ -539,6 +575,12 @@ impl Model {
             Change::DeleteBinding(b) => {
                 self.bindings.remove(&binding_key(b));
             }
+            Change::PutUser(u) => {
+                self.users.insert(u.name.clone(), u.clone());
+            }
+            Change::DeleteUser(name) => {
+                self.users.remove(name);
+            }
         }
     }
 
@@ -548,12 +590,14 @@ impl Model {
             exchanges: snapshot.exchanges.iter().map(|e| ((e.vhost.clone(), e.name.clone()), e.clone())).collect(),
             queues: snapshot.queues.iter().map(|q| ((q.vhost.clone(), q.name.clone()), q.clone())).collect(),
             bindings: snapshot.bindings.iter().map(binding_key).collect(),
+            users: snapshot.users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
         };
         // No duplicates were collapsed.
         assert_eq!(model.vhosts.len(), snapshot.vhosts.len());
         assert_eq!(model.exchanges.len(), snapshot.exchanges.len());
         assert_eq!(model.queues.len(), snapshot.queues.len());
         assert_eq!(model.bindings.len(), snapshot.bindings.len());
+        assert_eq!(model.users.len(), snapshot.users.len());
         model
     }
 }
