@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use lepus_protocol::FieldTable;
 use parking_lot::Mutex;
 
+use crate::outlet::Wake;
+
 use crate::outlet::ConsumerId;
 use crate::stats::{Counters, Snapshot};
 
@@ -30,6 +32,37 @@ pub struct ConnectionInfo {
     pub channels: AtomicU32,
     /// Written by the connection's own task only (see [`crate::stats`]).
     pub stats: Counters,
+    /// How the broker asks the connection to close (management, vhost deletion).
+    pub closer: Closer,
+}
+
+/// A request to close a connection, and the wake-up that makes its task look at it.
+pub struct Closer {
+    reason: Mutex<Option<String>>,
+    wake: Box<dyn Wake>,
+}
+
+impl std::fmt::Debug for Closer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Closer").field("reason", &*self.reason.lock()).finish_non_exhaustive()
+    }
+}
+
+impl Closer {
+    pub fn new(wake: Box<dyn Wake>) -> Closer {
+        Closer { reason: Mutex::new(None), wake }
+    }
+
+    /// Asks for the close; the first reason given is kept.
+    pub fn request(&self, reason: &str) {
+        self.reason.lock().get_or_insert_with(|| reason.to_owned());
+        self.wake.wake();
+    }
+
+    /// The reason, once, for the connection's task.
+    pub fn take_request(&self) -> Option<String> {
+        self.reason.lock().take()
+    }
 }
 
 pub type ConnectionRef = Arc<ConnectionInfo>;
@@ -86,6 +119,14 @@ impl Registry {
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Asks an open connection to close, telling its client `reason` (RabbitMQ's management
+    /// API: `CONNECTION_FORCED - Closed via management plugin`). False if it is not open.
+    pub fn close(&self, id: u64, reason: &str) -> bool {
+        let Some(info) = self.get(id) else { return false };
+        info.closer.request(reason);
+        true
+    }
+
     pub fn get(&self, id: u64) -> Option<ConnectionRef> {
         self.open.lock().get(&id).cloned()
     }
@@ -126,6 +167,14 @@ mod tests {
     use super::*;
     use crate::stats::Stat;
 
+    struct CountWake(std::sync::Arc<AtomicU32>);
+
+    impl Wake for CountWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn info(registry: &Registry, user: &str) -> ConnectionInfo {
         ConnectionInfo {
             id: registry.next_id(),
@@ -137,7 +186,24 @@ mod tests {
             connected_at_ms: 0,
             channels: AtomicU32::new(0),
             stats: Counters::default(),
+            closer: Closer::new(Box::new(CountWake(Default::default()))),
         }
+    }
+
+    #[test]
+    fn a_close_request_wakes_the_connection_and_is_taken_once() {
+        let r = Registry::default();
+        let wakes = std::sync::Arc::new(AtomicU32::new(0));
+        let mut c = info(&r, "a");
+        c.closer = Closer::new(Box::new(CountWake(wakes.clone())));
+        let c = r.register(c);
+        assert!(r.close(c.id, "first"));
+        assert!(r.close(c.id, "second"));
+        assert_eq!(wakes.load(Ordering::Relaxed), 2);
+        assert_eq!(c.closer.take_request().as_deref(), Some("first"));
+        assert_eq!(c.closer.take_request(), None);
+        r.deregister(c.id);
+        assert!(!r.close(c.id, "gone"), "not open any more");
     }
 
     #[test]

@@ -173,6 +173,29 @@ async fn shutdown_closes_connections_with_320() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_can_close_one_connection_with_320() {
+    let broker = start().await;
+    let mut a = Raw::open_with_channel(broker.addr).await;
+    let mut b = Raw::open(broker.addr).await;
+    let registry = broker.service.connections();
+    let ids: Vec<u64> = registry.list().iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(registry.close(ids[0], "Closed via management plugin"));
+    let close = a.expect_connection_close().await;
+    assert_eq!(close.reply_code, CONNECTION_FORCED);
+    assert_eq!(close.reply_text.as_str(), Some("CONNECTION_FORCED - Closed via management plugin"));
+    a.expect_eof().await;
+    // The other connection is untouched.
+    b.send_method(
+        0,
+        ConnectionClose { reply_code: 200, reply_text: ShortStr::from_static("bye"), class_id: 0, method_id: 0 },
+    )
+    .await;
+    assert!(matches!(b.next_method().await, Some((0, Method::ConnectionCloseOk(_)))));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_secret_is_acknowledged() {
     let broker = start().await;
     let mut raw = Raw::open(broker.addr).await;

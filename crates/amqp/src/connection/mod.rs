@@ -23,7 +23,7 @@ use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ShortStr, pa
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use lepus_broker::connections::{ConnectionInfo, ConnectionRef};
+use lepus_broker::connections::{Closer, ConnectionInfo, ConnectionRef};
 use lepus_broker::stats::{Counters, Stat};
 use lepus_broker::{ConsumerId, Outbound, Outlet, OutletRef, VHost, Wake};
 use tokio::sync::Notify;
@@ -271,6 +271,7 @@ impl Connection {
                     Err(_) => break "read error",
                 },
                 _ = notify.notified(), if self.out_len() < ENCODE_AHEAD_MAX => {
+                    self.check_close_request();
                     self.drain_outlet();
                     self.check_throttle();
                     if self.waits_for_store() {
@@ -293,6 +294,8 @@ impl Connection {
                         inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
                     }
                     self.check_throttle();
+                    // Also here: wake-ups are not read while output is backed up.
+                    self.check_close_request();
                     if let Some(reason) = self.on_tick(handshake_deadline) {
                         break reason;
                     }
@@ -363,6 +366,15 @@ impl Connection {
             }
         }
         None
+    }
+
+    /// Closes the connection with 320 if the broker asked (management, vhost deletion).
+    fn check_close_request(&mut self) {
+        let Some(reason) = self.info.as_ref().and_then(|i| i.closer.take_request()) else { return };
+        if self.phase == Phase::Running {
+            tracing::info!(connection = self.id, peer = %self.peer, reason = %reason.escape_debug(), "closing connection on request");
+            self.send_connection_close(&ConnectionError::Forced(reason), 0, 0);
+        }
     }
 
     fn on_shutdown(&mut self) {
@@ -615,6 +627,7 @@ impl Connection {
             connected_at_ms: broker.clock().now_ms(),
             channels: Default::default(),
             stats: Counters::default(),
+            closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
         };
         self.info = Some(broker.connections().register(info));
     }
