@@ -111,6 +111,7 @@ fn cases() -> Vec<Case> {
         case("second channel.open", true, encoded(1, ChannelOpen::default()), CHANNEL_ERROR, (20, 10)),
         case("channel above channel_max", false, encoded(3000, ChannelOpen::default()), NOT_ALLOWED, (20, 10)),
         case("heartbeat on a channel", true, frame(FRAME_HEARTBEAT, 1, &[]), UNEXPECTED_FRAME, (0, 0)),
+        case("heartbeat with a payload", true, frame(FRAME_HEARTBEAT, 0, b"beat"), FRAME_ERROR, (0, 0)),
         case("content header on channel 0", false, content_header(0, 60, 0), UNEXPECTED_FRAME, (0, 0)),
         case("body without publish", true, frame(FRAME_BODY, 1, b"abc"), UNEXPECTED_FRAME, (0, 0)),
         case("header without publish", true, content_header(1, 60, 3), UNEXPECTED_FRAME, (0, 0)),

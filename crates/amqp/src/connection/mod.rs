@@ -19,7 +19,7 @@ use lepus_protocol::constants::*;
 use lepus_protocol::frame::{write_heartbeat, write_method};
 use lepus_protocol::method::*;
 use lepus_protocol::publish_view::parse_publish;
-use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ShortStr, parse_frame};
+use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolError, ShortStr, parse_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -323,7 +323,7 @@ impl Connection {
             // A TCP connect without a protocol header: health checks and port probes.
             tracing::debug!(connection = self.id, peer = %self.peer, reason = end, "connection ended before the protocol header");
         } else if self.phase == Phase::Closed && clean {
-            tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection closed");
+            tracing::info!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection closed");
         } else {
             tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), reason = end, "connection ended");
         }
@@ -438,7 +438,7 @@ impl Connection {
         let Some(queue) = self.congested.take() else { return };
         let consumes = self.channels.values().any(|ch| !ch.consumers.is_empty());
         if !consumes && queue.wait_for_relief(&self.outlet) {
-            tracing::debug!(connection = self.id, queue = %queue.name, "publisher paused by flow control");
+            tracing::debug!(connection = self.id, queue = %queue.name.to_string().escape_debug(), "publisher paused by flow control");
             self.throttle = Some(queue);
         }
     }
@@ -503,7 +503,11 @@ impl Connection {
     fn on_frame(&mut self, frame: Frame) -> Result<(), Exception> {
         let channel = frame.channel;
         match frame.frame_type {
-            FrameType::Heartbeat if channel == 0 => Ok(()),
+            FrameType::Heartbeat if channel == 0 && frame.payload.is_empty() => Ok(()),
+            FrameType::Heartbeat if channel == 0 => {
+                let trailing = ProtocolError::TrailingBytes("heartbeat frame", frame.payload.len());
+                Err(ConnectionError::Protocol(trailing).into())
+            }
             FrameType::Heartbeat => Err(unexpected_frame(&frame).into()),
             FrameType::Method => {
                 let ids = method_ids(&frame.payload);
@@ -527,7 +531,7 @@ impl Connection {
             (Phase::TuneOk, Method::ConnectionTuneOk(m)) => self.on_tune_ok(m).map_err(tag),
             (Phase::Open, Method::ConnectionOpen(m)) => self.on_open(m).map_err(tag),
             (Phase::Running, Method::ConnectionClose(m)) => {
-                tracing::debug!(connection = self.id, code = m.reply_code, text = %m.reply_text, "client closed connection");
+                tracing::debug!(connection = self.id, code = m.reply_code, text = %m.reply_text.to_string().escape_debug(), "client closed connection");
                 self.release_all_channels();
                 self.send(0, ConnectionCloseOk {});
                 self.phase = Phase::Closed;
@@ -545,7 +549,7 @@ impl Connection {
             (Phase::Closing, _) => Ok(()),
             (Phase::Running, Method::ConnectionUpdateSecret(m)) => {
                 // Internal users have no expiring credentials: accept and acknowledge.
-                tracing::debug!(connection = self.id, reason = %m.reason, "update-secret");
+                tracing::debug!(connection = self.id, reason = %m.reason.to_string().escape_debug(), "update-secret");
                 self.send(0, ConnectionUpdateSecretOk {});
                 Ok(())
             }
@@ -577,7 +581,7 @@ impl Connection {
                 Err(ConnectionError::CommandInvalid(format!("unknown authentication mechanism '{mech}'")))
             }
             Err(e) => {
-                tracing::warn!(connection = self.id, peer = %self.peer, mechanism = %m.mechanism, "login refused: {e}");
+                tracing::warn!(connection = self.id, peer = %self.peer, mechanism = %m.mechanism.to_string().escape_debug(), "login refused: {e}");
                 let text = format!(
                     "Login was refused using authentication mechanism {}. For details see the broker logfile.",
                     m.mechanism
@@ -610,7 +614,7 @@ impl Connection {
         self.register();
         self.phase = Phase::Running;
         self.heartbeat.on_read(Instant::now());
-        tracing::info!(connection = self.id, peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
+        tracing::info!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection opened");
         Ok(())
     }
 
@@ -748,7 +752,13 @@ impl Connection {
     fn on_exception(&mut self, e: Exception) {
         match e {
             Exception::Channel { error, channel, class_id, method_id } => {
-                tracing::warn!(connection = self.id, channel, code = error.reply_code(), "channel error: {error}");
+                tracing::warn!(
+                    connection = self.id,
+                    channel,
+                    code = error.reply_code(),
+                    "channel error: {}",
+                    error.to_string().escape_debug()
+                );
                 if self.channels.contains_key(&channel) {
                     self.release_channel_resources(channel);
                     if let Some(ch) = self.channels.get_mut(&channel) {
@@ -772,7 +782,7 @@ impl Connection {
         if self.phase == Phase::Closing || self.phase == Phase::Closed {
             return;
         }
-        tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), code = error.reply_code(), "closing connection: {error}");
+        tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), code = error.reply_code(), "closing connection: {}", error.to_string().escape_debug());
         if let ConnectionError::AuthFailure(_) = error {
             // RabbitMQ sends the close only to clients that announce
             // authentication_failure_close; the others just see the socket close.
