@@ -34,7 +34,7 @@
 //! - `stored`: the stored copies of a queue's messages, shared by its ready lists: the log of a
 //!   durable queue, the scratch log, and where each message is in them.
 //! - `consumers`: the consumers by priority and registration order, the choice of the next one
-//!   to serve, [`ChannelGate`] and [`ConsumerSpec`].
+//!   to serve, [`ChannelGate`] and [`ConsumerSpec`]; registering and cancelling in O(log n).
 
 mod consumers;
 mod ready;
@@ -319,7 +319,13 @@ impl Queue {
             if !st.consumers.may_join(&spec) {
                 return Err(BrokerError::AccessRefused(format!("{} in exclusive use", self.describe())));
             }
-            st.consumers.add(spec);
+            let id = spec.id;
+            if !st.consumers.add(spec) {
+                return Err(BrokerError::CommandInvalid(format!(
+                    "consumer {id:?} already attached to {}",
+                    self.describe()
+                )));
+            }
             st.ever_consumed = true;
             self.assign(&mut st, &mut wakes);
         }
