@@ -16,7 +16,9 @@
 //!   [`MessageHeaders`], a message's headers as routing receives them.
 //! - [`route_cache`], [`route_memo`]: a publisher's last route and the vhost's shared memo of
 //!   routes, each valid for one topology version.
-//! - [`queue`]: a queue's messages and consumers; assignment under its lock.
+//! - [`queue`]: a queue and its lock (assignment, limits, flow control); its parts: a ready
+//!   list of messages, resident or paged out (`queue::ready`), their stored copies
+//!   (`queue::stored`), the consumer set (`queue::consumers`).
 //! - [`outlet`]: the per-connection list queues push deliveries onto.
 //! - [`message`]: a message as queues hold it.
 //! - [`publish`]: [`Publisher`]: route, enqueue into each queue, combine the outcome.

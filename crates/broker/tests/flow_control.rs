@@ -2,42 +2,18 @@
 //! watermark, stays so (hysteresis) until it is back under the low one, and then wakes the
 //! publishing connections that waited for it.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::BytesMut;
-use lepus_broker::outlet::{ConsumerId, Outbound, Outlet, Wake};
-use lepus_broker::queue::{
-    ChannelGate, ConsumerSpec, Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES, Queue, QueueLimits,
-};
-use lepus_broker::{Message, MessageRef};
-use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
-
-struct CountWake(Arc<AtomicUsize>);
-impl Wake for CountWake {
-    fn wake(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn message() -> MessageRef {
-    let mut payload = BytesMut::new();
-    ContentHeader::encode_payload(&mut payload, 1, &BasicProperties::default().to_raw());
-    let header = ContentHeader::decode(payload.freeze()).expect("valid header");
-    Arc::new(Message::new(b"", b"q", &header, b"x"))
-}
+use common::{CountWake, message, queue};
+use lepus_broker::outlet::{ConsumerId, Outbound, Outlet};
+use lepus_broker::queue::{ChannelGate, ConsumerSpec, Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES};
 
 #[test]
 fn congestion_pauses_publishers_until_the_low_watermark() {
-    let queue = Arc::new(Queue::new(
-        ShortStr::from_static("q"),
-        "/".into(),
-        false,
-        None,
-        false,
-        FieldTable::new(),
-        QueueLimits::default(),
-    ));
+    let queue = queue(false);
     let m = message();
     // Without consumers a queue is never congested (nothing would drain it).
     for _ in 0..FLOW_HIGH_MESSAGES + 10 {

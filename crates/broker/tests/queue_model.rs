@@ -750,14 +750,17 @@ impl Harness {
     }
 }
 
+fn consume() -> impl Strategy<Value = Op> {
+    (0..CONNS, 0..CHANS, any::<bool>(), 0u32..3, 0i64..3)
+        .prop_map(|(conn, chan, ack, prefetch, priority)| Op::Consume { conn, chan, ack, prefetch, priority })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let conn = 0..CONNS;
     let chan = 0..CHANS;
     prop_oneof![
         6 => (1u8..=4).prop_map(Op::Publish),
-        3 => (conn.clone(), chan.clone(), any::<bool>(), 0u32..3, 0i64..3).prop_map(
-            |(conn, chan, ack, prefetch, priority)| Op::Consume { conn, chan, ack, prefetch, priority }
-        ),
+        3 => consume(),
         1 => any::<usize>().prop_map(Op::Cancel),
         6 => conn.clone().prop_map(Op::Drain),
         4 => (any::<usize>(), 1usize..=3).prop_map(|(consumer, k)| Op::Ack { consumer, k }),
@@ -780,6 +783,13 @@ fn script() -> impl Strategy<Value = Vec<Op>> {
         }
         ops
     })
+}
+
+/// Operations that attach and cancel many consumers (beyond what the queue's debug builds
+/// check consumer by consumer), with the ordinary ones between.
+fn crowded_script() -> impl Strategy<Value = Vec<Op>> {
+    let step = prop_oneof![3 => consume(), 1 => any::<usize>().prop_map(Op::Cancel), 4 => op()];
+    prop::collection::vec(step, 200..500)
 }
 
 fn run(ops: &[Op]) {
@@ -827,6 +837,16 @@ proptest! {
                 next += 1;
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Round-robin order, priorities and credit with around a hundred consumers attached.
+    #[test]
+    fn crowded_queue_matches_model(ops in crowded_script()) {
+        run(&ops);
     }
 }
 

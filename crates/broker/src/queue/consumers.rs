@@ -1,0 +1,310 @@
+//! A queue's consumers and the choice of the next one to serve.
+//!
+//! The policy: among consumers with credit (own prefetch, or the no-ack window; outlet open)
+//! whose channel admits a message ([`ChannelGate`]: not paused by flow, channel-wide prefetch
+//! for ack consumers), the highest priority; within it round-robin in registration order,
+//! starting after the consumer served last. Lower priorities are served only while every
+//! consumer of the higher ones is blocked. Cancelling consumers before the round-robin
+//! position leaves it on the same next consumer.
+//!
+//! Layout, so that registering, cancelling and choosing do not scan every consumer: each
+//! consumer gets a registration key (increasing); consumers are grouped by priority (a
+//! `BTreeMap`, highest first), each group a vector in key order where a cancelled consumer
+//! leaves a hole until holes are half the vector (then it is compacted: amortized O(1)); an
+//! id → (priority, key) map finds a consumer in O(log n). The round-robin position is one
+//! key for all groups: the search in a group starts at its first key at or above it (a binary
+//! search). A group counts its consumers with own credit, so a group whose consumers are all
+//! at their prefetch is passed over at once; the search in a group stops once it has seen
+//! all of them. What it cannot count — closed outlets and channel gates, which change outside
+//! the queue lock — is checked consumer by consumer, as before.
+//!
+//! Invariants, checked after every change in debug builds (per consumer only while there are
+//! few): the map and the groups hold the same consumers; a group's live and credited counts
+//! match its vector, which is in key order and at most half holes; no group is empty; the
+//! round-robin key is at most the next key to be given out.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry as MapEntry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::outlet::{ConsumerId, OutletRef};
+
+/// Deliveries a no-ack consumer may have assigned but not yet encoded by its connection.
+pub const NO_ACK_WINDOW: u32 = 2048;
+
+/// Debug builds check every consumer after each change up to this many.
+const CHECK_ALL_MAX: usize = 64;
+
+/// Flow and channel-wide prefetch (`basic.qos global=true`) shared by a channel's consumers.
+#[derive(Debug, Default)]
+pub struct ChannelGate {
+    /// `channel.flow`: false stops deliveries to the channel.
+    pub paused: AtomicBool,
+    /// 0 = unlimited.
+    pub prefetch: AtomicU32,
+    pub unacked: AtomicU32,
+}
+
+impl ChannelGate {
+    fn try_take(&self) -> bool {
+        if self.paused.load(Ordering::Acquire) {
+            return false;
+        }
+        let limit = self.prefetch.load(Ordering::Acquire);
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (limit == 0 || n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Whether a consumer on this channel may be sent a message now: never while the channel
+    /// is paused; consumers that ack also take a unit of channel-wide credit (no-ack consumers
+    /// are not subject to `basic.qos`).
+    fn admit(&self, ack_required: bool) -> bool {
+        if ack_required { self.try_take() } else { !self.paused.load(Ordering::Acquire) }
+    }
+
+    /// Returns `n` units of channel-wide credit.
+    pub fn release(&self, n: u32) {
+        let _ = self.unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+    }
+}
+
+/// Who a consumer is and how it consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    pub outlet: OutletRef,
+    pub ack_required: bool,
+    /// Per-consumer prefetch (`basic.qos global=false`); 0 = unlimited.
+    pub prefetch: u32,
+    pub gate: Arc<ChannelGate>,
+    /// `x-priority`: higher is served first while it has credit.
+    pub priority: i64,
+    pub exclusive: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    pub spec: ConsumerSpec,
+    /// Assigned and not yet acked (or, for no-ack consumers, not yet encoded).
+    in_flight: u32,
+}
+
+impl Consumer {
+    /// Credit of its own: below its prefetch (ack) or the no-ack window.
+    fn own_credit(&self) -> bool {
+        let limit = if self.spec.ack_required { self.spec.prefetch } else { NO_ACK_WINDOW };
+        limit == 0 || self.in_flight < limit
+    }
+
+    /// Whether it may be sent a message now; takes a unit of its channel's credit if so.
+    fn admit(&self) -> bool {
+        !self.spec.outlet.is_closed() && self.spec.gate.admit(self.spec.ack_required)
+    }
+}
+
+/// A consumer, or the hole a cancelled one left, at its registration key.
+#[derive(Debug)]
+struct Member {
+    key: u64,
+    consumer: Option<Consumer>,
+}
+
+/// The consumers of one priority, in registration order.
+#[derive(Debug, Default)]
+struct Group {
+    members: Vec<Member>,
+    /// Consumers (not holes) in `members`, and how many of them have credit of their own.
+    live: usize,
+    credited: usize,
+}
+
+impl Group {
+    /// The first consumer from the round-robin key on (wrapping around) that has credit and
+    /// is admitted by its channel.
+    fn find(&self, cursor: u64) -> Option<usize> {
+        if self.credited == 0 {
+            return None;
+        }
+        let start = self.members.partition_point(|m| m.key < cursor);
+        let mut seen = 0;
+        for i in (start..self.members.len()).chain(0..start) {
+            let Some(c) = &self.members[i].consumer else { continue };
+            if !c.own_credit() {
+                continue;
+            }
+            if c.admit() {
+                return Some(i);
+            }
+            seen += 1;
+            if seen == self.credited {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Where the consumer registered with `key` is (or its hole).
+    fn position(&self, key: u64) -> Option<usize> {
+        self.members.binary_search_by_key(&key, |m| m.key).ok()
+    }
+
+    /// Changes the `in_flight` of the consumer at `i`, keeping `credited` right.
+    fn set_in_flight(&mut self, i: usize, in_flight: impl FnOnce(u32) -> u32) {
+        let Some(c) = self.members[i].consumer.as_mut() else { return };
+        let before = c.own_credit();
+        c.in_flight = in_flight(c.in_flight);
+        let after = c.own_credit();
+        self.credited = self.credited + usize::from(after) - usize::from(before);
+    }
+
+    /// Takes the consumer registered with `key` out; compacts once holes are half the vector.
+    fn take(&mut self, key: u64) -> Option<Consumer> {
+        let i = self.position(key)?;
+        let consumer = self.members[i].consumer.take()?;
+        self.live -= 1;
+        self.credited -= usize::from(consumer.own_credit());
+        if self.members.len() > 2 * self.live {
+            self.members.retain(|m| m.consumer.is_some());
+            self.members.shrink_to(2 * self.live);
+        }
+        Some(consumer)
+    }
+
+    /// Checks the group's invariants (debug builds; per consumer only while it is small).
+    fn check(&self, priority: i64) {
+        debug_assert!(self.live > 0, "empty group {priority}");
+        debug_assert!(self.credited <= self.live, "group {priority}: {} credited of {}", self.credited, self.live);
+        debug_assert!(self.members.len() <= 2 * self.live, "group {priority}: too many holes");
+        if !cfg!(debug_assertions) || self.members.len() > CHECK_ALL_MAX {
+            return;
+        }
+        debug_assert!(self.members.windows(2).all(|w| w[0].key < w[1].key), "group {priority} out of order");
+        let consumers = self.members.iter().filter_map(|m| m.consumer.as_ref());
+        debug_assert_eq!(self.live, consumers.clone().count(), "live consumers of group {priority}");
+        debug_assert_eq!(
+            self.credited,
+            consumers.clone().filter(|c| c.own_credit()).count(),
+            "group {priority} credited"
+        );
+        debug_assert!(consumers.into_iter().all(|c| c.spec.priority == priority), "group {priority}: another priority");
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Consumers {
+    /// By priority, highest first.
+    groups: BTreeMap<Reverse<i64>, Group>,
+    /// Each consumer's priority and registration key.
+    index: BTreeMap<ConsumerId, (i64, u64)>,
+    next_key: u64,
+    /// Round-robin: the search starts at the first consumer registered at or after this key.
+    cursor: u64,
+    /// An exclusive consumer is attached (and is then the only one).
+    exclusive: bool,
+}
+
+impl Consumers {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether `spec` may join: not while an exclusive consumer is attached, and an exclusive
+    /// one only alone.
+    pub fn may_join(&self, spec: &ConsumerSpec) -> bool {
+        !self.exclusive && (!spec.exclusive || self.is_empty())
+    }
+
+    /// Registers a consumer after the others. False (nothing changes) if its id is already
+    /// attached.
+    pub fn add(&mut self, spec: ConsumerSpec) -> bool {
+        let (key, priority) = (self.next_key, spec.priority);
+        let MapEntry::Vacant(slot) = self.index.entry(spec.id) else { return false };
+        slot.insert((priority, key));
+        self.next_key += 1;
+        self.exclusive |= spec.exclusive;
+        let group = self.groups.entry(Reverse(priority)).or_default();
+        group.members.push(Member { key, consumer: Some(Consumer { spec, in_flight: 0 }) });
+        group.live += 1;
+        group.credited += 1;
+        self.check();
+        true
+    }
+
+    /// Removes a consumer; false if it was not attached.
+    pub fn remove(&mut self, id: ConsumerId) -> bool {
+        let Some((priority, key)) = self.index.remove(&id) else { return false };
+        let MapEntry::Occupied(mut group) = self.groups.entry(Reverse(priority)) else { return true };
+        if group.get_mut().take(key).is_some_and(|c| c.spec.exclusive) {
+            self.exclusive = false;
+        }
+        if group.get().live == 0 {
+            group.remove();
+        }
+        self.check();
+        true
+    }
+
+    /// Gives `n` units of credit back to a consumer, if it is still attached.
+    pub fn return_credit(&mut self, id: ConsumerId, n: u32) {
+        let Some(&(priority, key)) = self.index.get(&id) else { return };
+        if let Some(group) = self.groups.get_mut(&Reverse(priority))
+            && let Some(i) = group.position(key)
+        {
+            group.set_in_flight(i, |in_flight| in_flight.saturating_sub(n));
+            group.check(priority);
+        }
+    }
+
+    /// The next consumer to serve (see the module doc), charged a unit of its own credit and
+    /// of its channel's; the round-robin position moves past it.
+    pub fn next(&mut self) -> Option<&ConsumerSpec> {
+        let cursor = self.cursor;
+        let (priority, group, i) =
+            self.groups.iter_mut().find_map(|(&Reverse(p), g)| g.find(cursor).map(|i| (p, g, i)))?;
+        group.set_in_flight(i, |in_flight| in_flight + 1);
+        self.cursor = group.members[i].key + 1;
+        debug_assert!(self.cursor <= self.next_key, "round-robin key {} past {}", self.cursor, self.next_key);
+        group.check(priority);
+        group.members[i].consumer.as_ref().map(|c| &c.spec)
+    }
+
+    /// Removes every consumer; returns them in registration order.
+    pub fn drain(&mut self) -> Vec<ConsumerSpec> {
+        let mut all: Vec<(u64, ConsumerSpec)> = std::mem::take(&mut self.groups)
+            .into_values()
+            .flat_map(|g| g.members)
+            .filter_map(|m| Some((m.key, m.consumer?.spec)))
+            .collect();
+        all.sort_unstable_by_key(|(key, _)| *key);
+        self.index = BTreeMap::new();
+        self.exclusive = false;
+        self.check();
+        all.into_iter().map(|(_, spec)| spec).collect()
+    }
+
+    /// Checks the invariants (debug builds; per consumer only while there are few).
+    fn check(&self) {
+        debug_assert!(self.cursor <= self.next_key, "round-robin key {} past {}", self.cursor, self.next_key);
+        debug_assert!(!self.exclusive || self.len() == 1, "an exclusive consumer with others");
+        if !cfg!(debug_assertions) || self.len() > CHECK_ALL_MAX {
+            return;
+        }
+        for (&Reverse(priority), group) in &self.groups {
+            group.check(priority);
+            for m in &group.members {
+                if let Some(c) = &m.consumer {
+                    debug_assert_eq!(self.index.get(&c.spec.id), Some(&(priority, m.key)), "index of {:?}", c.spec.id);
+                }
+            }
+        }
+        let live: usize = self.groups.values().map(|g| g.live).sum();
+        debug_assert_eq!(self.len(), live, "consumers in the index and in the groups");
+    }
+}

@@ -1,0 +1,171 @@
+//! A queue's stored copies of its messages, by `seq`: the message log of a durable queue
+//! (persistent messages, from publish until they leave the queue for good) and the scratch
+//! log other messages page out through under memory pressure (never synced, removed at start).
+//!
+//! One per queue, shared by its ready lists: a ready list decides when a message pages out and
+//! asks this module for a written copy to leave in its place; acks, drops and purges release
+//! copies here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lepus_store::log::{Loc, QueueLog};
+use lepus_store::store::Store;
+
+use crate::message::{Message, MessageRef};
+
+#[derive(Debug, Default)]
+pub(super) struct Stored {
+    /// The message log of a durable queue.
+    log: Option<QueueLog>,
+    /// Where each logged message (ready or unacked) is in the log.
+    locs: HashMap<u64, Loc>,
+    /// Where to create a scratch log, and the scratch log once created.
+    scratch_store: Option<Store>,
+    scratch: Option<QueueLog>,
+    /// Where each ready message copied to the scratch log is in it.
+    scratch_locs: HashMap<u64, Loc>,
+}
+
+/// Where a paged-out message can be read back from: its log or the scratch log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    pub loc: Loc,
+    pub scratch: bool,
+}
+
+impl Stored {
+    pub fn set_log(&mut self, log: QueueLog) {
+        self.log = Some(log);
+    }
+
+    pub fn set_scratch_store(&mut self, store: Store) {
+        self.scratch_store = Some(store);
+    }
+
+    /// Logs a persistent message (if the queue has a log); returns the generation that makes
+    /// it durable. `now_ms` stamps the record.
+    pub fn append(&mut self, seq: u64, message: &Message, now_ms: u64) -> Option<u64> {
+        if !message.is_persistent() {
+            return None;
+        }
+        let (loc, generation) = self.log.as_mut()?.append(&message.record(now_ms));
+        self.locs.insert(seq, loc);
+        Some(generation)
+    }
+
+    /// A message recovered from the log at `loc`.
+    pub fn restore(&mut self, seq: u64, loc: Loc) {
+        self.locs.insert(seq, loc);
+    }
+
+    /// Whether no message has a stored copy (acks have nothing to release).
+    pub fn is_empty(&self) -> bool {
+        self.locs.is_empty() && self.scratch_locs.is_empty()
+    }
+
+    /// Tells the log a message left the queue for good; returns the generation that makes
+    /// that durable.
+    pub fn forget(&mut self, seq: u64) -> Option<u64> {
+        self.forget_scratch(seq);
+        let loc = self.locs.remove(&seq)?;
+        Some(self.log.as_mut()?.forget(loc))
+    }
+
+    /// Releases a message's scratch copy (it is back in memory, or gone).
+    pub fn forget_scratch(&mut self, seq: u64) {
+        if self.scratch_locs.is_empty() {
+            return;
+        }
+        if let Some(loc) = self.scratch_locs.remove(&seq)
+            && let Some(scratch) = self.scratch.as_mut()
+        {
+            scratch.forget(loc);
+        }
+    }
+
+    /// Notes in the log that a message was handed out: after a restart it is redelivered.
+    pub fn mark_delivered(&mut self, seq: u64) {
+        if self.locs.is_empty() {
+            return;
+        }
+        if let Some(&loc) = self.locs.get(&seq)
+            && let Some(log) = self.log.as_mut()
+        {
+            log.mark_delivered(loc);
+        }
+    }
+
+    /// Reads a paged-out message back; its scratch copy, if any, is released. A record that
+    /// cannot be read is logged and forgotten here (`None`): it is dropped from memory but not
+    /// from the log, so a later start reads it again (the error may have been passing).
+    pub fn read(&mut self, seq: u64, place: Place) -> Option<MessageRef> {
+        let log = if place.scratch { self.scratch.as_ref() } else { self.log.as_ref() };
+        match log?.read(place.loc) {
+            Ok(parts) => {
+                self.forget_scratch(seq);
+                Some(Arc::new(Message::from_record(parts)))
+            }
+            Err(e) => {
+                let Place { loc, scratch } = place;
+                tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, scratch, "paged-out message unreadable; skipped (a stored one comes back at the next start)");
+                self.locs.remove(&seq);
+                self.scratch_locs.remove(&seq);
+                None
+            }
+        }
+    }
+
+    pub fn has_log(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Whether a write failed: "written" may then run past records that never reached a file.
+    pub fn failed(&self) -> bool {
+        [self.log.as_ref(), self.scratch.as_ref()].into_iter().flatten().any(|log| log.store().failed())
+    }
+
+    /// Whether queues together hold more than the store allows in memory.
+    pub fn memory_pressure(&self) -> bool {
+        self.scratch_store.as_ref().is_some_and(Store::memory_pressure)
+    }
+
+    /// Creates the scratch log, if the queue may have one and has none yet.
+    pub fn open_scratch(&mut self) {
+        if self.scratch.is_none()
+            && let Some(store) = &self.scratch_store
+        {
+            self.scratch = Some(QueueLog::create_scratch(store));
+        }
+    }
+
+    /// A copy of a message to page it out with: its record in the log, or else (with
+    /// `to_scratch`, once the scratch log is open) a copy in the scratch log, appended on the
+    /// first call. `None`: it stays in memory.
+    pub fn copy_of(&mut self, seq: u64, message: &Message, to_scratch: bool) -> Option<Place> {
+        if let Some(&loc) = self.locs.get(&seq) {
+            return Some(Place { loc, scratch: false });
+        }
+        let scratch = self.scratch.as_mut().filter(|_| to_scratch)?;
+        let loc = *self.scratch_locs.entry(seq).or_insert_with(|| scratch.append(&message.record(0)).0);
+        Some(Place { loc, scratch: true })
+    }
+
+    /// Whether a copy's record has been written, so it can be read back.
+    pub fn is_written(&self, place: Place) -> bool {
+        let log = if place.scratch { self.scratch.as_ref() } else { self.log.as_ref() };
+        log.is_some_and(|log| log.is_written(place.loc))
+    }
+
+    /// The queue was deleted: every copy goes, and the logs with the next commit.
+    pub fn destroy(&mut self) {
+        self.locs = HashMap::new();
+        self.scratch_locs = HashMap::new();
+        if let Some(scratch) = self.scratch.take() {
+            scratch.destroy();
+        }
+        if let Some(log) = self.log.take() {
+            log.destroy();
+        }
+    }
+}
