@@ -169,7 +169,10 @@ impl Connection {
     /// Asks the queues of a channel's consumers to assign again (credit or flow reopened).
     pub(super) fn kick_consumers(&mut self, channel: u16) {
         let Some(ch) = self.channels.get(&channel) else { return };
-        let queues: Vec<_> = ch.consumers.values().filter_map(|c| c.queue.clone()).collect();
+        // Once per queue, however many of the channel's consumers it has.
+        let mut queues: Vec<_> = ch.consumers.values().filter_map(|c| c.queue.clone()).collect();
+        queues.sort_unstable_by_key(Arc::as_ptr);
+        queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         for q in queues {
             q.kick();
         }
