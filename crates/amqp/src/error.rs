@@ -147,7 +147,7 @@ impl From<lepus_broker::BrokerError> for Fail {
             B::CommandInvalid(_) => Fail::Connection(ConnectionError::CommandInvalid(text)),
             B::NotAllowed(_) => Fail::Connection(ConnectionError::NotAllowed(text)),
             B::NotImplemented(_) => Fail::Connection(ConnectionError::NotImplemented(text)),
-            B::Storage(_) => Fail::Connection(ConnectionError::Internal(text)),
+            B::Storage(_) | B::Internal(_) => Fail::Connection(ConnectionError::Internal(text)),
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct Broker {
     durability: Durability,
     /// Where vhosts and users are stored (none: in memory only).
     persistence: Option<PersistenceRef>,
+    /// Held by a node command from its check to its change in memory, so node commands reach
+    /// the disk in the order they apply; logins never wait for it.
+    node_commands: parking_lot::Mutex<()>,
 }
 
 /// What a broker is made of at start.
@@ -58,6 +61,7 @@ impl Broker {
             timers,
             durability,
             persistence,
+            node_commands: parking_lot::Mutex::new(()),
         }
     }
 
@@ -76,7 +80,7 @@ impl Broker {
         self.users.read()
     }
 
-    pub fn users_mut(&self) -> RwLockWriteGuard<'_, Users> {
+    pub(crate) fn users_mut(&self) -> RwLockWriteGuard<'_, Users> {
         self.users.write()
     }
 
@@ -95,6 +99,10 @@ impl Broker {
 
     pub fn durability(&self) -> &Durability {
         &self.durability
+    }
+
+    pub(crate) fn node_command_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.node_commands.lock()
     }
 
     pub(crate) fn persistence(&self) -> Option<&PersistenceRef> {

@@ -179,10 +179,12 @@ impl NodeCommand {
 }
 
 impl Broker {
-    /// Executes a node command: checked, stored, then applied in memory. The users' write
-    /// lock is held across the commit, so commands reach the disk in the order they apply.
+    /// Executes a node command: checked, stored, then applied in memory. Node commands run
+    /// one at a time, so they reach the disk in the order they apply; the users' lock is taken
+    /// only for the change in memory, so logins never wait for a commit.
     pub fn execute_node(&self, command: NodeCommand) -> Result<()> {
         command.validate()?;
+        let _one_at_a_time = self.node_command_lock();
         match command {
             NodeCommand::PutUser { name, credential, tags } => {
                 let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
@@ -190,17 +192,15 @@ impl Broker {
                     Credential::Password(password) => User::new(&name, &password, &tags),
                     Credential::Hash(hash) => User::with_password_hash(&name, hash, &tags),
                 };
-                let mut users = self.users_mut();
                 self.store(&[Change::PutUser(user.record())])?;
-                users.add(user);
+                self.users_mut().add(user);
             }
             NodeCommand::DeleteUser { name } => {
-                let mut users = self.users_mut();
-                if users.get(&name).is_none() {
+                if self.users().get(&name).is_none() {
                     return Err(BrokerError::Absent { kind: "user", name });
                 }
                 self.store(&[Change::DeleteUser(name.clone())])?;
-                users.remove(&name);
+                self.users_mut().remove(&name);
             }
             NodeCommand::AddVhost { name } => {
                 if self.vhost(&name).is_some() {

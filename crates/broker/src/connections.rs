@@ -120,7 +120,8 @@ impl Registry {
     }
 
     /// Asks an open connection to close, telling its client `reason` (RabbitMQ's management
-    /// API: `CONNECTION_FORCED - Closed via management plugin`). False if it is not open.
+    /// API: `CONNECTION_FORCED - Closed via management plugin`). False if it is not registered
+    /// (never opened, or gone); a connection already closing ignores the request.
     pub fn close(&self, id: u64, reason: &str) -> bool {
         let Some(info) = self.get(id) else { return false };
         info.closer.request(reason);

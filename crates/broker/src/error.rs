@@ -32,6 +32,9 @@ pub enum BrokerError {
     /// 541 INTERNAL_ERROR (connection): the metadata store failed to commit a change.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// 541 INTERNAL_ERROR (connection): a broken invariant (a bug), reported, not panicked on.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl BrokerError {

@@ -55,11 +55,10 @@ impl Persistence {
     /// is one metadata commit, and an id is never reused for anything stored. (One taken for a
     /// declaration whose commit failed may be taken again after a restart; nothing used it.)
     pub fn next_queue_id(&self) -> Result<u64> {
-        let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
-        if id == u64::MAX {
-            return Err(BrokerError::Storage("queue ids are exhausted".into()));
-        }
-        Ok(id)
+        // Never wraps: once exhausted, every later call fails too.
+        self.next_queue_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+            .map_err(|_| BrokerError::Storage("queue ids are exhausted".into()))
     }
 }
 

@@ -16,7 +16,7 @@ use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
 use lepus_broker::{Broker, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
-use lepus_store::meta::{Change, MetaStore, UserRecord};
+use lepus_store::meta::{Change, MetaStore, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -154,11 +154,12 @@ fn default_users(config: &Config) -> Users {
     users
 }
 
-/// The stored users; with none stored (a new data directory, or one from before users were
-/// stored), the configured default user, stored now, as RabbitMQ creates its default user on
-/// a node's first start. Later changes to the configured default do not apply to it.
-fn restore_users(config: &Config, stored: &[UserRecord], persistence: &Persistence) -> io::Result<Users> {
-    if stored.is_empty() {
+/// The stored users; if users were never set up (a new data directory, or one from before
+/// users were stored), the configured default user, stored now, as RabbitMQ creates its
+/// default user on a node's first start. Later changes to the configured default do not apply
+/// to it, and deleting every user does not bring it back.
+fn restore_users(config: &Config, snapshot: &Snapshot, persistence: &Persistence) -> io::Result<Users> {
+    if !snapshot.users_initialised {
         let users = default_users(config);
         let records: Vec<Change> = users.list().into_iter().map(|u| Change::PutUser(u.record())).collect();
         persistence.apply(&records).map_err(|e| io::Error::other(format!("storing the default user: {e}")))?;
@@ -166,7 +167,7 @@ fn restore_users(config: &Config, stored: &[UserRecord], persistence: &Persisten
         return Ok(users);
     }
     let mut users = Users::new(config.loopback_users.clone());
-    for record in stored {
+    for record in &snapshot.users {
         users.add(User::from_record(record.clone()));
     }
     Ok(users)
@@ -187,7 +188,7 @@ fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
         tracing::warn!(data_dir = %dir.display(), "previous run did not stop cleanly: recovered messages are marked redelivered");
     }
     let persistence = Arc::new(Persistence::open(store.clone(), meta).map_err(|e| io::Error::other(e.to_string()))?);
-    let users = restore_users(config, &snapshot.users, &persistence)?;
+    let users = restore_users(config, &snapshot, &persistence)?;
     let mut names = snapshot.vhosts.clone();
     if !names.iter().any(|n| n == "/") {
         names.push("/".to_owned());

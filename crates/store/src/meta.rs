@@ -43,6 +43,8 @@ const FORMAT: TableDefinition<&str, u32> = TableDefinition::new("format");
 const FORMAT_KEY: &str = "version";
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const NEXT_QUEUE_ID: &str = "next_queue_id";
+/// Set (to 1) by the first stored user: users have been set up, so no default user is due.
+const USERS_INITIALISED: &str = "users_initialised";
 
 const VHOSTS_NAME: &str = "vhosts";
 const EXCHANGES_NAME: &str = "exchanges";
@@ -165,6 +167,9 @@ pub struct Snapshot {
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
     pub users: Vec<UserRecord>,
+    /// A user was ever stored (even if all were deleted since): a new node's default user is
+    /// not due.
+    pub users_initialised: bool,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -305,6 +310,8 @@ impl MetaStore {
             snapshot.users.push(decode_user(key, value)?);
             Ok(())
         })?;
+        let counters = txn.open_table(COUNTERS).map_err(db_err)?;
+        snapshot.users_initialised = counters.get(USERS_INITIALISED).map_err(db_err)?.is_some();
         Ok(snapshot)
     }
 
@@ -415,6 +422,7 @@ impl<'txn> Tables<'txn> {
             }
             Change::PutUser(user) => {
                 self.users.insert(user_key(&user.name)?.as_slice(), encode_user(user)?.as_slice()).map_err(db_err)?;
+                self.counters.insert(USERS_INITIALISED, 1).map_err(db_err)?;
             }
             Change::DeleteUser(name) => {
                 self.users.remove(user_key(name)?.as_slice()).map_err(db_err)?;

@@ -362,6 +362,12 @@ fn queue_ids_increase_across_reopen_and_skip_stored_ids() {
 }
 
 #[test]
+fn a_new_store_has_no_users_set_up() {
+    let dir = TempDir::new("users-new");
+    assert!(!open(&dir.db()).load().unwrap().users_initialised);
+}
+
+#[test]
 fn a_new_store_hands_out_ids_from_one() {
     let dir = TempDir::new("ids-new");
     let store = open(&dir.db());
@@ -494,6 +500,13 @@ fn users_survive_reopen_and_are_replaced_or_deleted_by_name() {
     }
     let loaded = open(&dir.db()).load().unwrap();
     assert_eq!(loaded.users, [user("bob", &["management"]), user("guest", &["administrator"])], "sorted by key");
+    assert!(loaded.users_initialised);
+    {
+        let store = open(&dir.db());
+        store.apply(&[Change::DeleteUser("bob".into()), Change::DeleteUser("guest".into())]).unwrap();
+        let empty = store.load().unwrap();
+        assert!(empty.users.is_empty() && empty.users_initialised, "deleting every user is remembered");
+    }
     assert!(loaded.vhosts.is_empty() && loaded.queues.is_empty(), "users are not in any vhost");
     // A value cut short is reported, not panicked on.
     write_raw(&dir.db(), RAW_USERS, &[0, 3, b'b', b'o', b'b'][..], &[1, 0, 9][..]);

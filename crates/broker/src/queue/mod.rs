@@ -319,12 +319,10 @@ impl Queue {
             if !st.consumers.may_join(&spec) {
                 return Err(BrokerError::AccessRefused(format!("{} in exclusive use", self.describe())));
             }
-            let id = spec.id;
             if !st.consumers.add(spec) {
-                return Err(BrokerError::CommandInvalid(format!(
-                    "consumer {id:?} already attached to {}",
-                    self.describe()
-                )));
+                // Front ends take ids from the registry, unique in the broker.
+                debug_assert!(false, "a consumer id attached twice to {}", self.describe());
+                return Err(BrokerError::Internal(format!("a consumer id attached twice to {}", self.describe())));
             }
             st.ever_consumed = true;
             self.assign(&mut st, &mut wakes);
