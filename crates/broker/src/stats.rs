@@ -1,5 +1,6 @@
 //! Message counters: published, routed, delivered, acked and the rest, kept per connection
-//! on the hot path and summed for the broker.
+//! on the hot path and summed for the broker, and per queue (what it enqueued, delivered,
+//! handed to `basic.get` and redelivered), written under the queue's lock.
 //!
 //! A connection's [`Counters`] have one writer, the connection's own task, which adds with a
 //! plain load and store (no locked instruction, no shared cache line); anyone may read them at

@@ -56,6 +56,7 @@ use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::MessageRef;
 use crate::outlet::{ConsumerId, Delivery, Outbound, OutletRef};
+use crate::stats::{Counters, Snapshot, Stat};
 
 pub type QueueRef = Arc<Queue>;
 
@@ -137,6 +138,10 @@ pub struct Queue {
     pub limits: QueueLimits,
     /// Persistent messages go to a message log (a durable queue of a broker with storage).
     pub logged: bool,
+    /// Messages enqueued (`Published`), delivered to consumers (`Delivered`), taken by
+    /// `basic.get` (`Get`), and of those two the redeliveries (`Redelivered`). Written only
+    /// under the queue lock (so one writer at a time), readable without it.
+    stats: Counters,
     state: Mutex<State>,
 }
 
@@ -168,6 +173,7 @@ impl Queue {
             arguments,
             limits,
             logged: false,
+            stats: Counters::default(),
             state: Mutex::default(),
         }
     }
@@ -232,6 +238,7 @@ impl Queue {
                     durable = Durable::after_generation(generation);
                 }
                 st.ready.push_back(Entry { seq, message, redelivered: false });
+                self.stats.add(Stat::Published, 1);
                 self.assign(&mut st, &mut wakes);
                 let st = &mut *st;
                 st.ready.page_out(&mut st.stored);
@@ -275,6 +282,7 @@ impl Queue {
             if spec.ack_required {
                 st.stored.mark_delivered(entry.seq);
             }
+            self.count_out(Stat::Delivered, entry.redelivered);
             let delivery = Delivery {
                 consumer: spec.id,
                 queue: Some(self.clone()),
@@ -402,7 +410,22 @@ impl Queue {
         let st = &mut *st;
         let entry = st.ready.pop(&mut st.stored)?;
         st.stored.mark_delivered(entry.seq);
+        self.count_out(Stat::Get, entry.redelivered);
         Some((entry, st.ready.len() as u32))
+    }
+
+    /// Counts a message leaving for a consumer or `basic.get` (under the queue lock).
+    #[inline]
+    fn count_out(&self, stat: Stat, redelivered: bool) {
+        self.stats.add(stat, 1);
+        if redelivered {
+            self.stats.add(Stat::Redelivered, 1);
+        }
+    }
+
+    /// The queue's message counters (see [`Queue`]'s `stats`).
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
     }
 
     /// Drops every ready message; returns how many.
