@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{CountWake, message, queue};
 use lepus_broker::outlet::{ConsumerId, Outbound, Outlet};
-use lepus_broker::queue::{ChannelGate, ConsumerSpec, Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES};
+use lepus_broker::queue::{Enqueued, FLOW_HIGH_MESSAGES, FLOW_LOW_MESSAGES};
 
 #[test]
 fn congestion_pauses_publishers_until_the_low_watermark() {
@@ -22,18 +22,9 @@ fn congestion_pauses_publishers_until_the_low_watermark() {
     assert_eq!(queue.purge() as usize, FLOW_HIGH_MESSAGES + 10);
 
     // A consumer that takes one message and never acks.
-    let consumer_outlet = Arc::new(Outlet::new(Box::new(CountWake(Arc::new(AtomicUsize::new(0))))));
+    let consumer_outlet = common::outlet();
     let consumer = ConsumerId(1);
-    let spec = ConsumerSpec {
-        id: consumer,
-        outlet: consumer_outlet.clone(),
-        ack_required: true,
-        prefetch: 1,
-        gate: Arc::new(ChannelGate::default()),
-        priority: 0,
-        exclusive: false,
-    };
-    queue.consume(spec).expect("consumer attaches");
+    queue.consume(common::acking_consumer(1, &consumer_outlet, 1)).expect("consumer attaches");
     let mut outcomes = Vec::new();
     for _ in 0..FLOW_HIGH_MESSAGES + 2 {
         outcomes.push(queue.publish(m.clone()));

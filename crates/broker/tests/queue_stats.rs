@@ -2,12 +2,8 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-
-use common::{CountWake, message, queue};
-use lepus_broker::outlet::{ConsumerId, Outbound, Outlet};
-use lepus_broker::queue::{ChannelGate, ConsumerSpec};
+use common::{message, queue};
+use lepus_broker::outlet::{ConsumerId, Outbound};
 use lepus_broker::stats::Stat;
 
 #[test]
@@ -21,18 +17,9 @@ fn a_queue_counts_what_enters_and_leaves_it() {
     let (again, _) = q.get().expect("the requeued message");
     assert!(again.redelivered);
 
-    let outlet = Arc::new(Outlet::new(Box::new(CountWake(Arc::new(AtomicUsize::new(0))))));
+    let outlet = common::outlet();
     let consumer = ConsumerId(1);
-    let spec = ConsumerSpec {
-        id: consumer,
-        outlet: outlet.clone(),
-        ack_required: true,
-        prefetch: 2,
-        gate: Arc::new(ChannelGate::default()),
-        priority: 0,
-        exclusive: false,
-    };
-    q.consume(spec).expect("consumer attaches");
+    q.consume(common::acking_consumer(1, &outlet, 2)).expect("consumer attaches");
     let mut delivered = Vec::new();
     outlet.drain_into(&mut delivered);
     let seqs: Vec<u64> = delivered

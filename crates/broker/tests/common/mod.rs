@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use lepus_broker::outlet::Wake;
-use lepus_broker::queue::{Queue, QueueLimits};
+use lepus_broker::outlet::{ConsumerId, Outlet, OutletRef, Wake};
+use lepus_broker::queue::{ChannelGate, ConsumerSpec, Queue, QueueLimits};
 use lepus_broker::{Message, MessageRef};
 use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, ShortStr};
 
@@ -38,4 +38,22 @@ pub fn queue(auto_delete: bool) -> Arc<Queue> {
         FieldTable::new(),
         QueueLimits::default(),
     ))
+}
+
+/// An outlet whose wake-ups are not counted.
+pub fn outlet() -> OutletRef {
+    Arc::new(Outlet::new(Box::new(CountWake(Arc::new(AtomicUsize::new(0))))))
+}
+
+/// A consumer that acknowledges, with per-consumer `prefetch`, on a channel of its own.
+pub fn acking_consumer(id: u64, outlet: &OutletRef, prefetch: u32) -> ConsumerSpec {
+    ConsumerSpec {
+        id: ConsumerId(id),
+        outlet: outlet.clone(),
+        ack_required: true,
+        prefetch,
+        gate: Arc::new(ChannelGate::default()),
+        priority: 0,
+        exclusive: false,
+    }
 }
