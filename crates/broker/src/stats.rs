@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
-    /// Messages received from publishers.
+    /// Messages received from publishers (in a transaction: counted at `tx.commit`, and not
+    /// at all if rolled back).
     Published,
     /// Published messages that reached at least one queue (or a direct reply-to consumer).
     Routed,
