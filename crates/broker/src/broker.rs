@@ -1,6 +1,7 @@
 //! The broker service: what one Lepus node holds — vhosts, users, the connection registry,
-//! the clock and timer service, and the durability its confirms wait for. Front ends (AMQP today; HTTP, the CLI
-//! and other protocols next) reach the model through a shared [`Broker`].
+//! the clock and timer service, and the durability its confirms wait for. Front ends (AMQP
+//! today; HTTP, the CLI and other protocols next) reach the model through a shared [`Broker`];
+//! users and vhosts change through [`crate::command::NodeCommand`]s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
