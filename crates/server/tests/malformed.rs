@@ -199,7 +199,7 @@ async fn truncated_frames_wait_for_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_number_is_reusable_after_close_and_flow_is_acknowledged() {
+async fn channel_number_is_reusable_after_close_and_flow_is_acknowledged_or_refused() {
     let broker = start().await;
     let mut raw = Raw::open_with_channel(broker.addr).await;
     // Client closes channel 1; broker answers close-ok; the channel number is free again.
@@ -207,7 +207,12 @@ async fn channel_number_is_reusable_after_close_and_flow_is_acknowledged() {
     assert!(matches!(raw.next_method().await, Some((1, Method::ChannelCloseOk(_)))));
     raw.send_method(1, ChannelOpen::default()).await;
     assert!(matches!(raw.next_method().await, Some((1, Method::ChannelOpenOk(_)))));
+    raw.send_method(1, ChannelFlow { active: true }).await;
+    assert!(matches!(raw.next_method().await, Some((1, Method::ChannelFlowOk(ChannelFlowOk { active: true })))));
+    // Stopping deliveries is refused with a connection error, as by RabbitMQ 3.x.
     raw.send_method(1, ChannelFlow { active: false }).await;
-    assert!(matches!(raw.next_method().await, Some((1, Method::ChannelFlowOk(ChannelFlowOk { active: false })))));
+    let close = raw.expect_connection_close().await;
+    assert_eq!((close.reply_code, close.class_id, close.method_id), (NOT_IMPLEMENTED, 20, 20));
+    assert_eq!(close.reply_text.as_str(), Some("NOT_IMPLEMENTED - active=false"));
     broker.stop().await;
 }

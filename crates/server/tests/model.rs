@@ -1376,3 +1376,30 @@ async fn the_registry_lists_connections_and_counts_their_messages() {
     assert_eq!(registry.churn(), (1, 1));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declaring_direct_reply_to_checks_it_exists() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    // The pseudo-queue always exists, with its one consumer, whatever the flags.
+    for options in [passive(), QueueDeclareOptions::default()] {
+        let q = ldeclare(&ch, "amq.rabbitmq.reply-to", options, FieldTable::default()).await;
+        assert_eq!((q.name().as_str(), q.message_count(), q.consumer_count()), ("amq.rabbitmq.reply-to", 0, 1));
+    }
+    // A channel's address exists while it consumes from the pseudo-queue.
+    let client = lchan(&conn).await;
+    lconsume(&client, "amq.rabbitmq.reply-to", true).await;
+    let requests = lexcl(&ch).await;
+    let props = lprops().with_reply_to("amq.rabbitmq.reply-to".into());
+    lpub_props(&client, "", &requests, b"request", props).await;
+    let request = lget(&ch, &requests, true).await.expect("the request");
+    let address = request.properties.reply_to().clone().expect("a reply-to address").to_string();
+    assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
+    let q = ldeclare(&ch, &address, passive(), FieldTable::default()).await;
+    assert_eq!((q.message_count(), q.consumer_count()), (0, 1));
+    let unknown = "amq.rabbitmq.reply-to.nobody";
+    let op = ch.queue_declare(unknown.into(), passive(), FieldTable::default());
+    lexpect_channel_closed(&conn, &ch, op, 404, &format!("NOT_FOUND - no queue '{unknown}' in vhost '/'")).await;
+    broker.stop().await;
+}

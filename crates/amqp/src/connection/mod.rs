@@ -692,6 +692,9 @@ impl Connection {
                 Ok(())
             }
             Method::ChannelCloseOk(_) | Method::ChannelFlowOk(_) => Ok(()),
+            // RabbitMQ 3.x refuses a client's request to stop deliveries (a connection
+            // error); 4.x dropped it. Clients' own suites rely on the 540.
+            Method::ChannelFlow(m) if !m.active => Err(tag(ConnectionError::NotImplemented("active=false".into()))),
             Method::ChannelFlow(m) => {
                 self.set_flow(channel, m.active);
                 self.send(channel, ChannelFlowOk { active: m.active });

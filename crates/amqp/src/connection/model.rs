@@ -7,6 +7,7 @@ use lepus_broker::command::{Applied, Binding, Command, Issuer};
 use lepus_broker::exchange::Destination;
 use lepus_broker::vhost::{ExchangeDeclare as XDeclare, QueueDeclare as QDeclare};
 
+use super::publish::REPLY_TO;
 use super::*;
 use crate::error::{ChannelError, precondition};
 use crate::names::random_name;
@@ -90,6 +91,9 @@ impl Connection {
     }
 
     pub(super) fn queue_declare(&mut self, channel: u16, m: QueueDeclare) -> Result<(), Fail> {
+        if m.queue.as_bytes().starts_with(REPLY_TO.as_bytes()) {
+            return self.declare_reply_to(channel, m);
+        }
         let server_named = m.queue.is_empty() && !m.passive;
         let name = match (m.queue.is_empty(), m.passive) {
             (true, true) => self.queue_name(channel, m.queue)?,
@@ -113,6 +117,21 @@ impl Connection {
         self.chan(channel)?.last_queue = Some(name.clone());
         if !m.no_wait {
             self.send(channel, QueueDeclareOk { queue: name, message_count, consumer_count });
+        }
+        Ok(())
+    }
+
+    /// A declaration of the direct reply-to pseudo-queue (or a channel's reply-to address) is
+    /// a check whatever its flags, as in RabbitMQ: it exists, with its one consumer, or 404.
+    fn declare_reply_to(&mut self, channel: u16, m: QueueDeclare) -> Result<(), Fail> {
+        let exists = m.queue == REPLY_TO || self.shared.reply_to.lock().contains_key(&m.queue);
+        if !exists {
+            let vhost = self.vhost_arc()?.name.to_string();
+            return Err(lepus_broker::BrokerError::not_found("queue", m.queue.to_string(), vhost).into());
+        }
+        self.chan(channel)?.last_queue = Some(m.queue.clone());
+        if !m.no_wait {
+            self.send(channel, QueueDeclareOk { queue: m.queue, message_count: 0, consumer_count: 1 });
         }
         Ok(())
     }
