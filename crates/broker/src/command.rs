@@ -50,21 +50,6 @@ pub enum Command {
     Unbind(Binding),
 }
 
-impl Command {
-    /// The command's name in logs and audit trails.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::DeclareExchange(_) => "declare exchange",
-            Command::DeleteExchange { .. } => "delete exchange",
-            Command::DeclareQueue(_) => "declare queue",
-            Command::DeleteQueue { .. } => "delete queue",
-            Command::PurgeQueue { .. } => "purge queue",
-            Command::Bind(_) => "bind",
-            Command::Unbind(_) => "unbind",
-        }
-    }
-}
-
 /// What an executed command reports.
 #[derive(Debug)]
 pub enum Applied {

@@ -104,10 +104,4 @@ impl Publisher {
         self.several.clear();
         Ok(outcome)
     }
-
-    /// Drops the cached route (and the queues it holds), as when the publisher goes away.
-    pub fn clear(&mut self) {
-        self.cache.clear();
-        self.several.clear();
-    }
 }

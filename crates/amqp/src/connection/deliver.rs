@@ -14,8 +14,35 @@ use crate::context::ReplyTarget;
 use crate::error::precondition;
 use crate::names::random_name;
 
-/// Deliveries to a no-ack consumer, acked once encoded: (queue, consumer, seqs).
-type NoAckSettle = (QueueRef, ConsumerId, Vec<u64>);
+/// Deliveries to no-ack consumers encoded in one drain, acked together afterwards: the seqs
+/// in encoding order, and runs of them of one queue and consumer as (queue, consumer, end of
+/// the run in `seqs`). Kept by the connection between drains, so a drain allocates nothing.
+#[derive(Debug, Default)]
+pub(super) struct NoAckBatch {
+    seqs: Vec<u64>,
+    runs: Vec<(QueueRef, ConsumerId, usize)>,
+}
+
+impl NoAckBatch {
+    fn push(&mut self, queue: &QueueRef, consumer: ConsumerId, seq: u64) {
+        self.seqs.push(seq);
+        let end = self.seqs.len();
+        match self.runs.last_mut() {
+            Some((q, c, run_end)) if Arc::ptr_eq(q, queue) && *c == consumer => *run_end = end,
+            _ => self.runs.push((queue.clone(), consumer, end)),
+        }
+    }
+
+    /// Releases every run from its queue (and returns the consumers' credit), then empties.
+    fn ack_all(&mut self) {
+        let mut start = 0;
+        for (queue, consumer, end) in self.runs.drain(..) {
+            queue.ack(Some(consumer), self.seqs[start..end].iter().copied());
+            start = end;
+        }
+        self.seqs.clear();
+    }
+}
 
 /// Deliveries of one queue and consumer settled together: (queue, consumer, (seq, message)s).
 type SettleGroup = (QueueRef, Option<ConsumerId>, Vec<(u64, lepus_broker::MessageRef)>);
@@ -114,9 +141,9 @@ impl Connection {
         match info.queue {
             Some(queue) => {
                 if queue.cancel(info.id)
-                    && let Some(vhost) = &self.vhost_ref
+                    && let Some(p) = &self.publisher
                 {
-                    vhost.remove_queue(&queue);
+                    p.vhost().remove_queue(&queue);
                 }
             }
             None => {
@@ -230,7 +257,7 @@ impl Connection {
     pub(super) fn drain_outlet(&mut self) {
         let mut items = std::mem::take(&mut self.drained);
         self.outlet.drain_into(&mut items);
-        let mut no_ack_settles: Vec<NoAckSettle> = Vec::new();
+        let mut no_ack = std::mem::take(&mut self.no_ack);
         // The consumer the previous delivery went to, with its channel and tag: runs of
         // deliveries to one consumer (the common case) skip the lookups. A consumer's route
         // changes during a drain only through its own cancellation, which no delivery to it
@@ -238,7 +265,7 @@ impl Connection {
         let mut live: Option<(ConsumerId, u16, ShortStr)> = None;
         for item in items.drain(..) {
             match item {
-                Outbound::Deliver(d) => self.deliver(d, &mut no_ack_settles, &mut live),
+                Outbound::Deliver(d) => self.deliver(d, &mut no_ack, &mut live),
                 Outbound::ConsumerCancelled(id) => {
                     live = None;
                     self.on_consumer_cancelled(id);
@@ -246,9 +273,8 @@ impl Connection {
             }
         }
         self.drained = items;
-        for (queue, consumer, seqs) in no_ack_settles {
-            queue.ack(Some(consumer), seqs.into_iter());
-        }
+        no_ack.ack_all();
+        self.no_ack = no_ack;
     }
 
     /// The queue went away: the consumer is gone, and the client is told if it asked to be.
@@ -276,12 +302,7 @@ impl Connection {
     }
 
     /// Encodes one delivery, or puts it back if its consumer or channel is gone.
-    fn deliver(
-        &mut self,
-        d: Delivery,
-        no_ack_settles: &mut Vec<NoAckSettle>,
-        live: &mut Option<(ConsumerId, u16, ShortStr)>,
-    ) {
+    fn deliver(&mut self, d: Delivery, no_ack: &mut NoAckBatch, live: &mut Option<(ConsumerId, u16, ShortStr)>) {
         if live.as_ref().is_none_or(|(id, _, _)| *id != d.consumer) {
             *live = self.live_route(d.consumer).map(|(channel, tag)| (d.consumer, channel, tag));
         }
@@ -307,10 +328,7 @@ impl Connection {
                 };
                 ch.unacked.insert(delivery_tag, unacked);
             }
-            (Some(queue), false) => match no_ack_settles.last_mut() {
-                Some((q, c, seqs)) if Arc::ptr_eq(q, queue) && *c == d.consumer => seqs.push(d.seq),
-                _ => no_ack_settles.push((queue.clone(), d.consumer, vec![d.seq])),
-            },
+            (Some(queue), false) => no_ack.push(queue, d.consumer, d.seq),
             (None, _) => {}
         }
         self.count(Stat::Delivered, 1);

@@ -150,8 +150,6 @@ struct Connection {
     channels: std::collections::HashMap<u16, Channel, foldhash::fast::FixedState>,
     user: String,
     vhost: String,
-    /// The vhost, once `connection.open` succeeded.
-    vhost_ref: Option<Arc<VHost>>,
     /// Capabilities the client announced in `start-ok`.
     client_capabilities: FieldTable,
     /// Everything the client said about itself in `start-ok`, for the registry.
@@ -166,13 +164,16 @@ struct Connection {
     notify: Arc<Notify>,
     /// Reused buffer for draining the outlet.
     drained: Vec<Outbound>,
+    /// Reused buffer for the no-ack deliveries of a drain.
+    no_ack: deliver::NoAckBatch,
     /// Channels with publisher confirms to flush at the end of this input batch.
     confirms_due: Vec<u16>,
     /// A queue this input batch published into that is over its flow-control watermark.
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
     throttle: Option<lepus_broker::QueueRef>,
-    /// Publishes into the vhost (with this connection's route cache), once it is open.
+    /// Publishes into the vhost (with this connection's route cache), once it is open; also
+    /// the connection's way to its vhost.
     publisher: Option<lepus_broker::Publisher>,
     closing_deadline: Option<Instant>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
@@ -193,11 +194,11 @@ impl Connection {
                 notify: notify.clone(),
                 registered: std::sync::atomic::AtomicBool::new(false),
             }),
-            vhost_ref: None,
             outlet,
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
+            no_ack: Default::default(),
             confirms_due: Vec::new(),
             congested: None,
             throttle: None,
@@ -308,12 +309,11 @@ impl Connection {
         };
         let _ = wr.shutdown().await;
         self.release_all_channels();
-        // The cached route holds queues: let them go with the connection.
-        self.publisher = None;
         self.outlet.close();
         self.drain_outlet();
-        if let Some(vhost) = &self.vhost_ref {
-            vhost.remove_exclusive_queues(self.id);
+        // The publisher's cached route holds queues: they go with the connection.
+        if let Some(publisher) = self.publisher.take() {
+            publisher.vhost().remove_exclusive_queues(self.id);
         }
         if self.info.take().is_some() {
             self.shared.broker.connections().deregister(self.id);
@@ -608,8 +608,7 @@ impl Connection {
             return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
         };
         self.vhost = vhost;
-        self.publisher = Some(self.shared.broker.publisher(vhost_ref.clone()));
-        self.vhost_ref = Some(vhost_ref);
+        self.publisher = Some(self.shared.broker.publisher(vhost_ref));
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
         self.register();
         self.phase = Phase::Running;

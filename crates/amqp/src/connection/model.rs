@@ -14,7 +14,7 @@ use crate::names::random_name;
 
 impl Connection {
     pub(super) fn vhost_arc(&self) -> Result<Arc<VHost>, Fail> {
-        self.vhost_ref.clone().ok_or_else(|| ConnectionError::Internal("connection has no vhost".into()).into())
+        self.publisher.as_ref().map(|p| p.vhost().clone()).ok_or_else(super::publish::no_vhost)
     }
 
     /// Runs a topology command on this connection's vhost (the broker's one command path).

@@ -437,7 +437,7 @@ impl Connection {
     }
 }
 
-fn no_vhost() -> Fail {
+pub(super) fn no_vhost() -> Fail {
     ConnectionError::Internal("connection has no vhost".into()).into()
 }
 
