@@ -1,10 +1,10 @@
 //! Validation of the `x-` arguments of `queue.declare`, and the equivalence check on
 //! redeclaration, with RabbitMQ 3.x's rules and reply texts.
 
-use lepus_protocol::{FieldTable, FieldValue};
+use lepus_protocol::{FieldTable, FieldValue, ShortStr};
 
 use crate::error::BrokerError;
-use crate::queue::{Overflow, QueueLimits};
+use crate::queue::{DeadLetterTarget, Overflow, QueueLimits};
 
 /// The queue types clients declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +66,34 @@ fn int_arg(v: &FieldValue) -> Option<i64> {
 #[derive(Debug, Clone)]
 pub struct QueueArgs {
     pub queue_type: QueueType,
+    /// Length limits, TTLs, expiry and dead-lettering, which the queue applies itself.
     pub limits: QueueLimits,
-    pub message_ttl_ms: Option<u64>,
-    pub expires_ms: Option<u64>,
     pub max_priority: Option<u8>,
+}
+
+/// RabbitMQ's longest timer (`x-message-ttl`, `x-expires`, `expiration`), in milliseconds.
+pub const EXPIRY_MAX_MS: u64 = u32::MAX as u64;
+
+/// Why a message's `expiration` property is refused (RabbitMQ's 406 text after the value).
+pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
+    let s = String::from_utf8_lossy(text);
+    // As Erlang's string:to_integer: an optional sign, digits, and nothing after them.
+    let digits_at = usize::from(s.starts_with(['+', '-']));
+    let digits_end = s[digits_at..].find(|c: char| !c.is_ascii_digit()).map_or(s.len(), |i| i + digits_at);
+    if digits_end == digits_at {
+        return Err("no_integer".into());
+    }
+    if digits_end < s.len() {
+        return Err(format!("{{leftover_string,\"{}\"}}", &s[digits_end..]));
+    }
+    let n: i128 = s[..digits_end].parse().map_err(|_| "no_integer".to_string())?;
+    if n < 0 {
+        return Err(format!("{{value_negative,{n}}}"));
+    }
+    if n > EXPIRY_MAX_MS as i128 {
+        return Err(format!("{{value_too_large,{n},{EXPIRY_MAX_MS}}}"));
+    }
+    Ok(n as u64)
 }
 
 /// Validates the arguments of a new queue. `what` is `queue 'q' in vhost '/'`.
@@ -78,18 +102,20 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
         BrokerError::PreconditionFailed(format!("invalid arg '{key}' for {what}: {reason}"))
     };
     let unacceptable = |key: &str, v: &FieldValue| invalid(key, format!("{{unacceptable_type,{}}}", type_name(v)));
-    let mut out = QueueArgs {
-        queue_type: QueueType::Classic,
-        limits: QueueLimits::default(),
-        message_ttl_ms: None,
-        expires_ms: None,
-        max_priority: None,
-    };
+    let mut out = QueueArgs { queue_type: QueueType::Classic, limits: QueueLimits::default(), max_priority: None };
+    let mut dead_letter_key = None;
     for (key, value) in args.iter() {
         let key = key.as_str().unwrap_or("");
         let non_neg = |v: &FieldValue| -> Result<u64, BrokerError> {
             let n = int_arg(v).ok_or_else(|| unacceptable(key, v))?;
             u64::try_from(n).map_err(|_| invalid(key, format!("{{value_negative,{n}}}")))
+        };
+        let timer = |v: &FieldValue| -> Result<u64, BrokerError> {
+            let n = non_neg(v)?;
+            if n > EXPIRY_MAX_MS {
+                return Err(invalid(key, format!("{{value_too_large,{n},{EXPIRY_MAX_MS}}}")));
+            }
+            Ok(n)
         };
         let string = |v: &FieldValue| -> Result<String, BrokerError> {
             match v {
@@ -99,13 +125,13 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
         };
         match key {
             "x-expires" => {
-                let n = non_neg(value)?;
+                let n = timer(value)?;
                 if n == 0 {
                     return Err(invalid(key, "{value_zero,0}".into()));
                 }
-                out.expires_ms = Some(n);
+                out.limits.expires_ms = Some(n);
             }
-            "x-message-ttl" => out.message_ttl_ms = Some(non_neg(value)?),
+            "x-message-ttl" => out.limits.message_ttl_ms = Some(timer(value)?),
             "x-max-length" => out.limits.max_length = Some(non_neg(value)?),
             "x-max-length-bytes" => out.limits.max_length_bytes = Some(non_neg(value)?),
             "x-max-in-memory-length" | "x-max-in-memory-bytes" | "x-stream-max-segment-size-bytes" => {
@@ -118,13 +144,16 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
                 }
                 out.max_priority = Some(n as u8);
             }
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
-                string(value)?;
+            "x-dead-letter-exchange" => {
+                let exchange = short(key, string(value)?)?;
+                out.limits.dead_letter = Some(DeadLetterTarget { exchange, routing_key: None });
             }
+            "x-dead-letter-routing-key" => dead_letter_key = Some(short(key, string(value)?)?),
             "x-overflow" => {
                 out.limits.overflow = Some(match string(value)?.as_str() {
                     "drop-head" => Overflow::DropHead,
-                    "reject-publish" | "reject-publish-dlx" => Overflow::RejectPublish,
+                    "reject-publish" => Overflow::RejectPublish,
+                    "reject-publish-dlx" => Overflow::RejectPublishDlx,
                     other => return Err(invalid(key, format!("{{invalid_overflow,<<\"{other}\">>}}"))),
                 });
             }
@@ -155,7 +184,19 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             _ => {}
         }
     }
+    if let Some(routing_key) = dead_letter_key {
+        // RabbitMQ refuses a dead-letter routing key without a dead-letter exchange.
+        let Some(target) = out.limits.dead_letter.as_mut() else {
+            return Err(invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined".into()));
+        };
+        target.routing_key = Some(routing_key);
+    }
     Ok(out)
+}
+
+/// An exchange name or routing key from an argument: at most 255 bytes.
+fn short(key: &str, text: String) -> Result<ShortStr, BrokerError> {
+    ShortStr::try_from(text).map_err(|_| BrokerError::PreconditionFailed(format!("invalid arg '{key}': too long")))
 }
 
 /// Arguments whose value must match on redeclaration (RabbitMQ 3.x; `x-queue-mode` is left
@@ -221,7 +262,7 @@ mod tests {
         assert_eq!(parsed.limits.max_length, Some(10));
         assert_eq!(parsed.limits.overflow, Some(Overflow::RejectPublish));
         assert_eq!(parsed.queue_type, QueueType::Quorum);
-        assert_eq!((parsed.message_ttl_ms, parsed.max_priority), (Some(1000), Some(9)));
+        assert_eq!((parsed.limits.message_ttl_ms, parsed.max_priority), (Some(1000), Some(9)));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::durability::Durability;
 use crate::outlet::Wake;
 use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
+use crate::queue::Services;
 use crate::timer::TimerService;
 use crate::users::Users;
 use crate::vhost::VHost;
@@ -48,11 +49,19 @@ pub struct BrokerParts {
     pub timer_wake: Box<dyn Wake>,
 }
 
+/// A vhost as the broker holds it: shared, and connected to the clock and timers.
+fn attached(vhost: VHost, clock: &ClockRef, timers: &Arc<TimerService>) -> Arc<VHost> {
+    Arc::new_cyclic(|me| {
+        vhost.attach(Services { clock: clock.clone(), timers: timers.clone(), vhost: me.clone() });
+        vhost
+    })
+}
+
 impl Broker {
     pub fn new(parts: BrokerParts) -> Broker {
         let BrokerParts { vhosts, users, clock, persistence, timer_wake } = parts;
-        let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), Arc::new(v))).collect();
         let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
+        let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), attached(v, &clock, &timers))).collect();
         let durability = Durability::new(persistence.as_ref().map(|p| p.store.clone()));
         Broker {
             vhosts: RwLock::new(vhosts),
@@ -112,7 +121,8 @@ impl Broker {
 
     /// Adds a vhost (see [`crate::command::NodeCommand`]).
     pub(crate) fn insert_vhost(&self, vhost: VHost) {
-        self.vhosts.write().entry(vhost.name.to_string()).or_insert_with(|| Arc::new(vhost));
+        let mut vhosts = self.vhosts.write();
+        vhosts.entry(vhost.name.to_string()).or_insert_with(|| attached(vhost, &self.clock, &self.timers));
     }
 
     /// A publisher into `vhost` on this broker's clock.

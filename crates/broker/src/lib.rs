@@ -36,6 +36,7 @@ pub mod broker;
 pub mod clock;
 pub mod command;
 pub mod connections;
+pub mod dead_letter;
 pub mod durability;
 pub mod error;
 pub mod exchange;

@@ -136,6 +136,20 @@ impl Message {
         b.finish()
     }
 
+    /// A message with these properties (dead-lettering rewrites headers and expiration).
+    pub fn with_properties(exchange: &[u8], routing_key: &[u8], props: &BasicProperties, body: &[u8]) -> Message {
+        let raw = props.to_raw();
+        let fields = HeaderFields {
+            body_size: body.len() as u64,
+            delivery_mode: props.delivery_mode,
+            priority: props.priority,
+            expiration: props.expiration.as_ref().map(|e| e.as_bytes()),
+        };
+        let mut b = MessageBuilder::with_fields(exchange, routing_key, &raw, &fields);
+        b.push_body(body);
+        b.finish()
+    }
+
     pub fn exchange(&self) -> &[u8] {
         &self.data[..self.exchange_len as usize]
     }

@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use lepus_protocol::{FieldTable, ShortStr};
 use parking_lot::{RwLock, RwLockWriteGuard};
@@ -22,7 +22,7 @@ use crate::error::{BrokerError, Result};
 use crate::exchange::{self, Destination, Exchange};
 use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
-use crate::queue::{Queue, QueueRef};
+use crate::queue::{Queue, QueueRef, Restored, Services};
 use crate::route_cache::RouteCache;
 use crate::route_memo::RouteMemo;
 use lepus_store::log::QueueLog;
@@ -86,6 +86,8 @@ pub struct VHost {
     /// Recent routes through topic and fanout exchanges, shared by the vhost's connections.
     memo: RouteMemo,
     persistence: Option<PersistenceRef>,
+    /// The clock, timers and this vhost, for its queues (set once the broker holds it).
+    services: OnceLock<Services>,
 }
 
 /// What restoring a vhost from storage found.
@@ -117,6 +119,7 @@ impl VHost {
             topology_version: AtomicU64::new(0),
             memo: RouteMemo::default(),
             persistence: None,
+            services: OnceLock::new(),
         };
         let t = vhost.topology.get_mut();
         for (name, type_name, internal) in PREDECLARED {
@@ -190,9 +193,12 @@ impl VHost {
                 queue.restore(
                     recovered
                         .into_iter()
-                        .map(|m| {
-                            let message = m.parts.map(|p| Arc::new(crate::Message::from_record(p)));
-                            (message, m.loc, m.size, m.delivered || !clean)
+                        .map(|m| Restored {
+                            message: m.parts.map(|p| Arc::new(crate::Message::from_record(p))),
+                            loc: m.loc,
+                            body_len: m.body_len,
+                            timestamp_ms: m.timestamp_ms,
+                            redelivered: m.delivered || !clean,
                         })
                         .collect(),
                 );
@@ -220,6 +226,18 @@ impl VHost {
         }
         vhost.persistence = Some(persistence);
         Ok((vhost, report))
+    }
+
+    /// Connects the vhost and its queues to the broker's clock and timers (once): TTLs,
+    /// expiry and dead-lettering work from now on. `services.vhost` is this vhost.
+    pub fn attach(&self, services: Services) {
+        if self.services.set(services).is_err() {
+            return;
+        }
+        let Some(services) = self.services.get() else { return };
+        for q in self.topology.read().queues.values() {
+            q.attach(services);
+        }
     }
 
     /// Commits metadata changes (a no-op without persistence).
@@ -566,6 +584,7 @@ impl VHost {
                 }
                 assert_args_equivalent(&q.arguments, &d.arguments, &what)?;
             }
+            q.touch();
             let (messages, consumers) = q.counts();
             return Ok((q.clone(), messages, consumers));
         }
@@ -606,6 +625,9 @@ impl VHost {
             queue = queue.with_log(QueueLog::create(&p.store, id));
         }
         let queue = Arc::new(queue);
+        if let Some(services) = self.services.get() {
+            queue.attach(services);
+        }
         t.queues.insert(d.name.clone(), queue.clone());
         Ok((queue, 0, 0))
     }

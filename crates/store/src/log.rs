@@ -43,6 +43,10 @@ pub struct Recovered {
     pub parts: Option<RecordParts<Vec<u8>>>,
     /// Bytes of the message (exchange, routing key, properties and body).
     pub size: u32,
+    /// Bytes of its body alone.
+    pub body_len: u32,
+    /// When it was published (the record's stamp).
+    pub timestamp_ms: u64,
     /// It had been delivered to a consumer before the restart (its redelivered flag is set).
     pub delivered: bool,
 }
@@ -541,6 +545,12 @@ impl QueueLog {
                                     data: parts.data.to_vec(),
                                 }),
                                 size: parts.data.len() as u32,
+                                body_len: parts.data.len().saturating_sub(
+                                    parts.exchange_len as usize
+                                        + parts.routing_key_len as usize
+                                        + parts.properties_len as usize,
+                                ) as u32,
+                                timestamp_ms: parts.timestamp_ms,
                                 delivered: delivered.contains(&loc.offset),
                             });
                         }

@@ -235,8 +235,13 @@ impl Connection {
                 queue.requeue(items, consumer);
                 continue;
             }
-            // Acked or discarded: gone from the queue (and its log) for good.
-            durable = durable.and(queue.ack(consumer, items.iter().map(|(seq, _)| *seq)));
+            // Acked or discarded (dead-lettered first, if the queue says so): gone from the queue
+            // (and its log) for good.
+            let gone = match kind {
+                Settle::Discard => queue.discard(consumer, &items),
+                _ => queue.ack(consumer, items.iter().map(|(seq, _)| *seq)),
+            };
+            durable = durable.and(gone);
         }
         if gate.is_some_and(|g| g.prefetch.load(std::sync::atomic::Ordering::Acquire) > 0) {
             self.kick_consumers(channel);

@@ -4,7 +4,7 @@
 //! `basic.ack multiple=true` per channel per input batch) and transactions.
 
 use bytes::Bytes;
-use lepus_broker::args::type_name;
+use lepus_broker::args::{parse_expiration, type_name};
 use lepus_broker::stats::Stat;
 use lepus_broker::{Durable, HeaderFields, Message, MessageBuilder, MessageHeaders, Outcome, Publish};
 use lepus_protocol::content::{ContentHeader, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
@@ -132,6 +132,7 @@ impl Connection {
             || ch.tx.is_some()
             || v.body.len() as u64 > self.shared.limits.message_size_max
             || (v.exchange.is_empty() && v.routing_key.starts_with(REPLY_TO_PREFIX))
+            || v.expiration.is_some_and(|e| parse_expiration(e).is_err())
         {
             return false;
         }
@@ -247,6 +248,11 @@ impl Connection {
     /// Checks and rewrites what routing needs from the properties. Only messages whose
     /// property flags include headers, user_id or reply_to are parsed at all.
     fn check_properties(&mut self, channel: u16, header: &ContentHeader) -> Result<Checked<'static>, Fail> {
+        if let Some(expiration) = &header.expiration
+            && let Err(why) = parse_expiration(expiration.as_bytes())
+        {
+            return Err(precondition(format!("invalid expiration '{expiration}': {why}")));
+        }
         let raw = &header.raw_properties;
         let flags = u16::from_be_bytes([raw.first().copied().unwrap_or(0), raw.get(1).copied().unwrap_or(0)]);
         let mut checked = Checked::default();

@@ -35,12 +35,26 @@
 //!   durable queue, the scratch log, and where each message is in them.
 //! - `consumers`: the consumers by priority and registration order, the choice of the next one
 //!   to serve, [`ChannelGate`] and [`ConsumerSpec`]; registering and cancelling in O(log n).
+//!
+//! # TTL, expiry and dead letters
+//! Queues reach the broker's clock, timer service and their vhost through a [`QueueEnv`],
+//! attached when the vhost takes them in (a queue without one has no TTLs and drops dead
+//! letters). A message's deadline is set when it is enqueued — the lower of `x-message-ttl` and
+//! its `expiration` — and kept when it is requeued. Expired messages leave as the ready list
+//! finds them (see `ready`): before each assignment and `basic.get`, and when the queue's one
+//! timer fires at the earliest deadline (of a message, or of `x-expires` while the queue is
+//! unused). A timer that fires early (its message was consumed) just re-arms.
+//!
+//! Operations collect what must happen after the lock is released in [`Effects`]: outlets to
+//! wake, messages to dead-letter (with the reason), and stored copies to release once the dead
+//! letters are in their new queues (see [`crate::dead_letter`]).
 
 mod consumers;
 mod ready;
 mod stored;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
 use lepus_protocol::{FieldTable, ShortStr};
 use lepus_store::log::{Loc, QueueLog};
@@ -49,14 +63,19 @@ use parking_lot::Mutex;
 
 use self::consumers::Consumers;
 pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_WINDOW};
-use self::ready::ReadyList;
-pub use self::ready::{Entry, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};
+pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};
+use self::ready::{ReadyList, Removed};
 use self::stored::Stored;
+use crate::clock::ClockRef;
+pub use crate::dead_letter::DeadLetterTarget;
+use crate::dead_letter::{self, DeathReason};
 use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::MessageRef;
 use crate::outlet::{ConsumerId, Delivery, Outbound, OutletRef};
 use crate::stats::{Counters, Snapshot, Stat};
+use crate::timer::{TimerId, TimerService, TimerTarget};
+use crate::vhost::VHost;
 
 pub type QueueRef = Arc<Queue>;
 
@@ -67,22 +86,49 @@ pub const FLOW_LOW_MESSAGES: usize = 8_192;
 pub const FLOW_HIGH_BYTES: u64 = 64 * 1024 * 1024;
 pub const FLOW_LOW_BYTES: u64 = 32 * 1024 * 1024;
 
-/// `x-overflow`: what happens when `x-max-length` is reached.
+/// `x-overflow`: what happens when `x-max-length` or `x-max-length-bytes` is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
+    /// Enqueue, then drop (dead-letter) the oldest until within the limits (the default).
     DropHead,
+    /// Refuse the message: the publisher's confirm is a nack.
     RejectPublish,
+    /// Refuse it, and dead-letter it.
+    RejectPublishDlx,
 }
 
-/// Limits from the queue's arguments that the queue enforces itself.
+/// What the queue's arguments make the queue do itself: length limits, TTLs, expiry and
+/// dead-lettering.
 #[derive(Debug, Clone, Default)]
 pub struct QueueLimits {
     pub max_length: Option<u64>,
+    /// Counts message bodies, as RabbitMQ.
     pub max_length_bytes: Option<u64>,
     pub overflow: Option<Overflow>,
+    /// `x-message-ttl`.
+    pub message_ttl_ms: Option<u64>,
+    /// `x-expires`: deleted after this long unused.
+    pub expires_ms: Option<u64>,
+    pub dead_letter: Option<DeadLetterTarget>,
 }
 
-#[derive(Debug, Default)]
+/// What a queue reaches of the broker: the clock and timer service for deadlines, and its
+/// vhost, where dead letters are routed and an expired queue is removed.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub clock: ClockRef,
+    pub timers: Arc<TimerService>,
+    pub vhost: Weak<VHost>,
+}
+
+/// A queue's [`Services`] and the queue itself, weakly (its timer's target).
+#[derive(Debug)]
+struct QueueEnv {
+    services: Services,
+    me: Weak<Queue>,
+}
+
+#[derive(Debug)]
 struct State {
     ready: ReadyList,
     consumers: Consumers,
@@ -93,6 +139,31 @@ struct State {
     ever_consumed: bool,
     /// Publishing connections paused by flow control, woken when the queue is relieved.
     flow_waiters: Vec<OutletRef>,
+    /// The queue's timer, and the deadline it is armed for ([`NO_EXPIRY`]: not armed).
+    timer: Option<TimerId>,
+    timer_at_ms: u64,
+    /// Last use (`x-expires`): declaration, `basic.get`, the last consumer leaving.
+    last_used_ms: u64,
+    /// Deadlines of delivered messages awaiting an ack, kept for a requeue.
+    unacked_expiry: HashMap<u64, u64>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            ready: ReadyList::default(),
+            consumers: Consumers::default(),
+            stored: Stored::default(),
+            next_seq: 0,
+            deleted: false,
+            ever_consumed: false,
+            flow_waiters: Vec::new(),
+            timer: None,
+            timer_at_ms: NO_EXPIRY,
+            last_used_ms: 0,
+            unacked_expiry: HashMap::new(),
+        }
+    }
 }
 
 impl State {
@@ -107,9 +178,9 @@ impl State {
     }
 
     /// Moves the flow waiters to `wakes` once the queue is relieved.
-    fn release_flow_waiters(&mut self, wakes: &mut Wakes) {
+    fn release_flow_waiters(&mut self, fx: &mut Effects) {
         if !self.flow_waiters.is_empty() && self.relieved() {
-            wakes.append(&mut self.flow_waiters);
+            fx.wakes.append(&mut self.flow_waiters);
         }
     }
 }
@@ -120,7 +191,7 @@ pub enum Enqueued {
     Yes,
     /// Enqueued, and the queue is now over its flow-control high watermark.
     Congested,
-    /// Refused by `x-overflow: reject-publish` (the publisher gets a `basic.nack`).
+    /// Refused by `x-overflow: reject-publish(-dlx)` (the publisher gets a `basic.nack`).
     Rejected,
     /// The queue was deleted concurrently.
     Gone,
@@ -142,16 +213,19 @@ pub struct Queue {
     /// `basic.get` (`Get`), and of those two the redeliveries (`Redelivered`). Written only
     /// under the queue lock (so one writer at a time), readable without it.
     stats: Counters,
+    env: OnceLock<QueueEnv>,
     state: Mutex<State>,
 }
 
-/// Outlets to wake once the queue lock is released.
-type Wakes = Vec<OutletRef>;
-
-fn wake_all(wakes: Wakes) {
-    for outlet in wakes {
-        outlet.wake();
-    }
+/// What an operation leaves to do once the queue lock is released.
+#[derive(Default)]
+struct Effects {
+    /// Outlets to wake.
+    wakes: Vec<OutletRef>,
+    /// Messages to dead-letter, and why.
+    dead: Vec<(MessageRef, DeathReason)>,
+    /// Stored copies to release once the dead letters are enqueued elsewhere.
+    forget: Vec<u64>,
 }
 
 impl Queue {
@@ -174,6 +248,7 @@ impl Queue {
             limits,
             logged: false,
             stats: Counters::default(),
+            env: OnceLock::new(),
             state: Mutex::default(),
         }
     }
@@ -193,19 +268,45 @@ impl Queue {
         self
     }
 
-    /// Puts messages recovered from the log back, in order, before any publish: (the
-    /// message, or `None` to leave it paged out; where it is; its size; whether it had been
-    /// delivered before the restart).
-    pub fn restore(&self, messages: Vec<(Option<MessageRef>, Loc, u32, bool)>) {
+    /// Connects the queue to the broker's clock, timers and its vhost (once; later calls do
+    /// nothing), starts its `x-expires` period and arms its timer for what it holds.
+    pub fn attach(self: &Arc<Self>, services: &Services) {
+        let env = QueueEnv { services: services.clone(), me: Arc::downgrade(self) };
+        if self.env.set(env).is_err() {
+            return;
+        }
         let mut st = self.state.lock();
-        for (message, loc, size, redelivered) in messages {
+        st.last_used_ms = services.clock.now_ms();
+        self.arm(&mut st);
+    }
+
+    /// The clock's time, if the queue has a clock.
+    fn now_ms(&self) -> Option<u64> {
+        self.env.get().map(|env| env.services.clock.now_ms())
+    }
+
+    /// Puts messages recovered from the log back, in order, before any publish.
+    pub fn restore(&self, messages: Vec<Restored>) {
+        let mut st = self.state.lock();
+        for Restored { message, loc, body_len, timestamp_ms, redelivered } in messages {
             let seq = st.next_seq;
             st.next_seq += 1;
             st.stored.restore(seq, loc);
+            let expiration_ms = message.as_ref().and_then(|m| m.expiration_ms);
+            let expires_at_ms = self.deadline(timestamp_ms, expiration_ms);
             match message {
-                Some(message) => st.ready.push_back(Entry { seq, message, redelivered }),
-                None => st.ready.push_back_paged(seq, loc, size, redelivered),
+                Some(message) => st.ready.push_back(Entry { seq, message, redelivered, expires_at_ms }, true),
+                None => st.ready.push_back_paged(seq, loc, body_len, redelivered, expires_at_ms),
             }
+        }
+    }
+
+    /// A message's deadline if enqueued at `now_ms`: the lower of the queue's TTL and its own.
+    fn deadline(&self, now_ms: u64, expiration_ms: Option<u64>) -> u64 {
+        match (self.limits.message_ttl_ms, expiration_ms) {
+            (None, None) => NO_EXPIRY,
+            (Some(a), Some(b)) => now_ms.saturating_add(a.min(b)),
+            (Some(ttl), None) | (None, Some(ttl)) => now_ms.saturating_add(ttl),
         }
     }
 
@@ -222,65 +323,204 @@ impl Queue {
     /// [`Queue::publish`], also returning what makes the message durable (a persistent
     /// message stored in the queue's log: the store generation). `now_ms` stamps the record.
     pub fn publish_stamped(self: &Arc<Self>, message: MessageRef, now_ms: u64) -> (Enqueued, Durable) {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         let mut durable = Durable::NOW;
         let outcome = {
             let mut st = self.state.lock();
             if st.deleted {
                 return (Enqueued::Gone, Durable::NOW);
             }
-            if !self.make_room(&mut st, message.size() as u64) {
+            if self.will_overflow(&st, &message) {
+                if self.limits.overflow == Some(Overflow::RejectPublishDlx) {
+                    fx.dead.push((message, DeathReason::MaxLen));
+                }
                 Enqueued::Rejected
             } else {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                if let Some(generation) = st.stored.append(seq, &message, now_ms) {
-                    durable = Durable::after_generation(generation);
-                }
-                st.ready.push_back(Entry { seq, message, redelivered: false });
-                self.stats.add(Stat::Published, 1);
-                self.assign(&mut st, &mut wakes);
-                let st = &mut *st;
-                st.ready.page_out(&mut st.stored);
+                self.enqueue(&mut st, &mut fx, message, now_ms, &mut durable);
                 if st.congested() { Enqueued::Congested } else { Enqueued::Yes }
             }
         };
-        wake_all(wakes);
+        self.finish(fx);
         (outcome, durable)
     }
 
-    /// Applies `x-max-length`/`x-max-length-bytes` before a message of `size` bytes is added.
-    fn make_room(&self, st: &mut State, size: u64) -> bool {
-        let QueueLimits { max_length, max_length_bytes, overflow } = &self.limits;
-        if max_length.is_none() && max_length_bytes.is_none() {
-            return true;
+    /// Appends a message, gives it to a consumer if one can take it now, then applies the
+    /// length limits and expiry (a message with TTL 0 that no consumer took expires here).
+    fn enqueue(
+        self: &Arc<Self>,
+        st: &mut State,
+        fx: &mut Effects,
+        message: MessageRef,
+        now_ms: u64,
+        durable: &mut Durable,
+    ) {
+        let timed = self.limits.message_ttl_ms.is_some() || message.expiration_ms.is_some();
+        // Read under the lock, so deadlines from the queue's TTL rise with `seq`.
+        let clock_ms = if timed { self.now_ms() } else { None };
+        if let Some(now) = clock_ms {
+            // Messages already due go first, but not one due this very millisecond.
+            self.expire(st, fx, now.saturating_sub(1));
         }
-        let full = |st: &State| {
-            max_length.is_some_and(|m| st.ready.len() as u64 + 1 > m)
-                || max_length_bytes.is_some_and(|m| st.ready.bytes() + size > m)
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        if let Some(generation) = st.stored.append(seq, &message, now_ms) {
+            *durable = Durable::after_generation(generation);
+        }
+        let expires_at_ms = clock_ms.map_or(NO_EXPIRY, |now| self.deadline(now, message.expiration_ms));
+        // A deadline from the queue's TTL rises with `seq`; a lower per-message one may not.
+        let indexed = message.expiration_ms.is_some_and(|e| self.limits.message_ttl_ms.is_none_or(|t| e < t));
+        st.ready.push_back(Entry { seq, message, redelivered: false, expires_at_ms }, indexed);
+        self.stats.add(Stat::Published, 1);
+        self.deliver(st, fx);
+        self.drop_over_limits(st, fx);
+        if let Some(now) = clock_ms {
+            self.expire(st, fx, now);
+        }
+        self.arm(st);
+        st.ready.page_out(&mut st.stored);
+    }
+
+    /// Whether `x-overflow: reject-publish(-dlx)` refuses `message`.
+    fn will_overflow(&self, st: &State, message: &MessageRef) -> bool {
+        let QueueLimits { max_length, max_length_bytes, overflow, .. } = &self.limits;
+        matches!(overflow, Some(Overflow::RejectPublish | Overflow::RejectPublishDlx))
+            && (max_length.is_some_and(|m| st.ready.len() as u64 >= m)
+                || max_length_bytes.is_some_and(|m| st.ready.bytes() + message.body().len() as u64 > m))
+    }
+
+    /// `x-overflow: drop-head` (the default): drops the oldest messages (dead-lettered with
+    /// reason `maxlen`) until the queue is within its limits.
+    fn drop_over_limits(&self, st: &mut State, fx: &mut Effects) {
+        let QueueLimits { max_length, max_length_bytes, overflow, .. } = &self.limits;
+        if max_length.is_none() && max_length_bytes.is_none() || overflow.is_some_and(|o| o != Overflow::DropHead) {
+            return;
+        }
+        let over = |st: &State| {
+            max_length.is_some_and(|m| st.ready.len() as u64 > m)
+                || max_length_bytes.is_some_and(|m| st.ready.bytes() > m)
         };
-        if !full(st) {
-            return true;
+        while over(st) {
+            let Some(removed) = st.ready.drop_head() else { break };
+            self.drop_removed(st, fx, removed, DeathReason::MaxLen);
         }
-        if *overflow == Some(Overflow::RejectPublish) {
-            return false;
+    }
+
+    /// Removes every ready message due at or before `now_ms` (dead-lettered as `expired`).
+    fn expire(&self, st: &mut State, fx: &mut Effects, now_ms: u64) {
+        if st.ready.next_expiry_ms() > now_ms {
+            return;
         }
-        while full(st) {
-            if !st.ready.drop_head(&mut st.stored) {
-                return max_length.is_none_or(|m| m > 0) && max_length_bytes.is_none_or(|m| size <= m);
+        let mut removed = Vec::new();
+        st.ready.expire(now_ms, &mut removed);
+        for r in removed {
+            self.drop_removed(st, fx, r, DeathReason::Expired);
+        }
+    }
+
+    /// A message leaves the queue without being delivered: dead-lettered if the queue has a
+    /// dead-letter exchange (its stored copies go once it is enqueued there), else forgotten.
+    fn drop_removed(&self, st: &mut State, fx: &mut Effects, removed: Removed, reason: DeathReason) {
+        let seq = removed.seq();
+        if self.limits.dead_letter.is_none() || self.env.get().is_none() {
+            st.stored.forget(seq);
+            return;
+        }
+        let message = match removed {
+            Removed::Resident(e) => e.message,
+            // An unreadable record is logged and skipped by `read`.
+            Removed::Paged { seq, place } => match st.stored.read(seq, place) {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        fx.dead.push((message, reason));
+        fx.forget.push(seq);
+    }
+
+    /// Arms the queue's timer for its earliest deadline, if that is earlier than the one it is
+    /// armed for (a later one fires early and re-arms).
+    fn arm(&self, st: &mut State) {
+        let Some(env) = self.env.get() else { return };
+        let next = st.ready.next_expiry_ms().min(self.expiry_deadline(st));
+        if next >= st.timer_at_ms {
+            return;
+        }
+        st.timer_at_ms = next;
+        match st.timer {
+            Some(id) => {
+                env.services.timers.reschedule(id, next);
+            }
+            None => {
+                let target: Weak<dyn TimerTarget> = env.me.clone();
+                st.timer = Some(env.services.timers.schedule(target, next));
             }
         }
-        true
+    }
+
+    /// When the queue expires (`x-expires`) if it stays unused: never while it has consumers.
+    fn expiry_deadline(&self, st: &State) -> u64 {
+        match self.limits.expires_ms {
+            Some(ms) if st.consumers.is_empty() && !st.deleted => st.last_used_ms.saturating_add(ms),
+            _ => NO_EXPIRY,
+        }
+    }
+
+    /// Counts a use of the queue for `x-expires` (a declaration, `basic.get`).
+    pub fn touch(&self) {
+        if self.limits.expires_ms.is_none() {
+            return;
+        }
+        if let Some(now) = self.now_ms() {
+            self.state.lock().last_used_ms = now;
+        }
+    }
+
+    /// Does what an operation left for after the lock: wakes outlets, publishes dead letters
+    /// and then releases their stored copies here.
+    fn finish(&self, fx: Effects) {
+        let Effects { wakes, dead, forget } = fx;
+        for outlet in wakes {
+            outlet.wake();
+        }
+        if dead.is_empty() && forget.is_empty() {
+            return;
+        }
+        let (Some(env), Some(target)) = (self.env.get(), self.limits.dead_letter.clone()) else { return };
+        let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
+        let now_ms = env.services.clock.now_ms();
+        dead_letter::run(move || {
+            dead_letter::publish(&vhost, me.name.as_str().unwrap_or(""), &target, dead, now_ms);
+            if !forget.is_empty() {
+                let mut st = me.state.lock();
+                for seq in forget {
+                    st.stored.forget(seq);
+                }
+            }
+        });
+    }
+
+    /// Drops due messages, then moves ready messages to consumers with credit.
+    fn assign(self: &Arc<Self>, st: &mut State, fx: &mut Effects) {
+        if !st.consumers.is_empty()
+            && st.ready.next_expiry_ms() != NO_EXPIRY
+            && let Some(now) = self.now_ms()
+        {
+            self.expire(st, fx, now);
+        }
+        self.deliver(st, fx);
     }
 
     /// Moves ready messages to consumers with credit.
-    fn assign(self: &Arc<Self>, st: &mut State, wakes: &mut Wakes) {
+    fn deliver(self: &Arc<Self>, st: &mut State, fx: &mut Effects) {
         // A paged-out head is read back before a consumer's credit is taken for it.
         while !st.consumers.is_empty() && st.ready.load_head(&mut st.stored) {
             let Some(spec) = st.consumers.next() else { break };
             let Some(entry) = st.ready.pop(&mut st.stored) else { break };
             if spec.ack_required {
                 st.stored.mark_delivered(entry.seq);
+                if entry.expires_at_ms != NO_EXPIRY {
+                    st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
+                }
             }
             self.count_out(Stat::Delivered, entry.redelivered);
             let delivery = Delivery {
@@ -292,10 +532,10 @@ impl Queue {
                 ack_required: spec.ack_required,
             };
             if spec.outlet.push(Outbound::Deliver(delivery)) {
-                wakes.push(spec.outlet.clone());
+                fx.wakes.push(spec.outlet.clone());
             }
         }
-        st.release_flow_waiters(wakes);
+        st.release_flow_waiters(fx);
     }
 
     /// Registers a publishing connection to be woken when this queue is no longer congested.
@@ -318,7 +558,7 @@ impl Queue {
 
     /// Attaches a consumer (after the exclusivity checks) and feeds it.
     pub fn consume(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         {
             let mut st = self.state.lock();
             if st.deleted {
@@ -333,23 +573,28 @@ impl Queue {
                 return Err(BrokerError::Internal(format!("a consumer id attached twice to {}", self.describe())));
             }
             st.ever_consumed = true;
-            self.assign(&mut st, &mut wakes);
+            self.assign(&mut st, &mut fx);
         }
-        wake_all(wakes);
+        self.finish(fx);
         Ok(())
     }
 
     /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
     pub fn cancel(&self, consumer: ConsumerId) -> bool {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         let auto_delete = {
             let mut st = self.state.lock();
             let removed = st.consumers.remove(consumer);
             // Without consumers a queue is never congested: paused publishers may resume.
-            st.release_flow_waiters(&mut wakes);
+            st.release_flow_waiters(&mut fx);
+            if removed && st.consumers.is_empty() && self.limits.expires_ms.is_some() {
+                // The `x-expires` period starts again when the last consumer leaves.
+                st.last_used_ms = self.now_ms().unwrap_or(st.last_used_ms);
+                self.arm(&mut st);
+            }
             removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
         };
-        wake_all(wakes);
+        self.finish(fx);
         auto_delete
     }
 
@@ -358,35 +603,60 @@ impl Queue {
     /// `basic.get`) gets its credit back, and more is assigned. Returns what makes the removal
     /// durable.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, seqs: impl ExactSizeIterator<Item = u64>) -> Durable {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         let count = seqs.len() as u32;
         let durable = {
             let mut st = self.state.lock();
-            let released = if st.stored.is_empty() { None } else { seqs.filter_map(|seq| st.stored.forget(seq)).max() };
+            let st = &mut *st;
+            let released = if st.stored.is_empty() && st.unacked_expiry.is_empty() {
+                None
+            } else {
+                seqs.filter_map(|seq| {
+                    st.unacked_expiry.remove(&seq);
+                    st.stored.forget(seq)
+                })
+                .max()
+            };
             if let Some(id) = consumer {
                 st.consumers.return_credit(id, count);
-                self.assign(&mut st, &mut wakes);
+                self.assign(st, &mut fx);
             }
             released.map_or(Durable::NOW, Durable::after_generation)
         };
-        wake_all(wakes);
+        self.finish(fx);
         durable
+    }
+
+    /// Deliveries rejected without requeue (`basic.reject`, `basic.nack`): dead-lettered with
+    /// reason `rejected` if the queue has a dead-letter exchange, then gone as with
+    /// [`Queue::ack`]. Returns what makes the removal durable.
+    pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, entries: &[(u64, MessageRef)]) -> Durable {
+        if let (Some(env), Some(target)) = (self.env.get(), &self.limits.dead_letter)
+            && let Some(vhost) = env.services.vhost.upgrade()
+        {
+            let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
+            let (source, target) = (self.name.to_string(), target.clone());
+            let now_ms = env.services.clock.now_ms();
+            dead_letter::run(move || dead_letter::publish(&vhost, &source, &target, letters, now_ms));
+        }
+        self.ack(consumer, entries.iter().map(|(seq, _)| *seq))
     }
 
     /// Assigns again (after a channel's flow or channel-wide credit reopened).
     pub fn kick(self: &Arc<Self>) {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         {
             let mut st = self.state.lock();
-            self.assign(&mut st, &mut wakes);
+            self.assign(&mut st, &mut fx);
         }
-        wake_all(wakes);
+        self.finish(fx);
     }
 
     /// Puts messages back at their original positions, marked redelivered, and returns their
-    /// credit to `consumer` (if it is still attached; `None` for `basic.get`).
+    /// credit to `consumer` (if it is still attached; `None` for `basic.get`). They keep their
+    /// deadlines.
     pub fn requeue(self: &Arc<Self>, entries: Vec<(u64, MessageRef)>, consumer: Option<ConsumerId>) {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         {
             let mut st = self.state.lock();
             if let Some(id) = consumer {
@@ -396,22 +666,41 @@ impl Queue {
                 return;
             }
             for (seq, message) in entries {
-                st.ready.insert(Entry { seq, message, redelivered: true });
+                let expires_at_ms = st.unacked_expiry.remove(&seq).unwrap_or(NO_EXPIRY);
+                st.ready.insert(Entry { seq, message, redelivered: true, expires_at_ms });
             }
-            self.assign(&mut st, &mut wakes);
+            if let Some(now) = self.now_ms() {
+                self.expire(&mut st, &mut fx, now);
+            }
+            self.assign(&mut st, &mut fx);
+            self.arm(&mut st);
         }
-        wake_all(wakes);
+        self.finish(fx);
     }
 
     /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
     /// [`Queue::ack`]s it at once.)
     pub fn get(&self) -> Option<(Entry, u32)> {
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        let entry = st.ready.pop(&mut st.stored)?;
-        st.stored.mark_delivered(entry.seq);
-        self.count_out(Stat::Get, entry.redelivered);
-        Some((entry, st.ready.len() as u32))
+        let mut fx = Effects::default();
+        let got = {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let now = self.now_ms();
+            if let Some(now) = now {
+                st.last_used_ms = now;
+                self.expire(st, &mut fx, now);
+            }
+            st.ready.pop(&mut st.stored).map(|entry| {
+                st.stored.mark_delivered(entry.seq);
+                if entry.expires_at_ms != NO_EXPIRY {
+                    st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
+                }
+                self.count_out(Stat::Get, entry.redelivered);
+                (entry, st.ready.len() as u32)
+            })
+        };
+        self.finish(fx);
+        got
     }
 
     /// Counts a message leaving for a consumer or `basic.get` (under the queue lock).
@@ -430,15 +719,15 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut wakes = Wakes::new();
+        let mut fx = Effects::default();
         let n = {
             let mut st = self.state.lock();
             let st = &mut *st;
             let n = st.ready.clear(&mut st.stored) as u32;
-            st.release_flow_waiters(&mut wakes);
+            st.release_flow_waiters(&mut fx);
             n
         };
-        wake_all(wakes);
+        self.finish(fx);
         n
     }
 
@@ -479,13 +768,17 @@ impl Queue {
     /// Marks the queue deleted: drops its messages and tells every consumer's connection that
     /// the consumer is cancelled. Returns the number of ready messages dropped.
     pub fn delete(&self) -> u32 {
-        let mut wakes = Wakes::new();
+        let mut wakes = Vec::new();
         let n = {
             let mut st = self.state.lock();
             if st.deleted {
                 return 0;
             }
             st.deleted = true;
+            if let (Some(id), Some(env)) = (st.timer.take(), self.env.get()) {
+                env.services.timers.cancel(id);
+            }
+            st.unacked_expiry = HashMap::new();
             // Freed, not just emptied: something may hold the deleted queue a while longer
             // (a route cache, the route memo until its next refresh, a delivery in flight).
             let n = st.ready.free() as u32;
@@ -498,7 +791,52 @@ impl Queue {
             }
             n
         };
-        wake_all(wakes);
+        for outlet in wakes {
+            outlet.wake();
+        }
         n
+    }
+}
+
+/// A message recovered from a queue's log, as [`Queue::restore`] takes it.
+#[derive(Debug)]
+pub struct Restored {
+    /// The message, or `None` to leave it paged out.
+    pub message: Option<MessageRef>,
+    pub loc: Loc,
+    pub body_len: u32,
+    /// When it was published (its deadline counts from there).
+    pub timestamp_ms: u64,
+    /// Delivered before the restart (or the stop was unclean).
+    pub redelivered: bool,
+}
+
+impl TimerTarget for Queue {
+    /// The earliest deadline came: expired messages leave; an unused queue past `x-expires`
+    /// is deleted from its vhost.
+    fn on_timer(&self, _id: TimerId, now_ms: u64) {
+        let mut fx = Effects::default();
+        let unused = {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return;
+            }
+            st.timer_at_ms = NO_EXPIRY;
+            self.expire(&mut st, &mut fx, now_ms);
+            st.release_flow_waiters(&mut fx);
+            let unused = self.expiry_deadline(&st) <= now_ms;
+            if !unused {
+                self.arm(&mut st);
+            }
+            unused
+        };
+        self.finish(fx);
+        if unused
+            && let Some(env) = self.env.get()
+            && let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade())
+        {
+            tracing::info!(queue = %self.describe().escape_debug(), "queue unused for its x-expires period: deleted");
+            vhost.remove_queue(&me);
+        }
     }
 }

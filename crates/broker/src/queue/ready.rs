@@ -1,8 +1,8 @@
 //! A ready list: a queue's messages waiting for a consumer, in `seq` order, each in memory
 //! ([`Entry`]) or paged out (only where its stored copy is), with the counts flow control,
-//! limits and paging read — bytes, resident bytes, paged-out messages — the paging scan and
-//! the queue's share of the store's memory gauge. A queue has one; a priority queue is to
-//! have one per priority.
+//! limits and paging read — body bytes, resident bytes, paged-out messages — the paging scan,
+//! the queue's share of the store's memory gauge, and message expiry. A queue has one; a
+//! priority queue is to have one per priority.
 //!
 //! Where copies are stored is the queue's [`Stored`], which the list is handed whenever a
 //! message leaves it, pages out or is read back.
@@ -12,13 +12,22 @@
 //! in memory; it is read back when it reaches the head. A logged message pages out once its
 //! record is written; under memory pressure any other one is first copied to the scratch log.
 //!
-//! Invariants, checked after every change in debug builds: `bytes` is the sum of the slots'
-//! sizes, `resident_bytes` that of the resident ones, `paged` the number of paged-out slots,
-//! and `seq`s strictly increase. The sums are checked while the list is short
-//! ([`CHECK_ALL_MAX`]) and every [`CHECK_ALL_EVERY`]th change, so the checks stay cheap on long
-//! queues.
+//! Expiry: a message may have a deadline ([`Entry::expires_at_ms`]). Expired messages leave
+//! wherever they are, resident or paged out, without a scan: the deadlines that can come out
+//! of order (a per-message `expiration` below the queue's TTL, requeued and recovered messages)
+//! are kept in an index by `(deadline, seq)`; the others (a queue's TTL counted from publish)
+//! rise with `seq`, so the earliest of them is the head's. A message expiring behind the head
+//! leaves a hole, dropped when it reaches the head (or when holes are over half the list), so
+//! removal never shifts the list. The head is never a hole.
+//!
+//! Invariants, checked after every change in debug builds: `bytes` is the sum of the messages'
+//! body sizes, `resident_bytes` the sum of the resident ones' whole sizes, `paged` the number
+//! of paged-out slots, `holes` that of holes, the head is not a hole, every indexed deadline
+//! belongs to a message, and `seq`s strictly increase. The sums are checked while the list is
+//! short ([`CHECK_ALL_MAX`]) and every [`CHECK_ALL_EVERY`]th change, so the checks stay cheap on
+//! long queues.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use lepus_store::log::Loc;
 use lepus_store::store::Store;
@@ -33,6 +42,9 @@ pub const RESIDENT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// The head of the queue is never paged out: it is about to be delivered.
 const RESIDENT_MIN_MESSAGES: usize = 256;
 
+/// Holes are dropped from a list that has more than this many and more holes than messages.
+const HOLES_MIN: usize = 64;
+
 /// Granularity of a list's reports to the store's memory gauge.
 const GAUGE_STEP_BYTES: u64 = 1024 * 1024;
 
@@ -41,25 +53,50 @@ const CHECK_ALL_MAX: usize = 64;
 /// …and beyond it, once in this many changes.
 const CHECK_ALL_EVERY: u32 = 4096;
 
+/// The deadline of a message that never expires.
+pub const NO_EXPIRY: u64 = u64::MAX;
+
 /// A message waiting in a queue.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
     pub message: MessageRef,
     pub redelivered: bool,
+    /// When it expires, in the clock's milliseconds ([`NO_EXPIRY`]: never).
+    pub expires_at_ms: u64,
 }
 
-/// A ready message: in memory, or only in the queue's log.
+/// A message taken out of the list: in memory, or where its stored copy is.
+#[derive(Debug)]
+pub(super) enum Removed {
+    Resident(Entry),
+    Paged { seq: u64, place: Place },
+}
+
+impl Removed {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Removed::Resident(e) => e.seq,
+            Removed::Paged { seq, .. } => *seq,
+        }
+    }
+}
+
+/// A ready message: in memory, or only in the queue's log; or the hole an expired one left.
 #[derive(Debug)]
 enum Slot {
     Resident(Entry),
-    /// In the queue's log (`scratch` false) or its scratch log.
+    /// In the queue's log (`scratch` false) or its scratch log; `body` is its body's size.
     Paged {
         seq: u64,
         loc: Loc,
-        size: u32,
+        body: u32,
         redelivered: bool,
         scratch: bool,
+        expires_at_ms: u64,
+    },
+    Hole {
+        seq: u64,
     },
 }
 
@@ -67,14 +104,24 @@ impl Slot {
     fn seq(&self) -> u64 {
         match self {
             Slot::Resident(e) => e.seq,
-            Slot::Paged { seq, .. } => *seq,
+            Slot::Paged { seq, .. } | Slot::Hole { seq } => *seq,
         }
     }
 
-    fn size(&self) -> u64 {
+    /// Body bytes, which `x-max-length-bytes` and flow control count (as RabbitMQ).
+    fn body_bytes(&self) -> u64 {
         match self {
-            Slot::Resident(e) => e.message.size() as u64,
-            Slot::Paged { size, .. } => *size as u64,
+            Slot::Resident(e) => e.message.body().len() as u64,
+            Slot::Paged { body, .. } => *body as u64,
+            Slot::Hole { .. } => 0,
+        }
+    }
+
+    fn expires_at_ms(&self) -> u64 {
+        match self {
+            Slot::Resident(e) => e.expires_at_ms,
+            Slot::Paged { expires_at_ms, .. } => *expires_at_ms,
+            Slot::Hole { .. } => NO_EXPIRY,
         }
     }
 }
@@ -82,10 +129,15 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(super) struct ReadyList {
     slots: VecDeque<Slot>,
+    /// Body bytes of the messages.
     bytes: u64,
-    /// How many slots are paged out, and the bytes of the resident ones.
+    /// How many slots are paged out, and the whole size of the resident messages.
     paged: usize,
     resident_bytes: u64,
+    /// How many slots are holes.
+    holes: usize,
+    /// Deadlines that may come out of `seq` order, with their message's `seq`.
+    expiry_index: BTreeSet<(u64, u64)>,
     /// One past the last `seq` pushed at the back.
     end_seq: u64,
     /// Paging resumes its scan at the first slot with this `seq` or above.
@@ -108,16 +160,23 @@ impl ReadyList {
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.holes
     }
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
-    /// The sizes of every ready message, resident or not.
+    /// The body sizes of every ready message, resident or not.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The earliest deadline of a ready message ([`NO_EXPIRY`] if none): the head's or the
+    /// index's first.
+    pub fn next_expiry_ms(&self) -> u64 {
+        let head = self.slots.front().map_or(NO_EXPIRY, Slot::expires_at_ms);
+        self.expiry_index.first().map_or(head, |&(at, _)| at.min(head))
     }
 
     /// Ready messages held only in a log.
@@ -125,48 +184,123 @@ impl ReadyList {
         self.paged
     }
 
-    /// Appends a message (its `seq` is above every other's).
-    pub fn push_back(&mut self, entry: Entry) {
+    /// Appends a message (its `seq` is above every other's). `indexed`: its deadline may come
+    /// before a later message's (see the module doc); a deadline that rises with `seq` need not be.
+    pub fn push_back(&mut self, entry: Entry, indexed: bool) {
         debug_assert!(entry.seq >= self.end_seq, "seq {} pushed after {}", entry.seq, self.end_seq);
-        let size = entry.message.size() as u64;
-        self.bytes += size;
+        self.bytes += entry.message.body().len() as u64;
         self.end_seq = entry.seq + 1;
+        if indexed && entry.expires_at_ms != NO_EXPIRY {
+            self.expiry_index.insert((entry.expires_at_ms, entry.seq));
+        }
+        let size = entry.message.size() as u64;
         self.slots.push_back(Slot::Resident(entry));
         self.add_resident(size);
         self.check();
     }
 
-    /// Appends a message left in the queue's log at `loc` (recovered, not read).
-    pub fn push_back_paged(&mut self, seq: u64, loc: Loc, size: u32, redelivered: bool) {
+    /// Appends a message left in the queue's log at `loc` (recovered, not read); `body`
+    /// counts as its body size.
+    pub fn push_back_paged(&mut self, seq: u64, loc: Loc, body: u32, redelivered: bool, expires_at_ms: u64) {
         debug_assert!(seq >= self.end_seq, "seq {seq} pushed after {}", self.end_seq);
-        self.bytes += size as u64;
+        self.bytes += body as u64;
         self.paged += 1;
         self.end_seq = seq + 1;
-        self.slots.push_back(Slot::Paged { seq, loc, size, redelivered, scratch: false });
+        if expires_at_ms != NO_EXPIRY {
+            self.expiry_index.insert((expires_at_ms, seq));
+        }
+        self.slots.push_back(Slot::Paged { seq, loc, body, redelivered, scratch: false, expires_at_ms });
         self.check();
     }
 
-    /// Inserts a requeued message at its original position.
+    /// Inserts a requeued message at its original position (its deadline is indexed).
     pub fn insert(&mut self, entry: Entry) {
-        let size = entry.message.size() as u64;
-        self.bytes += size;
+        self.bytes += entry.message.body().len() as u64;
         let at = self.slots.partition_point(|s| s.seq() < entry.seq);
         debug_assert!(self.slots.get(at).is_none_or(|s| s.seq() > entry.seq), "seq {} is ready twice", entry.seq);
+        if entry.expires_at_ms != NO_EXPIRY {
+            self.expiry_index.insert((entry.expires_at_ms, entry.seq));
+        }
+        let size = entry.message.size() as u64;
         self.slots.insert(at, Slot::Resident(entry));
         self.add_resident(size);
         self.check();
     }
 
-    /// Removes the head, resident or not.
+    /// Removes the head, resident or not (never a hole).
     fn pop_slot(&mut self) -> Option<Slot> {
         let slot = self.slots.pop_front()?;
-        self.bytes -= slot.size();
-        match &slot {
-            Slot::Resident(e) => self.sub_resident(e.message.size() as u64),
-            Slot::Paged { .. } => self.paged -= 1,
-        }
+        self.unaccount(&slot);
+        self.drop_front_holes();
         self.check();
         Some(slot)
+    }
+
+    /// Takes a slot that leaves the list (or becomes a hole) out of the counts and the index.
+    fn unaccount(&mut self, slot: &Slot) {
+        self.bytes -= slot.body_bytes();
+        match slot {
+            Slot::Resident(e) => self.sub_resident(e.message.size() as u64),
+            Slot::Paged { .. } => self.paged -= 1,
+            Slot::Hole { .. } => self.holes -= 1,
+        }
+        let at = slot.expires_at_ms();
+        if at != NO_EXPIRY && !self.expiry_index.is_empty() {
+            self.expiry_index.remove(&(at, slot.seq()));
+        }
+    }
+
+    /// Keeps the invariant that the head is a message.
+    fn drop_front_holes(&mut self) {
+        while let Some(Slot::Hole { .. }) = self.slots.front() {
+            self.slots.pop_front();
+            self.holes -= 1;
+        }
+    }
+
+    /// Removes every message whose deadline is at or before `now_ms`, wherever it is, into
+    /// `out` (in deadline order within the head run, then the index's).
+    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Removed>) {
+        loop {
+            if self.slots.front().is_some_and(|s| s.expires_at_ms() <= now_ms) {
+                let Some(slot) = self.pop_slot() else { break };
+                out.extend(Self::removed(slot));
+                continue;
+            }
+            let Some(&(at, seq)) = self.expiry_index.first() else { break };
+            if at > now_ms {
+                break;
+            }
+            self.expiry_index.pop_first();
+            let i = self.slots.partition_point(|s| s.seq() < seq);
+            if self.slots.get(i).is_none_or(|s| s.seq() != seq) {
+                debug_assert!(false, "indexed seq {seq} is not in the list");
+                continue;
+            }
+            let slot = std::mem::replace(&mut self.slots[i], Slot::Hole { seq });
+            self.unaccount(&slot);
+            self.holes += 1;
+            out.extend(Self::removed(slot));
+            self.drop_front_holes();
+        }
+        self.compact();
+        self.check();
+    }
+
+    fn removed(slot: Slot) -> Option<Removed> {
+        match slot {
+            Slot::Resident(e) => Some(Removed::Resident(e)),
+            Slot::Paged { seq, loc, scratch, .. } => Some(Removed::Paged { seq, place: Place { loc, scratch } }),
+            Slot::Hole { .. } => None,
+        }
+    }
+
+    /// Drops the holes once they are over half the list (amortised: each hole is moved once).
+    fn compact(&mut self) {
+        if self.holes > HOLES_MIN && self.holes * 2 > self.slots.len() {
+            self.slots.retain(|s| !matches!(s, Slot::Hole { .. }));
+            self.holes = 0;
+        }
     }
 
     /// Removes the head, reading it back if it was paged out (a record that cannot be read is
@@ -178,11 +312,12 @@ impl ReadyList {
                     stored.forget_scratch(e.seq);
                     return Some(e);
                 }
-                Slot::Paged { seq, loc, redelivered, scratch, .. } => {
+                Slot::Paged { seq, loc, redelivered, scratch, expires_at_ms, .. } => {
                     if let Some(message) = stored.read(seq, Place { loc, scratch }) {
-                        return Some(Entry { seq, message, redelivered });
+                        return Some(Entry { seq, message, redelivered, expires_at_ms });
                     }
                 }
+                Slot::Hole { .. } => debug_assert!(false, "a hole at the head"),
             }
         }
     }
@@ -198,17 +333,17 @@ impl ReadyList {
         true
     }
 
-    /// Drops the head (`x-max-length`), releasing its stored copies. False if empty.
-    pub fn drop_head(&mut self, stored: &mut Stored) -> bool {
-        let Some(slot) = self.pop_slot() else { return false };
-        stored.forget(slot.seq());
-        true
+    /// Takes the head out (`x-max-length`), resident or not; its stored copies stay.
+    pub fn drop_head(&mut self) -> Option<Removed> {
+        self.pop_slot().and_then(Self::removed)
     }
 
     /// Drops every message, releasing their stored copies; returns how many.
     pub fn clear(&mut self, stored: &mut Stored) -> usize {
         for slot in &self.slots {
-            stored.forget(slot.seq());
+            if !matches!(slot, Slot::Hole { .. }) {
+                stored.forget(slot.seq());
+            }
         }
         self.free()
     }
@@ -216,11 +351,12 @@ impl ReadyList {
     /// Drops every message and frees the list's memory, leaving stored copies alone (the
     /// queue was deleted: they go with its logs). Returns how many.
     pub fn free(&mut self) -> usize {
-        let n = self.slots.len();
+        let n = self.len();
         self.slots = VecDeque::new();
+        self.expiry_index = BTreeSet::new();
         let resident = self.resident_bytes;
         self.sub_resident(resident);
-        (self.bytes, self.paged) = (0, 0);
+        (self.bytes, self.paged, self.holes) = (0, 0, 0);
         self.check();
         n
     }
@@ -250,7 +386,7 @@ impl ReadyList {
     }
 
     fn resident_count(&self) -> usize {
-        self.slots.len() - self.paged
+        self.slots.len() - self.paged - self.holes
     }
 
     fn over_resident_limits(&self) -> bool {
@@ -310,12 +446,13 @@ impl ReadyList {
     fn page_slot(&mut self, i: usize, stored: &mut Stored, to_scratch: bool) -> Option<(u64, bool)> {
         let Slot::Resident(e) = &self.slots[i] else { return None };
         let (seq, redelivered, size) = (e.seq, e.redelivered, e.message.size() as u64);
+        let (body, expires_at_ms) = (e.message.body().len() as u32, e.expires_at_ms);
         let place = stored.copy_of(seq, &e.message, to_scratch)?;
         if !stored.is_written(place) {
             return Some((size, false));
         }
         let Place { loc, scratch } = place;
-        self.slots[i] = Slot::Paged { seq, loc, size: size as u32, redelivered, scratch };
+        self.slots[i] = Slot::Paged { seq, loc, body, redelivered, scratch, expires_at_ms };
         self.paged += 1;
         self.sub_resident(size);
         Some((size, true))
@@ -327,13 +464,9 @@ impl ReadyList {
         #[cfg(debug_assertions)]
         {
             debug_assert!(self.paged <= self.slots.len(), "{} paged of {}", self.paged, self.slots.len());
-            debug_assert!(
-                self.resident_bytes <= self.bytes,
-                "{} resident of {} bytes",
-                self.resident_bytes,
-                self.bytes
-            );
             debug_assert!(self.slots.back().is_none_or(|s| s.seq() < self.end_seq), "seq past the end");
+            debug_assert!(!matches!(self.slots.front(), Some(Slot::Hole { .. })), "a hole at the head");
+            debug_assert!(self.expiry_index.len() <= self.len(), "more deadlines than messages");
             self.changes += 1;
             if self.slots.len() <= CHECK_ALL_MAX || self.changes >= CHECK_ALL_EVERY {
                 self.changes = 0;
@@ -344,18 +477,24 @@ impl ReadyList {
 
     #[cfg(debug_assertions)]
     fn check_all(&self) {
-        let (mut bytes, mut resident, mut paged, mut prev) = (0, 0, 0, None);
+        let (mut bytes, mut resident, mut paged, mut holes, mut prev) = (0, 0, 0, 0, None);
         for slot in &self.slots {
             debug_assert!(prev.is_none_or(|p| p < slot.seq()), "seq {} after {prev:?}", slot.seq());
             prev = Some(slot.seq());
-            bytes += slot.size();
+            bytes += slot.body_bytes();
             match slot {
-                Slot::Resident(_) => resident += slot.size(),
+                Slot::Resident(e) => resident += e.message.size() as u64,
                 Slot::Paged { .. } => paged += 1,
+                Slot::Hole { .. } => holes += 1,
             }
+        }
+        for &(at, seq) in &self.expiry_index {
+            let i = self.slots.partition_point(|s| s.seq() < seq);
+            debug_assert!(self.slots.get(i).is_some_and(|s| s.seq() == seq && s.expires_at_ms() == at), "index");
         }
         debug_assert_eq!(self.bytes, bytes, "ready bytes");
         debug_assert_eq!(self.resident_bytes, resident, "resident bytes");
         debug_assert_eq!(self.paged, paged, "paged-out messages");
+        debug_assert_eq!(self.holes, holes, "holes");
     }
 }

@@ -1,0 +1,311 @@
+//! Message TTL, queue expiry, length limits and dead-lettering, on a broker with a manual
+//! clock: time moves only when a test says so, and timers fire when the test fires them.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use lepus_broker::exchange::Destination;
+use lepus_broker::outlet::Outbound;
+use lepus_broker::queue::{Enqueued, QueueRef};
+use lepus_broker::users::Users;
+use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
+use lepus_broker::{Broker, BrokerParts, ManualClock, Message, MessageHeaders, MessageRef, Publish, VHost, Wake};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, FieldValue, ShortStr};
+
+use common::{acking_consumer, outlet};
+
+struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+struct Setup {
+    broker: Broker,
+    clock: Arc<ManualClock>,
+    vhost: Arc<VHost>,
+}
+
+fn setup() -> Setup {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let broker = Broker::new(BrokerParts {
+        vhosts: vec![VHost::new("/")],
+        users: Users::new(Vec::new()),
+        clock: clock.clone(),
+        persistence: None,
+        timer_wake: Box::new(NoWake),
+    });
+    let vhost = broker.vhost("/").expect("default vhost");
+    Setup { broker, clock, vhost }
+}
+
+fn s(text: &str) -> ShortStr {
+    ShortStr::try_from(text).expect("short")
+}
+
+impl Setup {
+    fn declare(&self, name: &str, args: FieldTable) -> QueueRef {
+        let d = QueueDeclare { name: s(name), arguments: args, ..Default::default() };
+        self.vhost.declare_queue(&d, 1).expect("declare").0
+    }
+
+    /// A fanout exchange `dlx` and a queue `dead` bound to it.
+    fn dead_letter_queue(&self) -> QueueRef {
+        let x = ExchangeDeclare { name: s("dlx"), kind: "fanout".into(), ..Default::default() };
+        self.vhost.declare_exchange(&x).expect("exchange");
+        let dead = self.declare("dead", FieldTable::new());
+        self.vhost.bind(Destination::Queue(s("dead")), &s("dlx"), &s(""), &FieldTable::new(), 1).expect("bind");
+        dead
+    }
+
+    fn publish(&self, queue: &str, props: BasicProperties, body: &[u8]) -> lepus_broker::Outcome {
+        let mut publisher = self.broker.publisher(self.vhost.clone());
+        let message = msg(queue, props, body);
+        publisher.publish(Publish { message, extra_keys: &[], headers: MessageHeaders::None }).expect("publish")
+    }
+
+    /// Moves the clock on and fires what is due.
+    fn advance(&self, ms: u64) {
+        self.clock.advance(ms);
+        while self.broker.timers().fire_due() > 0 {}
+    }
+}
+
+fn msg(routing_key: &str, props: BasicProperties, body: &[u8]) -> MessageRef {
+    let mut payload = BytesMut::new();
+    ContentHeader::encode_payload(&mut payload, body.len() as u64, &props.to_raw());
+    let header = ContentHeader::decode(payload.freeze()).expect("header");
+    Arc::new(Message::new(b"", routing_key.as_bytes(), &header, body))
+}
+
+fn expiring(ms: &str) -> BasicProperties {
+    BasicProperties { expiration: Some(s(ms)), ..Default::default() }
+}
+
+fn dlx_args() -> FieldTable {
+    FieldTable::new().with("x-dead-letter-exchange", "dlx")
+}
+
+/// Bodies of every message `basic.get` returns, in order.
+fn drain(q: &QueueRef) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some((entry, _)) = q.get() {
+        out.push(entry.message.body().to_vec());
+        q.ack(None, std::iter::once(entry.seq));
+    }
+    out
+}
+
+fn headers(m: &Message) -> FieldTable {
+    m.properties().expect("properties").headers.unwrap_or_default()
+}
+
+fn death(m: &Message, i: usize) -> FieldTable {
+    match headers(m).get("x-death") {
+        Some(FieldValue::Array(d)) => d[i].as_table().expect("table").clone(),
+        other => panic!("no x-death: {other:?}"),
+    }
+}
+
+fn text(v: Option<&FieldValue>) -> &str {
+    v.and_then(FieldValue::as_str).unwrap_or("<none>")
+}
+
+#[test]
+fn queue_ttl_expires_messages_when_due_and_dead_letters_them() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("work", dlx_args().with("x-message-ttl", FieldValue::I32(1000)));
+    for body in [b"a", b"b", b"c"] {
+        t.publish("work", BasicProperties::default(), body);
+        t.advance(100);
+    }
+    t.advance(699);
+    assert_eq!(q.message_count(), 3, "nothing is due before its deadline");
+    t.advance(1);
+    assert_eq!((q.message_count(), dead.message_count()), (2, 1), "the first is due at 1000 ms");
+    t.advance(200);
+    assert_eq!((q.message_count(), dead.message_count()), (0, 3));
+    let (entry, _) = dead.get().expect("dead letter");
+    assert_eq!(entry.message.body(), b"a");
+    assert_eq!(entry.message.exchange(), b"dlx");
+    assert_eq!(entry.message.routing_key(), b"work");
+    let d = death(&entry.message, 0);
+    assert_eq!((text(d.get("reason")), text(d.get("queue"))), ("expired", "work"));
+    assert_eq!(d.get("count"), Some(&FieldValue::I64(1)));
+    assert_eq!(d.get("time"), Some(&FieldValue::Timestamp(1_001)));
+    assert_eq!(text(headers(&entry.message).get("x-first-death-reason")), "expired");
+}
+
+#[test]
+fn a_short_per_message_ttl_expires_from_the_middle_of_the_queue() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new());
+    t.publish("q", expiring("5000"), b"long");
+    t.publish("q", expiring("100"), b"short");
+    t.publish("q", BasicProperties::default(), b"none");
+    t.advance(100);
+    assert_eq!(q.message_count(), 2, "the short one left although the head lives on");
+    assert_eq!(drain(&q), vec![b"long".to_vec(), b"none".to_vec()]);
+}
+
+#[test]
+fn the_lower_of_queue_and_message_ttl_applies_and_expiration_is_dropped() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("q", dlx_args().with("x-message-ttl", FieldValue::I32(50)));
+    t.publish("q", expiring("5000"), b"queue-ttl");
+    t.publish("q", expiring("10"), b"own-ttl");
+    t.advance(10);
+    assert_eq!(q.message_count(), 1);
+    t.advance(40);
+    assert_eq!(q.message_count(), 0);
+    let (entry, _) = dead.get().expect("dead letter");
+    assert_eq!(entry.message.body(), b"own-ttl");
+    assert_eq!(entry.message.properties().unwrap().expiration, None);
+    assert_eq!(text(death(&entry.message, 0).get("original-expiration")), "10");
+}
+
+#[test]
+fn ttl_zero_reaches_only_a_consumer_that_can_take_it_now() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("q", dlx_args().with("x-message-ttl", FieldValue::I32(0)));
+    t.publish("q", BasicProperties::default(), b"nobody");
+    assert_eq!((q.message_count(), dead.message_count()), (0, 1));
+    let out = outlet();
+    q.consume(acking_consumer(7, &out, 1)).unwrap();
+    t.publish("q", BasicProperties::default(), b"taken");
+    t.publish("q", BasicProperties::default(), b"no credit");
+    let mut items = Vec::new();
+    out.drain_into(&mut items);
+    assert_eq!(items.len(), 1);
+    assert!(matches!(&items[0], Outbound::Deliver(d) if d.message.body() == b"taken"));
+    assert_eq!((q.message_count(), dead.message_count()), (0, 2));
+}
+
+#[test]
+fn a_requeued_message_keeps_its_deadline() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("q", dlx_args().with("x-message-ttl", FieldValue::I32(100)));
+    let out = outlet();
+    q.consume(acking_consumer(1, &out, 10)).unwrap();
+    t.publish("q", BasicProperties::default(), b"m");
+    let mut items = Vec::new();
+    out.drain_into(&mut items);
+    let Some(Outbound::Deliver(d)) = items.pop() else { panic!("no delivery") };
+    q.cancel(d.consumer);
+    t.advance(150);
+    q.requeue(vec![(d.seq, d.message.clone())], None);
+    assert_eq!((q.message_count(), dead.message_count()), (0, 1), "requeued past its deadline: expired");
+}
+
+#[test]
+fn rejected_messages_are_dead_lettered_with_the_routing_key_override() {
+    let t = setup();
+    let x = ExchangeDeclare { name: s("retry"), kind: "direct".into(), ..Default::default() };
+    t.vhost.declare_exchange(&x).unwrap();
+    let retry = t.declare("retry-q", FieldTable::new());
+    t.vhost.bind(Destination::Queue(s("retry-q")), &s("retry"), &s("later"), &FieldTable::new(), 1).unwrap();
+    let args = FieldTable::new().with("x-dead-letter-exchange", "retry").with("x-dead-letter-routing-key", "later");
+    let q = t.declare("q", args);
+    t.publish("q", BasicProperties::default(), b"job");
+    let (entry, _) = q.get().unwrap();
+    q.discard(None, &[(entry.seq, entry.message.clone())]);
+    let (dead, _) = retry.get().expect("dead-lettered");
+    assert_eq!(dead.message.routing_key(), b"later");
+    let d = death(&dead.message, 0);
+    assert_eq!(text(d.get("reason")), "rejected");
+    assert_eq!(d.get("routing-keys"), Some(&FieldValue::Array(vec![FieldValue::LongStr("q".into())])));
+}
+
+#[test]
+fn drop_head_counts_body_bytes_and_dead_letters_the_oldest() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("q", dlx_args().with("x-max-length-bytes", FieldValue::I32(10)));
+    for body in [b"aaaaa", b"bbbbb", b"ccccc"] {
+        let outcome = t.publish("q", BasicProperties::default(), body);
+        assert!(outcome.routed && !outcome.rejected);
+    }
+    assert_eq!(drain(&q), vec![b"bbbbb".to_vec(), b"ccccc".to_vec()]);
+    let (entry, _) = dead.get().unwrap();
+    assert_eq!(text(death(&entry.message, 0).get("reason")), "maxlen");
+}
+
+#[test]
+fn max_length_zero_accepts_and_keeps_nothing() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-max-length", FieldValue::I32(0)));
+    let outcome = t.publish("q", BasicProperties::default(), b"x");
+    assert!(outcome.routed && !outcome.rejected);
+    assert_eq!(q.message_count(), 0);
+}
+
+#[test]
+fn reject_publish_dlx_refuses_and_dead_letters() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let args = dlx_args().with("x-max-length", FieldValue::I32(1)).with("x-overflow", "reject-publish-dlx");
+    let q = t.declare("q", args);
+    assert!(!t.publish("q", BasicProperties::default(), b"1").rejected);
+    assert!(t.publish("q", BasicProperties::default(), b"2").rejected);
+    assert_eq!((q.message_count(), dead.message_count()), (1, 1));
+    let plain = t.declare(
+        "plain",
+        FieldTable::new().with("x-max-length", FieldValue::I32(1)).with("x-overflow", "reject-publish"),
+    );
+    t.publish("plain", BasicProperties::default(), b"1");
+    assert!(t.publish("plain", BasicProperties::default(), b"2").rejected);
+    assert_eq!(plain.message_count(), 1);
+}
+
+#[test]
+fn an_expiry_cycle_without_a_rejection_drops_the_message() {
+    let t = setup();
+    let to = |q: &str| {
+        FieldTable::new()
+            .with("x-message-ttl", FieldValue::I32(10))
+            .with("x-dead-letter-exchange", "")
+            .with("x-dead-letter-routing-key", FieldValue::LongStr(bytes::Bytes::copy_from_slice(q.as_bytes())))
+    };
+    let a = t.declare("a", to("b"));
+    let b = t.declare("b", to("a"));
+    t.publish("a", BasicProperties::default(), b"m");
+    t.advance(10);
+    assert_eq!((a.message_count(), b.message_count()), (0, 1));
+    t.advance(10);
+    assert_eq!((a.message_count(), b.message_count()), (0, 0), "back into a would be a cycle");
+}
+
+#[test]
+fn an_unused_queue_expires_and_use_postpones_it() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-expires", FieldValue::I32(1000)));
+    t.advance(500);
+    assert!(q.get().is_none(), "empty, but a use");
+    t.advance(999);
+    assert!(t.vhost.queue(&s("q"), 1).is_ok());
+    t.advance(1);
+    assert!(t.vhost.queue(&s("q"), 1).is_err(), "deleted 1000 ms after its last use");
+    assert!(q.is_deleted());
+}
+
+#[test]
+fn a_queue_with_consumers_does_not_expire() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-expires", FieldValue::I32(100)));
+    let out = outlet();
+    q.consume(acking_consumer(1, &out, 1)).unwrap();
+    t.advance(1000);
+    assert!(!q.is_deleted());
+    q.cancel(lepus_broker::ConsumerId(1));
+    t.advance(99);
+    assert!(!q.is_deleted(), "the period starts when the last consumer leaves");
+    t.advance(1);
+    assert!(q.is_deleted());
+    assert!(matches!(q.publish(msg("q", BasicProperties::default(), b"x")), Enqueued::Gone));
+}
