@@ -164,6 +164,7 @@ impl Queue {
         arguments: FieldTable,
         limits: QueueLimits,
     ) -> Queue {
+        let single_active = crate::args::single_active_consumer(&arguments);
         Queue {
             name,
             vhost,
@@ -174,7 +175,7 @@ impl Queue {
             limits,
             logged: false,
             stats: Counters::default(),
-            state: Mutex::default(),
+            state: Mutex::new(State { consumers: Consumers::new(single_active), ..State::default() }),
         }
     }
 
@@ -339,18 +340,40 @@ impl Queue {
         Ok(())
     }
 
-    /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
-    pub fn cancel(&self, consumer: ConsumerId) -> bool {
+    /// Detaches a consumer. What the queue had assigned to it that its connection has not
+    /// taken from the outlet yet comes back to its place (with its channel-wide credit), and
+    /// is assigned again: with a single active consumer, the next one takes over from there.
+    /// Returns whether the queue should now be auto-deleted.
+    pub fn cancel(self: &Arc<Self>, consumer: ConsumerId) -> bool {
         let mut wakes = Wakes::new();
         let auto_delete = {
             let mut st = self.state.lock();
+            let active = st.consumers.active();
             let removed = st.consumers.remove(consumer);
+            let mut back = Vec::new();
+            if let Some(spec) = &removed {
+                spec.outlet.take_deliveries(consumer, &mut back);
+                spec.gate.release(back.iter().filter(|d| d.ack_required).count() as u32);
+            }
+            let handover = active.is_some() && st.consumers.active() != active;
+            if !back.is_empty() || handover {
+                for d in back {
+                    st.ready.insert(Entry { seq: d.seq, message: d.message, redelivered: d.redelivered });
+                }
+                self.assign(&mut st, &mut wakes);
+            }
             // Without consumers a queue is never congested: paused publishers may resume.
             st.release_flow_waiters(&mut wakes);
-            removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
+            removed.is_some() && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
         };
         wake_all(wakes);
         auto_delete
+    }
+
+    /// The consumer served while the queue has a single active consumer
+    /// (`x-single-active-consumer`); `None` otherwise, or while it has no consumers.
+    pub fn active_consumer(&self) -> Option<ConsumerId> {
+        self.state.lock().consumers.active()
     }
 
     /// Deliveries that left the queue for good: acked, rejected without requeue, or (for a
