@@ -34,7 +34,8 @@
 //! - `stored`: the stored copies of a queue's messages, shared by its ready lists: the log of a
 //!   durable queue, the scratch log, and where each message is in them.
 //! - `consumers`: the consumers by priority and registration order, the choice of the next one
-//!   to serve, [`ChannelGate`] and [`ConsumerSpec`]; registering and cancelling in O(log n).
+//!   to serve (or the single active consumer, `x-single-active-consumer`), [`ChannelGate`] and
+//!   [`ConsumerSpec`]; registering and cancelling in O(log n).
 
 mod consumers;
 mod ready;
