@@ -9,6 +9,8 @@ use lepus_protocol::ShortStr;
 use lepus_protocol::content::ContentHeader;
 use lepus_protocol::method::BasicPublish;
 
+use crate::connection::{ChannelTimer, Watch};
+
 /// Whether a channel is usable or waiting for the client's `channel.close-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChannelPhase {
@@ -34,6 +36,8 @@ pub(crate) struct Unacked {
     pub message: MessageRef,
     /// `None` for `basic.get`.
     pub consumer: Option<ConsumerId>,
+    /// When it was sent (the broker's clock), for the consumer timeout.
+    pub delivered_at_ms: u64,
 }
 
 /// A `basic.publish` whose content is still arriving: the method, then (after the content
@@ -100,6 +104,10 @@ pub(crate) struct Channel {
     /// This channel's direct reply-to name and consumer tag, while it consumes from
     /// `amq.rabbitmq.reply-to`.
     pub reply_to: Option<(ShortStr, ShortStr)>,
+    /// Consumer timeout: how the oldest unacked delivery is watched, and the channel's timer
+    /// (see `connection/timeout.rs`).
+    pub watch: Watch,
+    pub timer: Option<ChannelTimer>,
 }
 
 impl Channel {
@@ -117,6 +125,8 @@ impl Channel {
             commits_waiting: VecDeque::new(),
             last_queue: None,
             reply_to: None,
+            watch: Watch::Idle,
+            timer: None,
         }
     }
 }

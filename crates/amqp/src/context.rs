@@ -24,6 +24,9 @@ pub struct Limits {
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
     pub outbound_buffer_max: usize,
+    /// Consumer timeout: how long a delivery may stay unacknowledged before its channel is
+    /// closed (a queue's `x-consumer-timeout` overrides it); 0 disables.
+    pub consumer_timeout_ms: u64,
 }
 
 /// Where a direct reply-to address delivers.

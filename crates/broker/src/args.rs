@@ -134,6 +134,12 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             "x-message-ttl" => out.limits.message_ttl_ms = Some(timer(value)?),
             "x-max-length" => out.limits.max_length = Some(non_neg(value)?),
             "x-max-length-bytes" => out.limits.max_length_bytes = Some(non_neg(value)?),
+            // Read where it applies (`consumer_timeout_ms`); not part of the equivalence
+            // check (RabbitMQ reads it as a queue argument or policy, 3.12 on, and never
+            // compares it on redeclaration).
+            "x-consumer-timeout" => {
+                non_neg(value)?;
+            }
             "x-max-in-memory-length" | "x-max-in-memory-bytes" | "x-stream-max-segment-size-bytes" => {
                 non_neg(value)?;
             }
@@ -197,6 +203,17 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
 /// An exchange name or routing key from an argument: at most 255 bytes.
 fn short(key: &str, text: String) -> Result<ShortStr, BrokerError> {
     ShortStr::try_from(text).map_err(|_| BrokerError::PreconditionFailed(format!("invalid arg '{key}': too long")))
+}
+
+/// `x-single-active-consumer: true`: the queue serves one consumer at a time.
+pub fn single_active_consumer(args: &FieldTable) -> bool {
+    matches!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true)))
+}
+
+/// `x-consumer-timeout` of a (validated) queue: `Some(0)` turns the timeout off for the
+/// queue, `None` leaves the broker's `consumer_timeout`.
+pub fn consumer_timeout_ms(args: &FieldTable) -> Option<u64> {
+    args.get("x-consumer-timeout").and_then(int_arg).map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Arguments whose value must match on redeclaration (RabbitMQ 3.x; `x-queue-mode` is left
@@ -290,6 +307,14 @@ mod tests {
                 "invalid arg 'x-overflow' for queue 'q' in vhost '/': {invalid_overflow,<<\"explode\">>}",
             ),
             (
+                t("x-consumer-timeout", FieldValue::I32(-5)),
+                "invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {value_negative,-5}",
+            ),
+            (
+                t("x-consumer-timeout", "60000".into()),
+                "invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {unacceptable_type,longstr}",
+            ),
+            (
                 t("x-single-active-consumer", FieldValue::I32(1)),
                 "invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
             ),
@@ -313,5 +338,22 @@ mod tests {
         );
         // x-queue-mode may differ.
         assert!(assert_args_equivalent(&t("x-queue-mode", "lazy".into()), &FieldTable::new(), WHAT).is_ok());
+        // So may x-consumer-timeout (RabbitMQ does not compare it); x-single-active-consumer not.
+        let timeout = t("x-consumer-timeout", FieldValue::I32(60_000));
+        assert!(assert_args_equivalent(&timeout, &FieldTable::new(), WHAT).is_ok());
+        let sac = t("x-single-active-consumer", FieldValue::Bool(true));
+        assert!(assert_args_equivalent(&sac, &FieldTable::new(), WHAT).is_err());
+    }
+
+    #[test]
+    fn single_active_consumer_and_consumer_timeout_are_read() {
+        assert!(single_active_consumer(&t("x-single-active-consumer", FieldValue::Bool(true))));
+        assert!(!single_active_consumer(&t("x-single-active-consumer", FieldValue::Bool(false))));
+        assert!(!single_active_consumer(&FieldTable::new()));
+        let timeout = t("x-consumer-timeout", FieldValue::I64(60_000));
+        assert!(parse_queue_args(&timeout, WHAT).is_ok());
+        assert_eq!(consumer_timeout_ms(&timeout), Some(60_000));
+        assert_eq!(consumer_timeout_ms(&t("x-consumer-timeout", FieldValue::U16(0))), Some(0));
+        assert_eq!(consumer_timeout_ms(&FieldTable::new()), None);
     }
 }

@@ -90,6 +90,22 @@ impl Outlet {
         }
     }
 
+    /// Takes the deliveries to `consumer` still waiting here out (in order), leaving the rest
+    /// in theirs: its queue takes them back when the consumer is cancelled (queue lock, then
+    /// outlet lock).
+    pub fn take_deliveries(&self, consumer: ConsumerId, into: &mut Vec<Delivery>) {
+        let mut pending = self.pending.lock();
+        if !pending.iter().any(|o| matches!(o, Outbound::Deliver(d) if d.consumer == consumer)) {
+            return;
+        }
+        for item in std::mem::take(&mut *pending) {
+            match item {
+                Outbound::Deliver(d) if d.consumer == consumer => into.push(d),
+                other => pending.push(other),
+            }
+        }
+    }
+
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }

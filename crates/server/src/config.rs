@@ -37,6 +37,10 @@ pub struct Config {
     /// do not store (transient ones) page out to scratch files beyond each queue's window
     /// (0: always).
     pub transient_paging_bytes: u64,
+    /// Consumer timeout in milliseconds (RabbitMQ's `consumer_timeout`): a channel whose
+    /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are
+    /// requeued. A queue's `x-consumer-timeout` overrides it; 0 disables.
+    pub consumer_timeout: u64,
     /// The user created on first start.
     pub default_user: String,
     pub default_pass: String,
@@ -61,6 +65,7 @@ impl Default for Config {
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,
+            consumer_timeout: 1_800_000,
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
@@ -131,6 +136,13 @@ mod tests {
         assert_eq!(c.port, 5800);
         assert_eq!(c.heartbeat_s, 5);
         assert_eq!(c.frame_max, Config::default().frame_max);
+    }
+
+    #[test]
+    fn consumer_timeout_defaults_to_rabbitmq_s_and_can_be_turned_off() {
+        assert_eq!(Config::default().consumer_timeout, 1_800_000);
+        assert_eq!(Config::from_toml("consumer_timeout = 0").unwrap().consumer_timeout, 0);
+        assert_eq!(Config::from_toml("consumer_timeout = 60000").unwrap().consumer_timeout, 60_000);
     }
 
     #[test]

@@ -40,6 +40,10 @@ struct Args {
     /// Highest channel number per connection.
     #[arg(long, env = "LEPUS_CHANNEL_MAX")]
     channel_max: Option<u16>,
+    /// Consumer timeout in milliseconds: a channel holding a delivery unacknowledged longer
+    /// is closed (0 disables).
+    #[arg(long, env = "LEPUS_CONSUMER_TIMEOUT")]
+    consumer_timeout: Option<u64>,
     /// Log filter (tracing syntax), e.g. `info` or `lepus_server=debug`.
     #[arg(long, env = "LEPUS_LOG")]
     log: Option<String>,
@@ -70,6 +74,9 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.channel_max {
         config.channel_max = v;
+    }
+    if let Some(v) = args.consumer_timeout {
+        config.consumer_timeout = v;
     }
     if let Some(v) = &args.log {
         config.log = v.clone();

@@ -238,5 +238,6 @@ fn limits(config: &Config) -> Limits {
         close_timeout_ms: config.close_timeout_ms,
         message_size_max: config.message_size_max,
         outbound_buffer_max: config.outbound_buffer_max,
+        consumer_timeout_ms: config.consumer_timeout,
     }
 }

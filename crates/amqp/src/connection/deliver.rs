@@ -10,6 +10,7 @@ use lepus_protocol::fast::{write_deliver, write_get_ok};
 use super::publish::REPLY_TO;
 use super::*;
 use crate::channel::{ConsumerInfo, Settle, Unacked};
+use crate::connection::Watch;
 use crate::context::ReplyTarget;
 use crate::error::precondition;
 use crate::names::random_name;
@@ -171,7 +172,13 @@ impl Connection {
         if m.no_ack {
             queue.ack(None, std::iter::once(entry.seq));
         } else {
-            ch.unacked.insert(tag, Unacked { queue, seq: entry.seq, message: entry.message, consumer: None });
+            let delivered_at_ms = self.shared.broker.clock().now_ms();
+            let ch = self.chan(channel)?;
+            let unacked = Unacked { queue, seq: entry.seq, message: entry.message, consumer: None, delivered_at_ms };
+            ch.unacked.insert(tag, unacked);
+            if ch.watch == Watch::Idle {
+                self.watch_timeout(channel);
+            }
         }
         let (exchange, key) = (message.exchange(), message.routing_key());
         write_get_ok(&mut self.out, channel, tag, entry.redelivered, exchange, key, remaining);
@@ -198,9 +205,10 @@ impl Connection {
         };
         if let Some(tx) = ch.tx.as_mut() {
             tx.settles.extend(taken.into_iter().map(|(tag, u)| (kind, u, tag)));
-            return Ok(());
+        } else {
+            self.apply_settles(channel, kind, taken);
         }
-        self.apply_settles(channel, kind, taken);
+        self.timeout_settled(channel);
         Ok(())
     }
 
@@ -255,6 +263,7 @@ impl Connection {
         }
         let taken: Vec<(u64, Unacked)> = std::mem::take(&mut self.chan(channel)?.unacked).into_iter().collect();
         self.apply_settles(channel, Settle::Requeue, taken);
+        self.timeout_settled(channel);
         Ok(())
     }
 
@@ -268,9 +277,10 @@ impl Connection {
         // changes during a drain only through its own cancellation, which no delivery to it
         // follows.
         let mut live: Option<(ConsumerId, u16, ShortStr)> = None;
+        let now_ms = if items.is_empty() { 0 } else { self.shared.broker.clock().now_ms() };
         for item in items.drain(..) {
             match item {
-                Outbound::Deliver(d) => self.deliver(d, &mut no_ack, &mut live),
+                Outbound::Deliver(d) => self.deliver(d, now_ms, &mut no_ack, &mut live),
                 Outbound::ConsumerCancelled(id) => {
                     live = None;
                     self.on_consumer_cancelled(id);
@@ -280,6 +290,11 @@ impl Connection {
         self.drained = items;
         no_ack.ack_all();
         self.no_ack = no_ack;
+        let mut pending = std::mem::take(&mut self.watch_pending);
+        for channel in pending.drain(..) {
+            self.watch_timeout(channel);
+        }
+        self.watch_pending = pending;
     }
 
     /// The queue went away: the consumer is gone, and the client is told if it asked to be.
@@ -307,7 +322,13 @@ impl Connection {
     }
 
     /// Encodes one delivery, or puts it back if its consumer or channel is gone.
-    fn deliver(&mut self, d: Delivery, no_ack: &mut NoAckBatch, live: &mut Option<(ConsumerId, u16, ShortStr)>) {
+    fn deliver(
+        &mut self,
+        d: Delivery,
+        now_ms: u64,
+        no_ack: &mut NoAckBatch,
+        live: &mut Option<(ConsumerId, u16, ShortStr)>,
+    ) {
         if live.as_ref().is_none_or(|(id, _, _)| *id != d.consumer) {
             *live = self.live_route(d.consumer).map(|(channel, tag)| (d.consumer, channel, tag));
         }
@@ -330,8 +351,14 @@ impl Connection {
                     seq: d.seq,
                     message: d.message.clone(),
                     consumer: Some(d.consumer),
+                    delivered_at_ms: now_ms,
                 };
                 ch.unacked.insert(delivery_tag, unacked);
+                if ch.watch == Watch::Idle {
+                    // Looked at once the drain is done (the timer is armed then).
+                    ch.watch = Watch::Armed;
+                    self.watch_pending.push(channel);
+                }
             }
             (Some(queue), false) => no_ack.push(queue, d.consumer, d.seq),
             (None, _) => {}
@@ -368,20 +395,19 @@ impl Connection {
 
     /// Cancels a channel's consumers and requeues its unacknowledged deliveries (in the
     /// order they were delivered), as when the channel or connection closes.
+    ///
+    /// The order matters to a queue with a single active consumer on this channel: the
+    /// channel's gate is paused first, so nothing more is assigned to it; what the outlet
+    /// holds for its consumers and its unacked deliveries are requeued while its consumers
+    /// are still attached (their queues, paused, hold them); only then are the consumers
+    /// cancelled, so the consumer that takes over gets the requeued messages at their
+    /// original positions, before later ones (as RabbitMQ's queue does in one step).
     pub(super) fn release_channel_resources(&mut self, channel: u16) {
-        let tags: Vec<ShortStr> = match self.channels.get(&channel) {
-            Some(ch) => ch.consumers.keys().cloned().collect(),
-            None => return,
-        };
-        let cancelled: Vec<ConsumerId> = tags.iter().filter_map(|tag| self.cancel_consumer(channel, tag)).collect();
-        // Deliveries already assigned to those consumers come back through the outlet and
-        // are requeued there; then their routes are forgotten.
-        self.drain_outlet();
-        for id in cancelled {
-            self.consumer_routes.remove(&id);
-        }
         let Some(ch) = self.channels.get_mut(&channel) else { return };
+        ch.gate.paused.store(true, std::sync::atomic::Ordering::Release);
         ch.assembling = None;
+        ch.timer = None;
+        ch.watch = Watch::Idle;
         // Confirms and commit-oks still waiting for the store are never sent on this channel.
         ch.commits_waiting.clear();
         if let Some(c) = ch.confirms.as_mut() {
@@ -394,7 +420,23 @@ impl Connection {
                 unacked.insert(tag, u);
             }
         }
+        let tags: Vec<ShortStr> = ch.consumers.keys().cloned().collect();
+        // What the outlet holds for these consumers is requeued by this drain (their routes
+        // are no longer live), not written: once, rather than taken back by each cancel below.
+        let ids: Vec<ConsumerId> = ch.consumers.values().map(|info| info.id).collect();
+        for id in ids {
+            if let Some(route) = self.consumer_routes.get_mut(&id) {
+                route.live = false;
+            }
+        }
+        self.drain_outlet();
         self.apply_settles(channel, Settle::Requeue, unacked.into_iter().collect());
+        // Their routes are forgotten after the last drain.
+        let cancelled: Vec<ConsumerId> = tags.iter().filter_map(|tag| self.cancel_consumer(channel, tag)).collect();
+        self.drain_outlet();
+        for id in cancelled {
+            self.consumer_routes.remove(&id);
+        }
     }
 }
 

@@ -39,6 +39,9 @@ mod deliver;
 mod model;
 mod outbox;
 mod publish;
+mod timeout;
+
+pub(crate) use timeout::{ChannelTimer, Watch};
 
 const READ_BUFFER_INITIAL: usize = 64 * 1024;
 
@@ -182,6 +185,10 @@ struct Connection {
     large_frames: bool,
     heartbeat: Heartbeat,
     store_waker: Arc<StoreWake>,
+    /// Channels whose consumer-timeout timer fired (see [`timeout`]).
+    due_channels: Arc<timeout::DueChannels>,
+    /// Channels that got an acked delivery in this drain while their timeout watch was idle.
+    watch_pending: Vec<u16>,
 }
 
 impl Connection {
@@ -195,6 +202,8 @@ impl Connection {
                 registered: std::sync::atomic::AtomicBool::new(false),
             }),
             outlet,
+            due_channels: Arc::new(timeout::DueChannels::new(notify.clone())),
+            watch_pending: Vec::new(),
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
@@ -274,6 +283,7 @@ impl Connection {
                 _ = notify.notified(), if self.out_len() < ENCODE_AHEAD_MAX => {
                     self.check_close_request();
                     self.drain_outlet();
+                    self.check_timeouts();
                     self.check_throttle();
                     if self.waits_for_store() {
                         self.on_store_progress();
@@ -297,6 +307,7 @@ impl Connection {
                     self.check_throttle();
                     // Also here: wake-ups are not read while output is backed up.
                     self.check_close_request();
+                    self.check_timeouts();
                     if let Some(reason) = self.on_tick(handshake_deadline) {
                         break reason;
                     }
@@ -827,6 +838,12 @@ impl Connection {
     }
 
     fn release_all_channels(&mut self) {
+        // Nothing more goes to any of them while each is released in turn: a queue whose
+        // single active consumer was on one of them hands over to a consumer elsewhere, not
+        // to one on a channel about to close.
+        for ch in self.channels.values() {
+            ch.gate.paused.store(true, Ordering::Release);
+        }
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             self.release_channel(id);

@@ -18,10 +18,20 @@
 //! all of them. What it cannot count — closed outlets and channel gates, which change outside
 //! the queue lock — is checked consumer by consumer, as before.
 //!
+//! Single active consumer (`x-single-active-consumer`, RabbitMQ 3.10's classic queues): one
+//! consumer, the active one, is served and the others wait. The first consumer registered
+//! becomes active; when the active one goes, the first consumer of the highest priority
+//! (registration order among equals) takes over. A group keeps the position of its first
+//! consumer (advanced past holes as consumers before it go, reset when it is compacted), so
+//! the handover is O(log n) amortized like everything else. An exclusive consumer is refused
+//! on such a queue, as RabbitMQ refuses it.
+//!
 //! Invariants, checked after every change in debug builds (per consumer only while there are
 //! few): the map and the groups hold the same consumers; a group's live and credited counts
-//! match its vector, which is in key order and at most half holes; no group is empty; the
-//! round-robin key is at most the next key to be given out.
+//! match its vector, which is in key order and at most half holes; a group's first-consumer
+//! position is its first live member; no group is empty; the round-robin key is at most the
+//! next key to be given out; with a single active consumer, one is active exactly while any
+//! consumer is attached, and it is attached.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -119,6 +129,8 @@ struct Group {
     /// Consumers (not holes) in `members`, and how many of them have credit of their own.
     live: usize,
     credited: usize,
+    /// Where the first consumer (not a hole) is in `members`.
+    head: usize,
 }
 
 impl Group {
@@ -169,8 +181,19 @@ impl Group {
         if self.members.len() > 2 * self.live {
             self.members.retain(|m| m.consumer.is_some());
             self.members.shrink_to(2 * self.live);
+            self.head = 0;
+        } else if i == self.head {
+            // Each hole is passed over once between compactions: amortized O(1).
+            while self.members.get(self.head).is_some_and(|m| m.consumer.is_none()) {
+                self.head += 1;
+            }
         }
         Some(consumer)
+    }
+
+    /// The first consumer in registration order.
+    fn first(&self) -> Option<&Consumer> {
+        self.members.get(self.head)?.consumer.as_ref()
     }
 
     /// Checks the group's invariants (debug builds; per consumer only while it is small).
@@ -178,9 +201,11 @@ impl Group {
         debug_assert!(self.live > 0, "empty group {priority}");
         debug_assert!(self.credited <= self.live, "group {priority}: {} credited of {}", self.credited, self.live);
         debug_assert!(self.members.len() <= 2 * self.live, "group {priority}: too many holes");
+        debug_assert!(self.first().is_some(), "group {priority}: its head {} is not a consumer", self.head);
         if !cfg!(debug_assertions) || self.members.len() > CHECK_ALL_MAX {
             return;
         }
+        debug_assert!(self.members[..self.head].iter().all(|m| m.consumer.is_none()), "group {priority}: head too far");
         debug_assert!(self.members.windows(2).all(|w| w[0].key < w[1].key), "group {priority} out of order");
         let consumers = self.members.iter().filter_map(|m| m.consumer.as_ref());
         debug_assert_eq!(self.live, consumers.clone().count(), "live consumers of group {priority}");
@@ -204,9 +229,23 @@ pub(super) struct Consumers {
     cursor: u64,
     /// An exclusive consumer is attached (and is then the only one).
     exclusive: bool,
+    /// `x-single-active-consumer`: only `active` is served.
+    single_active: bool,
+    /// The single active consumer (always `None` without `single_active`).
+    active: Option<ConsumerId>,
 }
 
 impl Consumers {
+    /// No consumers; with `single_active`, only one of them will be served at a time.
+    pub fn new(single_active: bool) -> Consumers {
+        Consumers { single_active, ..Consumers::default() }
+    }
+
+    /// The consumer served while the queue has a single active consumer.
+    pub fn active(&self) -> Option<ConsumerId> {
+        self.active
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -216,9 +255,10 @@ impl Consumers {
     }
 
     /// Whether `spec` may join: not while an exclusive consumer is attached, and an exclusive
-    /// one only alone.
+    /// one only alone, and never on a queue with a single active consumer (RabbitMQ refuses
+    /// it there as "in exclusive use").
     pub fn may_join(&self, spec: &ConsumerSpec) -> bool {
-        !self.exclusive && (!spec.exclusive || self.is_empty())
+        !self.exclusive && (!spec.exclusive || (self.is_empty() && !self.single_active))
     }
 
     /// Registers a consumer after the others. False (nothing changes) if its id is already
@@ -229,6 +269,9 @@ impl Consumers {
         slot.insert((priority, key));
         self.next_key += 1;
         self.exclusive |= spec.exclusive;
+        if self.single_active && self.active.is_none() {
+            self.active = Some(spec.id);
+        }
         let group = self.groups.entry(Reverse(priority)).or_default();
         group.members.push(Member { key, consumer: Some(Consumer { spec, in_flight: 0 }) });
         group.live += 1;
@@ -237,18 +280,26 @@ impl Consumers {
         true
     }
 
-    /// Removes a consumer; false if it was not attached.
-    pub fn remove(&mut self, id: ConsumerId) -> bool {
-        let Some((priority, key)) = self.index.remove(&id) else { return false };
-        let MapEntry::Occupied(mut group) = self.groups.entry(Reverse(priority)) else { return true };
-        if group.get_mut().take(key).is_some_and(|c| c.spec.exclusive) {
-            self.exclusive = false;
-        }
+    /// Removes a consumer and returns it (`None` if it was not attached). If it was the
+    /// single active consumer, the next one (see the module doc) becomes active.
+    pub fn remove(&mut self, id: ConsumerId) -> Option<ConsumerSpec> {
+        let (priority, key) = self.index.remove(&id)?;
+        let MapEntry::Occupied(mut group) = self.groups.entry(Reverse(priority)) else {
+            debug_assert!(false, "consumer {id:?} indexed in a missing group");
+            return None;
+        };
+        let consumer = group.get_mut().take(key);
         if group.get().live == 0 {
             group.remove();
         }
+        if consumer.as_ref().is_some_and(|c| c.spec.exclusive) {
+            self.exclusive = false;
+        }
+        if self.active == Some(id) {
+            self.active = self.groups.values().next().and_then(Group::first).map(|c| c.spec.id);
+        }
         self.check();
-        true
+        consumer.map(|c| c.spec)
     }
 
     /// Gives `n` units of credit back to a consumer, if it is still attached.
@@ -265,12 +316,30 @@ impl Consumers {
     /// The next consumer to serve (see the module doc), charged a unit of its own credit and
     /// of its channel's; the round-robin position moves past it.
     pub fn next(&mut self) -> Option<&ConsumerSpec> {
+        if self.single_active {
+            return self.next_active();
+        }
         let cursor = self.cursor;
         let (priority, group, i) =
             self.groups.iter_mut().find_map(|(&Reverse(p), g)| g.find(cursor).map(|i| (p, g, i)))?;
         group.set_in_flight(i, |in_flight| in_flight + 1);
         self.cursor = group.members[i].key + 1;
         debug_assert!(self.cursor <= self.next_key, "round-robin key {} past {}", self.cursor, self.next_key);
+        group.check(priority);
+        group.members[i].consumer.as_ref().map(|c| &c.spec)
+    }
+
+    /// [`Consumers::next`] with a single active consumer: the active one, if it may be sent a
+    /// message now; nobody else.
+    fn next_active(&mut self) -> Option<&ConsumerSpec> {
+        let &(priority, key) = self.index.get(&self.active?)?;
+        let group = self.groups.get_mut(&Reverse(priority))?;
+        let i = group.position(key)?;
+        let c = group.members[i].consumer.as_ref()?;
+        if !c.own_credit() || !c.admit() {
+            return None;
+        }
+        group.set_in_flight(i, |in_flight| in_flight + 1);
         group.check(priority);
         group.members[i].consumer.as_ref().map(|c| &c.spec)
     }
@@ -285,6 +354,7 @@ impl Consumers {
         all.sort_unstable_by_key(|(key, _)| *key);
         self.index = BTreeMap::new();
         self.exclusive = false;
+        self.active = None;
         self.check();
         all.into_iter().map(|(_, spec)| spec).collect()
     }
@@ -293,6 +363,8 @@ impl Consumers {
     fn check(&self) {
         debug_assert!(self.cursor <= self.next_key, "round-robin key {} past {}", self.cursor, self.next_key);
         debug_assert!(!self.exclusive || self.len() == 1, "an exclusive consumer with others");
+        debug_assert_eq!(self.active.is_some(), self.single_active && !self.is_empty(), "active consumer");
+        debug_assert!(self.active.is_none_or(|id| self.index.contains_key(&id)), "the active consumer is attached");
         if !cfg!(debug_assertions) || self.len() > CHECK_ALL_MAX {
             return;
         }
@@ -306,5 +378,148 @@ impl Consumers {
         }
         let live: usize = self.groups.values().map(|g| g.live).sum();
         debug_assert_eq!(self.len(), live, "consumers in the index and in the groups");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outlet::{Outlet, Wake};
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    fn spec(id: u64, prefetch: u32, priority: i64) -> ConsumerSpec {
+        ConsumerSpec {
+            id: ConsumerId(id),
+            outlet: Arc::new(Outlet::new(Box::new(NoWake))),
+            ack_required: true,
+            prefetch,
+            gate: Arc::new(ChannelGate::default()),
+            priority,
+            exclusive: false,
+        }
+    }
+
+    fn served(c: &mut Consumers) -> Option<u64> {
+        c.next().map(|s| s.id.0)
+    }
+
+    #[test]
+    fn only_the_first_registered_consumer_is_served() {
+        let mut c = Consumers::new(true);
+        assert_eq!(c.active(), None);
+        for id in 1..=3 {
+            assert!(c.add(spec(id, 2, 0)));
+        }
+        assert_eq!(c.active(), Some(ConsumerId(1)));
+        assert_eq!((served(&mut c), served(&mut c)), (Some(1), Some(1)));
+        // At its prefetch the active consumer blocks the queue: the others wait.
+        assert_eq!(served(&mut c), None);
+        c.return_credit(ConsumerId(1), 1);
+        assert_eq!(served(&mut c), Some(1));
+    }
+
+    #[test]
+    fn round_robin_without_single_active_consumer() {
+        let mut c = Consumers::new(false);
+        for id in 1..=3 {
+            assert!(c.add(spec(id, 0, 0)));
+        }
+        assert_eq!(c.active(), None);
+        let order: Vec<_> = (0..4).map(|_| served(&mut c).unwrap()).collect();
+        assert_eq!(order, [1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn the_next_in_registration_order_takes_over() {
+        let mut c = Consumers::new(true);
+        for id in 1..=4 {
+            c.add(spec(id, 0, 0));
+        }
+        // A waiting consumer leaves: the active one stays.
+        assert_eq!(c.remove(ConsumerId(2)).map(|s| s.id), Some(ConsumerId(2)));
+        assert_eq!(c.active(), Some(ConsumerId(1)));
+        assert!(c.remove(ConsumerId(2)).is_none(), "removing twice changes nothing");
+        assert_eq!(c.remove(ConsumerId(1)).map(|s| s.id), Some(ConsumerId(1)));
+        assert_eq!(c.active(), Some(ConsumerId(3)));
+        assert_eq!(served(&mut c), Some(3));
+        c.add(spec(5, 0, 0));
+        c.remove(ConsumerId(3));
+        assert_eq!(c.active(), Some(ConsumerId(4)));
+        c.remove(ConsumerId(4));
+        assert_eq!(c.active(), Some(ConsumerId(5)));
+        c.remove(ConsumerId(5));
+        assert_eq!((c.active(), c.is_empty()), (None, true));
+        assert_eq!(served(&mut c), None);
+        // The next consumer to join is active at once.
+        c.add(spec(6, 0, 0));
+        assert_eq!(c.active(), Some(ConsumerId(6)));
+    }
+
+    #[test]
+    fn a_handover_goes_to_the_highest_priority_waiting() {
+        let mut c = Consumers::new(true);
+        c.add(spec(1, 0, 0));
+        c.add(spec(2, 0, 0));
+        c.add(spec(3, 0, 5));
+        c.add(spec(4, 0, 5));
+        // A higher priority does not take over from the active consumer...
+        assert_eq!(served(&mut c), Some(1));
+        // ...but is chosen when it goes (RabbitMQ 3.10's classic queues).
+        c.remove(ConsumerId(1));
+        assert_eq!(c.active(), Some(ConsumerId(3)));
+        c.remove(ConsumerId(3));
+        assert_eq!(c.active(), Some(ConsumerId(4)));
+        c.remove(ConsumerId(4));
+        assert_eq!(c.active(), Some(ConsumerId(2)));
+    }
+
+    #[test]
+    fn handovers_through_many_consumers_follow_registration_order() {
+        // Enough consumers that holes and compaction both happen along the way (debug builds
+        // check the group's first position after every change while it is small).
+        let mut c = Consumers::new(true);
+        for id in 0..1_000 {
+            c.add(spec(id, 0, 0));
+        }
+        // Waiting consumers leave from behind the active one and from the far end.
+        for id in (500..1_000).step_by(3) {
+            c.remove(ConsumerId(id));
+        }
+        let mut expected: Vec<u64> = (0..1_000).filter(|id| *id < 500 || (id - 500) % 3 != 0).collect();
+        while let Some(active) = c.active() {
+            assert_eq!(active.0, expected.remove(0));
+            assert_eq!(served(&mut c), Some(active.0));
+            c.remove(active);
+        }
+        assert!(expected.is_empty() && c.is_empty());
+    }
+
+    #[test]
+    fn no_exclusive_consumer_on_a_single_active_consumer_queue() {
+        let c = Consumers::new(true);
+        let exclusive = ConsumerSpec { exclusive: true, ..spec(1, 0, 0) };
+        assert!(!c.may_join(&exclusive), "refused even on an empty queue");
+        assert!(c.may_join(&spec(1, 0, 0)));
+        let mut plain = Consumers::new(false);
+        assert!(plain.may_join(&exclusive));
+        plain.add(exclusive);
+        assert!(!plain.may_join(&spec(2, 0, 0)));
+    }
+
+    #[test]
+    fn drain_forgets_the_active_consumer() {
+        let mut c = Consumers::new(true);
+        c.add(spec(1, 0, 0));
+        c.add(spec(2, 0, 0));
+        let ids: Vec<_> = c.drain().into_iter().map(|s| s.id.0).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(c.active(), None);
+        c.add(spec(3, 0, 0));
+        assert_eq!(c.active(), Some(ConsumerId(3)));
     }
 }

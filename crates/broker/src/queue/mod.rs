@@ -34,7 +34,8 @@
 //! - `stored`: the stored copies of a queue's messages, shared by its ready lists: the log of a
 //!   durable queue, the scratch log, and where each message is in them.
 //! - `consumers`: the consumers by priority and registration order, the choice of the next one
-//!   to serve, [`ChannelGate`] and [`ConsumerSpec`]; registering and cancelling in O(log n).
+//!   to serve (or the single active consumer, `x-single-active-consumer`), [`ChannelGate`] and
+//!   [`ConsumerSpec`]; registering and cancelling in O(log n).
 //!
 //! # TTL, expiry and dead letters
 //! Queues reach the broker's clock, timer service and their vhost through a [`QueueEnv`],
@@ -238,6 +239,7 @@ impl Queue {
         arguments: FieldTable,
         limits: QueueLimits,
     ) -> Queue {
+        let single_active = crate::args::single_active_consumer(&arguments);
         Queue {
             name,
             vhost,
@@ -249,7 +251,7 @@ impl Queue {
             logged: false,
             stats: Counters::default(),
             env: OnceLock::new(),
-            state: Mutex::default(),
+            state: Mutex::new(State { consumers: Consumers::new(single_active), ..State::default() }),
         }
     }
 
@@ -579,23 +581,51 @@ impl Queue {
         Ok(())
     }
 
-    /// Detaches a consumer. Returns whether the queue should now be auto-deleted.
-    pub fn cancel(&self, consumer: ConsumerId) -> bool {
+    /// Detaches a consumer. What the queue had assigned to it that its connection has not
+    /// taken from the outlet yet comes back to its place (with its channel-wide credit), and
+    /// is assigned again: with a single active consumer, the next one takes over from there.
+    /// Returns whether the queue should now be auto-deleted.
+    pub fn cancel(self: &Arc<Self>, consumer: ConsumerId) -> bool {
         let mut fx = Effects::default();
         let auto_delete = {
             let mut st = self.state.lock();
+            let active = st.consumers.active();
             let removed = st.consumers.remove(consumer);
+            let mut back = Vec::new();
+            if let Some(spec) = &removed {
+                spec.outlet.take_deliveries(consumer, &mut back);
+                spec.gate.release(back.iter().filter(|d| d.ack_required).count() as u32);
+            }
+            let handover = active.is_some() && st.consumers.active() != active;
+            if !back.is_empty() || handover {
+                for d in back {
+                    let expires_at_ms = st.unacked_expiry.remove(&d.seq).unwrap_or(NO_EXPIRY);
+                    st.ready.insert(Entry {
+                        seq: d.seq,
+                        message: d.message,
+                        redelivered: d.redelivered,
+                        expires_at_ms,
+                    });
+                }
+                self.assign(&mut st, &mut fx);
+            }
             // Without consumers a queue is never congested: paused publishers may resume.
             st.release_flow_waiters(&mut fx);
-            if removed && st.consumers.is_empty() && self.limits.expires_ms.is_some() {
+            if removed.is_some() && st.consumers.is_empty() && self.limits.expires_ms.is_some() {
                 // The `x-expires` period starts again when the last consumer leaves.
                 st.last_used_ms = self.now_ms().unwrap_or(st.last_used_ms);
                 self.arm(&mut st);
             }
-            removed && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
+            removed.is_some() && self.auto_delete && st.consumers.is_empty() && st.ever_consumed && !st.deleted
         };
         self.finish(fx);
         auto_delete
+    }
+
+    /// The consumer served while the queue has a single active consumer
+    /// (`x-single-active-consumer`); `None` otherwise, or while it has no consumers.
+    pub fn active_consumer(&self) -> Option<ConsumerId> {
+        self.state.lock().consumers.active()
     }
 
     /// Deliveries that left the queue for good: acked, rejected without requeue, or (for a

@@ -1,0 +1,183 @@
+//! Consumer timeout (RabbitMQ's `consumer_timeout`): a channel whose oldest unacknowledged
+//! delivery has waited longer than its timeout is closed with 406 PRECONDITION_FAILED, and
+//! its unacknowledged deliveries are requeued as with any channel close.
+//!
+//! The timeout that applies to a delivery is its queue's `x-consumer-timeout` if it has one
+//! (0: none), else the broker's `consumer_timeout` (0: none). As in RabbitMQ, only the
+//! channel's oldest unacknowledged delivery (lowest delivery tag; `basic.get` ones included)
+//! is looked at: it is the first to time out when every delivery has the same timeout.
+//!
+//! Each channel has at most one timer in the broker's [`TimerService`], created at its first
+//! deadline and cancelled when the channel goes. It is armed at the oldest unacknowledged
+//! delivery's deadline and re-armed only when it fires: acknowledgements never touch it (a
+//! timer that fires after its delivery was acked finds the next oldest and moves to its
+//! deadline), so nothing on the delivery or ack path takes the timer lock, except a delivery
+//! to a channel whose timer is idle. The timer fires on the timer driver's task: its target
+//! only records the channel and wakes the connection, whose own task looks at the channel (in
+//! its wake-up and tick branches, like a close request), so channel state stays with its task.
+//!
+//! A channel's watch is [`Watch::Idle`] (no timer armed: nothing to watch when last looked),
+//! [`Watch::Armed`], or [`Watch::Parked`] (the oldest delivery has no timeout — its queue's is
+//! 0 — so nothing can time out until it is settled: settling looks again).
+
+use std::sync::{Arc, Weak};
+
+use lepus_broker::timer::{NEVER, TimerId, TimerService, TimerTarget};
+use parking_lot::Mutex;
+
+use super::*;
+use crate::error::ChannelError;
+
+/// Channels whose timer fired, waiting for the connection's task; shared with the targets.
+pub(super) struct DueChannels {
+    channels: Mutex<Vec<u16>>,
+    wake: NotifyWake,
+}
+
+impl DueChannels {
+    pub(super) fn new(notify: Arc<Notify>) -> DueChannels {
+        DueChannels { channels: Mutex::new(Vec::new()), wake: NotifyWake(notify) }
+    }
+}
+
+/// A channel's timer target: runs on the timer driver's task.
+struct ChannelTarget {
+    channel: u16,
+    due: Arc<DueChannels>,
+}
+
+impl TimerTarget for ChannelTarget {
+    fn on_timer(&self, _id: TimerId, _now_ms: u64) {
+        self.due.channels.lock().push(self.channel);
+        self.due.wake.wake();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Watch {
+    #[default]
+    Idle,
+    Armed,
+    Parked,
+}
+
+/// A channel's timer; cancelled when the channel (or its connection) goes.
+pub(crate) struct ChannelTimer {
+    id: TimerId,
+    timers: Arc<TimerService>,
+    _target: Arc<dyn TimerTarget>,
+}
+
+impl std::fmt::Debug for ChannelTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelTimer").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for ChannelTimer {
+    fn drop(&mut self) {
+        self.timers.cancel(self.id);
+    }
+}
+
+/// What the oldest unacknowledged delivery of a channel says.
+enum Oldest {
+    None,
+    /// Its timeout is off.
+    NoTimeout,
+    /// It times out once the clock is past `delivered_at_ms + timeout_ms`.
+    Due {
+        delivered_at_ms: u64,
+        timeout_ms: u64,
+    },
+}
+
+impl Connection {
+    /// The timeout of deliveries from `queue`: its `x-consumer-timeout`, else the broker's;
+    /// `None` when off.
+    fn timeout_of(&self, queue: &lepus_broker::Queue) -> Option<u64> {
+        let ms =
+            lepus_broker::args::consumer_timeout_ms(&queue.arguments).unwrap_or(self.shared.limits.consumer_timeout_ms);
+        (ms > 0).then_some(ms)
+    }
+
+    fn oldest(&self, channel: u16) -> Oldest {
+        let Some((_, u)) = self.channels.get(&channel).and_then(|ch| ch.unacked.first_key_value()) else {
+            return Oldest::None;
+        };
+        match self.timeout_of(&u.queue) {
+            None => Oldest::NoTimeout,
+            Some(timeout_ms) => Oldest::Due { delivered_at_ms: u.delivered_at_ms, timeout_ms },
+        }
+    }
+
+    /// Looks at a channel's oldest unacknowledged delivery and sets its watch: the timer at
+    /// its deadline (a deadline already past fires at once and closes the channel from the
+    /// timer's path), parked, or idle.
+    pub(super) fn watch_timeout(&mut self, channel: u16) {
+        let deadline_ms = match self.oldest(channel) {
+            Oldest::None => {
+                self.set_watch(channel, Watch::Idle, NEVER);
+                return;
+            }
+            Oldest::NoTimeout => {
+                self.set_watch(channel, Watch::Parked, NEVER);
+                return;
+            }
+            Oldest::Due { delivered_at_ms, timeout_ms } => delivered_at_ms.saturating_add(timeout_ms).saturating_add(1),
+        };
+        self.set_watch(channel, Watch::Armed, deadline_ms);
+    }
+
+    fn set_watch(&mut self, channel: u16, watch: Watch, deadline_ms: u64) {
+        let due = self.due_channels.clone();
+        let timers = self.shared.broker.timers().clone();
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        ch.watch = watch;
+        match &ch.timer {
+            Some(timer) => {
+                timers.reschedule(timer.id, deadline_ms);
+            }
+            None if deadline_ms == NEVER => {}
+            None => {
+                let target: Arc<dyn TimerTarget> = Arc::new(ChannelTarget { channel, due });
+                let id = timers.schedule(Arc::downgrade(&target) as Weak<dyn TimerTarget>, deadline_ms);
+                ch.timer = Some(ChannelTimer { id, timers, _target: target });
+            }
+        }
+    }
+
+    /// After deliveries were settled on `channel`: a parked watch looks again.
+    pub(super) fn timeout_settled(&mut self, channel: u16) {
+        if self.channels.get(&channel).is_some_and(|ch| ch.watch == Watch::Parked) {
+            self.watch_timeout(channel);
+        }
+    }
+
+    /// Handles the channels whose timer fired: closes those whose oldest unacknowledged
+    /// delivery timed out (RabbitMQ's text), re-arms the others.
+    pub(super) fn check_timeouts(&mut self) {
+        let due = std::mem::take(&mut *self.due_channels.channels.lock());
+        if due.is_empty() {
+            return;
+        }
+        let now_ms = self.shared.broker.clock().now_ms();
+        for channel in due {
+            let open = self.channels.get(&channel).is_some_and(|ch| ch.phase == ChannelPhase::Open);
+            if !open || self.phase != Phase::Running {
+                continue;
+            }
+            match self.oldest(channel) {
+                Oldest::Due { delivered_at_ms, timeout_ms } if now_ms.saturating_sub(delivered_at_ms) > timeout_ms => {
+                    let text = format!(
+                        "delivery acknowledgement on channel {channel} timed out. Timeout value used: {timeout_ms} \
+                         ms. This timeout value can be configured, see consumers doc guide to learn more"
+                    );
+                    let error = ChannelError::PreconditionFailed(text);
+                    self.on_exception(Exception::Channel { error, channel, class_id: 0, method_id: 0 });
+                }
+                _ => self.watch_timeout(channel),
+            }
+        }
+    }
+}
