@@ -8,7 +8,9 @@
 // reply-to through the library's RpcClient/RpcServer, publisher confirms (blocking and
 // ConfirmListener), mandatory + basic.return (the return before the ack), 404/406 errors
 // closing the channel but not the connection, and the connection handshake (capabilities,
-// clean close, refused login).
+// clean close, refused login), and queue features (pattern queue-features: message TTL and
+// per-message expiration, dead-lettering with the x-death header's exact field types, length
+// limits and overflow, repeated deaths and cycles, x-expires, a missing dead-letter exchange).
 //
 // `java Conformance restart-before|restart-after` runs one half of the broker-restart check
 // instead (scripts/conformance restarts the broker in between).
@@ -70,6 +72,18 @@ public class Conformance {
         test("errors", "404_passive_exchange", Conformance::error404Exchange);
         test("errors", "406_redeclare_queue_durable", Conformance::error406Durable);
         test("errors", "406_redeclare_exchange_type", Conformance::error406ExchangeType);
+        test("queue-features", "message_ttl_dead_letters_expired", Conformance::qfMessageTtl);
+        test("queue-features", "per_message_expiration_lower_applies", Conformance::qfPerMessageExpiration);
+        test("queue-features", "invalid_expiration_closes_channel", Conformance::qfInvalidExpiration);
+        test("queue-features", "reject_x_death_types_cc_bcc", Conformance::qfRejectDeadLetter);
+        test("queue-features", "nack_dead_letter_routing_key_drops_cc", Conformance::qfNackOverride);
+        test("queue-features", "max_length_drop_head_and_zero", Conformance::qfMaxLength);
+        test("queue-features", "max_length_bytes_counts_bodies", Conformance::qfMaxLengthBytes);
+        test("queue-features", "reject_publish_and_reject_publish_dlx", Conformance::qfRejectPublish);
+        test("queue-features", "retry_loop_counts_deaths", Conformance::qfRetryLoop);
+        test("queue-features", "expiry_cycle_dropped", Conformance::qfExpiryCycle);
+        test("queue-features", "x_expires", Conformance::qfExpires);
+        test("queue-features", "missing_dlx_drops_silently", Conformance::qfMissingDlx);
         test("connection", "capabilities_and_clean_close", Conformance::connectionOpenClose);
         test("connection", "refused_login", Conformance::connectionRefusedLogin);
         System.out.println(passed + " passed, " + failed + " failed");
@@ -617,6 +631,405 @@ public class Conformance {
             } finally {
                 conn.createChannel().exchangeDelete(ex);
             }
+        }
+    }
+
+    // ---- queue features (RabbitMQ 3.10.8 behaviour) ---------------------------------------
+    // The Java client keeps the wire types: long-long (l) -> Long, int (I) -> Integer,
+    // longstr (S) -> LongString, timestamp (T) -> Date, array (A) -> List, table (F) -> Map.
+
+    /** Queues and exchanges a queue-features test declared; deleted on close. */
+    static final class Scope implements AutoCloseable {
+        final Connection conn;
+        final Channel ch;
+        final List<String> queues = new ArrayList<>(), exchanges = new ArrayList<>();
+
+        Scope() throws Exception {
+            conn = connect();
+            ch = conn.createChannel();
+            ch.confirmSelect();
+        }
+
+        String queue(String prefix, Map<String, Object> args) throws Exception {
+            String q = uniq(prefix);
+            ch.queueDeclare(q, false, false, false, args);
+            queues.add(q);
+            return q;
+        }
+
+        String exchange(String prefix, String type) throws Exception {
+            String ex = uniq(prefix);
+            ch.exchangeDeclare(ex, type);
+            exchanges.add(ex);
+            return ex;
+        }
+
+        /** A dead-letter exchange and a queue bound to it with `key`: {dlx, dlq}. */
+        String[] dlx(String type, String key) throws Exception {
+            String dlx = exchange("dlx", type);
+            String dlq = queue("dlq", null);
+            ch.queueBind(dlq, dlx, key);
+            return new String[] {dlx, dlq};
+        }
+
+        /** Publishes and waits for the confirm: true for basic.ack, false for basic.nack. */
+        boolean publish(String ex, String key, AMQP.BasicProperties props, String body) throws Exception {
+            ch.basicPublish(ex, key, props, b(body));
+            return ch.waitForConfirms(HANG_GUARD_MS); // false if nacked
+        }
+
+        int count(String q) throws Exception {
+            return ch.queueDeclarePassive(q).getMessageCount();
+        }
+
+        /** Waits for n deliveries on q through a consumer, acks them, cancels. */
+        List<Delivery> consume(String q, int n) throws Exception {
+            BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
+            String tag = ch.basicConsume(q, false, (t, d) -> inbox.add(d), t -> {});
+            List<Delivery> got = new ArrayList<>();
+            for (int i = 0; i < n; i++) got.add(next(inbox, n + " message(s) on " + q));
+            ch.basicCancel(tag);
+            for (Delivery d : got) ch.basicAck(d.getEnvelope().getDeliveryTag(), false);
+            eq(0, inbox.size(), "no further messages on " + q);
+            return got;
+        }
+
+        Delivery consumeOne(String q) throws Exception {
+            return consume(q, 1).get(0);
+        }
+
+        @Override
+        public void close() throws java.io.IOException {
+            Channel c = conn.isOpen() ? conn.createChannel() : null;
+            if (c != null) {
+                for (String q : queues) c.queueDelete(q);
+                for (String ex : exchanges) c.exchangeDelete(ex);
+            }
+            if (conn.isOpen()) conn.close();
+        }
+    }
+
+    static Map<String, Object> args(Object... kv) {
+        Map<String, Object> m = new HashMap<>();
+        for (int i = 0; i < kv.length; i += 2) m.put((String) kv[i], kv[i + 1]);
+        return m;
+    }
+
+    static AMQP.BasicProperties expiring(String expiration) {
+        return new AMQP.BasicProperties.Builder().expiration(expiration).build();
+    }
+
+    /** A longstr field (LongString), as a String. */
+    static String str(Object v, String what) {
+        check(v instanceof LongString, what + " is a longstr, got " + (v == null ? "null" : v.getClass()));
+        return v.toString();
+    }
+
+    @SuppressWarnings("unchecked")
+    static List<Map<String, Object>> deaths(Map<String, Object> headers) {
+        Object xd = headers.get("x-death");
+        check(xd instanceof List, "x-death is an array: " + xd);
+        List<Map<String, Object>> out = new ArrayList<>();
+        for (Object e : (List<Object>) xd) {
+            check(e instanceof Map, "an x-death entry is a table: " + e);
+            out.add((Map<String, Object>) e);
+        }
+        return out;
+    }
+
+    /** One x-death table, every field with its type. */
+    static void checkDeath(Map<String, Object> e, long count, String reason, String queue, String exchange,
+                           List<String> routingKeys, String originalExpiration) {
+        Set<String> keys = new TreeSet<>(List.of("count", "reason", "queue", "time", "exchange", "routing-keys"));
+        if (originalExpiration != null) keys.add("original-expiration");
+        eq(keys, new TreeSet<>(e.keySet()), "x-death fields");
+        check(e.get("count") instanceof Long, "count is a long-long: " + e.get("count").getClass());
+        eq(count, e.get("count"), "count");
+        eq(reason, str(e.get("reason"), "reason"), "reason");
+        eq(queue, str(e.get("queue"), "queue"), "queue");
+        eq(exchange, str(e.get("exchange"), "exchange"), "exchange");
+        check(e.get("routing-keys") instanceof List, "routing-keys is an array");
+        List<String> rks = new ArrayList<>();
+        for (Object k : (List<?>) e.get("routing-keys")) rks.add(str(k, "routing key"));
+        eq(routingKeys, rks, "routing-keys");
+        check(e.get("time") instanceof Date, "time is a timestamp: " + e.get("time"));
+        long age = System.currentTimeMillis() - ((Date) e.get("time")).getTime();
+        check(Math.abs(age) < 120_000, "time is now: " + e.get("time"));
+        if (originalExpiration != null)
+            eq(originalExpiration, str(e.get("original-expiration"), "original-expiration"), "original-expiration");
+    }
+
+    static void checkFirstDeath(Map<String, Object> h, String reason, String queue, String exchange) {
+        eq(reason, str(h.get("x-first-death-reason"), "x-first-death-reason"), "x-first-death-reason");
+        eq(queue, str(h.get("x-first-death-queue"), "x-first-death-queue"), "x-first-death-queue");
+        eq(exchange, str(h.get("x-first-death-exchange"), "x-first-death-exchange"), "x-first-death-exchange");
+    }
+
+    static final Set<String> DEATH_HEADERS = Set.of("x-death", "x-first-death-reason", "x-first-death-queue",
+            "x-first-death-exchange");
+
+    static void qfMessageTtl() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("fanout", "");
+            String q = s.queue("ttl", args("x-message-ttl", 30, "x-dead-letter-exchange", d[0]));
+            check(s.publish("", q, new AMQP.BasicProperties.Builder().messageId("m1").build(), "short-lived"), "acked");
+            Delivery m = s.consumeOne(d[1]);
+            eq("short-lived", s(m.getBody()), "body");
+            eq(d[0], m.getEnvelope().getExchange(), "exchange");
+            eq(q, m.getEnvelope().getRoutingKey(), "routing key");
+            eq("m1", m.getProperties().getMessageId(), "message id");
+            eq(null, m.getProperties().getExpiration(), "expiration");
+            Map<String, Object> h = m.getProperties().getHeaders();
+            eq(DEATH_HEADERS, h.keySet(), "headers");
+            List<Map<String, Object>> ds = deaths(h);
+            eq(1, ds.size(), "x-death entries");
+            checkDeath(ds.get(0), 1, "expired", q, "", List.of(q), null);
+            checkFirstDeath(h, "expired", q, "");
+            check(s.ch.basicGet(q, true) == null, "queue empty");
+            eq(0, s.count(q), "message count");
+        }
+    }
+
+    static void qfPerMessageExpiration() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("fanout", "");
+            String q = s.queue("pmttl", args("x-message-ttl", 10_000, "x-dead-letter-exchange", d[0]));
+            long start = System.currentTimeMillis();
+            s.publish("", q, expiring("30"), "per-message");
+            Delivery m = s.consumeOne(d[1]);
+            check(System.currentTimeMillis() - start < 5000, "the message's 30 ms applied");
+            eq(null, m.getProperties().getExpiration(), "expiration removed");
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "expired", q, "", List.of(q), "30");
+            String q2 = s.queue("pmttl2", args("x-message-ttl", 30, "x-dead-letter-exchange", d[0]));
+            s.publish("", q2, expiring("10000"), "queue-ttl");
+            m = s.consumeOne(d[1]);
+            eq("queue-ttl", s(m.getBody()), "body");
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "expired", q2, "", List.of(q2), "10000");
+        }
+    }
+
+    static void qfInvalidExpiration() throws Exception {
+        try (Connection conn = connect()) {
+            String[][] cases = {{"abc", "no_integer"}, {"-1", "{value_negative,-1}"},
+                    {"1.5", "{leftover_string,\".5\"}"}};
+            for (String[] c : cases) {
+                Channel ch = conn.createChannel();
+                BlockingQueue<ShutdownSignalException> closed = new LinkedBlockingQueue<>();
+                ch.addShutdownListener(closed::add);
+                ch.basicPublish("", uniq("nowhere"), expiring(c[0]), b("x"));
+                ShutdownSignalException sig = next(closed, "channel close");
+                check(!sig.isHardError(), "a channel error");
+                AMQP.Channel.Close close = (AMQP.Channel.Close) sig.getReason();
+                eq(406, close.getReplyCode(), "reply code");
+                eq("PRECONDITION_FAILED - invalid expiration '" + c[0] + "': " + c[1], close.getReplyText(), "reply text");
+                check(conn.isOpen(), "connection survives");
+            }
+        }
+    }
+
+    static void qfRejectDeadLetter() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("direct", "rk");
+            String bccq = s.queue("bccq", null);
+            s.ch.queueBind(bccq, d[0], "bcc1");
+            String src = s.exchange("src", "direct");
+            String q = s.queue("rej", args("x-dead-letter-exchange", d[0]));
+            s.ch.queueBind(q, src, "rk");
+            s.publish(src, "rk", new AMQP.BasicProperties.Builder()
+                    .headers(args("CC", List.of("cc1"), "BCC", List.of("bcc1"), "app", 7))
+                    .expiration("60000").priority(3).build(), "rejected");
+            GetResponse r = s.ch.basicGet(q, false);
+            eq(Set.of("CC", "app"), r.getProps().getHeaders().keySet(), "BCC removed at publish");
+            s.ch.basicReject(r.getEnvelope().getDeliveryTag(), false);
+            Delivery m = s.consumeOne(d[1]);
+            eq("rk", m.getEnvelope().getRoutingKey(), "original routing key");
+            eq(3, m.getProperties().getPriority(), "priority kept");
+            eq(null, m.getProperties().getExpiration(), "expiration removed");
+            Map<String, Object> h = m.getProperties().getHeaders();
+            Set<String> keys = new HashSet<>(DEATH_HEADERS);
+            keys.addAll(List.of("CC", "app"));
+            eq(keys, h.keySet(), "headers (no x-last-death-*)");
+            eq(7, h.get("app"), "user header, an int");
+            check(h.get("CC") instanceof List, "CC kept");
+            eq("cc1", str(((List<?>) h.get("CC")).get(0), "CC key"), "CC key");
+            List<Map<String, Object>> ds = deaths(h);
+            eq(1, ds.size(), "x-death entries");
+            checkDeath(ds.get(0), 1, "rejected", q, src, List.of("rk", "cc1"), "60000");
+            checkFirstDeath(h, "rejected", q, src);
+            // Dead-lettering routes with the BCC keys too, although the header is gone.
+            m = s.consumeOne(bccq);
+            eq("rejected", s(m.getBody()), "copy for the BCC key");
+        }
+    }
+
+    static void qfNackOverride() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("direct", "override");
+            String q = s.queue("nack", args("x-dead-letter-exchange", d[0], "x-dead-letter-routing-key", "override"));
+            s.publish("", q, new AMQP.BasicProperties.Builder().headers(args("CC", List.of("cc1"))).build(), "nacked");
+            GetResponse r = s.ch.basicGet(q, false);
+            s.ch.basicNack(r.getEnvelope().getDeliveryTag(), false, false);
+            Delivery m = s.consumeOne(d[1]);
+            eq("override", m.getEnvelope().getRoutingKey(), "dead-letter routing key");
+            Map<String, Object> h = m.getProperties().getHeaders();
+            eq(DEATH_HEADERS, h.keySet(), "headers: CC removed");
+            checkDeath(deaths(h).get(0), 1, "rejected", q, "", List.of(q, "cc1"), null);
+        }
+    }
+
+    static void qfMaxLength() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("fanout", "");
+            String q = s.queue("maxlen", args("x-max-length", 2, "x-dead-letter-exchange", d[0]));
+            for (int i = 0; i < 3; i++) check(s.publish("", q, null, "m" + i), "acked");
+            Delivery m = s.consumeOne(d[1]);
+            eq("m0", s(m.getBody()), "oldest dead-lettered");
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "maxlen", q, "", List.of(q), null);
+            checkFirstDeath(m.getProperties().getHeaders(), "maxlen", q, "");
+            eq(List.of("m1", "m2"), drain(s.ch, q), "kept");
+            String q0 = s.queue("maxlen0", args("x-max-length", 0, "x-dead-letter-exchange", d[0]));
+            check(s.publish("", q0, null, "dropped"), "acked");
+            eq(0, s.count(q0), "stays empty");
+            m = s.consumeOne(d[1]);
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "maxlen", q0, "", List.of(q0), null);
+        }
+    }
+
+    static void qfMaxLengthBytes() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("fanout", "");
+            String q = s.queue("maxbytes", args("x-max-length-bytes", 10, "x-dead-letter-exchange", d[0]));
+            AMQP.BasicProperties pad = new AMQP.BasicProperties.Builder()
+                    .headers(args("pad", "x".repeat(200))).build();
+            for (String body : List.of("aaaa1", "bbbb2", "cccc3")) check(s.publish("", q, pad, body), "acked");
+            Delivery m = s.consumeOne(d[1]);
+            eq("aaaa1", s(m.getBody()), "oldest dead-lettered");
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "maxlen", q, "", List.of(q), null);
+            eq(List.of("bbbb2", "cccc3"), drain(s.ch, q), "bodies count, headers do not");
+        }
+    }
+
+    static void qfRejectPublish() throws Exception {
+        try (Scope s = new Scope()) {
+            String[] d = s.dlx("fanout", "");
+            List<Long> nacks = Collections.synchronizedList(new ArrayList<>());
+            s.ch.addConfirmListener((tag, multiple) -> {}, (tag, multiple) -> nacks.add(tag));
+            String q = s.queue("rejpub", args("x-max-length", 1, "x-overflow", "reject-publish",
+                    "x-dead-letter-exchange", d[0]));
+            check(s.publish("", q, null, "kept"), "acked");
+            check(!s.publish("", q, null, "refused"), "nacked");
+            eq(List.of("kept"), drain(s.ch, q), "kept");
+            eq(0, s.count(d[1]), "reject-publish does not dead-letter");
+            String q2 = s.queue("rejpubdlx", args("x-max-length", 1, "x-overflow", "reject-publish-dlx",
+                    "x-dead-letter-exchange", d[0]));
+            check(s.publish("", q2, null, "kept"), "acked");
+            check(!s.publish("", q2, null, "refused"), "nacked");
+            Delivery m = s.consumeOne(d[1]);
+            eq("refused", s(m.getBody()), "the refused message is dead-lettered");
+            checkDeath(deaths(m.getProperties().getHeaders()).get(0), 1, "maxlen", q2, "", List.of(q2), null);
+            eq(List.of("kept"), drain(s.ch, q2), "kept");
+            // RabbitMQ sends these nacks with multiple=true (every earlier tag is confirmed
+            // already), which a client cannot tell from multiple=false; only tags are checked.
+            eq(List.of(2L, 4L), nacks, "basic.nack tags");
+        }
+    }
+
+    static void qfRetryLoop() throws Exception {
+        try (Scope s = new Scope()) {
+            String exA = s.exchange("exa", "fanout"), exB = s.exchange("exb", "fanout");
+            String a = s.queue("a", args("x-dead-letter-exchange", exB));
+            String bq = s.queue("b", args("x-dead-letter-exchange", exA, "x-message-ttl", 20));
+            s.ch.queueBind(a, exA, "");
+            s.ch.queueBind(bq, exB, "");
+            s.publish(exA, "orig", null, "retry");
+            BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
+            String tag = s.ch.basicConsume(a, false, (t, dl) -> inbox.add(dl), t -> {});
+            for (int n = 0; n < 4; n++) {
+                Delivery m = next(inbox, "round " + n);
+                eq("orig", m.getEnvelope().getRoutingKey(), "routing key");
+                Map<String, Object> h = m.getProperties().getHeaders();
+                if (n == 0) {
+                    check(h == null, "no headers at first");
+                } else {
+                    List<Map<String, Object>> ds = deaths(h);
+                    eq(2, ds.size(), "one entry per queue and reason");
+                    checkDeath(ds.get(0), n, "expired", bq, exB, List.of("orig"), null);
+                    checkDeath(ds.get(1), n, "rejected", a, exA, List.of("orig"), null);
+                    checkFirstDeath(h, "rejected", a, exA);
+                }
+                if (n < 3) s.ch.basicReject(m.getEnvelope().getDeliveryTag(), false);
+                else s.ch.basicAck(m.getEnvelope().getDeliveryTag(), false);
+            }
+            s.ch.basicCancel(tag);
+        }
+    }
+
+    static void qfExpiryCycle() throws Exception {
+        try (Scope s = new Scope()) {
+            String exC = s.exchange("exc", "fanout"), exD = s.exchange("exd", "fanout");
+            String c = s.queue("c", args("x-dead-letter-exchange", exD));
+            String dq = s.queue("d", args("x-dead-letter-exchange", exC, "x-message-ttl", 20));
+            String watch = s.queue("watch", null);
+            s.ch.queueBind(c, exC, "");
+            s.ch.queueBind(dq, exD, "");
+            s.ch.queueBind(watch, exC, "");
+            s.publish("", c, expiring("20"), "cycle");
+            Delivery m = s.consumeOne(watch);
+            List<Map<String, Object>> ds = deaths(m.getProperties().getHeaders());
+            eq(2, ds.size(), "x-death entries");
+            checkDeath(ds.get(0), 1, "expired", dq, exD, List.of(c), null);
+            checkDeath(ds.get(1), 1, "expired", c, "", List.of(c), "20");
+            eq(0, s.count(c), "not enqueued in C again (cycle without a rejection)");
+            eq(0, s.count(dq), "D empty");
+        }
+    }
+
+    /** Confirmed mandatory probes (expiration 0) until one comes back: the queue is gone.
+     *  Publishing does not renew an x-expires lease; a passive queue.declare would. */
+    static void waitUntilUnroutable(Scope s, String q) throws Exception {
+        BlockingQueue<String> returned = new LinkedBlockingQueue<>();
+        ReturnListener l = (code, text, ex, key, props, body) -> returned.add(key);
+        s.ch.addReturnListener(l);
+        try {
+            long deadline = System.currentTimeMillis() + HANG_GUARD_MS;
+            while (!returned.contains(q)) {
+                check(System.currentTimeMillis() < deadline, q + " was not deleted");
+                s.ch.basicPublish("", q, true, expiring("0"), b("probe"));
+                check(s.ch.waitForConfirms(HANG_GUARD_MS), "probe acked"); // the return comes first
+                if (!returned.contains(q)) returned.poll(5, TimeUnit.MILLISECONDS); // poll interval
+            }
+        } finally {
+            s.ch.removeReturnListener(l);
+        }
+    }
+
+    static void qfExpires() throws Exception {
+        try (Scope s = new Scope()) {
+            String q = s.queue("expires", args("x-expires", 50));
+            s.publish("", q, null, "still-deleted");
+            String kept = s.queue("expcons", args("x-expires", 50));
+            String tag = s.ch.basicConsume(kept, true, (t, dl) -> {}, t -> {});
+            waitUntilUnroutable(s, q);
+            Channel ch2 = s.conn.createChannel();
+            AMQP.Channel.Close close = channelError(ch2, () -> ch2.queueDeclarePassive(q));
+            eq(404, close.getReplyCode(), "reply code");
+            eq("NOT_FOUND - no queue '" + q + "' in vhost '/'", close.getReplyText(), "reply text");
+            eq(1, s.ch.queueDeclarePassive(kept).getConsumerCount(), "a queue with a consumer stays");
+            s.ch.basicCancel(tag);
+            waitUntilUnroutable(s, kept);
+        }
+    }
+
+    static void qfMissingDlx() throws Exception {
+        try (Scope s = new Scope()) {
+            String q = s.queue("nodlx", args("x-dead-letter-exchange", uniq("nosuchx")));
+            s.publish("", q, null, "lost");
+            GetResponse r = s.ch.basicGet(q, false);
+            s.ch.basicReject(r.getEnvelope().getDeliveryTag(), false);
+            eq(0, s.count(q), "dropped");
+            s.publish("", q, expiring("0"), "lost-too");
+            eq(0, s.count(q), "dropped");
+            check(s.ch.isOpen() && s.conn.isOpen(), "no error");
         }
     }
 
