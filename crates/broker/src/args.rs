@@ -71,8 +71,9 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
 }
 
-/// RabbitMQ's longest timer (`x-message-ttl`, `x-expires`, `expiration`), in milliseconds.
-pub const EXPIRY_MAX_MS: u64 = u32::MAX as u64;
+/// RabbitMQ's longest expiry (`x-message-ttl`, `x-expires`, `expiration`): ten years, in
+/// milliseconds.
+pub const EXPIRY_MAX_MS: u64 = 315_360_000_000;
 
 /// Why a message's `expiration` property is refused (RabbitMQ's 406 text after the value).
 pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
@@ -86,12 +87,14 @@ pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
     if digits_end < s.len() {
         return Err(format!("{{leftover_string,\"{}\"}}", &s[digits_end..]));
     }
-    let n: i128 = s[..digits_end].parse().map_err(|_| "no_integer".to_string())?;
+    let Ok(n) = s[..digits_end].parse::<i128>() else {
+        return Err(format!("{{value_too_large,{}}}", &s[..digits_end]));
+    };
     if n < 0 {
         return Err(format!("{{value_negative,{n}}}"));
     }
     if n > EXPIRY_MAX_MS as i128 {
-        return Err(format!("{{value_too_large,{n},{EXPIRY_MAX_MS}}}"));
+        return Err(format!("{{value_too_large,{n}}}"));
     }
     Ok(n as u64)
 }
@@ -110,10 +113,17 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             let n = int_arg(v).ok_or_else(|| unacceptable(key, v))?;
             u64::try_from(n).map_err(|_| invalid(key, format!("{{value_negative,{n}}}")))
         };
+        // RabbitMQ 3.10 words a wrong type differently for these.
+        let integer = |v: &FieldValue| -> Result<u64, BrokerError> {
+            if int_arg(v).is_none() {
+                return Err(invalid(key, format!("\"expected integer, got {}\"", type_name(v))));
+            }
+            non_neg(v)
+        };
         let timer = |v: &FieldValue| -> Result<u64, BrokerError> {
-            let n = non_neg(v)?;
+            let n = integer(v)?;
             if n > EXPIRY_MAX_MS {
-                return Err(invalid(key, format!("{{value_too_large,{n},{EXPIRY_MAX_MS}}}")));
+                return Err(invalid(key, format!("{{value_too_large,{n}}}")));
             }
             Ok(n)
         };
@@ -144,9 +154,9 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
                 non_neg(value)?;
             }
             "x-max-priority" => {
-                let n = non_neg(value)?;
+                let n = integer(value)?;
                 if n > 255 {
-                    return Err(invalid(key, format!("{{value_too_large,{n},255}}")));
+                    return Err(invalid(key, format!("{{max_value_exceeded,{n}}}")));
                 }
                 out.max_priority = Some(n as u8);
             }
@@ -160,7 +170,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
                     "drop-head" => Overflow::DropHead,
                     "reject-publish" => Overflow::RejectPublish,
                     "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                    other => return Err(invalid(key, format!("{{invalid_overflow,<<\"{other}\">>}}"))),
+                    _ => return Err(invalid(key, "invalid_overflow".into())),
                 });
             }
             "x-queue-mode" => match string(value)?.as_str() {
@@ -296,7 +306,7 @@ mod tests {
             (t("x-expires", FieldValue::I32(0)), "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"),
             (
                 t("x-max-priority", FieldValue::I32(256)),
-                "invalid arg 'x-max-priority' for queue 'q' in vhost '/': {value_too_large,256,255}",
+                "invalid arg 'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,256}",
             ),
             (
                 t("x-queue-type", "fancy".into()),
@@ -304,7 +314,7 @@ mod tests {
             ),
             (
                 t("x-overflow", "explode".into()),
-                "invalid arg 'x-overflow' for queue 'q' in vhost '/': {invalid_overflow,<<\"explode\">>}",
+                "invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow",
             ),
             (
                 t("x-consumer-timeout", FieldValue::I32(-5)),
@@ -319,10 +329,34 @@ mod tests {
                 "invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
             ),
         ];
-        for (args, text) in cases {
+        let more = [
+            (
+                t("x-message-ttl", "10".into()),
+                "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got longstr\"",
+            ),
+            (
+                t("x-dead-letter-routing-key", "rk".into()),
+                "invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined",
+            ),
+        ];
+        for (args, text) in cases.into_iter().chain(more) {
             assert_eq!(parse_queue_args(&args, WHAT).unwrap_err(), BrokerError::PreconditionFailed(text.into()));
         }
         assert!(parse_queue_args(&t("x-queue-type", "stream".into()), WHAT).is_err());
+    }
+
+    #[test]
+    fn expirations_parse_as_rabbitmq_reads_them() {
+        assert_eq!(parse_expiration(b"0"), Ok(0));
+        assert_eq!(parse_expiration(b"+5"), Ok(5));
+        assert_eq!(parse_expiration(b"05"), Ok(5));
+        assert_eq!(parse_expiration(b"315360000000"), Ok(EXPIRY_MAX_MS));
+        assert_eq!(parse_expiration(b"abc"), Err("no_integer".into()));
+        assert_eq!(parse_expiration(b""), Err("no_integer".into()));
+        assert_eq!(parse_expiration(b" 5"), Err("no_integer".into()));
+        assert_eq!(parse_expiration(b"-1"), Err("{value_negative,-1}".into()));
+        assert_eq!(parse_expiration(b"1.5"), Err("{leftover_string,\".5\"}".into()));
+        assert_eq!(parse_expiration(b"315360000001"), Err("{value_too_large,315360000001}".into()));
     }
 
     #[test]

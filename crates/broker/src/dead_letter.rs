@@ -8,7 +8,9 @@
 //! `original-expiration`. An entry for the same queue and reason has its count raised and moves
 //! to the front; the first death also sets `x-first-death-reason`, `-queue` and `-exchange`.
 //! The `expiration` property goes. With `x-dead-letter-routing-key` the message is routed with
-//! that key alone and loses its `CC` header; without it, with its own keys.
+//! that key alone and loses its `CC` header; without it, with its own keys (the routing key, `CC`
+//! and the `BCC` keys the message kept from its publish, although `x-death` lists only the first
+//! two, as RabbitMQ).
 //!
 //! Cycles ([`is_cycle`]): a message that would come back to a queue it already died in, with no
 //! rejection on the way, is dropped for that queue (RabbitMQ's rule), so expiry or length
@@ -114,10 +116,14 @@ pub fn dead_message(
             headers.remove("CC");
             vec![Bytes::copy_from_slice(key.as_bytes())]
         }
-        None => own_keys,
+        // Its own keys: the routing key, `CC` and the `BCC` keys kept from its publish.
+        None => own_keys.into_iter().chain(message.bcc_keys().iter().cloned()).collect(),
     };
     props.headers = Some(headers.clone());
-    let message = Message::with_properties(target.exchange.as_bytes(), &routing_keys[0], &props, message.body());
+    let dead = Message::with_properties(target.exchange.as_bytes(), &routing_keys[0], &props, message.body());
+    // Routed by the dead-letter routing key, it has no other keys from then on.
+    let bcc = if target.routing_key.is_some() { Vec::new() } else { message.bcc_keys().to_vec() };
+    let message = dead.with_bcc_keys(bcc);
     Some(DeadMessage { message, routing_keys, headers })
 }
 

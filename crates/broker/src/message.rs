@@ -28,6 +28,9 @@ pub struct Message {
     pub priority: Option<u8>,
     /// The `expiration` property, in milliseconds, if it was a valid number.
     pub expiration_ms: Option<u64>,
+    /// Routing keys from the `BCC` header, which was removed before the message was queued:
+    /// dead-lettering routes by them again, as RabbitMQ (not kept across a restart).
+    bcc_keys: Option<Box<[Bytes]>>,
 }
 
 pub type MessageRef = Arc<Message>;
@@ -112,6 +115,7 @@ impl MessageBuilder {
             delivery_mode: self.delivery_mode,
             priority: self.priority,
             expiration_ms: self.expiration_ms,
+            bcc_keys: None,
         }
     }
 }
@@ -148,6 +152,17 @@ impl Message {
         let mut b = MessageBuilder::with_fields(exchange, routing_key, &raw, &fields);
         b.push_body(body);
         b.finish()
+    }
+
+    /// The message with the keys its `BCC` header had (see `bcc_keys`).
+    pub fn with_bcc_keys(mut self, keys: Vec<Bytes>) -> Message {
+        self.bcc_keys = (!keys.is_empty()).then(|| keys.into_boxed_slice());
+        self
+    }
+
+    /// The keys its `BCC` header had.
+    pub fn bcc_keys(&self) -> &[Bytes] {
+        self.bcc_keys.as_deref().unwrap_or(&[])
     }
 
     pub fn exchange(&self) -> &[u8] {
@@ -226,6 +241,7 @@ impl Message {
             priority: props.as_ref().and_then(|p| p.priority),
             expiration_ms,
             data,
+            bcc_keys: None,
         }
     }
 }

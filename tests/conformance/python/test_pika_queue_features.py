@@ -672,7 +672,10 @@ def test_queue_features_single_active_consumer(connect, cleanup):
                              consumer_tag="second") == "second"
     ok = ch1.queue_declare(q, passive=True).method
     assert ok.consumer_count == 2
-    for i in range(4):
+    # Only what the first consumer takes: pika's channel close cancels its consumers first,
+    # and RabbitMQ 3.10.8 does not hand a backlog over on basic.cancel (it waits for the next
+    # requeue or publish), while Lepus does at once; without a backlog both agree.
+    for i in range(2):
         ch1.basic_publish("", q, f"s{i}".encode())
     deadline = time.monotonic() + HANG_GUARD
 
@@ -691,6 +694,9 @@ def test_queue_features_single_active_consumer(connect, cleanup):
     # The active consumer's channel closes with s1 unacked: the second consumer becomes
     # active and gets the rest in order, starting with the requeued s1.
     ch1.close()
+    wait(c2, got2, 1)
+    for i in range(2, 4):
+        ch2.basic_publish("", q, f"s{i}".encode())
     wait(c2, got2, 3)
     assert [(b, m.redelivered) for m, b in got2] == [
         (b"s1", True), (b"s2", False), (b"s3", False)]

@@ -110,7 +110,7 @@ impl Connection {
     /// Routes one complete message, writes a return if it was unroutable and mandatory, and
     /// records its confirm. Returns what makes it durable.
     pub(super) fn route_publish(&mut self, channel: u16, p: Assembled) -> Result<Durable, Fail> {
-        let checked = self.check_properties(channel, &p.header)?;
+        let mut checked = self.check_properties(channel, &p.header)?;
         let exchange = p.method.exchange.as_bytes();
         let routing_key = p.method.routing_key.as_bytes();
         let message = match &checked.raw_properties {
@@ -118,6 +118,7 @@ impl Connection {
             Some(raw) => Message::with_raw_properties(exchange, routing_key, raw, &p.header, p.message.body()),
             None => p.message,
         };
+        let message = message.with_bcc_keys(std::mem::take(&mut checked.bcc_keys));
         self.route_message(channel, p.method.mandatory, &checked, Arc::new(message))
     }
 
@@ -284,6 +285,9 @@ impl Connection {
                         for item in items {
                             if let Some(b) = item.as_bytes() {
                                 checked.extra_keys.push(Bytes::copy_from_slice(b));
+                                if key == "BCC" {
+                                    checked.bcc_keys.push(Bytes::copy_from_slice(b));
+                                }
                             }
                         }
                     }
@@ -458,6 +462,8 @@ struct Checked<'a> {
     raw_headers: Option<&'a [u8]>,
     /// Replacement properties (reply_to rewritten, BCC removed).
     raw_properties: Option<Bytes>,
+    /// The `BCC` keys, which the message keeps for dead-lettering (its header goes).
+    bcc_keys: Vec<Bytes>,
 }
 
 impl Checked<'_> {
