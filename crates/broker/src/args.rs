@@ -68,7 +68,6 @@ pub struct QueueArgs {
     pub queue_type: QueueType,
     /// Length limits, TTLs, expiry and dead-lettering, which the queue applies itself.
     pub limits: QueueLimits,
-    pub max_priority: Option<u8>,
 }
 
 /// RabbitMQ's longest expiry (`x-message-ttl`, `x-expires`, `expiration`): ten years, in
@@ -105,7 +104,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
         BrokerError::PreconditionFailed(format!("invalid arg '{key}' for {what}: {reason}"))
     };
     let unacceptable = |key: &str, v: &FieldValue| invalid(key, format!("{{unacceptable_type,{}}}", type_name(v)));
-    let mut out = QueueArgs { queue_type: QueueType::Classic, limits: QueueLimits::default(), max_priority: None };
+    let mut out = QueueArgs { queue_type: QueueType::Classic, limits: QueueLimits::default() };
     let mut dead_letter_key = None;
     for (key, value) in args.iter() {
         let key = key.as_str().unwrap_or("");
@@ -158,13 +157,15 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
                 if n > 255 {
                     return Err(invalid(key, format!("{{max_value_exceeded,{n}}}")));
                 }
-                out.max_priority = Some(n as u8);
+                out.limits.max_priority = Some(n as u8);
             }
             "x-dead-letter-exchange" => {
-                let exchange = short(key, string(value)?)?;
+                let exchange = short(key, value).ok_or_else(|| unacceptable(key, value))??;
                 out.limits.dead_letter = Some(DeadLetterTarget { exchange, routing_key: None });
             }
-            "x-dead-letter-routing-key" => dead_letter_key = Some(short(key, string(value)?)?),
+            "x-dead-letter-routing-key" => {
+                dead_letter_key = Some(short(key, value).ok_or_else(|| unacceptable(key, value))??);
+            }
             "x-overflow" => {
                 out.limits.overflow = Some(match string(value)?.as_str() {
                     "drop-head" => Overflow::DropHead,
@@ -210,9 +211,14 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
     Ok(out)
 }
 
-/// An exchange name or routing key from an argument: at most 255 bytes.
-fn short(key: &str, text: String) -> Result<ShortStr, BrokerError> {
-    ShortStr::try_from(text).map_err(|_| BrokerError::PreconditionFailed(format!("invalid arg '{key}': too long")))
+/// An exchange name or routing key from a string argument, byte for byte (at most 255);
+/// `None` if the argument is not a string.
+fn short(key: &str, value: &FieldValue) -> Option<Result<ShortStr, BrokerError>> {
+    let FieldValue::LongStr(bytes) = value else { return None };
+    Some(
+        ShortStr::from_bytes(bytes.clone())
+            .ok_or_else(|| BrokerError::PreconditionFailed(format!("invalid arg '{key}': too long"))),
+    )
 }
 
 /// `x-single-active-consumer: true`: the queue serves one consumer at a time.
@@ -289,7 +295,7 @@ mod tests {
         assert_eq!(parsed.limits.max_length, Some(10));
         assert_eq!(parsed.limits.overflow, Some(Overflow::RejectPublish));
         assert_eq!(parsed.queue_type, QueueType::Quorum);
-        assert_eq!((parsed.limits.message_ttl_ms, parsed.max_priority), (Some(1000), Some(9)));
+        assert_eq!((parsed.limits.message_ttl_ms, parsed.limits.max_priority), (Some(1000), Some(9)));
     }
 
     #[test]

@@ -18,9 +18,12 @@
 //! the message silently.
 //!
 //! Dead letters are published after the source queue's lock is released, and their stored
-//! copies in the source are released only after they are in the target queues (so a crash
-//! between the two leaves a copy, never none). Enqueueing into a target may dead-letter in
-//! turn (its own length limit); [`run`] keeps such chains on a work list instead of the stack.
+//! copies in the source are released only after they are appended to the target queues, so
+//! the release never reaches a commit before the appends. The store writes its logs one after
+//! another within a commit, though, so a crash during that commit can keep the release and
+//! lose an append: like RabbitMQ's classic queues, a dead letter is moved at most once.
+//! Enqueueing into a target may dead-letter in turn (its own length limit); [`run`] keeps such
+//! chains on a work list instead of the stack.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -92,7 +95,7 @@ fn cc_keys(headers: &FieldTable) -> Vec<Bytes> {
 /// its properties cannot be read (it is dropped).
 pub fn dead_message(
     message: &Message,
-    queue: &str,
+    queue: &[u8],
     reason: DeathReason,
     target: &DeadLetterTarget,
     now_ms: u64,
@@ -103,14 +106,14 @@ pub fn dead_message(
         std::iter::once(Bytes::copy_from_slice(message.routing_key())).chain(cc_keys(&headers)).collect();
     let mut info = FieldTable::new()
         .with("exchange", long_str(message.exchange()))
-        .with("queue", long_str(queue.as_bytes()))
+        .with("queue", long_str(queue))
         .with("reason", long_str(reason.as_str().as_bytes()))
         .with("routing-keys", FieldValue::Array(own_keys.iter().map(|k| FieldValue::LongStr(k.clone())).collect()))
         .with("time", FieldValue::Timestamp(now_ms / 1000));
     if let Some(expiration) = props.expiration.take() {
         info.insert(ShortStr::from_static("original-expiration"), long_str(expiration.as_bytes()));
     }
-    record_death(&mut headers, info, queue.as_bytes(), reason, message.exchange());
+    record_death(&mut headers, info, queue, reason, message.exchange());
     let routing_keys = match &target.routing_key {
         Some(key) => {
             headers.remove("CC");
@@ -132,7 +135,9 @@ pub fn dead_message(
 fn record_death(headers: &mut FieldTable, info: FieldTable, queue: &[u8], reason: DeathReason, exchange: &[u8]) {
     let mut deaths = match headers.remove("x-death") {
         Some(FieldValue::Array(deaths)) => deaths,
-        _ => {
+        // Not an array: replaced by this death alone, the first-death headers left as they are.
+        Some(_) => Vec::new(),
+        None => {
             headers.insert(ShortStr::from_static("x-first-death-reason"), long_str(reason.as_str().as_bytes()));
             headers.insert(ShortStr::from_static("x-first-death-queue"), long_str(queue));
             headers.insert(ShortStr::from_static("x-first-death-exchange"), long_str(exchange));
@@ -188,22 +193,22 @@ pub fn is_cycle(headers: &FieldTable, queue: &[u8]) -> bool {
 /// (the source releases their stored copies).
 pub fn publish(
     vhost: &VHost,
-    source: &str,
+    source: &ShortStr,
     target: &DeadLetterTarget,
     letters: Vec<(MessageRef, DeathReason)>,
     now_ms: u64,
 ) {
     let mut queues: Vec<QueueRef> = Vec::new();
     for (message, reason) in letters {
-        let Some(dead) = dead_message(&message, source, reason, target, now_ms) else {
-            tracing::warn!(queue = %source.escape_debug(), "dead letter with unreadable properties dropped");
+        let Some(dead) = dead_message(&message, source.as_bytes(), reason, target, now_ms) else {
+            tracing::warn!(queue = %source.to_string().escape_debug(), "dead letter with unreadable properties dropped");
             continue;
         };
         let keys: Vec<&[u8]> = dead.routing_keys.iter().map(|k| k.as_ref()).collect();
         queues.clear();
         let headers = MessageHeaders::Decoded(&dead.headers);
-        if vhost.route(target.exchange.as_bytes(), &keys, headers, &mut queues).is_err() {
-            // A missing (or internal-only) dead-letter exchange drops the message, as RabbitMQ.
+        if vhost.route_dead_letter(target.exchange.as_bytes(), &keys, headers, &mut queues).is_err() {
+            // A missing dead-letter exchange drops the message, as RabbitMQ.
             continue;
         }
         let message = Arc::new(dead.message);
@@ -251,10 +256,21 @@ pub fn run(job: impl FnOnce() + 'static) {
     }
     let _reset = Reset;
     first();
+    let mut ran = 1usize;
     while let Some(next) = PENDING.with(|p| p.borrow_mut().as_mut().and_then(VecDeque::pop_front)) {
+        if ran >= RUN_JOBS_MAX {
+            // Cycles are dropped (see `is_cycle`), so only a pathological topology gets here.
+            let left = PENDING.with(|p| p.borrow().as_ref().map_or(0, VecDeque::len)) + 1;
+            tracing::error!(jobs = RUN_JOBS_MAX, left, "dead-letter chain too long: the rest of it is dropped");
+            return;
+        }
         next();
+        ran += 1;
     }
 }
+
+/// The most dead-lettering jobs one [`run`] performs (a chain of overflowing queues).
+const RUN_JOBS_MAX: usize = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -284,7 +300,7 @@ mod tests {
             ..Default::default()
         };
         let dead =
-            dead_message(&message(&props), "work", DeathReason::Expired, &target(None), 1_700_000_000_123).unwrap();
+            dead_message(&message(&props), b"work", DeathReason::Expired, &target(None), 1_700_000_000_123).unwrap();
         assert_eq!(dead.message.exchange(), b"dlx");
         assert_eq!(dead.message.routing_key(), b"new");
         assert_eq!(dead.routing_keys, vec![Bytes::from_static(b"new"), Bytes::from_static(b"cc1")]);
@@ -308,9 +324,9 @@ mod tests {
     fn a_second_death_in_the_same_place_counts_up_and_moves_first() {
         let m = message(&BasicProperties::default());
         let t = target(None);
-        let once = dead_message(&m, "a", DeathReason::Rejected, &t, 1000).unwrap().message;
-        let twice = dead_message(&once, "b", DeathReason::Expired, &t, 2000).unwrap().message;
-        let thrice = dead_message(&twice, "a", DeathReason::Rejected, &t, 3000).unwrap();
+        let once = dead_message(&m, b"a", DeathReason::Rejected, &t, 1000).unwrap().message;
+        let twice = dead_message(&once, b"b", DeathReason::Expired, &t, 2000).unwrap().message;
+        let thrice = dead_message(&twice, b"a", DeathReason::Rejected, &t, 3000).unwrap();
         let d = deaths(&thrice.headers);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].get("queue"), Some(&long_str(b"a")));
@@ -324,7 +340,7 @@ mod tests {
     fn a_dead_letter_routing_key_replaces_the_keys_and_drops_cc() {
         let headers = FieldTable::new().with("CC", FieldValue::Array(vec![long_str(b"cc1")]));
         let props = BasicProperties { headers: Some(headers), ..Default::default() };
-        let dead = dead_message(&message(&props), "q", DeathReason::Rejected, &target(Some("retry")), 0).unwrap();
+        let dead = dead_message(&message(&props), b"q", DeathReason::Rejected, &target(Some("retry")), 0).unwrap();
         assert_eq!(dead.routing_keys, vec![Bytes::from_static(b"retry")]);
         assert_eq!(dead.message.routing_key(), b"retry");
         assert_eq!(dead.headers.get("CC"), None);
@@ -334,13 +350,13 @@ mod tests {
     fn cycles_without_a_rejection_are_detected() {
         let t = target(None);
         let m = message(&BasicProperties::default());
-        let a = dead_message(&m, "a", DeathReason::Expired, &t, 0).unwrap().message;
-        let b = dead_message(&a, "b", DeathReason::Expired, &t, 0).unwrap();
+        let a = dead_message(&m, b"a", DeathReason::Expired, &t, 0).unwrap().message;
+        let b = dead_message(&a, b"b", DeathReason::Expired, &t, 0).unwrap();
         assert!(is_cycle(&b.headers, b"a"));
         assert!(is_cycle(&b.headers, b"b"));
         assert!(!is_cycle(&b.headers, b"c"));
-        let r = dead_message(&m, "a", DeathReason::Rejected, &t, 0).unwrap().message;
-        let rb = dead_message(&r, "b", DeathReason::Expired, &t, 0).unwrap();
+        let r = dead_message(&m, b"a", DeathReason::Rejected, &t, 0).unwrap().message;
+        let rb = dead_message(&r, b"b", DeathReason::Expired, &t, 0).unwrap();
         assert!(!is_cycle(&rb.headers, b"a"), "a rejection breaks the cycle");
     }
 

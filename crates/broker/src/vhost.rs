@@ -172,7 +172,12 @@ impl VHost {
                 });
                 let what = format!("queue '{qname}' in vhost '{name}'");
                 let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
-                let (most, most_bytes) = (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES);
+                // A priority queue reads every message at start, to put each on its level (they
+                // page out again as the queue's paging window passes).
+                let (most, most_bytes) = match limits.max_priority {
+                    Some(_) => (usize::MAX, u64::MAX),
+                    None => (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES),
+                };
                 let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, most, most_bytes)
                     .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
                 for (segment, offset, damage) in &log_report.damaged {
@@ -662,8 +667,18 @@ impl VHost {
 
     /// Deletes `queue` if it is still the queue of that name (auto-delete, exclusive cleanup).
     pub fn remove_queue(&self, queue: &QueueRef) {
+        self.remove_queue_if(queue, || true);
+    }
+
+    /// [`VHost::remove_queue`] if `condition` holds under the topology write lock; returns
+    /// whether the queue was removed.
+    fn remove_queue_if(&self, queue: &QueueRef, condition: impl FnOnce() -> bool) -> bool {
         let mut t = self.write_topology();
-        if t.queues.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
+        let current = t.queues.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue));
+        if current && !condition() {
+            return false;
+        }
+        if current {
             t.queues.remove(&queue.name);
             let mut changes = self.queue_deleted(queue);
             self.remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()), &mut changes);
@@ -673,6 +688,7 @@ impl VHost {
         }
         drop(t);
         queue.delete();
+        current
     }
 
     fn queue_deleted(&self, queue: &Queue) -> Vec<Change> {
@@ -680,6 +696,15 @@ impl VHost {
             vec![Change::DeleteQueue { vhost: self.name.to_string(), name: queue.name.as_bytes().to_vec() }]
         } else {
             Vec::new()
+        }
+    }
+
+    /// Deletes `queue` for `x-expires` if it is still this vhost's queue of that name and still
+    /// unused at `now_ms` (checked under the topology lock, which a declaration holds while it
+    /// counts as a use).
+    pub fn expire_queue(&self, queue: &QueueRef, now_ms: u64) {
+        if self.remove_queue_if(queue, || queue.is_unused_at(now_ms)) {
+            tracing::info!(queue = %queue.describe().escape_debug(), "queue unused for its x-expires period: deleted");
         }
     }
 
@@ -706,7 +731,19 @@ impl VHost {
         headers: impl Into<MessageHeaders<'h>>,
         out: &mut Vec<QueueRef>,
     ) -> Result<()> {
-        self.route_inner(exchange, routing_keys, headers.into(), out).map(|_| ())
+        self.route_inner(exchange, routing_keys, headers.into(), out, true).map(|_| ())
+    }
+
+    /// [`VHost::route`] for a dead letter: an internal exchange may be a dead-letter exchange
+    /// (RabbitMQ refuses only clients' publishes to it).
+    pub fn route_dead_letter<'h>(
+        &self,
+        exchange: &[u8],
+        routing_keys: &[&[u8]],
+        headers: impl Into<MessageHeaders<'h>>,
+        out: &mut Vec<QueueRef>,
+    ) -> Result<()> {
+        self.route_inner(exchange, routing_keys, headers.into(), out, false).map(|_| ())
     }
 
     /// Routes a message with one routing key through `cache`: a repeat of the cached exchange
@@ -732,7 +769,7 @@ impl VHost {
             return Ok(cache.queues());
         }
         let out = cache.begin_fill();
-        match self.route_inner(exchange, &[routing_key], headers, out) {
+        match self.route_inner(exchange, &[routing_key], headers, out, true) {
             Ok(Reuse { version, cacheable: true, memoizable }) => {
                 if memoizable {
                     self.memo.insert(version, exchange, routing_key, out);
@@ -762,13 +799,14 @@ impl VHost {
 
     /// Routes into `out`; says for which topology version the result holds and whether it
     /// may be reused (not when a headers exchange took part) and is worth sharing in the memo
-    /// (a topic or fanout exchange took part).
+    /// (a topic or fanout exchange took part). `from_client`: an internal exchange refuses it.
     fn route_inner(
         &self,
         exchange: &[u8],
         routing_keys: &[&[u8]],
         headers: MessageHeaders<'_>,
         out: &mut Vec<QueueRef>,
+        from_client: bool,
     ) -> Result<Reuse> {
         let t = self.topology.read();
         let version = self.topology_version.load(Ordering::Acquire);
@@ -777,7 +815,7 @@ impl VHost {
             let name = String::from_utf8_lossy(exchange).into_owned();
             return Err(BrokerError::not_found("exchange", name, self.name.to_string()));
         };
-        if start.internal {
+        if start.internal && from_client {
             return Err(BrokerError::AccessRefused(format!(
                 "cannot publish to internal {}",
                 self.exchange_what(&start.name)

@@ -309,3 +309,119 @@ fn a_queue_with_consumers_does_not_expire() {
     assert!(q.is_deleted());
     assert!(matches!(q.publish(msg("q", BasicProperties::default(), b"x")), Enqueued::Gone));
 }
+
+fn prio(p: u8) -> BasicProperties {
+    BasicProperties { priority: Some(p), ..Default::default() }
+}
+
+#[test]
+fn a_priority_queue_serves_the_highest_first_fifo_within_a_level() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-max-priority", FieldValue::I32(5)));
+    let sent: [(&[u8], Option<u8>); 9] = [
+        (b"a-none", None),
+        (b"b3", Some(3)),
+        (b"c9", Some(9)),
+        (b"d5", Some(5)),
+        (b"e3", Some(3)),
+        (b"f0", Some(0)),
+        (b"g1", Some(1)),
+        (b"h255", Some(255)),
+        (b"i6", Some(6)),
+    ];
+    for (body, p) in sent {
+        let props = BasicProperties { priority: p, ..Default::default() };
+        t.publish("q", props, body);
+    }
+    let order: Vec<Vec<u8>> = drain(&q);
+    let expected: Vec<&[u8]> = vec![b"c9", b"d5", b"h255", b"i6", b"b3", b"e3", b"g1", b"a-none", b"f0"];
+    assert_eq!(order, expected.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_priority_queue_drops_its_highest_head_at_its_length_limit() {
+    let t = setup();
+    let args = FieldTable::new().with("x-max-priority", FieldValue::I32(5)).with("x-max-length", FieldValue::I32(2));
+    let q = t.declare("q", args);
+    t.publish("q", prio(0), b"lo");
+    t.publish("q", prio(5), b"hi");
+    t.publish("q", prio(2), b"mid");
+    assert_eq!(drain(&q), vec![b"mid".to_vec(), b"lo".to_vec()]);
+}
+
+#[test]
+fn ttl_applies_on_every_priority_level() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-max-priority", FieldValue::I32(3)));
+    t.publish("q", BasicProperties { priority: Some(3), ..expiring("10") }, b"hi");
+    t.publish("q", BasicProperties { priority: Some(1), ..expiring("20") }, b"lo");
+    t.publish("q", prio(2), b"stays");
+    t.advance(10);
+    assert_eq!(q.message_count(), 2);
+    t.advance(10);
+    assert_eq!(drain(&q), vec![b"stays".to_vec()]);
+}
+
+#[test]
+fn a_delivery_taken_back_from_a_cancelled_consumer_expires_on_time() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let q = t.declare("q", dlx_args().with("x-message-ttl", FieldValue::I32(100)));
+    let out = outlet();
+    q.consume(acking_consumer(1, &out, 10)).unwrap();
+    t.publish("q", BasicProperties::default(), b"m");
+    // Still in the consumer's outlet (not written) when its deadline passes and when it goes.
+    t.advance(150);
+    q.cancel(lepus_broker::ConsumerId(1));
+    assert_eq!((q.message_count(), dead.message_count()), (0, 1));
+}
+
+#[test]
+fn a_queue_name_that_is_not_utf8_still_stops_a_dead_letter_cycle() {
+    let t = setup();
+    let x = ExchangeDeclare { name: s("loop"), kind: "fanout".into(), ..Default::default() };
+    t.vhost.declare_exchange(&x).unwrap();
+    let name = ShortStr::from_bytes(bytes::Bytes::from_static(b"t\xff")).unwrap();
+    let args = FieldTable::new().with("x-message-ttl", FieldValue::I32(0)).with("x-dead-letter-exchange", "loop");
+    let d = QueueDeclare { name: name.clone(), arguments: args, ..Default::default() };
+    let q = t.vhost.declare_queue(&d, 1).unwrap().0;
+    t.vhost.bind(Destination::Queue(name.clone()), &s("loop"), &s(""), &FieldTable::new(), 1).unwrap();
+    let message = Arc::new(Message::new(b"", name.as_bytes(), &header(&BasicProperties::default(), 1), b"m"));
+    let mut publisher = t.broker.publisher(t.vhost.clone());
+    publisher.publish(Publish { message, extra_keys: &[], headers: MessageHeaders::None }).unwrap();
+    assert_eq!(q.message_count(), 0, "expired, dead-lettered once into itself, then dropped as a cycle");
+}
+
+#[test]
+fn an_internal_exchange_can_be_a_dead_letter_exchange() {
+    let t = setup();
+    let x = ExchangeDeclare { name: s("hidden"), kind: "fanout".into(), internal: true, ..Default::default() };
+    t.vhost.declare_exchange(&x).unwrap();
+    let dead = t.declare("dead", FieldTable::new());
+    t.vhost.bind(Destination::Queue(s("dead")), &s("hidden"), &s(""), &FieldTable::new(), 1).unwrap();
+    let q = t.declare("q", FieldTable::new().with("x-dead-letter-exchange", "hidden"));
+    t.publish("q", BasicProperties::default(), b"m");
+    let (entry, _) = q.get().unwrap();
+    q.discard(None, &[(entry.seq, entry.message.clone())]);
+    assert_eq!(dead.message_count(), 1);
+}
+
+#[test]
+fn a_mass_expiry_runs_in_batches_to_the_end() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-message-ttl", FieldValue::I32(10)));
+    for _ in 0..10_000 {
+        t.publish("q", BasicProperties::default(), b"m");
+    }
+    t.clock.advance(10);
+    assert!(t.broker.timers().fire_due() > 0);
+    assert!(q.message_count() > 0, "one pass takes a batch, not all");
+    while t.broker.timers().fire_due() > 0 {}
+    assert_eq!(q.message_count(), 0);
+}
+
+fn header(props: &BasicProperties, body_size: u64) -> ContentHeader {
+    let mut payload = BytesMut::new();
+    ContentHeader::encode_payload(&mut payload, body_size, &props.to_raw());
+    ContentHeader::decode(payload.freeze()).expect("header")
+}

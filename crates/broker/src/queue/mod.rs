@@ -51,6 +51,7 @@
 //! letters are in their new queues (see [`crate::dead_letter`]).
 
 mod consumers;
+mod priority;
 mod ready;
 mod stored;
 
@@ -64,8 +65,9 @@ use parking_lot::Mutex;
 
 use self::consumers::Consumers;
 pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_WINDOW};
+use self::priority::Ready;
+use self::ready::Removed;
 pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};
-use self::ready::{ReadyList, Removed};
 use self::stored::Stored;
 use crate::clock::ClockRef;
 pub use crate::dead_letter::DeadLetterTarget;
@@ -79,6 +81,10 @@ use crate::timer::{TimerId, TimerService, TimerTarget};
 use crate::vhost::VHost;
 
 pub type QueueRef = Arc<Queue>;
+
+/// The most messages one expiry pass removes under the queue lock; the queue's timer takes the
+/// rest in later passes, so a mass expiry never holds the lock long.
+const EXPIRE_BATCH: usize = 4096;
 
 /// Flow control: a queue that has consumers and more ready messages (or bytes) than the high
 /// watermark is congested; publishers into it pause until it is back under the low one.
@@ -111,6 +117,8 @@ pub struct QueueLimits {
     /// `x-expires`: deleted after this long unused.
     pub expires_ms: Option<u64>,
     pub dead_letter: Option<DeadLetterTarget>,
+    /// `x-max-priority`: a ready list per level, the highest served first.
+    pub max_priority: Option<u8>,
 }
 
 /// What a queue reaches of the broker: the clock and timer service for deadlines, and its
@@ -131,7 +139,7 @@ struct QueueEnv {
 
 #[derive(Debug)]
 struct State {
-    ready: ReadyList,
+    ready: Ready,
     consumers: Consumers,
     /// The queue's stored copies of its messages (log and scratch log).
     stored: Stored,
@@ -152,7 +160,7 @@ struct State {
 impl Default for State {
     fn default() -> State {
         State {
-            ready: ReadyList::default(),
+            ready: Ready::default(),
             consumers: Consumers::default(),
             stored: Stored::default(),
             next_seq: 0,
@@ -240,6 +248,7 @@ impl Queue {
         limits: QueueLimits,
     ) -> Queue {
         let single_active = crate::args::single_active_consumer(&arguments);
+        let max_priority = limits.max_priority;
         Queue {
             name,
             vhost,
@@ -251,7 +260,11 @@ impl Queue {
             logged: false,
             stats: Counters::default(),
             env: OnceLock::new(),
-            state: Mutex::new(State { consumers: Consumers::new(single_active), ..State::default() }),
+            state: Mutex::new(State {
+                ready: Ready::new(max_priority),
+                consumers: Consumers::new(single_active),
+                ..State::default()
+            }),
         }
     }
 
@@ -413,10 +426,12 @@ impl Queue {
             return;
         }
         let mut removed = Vec::new();
-        st.ready.expire(now_ms, &mut removed);
+        st.ready.expire(now_ms, EXPIRE_BATCH, &mut removed);
         for r in removed {
             self.drop_removed(st, fx, r, DeathReason::Expired);
         }
+        // More may be due: the timer, armed for now, takes the next batch.
+        self.arm(st);
     }
 
     /// A message leaves the queue without being delivered: dead-lettered if the queue has a
@@ -431,7 +446,7 @@ impl Queue {
             Removed::Resident(e) => e.message,
             // An unreadable record is logged and skipped by `read`.
             Removed::Paged { seq, place } => match st.stored.read(seq, place) {
-                Some(message) => message,
+                Some((message, _)) => message,
                 None => return,
             },
         };
@@ -467,6 +482,12 @@ impl Queue {
         }
     }
 
+    /// Whether the queue is past its `x-expires` period at `now_ms` (and not deleted).
+    pub fn is_unused_at(&self, now_ms: u64) -> bool {
+        let st = self.state.lock();
+        !st.deleted && self.expiry_deadline(&st) <= now_ms
+    }
+
     /// Counts a use of the queue for `x-expires` (a declaration, `basic.get`).
     pub fn touch(&self) {
         if self.limits.expires_ms.is_none() {
@@ -491,7 +512,7 @@ impl Queue {
         let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
         let now_ms = env.services.clock.now_ms();
         dead_letter::run(move || {
-            dead_letter::publish(&vhost, me.name.as_str().unwrap_or(""), &target, dead, now_ms);
+            dead_letter::publish(&vhost, &me.name, &target, dead, now_ms);
             if !forget.is_empty() {
                 let mut st = me.state.lock();
                 for seq in forget {
@@ -520,9 +541,11 @@ impl Queue {
             let Some(entry) = st.ready.pop(&mut st.stored) else { break };
             if spec.ack_required {
                 st.stored.mark_delivered(entry.seq);
-                if entry.expires_at_ms != NO_EXPIRY {
-                    st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
-                }
+            }
+            // Kept for a requeue (a no-ack delivery comes back if its consumer goes before it
+            // is written); [`Queue::ack`] forgets it.
+            if entry.expires_at_ms != NO_EXPIRY {
+                st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
             }
             self.count_out(Stat::Delivered, entry.redelivered);
             let delivery = Delivery {
@@ -607,7 +630,11 @@ impl Queue {
                         expires_at_ms,
                     });
                 }
+                if let Some(now) = self.now_ms() {
+                    self.expire(&mut st, &mut fx, now);
+                }
                 self.assign(&mut st, &mut fx);
+                self.arm(&mut st);
             }
             // Without consumers a queue is never congested: paused publishers may resume.
             st.release_flow_waiters(&mut fx);
@@ -663,9 +690,10 @@ impl Queue {
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, entries: &[(u64, MessageRef)]) -> Durable {
         if let (Some(env), Some(target)) = (self.env.get(), &self.limits.dead_letter)
             && let Some(vhost) = env.services.vhost.upgrade()
+            && !self.is_deleted()
         {
             let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
-            let (source, target) = (self.name.to_string(), target.clone());
+            let (source, target) = (self.name.clone(), target.clone());
             let now_ms = env.services.clock.now_ms();
             dead_letter::run(move || dead_letter::publish(&vhost, &source, &target, letters, now_ms));
         }
@@ -865,8 +893,8 @@ impl TimerTarget for Queue {
             && let Some(env) = self.env.get()
             && let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade())
         {
-            tracing::info!(queue = %self.describe().escape_debug(), "queue unused for its x-expires period: deleted");
-            vhost.remove_queue(&me);
+            // Checked again under the vhost's topology lock: a declaration may have used it.
+            vhost.expire_queue(&me, now_ms);
         }
     }
 }

@@ -258,10 +258,10 @@ impl ReadyList {
         }
     }
 
-    /// Removes every message whose deadline is at or before `now_ms`, wherever it is, into
-    /// `out` (in deadline order within the head run, then the index's).
-    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Removed>) {
-        loop {
+    /// Removes messages whose deadline is at or before `now_ms`, wherever they are, into `out`
+    /// (in deadline order within the head run, then the index's), until `out` holds `max`.
+    pub fn expire(&mut self, now_ms: u64, max: usize, out: &mut Vec<Removed>) {
+        while out.len() < max {
             if self.slots.front().is_some_and(|s| s.expires_at_ms() <= now_ms) {
                 let Some(slot) = self.pop_slot() else { break };
                 out.extend(Self::removed(slot));
@@ -313,7 +313,11 @@ impl ReadyList {
                     return Some(e);
                 }
                 Slot::Paged { seq, loc, redelivered, scratch, expires_at_ms, .. } => {
-                    if let Some(message) = stored.read(seq, Place { loc, scratch }) {
+                    if let Some((message, stamp_ms)) = stored.read(seq, Place { loc, scratch }) {
+                        // A message recovered paged out learns its own TTL only now (its
+                        // record's stamp is its publish time; scratch copies have none).
+                        let own = message.expiration_ms.filter(|_| !scratch && stamp_ms > 0);
+                        let expires_at_ms = own.map_or(expires_at_ms, |ttl| expires_at_ms.min(stamp_ms + ttl));
                         return Some(Entry { seq, message, redelivered, expires_at_ms });
                     }
                 }

@@ -96,15 +96,17 @@ impl Stored {
         }
     }
 
-    /// Reads a paged-out message back; its scratch copy, if any, is released. A record that
-    /// cannot be read is logged and forgotten here (`None`): it is dropped from memory but not
-    /// from the log, so a later start reads it again (the error may have been passing).
-    pub fn read(&mut self, seq: u64, place: Place) -> Option<MessageRef> {
+    /// Reads a paged-out message back, with its record's stamp; its scratch copy, if any, is
+    /// released. A record that cannot be read is logged and forgotten here (`None`): it is
+    /// dropped from memory but not from the log, so a later start reads it again (the error
+    /// may have been passing).
+    pub fn read(&mut self, seq: u64, place: Place) -> Option<(MessageRef, u64)> {
         let log = if place.scratch { self.scratch.as_ref() } else { self.log.as_ref() };
         match log?.read(place.loc) {
             Ok(parts) => {
                 self.forget_scratch(seq);
-                Some(Arc::new(Message::from_record(parts)))
+                let stamp_ms = parts.timestamp_ms;
+                Some((Arc::new(Message::from_record(parts)), stamp_ms))
             }
             Err(e) => {
                 let Place { loc, scratch } = place;
