@@ -142,6 +142,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             }
             "x-message-ttl" => out.limits.message_ttl_ms = Some(timer(value)?),
             "x-max-length" => out.limits.max_length = Some(non_neg(value)?),
+            "x-delivery-limit" => out.limits.delivery_limit = Some(non_neg(value)?),
             "x-max-length-bytes" => out.limits.max_length_bytes = Some(non_neg(value)?),
             // Read where it applies (`consumer_timeout_ms`); not part of the equivalence
             // check (RabbitMQ reads it as a queue argument or policy, 3.12 on, and never
@@ -200,6 +201,11 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             }
             _ => {}
         }
+    }
+    // Deliveries are counted by quorum queues only (classic ones ignore `x-delivery-limit`).
+    out.limits.count_deliveries = out.queue_type == QueueType::Quorum;
+    if !out.limits.count_deliveries {
+        out.limits.delivery_limit = None;
     }
     if let Some(routing_key) = dead_letter_key {
         // RabbitMQ refuses a dead-letter routing key without a dead-letter exchange.

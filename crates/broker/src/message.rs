@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use lepus_protocol::{BasicProperties, ContentHeader, ProtocolError};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldValue, ProtocolError, ShortStr};
 use lepus_store::record::RecordParts;
 
 /// Body bytes reserved up front from a header's `body_size` claim; larger bodies grow as
@@ -152,6 +152,31 @@ impl Message {
         let mut b = MessageBuilder::with_fields(exchange, routing_key, &raw, &fields);
         b.push_body(body);
         b.finish()
+    }
+
+    /// The message with `key` set in its headers (the rest as it was). A message whose
+    /// properties do not parse is returned as it is.
+    pub fn with_header(&self, key: &'static str, value: FieldValue) -> Message {
+        let Ok(mut props) = self.properties() else { return self.clone_parts() };
+        let mut headers = props.headers.take().unwrap_or_default();
+        headers.insert(ShortStr::from_static(key), value);
+        props.headers = Some(headers);
+        Message::with_properties(self.exchange(), self.routing_key(), &props, self.body())
+            .with_bcc_keys(self.bcc_keys().to_vec())
+    }
+
+    /// A copy sharing this message's buffer.
+    fn clone_parts(&self) -> Message {
+        Message {
+            data: self.data.clone(),
+            exchange_len: self.exchange_len,
+            routing_key_len: self.routing_key_len,
+            properties_len: self.properties_len,
+            delivery_mode: self.delivery_mode,
+            priority: self.priority,
+            expiration_ms: self.expiration_ms,
+            bcc_keys: self.bcc_keys.clone(),
+        }
     }
 
     /// The message with the keys its `BCC` header had (see `bcc_keys`).

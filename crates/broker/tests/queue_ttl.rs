@@ -425,3 +425,33 @@ fn header(props: &BasicProperties, body_size: u64) -> ContentHeader {
     ContentHeader::encode_payload(&mut payload, body_size, &props.to_raw());
     ContentHeader::decode(payload.freeze()).expect("header")
 }
+
+#[test]
+fn a_quorum_queue_counts_returns_and_dead_letters_past_its_delivery_limit() {
+    let t = setup();
+    let dead = t.dead_letter_queue();
+    let args = dlx_args().with("x-queue-type", "quorum").with("x-delivery-limit", FieldValue::I32(1));
+    let d = QueueDeclare { name: s("qq"), durable: true, arguments: args, ..Default::default() };
+    let q = t.vhost.declare_queue(&d, 1).unwrap().0;
+    t.publish("qq", BasicProperties::default(), b"m");
+    let (first, _) = q.get().unwrap();
+    assert_eq!(headers(&first.message).get("x-delivery-count"), None, "a first delivery has no count");
+    q.requeue(vec![(first.seq, first.message.clone())], None);
+    let (second, _) = q.get().unwrap();
+    assert_eq!(headers(&second.message).get("x-delivery-count"), Some(&FieldValue::I64(1)));
+    q.requeue(vec![(second.seq, second.message.clone())], None);
+    assert_eq!((q.message_count(), dead.message_count()), (0, 1), "returned twice with a limit of 1");
+    let (entry, _) = dead.get().unwrap();
+    assert_eq!(text(death(&entry.message, 0).get("reason")), "delivery_limit");
+}
+
+#[test]
+fn a_classic_queue_ignores_a_delivery_limit_as_rabbitmq() {
+    let t = setup();
+    let q = t.declare("q", FieldTable::new().with("x-delivery-limit", FieldValue::I32(0)));
+    t.publish("q", BasicProperties::default(), b"m");
+    let (entry, _) = q.get().unwrap();
+    q.requeue(vec![(entry.seq, entry.message.clone())], None);
+    let (again, _) = q.get().unwrap();
+    assert!(headers(&again.message).get("x-delivery-count").is_none());
+}

@@ -58,7 +58,7 @@ mod stored;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
-use lepus_protocol::{FieldTable, ShortStr};
+use lepus_protocol::{FieldTable, FieldValue, ShortStr};
 use lepus_store::log::{Loc, QueueLog};
 use lepus_store::store::Store;
 use parking_lot::Mutex;
@@ -119,6 +119,11 @@ pub struct QueueLimits {
     pub dead_letter: Option<DeadLetterTarget>,
     /// `x-max-priority`: a ready list per level, the highest served first.
     pub max_priority: Option<u8>,
+    /// Returned messages carry `x-delivery-count` (a quorum queue's behaviour).
+    pub count_deliveries: bool,
+    /// `x-delivery-limit` (quorum queues): a message returned more often than this is
+    /// dead-lettered with reason `delivery_limit`.
+    pub delivery_limit: Option<u64>,
 }
 
 /// What a queue reaches of the broker: the clock and timer service for deadlines, and its
@@ -155,6 +160,8 @@ struct State {
     last_used_ms: u64,
     /// Deadlines of delivered messages awaiting an ack, kept for a requeue.
     unacked_expiry: HashMap<u64, u64>,
+    /// How often each message that came back was returned (queues that count deliveries).
+    delivery_counts: HashMap<u64, u32>,
 }
 
 impl Default for State {
@@ -171,6 +178,7 @@ impl Default for State {
             timer_at_ms: NO_EXPIRY,
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
+            delivery_counts: HashMap::new(),
         }
     }
 }
@@ -665,11 +673,12 @@ impl Queue {
         let durable = {
             let mut st = self.state.lock();
             let st = &mut *st;
-            let released = if st.stored.is_empty() && st.unacked_expiry.is_empty() {
+            let released = if st.stored.is_empty() && st.unacked_expiry.is_empty() && st.delivery_counts.is_empty() {
                 None
             } else {
                 seqs.filter_map(|seq| {
                     st.unacked_expiry.remove(&seq);
+                    st.delivery_counts.remove(&seq);
                     st.stored.forget(seq)
                 })
                 .max()
@@ -725,6 +734,7 @@ impl Queue {
             }
             for (seq, message) in entries {
                 let expires_at_ms = st.unacked_expiry.remove(&seq).unwrap_or(NO_EXPIRY);
+                let Some(message) = self.count_return(&mut st, &mut fx, seq, message) else { continue };
                 st.ready.insert(Entry { seq, message, redelivered: true, expires_at_ms });
             }
             if let Some(now) = self.now_ms() {
@@ -734,6 +744,24 @@ impl Queue {
             self.arm(&mut st);
         }
         self.finish(fx);
+    }
+
+    /// Counts a return of a message (in a queue that counts deliveries): it comes back with
+    /// `x-delivery-count`, or, past `x-delivery-limit`, is dead-lettered (`None`).
+    fn count_return(&self, st: &mut State, fx: &mut Effects, seq: u64, message: MessageRef) -> Option<MessageRef> {
+        if !self.limits.count_deliveries {
+            return Some(message);
+        }
+        let count = st.delivery_counts.entry(seq).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        if self.limits.delivery_limit.is_some_and(|limit| u64::from(count) > limit) {
+            st.delivery_counts.remove(&seq);
+            let entry = Entry { seq, message, redelivered: true, expires_at_ms: NO_EXPIRY };
+            self.drop_removed(st, fx, Removed::Resident(entry), DeathReason::DeliveryLimit);
+            return None;
+        }
+        Some(Arc::new(message.with_header("x-delivery-count", FieldValue::I64(i64::from(count)))))
     }
 
     /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
