@@ -398,8 +398,8 @@ impl Queue {
         self.drop_over_limits(st, fx);
         if let Some(now) = clock_ms {
             self.expire(st, fx, now);
+            self.arm(st);
         }
-        self.arm(st);
         st.ready.page_out(&mut st.stored);
     }
 
@@ -508,14 +508,21 @@ impl Queue {
 
     /// Does what an operation left for after the lock: wakes outlets, publishes dead letters
     /// and then releases their stored copies here.
+    #[inline(always)]
     fn finish(&self, fx: Effects) {
         let Effects { wakes, dead, forget } = fx;
         for outlet in wakes {
             outlet.wake();
         }
-        if dead.is_empty() && forget.is_empty() {
-            return;
+        if !dead.is_empty() || !forget.is_empty() {
+            self.dead_letter(dead, forget);
         }
+    }
+
+    /// Publishes dead letters (on this thread's dead-letter work list), then releases the
+    /// stored copies of `forget` here.
+    #[cold]
+    fn dead_letter(&self, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) {
         let (Some(env), Some(target)) = (self.env.get(), self.limits.dead_letter.clone()) else { return };
         let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
         let now_ms = env.services.clock.now_ms();

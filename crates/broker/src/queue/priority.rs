@@ -40,8 +40,12 @@ impl Ready {
     }
 
     /// The highest level holding a message.
+    #[inline]
     fn top(&mut self) -> Option<&mut ReadyList> {
-        self.levels.iter_mut().rev().find(|l| !l.is_empty())
+        match self.levels.as_mut_slice() {
+            [only] => (!only.is_empty()).then_some(only),
+            levels => levels.iter_mut().rev().find(|l| !l.is_empty()),
+        }
     }
 
     pub fn set_gauge(&mut self, store: Store) {
@@ -50,24 +54,36 @@ impl Ready {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
-        self.levels.iter().map(ReadyList::len).sum()
+        match self.levels.as_slice() {
+            [only] => only.len(),
+            levels => levels.iter().map(ReadyList::len).sum(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.levels.iter().all(ReadyList::is_empty)
     }
 
+    #[inline]
     pub fn bytes(&self) -> u64 {
-        self.levels.iter().map(ReadyList::bytes).sum()
+        match self.levels.as_slice() {
+            [only] => only.bytes(),
+            levels => levels.iter().map(ReadyList::bytes).sum(),
+        }
     }
 
     pub fn paged_count(&self) -> usize {
         self.levels.iter().map(ReadyList::paged_count).sum()
     }
 
+    #[inline]
     pub fn next_expiry_ms(&self) -> u64 {
-        self.levels.iter().map(ReadyList::next_expiry_ms).min().unwrap_or(super::NO_EXPIRY)
+        match self.levels.as_slice() {
+            [only] => only.next_expiry_ms(),
+            levels => levels.iter().map(ReadyList::next_expiry_ms).min().unwrap_or(super::NO_EXPIRY),
+        }
     }
 
     pub fn push_back(&mut self, entry: Entry, indexed: bool) {
@@ -87,6 +103,7 @@ impl Ready {
         self.levels[level].insert(entry);
     }
 
+    #[inline]
     pub fn pop(&mut self, stored: &mut Stored) -> Option<Entry> {
         while let Some(level) = self.top() {
             if let Some(entry) = level.pop(stored) {
@@ -98,6 +115,7 @@ impl Ready {
 
     /// Reads the next message to deliver back into memory if it was paged out; false if there
     /// is none.
+    #[inline]
     pub fn load_head(&mut self, stored: &mut Stored) -> bool {
         while let Some(level) = self.top() {
             if level.load_head(stored) {
@@ -128,6 +146,7 @@ impl Ready {
         self.levels.iter_mut().map(ReadyList::free).sum()
     }
 
+    #[inline]
     pub fn page_out(&mut self, stored: &mut Stored) {
         for level in &mut self.levels {
             level.page_out(stored);

@@ -134,8 +134,9 @@ pub(super) struct ReadyList {
     /// How many slots are paged out, and the whole size of the resident messages.
     paged: usize,
     resident_bytes: u64,
-    /// How many slots are holes.
+    /// How many slots are holes, and how many messages have a deadline.
     holes: usize,
+    expiring: usize,
     /// Deadlines that may come out of `seq` order, with their message's `seq`.
     expiry_index: BTreeSet<(u64, u64)>,
     /// One past the last `seq` pushed at the back.
@@ -174,7 +175,11 @@ impl ReadyList {
 
     /// The earliest deadline of a ready message ([`NO_EXPIRY`] if none): the head's or the
     /// index's first.
+    #[inline]
     pub fn next_expiry_ms(&self) -> u64 {
+        if self.expiring == 0 {
+            return NO_EXPIRY;
+        }
         let head = self.slots.front().map_or(NO_EXPIRY, Slot::expires_at_ms);
         self.expiry_index.first().map_or(head, |&(at, _)| at.min(head))
     }
@@ -190,8 +195,11 @@ impl ReadyList {
         debug_assert!(entry.seq >= self.end_seq, "seq {} pushed after {}", entry.seq, self.end_seq);
         self.bytes += entry.message.body().len() as u64;
         self.end_seq = entry.seq + 1;
-        if indexed && entry.expires_at_ms != NO_EXPIRY {
-            self.expiry_index.insert((entry.expires_at_ms, entry.seq));
+        if entry.expires_at_ms != NO_EXPIRY {
+            self.expiring += 1;
+            if indexed {
+                self.expiry_index.insert((entry.expires_at_ms, entry.seq));
+            }
         }
         let size = entry.message.size() as u64;
         self.slots.push_back(Slot::Resident(entry));
@@ -207,6 +215,7 @@ impl ReadyList {
         self.paged += 1;
         self.end_seq = seq + 1;
         if expires_at_ms != NO_EXPIRY {
+            self.expiring += 1;
             self.expiry_index.insert((expires_at_ms, seq));
         }
         self.slots.push_back(Slot::Paged { seq, loc, body, redelivered, scratch: false, expires_at_ms });
@@ -219,6 +228,7 @@ impl ReadyList {
         let at = self.slots.partition_point(|s| s.seq() < entry.seq);
         debug_assert!(self.slots.get(at).is_none_or(|s| s.seq() > entry.seq), "seq {} is ready twice", entry.seq);
         if entry.expires_at_ms != NO_EXPIRY {
+            self.expiring += 1;
             self.expiry_index.insert((entry.expires_at_ms, entry.seq));
         }
         let size = entry.message.size() as u64;
@@ -237,6 +247,7 @@ impl ReadyList {
     }
 
     /// Takes a slot that leaves the list (or becomes a hole) out of the counts and the index.
+    #[inline(always)]
     fn unaccount(&mut self, slot: &Slot) {
         self.bytes -= slot.body_bytes();
         match slot {
@@ -245,13 +256,20 @@ impl ReadyList {
             Slot::Hole { .. } => self.holes -= 1,
         }
         let at = slot.expires_at_ms();
-        if at != NO_EXPIRY && !self.expiry_index.is_empty() {
-            self.expiry_index.remove(&(at, slot.seq()));
+        if at != NO_EXPIRY {
+            self.expiring -= 1;
+            if !self.expiry_index.is_empty() {
+                self.expiry_index.remove(&(at, slot.seq()));
+            }
         }
     }
 
     /// Keeps the invariant that the head is a message.
+    #[inline]
     fn drop_front_holes(&mut self) {
+        if self.holes == 0 {
+            return;
+        }
         while let Some(Slot::Hole { .. }) = self.slots.front() {
             self.slots.pop_front();
             self.holes -= 1;
@@ -358,6 +376,7 @@ impl ReadyList {
         let n = self.len();
         self.slots = VecDeque::new();
         self.expiry_index = BTreeSet::new();
+        self.expiring = 0;
         let resident = self.resident_bytes;
         self.sub_resident(resident);
         (self.bytes, self.paged, self.holes) = (0, 0, 0);
@@ -401,8 +420,16 @@ impl ReadyList {
     /// stopped. A logged message pages out once its record is written. Any other message is
     /// first copied to the scratch log, and pages out once that copy is written (a later
     /// call). The scan stops at the first message still waiting for a write.
+    #[inline]
     pub fn page_out(&mut self, stored: &mut Stored) {
-        if !self.over_resident_limits() || stored.failed() {
+        if self.over_resident_limits() {
+            self.page_out_excess(stored);
+        }
+    }
+
+    #[cold]
+    fn page_out_excess(&mut self, stored: &mut Stored) {
+        if stored.failed() {
             return;
         }
         // Transient messages page out only under memory pressure (their copy costs a write).
@@ -500,5 +527,7 @@ impl ReadyList {
         debug_assert_eq!(self.resident_bytes, resident, "resident bytes");
         debug_assert_eq!(self.paged, paged, "paged-out messages");
         debug_assert_eq!(self.holes, holes, "holes");
+        let expiring = self.slots.iter().filter(|s| s.expires_at_ms() != NO_EXPIRY).count();
+        debug_assert_eq!(self.expiring, expiring, "messages with a deadline");
     }
 }
