@@ -90,6 +90,13 @@ pub struct Args {
     /// Durable queues.
     #[arg(long)]
     pub durable: bool,
+    /// A queue argument for the declared queues, `KEY=VALUE` (repeatable; an integer value is
+    /// sent as a long, anything else as a string), e.g. `--queue-arg x-max-priority=10`.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    pub queue_args: Vec<String>,
+    /// Publish with priorities 0 to N-1 in turn (for priority queues); 0 = no priority.
+    #[arg(long, default_value_t = 0)]
+    pub priority_levels: u8,
     /// Consume with no-ack.
     #[arg(short = 'a', long)]
     pub auto_ack: bool,

@@ -76,8 +76,14 @@ impl Plan {
             };
             c.call(declare, "exchange.declare-ok").await?;
         }
+        let arguments = queue_arguments(&self.args.queue_args)?;
         for q in &self.queues {
-            let declare = QueueDeclare { queue: s(q), durable: self.args.durable, ..Default::default() };
+            let declare = QueueDeclare {
+                queue: s(q),
+                durable: self.args.durable,
+                arguments: arguments.clone(),
+                ..Default::default()
+            };
             c.call(declare, "queue.declare-ok").await?;
             if !self.args.no_purge {
                 c.call(QueuePurge { queue: s(q), ..Default::default() }, "queue.purge-ok").await?;
@@ -270,8 +276,18 @@ pub async fn produce(
     });
     let props =
         BasicProperties { delivery_mode: Some(if args.persistent { 2 } else { 1 }), headers, ..Default::default() };
-    let mut header = BytesMut::new();
-    write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
+    // One content header per priority level, used in turn (one header without priorities).
+    let levels: Vec<Option<u8>> =
+        if args.priority_levels > 0 { (0..args.priority_levels).map(Some).collect() } else { vec![None] };
+    let headers: Vec<BytesMut> = levels
+        .into_iter()
+        .map(|priority| {
+            let mut header = BytesMut::new();
+            let props = BasicProperties { priority, ..props.clone() };
+            write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
+            header
+        })
+        .collect();
     let mut body = vec![0u8; args.size];
     let tracker = Arc::new(Tracker { settled_below: AtomicU64::new(1), ..Default::default() });
     let reader_task = tokio::spawn(confirm_reader(reader, tracker.clone(), counters.clone()));
@@ -308,7 +324,7 @@ pub async fn produce(
             sent += 1;
             let method = if methods.len() > 1 { &methods[topic::key_index(id, sent)] } else { &methods[0] };
             out.put_slice(method);
-            out.put_slice(&header);
+            out.put_slice(&headers[(sent % headers.len() as u64) as usize]);
             stamp(&mut body, id, sent, start.elapsed().as_nanos() as u64);
             write_body(&mut out, 1, &body, frame_max);
         }
@@ -506,4 +522,19 @@ pub async fn progress(counters: Arc<Counters>, start: Instant) {
         );
         last = now;
     }
+}
+
+/// `--queue-arg KEY=VALUE` options as a field table: integers as longs, the rest as strings.
+fn queue_arguments(pairs: &[String]) -> Result<FieldTable> {
+    let mut table = FieldTable::new();
+    for pair in pairs {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("--queue-arg {pair}: expected KEY=VALUE"))?;
+        let key = ShortStr::try_from(key).map_err(|_| format!("--queue-arg {pair}: key too long"))?;
+        let value = match value.parse::<i64>() {
+            Ok(n) => FieldValue::I64(n),
+            Err(_) => FieldValue::from(value),
+        };
+        table.insert(key, value);
+    }
+    Ok(table)
 }
