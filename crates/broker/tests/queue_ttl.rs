@@ -435,7 +435,7 @@ fn a_quorum_queue_counts_returns_and_dead_letters_past_its_delivery_limit() {
     let q = t.vhost.declare_queue(&d, 1).unwrap().0;
     t.publish("qq", BasicProperties::default(), b"m");
     let (first, _) = q.get().unwrap();
-    assert_eq!(headers(&first.message).get("x-delivery-count"), None, "a first delivery has no count");
+    assert_eq!(headers(&first.message).get("x-delivery-count"), Some(&FieldValue::I64(0)), "as RabbitMQ 3.10");
     q.requeue(vec![(first.seq, first.message.clone())], None);
     let (second, _) = q.get().unwrap();
     assert_eq!(headers(&second.message).get("x-delivery-count"), Some(&FieldValue::I64(1)));

@@ -730,3 +730,49 @@ def test_queue_features_max_priority_drop_head_drops_highest(ch, cleanup):
         ch.basic_publish("", q, body.encode(), pika.BasicProperties(priority=priority))
     # The head of a priority queue is its highest-priority message.
     assert drain(ch, q) == [b"mid", b"lo"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Quorum queues: x-delivery-count and x-delivery-limit; an internal dead-letter exchange
+# ---------------------------------------------------------------------------------------------
+
+
+def test_queue_features_quorum_delivery_limit_dead_letters(conn, ch, cleanup):
+    ch.confirm_delivery()
+    dlx, dlq = dlx_setup(ch, cleanup)
+    q = uniq("qq")
+    ch.queue_declare(q, durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 1, "x-dead-letter-exchange": dlx})
+    cleanup[0].append(q)
+    ch.basic_publish("", q, b"poison")
+    method, props, body = get_typed(ch, q, auto_ack=False)
+    assert body == b"poison" and not method.redelivered
+    # RabbitMQ 3.10's quorum queues add the count to every delivery, 0 on the first.
+    assert props.headers == {"x-delivery-count": ("l", 0)}
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    method, props, body = get_typed(ch, q, auto_ack=False)
+    assert method.redelivered
+    assert props.headers["x-delivery-count"] == ("l", 1)
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    # Returned twice with a limit of 1: dead-lettered, not delivered a third time.
+    method, props, body = consume_one(conn, ch, dlq)
+    assert body == b"poison"
+    (entry,) = props.headers["x-death"][1]
+    death(entry, "delivery_limit", q, "", [q])
+    assert message_count(ch, q) == 0
+
+
+def test_queue_features_internal_exchange_as_dead_letter_exchange(conn, ch, cleanup):
+    queues, exchanges = cleanup
+    dlx, dlq = uniq("idlx"), uniq("idlq")
+    ch.exchange_declare(dlx, "fanout", internal=True)
+    exchanges.append(dlx)
+    ch.queue_declare(dlq)
+    queues.append(dlq)
+    ch.queue_bind(dlq, dlx, "")
+    q = declare(ch, cleanup, "toidlx", {"x-dead-letter-exchange": dlx})
+    ch.basic_publish("", q, b"m")
+    method, _props, _body = ch.basic_get(q, auto_ack=False)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    _method, _props, body = consume_one(conn, ch, dlq)
+    assert body == b"m"

@@ -119,7 +119,8 @@ pub struct QueueLimits {
     pub dead_letter: Option<DeadLetterTarget>,
     /// `x-max-priority`: a ready list per level, the highest served first.
     pub max_priority: Option<u8>,
-    /// Returned messages carry `x-delivery-count` (a quorum queue's behaviour).
+    /// Deliveries carry `x-delivery-count`: 0, then how often the message came back (a quorum
+    /// queue's behaviour).
     pub count_deliveries: bool,
     /// `x-delivery-limit` (quorum queues): a message returned more often than this is
     /// dead-lettered with reason `delivery_limit`.
@@ -384,6 +385,12 @@ impl Queue {
             // Messages already due go first, but not one due this very millisecond.
             self.expire(st, fx, now.saturating_sub(1));
         }
+        let message = if self.limits.count_deliveries {
+            // A quorum queue's deliveries all carry their count (RabbitMQ 3.10), 0 at first.
+            Arc::new(message.with_header("x-delivery-count", FieldValue::I64(0)))
+        } else {
+            message
+        };
         let seq = st.next_seq;
         st.next_seq += 1;
         if let Some(generation) = st.stored.append(seq, &message, now_ms) {
