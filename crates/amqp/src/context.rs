@@ -18,6 +18,9 @@ pub struct Limits {
     pub heartbeat_s: u16,
     /// Time a client has from accept to `connection.open`.
     pub handshake_timeout_ms: u64,
+    /// Open (authenticated) connections the node accepts; `connection.open` beyond them gets
+    /// 530 NOT_ALLOWED.
+    pub connection_max: usize,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
     /// Largest message body accepted.

@@ -32,7 +32,7 @@ mod heartbeat;
 mod names;
 pub mod transport;
 
-pub use connection::{NotifyWake, serve};
+pub use connection::{NotifyWake, serve, serve_admitted};
 pub use context::{Context, Limits};
 pub use transport::Transport;
 

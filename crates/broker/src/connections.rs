@@ -110,6 +110,19 @@ impl Registry {
         info
     }
 
+    /// [`Registry::register`] if fewer than `max` connections are open (checked and entered
+    /// in one step, so concurrent opens cannot pass the limit together); `None` at the limit.
+    pub fn register_within(&self, info: ConnectionInfo, max: usize) -> Option<ConnectionRef> {
+        let mut open = self.open.lock();
+        if open.len() >= max {
+            return None;
+        }
+        let info = Arc::new(info);
+        open.insert(info.id, info.clone());
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        Some(info)
+    }
+
     /// Removes a connection, keeping its counts in the totals.
     pub fn deregister(&self, id: u64) {
         let mut open = self.open.lock();

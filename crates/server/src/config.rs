@@ -27,8 +27,12 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
-    /// Concurrent connections accepted; further ones wait in the listen backlog.
+    /// Open (authenticated) AMQP connections the node accepts; `connection.open` beyond them is
+    /// refused with 530 NOT_ALLOWED (RabbitMQ's `connection_max`).
     pub connection_max: usize,
+    /// Accepted sockets that have not reached `connection.open` yet (handshake, login); more
+    /// wait in the listen backlog, so silent sockets cannot crowd out clients that log in.
+    pub handshake_max: usize,
     /// Largest message body accepted (RabbitMQ's default: 128 MiB).
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
@@ -62,6 +66,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 3_000,
             connection_max: 65_536,
+            handshake_max: 1024,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,
@@ -116,6 +121,9 @@ impl Config {
         }
         if self.connection_max == 0 {
             return Err(ConfigError::Invalid("connection_max must be at least 1".into()));
+        }
+        if self.handshake_max == 0 {
+            return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
         }
         Ok(())
     }

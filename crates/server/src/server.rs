@@ -1,4 +1,5 @@
-//! The AMQP listener: accepts TCP connections (bounded by `connection_max`), runs one task
+//! The AMQP listener: accepts TCP connections (at most `handshake_max` before `connection.open`;
+//! open ones count against `connection_max` in the broker's registry), runs one task
 //! per connection, and shuts down gracefully, closing every connection with 320
 //! CONNECTION_FORCED and waiting for them to finish.
 //!
@@ -94,7 +95,9 @@ impl Server {
 
     /// Accepts connections until shut down, then waits for every connection to close.
     pub async fn run(self) {
-        let limit = Arc::new(Semaphore::new(self.config.connection_max));
+        // Sockets still in their handshake; an open connection counts against `connection_max`
+        // in the broker's registry instead.
+        let limit = Arc::new(Semaphore::new(self.config.handshake_max));
         let mut stop = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         let timers = self.amqp.broker.timers().clone();
@@ -113,10 +116,7 @@ impl Server {
                     Ok((stream, peer)) => {
                         let amqp = self.amqp.clone();
                         let stop = self.shutdown.subscribe();
-                        tasks.spawn(async move {
-                            lepus_amqp::serve(stream, peer, amqp, stop).await;
-                            drop(permit);
-                        });
+                        tasks.spawn(lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit)));
                     }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
@@ -235,6 +235,7 @@ fn limits(config: &Config) -> Limits {
         channel_max: config.channel_max,
         heartbeat_s: config.heartbeat_s,
         handshake_timeout_ms: config.handshake_timeout_ms,
+        connection_max: config.connection_max,
         close_timeout_ms: config.close_timeout_ms,
         message_size_max: config.message_size_max,
         outbound_buffer_max: config.outbound_buffer_max,

@@ -1,8 +1,11 @@
 //! The connection lifecycle over raw sockets: tune negotiation rules, heartbeats sent and
 //! missed, authentication failures, handshake timeout, vhost checks and graceful shutdown.
 
+#[path = "common/clients.rs"]
+mod clients;
 mod common;
 
+use clients::{amqp_err, guard, lconn};
 use common::{Raw, start, start_with, test_config};
 use lepus_protocol::constants::*;
 use lepus_protocol::method::*;
@@ -237,4 +240,19 @@ async fn pipelined_handshake_in_one_write() {
         [(0, "connection.start"), (0, "connection.tune"), (0, "connection.open-ok"), (1, "channel.open-ok")]
     );
     broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_max_refuses_connection_open_with_530_and_counts_only_open_connections() {
+    let config = lepus_server::Config { connection_max: 2, handshake_max: 1, ..common::test_config() };
+    let broker = common::start_with(config).await;
+    // The handshake pool holds one socket, but open connections leave it: both get in.
+    let first = lconn(&broker).await;
+    let second = lconn(&broker).await;
+    let refused = guard("connect", lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default()))
+        .await
+        .expect_err("over connection_max");
+    assert_eq!(amqp_err(&refused), (530, "NOT_ALLOWED - node connection limit (2) is reached".to_owned()));
+    assert!(first.status().connected() && second.status().connected(), "the open ones are untouched");
+    assert_eq!(broker.service.connections().len(), 2);
 }

@@ -21,7 +21,7 @@ use lepus_protocol::method::*;
 use lepus_protocol::publish_view::parse_publish;
 use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolError, ShortStr, parse_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use lepus_broker::connections::{Closer, ConnectionInfo, ConnectionRef};
 use lepus_broker::stats::{Counters, Stat};
@@ -129,10 +129,23 @@ impl Phase {
 
 /// Runs a connection to completion. Never panics on client input; logs how it ended.
 pub async fn serve(transport: impl Transport, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    serve_admitted(transport, peer, shared, stop, None).await;
+}
+
+/// [`serve`], holding `handshake_permit` (a place in the listener's pool of connections not
+/// yet open) until the connection is open or gone.
+pub async fn serve_admitted(
+    transport: impl Transport,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    handshake_permit: Option<OwnedSemaphorePermit>,
+) {
     let id = shared.broker.connections().next_id();
     let (rd, wr) = transport.split();
     tracing::debug!(connection = id, %peer, "accepted connection");
     let mut conn = Connection::new(id, peer, shared);
+    conn.handshake_permit = handshake_permit;
     conn.run(rd, wr, stop).await;
 }
 
@@ -159,6 +172,8 @@ struct Connection {
     client_properties: FieldTable,
     /// This connection in the broker's registry (and its counters), once it is open.
     info: Option<ConnectionRef>,
+    /// Its place in the listener's pool of connections not yet open, released at open.
+    handshake_permit: Option<OwnedSemaphorePermit>,
     /// Where queues push deliveries for this connection's consumers.
     outlet: OutletRef,
     /// The channel and tag of each of this connection's consumers, by broker id; `live` false
@@ -226,6 +241,7 @@ impl Connection {
             client_capabilities: FieldTable::new(),
             client_properties: FieldTable::new(),
             info: None,
+            handshake_permit: None,
             closing_deadline: None,
             stop_reading: false,
             large_frames: false,
@@ -619,17 +635,22 @@ impl Connection {
             return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
         };
         self.vhost = vhost;
+        if !self.register() {
+            let max = self.shared.limits.connection_max;
+            tracing::warn!(connection = self.id, peer = %self.peer, limit = max, "connection refused: node connection limit reached (connection_max)");
+            return Err(ConnectionError::NotAllowed(format!("node connection limit ({max}) is reached")));
+        }
         self.publisher = Some(self.shared.broker.publisher(vhost_ref));
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
-        self.register();
+        self.handshake_permit = None;
         self.phase = Phase::Running;
         self.heartbeat.on_read(Instant::now());
         tracing::info!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection opened");
         Ok(())
     }
 
-    /// Enters the connection in the broker's registry.
-    fn register(&mut self) {
+    /// Enters the connection in the broker's registry, if the node is under `connection_max`.
+    fn register(&mut self) -> bool {
         let broker = &self.shared.broker;
         let info = ConnectionInfo {
             id: self.id,
@@ -643,7 +664,8 @@ impl Connection {
             stats: Counters::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
         };
-        self.info = Some(broker.connections().register(info));
+        self.info = broker.connections().register_within(info, self.shared.limits.connection_max);
+        self.info.is_some()
     }
 
     /// Adds to this connection's counters (nothing before it is open).
