@@ -21,6 +21,8 @@ pub struct Limits {
     /// Open (authenticated) connections the node accepts; `connection.open` beyond them gets
     /// 530 NOT_ALLOWED.
     pub connection_max: usize,
+    /// How long a refused login waits before its answer (and the socket's close).
+    pub login_failure_delay_ms: u64,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
     /// Largest message body accepted.

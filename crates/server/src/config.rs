@@ -33,6 +33,9 @@ pub struct Config {
     /// Accepted sockets that have not reached `connection.open` yet (handshake, login); more
     /// wait in the listen backlog, so silent sockets cannot crowd out clients that log in.
     pub handshake_max: usize,
+    /// How long a refused login waits before it is answered (403, or the socket closed), so
+    /// that guessing passwords is slow; 0: at once (RabbitMQ's behaviour).
+    pub login_failure_delay_ms: u64,
     /// Largest message body accepted (RabbitMQ's default: 128 MiB).
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
@@ -67,6 +70,7 @@ impl Default for Config {
             close_timeout_ms: 3_000,
             connection_max: 65_536,
             handshake_max: 1024,
+            login_failure_delay_ms: 1000,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,

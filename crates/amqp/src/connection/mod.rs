@@ -174,6 +174,8 @@ struct Connection {
     info: Option<ConnectionRef>,
     /// Its place in the listener's pool of connections not yet open, released at open.
     handshake_permit: Option<OwnedSemaphorePermit>,
+    /// Nothing is written or read before then (a refused login's answer waits).
+    hold_until: Option<Instant>,
     /// Where queues push deliveries for this connection's consumers.
     outlet: OutletRef,
     /// The channel and tag of each of this connection's consumers, by broker id; `live` false
@@ -242,6 +244,7 @@ impl Connection {
             client_properties: FieldTable::new(),
             info: None,
             handshake_permit: None,
+            hold_until: None,
             closing_deadline: None,
             stop_reading: false,
             large_frames: false,
@@ -266,6 +269,12 @@ impl Connection {
         // sent before closing are still handled (in order), then the connection ends.
         let mut eof = false;
         let end: &'static str = loop {
+            if let Some(until) = self.hold_until.take() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    _ = crate::stopped(&mut stop), if !stopping => {}
+                }
+            }
             if self.phase == Phase::Closed && self.out_is_empty() {
                 break "closed";
             }
@@ -819,6 +828,12 @@ impl Connection {
         }
         tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), code = error.reply_code(), "closing connection: {}", error.to_string().escape_debug());
         if let ConnectionError::AuthFailure(_) = error {
+            // The refusal waits: a password guesser gets one answer per delay per socket (and
+            // the sockets before `connection.open` are a bounded pool).
+            let delay_ms = self.shared.limits.login_failure_delay_ms;
+            if delay_ms > 0 {
+                self.hold_until = Some(Instant::now() + Duration::from_millis(delay_ms));
+            }
             // RabbitMQ sends the close only to clients that announce
             // authentication_failure_close; the others just see the socket close.
             let announced = self.client_capabilities.get("authentication_failure_close").and_then(|v| v.as_bool());
