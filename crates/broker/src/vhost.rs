@@ -105,10 +105,7 @@ fn bool_text(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-/// The 503 for `exchange.declare` of a type this broker does not have.
-fn unknown_type(type_name: &str) -> BrokerError {
-    BrokerError::CommandInvalid(format!("unknown exchange type '{type_name}'"))
-}
+use crate::exchange::unknown_type;
 
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
@@ -148,9 +145,7 @@ impl VHost {
         {
             let t = vhost.topology.get_mut();
             for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
-                let (Some(xname), Some(index)) =
-                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), exchange::new_index(&r.kind))
-                else {
+                let Some(xname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
                     report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
                 };
@@ -158,7 +153,13 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': arguments unreadable ({e}); restored without"));
                     FieldTable::new()
                 });
-                t.exchanges.insert(xname.clone(), Exchange::new(xname, index, true, r.auto_delete, r.internal, args));
+                let Ok(index) = exchange::index_for(&r.kind, &args) else {
+                    report.problems.push(format!("exchange '{xname}': type '{}' unknown", r.kind.escape_debug()));
+                    continue;
+                };
+                let mut x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
+                x.held = Self::held_queue(&vhost.name, &x, Some(&persistence));
+                t.exchanges.insert(xname, x);
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
@@ -240,7 +241,8 @@ impl VHost {
             return;
         }
         let Some(services) = self.services.get() else { return };
-        for q in self.topology.read().queues.values() {
+        let t = self.topology.read();
+        for q in t.queues.values().chain(t.exchanges.values().filter_map(|x| x.held.as_ref())) {
             q.attach(services);
         }
     }
@@ -299,6 +301,26 @@ impl VHost {
 
     // ---- exchanges ----------------------------------------------------------------------
 
+    /// The hidden queue of a delayed exchange (`None` for other types): not in the vhost's
+    /// queues, so no client can route to it, consume from it or see it.
+    fn held_queue(vhost: &Arc<str>, x: &Exchange, persistence: Option<&PersistenceRef>) -> Option<QueueRef> {
+        if x.type_name() != exchange::delayed::NAME {
+            return None;
+        }
+        let mut queue = Queue::held_for(x.name.clone(), vhost.clone());
+        if let Some(p) = persistence {
+            queue = queue.with_scratch(p.store.clone());
+        }
+        Some(Arc::new(queue))
+    }
+
+    /// An exchange left the topology: a delayed exchange's pending messages go with it.
+    fn exchange_gone(x: &Exchange) {
+        if let Some(q) = &x.held {
+            q.delete();
+        }
+    }
+
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
         if d.name.is_empty() {
             return Err(self.default_exchange_refused());
@@ -313,18 +335,24 @@ impl VHost {
         if d.passive {
             return Err(self.no_exchange(&d.name));
         }
-        let Some(index) = exchange::new_index(&d.kind) else {
+        if !exchange::is_type(&d.kind) {
             return Err(unknown_type(&d.kind));
-        };
+        }
         if d.name.as_bytes().starts_with(b"amq.") {
             return Err(BrokerError::AccessRefused(format!(
                 "exchange name '{}' contains reserved prefix 'amq.*'",
                 d.name
             )));
         }
-        let x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        // The type's own checks (a delayed exchange's `x-delayed-type`).
+        let index = exchange::index_for(&d.kind, &d.arguments)?;
+        let mut x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
         if d.durable && self.persistence.is_some() {
             self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
+        }
+        x.held = Self::held_queue(&self.name, &x, self.persistence.as_ref());
+        if let (Some(q), Some(services)) = (&x.held, self.services.get()) {
+            q.attach(services);
         }
         t.exchanges.insert(d.name.clone(), x);
         Ok(())
@@ -338,7 +366,7 @@ impl VHost {
             ))
         };
         if d.kind != x.type_name() {
-            if exchange::new_index(&d.kind).is_none() {
+            if !exchange::is_type(&d.kind) {
                 return Err(unknown_type(&d.kind));
             }
             return Err(differs("type", &d.kind, x.type_name()));
@@ -365,6 +393,18 @@ impl VHost {
             )));
         }
         Ok(())
+    }
+
+    /// An exchange's type name (`x-delayed-message` for a delayed exchange), if it exists.
+    pub fn exchange_type(&self, name: &[u8]) -> Option<&'static str> {
+        self.topology.read().exchanges.get(name).map(Exchange::type_name)
+    }
+
+    /// How many messages a delayed exchange holds (the plugin's `messages_delayed`); `None` for
+    /// another type or no such exchange.
+    pub fn messages_delayed(&self, name: &[u8]) -> Option<u32> {
+        let held = self.topology.read().exchanges.get(name)?.held.clone()?;
+        Some(held.message_count())
     }
 
     pub fn exchange_exists(&self, name: &[u8]) -> bool {
@@ -405,6 +445,7 @@ impl VHost {
     /// Removes an exchange with its bindings both ways, cascading auto-deletes.
     fn remove_exchange(&self, t: &mut Topology, name: &ShortStr, changes: &mut Vec<Change>) {
         let Some(x) = t.exchanges.remove(name) else { return };
+        Self::exchange_gone(&x);
         if x.durable {
             changes.push(Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() });
         }
@@ -435,6 +476,7 @@ impl VHost {
                 if x.auto_delete && x.binding_count() == 0 {
                     let name = x.name.clone();
                     if let Some(gone) = t.exchanges.remove(&name) {
+                        Self::exchange_gone(&gone);
                         if gone.durable {
                             changes.push(Change::DeleteExchange {
                                 vhost: self.name.to_string(),
@@ -746,6 +788,25 @@ impl VHost {
         self.route_inner(exchange, routing_keys, headers.into(), out, false).map(|_| ())
     }
 
+    /// Routes a message released by `held`, a delayed exchange's hidden queue, through that
+    /// exchange (as its inner type, with its bindings now). Nothing if the exchange is gone.
+    pub fn route_released<'h>(
+        &self,
+        held: &QueueRef,
+        routing_keys: &[&[u8]],
+        headers: impl Into<MessageHeaders<'h>>,
+        out: &mut Vec<QueueRef>,
+    ) -> Result<()> {
+        let current = {
+            let t = self.topology.read();
+            t.exchanges.get(&held.name).and_then(|x| x.held.as_ref()).is_some_and(|q| Arc::ptr_eq(q, held))
+        };
+        if !current {
+            return Ok(());
+        }
+        self.route_inner(held.name.as_bytes(), routing_keys, headers.into(), out, false).map(|_| ())
+    }
+
     /// Routes a message with one routing key through `cache`: a repeat of the cached exchange
     /// and key, with the topology unchanged since, skips the topology lock and every lookup.
     /// A route through a headers exchange depends on the message and is never cached.
@@ -854,7 +915,21 @@ impl VHost {
             let by_headers = x.routes_by_headers();
             cacheable &= !by_headers;
             memoizable |= x.memoizable();
-            x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
+            let table = if by_headers { headers.table(&decoded) } else { None };
+            if x.held.is_some()
+                && let Some(held) = x.holds(table)
+            {
+                // Delayed: held in the exchange's hidden queue, routed nowhere now (so, as with
+                // RabbitMQ's plugin, its alternate exchange takes a copy at once).
+                if !out.iter().any(|o| Arc::ptr_eq(o, held)) {
+                    out.push(held.clone());
+                }
+                if let Some(ae) = x.alternate.as_ref().and_then(|name| t.exchanges.get(name)) {
+                    work.push(ae);
+                }
+                continue;
+            }
+            x.route(routing_keys, table, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
             for dest in dests.drain(..) {
