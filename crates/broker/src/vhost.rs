@@ -157,12 +157,46 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': type '{}' unknown", r.kind.escape_debug()));
                     continue;
                 };
-                let mut x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
-                x.held = Self::held_queue(&vhost.name, &x, Some(&persistence));
+                let x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
                 t.exchanges.insert(xname, x);
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
+                if let Some(xname) = persist::held_exchange_name(&r.name) {
+                    // A durable delayed exchange's hidden queue: every message is read back, to
+                    // find its delay.
+                    let what = format!("delayed messages of exchange '{xname}' in vhost '{name}'");
+                    let (log, recovered, log_report) =
+                        QueueLog::recover(&persistence.store, r.id, usize::MAX, u64::MAX)
+                            .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
+                    for (segment, offset, damage) in &log_report.damaged {
+                        report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
+                    }
+                    let Some(x) = t.exchanges.get_mut(&xname) else {
+                        report.problems.push(format!("{what}: no such exchange; dropped"));
+                        log.destroy();
+                        continue;
+                    };
+                    let Some(queue) = Self::held_queue(&vhost.name, x, Some(&persistence), Some(log)) else {
+                        report.problems.push(format!("{what}: not a delayed exchange; dropped"));
+                        continue;
+                    };
+                    report.messages += recovered.len() as u64;
+                    queue.restore(
+                        recovered
+                            .into_iter()
+                            .map(|m| Restored {
+                                message: m.parts.map(|p| Arc::new(crate::Message::from_record(p))),
+                                loc: m.loc,
+                                body_len: m.body_len,
+                                timestamp_ms: m.timestamp_ms,
+                                redelivered: false,
+                            })
+                            .collect(),
+                    );
+                    x.held = Some(Arc::new(queue));
+                    continue;
+                }
                 let Some(qname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
                     report.problems.push(format!("queue record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
@@ -210,6 +244,10 @@ impl VHost {
                 );
                 t.queues.insert(qname, Arc::new(queue));
                 report.queues += 1;
+            }
+            // Delayed exchanges without a stored hidden queue hold in memory only.
+            for x in t.exchanges.values_mut().filter(|x| x.held.is_none()) {
+                x.held = Self::held_queue(&vhost.name, x, Some(&persistence), None).map(Arc::new);
             }
             for r in snapshot.bindings.iter().filter(|r| r.vhost == name) {
                 let to_short = |b: &[u8]| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b));
@@ -302,8 +340,14 @@ impl VHost {
     // ---- exchanges ----------------------------------------------------------------------
 
     /// The hidden queue of a delayed exchange (`None` for other types): not in the vhost's
-    /// queues, so no client can route to it, consume from it or see it.
-    fn held_queue(vhost: &Arc<str>, x: &Exchange, persistence: Option<&PersistenceRef>) -> Option<QueueRef> {
+    /// queues, so no client can route to it, consume from it or see it. Without `log` its
+    /// messages are in memory only (paged out to scratch files under memory pressure).
+    fn held_queue(
+        vhost: &Arc<str>,
+        x: &Exchange,
+        persistence: Option<&PersistenceRef>,
+        log: Option<QueueLog>,
+    ) -> Option<Queue> {
         if x.type_name() != exchange::delayed::NAME {
             return None;
         }
@@ -311,14 +355,26 @@ impl VHost {
         if let Some(p) = persistence {
             queue = queue.with_scratch(p.store.clone());
         }
-        Some(Arc::new(queue))
+        if let Some(log) = log {
+            queue = queue.with_log(log);
+        }
+        Some(queue)
     }
 
-    /// An exchange left the topology: a delayed exchange's pending messages go with it.
-    fn exchange_gone(x: &Exchange) {
+    /// An exchange left the topology: a delayed exchange's pending messages go with it (and
+    /// its hidden queue's log, whose record `changes` gets).
+    fn exchange_gone(&self, x: &Exchange, changes: &mut Vec<Change>) {
         if let Some(q) = &x.held {
+            if q.logged {
+                changes.push(self.held_deleted(&x.name));
+            }
             q.delete();
         }
+    }
+
+    /// The metadata change that deletes a durable delayed exchange's hidden queue.
+    fn held_deleted(&self, exchange: &ShortStr) -> Change {
+        Change::DeleteQueue { vhost: self.name.to_string(), name: persist::held_record_name(exchange) }
     }
 
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
@@ -347,10 +403,20 @@ impl VHost {
         // The type's own checks (a delayed exchange's `x-delayed-type`).
         let index = exchange::index_for(&d.kind, &d.arguments)?;
         let mut x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
-        if d.durable && self.persistence.is_some() {
-            self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
+        let mut log = None;
+        if let Some(p) = self.persistence.as_ref().filter(|_| d.durable) {
+            let mut changes = vec![Change::PutExchange(persist::exchange_record(&self.name, &x))];
+            if x.type_name() == exchange::delayed::NAME {
+                // A durable delayed exchange logs its persistent delayed messages, in a queue
+                // record under a name no client can declare.
+                let id = p.next_queue_id()?;
+                let name = persist::held_record_name(&d.name);
+                changes.push(Change::PutQueue(persist::queue_record_named(&self.name, name, id)));
+                log = Some(QueueLog::create(&p.store, id));
+            }
+            p.apply(&changes)?;
         }
-        x.held = Self::held_queue(&self.name, &x, self.persistence.as_ref());
+        x.held = Self::held_queue(&self.name, &x, self.persistence.as_ref(), log).map(Arc::new);
         if let (Some(q), Some(services)) = (&x.held, self.services.get()) {
             q.attach(services);
         }
@@ -431,13 +497,23 @@ impl VHost {
         }
         if x.durable {
             // Stored first: if that fails the exchange stays, in memory as on disk.
-            self.persist(&[Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }])?;
+            let mut changes =
+                vec![Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }];
+            if x.held.as_ref().is_some_and(|q| q.logged) {
+                changes.push(self.held_deleted(name));
+            }
+            self.persist(&changes)?;
         }
         let mut changes = Vec::new();
         self.remove_exchange(&mut t, name, &mut changes);
         // What remains are exchanges auto-deleted in cascade; a failure to store those is
         // logged by `persist` (they come back, unbound, after a restart).
-        changes.retain(|c| !matches!(c, Change::DeleteExchange { name: n, .. } if n.as_slice() == name.as_bytes()));
+        let held = persist::held_record_name(name);
+        changes.retain(|c| match c {
+            Change::DeleteExchange { name: n, .. } => n.as_slice() != name.as_bytes(),
+            Change::DeleteQueue { name: n, .. } => *n != held,
+            _ => true,
+        });
         let _ = self.persist(&changes);
         Ok(())
     }
@@ -445,7 +521,7 @@ impl VHost {
     /// Removes an exchange with its bindings both ways, cascading auto-deletes.
     fn remove_exchange(&self, t: &mut Topology, name: &ShortStr, changes: &mut Vec<Change>) {
         let Some(x) = t.exchanges.remove(name) else { return };
-        Self::exchange_gone(&x);
+        self.exchange_gone(&x, changes);
         if x.durable {
             changes.push(Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() });
         }
@@ -476,7 +552,7 @@ impl VHost {
                 if x.auto_delete && x.binding_count() == 0 {
                     let name = x.name.clone();
                     if let Some(gone) = t.exchanges.remove(&name) {
-                        Self::exchange_gone(&gone);
+                        self.exchange_gone(&gone, changes);
                         if gone.durable {
                             changes.push(Change::DeleteExchange {
                                 vhost: self.name.to_string(),

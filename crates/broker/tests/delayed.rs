@@ -2,10 +2,12 @@
 //! messages are routed when their delay has passed, in deadline order, through the exchange's
 //! inner type and the bindings current then.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use lepus_broker::exchange::Destination;
+use lepus_broker::persist::Persistence;
 use lepus_broker::queue::QueueRef;
 use lepus_broker::users::Users;
 use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
@@ -13,6 +15,9 @@ use lepus_broker::{
     Broker, BrokerError, BrokerParts, ManualClock, Message, MessageHeaders, Outcome, Publish, VHost, Wake,
 };
 use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, FieldValue, ShortStr};
+use lepus_store::crash::CrashBackend;
+use lepus_store::meta::MetaStore;
+use lepus_store::store::{Store, StoreOptions};
 
 struct NoWake;
 
@@ -27,16 +32,44 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let clock = Arc::new(ManualClock::new(1_000_000));
+    setup_with(VHost::new("/"), None, Arc::new(ManualClock::new(1_000_000)))
+}
+
+fn setup_with(vhost: VHost, persistence: Option<Arc<Persistence>>, clock: Arc<ManualClock>) -> Setup {
     let broker = Broker::new(BrokerParts {
-        vhosts: vec![VHost::new("/")],
+        vhosts: vec![vhost],
         users: Users::new(Vec::new()),
         clock: clock.clone(),
-        persistence: None,
+        persistence,
         timer_wake: Box::new(NoWake),
     });
     let vhost = broker.vhost("/").expect("default vhost");
     Setup { broker, clock, vhost }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("lepus-broker-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempDir(dir)
+}
+
+/// A broker over the crash backend's store and the metadata at `meta_path`, restored from them.
+fn open(backend: &CrashBackend, meta_path: &Path, clock: Arc<ManualClock>) -> (Store, Setup) {
+    let store = Store::new(Arc::new(backend.clone()), Path::new("/data"), StoreOptions::default());
+    let meta = MetaStore::open(meta_path).expect("meta");
+    let snapshot = meta.load().expect("load");
+    let persistence = Arc::new(Persistence::open(store.clone(), meta).expect("persistence"));
+    let (vhost, _report) = VHost::restore("/", persistence.clone(), &snapshot, true).expect("restore");
+    (store, setup_with(vhost, Some(persistence), clock))
 }
 
 fn s(text: &str) -> ShortStr {
@@ -80,8 +113,12 @@ impl Setup {
     }
 
     fn publish(&self, exchange: &str, key: &str, headers: FieldTable, body: &str) -> Outcome {
+        self.publish_mode(exchange, key, headers, body, 1)
+    }
+
+    fn publish_mode(&self, exchange: &str, key: &str, headers: FieldTable, body: &str, mode: u8) -> Outcome {
         let mut publisher = self.broker.publisher(self.vhost.clone());
-        let props = BasicProperties { headers: Some(headers.clone()), ..Default::default() };
+        let props = BasicProperties { headers: Some(headers.clone()), delivery_mode: Some(mode), ..Default::default() };
         let message = msg(exchange, key, props, body.as_bytes());
         let p = Publish { message, extra_keys: &[], headers: MessageHeaders::Decoded(&headers) };
         publisher.publish(p).expect("publish")
@@ -343,4 +380,64 @@ fn many_pending_messages_are_released_in_deadline_order() {
     t.advance(N as u64);
     let got: Vec<i32> = drain(&q).iter().map(|b| b.parse().expect("number")).collect();
     assert_eq!(got, (1..=N).collect::<Vec<_>>());
+}
+
+/// A durable delayed exchange keeps its persistent delayed messages in its hidden queue's log:
+/// after a power cut they are back, held until their deadline (counted from their publish);
+/// transient ones are not; deleting the exchange deletes them for good.
+#[test]
+fn a_durable_delayed_exchange_keeps_persistent_messages_across_a_power_cut() {
+    let tmp = temp_dir("delayed");
+    let meta = tmp.0.join("meta.redb");
+    let backend = CrashBackend::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (store, t) = open(&backend, &meta, clock.clone());
+    let d = ExchangeDeclare {
+        name: s("later"),
+        kind: "x-delayed-message".into(),
+        durable: true,
+        arguments: delayed_args("direct"),
+        ..Default::default()
+    };
+    t.vhost.declare_exchange(&d).expect("declare");
+    let q = QueueDeclare { name: s("q"), durable: true, ..Default::default() };
+    t.vhost.declare_queue(&q, 1).expect("declare");
+    t.bind("q", "later", "k");
+    let outcome = t.publish_mode("later", "k", ms(200), "persistent", 2);
+    assert!(outcome.durable.is_pending(), "its confirm waits for the log");
+    t.publish_mode("later", "k", ms(100), "transient", 1);
+    t.advance(50);
+    store.commit();
+    drop((t, store));
+
+    // Each power cut leaves a new backend: the next run writes to it.
+    let backend = backend.crash(7);
+    let (store, t) = open(&backend, &meta, clock.clone());
+    assert_eq!(t.vhost.exchange_type(b"later"), Some("x-delayed-message"));
+    assert_eq!(t.pending("later"), 1, "the persistent one is back");
+    let q = t.vhost.queue(&s("q"), 1).expect("queue restored");
+    t.advance(149);
+    assert_eq!(q.message_count(), 0, "still held: 200 ms from its publish");
+    t.advance(1);
+    assert_eq!(drain(&q), ["persistent"]);
+    store.commit();
+    drop((t, store));
+
+    // Released: its stored copy in the hidden queue is gone.
+    let backend = backend.crash(9);
+    let (store, t) = open(&backend, &meta, clock.clone());
+    assert_eq!(t.pending("later"), 0);
+    t.publish_mode("later", "k", ms(100), "dropped with the exchange", 2);
+    t.vhost.delete_exchange(&s("later"), false).expect("delete");
+    store.commit();
+    drop((t, store));
+
+    let (_store, t) = open(&backend.crash(8), &meta, clock);
+    assert!(!t.vhost.exchange_exists(b"later"));
+    t.delayed("later", "direct");
+    t.bind("q", "later", "k");
+    assert_eq!(t.pending("later"), 0);
+    t.advance(1_000);
+    let q = t.vhost.queue(&s("q"), 1).expect("queue restored");
+    assert!(drain(&q).is_empty(), "neither the released message nor the dropped one comes back");
 }
