@@ -4,7 +4,7 @@
 use lepus_protocol::{FieldTable, FieldValue, ShortStr};
 
 use crate::error::BrokerError;
-use crate::queue::{DeadLetterTarget, Overflow, QueueLimits};
+use crate::queue::{DeadLetterTarget, Departure, Overflow, QueueLimits};
 
 /// The queue types clients declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             }
             "x-dead-letter-exchange" => {
                 let exchange = short(key, value).ok_or_else(|| unacceptable(key, value))??;
-                out.limits.dead_letter = Some(DeadLetterTarget { exchange, routing_key: None });
+                out.limits.departure = Some(Departure::DeadLetter(DeadLetterTarget { exchange, routing_key: None }));
             }
             "x-dead-letter-routing-key" => {
                 dead_letter_key = Some(short(key, value).ok_or_else(|| unacceptable(key, value))??);
@@ -209,7 +209,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
     }
     if let Some(routing_key) = dead_letter_key {
         // RabbitMQ refuses a dead-letter routing key without a dead-letter exchange.
-        let Some(target) = out.limits.dead_letter.as_mut() else {
+        let Some(Departure::DeadLetter(target)) = out.limits.departure.as_mut() else {
             return Err(invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined".into()));
         };
         target.routing_key = Some(routing_key);

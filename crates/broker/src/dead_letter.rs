@@ -78,7 +78,7 @@ fn long_str(text: &[u8]) -> FieldValue {
 }
 
 /// The `CC` header's keys (RabbitMQ takes the longstr elements of an array).
-fn cc_keys(headers: &FieldTable) -> Vec<Bytes> {
+pub(crate) fn cc_keys(headers: &FieldTable) -> Vec<Bytes> {
     match headers.get("CC") {
         Some(FieldValue::Array(values)) => values
             .iter()

@@ -11,7 +11,8 @@
 //! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings), declaration rules and
 //!   routing.
 //! - [`exchange`]: an exchange and its bindings; the [`ExchangeType`](exchange::ExchangeType)
-//!   seam, one module per type (direct, fanout, topic, headers) and the registry of types.
+//!   seam, one module per type (direct, fanout, topic, headers, and the delayed message
+//!   exchange around one of them) and the registry of types.
 //! - [`topic`], [`headers`]: the topic trie and headers matching, for those two types;
 //!   [`MessageHeaders`], a message's headers as routing receives them.
 //! - [`route_cache`], [`route_memo`]: a publisher's last route and the vhost's shared memo of

@@ -95,6 +95,32 @@ pub fn queue_record(vhost: &str, name: &ShortStr, id: u64, auto_delete: bool, ar
     }
 }
 
+/// The metadata name of a durable delayed exchange's hidden queue: under the reserved `amq.`
+/// prefix, which no client may declare a queue with, so it never meets a client's queue (and
+/// may be longer than a queue name, which the store allows).
+pub fn held_record_name(exchange: &ShortStr) -> Vec<u8> {
+    [HELD_PREFIX, exchange.as_bytes()].concat()
+}
+
+/// The delayed exchange a queue record holds messages for, if it is a hidden queue's.
+pub fn held_exchange_name(record_name: &[u8]) -> Option<ShortStr> {
+    let name = record_name.strip_prefix(HELD_PREFIX)?;
+    ShortStr::from_bytes(bytes::Bytes::copy_from_slice(name))
+}
+
+const HELD_PREFIX: &[u8] = b"amq.delayed-message/";
+
+/// The record of a queue that is not a client's (a delayed exchange's hidden queue).
+pub fn queue_record_named(vhost: &str, name: Vec<u8>, id: u64) -> QueueRecord {
+    QueueRecord {
+        vhost: vhost.to_owned(),
+        name,
+        id,
+        auto_delete: false,
+        arguments: encode_arguments(&FieldTable::new()),
+    }
+}
+
 pub fn binding_record(
     vhost: &str,
     source: &ShortStr,

@@ -98,7 +98,8 @@ impl Publisher {
                     outcome.congested = Some(q.clone());
                 }
                 Enqueued::Rejected => outcome.rejected = true,
-                Enqueued::Gone => {}
+                // Held by a delayed exchange: routed later (RabbitMQ's plugin routes it nowhere now).
+                Enqueued::Held | Enqueued::Gone => {}
             }
         }
         self.several.clear();

@@ -105,10 +105,7 @@ fn bool_text(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-/// The 503 for `exchange.declare` of a type this broker does not have.
-fn unknown_type(type_name: &str) -> BrokerError {
-    BrokerError::CommandInvalid(format!("unknown exchange type '{type_name}'"))
-}
+use crate::exchange::unknown_type;
 
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
@@ -148,9 +145,7 @@ impl VHost {
         {
             let t = vhost.topology.get_mut();
             for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
-                let (Some(xname), Some(index)) =
-                    (ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())), exchange::new_index(&r.kind))
-                else {
+                let Some(xname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
                     report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
                 };
@@ -158,10 +153,50 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': arguments unreadable ({e}); restored without"));
                     FieldTable::new()
                 });
-                t.exchanges.insert(xname.clone(), Exchange::new(xname, index, true, r.auto_delete, r.internal, args));
+                let Ok(index) = exchange::index_for(&r.kind, &args) else {
+                    report.problems.push(format!("exchange '{xname}': type '{}' unknown", r.kind.escape_debug()));
+                    continue;
+                };
+                let x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
+                t.exchanges.insert(xname, x);
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
+                if let Some(xname) = persist::held_exchange_name(&r.name) {
+                    // A durable delayed exchange's hidden queue: every message is read back, to
+                    // find its delay.
+                    let what = format!("delayed messages of exchange '{xname}' in vhost '{name}'");
+                    let (log, recovered, log_report) =
+                        QueueLog::recover(&persistence.store, r.id, usize::MAX, u64::MAX)
+                            .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
+                    for (segment, offset, damage) in &log_report.damaged {
+                        report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
+                    }
+                    let Some(x) = t.exchanges.get_mut(&xname) else {
+                        report.problems.push(format!("{what}: no such exchange; dropped"));
+                        log.destroy();
+                        continue;
+                    };
+                    let Some(queue) = Self::held_queue(&vhost.name, x, Some(&persistence), Some(log)) else {
+                        report.problems.push(format!("{what}: not a delayed exchange; dropped"));
+                        continue;
+                    };
+                    report.messages += recovered.len() as u64;
+                    queue.restore(
+                        recovered
+                            .into_iter()
+                            .map(|m| Restored {
+                                message: m.parts.map(|p| Arc::new(crate::Message::from_record(p))),
+                                loc: m.loc,
+                                body_len: m.body_len,
+                                timestamp_ms: m.timestamp_ms,
+                                redelivered: false,
+                            })
+                            .collect(),
+                    );
+                    x.held = Some(Arc::new(queue));
+                    continue;
+                }
                 let Some(qname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
                     report.problems.push(format!("queue record {:?} unreadable", String::from_utf8_lossy(&r.name)));
                     continue;
@@ -210,6 +245,10 @@ impl VHost {
                 t.queues.insert(qname, Arc::new(queue));
                 report.queues += 1;
             }
+            // Delayed exchanges without a stored hidden queue hold in memory only.
+            for x in t.exchanges.values_mut().filter(|x| x.held.is_none()) {
+                x.held = Self::held_queue(&vhost.name, x, Some(&persistence), None).map(Arc::new);
+            }
             for r in snapshot.bindings.iter().filter(|r| r.vhost == name) {
                 let to_short = |b: &[u8]| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b));
                 let dest = match &r.destination {
@@ -240,7 +279,8 @@ impl VHost {
             return;
         }
         let Some(services) = self.services.get() else { return };
-        for q in self.topology.read().queues.values() {
+        let t = self.topology.read();
+        for q in t.queues.values().chain(t.exchanges.values().filter_map(|x| x.held.as_ref())) {
             q.attach(services);
         }
     }
@@ -299,6 +339,44 @@ impl VHost {
 
     // ---- exchanges ----------------------------------------------------------------------
 
+    /// The hidden queue of a delayed exchange (`None` for other types): not in the vhost's
+    /// queues, so no client can route to it, consume from it or see it. Without `log` its
+    /// messages are in memory only (paged out to scratch files under memory pressure).
+    fn held_queue(
+        vhost: &Arc<str>,
+        x: &Exchange,
+        persistence: Option<&PersistenceRef>,
+        log: Option<QueueLog>,
+    ) -> Option<Queue> {
+        if x.type_name() != exchange::delayed::NAME {
+            return None;
+        }
+        let mut queue = Queue::held_for(x.name.clone(), vhost.clone());
+        if let Some(p) = persistence {
+            queue = queue.with_scratch(p.store.clone());
+        }
+        if let Some(log) = log {
+            queue = queue.with_log(log);
+        }
+        Some(queue)
+    }
+
+    /// An exchange left the topology: a delayed exchange's pending messages go with it (and
+    /// its hidden queue's log, whose record `changes` gets).
+    fn exchange_gone(&self, x: &Exchange, changes: &mut Vec<Change>) {
+        if let Some(q) = &x.held {
+            if q.logged {
+                changes.push(self.held_deleted(&x.name));
+            }
+            q.delete();
+        }
+    }
+
+    /// The metadata change that deletes a durable delayed exchange's hidden queue.
+    fn held_deleted(&self, exchange: &ShortStr) -> Change {
+        Change::DeleteQueue { vhost: self.name.to_string(), name: persist::held_record_name(exchange) }
+    }
+
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
         if d.name.is_empty() {
             return Err(self.default_exchange_refused());
@@ -313,18 +391,34 @@ impl VHost {
         if d.passive {
             return Err(self.no_exchange(&d.name));
         }
-        let Some(index) = exchange::new_index(&d.kind) else {
+        if !exchange::is_type(&d.kind) {
             return Err(unknown_type(&d.kind));
-        };
+        }
         if d.name.as_bytes().starts_with(b"amq.") {
             return Err(BrokerError::AccessRefused(format!(
                 "exchange name '{}' contains reserved prefix 'amq.*'",
                 d.name
             )));
         }
-        let x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
-        if d.durable && self.persistence.is_some() {
-            self.persist(&[Change::PutExchange(persist::exchange_record(&self.name, &x))])?;
+        // The type's own checks (a delayed exchange's `x-delayed-type`).
+        let index = exchange::index_for(&d.kind, &d.arguments)?;
+        let mut x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        let mut log = None;
+        if let Some(p) = self.persistence.as_ref().filter(|_| d.durable) {
+            let mut changes = vec![Change::PutExchange(persist::exchange_record(&self.name, &x))];
+            if x.type_name() == exchange::delayed::NAME {
+                // A durable delayed exchange logs its persistent delayed messages, in a queue
+                // record under a name no client can declare.
+                let id = p.next_queue_id()?;
+                let name = persist::held_record_name(&d.name);
+                changes.push(Change::PutQueue(persist::queue_record_named(&self.name, name, id)));
+                log = Some(QueueLog::create(&p.store, id));
+            }
+            p.apply(&changes)?;
+        }
+        x.held = Self::held_queue(&self.name, &x, self.persistence.as_ref(), log).map(Arc::new);
+        if let (Some(q), Some(services)) = (&x.held, self.services.get()) {
+            q.attach(services);
         }
         t.exchanges.insert(d.name.clone(), x);
         Ok(())
@@ -338,7 +432,7 @@ impl VHost {
             ))
         };
         if d.kind != x.type_name() {
-            if exchange::new_index(&d.kind).is_none() {
+            if !exchange::is_type(&d.kind) {
                 return Err(unknown_type(&d.kind));
             }
             return Err(differs("type", &d.kind, x.type_name()));
@@ -367,6 +461,18 @@ impl VHost {
         Ok(())
     }
 
+    /// An exchange's type name (`x-delayed-message` for a delayed exchange), if it exists.
+    pub fn exchange_type(&self, name: &[u8]) -> Option<&'static str> {
+        self.topology.read().exchanges.get(name).map(Exchange::type_name)
+    }
+
+    /// How many messages a delayed exchange holds (the plugin's `messages_delayed`); `None` for
+    /// another type or no such exchange.
+    pub fn messages_delayed(&self, name: &[u8]) -> Option<u32> {
+        let held = self.topology.read().exchanges.get(name)?.held.clone()?;
+        Some(held.message_count())
+    }
+
     pub fn exchange_exists(&self, name: &[u8]) -> bool {
         self.topology.read().exchanges.contains_key(name)
     }
@@ -391,13 +497,23 @@ impl VHost {
         }
         if x.durable {
             // Stored first: if that fails the exchange stays, in memory as on disk.
-            self.persist(&[Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }])?;
+            let mut changes =
+                vec![Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }];
+            if x.held.as_ref().is_some_and(|q| q.logged) {
+                changes.push(self.held_deleted(name));
+            }
+            self.persist(&changes)?;
         }
         let mut changes = Vec::new();
         self.remove_exchange(&mut t, name, &mut changes);
         // What remains are exchanges auto-deleted in cascade; a failure to store those is
         // logged by `persist` (they come back, unbound, after a restart).
-        changes.retain(|c| !matches!(c, Change::DeleteExchange { name: n, .. } if n.as_slice() == name.as_bytes()));
+        let held = persist::held_record_name(name);
+        changes.retain(|c| match c {
+            Change::DeleteExchange { name: n, .. } => n.as_slice() != name.as_bytes(),
+            Change::DeleteQueue { name: n, .. } => *n != held,
+            _ => true,
+        });
         let _ = self.persist(&changes);
         Ok(())
     }
@@ -405,6 +521,7 @@ impl VHost {
     /// Removes an exchange with its bindings both ways, cascading auto-deletes.
     fn remove_exchange(&self, t: &mut Topology, name: &ShortStr, changes: &mut Vec<Change>) {
         let Some(x) = t.exchanges.remove(name) else { return };
+        self.exchange_gone(&x, changes);
         if x.durable {
             changes.push(Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() });
         }
@@ -435,6 +552,7 @@ impl VHost {
                 if x.auto_delete && x.binding_count() == 0 {
                     let name = x.name.clone();
                     if let Some(gone) = t.exchanges.remove(&name) {
+                        self.exchange_gone(&gone, changes);
                         if gone.durable {
                             changes.push(Change::DeleteExchange {
                                 vhost: self.name.to_string(),
@@ -746,6 +864,25 @@ impl VHost {
         self.route_inner(exchange, routing_keys, headers.into(), out, false).map(|_| ())
     }
 
+    /// Routes a message released by `held`, a delayed exchange's hidden queue, through that
+    /// exchange (as its inner type, with its bindings now). Nothing if the exchange is gone.
+    pub fn route_released<'h>(
+        &self,
+        held: &QueueRef,
+        routing_keys: &[&[u8]],
+        headers: impl Into<MessageHeaders<'h>>,
+        out: &mut Vec<QueueRef>,
+    ) -> Result<()> {
+        let current = {
+            let t = self.topology.read();
+            t.exchanges.get(&held.name).and_then(|x| x.held.as_ref()).is_some_and(|q| Arc::ptr_eq(q, held))
+        };
+        if !current {
+            return Ok(());
+        }
+        self.route_inner(held.name.as_bytes(), routing_keys, headers.into(), out, false).map(|_| ())
+    }
+
     /// Routes a message with one routing key through `cache`: a repeat of the cached exchange
     /// and key, with the topology unchanged since, skips the topology lock and every lookup.
     /// A route through a headers exchange depends on the message and is never cached.
@@ -854,7 +991,21 @@ impl VHost {
             let by_headers = x.routes_by_headers();
             cacheable &= !by_headers;
             memoizable |= x.memoizable();
-            x.route(routing_keys, if by_headers { headers.table(&decoded) } else { None }, &mut dests);
+            let table = if by_headers { headers.table(&decoded) } else { None };
+            if x.held.is_some()
+                && let Some(held) = x.holds(table)
+            {
+                // Delayed: held in the exchange's hidden queue, routed nowhere now (so, as with
+                // RabbitMQ's plugin, its alternate exchange takes a copy at once).
+                if !out.iter().any(|o| Arc::ptr_eq(o, held)) {
+                    out.push(held.clone());
+                }
+                if let Some(ae) = x.alternate.as_ref().and_then(|name| t.exchanges.get(name)) {
+                    work.push(ae);
+                }
+                continue;
+            }
+            x.route(routing_keys, table, &mut dests);
             let before = out.len();
             let mut reached_exchange = false;
             for dest in dests.drain(..) {

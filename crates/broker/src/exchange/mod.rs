@@ -10,7 +10,12 @@
 //! One module in this folder with a struct implementing [`ExchangeType`] (see `direct.rs` for
 //! the smallest), and one line in [`new_index`] naming it. Nothing else matches on types: the
 //! vhost asks the trait whether routes through it may be cached or memoized.
+//!
+//! The delayed message exchange (`delayed.rs`) wraps another type's index, chosen by its
+//! `x-delayed-type` argument ([`index_for`]); the exchange holds the hidden queue its delayed
+//! messages wait in ([`Exchange::held`]).
 
+pub mod delayed;
 mod direct;
 mod fanout;
 mod headers;
@@ -22,6 +27,7 @@ use std::fmt;
 use lepus_protocol::{FieldTable, ShortStr};
 
 use crate::error::BrokerError;
+use crate::queue::QueueRef;
 
 /// Where a binding leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,6 +93,26 @@ pub fn new_index(type_name: &str) -> Option<Box<dyn ExchangeType>> {
     })
 }
 
+/// The 503 for `exchange.declare` of a type this broker does not have.
+pub fn unknown_type(type_name: &str) -> BrokerError {
+    BrokerError::CommandInvalid(format!("unknown exchange type '{type_name}'"))
+}
+
+/// Whether `type_name` is an exchange type of this broker.
+pub fn is_type(type_name: &str) -> bool {
+    type_name == delayed::NAME || new_index(type_name).is_some()
+}
+
+/// A new, empty routing index for an exchange of `type_name` declared with `arguments`: the
+/// registry's, or a delayed exchange's around the type its `x-delayed-type` names (406 or 503 as
+/// the plugin answers a missing or wrong one).
+pub fn index_for(type_name: &str, arguments: &FieldTable) -> Result<Box<dyn ExchangeType>, BrokerError> {
+    if type_name == delayed::NAME {
+        return Ok(Box::new(delayed::Delayed::new(arguments)?));
+    }
+    new_index(type_name).ok_or_else(|| unknown_type(type_name))
+}
+
 #[derive(Debug)]
 pub struct Exchange {
     pub name: ShortStr,
@@ -99,6 +125,9 @@ pub struct Exchange {
     /// (destination, key) → the argument tables bound with it.
     bindings: HashMap<(Destination, ShortStr), Vec<FieldTable>>,
     index: Box<dyn ExchangeType>,
+    /// A delayed exchange's hidden queue, where its delayed messages wait (set by the vhost; not
+    /// in the vhost's queues, so not routable, consumable or visible by name).
+    pub held: Option<QueueRef>,
 }
 
 impl Exchange {
@@ -115,7 +144,17 @@ impl Exchange {
             Some(v) => v.as_bytes().and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b))),
             None => None,
         };
-        Exchange { name, durable, auto_delete, internal, arguments, alternate, bindings: HashMap::new(), index }
+        Exchange {
+            name,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            bindings: HashMap::new(),
+            index,
+            held: None,
+        }
     }
 
     /// The exchange's type name (`direct`, `topic`, …).
@@ -181,6 +220,12 @@ impl Exchange {
     /// Every binding: (destination, key, arguments).
     pub fn bindings(&self) -> impl Iterator<Item = (&Destination, &ShortStr, &FieldTable)> {
         self.bindings.iter().flat_map(|((d, k), args)| args.iter().map(move |a| (d, k, a)))
+    }
+
+    /// The hidden queue to hold a message with `headers` in, if this is a delayed exchange and
+    /// the message's `x-delay` delays it.
+    pub fn holds(&self, headers: Option<&FieldTable>) -> Option<&QueueRef> {
+        self.held.as_ref().filter(|_| delayed::delay_ms(headers).is_some())
     }
 
     /// See [`ExchangeType::route`].

@@ -116,7 +116,9 @@ pub struct QueueLimits {
     pub message_ttl_ms: Option<u64>,
     /// `x-expires`: deleted after this long unused.
     pub expires_ms: Option<u64>,
-    pub dead_letter: Option<DeadLetterTarget>,
+    /// What becomes of a message that leaves undelivered: dead-lettered
+    /// (`x-dead-letter-exchange`), released into a delayed exchange, or (`None`) dropped.
+    pub departure: Option<Departure>,
     /// `x-max-priority`: a ready list per level, the highest served first.
     pub max_priority: Option<u8>,
     /// Deliveries carry `x-delivery-count`: 0, then how often the message came back (a quorum
@@ -125,6 +127,18 @@ pub struct QueueLimits {
     /// `x-delivery-limit` (quorum queues): a message returned more often than this is
     /// dead-lettered with reason `delivery_limit`.
     pub delivery_limit: Option<u64>,
+}
+
+/// What a queue does with a message that leaves it undelivered (expired, dropped by a length
+/// limit, rejected), chosen when the queue is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Departure {
+    /// Dead-lettered to `x-dead-letter-exchange` (see [`crate::dead_letter`]).
+    DeadLetter(DeadLetterTarget),
+    /// The queue is a delayed exchange's hidden queue, named as the exchange: a message's
+    /// deadline is its `x-delay`, and when it comes the message is routed through the exchange
+    /// (see [`crate::exchange::delayed`]).
+    Release,
 }
 
 /// What a queue reaches of the broker: the clock and timer service for deadlines, and its
@@ -213,6 +227,9 @@ pub enum Enqueued {
     Rejected,
     /// The queue was deleted concurrently.
     Gone,
+    /// Held by a delayed exchange until its delay has passed (not routed yet: a `mandatory`
+    /// message is returned, as by RabbitMQ's plugin).
+    Held,
 }
 
 #[derive(Debug)]
@@ -227,6 +244,9 @@ pub struct Queue {
     pub limits: QueueLimits,
     /// Persistent messages go to a message log (a durable queue of a broker with storage).
     pub logged: bool,
+    /// A delayed exchange's hidden queue (`Departure::Release`): what it takes is held, not
+    /// routed ([`Enqueued::Held`]).
+    held: bool,
     /// Messages enqueued (`Published`), delivered to consumers (`Delivered`), taken by
     /// `basic.get` (`Get`), and of those two the redeliveries (`Redelivered`). Written only
     /// under the queue lock (so one writer at a time), readable without it.
@@ -258,6 +278,7 @@ impl Queue {
     ) -> Queue {
         let single_active = crate::args::single_active_consumer(&arguments);
         let max_priority = limits.max_priority;
+        let held = limits.departure == Some(Departure::Release);
         Queue {
             name,
             vhost,
@@ -267,6 +288,7 @@ impl Queue {
             arguments,
             limits,
             logged: false,
+            held,
             stats: Counters::default(),
             env: OnceLock::new(),
             state: Mutex::new(State {
@@ -275,6 +297,18 @@ impl Queue {
                 ..State::default()
             }),
         }
+    }
+
+    /// The hidden queue of the delayed exchange `exchange` of `vhost`: each message it takes
+    /// expires at its `x-delay` and is then released into the exchange.
+    pub fn held_for(exchange: ShortStr, vhost: Arc<str>) -> Queue {
+        let limits = QueueLimits {
+            // Makes every message timed; its deadline is its delay (see `timed_deadline`).
+            message_ttl_ms: Some(crate::exchange::delayed::DELAY_MAX_MS),
+            departure: Some(Departure::Release),
+            ..QueueLimits::default()
+        };
+        Queue::new(exchange, vhost, false, None, false, FieldTable::new(), limits)
     }
 
     /// Lets the queue page out messages it does not log, through a scratch log in `store`.
@@ -316,8 +350,10 @@ impl Queue {
             let seq = st.next_seq;
             st.next_seq += 1;
             st.stored.restore(seq, loc);
-            let expiration_ms = message.as_ref().and_then(|m| m.expiration_ms);
-            let expires_at_ms = self.deadline(timestamp_ms, expiration_ms);
+            let expires_at_ms = match &message {
+                Some(m) => self.timed_deadline(timestamp_ms, m).0,
+                None => self.deadline(timestamp_ms, None),
+            };
             match message {
                 Some(message) => st.ready.push_back(Entry { seq, message, redelivered, expires_at_ms }, true),
                 None => st.ready.push_back_paged(seq, loc, body_len, redelivered, expires_at_ms),
@@ -332,6 +368,18 @@ impl Queue {
             (Some(a), Some(b)) => now_ms.saturating_add(a.min(b)),
             (Some(ttl), None) | (None, Some(ttl)) => now_ms.saturating_add(ttl),
         }
+    }
+
+    /// A timed message's deadline if enqueued at `now_ms`, and whether it may come before a
+    /// later message's (then it goes in the expiry index). In a delayed exchange's queue, its
+    /// delay, whatever its TTL.
+    fn timed_deadline(&self, now_ms: u64, message: &crate::message::Message) -> (u64, bool) {
+        if self.held {
+            return (now_ms.saturating_add(crate::exchange::delayed::message_delay_ms(message)), true);
+        }
+        // A deadline from the queue's TTL rises with `seq`; a lower per-message one may not.
+        let indexed = message.expiration_ms.is_some_and(|e| self.limits.message_ttl_ms.is_none_or(|t| e < t));
+        (self.deadline(now_ms, message.expiration_ms), indexed)
     }
 
     /// `'name' in vhost 'v'`, for reply texts.
@@ -361,7 +409,13 @@ impl Queue {
                 Enqueued::Rejected
             } else {
                 self.enqueue(&mut st, &mut fx, message, now_ms, &mut durable);
-                if st.congested() { Enqueued::Congested } else { Enqueued::Yes }
+                if st.congested() {
+                    Enqueued::Congested
+                } else if self.held {
+                    Enqueued::Held
+                } else {
+                    Enqueued::Yes
+                }
             }
         };
         self.finish(fx);
@@ -396,9 +450,10 @@ impl Queue {
         if let Some(generation) = st.stored.append(seq, &message, now_ms) {
             *durable = Durable::after_generation(generation);
         }
-        let expires_at_ms = clock_ms.map_or(NO_EXPIRY, |now| self.deadline(now, message.expiration_ms));
-        // A deadline from the queue's TTL rises with `seq`; a lower per-message one may not.
-        let indexed = message.expiration_ms.is_some_and(|e| self.limits.message_ttl_ms.is_none_or(|t| e < t));
+        let (expires_at_ms, indexed) = match clock_ms {
+            Some(now) => self.timed_deadline(now, &message),
+            None => (NO_EXPIRY, false),
+        };
         st.ready.push_back(Entry { seq, message, redelivered: false, expires_at_ms }, indexed);
         self.stats.add(Stat::Published, 1);
         self.deliver(st, fx);
@@ -453,7 +508,7 @@ impl Queue {
     /// dead-letter exchange (its stored copies go once it is enqueued there), else forgotten.
     fn drop_removed(&self, st: &mut State, fx: &mut Effects, removed: Removed, reason: DeathReason) {
         let seq = removed.seq();
-        if self.limits.dead_letter.is_none() || self.env.get().is_none() {
+        if self.limits.departure.is_none() || self.env.get().is_none() {
             st.stored.forget(seq);
             return;
         }
@@ -526,15 +581,21 @@ impl Queue {
         }
     }
 
-    /// Publishes dead letters (on this thread's dead-letter work list), then releases the
-    /// stored copies of `forget` here.
+    /// Publishes dead letters (on this thread's dead-letter work list), or releases delayed
+    /// messages into their exchange, then releases the stored copies of `forget` here.
     #[cold]
     fn dead_letter(&self, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) {
-        let (Some(env), Some(target)) = (self.env.get(), self.limits.dead_letter.clone()) else { return };
+        let (Some(env), Some(departure)) = (self.env.get(), self.limits.departure.clone()) else { return };
         let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
         let now_ms = env.services.clock.now_ms();
         dead_letter::run(move || {
-            dead_letter::publish(&vhost, &me.name, &target, dead, now_ms);
+            match &departure {
+                Departure::DeadLetter(target) => dead_letter::publish(&vhost, &me.name, target, dead, now_ms),
+                Departure::Release => {
+                    let messages = dead.into_iter().map(|(m, _)| m).collect();
+                    crate::exchange::delayed::release(&vhost, &me, messages, now_ms);
+                }
+            }
             if !forget.is_empty() {
                 let mut st = me.state.lock();
                 for seq in forget {
@@ -711,7 +772,7 @@ impl Queue {
     /// reason `rejected` if the queue has a dead-letter exchange, then gone as with
     /// [`Queue::ack`]. Returns what makes the removal durable.
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, entries: &[(u64, MessageRef)]) -> Durable {
-        if let (Some(env), Some(target)) = (self.env.get(), &self.limits.dead_letter)
+        if let (Some(env), Some(Departure::DeadLetter(target))) = (self.env.get(), &self.limits.departure)
             && let Some(vhost) = env.services.vhost.upgrade()
             && !self.is_deleted()
         {

@@ -277,10 +277,13 @@ impl ReadyList {
     }
 
     /// Removes messages whose deadline is at or before `now_ms`, wherever they are, into `out`
-    /// (in deadline order within the head run, then the index's), until `out` holds `max`.
+    /// (earliest deadline first, ties in `seq` order), until `out` holds `max`.
     pub fn expire(&mut self, now_ms: u64, max: usize, out: &mut Vec<Removed>) {
         while out.len() < max {
-            if self.slots.front().is_some_and(|s| s.expires_at_ms() <= now_ms) {
+            // Earliest deadline first (ties by `seq`), so messages overdue together leave in
+            // deadline order: the head, or the first indexed one if that is earlier.
+            let indexed_first = self.expiry_index.first().map_or(NO_EXPIRY, |&(at, _)| at);
+            if self.slots.front().is_some_and(|s| s.expires_at_ms() <= now_ms && s.expires_at_ms() <= indexed_first) {
                 let Some(slot) = self.pop_slot() else { break };
                 out.extend(Self::removed(slot));
                 continue;
