@@ -214,7 +214,9 @@ pub fn publish(
         let message = Arc::new(dead.message);
         let stamp_ms = if message.is_persistent() { now_ms } else { 0 };
         for q in &queues {
-            if reason != DeathReason::Rejected && is_cycle(&dead.headers, q.name.as_bytes()) {
+            // A delayed exchange's hidden queue takes the exchange's name but is no queue a
+            // message died in: it is never a cycle.
+            if reason != DeathReason::Rejected && !q.is_held() && is_cycle(&dead.headers, q.name.as_bytes()) {
                 tracing::debug!(queue = %q.name.to_string().escape_debug(), "dead-letter cycle: message dropped");
                 continue;
             }

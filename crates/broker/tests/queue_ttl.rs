@@ -455,3 +455,24 @@ fn a_classic_queue_ignores_a_delivery_limit_as_rabbitmq() {
     let (again, _) = q.get().unwrap();
     assert!(headers(&again.message).get("x-delivery-count").is_none());
 }
+
+#[test]
+fn a_dead_letter_held_by_a_delayed_exchange_named_like_its_queue_is_no_cycle() {
+    let t = setup();
+    let args = FieldTable::new().with("x-delayed-type", "direct");
+    let x =
+        ExchangeDeclare { name: s("jobs"), kind: "x-delayed-message".into(), arguments: args, ..Default::default() };
+    t.vhost.declare_exchange(&x).unwrap();
+    let q = t.declare("jobs", dlx_args_to("jobs").with("x-message-ttl", FieldValue::I32(10)));
+    t.vhost.bind(Destination::Queue(s("jobs")), &s("jobs"), &s("jobs"), &FieldTable::new(), 1).unwrap();
+    let delay = FieldTable::new().with("x-delay", FieldValue::I32(100));
+    t.publish("jobs", BasicProperties { headers: Some(delay), ..Default::default() }, b"retry me");
+    t.advance(10);
+    assert_eq!((q.message_count(), t.vhost.messages_delayed(b"jobs")), (0, Some(1)), "held by the exchange");
+    t.advance(100);
+    assert_eq!(q.message_count(), 1, "released back after its delay");
+}
+
+fn dlx_args_to(exchange: &'static str) -> FieldTable {
+    FieldTable::new().with("x-dead-letter-exchange", exchange)
+}

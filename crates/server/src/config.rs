@@ -69,7 +69,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 3_000,
             connection_max: 65_536,
-            handshake_max: 1024,
+            handshake_max: 8192,
             login_failure_delay_ms: 1000,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,

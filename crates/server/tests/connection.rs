@@ -252,7 +252,10 @@ async fn connection_max_refuses_connection_open_with_530_and_counts_only_open_co
     let refused = guard("connect", lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default()))
         .await
         .expect_err("over connection_max");
-    assert_eq!(amqp_err(&refused), (530, "NOT_ALLOWED - node connection limit (2) is reached".to_owned()));
+    assert_eq!(
+        amqp_err(&refused),
+        (530, "NOT_ALLOWED - connection refused: node connection limit (2) is reached".to_owned())
+    );
     assert!(first.status().connected() && second.status().connected(), "the open ones are untouched");
     assert_eq!(broker.service.connections().len(), 2);
 }

@@ -647,7 +647,9 @@ impl Connection {
         if !self.register() {
             let max = self.shared.limits.connection_max;
             tracing::warn!(connection = self.id, peer = %self.peer, limit = max, "connection refused: node connection limit reached (connection_max)");
-            return Err(ConnectionError::NotAllowed(format!("node connection limit ({max}) is reached")));
+            return Err(ConnectionError::NotAllowed(format!(
+                "connection refused: node connection limit ({max}) is reached"
+            )));
         }
         self.publisher = Some(self.shared.broker.publisher(vhost_ref));
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
@@ -847,6 +849,10 @@ impl Connection {
             self.stop_reading = true;
         }
         self.send_connection_close(&error, class_id, method_id);
+        if let (Some(until), Some(deadline)) = (self.hold_until, self.closing_deadline.as_mut()) {
+            // The close-ok wait starts once the held answer is out.
+            *deadline += until.saturating_duration_since(Instant::now());
+        }
         if self.stop_reading {
             self.phase = Phase::Closed;
         }

@@ -382,6 +382,11 @@ impl Queue {
         (self.deadline(now_ms, message.expiration_ms), indexed)
     }
 
+    /// Whether this is a delayed exchange's hidden queue.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
     /// `'name' in vhost 'v'`, for reply texts.
     pub fn describe(&self) -> String {
         format!("queue '{}' in vhost '{}'", self.name, self.vhost)
@@ -439,12 +444,6 @@ impl Queue {
             // Messages already due go first, but not one due this very millisecond.
             self.expire(st, fx, now.saturating_sub(1));
         }
-        let message = if self.limits.count_deliveries {
-            // A quorum queue's deliveries all carry their count (RabbitMQ 3.10), 0 at first.
-            Arc::new(message.with_header("x-delivery-count", FieldValue::I64(0)))
-        } else {
-            message
-        };
         let seq = st.next_seq;
         st.next_seq += 1;
         if let Some(generation) = st.stored.append(seq, &message, now_ms) {
@@ -508,6 +507,9 @@ impl Queue {
     /// dead-letter exchange (its stored copies go once it is enqueued there), else forgotten.
     fn drop_removed(&self, st: &mut State, fx: &mut Effects, removed: Removed, reason: DeathReason) {
         let seq = removed.seq();
+        if !st.delivery_counts.is_empty() {
+            st.delivery_counts.remove(&seq);
+        }
         if self.limits.departure.is_none() || self.env.get().is_none() {
             st.stored.forget(seq);
             return;
@@ -635,7 +637,7 @@ impl Queue {
                 consumer: spec.id,
                 queue: Some(self.clone()),
                 seq: entry.seq,
-                message: entry.message,
+                message: self.counted(&st.delivery_counts, entry.seq, entry.message),
                 redelivered: entry.redelivered,
                 ack_required: spec.ack_required,
             };
@@ -836,7 +838,17 @@ impl Queue {
             self.drop_removed(st, fx, Removed::Resident(entry), DeathReason::DeliveryLimit);
             return None;
         }
-        Some(Arc::new(message.with_header("x-delivery-count", FieldValue::I64(i64::from(count)))))
+        Some(message)
+    }
+
+    /// A message as a quorum queue hands it out: with its `x-delivery-count` (0, then how
+    /// often it came back), set at each delivery so the stored copy never needs rewriting.
+    fn counted(&self, counts: &HashMap<u64, u32>, seq: u64, message: MessageRef) -> MessageRef {
+        if !self.limits.count_deliveries {
+            return message;
+        }
+        let count = counts.get(&seq).copied().unwrap_or(0);
+        Arc::new(message.with_header("x-delivery-count", FieldValue::I64(i64::from(count))))
     }
 
     /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
@@ -851,7 +863,8 @@ impl Queue {
                 st.last_used_ms = now;
                 self.expire(st, &mut fx, now);
             }
-            st.ready.pop(&mut st.stored).map(|entry| {
+            st.ready.pop(&mut st.stored).map(|mut entry| {
+                entry.message = self.counted(&st.delivery_counts, entry.seq, entry.message);
                 st.stored.mark_delivered(entry.seq);
                 if entry.expires_at_ms != NO_EXPIRY {
                     st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
@@ -885,6 +898,8 @@ impl Queue {
             let mut st = self.state.lock();
             let st = &mut *st;
             let n = st.ready.clear(&mut st.stored) as u32;
+            // (The counts of unacknowledged messages go too: a purge is a fresh start.)
+            st.delivery_counts = HashMap::new();
             st.release_flow_waiters(&mut fx);
             n
         };
@@ -940,6 +955,7 @@ impl Queue {
                 env.services.timers.cancel(id);
             }
             st.unacked_expiry = HashMap::new();
+            st.delivery_counts = HashMap::new();
             // Freed, not just emptied: something may hold the deleted queue a while longer
             // (a route cache, the route memo until its next refresh, a delivery in flight).
             let n = st.ready.free() as u32;
