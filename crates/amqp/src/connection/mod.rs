@@ -61,8 +61,10 @@ const READ_BUFFER_LARGE_MAX: usize = 1024 * 1024;
 /// encoded bytes: 100 consumer connections must not hold 100 × `outbound_buffer_max`.
 const ENCODE_AHEAD_MAX: usize = 256 * 1024;
 
-/// While flow control pauses a publisher we keep reading, without processing, up to this many
-/// bytes: enough to notice the client closing the socket, bounded like everything else.
+/// While flow control pauses a publisher, or its output is backed up past
+/// `outbound_buffer_max`, a connection keeps reading, without processing, up to this many bytes:
+/// enough to notice the client closing the socket and to see its heartbeats (liveness), bounded
+/// like everything else.
 const PAUSED_READ_MAX: usize = 128 * 1024;
 
 /// Wakes a task through its `Notify`: a connection when queues push deliveries onto its
@@ -278,24 +280,28 @@ impl Connection {
             if self.phase == Phase::Closed && self.out_is_empty() {
                 break "closed";
             }
-            if self.throttle.is_none() && unprocessed {
-                // Flow control released us: handle what arrived while we were paused.
+            // Input waits unprocessed while publishing is throttled or output is backed up (it
+            // could only add to the output); it is still read, up to a bound, so that a slow
+            // consumer's heartbeats and acks prove it alive.
+            let paused = self.throttle.is_some() || self.out_len() >= self.shared.limits.outbound_buffer_max;
+            if !paused && unprocessed {
+                // Flow control or the output released us: handle what arrived while paused.
                 unprocessed = false;
                 self.on_input(&mut inbuf);
             }
             if eof && !unprocessed {
                 break "client closed the TCP connection";
             }
-            let read_ok = !eof
-                && !self.stop_reading
-                && self.phase != Phase::Closed
-                && (self.throttle.is_none() || inbuf.len() < PAUSED_READ_MAX)
-                && self.out_len() < self.shared.limits.outbound_buffer_max;
+            let read_ok =
+                !eof && !self.stop_reading && self.phase != Phase::Closed && (!paused || inbuf.len() < PAUSED_READ_MAX);
             tokio::select! {
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
                     Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",
-                    Ok(_) if self.throttle.is_some() => unprocessed = true,
+                    Ok(_) if paused => {
+                        self.heartbeat.on_read(Instant::now());
+                        unprocessed = true;
+                    }
                     Ok(_) => {
                         self.heartbeat.on_read(Instant::now());
                         self.on_input(&mut inbuf);
