@@ -7,6 +7,8 @@ use lepus_broker::{BrokerRef, ConsumerId, OutletRef};
 use lepus_protocol::ShortStr;
 use parking_lot::Mutex;
 
+use crate::login_guard::LoginGuard;
+
 /// The protocol limits of a listener (from the server's configuration).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -23,6 +25,9 @@ pub struct Limits {
     pub connection_max: usize,
     /// How long a refused login waits before its answer (and the socket's close).
     pub login_failure_delay_ms: u64,
+    /// Failed logins a source address may have per minute before its logins are refused
+    /// unchecked for the rest of that minute; 0: no limit.
+    pub login_failures_per_minute: u32,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
     /// Largest message body accepted.
@@ -48,10 +53,13 @@ pub struct Context {
     pub limits: Limits,
     /// Direct reply-to addresses (`amq.rabbitmq.reply-to.…`) of consuming channels.
     pub(crate) reply_to: Mutex<HashMap<ShortStr, ReplyTarget>>,
+    /// Failed logins by source address.
+    pub(crate) login_guard: LoginGuard,
 }
 
 impl Context {
     pub fn new(broker: BrokerRef, limits: Limits) -> Context {
-        Context { broker, limits, reply_to: Mutex::default() }
+        let login_guard = LoginGuard::new(limits.login_failures_per_minute, 60_000);
+        Context { broker, limits, reply_to: Mutex::default(), login_guard }
     }
 }

@@ -29,6 +29,7 @@ mod connection;
 pub mod context;
 pub mod error;
 mod heartbeat;
+mod login_guard;
 mod names;
 pub mod transport;
 

@@ -36,6 +36,10 @@ pub struct Config {
     /// How long a refused login waits before it is answered (403, or the socket closed), so
     /// that guessing passwords is slow; 0: at once (RabbitMQ's behaviour).
     pub login_failure_delay_ms: u64,
+    /// Failed logins one source address may have per minute; past them its logins are refused
+    /// without checking the password until the minute (from its first failure) ends. 0: no
+    /// limit (RabbitMQ has none).
+    pub login_failures_per_minute: u32,
     /// Largest message body accepted (RabbitMQ's default: 128 MiB).
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
@@ -71,6 +75,7 @@ impl Default for Config {
             connection_max: 65_536,
             handshake_max: 8192,
             login_failure_delay_ms: 1000,
+            login_failures_per_minute: 60,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,

@@ -237,6 +237,7 @@ fn limits(config: &Config) -> Limits {
         handshake_timeout_ms: config.handshake_timeout_ms,
         connection_max: config.connection_max,
         login_failure_delay_ms: config.login_failure_delay_ms,
+        login_failures_per_minute: config.login_failures_per_minute,
         close_timeout_ms: config.close_timeout_ms,
         message_size_max: config.message_size_max,
         outbound_buffer_max: config.outbound_buffer_max,

@@ -259,3 +259,19 @@ async fn connection_max_refuses_connection_open_with_530_and_counts_only_open_co
     assert!(first.status().connected() && second.status().connected(), "the open ones are untouched");
     assert_eq!(broker.service.connections().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_past_its_failed_logins_is_refused_even_with_the_right_password() {
+    let config = Config { login_failures_per_minute: 2, login_failure_delay_ms: 0, ..test_config() };
+    let broker = start_with(config).await;
+    let wrong = broker.url().replace("guest:guest", "guest:wrong");
+    for _ in 0..2 {
+        guard("connect", lapin::Connection::connect(&wrong, lapin::ConnectionProperties::default()))
+            .await
+            .expect_err("wrong password");
+    }
+    guard("connect", lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default()))
+        .await
+        .expect_err("refused unchecked for the rest of the minute");
+    assert_eq!(broker.service.connections().len(), 0);
+}

@@ -606,6 +606,18 @@ impl Connection {
             self.client_capabilities = caps.clone();
         }
         self.client_properties = m.client_properties;
+        let refusal = || {
+            let text = format!(
+                "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                m.mechanism
+            );
+            ConnectionError::AuthFailure(text)
+        };
+        let (source, now_ms) = (self.peer.ip(), self.shared.broker.clock().now_ms());
+        if !self.shared.login_guard.allows(source, now_ms) {
+            tracing::warn!(connection = self.id, peer = %self.peer, "login refused unchecked: too many failed logins from this address in the last minute");
+            return Err(refusal());
+        }
         let users = self.shared.broker.users();
         let result = crate::auth::authenticate(&users, m.mechanism.as_bytes(), &m.response.0, self.peer.ip());
         drop(users);
@@ -624,11 +636,11 @@ impl Connection {
             }
             Err(e) => {
                 tracing::warn!(connection = self.id, peer = %self.peer, mechanism = %m.mechanism.to_string().escape_debug(), "login refused: {e}");
-                let text = format!(
-                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                    m.mechanism
-                );
-                Err(ConnectionError::AuthFailure(text))
+                if self.shared.login_guard.failed(source, now_ms) {
+                    let limit = self.shared.limits.login_failures_per_minute;
+                    tracing::warn!(peer = %self.peer, limit, "failed-login limit reached (login_failures_per_minute): this address's logins are refused for the rest of the minute");
+                }
+                Err(refusal())
             }
         }
     }
