@@ -774,14 +774,10 @@ impl Queue {
     /// reason `rejected` if the queue has a dead-letter exchange, then gone as with
     /// [`Queue::ack`]. Returns what makes the removal durable.
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, entries: &[(u64, MessageRef)]) -> Durable {
-        if let (Some(env), Some(Departure::DeadLetter(target))) = (self.env.get(), &self.limits.departure)
-            && let Some(vhost) = env.services.vhost.upgrade()
-            && !self.is_deleted()
-        {
+        if matches!(self.limits.departure, Some(Departure::DeadLetter(_))) && !self.is_deleted() {
+            // Published before the ack below releases their stored copies.
             let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
-            let (source, target) = (self.name.clone(), target.clone());
-            let now_ms = env.services.clock.now_ms();
-            dead_letter::run(move || dead_letter::publish(&vhost, &source, &target, letters, now_ms));
+            self.dead_letter(letters, Vec::new());
         }
         self.ack(consumer, entries.iter().map(|(seq, _)| *seq))
     }
