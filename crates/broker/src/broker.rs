@@ -5,13 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::ClockRef;
 use crate::connections::Registry;
 use crate::durability::Durability;
+use crate::limits::UserLimits;
 use crate::outlet::Wake;
+use crate::permissions::{Access, Permissions};
 use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
 use crate::queue::Services;
@@ -25,6 +28,11 @@ pub type BrokerRef = Arc<Broker>;
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<Users>,
+    /// Who may do what where ([`crate::permissions`]), and the version an [`Access`] is
+    /// checked against: raised by every change.
+    permissions: RwLock<Permissions>,
+    permissions_version: AtomicU64,
+    user_limits: RwLock<HashMap<String, UserLimits>>,
     connections: Registry,
     clock: ClockRef,
     timers: Arc<TimerService>,
@@ -42,11 +50,20 @@ pub struct BrokerParts {
     pub vhosts: Vec<VHost>,
     /// The users, restored from storage or the configured default.
     pub users: Users,
+    /// Permissions and per-user limits (per-vhost limits are the vhosts').
+    pub access_control: AccessControl,
     pub clock: ClockRef,
     pub persistence: Option<PersistenceRef>,
     /// Wakes whatever drives the timer service (the server's timer task) when its earliest
     /// deadline moves earlier.
     pub timer_wake: Box<dyn Wake>,
+}
+
+/// Who may do what, as restored or configured at start.
+#[derive(Debug, Default)]
+pub struct AccessControl {
+    pub permissions: Permissions,
+    pub user_limits: HashMap<String, UserLimits>,
 }
 
 /// A vhost as the broker holds it: shared, and connected to the clock and timers.
@@ -59,13 +76,16 @@ fn attached(vhost: VHost, clock: &ClockRef, timers: &Arc<TimerService>) -> Arc<V
 
 impl Broker {
     pub fn new(parts: BrokerParts) -> Broker {
-        let BrokerParts { vhosts, users, clock, persistence, timer_wake } = parts;
+        let BrokerParts { vhosts, users, access_control, clock, persistence, timer_wake } = parts;
         let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
         let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), attached(v, &clock, &timers))).collect();
         let durability = Durability::new(persistence.as_ref().map(|p| p.store.clone()));
         Broker {
             vhosts: RwLock::new(vhosts),
             users: RwLock::new(users),
+            permissions: RwLock::new(access_control.permissions),
+            permissions_version: AtomicU64::new(1),
+            user_limits: RwLock::new(access_control.user_limits),
             connections: Registry::default(),
             clock,
             timers,
@@ -92,6 +112,55 @@ impl Broker {
 
     pub(crate) fn users_mut(&self) -> RwLockWriteGuard<'_, Users> {
         self.users.write()
+    }
+
+    /// What `user` may do in `vhost` now (see [`crate::permissions`]).
+    pub fn access(&self, user: &str, vhost: &str) -> Access {
+        let permissions = self.permissions.read();
+        // Read under the lock that changes take before raising it: never newer than the grants.
+        let version = self.permissions_version.load(Ordering::Acquire);
+        Access::new(user, vhost, permissions.get(user, vhost).cloned(), version)
+    }
+
+    /// Raised by every change of permissions; an [`Access`] of an older version is stale.
+    pub fn permissions_version(&self) -> u64 {
+        self.permissions_version.load(Ordering::Acquire)
+    }
+
+    pub fn permissions(&self) -> RwLockReadGuard<'_, Permissions> {
+        self.permissions.read()
+    }
+
+    /// Changes permissions and raises the version, under the write lock.
+    pub(crate) fn edit_permissions(&self, f: impl FnOnce(&mut Permissions)) {
+        let mut permissions = self.permissions.write();
+        f(&mut permissions);
+        self.permissions_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn user_limits(&self, user: &str) -> UserLimits {
+        self.user_limits.read().get(user).copied().unwrap_or_default()
+    }
+
+    /// Every user's limits that are set, by user.
+    pub fn all_user_limits(&self) -> Vec<(String, UserLimits)> {
+        let mut all: Vec<_> = self.user_limits.read().iter().map(|(u, l)| (u.clone(), *l)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub(crate) fn set_user_limits(&self, user: &str, limits: UserLimits) {
+        let mut all = self.user_limits.write();
+        if limits == UserLimits::default() {
+            all.remove(user);
+        } else {
+            all.insert(user.to_owned(), limits);
+        }
+    }
+
+    /// Removes a vhost from the node's map (its deletion does the rest).
+    pub(crate) fn take_vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.write().remove(name)
     }
 
     pub fn connections(&self) -> &Registry {

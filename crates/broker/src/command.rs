@@ -13,20 +13,24 @@
 //! command, and a durable queue's log id is allocated when its record is committed, so a
 //! command applied again elsewhere (a replica, later) has the same effect.
 
-use lepus_protocol::{FieldTable, ShortStr};
-use lepus_store::meta::Change;
+use lepus_protocol::{FieldTable, FieldValue, ShortStr};
+use lepus_store::meta::{Change, LimitScope, LimitsRecord, PermissionRecord, TopicPermissionRecord};
 
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
+use crate::limits::{UserLimits, VhostLimits};
+use crate::permissions::{Access, Grant, Permission, Resource, TopicGrant};
 use crate::queue::QueueRef;
 use crate::users::User;
 use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 
-/// Who issues a command: exclusive queues belong to one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Issuer {
+/// Who issues a command: exclusive queues belong to one connection, and what it may do is
+/// its user's [`Access`] in the vhost.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
     pub connection_id: u64,
+    pub access: &'a Access,
 }
 
 /// A binding, as `queue.bind`/`exchange.bind` name it.
@@ -65,8 +69,10 @@ pub enum Applied {
 }
 
 impl VHost {
-    /// Executes `command` for `issuer` (see the module doc).
-    pub fn execute(&self, issuer: Issuer, command: Command) -> Result<Applied> {
+    /// Executes `command` for `issuer` (see the module doc), if the issuer's permissions
+    /// allow it.
+    pub fn execute(&self, issuer: Issuer<'_>, command: Command) -> Result<Applied> {
+        self.authorize(issuer.access, &command)?;
         let connection_id = issuer.connection_id;
         Ok(match command {
             Command::DeclareExchange(d) => self.declare_exchange(&d).map(|()| Applied::Done)?,
@@ -93,6 +99,64 @@ impl VHost {
     }
 }
 
+/// An exchange named in a `x-` argument (`alternate-exchange`, `x-dead-letter-exchange`).
+fn exchange_argument<'a>(arguments: &'a FieldTable, key: &str) -> Option<&'a [u8]> {
+    match arguments.get(key) {
+        Some(FieldValue::LongStr(b)) | Some(FieldValue::Bytes(b)) => Some(b),
+        _ => None,
+    }
+}
+
+impl VHost {
+    /// The permissions `command` needs, checked where and in the order RabbitMQ checks them:
+    /// `passive` declarations need none; declarations and deletions need configure; a
+    /// declaration naming an alternate or dead-letter exchange needs read on what is declared
+    /// and write on that exchange; a binding needs write on its destination, read on its
+    /// source and, through a topic exchange, topic read on its key; a purge needs read.
+    fn authorize(&self, access: &Access, command: &Command) -> Result<()> {
+        use Permission::{Configure, Read, Write};
+        use Resource::{Exchange, Queue};
+        match command {
+            Command::DeclareExchange(d) if d.passive || d.name.is_empty() => Ok(()),
+            Command::DeclareExchange(d) => {
+                access.check(Configure, Exchange, d.name.as_bytes())?;
+                if let Some(ae) = exchange_argument(&d.arguments, "alternate-exchange") {
+                    access.check(Read, Exchange, d.name.as_bytes())?;
+                    access.check(Write, Exchange, ae)?;
+                }
+                Ok(())
+            }
+            Command::DeleteExchange { name, .. } if name.is_empty() => Ok(()),
+            Command::DeleteExchange { name, .. } => access.check(Configure, Exchange, name.as_bytes()),
+            Command::DeclareQueue(d) if d.passive => Ok(()),
+            Command::DeclareQueue(d) => {
+                access.check(Configure, Queue, d.name.as_bytes())?;
+                if let Some(dlx) = exchange_argument(&d.arguments, "x-dead-letter-exchange") {
+                    access.check(Read, Queue, d.name.as_bytes())?;
+                    access.check(Write, Exchange, dlx)?;
+                }
+                Ok(())
+            }
+            Command::DeleteQueue { name, .. } => access.check(Configure, Queue, name.as_bytes()),
+            Command::PurgeQueue { name } => access.check(Read, Queue, name.as_bytes()),
+            Command::Bind(b) | Command::Unbind(b) => {
+                match &b.destination {
+                    Destination::Queue(q) => access.check(Write, Queue, q.as_bytes())?,
+                    Destination::Exchange(x) => access.check(Write, Exchange, x.as_bytes())?,
+                }
+                if b.source.is_empty() {
+                    return Ok(()); // refused as the default exchange by the binding itself
+                }
+                access.check(Read, Exchange, b.source.as_bytes())?;
+                if access.has_topic_grants() && self.exchange_kind(b.source.as_bytes()) == Some("topic") {
+                    access.check_topic(Read, b.source.as_bytes(), b.routing_key.as_bytes())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A change to the node: its users and vhosts. Executed by [`Broker::execute_node`]; the
 /// management API, the CLI and definitions import build these.
 #[derive(Debug, Clone)]
@@ -109,6 +173,46 @@ pub enum NodeCommand {
     /// Creates a vhost (a no-op for one that exists).
     AddVhost {
         name: String,
+    },
+    /// Deletes a vhost and everything in it; its connections are closed with 320.
+    DeleteVhost {
+        name: String,
+    },
+    /// Sets a user's configure, write and read expressions in a vhost.
+    SetPermissions {
+        user: String,
+        vhost: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        user: String,
+        vhost: String,
+    },
+    /// Sets a user's write and read expressions on routing keys through a topic exchange.
+    SetTopicPermissions {
+        user: String,
+        vhost: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// Clears one exchange's topic permissions, or (`None`) all in the vhost.
+    ClearTopicPermissions {
+        user: String,
+        vhost: String,
+        exchange: Option<String>,
+    },
+    /// Replaces a vhost's limits (all unset: none).
+    SetVhostLimits {
+        vhost: String,
+        limits: VhostLimits,
+    },
+    /// Replaces a user's limits (all unset: none).
+    SetUserLimits {
+        user: String,
+        limits: UserLimits,
     },
 }
 
@@ -158,7 +262,17 @@ impl NodeCommand {
                 Ok(())
             }
             NodeCommand::DeleteUser { name } => name_ok("user", name),
-            NodeCommand::AddVhost { name } => name_ok("vhost", name),
+            NodeCommand::AddVhost { name } | NodeCommand::DeleteVhost { name } => name_ok("vhost", name),
+            NodeCommand::SetPermissions { configure, write, read, .. } => {
+                Grant::new(configure, write, read).map(|_| ())
+            }
+            NodeCommand::SetTopicPermissions { user, vhost, write, read, .. } => {
+                TopicGrant::new(user, vhost, write, read).map(|_| ())
+            }
+            NodeCommand::ClearPermissions { .. }
+            | NodeCommand::ClearTopicPermissions { .. }
+            | NodeCommand::SetVhostLimits { .. }
+            | NodeCommand::SetUserLimits { .. } => Ok(()),
         }
     }
 }
@@ -181,11 +295,61 @@ impl Broker {
                 self.users_mut().add(user);
             }
             NodeCommand::DeleteUser { name } => {
-                if self.users().get(&name).is_none() {
-                    return Err(BrokerError::Absent { kind: "user", name });
-                }
+                self.user_exists(&name)?;
                 self.store(&[Change::DeleteUser(name.clone())])?;
                 self.users_mut().remove(&name);
+                self.edit_permissions(|p| p.remove_user(&name));
+                self.set_user_limits(&name, UserLimits::default());
+                let reason = format!("user '{name}' is deleted");
+                self.connections().close_where(|c| c.user == name, &reason);
+            }
+            NodeCommand::DeleteVhost { name } => self.delete_vhost(&name)?,
+            NodeCommand::SetPermissions { user, vhost, configure, write, read } => {
+                self.user_exists(&user)?;
+                self.vhost_exists(&vhost)?;
+                let grant = Grant::new(&configure, &write, &read)?;
+                let record = PermissionRecord { user: user.clone(), vhost: vhost.clone(), configure, write, read };
+                self.store(&[Change::PutPermission(record)])?;
+                self.edit_permissions(|p| p.set(&user, &vhost, grant));
+            }
+            NodeCommand::ClearPermissions { user, vhost } => {
+                self.store(&[Change::DeletePermission { user: user.clone(), vhost: vhost.clone() }])?;
+                self.edit_permissions(|p| p.clear(&user, &vhost));
+            }
+            NodeCommand::SetTopicPermissions { user, vhost, exchange, write, read } => {
+                self.user_exists(&user)?;
+                self.vhost_exists(&vhost)?;
+                let grant = TopicGrant::new(&user, &vhost, &write, &read)?;
+                let exchange = exchange.into_bytes();
+                let record = TopicPermissionRecord {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    exchange: exchange.clone(),
+                    write,
+                    read,
+                };
+                self.store(&[Change::PutTopicPermission(record)])?;
+                self.edit_permissions(|p| p.set_topic(&user, &vhost, &exchange, grant));
+            }
+            NodeCommand::ClearTopicPermissions { user, vhost, exchange } => {
+                let exchange = exchange.map(String::into_bytes);
+                let change = Change::DeleteTopicPermission {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    exchange: exchange.clone(),
+                };
+                self.store(&[change])?;
+                self.edit_permissions(|p| p.clear_topic(&user, &vhost, exchange.as_deref()));
+            }
+            NodeCommand::SetVhostLimits { vhost, limits } => {
+                let target = self.vhost_exists(&vhost)?;
+                self.store(&[Change::PutLimits(limits_record(LimitScope::Vhost, &vhost, &limits.pairs()))])?;
+                target.set_limits(limits);
+            }
+            NodeCommand::SetUserLimits { user, limits } => {
+                self.user_exists(&user)?;
+                self.store(&[Change::PutLimits(limits_record(LimitScope::User, &user, &limits.pairs()))])?;
+                self.set_user_limits(&user, limits);
             }
             NodeCommand::AddVhost { name } => {
                 if self.vhost(&name).is_some() {
@@ -201,12 +365,42 @@ impl Broker {
         Ok(())
     }
 
+    fn user_exists(&self, name: &str) -> Result<()> {
+        match self.users().get(name) {
+            Some(_) => Ok(()),
+            None => Err(BrokerError::Absent { kind: "user", name: name.to_owned() }),
+        }
+    }
+
+    fn vhost_exists(&self, name: &str) -> Result<std::sync::Arc<VHost>> {
+        self.vhost(name).ok_or_else(|| BrokerError::Absent { kind: "vhost", name: name.to_owned() })
+    }
+
+    /// Deletes a vhost: stored first (its records, permissions and limits), then taken out of
+    /// the node so no connection opens to it, its connections asked to close with 320, and its
+    /// queues (with their logs) and exchanges dropped.
+    fn delete_vhost(&self, name: &str) -> Result<()> {
+        self.vhost_exists(name)?;
+        self.store(&[Change::DeleteVhost(name.to_owned())])?;
+        let Some(vhost) = self.take_vhost(name) else { return Ok(()) };
+        self.edit_permissions(|p| p.remove_vhost(name));
+        let reason = format!("vhost '{name}' is deleted");
+        self.connections().close_where(|c| c.vhost == name, &reason);
+        vhost.delete_everything();
+        tracing::info!(vhost = %name.escape_debug(), "vhost deleted");
+        Ok(())
+    }
+
     fn store(&self, changes: &[Change]) -> Result<()> {
         match self.persistence() {
             Some(p) => p.apply(changes),
             None => Ok(()),
         }
     }
+}
+
+fn limits_record(scope: LimitScope, name: &str, pairs: &[(&str, i64)]) -> LimitsRecord {
+    LimitsRecord { scope, name: name.to_owned(), limits: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
 }
 
 #[cfg(test)]
@@ -228,6 +422,7 @@ mod tests {
         Broker::new(BrokerParts {
             vhosts: vec![VHost::new("/")],
             users: Users::new(Vec::new()),
+            access_control: Default::default(),
             clock: Arc::new(ManualClock::new(0)),
             persistence: None,
             timer_wake: Box::new(NoWake),

@@ -67,6 +67,25 @@ impl Closer {
 
 pub type ConnectionRef = Arc<ConnectionInfo>;
 
+/// The connection limits [`Registry::admit`] applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// The node's `connection_max`.
+    pub node_max: usize,
+    /// The vhost's `max-connections`.
+    pub vhost_max: Option<u32>,
+    /// The user's `max-connections`.
+    pub user_max: Option<u32>,
+}
+
+/// The limit that refused a connection, with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Node(usize),
+    Vhost(u32),
+    User(u32),
+}
+
 /// Every open connection, and the counts of those that closed.
 #[derive(Debug)]
 pub struct Registry {
@@ -110,17 +129,44 @@ impl Registry {
         info
     }
 
-    /// [`Registry::register`] if fewer than `max` connections are open (checked and entered
-    /// in one step, so concurrent opens cannot pass the limit together); `None` at the limit.
-    pub fn register_within(&self, info: ConnectionInfo, max: usize) -> Option<ConnectionRef> {
+    /// [`Registry::register`] if the node, the connection's vhost and its user are under
+    /// their connection limits (checked and entered in one step, so concurrent opens cannot
+    /// pass a limit together); otherwise the limit that refused it.
+    pub fn admit(&self, info: ConnectionInfo, limits: Admission) -> Result<ConnectionRef, Refusal> {
         let mut open = self.open.lock();
-        if open.len() >= max {
-            return None;
+        if open.len() >= limits.node_max {
+            return Err(Refusal::Node(limits.node_max));
+        }
+        // Counted only when a limit is set (rare), by a scan of the open connections.
+        if let Some(max) = limits.vhost_max
+            && open.values().filter(|c| c.vhost == info.vhost).count() >= max as usize
+        {
+            return Err(Refusal::Vhost(max));
+        }
+        if let Some(max) = limits.user_max
+            && open.values().filter(|c| c.user == info.user).count() >= max as usize
+        {
+            return Err(Refusal::User(max));
         }
         let info = Arc::new(info);
         open.insert(info.id, info.clone());
         self.opened_total.fetch_add(1, Ordering::Relaxed);
-        Some(info)
+        Ok(info)
+    }
+
+    /// Channels open on all of `user`'s connections.
+    pub fn user_channels(&self, user: &str) -> u64 {
+        let open = self.open.lock();
+        open.values().filter(|c| c.user == user).map(|c| u64::from(c.channels.load(Ordering::Relaxed))).sum()
+    }
+
+    /// Asks every connection that `select` picks to close with `reason`; returns how many.
+    pub fn close_where(&self, select: impl Fn(&ConnectionInfo) -> bool, reason: &str) -> usize {
+        let picked: Vec<ConnectionRef> = self.open.lock().values().filter(|c| select(c)).cloned().collect();
+        for c in &picked {
+            c.closer.request(reason);
+        }
+        picked.len()
     }
 
     /// Removes a connection, keeping its counts in the totals.
@@ -218,6 +264,18 @@ mod tests {
         assert_eq!(c.closer.take_request(), None);
         r.deregister(c.id);
         assert!(!r.close(c.id, "gone"), "not open any more");
+    }
+
+    #[test]
+    fn admission_counts_per_node_vhost_and_user() {
+        let r = Registry::default();
+        let limits = |node_max, vhost_max, user_max| Admission { node_max, vhost_max, user_max };
+        assert!(r.admit(info(&r, "a"), limits(2, Some(2), Some(1))).is_ok());
+        assert_eq!(r.admit(info(&r, "a"), limits(2, Some(2), Some(1))).unwrap_err(), Refusal::User(1));
+        assert_eq!(r.admit(info(&r, "b"), limits(2, Some(1), None)).unwrap_err(), Refusal::Vhost(1));
+        assert!(r.admit(info(&r, "b"), limits(2, None, None)).is_ok());
+        assert_eq!(r.admit(info(&r, "c"), limits(2, None, None)).unwrap_err(), Refusal::Node(2));
+        assert_eq!(r.close_where(|c| c.user == "b", "bye"), 1);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`broker`]: [`Broker`], the service a node runs: vhosts, users, connections, clock and
 //!   timers, durability.
 //! - [`command`]: [`Command`](command::Command), the one way topology changes.
-//! - [`users`]: users, password hashes, the loopback-only rule.
+//! - [`users`]: users, password hashes, the loopback-only rule; [`permissions`]: what a user
+//!   may do in a vhost ([`Access`](permissions::Access)); [`limits`]: per-vhost and per-user
+//!   limits.
 //! - [`connections`]: the registry of open connections; [`stats`]: message counters.
 //! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings), declaration rules and
 //!   routing.
@@ -42,8 +44,10 @@ pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod headers;
+pub mod limits;
 pub mod message;
 pub mod outlet;
+pub mod permissions;
 pub mod persist;
 pub mod publish;
 pub mod queue;

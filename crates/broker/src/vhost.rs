@@ -88,6 +88,8 @@ pub struct VHost {
     persistence: Option<PersistenceRef>,
     /// The clock, timers and this vhost, for its queues (set once the broker holds it).
     services: OnceLock<Services>,
+    /// `max-connections`, `max-queues` (see [`crate::limits`]).
+    limits: parking_lot::RwLock<crate::limits::VhostLimits>,
 }
 
 /// What restoring a vhost from storage found.
@@ -117,6 +119,7 @@ impl VHost {
             memo: RouteMemo::default(),
             persistence: None,
             services: OnceLock::new(),
+            limits: Default::default(),
         };
         let t = vhost.topology.get_mut();
         for (name, type_name, internal) in PREDECLARED {
@@ -714,6 +717,7 @@ impl VHost {
         if d.passive {
             return Err(self.no_queue(&d.name));
         }
+        self.check_queue_limit(t.queues.len(), &d.name)?;
         let args = parse_queue_args(&d.arguments, &what)?;
         if args.queue_type == QueueType::Quorum {
             let refuse =
@@ -1033,6 +1037,49 @@ impl VHost {
             }
         }
         Ok(Reuse { version, cacheable, memoizable: memoizable && cacheable })
+    }
+}
+
+/// Limits and deletion: what the node does to a vhost as a whole.
+impl VHost {
+    pub fn limits(&self) -> crate::limits::VhostLimits {
+        *self.limits.read()
+    }
+
+    pub fn set_limits(&self, limits: crate::limits::VhostLimits) {
+        *self.limits.write() = limits;
+    }
+
+    /// The type name of exchange `name`, if it exists.
+    pub fn exchange_kind(&self, name: &[u8]) -> Option<&'static str> {
+        self.topology.read().exchanges.get(name).map(|x| x.type_name())
+    }
+
+    /// `max-queues`: a new queue beyond it is refused with RabbitMQ's 406.
+    fn check_queue_limit(&self, queues: usize, name: &ShortStr) -> Result<()> {
+        match self.limits.read().max_queues {
+            Some(max) if queues >= max as usize => Err(BrokerError::PreconditionFailed(format!(
+                "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops every queue (its messages and stored log with it) and every exchange, for the
+    /// vhost's deletion; its metadata records are the caller's to delete. Consumers are told
+    /// their queue is gone.
+    pub(crate) fn delete_everything(&self) {
+        let queues: Vec<QueueRef> = {
+            let mut t = self.write_topology();
+            let mut queues: Vec<QueueRef> = t.queues.drain().map(|(_, q)| q).collect();
+            queues.extend(t.exchanges.drain().filter_map(|(_, x)| x.held));
+            t.bindings_to.clear();
+            queues
+        };
+        for q in queues {
+            q.delete();
+        }
     }
 }
 

@@ -39,6 +39,7 @@ fn setup_with(vhost: VHost, persistence: Option<Arc<Persistence>>, clock: Arc<Ma
     let broker = Broker::new(BrokerParts {
         vhosts: vec![vhost],
         users: Users::new(Vec::new()),
+        access_control: Default::default(),
         clock: clock.clone(),
         persistence,
         timer_wake: Box::new(NoWake),

@@ -33,6 +33,7 @@ fn setup() -> Setup {
     let broker = Broker::new(BrokerParts {
         vhosts: vec![VHost::new("/")],
         users: Users::new(Vec::new()),
+        access_control: Default::default(),
         clock: clock.clone(),
         persistence: None,
         timer_wake: Box::new(NoWake),

@@ -12,12 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
+use lepus_broker::broker::AccessControl;
 use lepus_broker::clock::SystemClock;
+use lepus_broker::limits::{UserLimits, VhostLimits};
+use lepus_broker::permissions::{Grant, TopicGrant};
 use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
 use lepus_broker::{Broker, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
-use lepus_store::meta::{Change, MetaStore, Snapshot};
+use lepus_store::meta::{Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -61,6 +64,7 @@ impl Server {
             None => Opened {
                 vhosts: vec![VHost::new("/")],
                 users: default_users(&config),
+                access_control: default_access(&config),
                 persistence: None,
                 storage: None,
             },
@@ -71,6 +75,7 @@ impl Server {
         let broker = Broker::new(BrokerParts {
             vhosts: opened.vhosts,
             users: opened.users,
+            access_control: opened.access_control,
             clock: Arc::new(SystemClock::new()),
             persistence: opened.persistence,
             timer_wake,
@@ -142,6 +147,7 @@ impl Server {
 struct Opened {
     vhosts: Vec<VHost>,
     users: Users,
+    access_control: AccessControl,
     persistence: Option<PersistenceRef>,
     /// The group-commit thread and the data-directory lock.
     storage: Option<(Committer, DirLock)>,
@@ -152,6 +158,86 @@ fn default_users(config: &Config) -> Users {
     let mut users = Users::new(config.loopback_users.clone());
     users.add(User::new(&config.default_user, &config.default_pass, &["administrator"]));
     users
+}
+
+/// The default user's full permissions on the default vhost, as RabbitMQ sets them up.
+fn default_access(config: &Config) -> AccessControl {
+    let mut access = AccessControl::default();
+    access.permissions.set(&config.default_user, "/", Grant::full());
+    access
+}
+
+/// The stored permissions and limits. A data directory from before permissions were stored
+/// (users, but no permission ever) gets full permissions for every user on every vhost, the
+/// access they had; a new one, the default user's (both stored now).
+fn restore_access(
+    config: &Config,
+    snapshot: &Snapshot,
+    vhosts: &[VHost],
+    persistence: &Persistence,
+) -> io::Result<AccessControl> {
+    if !snapshot.permissions_initialised {
+        let users: Vec<String> = if snapshot.users_initialised {
+            snapshot.users.iter().map(|u| u.name.clone()).collect()
+        } else {
+            vec![config.default_user.clone()]
+        };
+        let vhost_names: Vec<String> = if snapshot.users_initialised {
+            vhosts.iter().map(|v| v.name.to_string()).collect()
+        } else {
+            vec!["/".to_owned()]
+        };
+        let mut access = AccessControl::default();
+        let mut records = Vec::new();
+        for user in &users {
+            for vhost in &vhost_names {
+                access.permissions.set(user, vhost, Grant::full());
+                let all = ".*".to_owned();
+                records.push(Change::PutPermission(PermissionRecord {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    configure: all.clone(),
+                    write: all.clone(),
+                    read: all,
+                }));
+            }
+        }
+        persistence.apply(&records).map_err(|e| io::Error::other(format!("storing permissions: {e}")))?;
+        return Ok(access);
+    }
+    let mut access = AccessControl::default();
+    let damaged = |what: &str, e: lepus_broker::BrokerError| {
+        tracing::error!(problem = %e, "ignoring stored {what}");
+    };
+    for p in &snapshot.permissions {
+        match Grant::new(&p.configure, &p.write, &p.read) {
+            Ok(grant) => access.permissions.set(&p.user, &p.vhost, grant),
+            Err(e) => damaged("permission", e),
+        }
+    }
+    for p in &snapshot.topic_permissions {
+        match TopicGrant::new(&p.user, &p.vhost, &p.write, &p.read) {
+            Ok(grant) => access.permissions.set_topic(&p.user, &p.vhost, &p.exchange, grant),
+            Err(e) => damaged("topic permission", e),
+        }
+    }
+    for l in &snapshot.limits {
+        let pairs = l.limits.iter().map(|(k, v)| (k.as_str(), *v));
+        match l.scope {
+            LimitScope::User => match UserLimits::from_pairs(pairs) {
+                Ok(limits) => {
+                    access.user_limits.insert(l.name.clone(), limits);
+                }
+                Err(e) => damaged("user limits", e),
+            },
+            LimitScope::Vhost => match (VhostLimits::from_pairs(pairs), vhosts.iter().find(|v| *v.name == *l.name)) {
+                (Ok(limits), Some(vhost)) => vhost.set_limits(limits),
+                (Ok(_), None) => {}
+                (Err(e), _) => damaged("vhost limits", e),
+            },
+        }
+    }
+    Ok(access)
 }
 
 /// The stored users; if users were never set up (a new data directory, or one from before
@@ -210,13 +296,14 @@ fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
         );
         vhosts.push(vhost);
     }
+    let access_control = restore_access(config, &snapshot, &vhosts, &persistence)?;
     let known: std::collections::HashSet<u64> = snapshot.queues.iter().map(|q| q.id).collect();
     store.remove_orphan_logs(&known)?;
     // Recovery may have scheduled deletions of fully acked segments: write them now.
     store.commit();
     let committer = store.spawn_committer()?;
     tracing::info!(data_dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
-    Ok(Opened { vhosts, users, persistence: Some(persistence), storage: Some((committer, lock)) })
+    Ok(Opened { vhosts, users, access_control, persistence: Some(persistence), storage: Some((committer, lock)) })
 }
 
 /// What a test harness or embedding needs to reach a broker on an ephemeral port.

@@ -307,6 +307,16 @@ async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
     node.execute_node(put("bob", "b0b")).expect("add bob");
     node.execute_node(NodeCommand::DeleteUser { name: "bob".into() }).expect("delete bob");
     node.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("add vhost");
+    assert!(!can_log_in(&broker, "alice", "s3cret", "apps").await, "no permissions in the vhost yet");
+    let all = || ".*".to_owned();
+    let grant = NodeCommand::SetPermissions {
+        user: "alice".into(),
+        vhost: "apps".into(),
+        configure: all(),
+        write: all(),
+        read: all(),
+    };
+    node.execute_node(grant).expect("permissions");
     assert!(can_log_in(&broker, "alice", "s3cret", "apps").await);
     broker.stop().await;
 

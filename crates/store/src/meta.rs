@@ -45,6 +45,9 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const NEXT_QUEUE_ID: &str = "next_queue_id";
 /// Set (to 1) by the first stored user: users have been set up, so no default user is due.
 const USERS_INITIALISED: &str = "users_initialised";
+/// Set (to 1) by the first stored permission: a data directory from before permissions
+/// existed has users but not this, and its users keep the access they had (everything).
+const PERMISSIONS_INITIALISED: &str = "permissions_initialised";
 
 const VHOSTS_NAME: &str = "vhosts";
 const EXCHANGES_NAME: &str = "exchanges";
@@ -52,6 +55,9 @@ const QUEUES_NAME: &str = "queues";
 const BINDINGS_NAME: &str = "bindings";
 const BY_DESTINATION_NAME: &str = "bindings_by_destination";
 const USERS_NAME: &str = "users";
+const PERMISSIONS_NAME: &str = "permissions";
+const TOPIC_PERMISSIONS_NAME: &str = "topic_permissions";
+const LIMITS_NAME: &str = "limits";
 
 type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
@@ -60,6 +66,9 @@ const QUEUES: DataTable = TableDefinition::new(QUEUES_NAME);
 const BINDINGS: DataTable = TableDefinition::new(BINDINGS_NAME);
 const BY_DESTINATION: DataTable = TableDefinition::new(BY_DESTINATION_NAME);
 const USERS: DataTable = TableDefinition::new(USERS_NAME);
+const PERMISSIONS: DataTable = TableDefinition::new(PERMISSIONS_NAME);
+const TOPIC_PERMISSIONS: DataTable = TableDefinition::new(TOPIC_PERMISSIONS_NAME);
+const LIMITS: DataTable = TableDefinition::new(LIMITS_NAME);
 
 /// Destination tag of a binding to an exchange.
 const TAG_EXCHANGE: u8 = b'e';
@@ -118,6 +127,50 @@ pub struct UserRecord {
     pub tags: Vec<String>,
 }
 
+/// A user's configure, write and read expressions in a vhost.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// A user's write and read expressions on routing keys through one topic exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: Vec<u8>,
+    pub write: String,
+    pub read: String,
+}
+
+/// Whose limits a [`LimitsRecord`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    Vhost,
+    User,
+}
+
+impl LimitScope {
+    fn tag(self) -> u8 {
+        match self {
+            LimitScope::Vhost => b'v',
+            LimitScope::User => b'u',
+        }
+    }
+}
+
+/// A vhost's or a user's limits, by name (`max-connections`, …); opaque here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimitsRecord {
+    pub scope: LimitScope,
+    pub name: String,
+    pub limits: Vec<(String, i64)>,
+}
+
 /// What a binding routes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -155,8 +208,18 @@ pub enum Change {
     DeleteBinding(BindingRecord),
     /// Adds or overwrites the user with this name.
     PutUser(UserRecord),
-    /// Removes the user (no-op if absent).
+    /// Removes the user (no-op if absent), with its permissions and limits.
     DeleteUser(String),
+    /// Adds or overwrites a user's permissions in a vhost.
+    PutPermission(PermissionRecord),
+    /// Removes a user's permissions in a vhost (no-op if absent).
+    DeletePermission { user: String, vhost: String },
+    /// Adds or overwrites a user's topic permission on one exchange.
+    PutTopicPermission(TopicPermissionRecord),
+    /// Removes a user's topic permission on one exchange, or (`None`) on all in the vhost.
+    DeleteTopicPermission { user: String, vhost: String, exchange: Option<Vec<u8>> },
+    /// Sets a vhost's or a user's limits; an empty list removes them.
+    PutLimits(LimitsRecord),
 }
 
 /// Everything in the store, each list sorted by its key (see the module doc).
@@ -170,6 +233,11 @@ pub struct Snapshot {
     /// A user was ever stored (even if all were deleted since): a new node's default user is
     /// not due.
     pub users_initialised: bool,
+    pub permissions: Vec<PermissionRecord>,
+    pub topic_permissions: Vec<TopicPermissionRecord>,
+    pub limits: Vec<LimitsRecord>,
+    /// A permission was ever stored; false in a data directory from before permissions.
+    pub permissions_initialised: bool,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -310,8 +378,21 @@ impl MetaStore {
             snapshot.users.push(decode_user(key, value)?);
             Ok(())
         })?;
+        scan(&txn, PERMISSIONS, |key, value| {
+            snapshot.permissions.push(decode_permission(key, value)?);
+            Ok(())
+        })?;
+        scan(&txn, TOPIC_PERMISSIONS, |key, value| {
+            snapshot.topic_permissions.push(decode_topic_permission(key, value)?);
+            Ok(())
+        })?;
+        scan(&txn, LIMITS, |key, value| {
+            snapshot.limits.push(decode_limits(key, value)?);
+            Ok(())
+        })?;
         let counters = txn.open_table(COUNTERS).map_err(db_err)?;
         snapshot.users_initialised = counters.get(USERS_INITIALISED).map_err(db_err)?.is_some();
+        snapshot.permissions_initialised = counters.get(PERMISSIONS_INITIALISED).map_err(db_err)?.is_some();
         Ok(snapshot)
     }
 
@@ -356,6 +437,9 @@ struct Tables<'txn> {
     by_destination: Table<'txn, &'static [u8], &'static [u8]>,
     counters: Table<'txn, &'static str, u64>,
     users: Table<'txn, &'static [u8], &'static [u8]>,
+    permissions: Table<'txn, &'static [u8], &'static [u8]>,
+    topic_permissions: Table<'txn, &'static [u8], &'static [u8]>,
+    limits: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -368,6 +452,9 @@ impl<'txn> Tables<'txn> {
             by_destination: txn.open_table(BY_DESTINATION).map_err(db_err)?,
             counters: txn.open_table(COUNTERS).map_err(db_err)?,
             users: txn.open_table(USERS).map_err(db_err)?,
+            permissions: txn.open_table(PERMISSIONS).map_err(db_err)?,
+            topic_permissions: txn.open_table(TOPIC_PERMISSIONS).map_err(db_err)?,
+            limits: txn.open_table(LIMITS).map_err(db_err)?,
         })
     }
 
@@ -387,6 +474,8 @@ impl<'txn> Tables<'txn> {
                 ] {
                     delete_prefix(table, &prefix)?;
                 }
+                self.delete_access_in(vhost)?;
+                self.limits.remove(limits_key(LimitScope::Vhost, vhost)?.as_slice()).map_err(db_err)?;
             }
             Change::PutExchange(exchange) => {
                 let key = entity_key(&exchange.vhost, &exchange.name)?;
@@ -425,7 +514,64 @@ impl<'txn> Tables<'txn> {
                 self.counters.insert(USERS_INITIALISED, 1).map_err(db_err)?;
             }
             Change::DeleteUser(name) => {
-                self.users.remove(user_key(name)?.as_slice()).map_err(db_err)?;
+                let key = user_key(name)?;
+                self.users.remove(key.as_slice()).map_err(db_err)?;
+                delete_prefix(&mut self.permissions, &key)?;
+                delete_prefix(&mut self.topic_permissions, &key)?;
+                self.limits.remove(limits_key(LimitScope::User, name)?.as_slice()).map_err(db_err)?;
+            }
+            Change::PutPermission(p) => {
+                let key = user_vhost_key(&p.user, &p.vhost)?;
+                self.permissions.insert(key.as_slice(), encode_permission(p)?.as_slice()).map_err(db_err)?;
+                self.counters.insert(PERMISSIONS_INITIALISED, 1).map_err(db_err)?;
+            }
+            Change::DeletePermission { user, vhost } => {
+                self.permissions.remove(user_vhost_key(user, vhost)?.as_slice()).map_err(db_err)?;
+            }
+            Change::PutTopicPermission(p) => {
+                let mut key = user_vhost_key(&p.user, &p.vhost)?;
+                put_s16(&mut key, "exchange name", &p.exchange)?;
+                self.topic_permissions
+                    .insert(key.as_slice(), encode_topic_permission(p)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            Change::DeleteTopicPermission { user, vhost, exchange } => {
+                let mut key = user_vhost_key(user, vhost)?;
+                match exchange {
+                    Some(x) => {
+                        put_s16(&mut key, "exchange name", x)?;
+                        self.topic_permissions.remove(key.as_slice()).map_err(db_err)?;
+                    }
+                    None => delete_prefix(&mut self.topic_permissions, &key)?,
+                }
+            }
+            Change::PutLimits(l) => {
+                let key = limits_key(l.scope, &l.name)?;
+                if l.limits.is_empty() {
+                    self.limits.remove(key.as_slice()).map_err(db_err)?;
+                } else {
+                    self.limits.insert(key.as_slice(), encode_limits(l)?.as_slice()).map_err(db_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every user's permissions and topic permissions in `vhost` (keyed by user first,
+    /// so this scans them; vhosts are deleted rarely).
+    fn delete_access_in(&mut self, vhost: &str) -> Result<()> {
+        for table in [&mut self.permissions, &mut self.topic_permissions] {
+            let mut doomed = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (key, _) = entry.map_err(db_err)?;
+                let mut r = Reader::new(key.value(), PERMISSIONS_NAME, "key");
+                r.s16()?;
+                if r.s16()? == vhost.as_bytes() {
+                    doomed.push(key.value().to_vec());
+                }
+            }
+            for key in doomed {
+                table.remove(key.as_slice()).map_err(db_err)?;
             }
         }
         Ok(())
@@ -552,6 +698,48 @@ fn encode_user(user: &UserRecord) -> Result<Vec<u8>> {
     value.push(VALUE_VERSION);
     put_s16(&mut value, "password hash", &user.password_hash)?;
     put_s32(&mut value, "user tags", tags.as_bytes())?;
+    Ok(value)
+}
+
+/// `s16 user, s16 vhost`: the key of a permission and the prefix of a topic permission's.
+fn user_vhost_key(user: &str, vhost: &str) -> Result<Vec<u8>> {
+    let mut key = user_key(user)?;
+    put_s16(&mut key, "vhost name", vhost.as_bytes())?;
+    Ok(key)
+}
+
+/// `u8 scope, s16 name`: the key of a vhost's or a user's limits.
+fn limits_key(scope: LimitScope, name: &str) -> Result<Vec<u8>> {
+    let mut key = vec![scope.tag()];
+    put_s16(&mut key, "limits owner", name.as_bytes())?;
+    Ok(key)
+}
+
+/// `01, s16 configure, s16 write, s16 read`.
+fn encode_permission(p: &PermissionRecord) -> Result<Vec<u8>> {
+    let mut value = vec![VALUE_VERSION];
+    for (what, s) in [("configure", &p.configure), ("write", &p.write), ("read", &p.read)] {
+        put_s16(&mut value, what, s.as_bytes())?;
+    }
+    Ok(value)
+}
+
+/// `01, s16 write, s16 read`.
+fn encode_topic_permission(p: &TopicPermissionRecord) -> Result<Vec<u8>> {
+    let mut value = vec![VALUE_VERSION];
+    put_s16(&mut value, "write", p.write.as_bytes())?;
+    put_s16(&mut value, "read", p.read.as_bytes())?;
+    Ok(value)
+}
+
+/// `01, u8 count, (s16 name, i64 value) * count`.
+fn encode_limits(l: &LimitsRecord) -> Result<Vec<u8>> {
+    let count = u8::try_from(l.limits.len()).map_err(|_| too_long("limits", l.limits.len(), u8::MAX.into()))?;
+    let mut value = vec![VALUE_VERSION, count];
+    for (name, n) in &l.limits {
+        put_s16(&mut value, "limit name", name.as_bytes())?;
+        value.extend_from_slice(&n.to_be_bytes());
+    }
     Ok(value)
 }
 
@@ -800,6 +988,63 @@ fn decode_user(key: &[u8], value: &[u8]) -> Result<UserRecord> {
     Ok(UserRecord { name, password_hash, tags })
 }
 
+/// Decodes an `s16 user, s16 vhost` key prefix.
+fn decode_user_vhost(r: &mut Reader<'_>) -> Result<(String, String)> {
+    let user = r.s16()?;
+    let user = r.utf8("user name", user)?;
+    let vhost = r.s16()?;
+    let vhost = r.utf8("vhost", vhost)?;
+    Ok((user, vhost))
+}
+
+fn decode_permission(key: &[u8], value: &[u8]) -> Result<PermissionRecord> {
+    let mut k = Reader::new(key, PERMISSIONS_NAME, "key");
+    let (user, vhost) = decode_user_vhost(&mut k)?;
+    k.finish()?;
+    let mut r = Reader::new(value, PERMISSIONS_NAME, "value");
+    r.version()?;
+    let mut text = |what| r.s16().and_then(|s| r.utf8(what, s));
+    let (configure, write, read) = (text("configure")?, text("write")?, text("read")?);
+    r.finish()?;
+    Ok(PermissionRecord { user, vhost, configure, write, read })
+}
+
+fn decode_topic_permission(key: &[u8], value: &[u8]) -> Result<TopicPermissionRecord> {
+    let mut k = Reader::new(key, TOPIC_PERMISSIONS_NAME, "key");
+    let (user, vhost) = decode_user_vhost(&mut k)?;
+    let exchange = k.s16()?.to_vec();
+    k.finish()?;
+    let mut r = Reader::new(value, TOPIC_PERMISSIONS_NAME, "value");
+    r.version()?;
+    let mut text = |what| r.s16().and_then(|s| r.utf8(what, s));
+    let (write, read) = (text("write")?, text("read")?);
+    r.finish()?;
+    Ok(TopicPermissionRecord { user, vhost, exchange, write, read })
+}
+
+fn decode_limits(key: &[u8], value: &[u8]) -> Result<LimitsRecord> {
+    let mut k = Reader::new(key, LIMITS_NAME, "key");
+    let scope = match k.u8()? {
+        b'v' => LimitScope::Vhost,
+        b'u' => LimitScope::User,
+        tag => return Err(k.corrupt(format!("unknown limits scope {tag:#04x}"))),
+    };
+    let name = k.s16()?;
+    let name = k.utf8("name", name)?;
+    k.finish()?;
+    let mut r = Reader::new(value, LIMITS_NAME, "value");
+    r.version()?;
+    let count = r.u8()?;
+    let mut limits = Vec::with_capacity(count.into());
+    for _ in 0..count {
+        let limit = r.s16()?;
+        let limit = r.utf8("limit name", limit)?;
+        limits.push((limit, r.u64()? as i64));
+    }
+    r.finish()?;
+    Ok(LimitsRecord { scope, name, limits })
+}
+
 fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {
     let (vhost, name) = decode_entity_key(QUEUES_NAME, key)?;
     let mut r = Reader::new(value, QUEUES_NAME, "value");
@@ -884,6 +1129,49 @@ mod tests {
         let parts = BindingParts::of(&b);
         assert_eq!(decode_binding(&parts.forward_key().unwrap(), MARKER).unwrap(), b);
         assert_eq!(decode_vhost(&vhost_key("/").unwrap(), MARKER).unwrap(), "/");
+    }
+
+    #[test]
+    fn permissions_and_limits_are_stored_and_go_with_their_user_or_vhost() {
+        let dir = std::env::temp_dir().join(format!("lepus-meta-access-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let store = MetaStore::open(&dir).unwrap();
+        let perm = |user: &str, vhost: &str| PermissionRecord {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: "^c".into(),
+            write: "".into(),
+            read: ".*".into(),
+        };
+        let topic = TopicPermissionRecord {
+            user: "bob".into(),
+            vhost: "v1".into(),
+            exchange: b"amq.topic".to_vec(),
+            write: "^{username}".into(),
+            read: ".*".into(),
+        };
+        let limits =
+            |scope, name: &str| LimitsRecord { scope, name: name.into(), limits: vec![("max-queues".into(), 3)] };
+        store
+            .apply(&[
+                Change::PutPermission(perm("bob", "v1")),
+                Change::PutPermission(perm("bob", "v2")),
+                Change::PutPermission(perm("eve", "v1")),
+                Change::PutTopicPermission(topic.clone()),
+                Change::PutLimits(limits(LimitScope::Vhost, "v1")),
+                Change::PutLimits(limits(LimitScope::User, "bob")),
+            ])
+            .unwrap();
+        let s = store.load().unwrap();
+        assert!(s.permissions_initialised);
+        assert_eq!(s.permissions, [perm("bob", "v1"), perm("bob", "v2"), perm("eve", "v1")]);
+        assert_eq!(s.topic_permissions, [topic]);
+        assert_eq!(s.limits, [limits(LimitScope::User, "bob"), limits(LimitScope::Vhost, "v1")]);
+        store.apply(&[Change::DeleteVhost("v1".into()), Change::DeleteUser("bob".into())]).unwrap();
+        let s = store.load().unwrap();
+        assert!(s.permissions.is_empty() && s.topic_permissions.is_empty() && s.limits.is_empty(), "{s:?}");
+        drop(store);
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Connection {
             return self.consume_reply_to(channel, tag, m.no_ack, m.no_wait);
         }
         let name = self.queue_name(channel, m.queue)?;
+        self.access().check(Permission::Read, Resource::Queue, name.as_bytes())?;
         let queue = self.vhost_arc()?.queue(&name, self.id)?;
         let priority = m.arguments.get("x-priority").and_then(|v| v.as_i64()).unwrap_or(0);
         let id = self.shared.broker.connections().next_consumer_id();
@@ -158,6 +159,7 @@ impl Connection {
 
     pub(super) fn basic_get(&mut self, channel: u16, m: BasicGet) -> Result<(), Fail> {
         let name = self.queue_name(channel, m.queue)?;
+        self.access().check(Permission::Read, Resource::Queue, name.as_bytes())?;
         let queue = self.vhost_arc()?.queue(&name, self.id)?;
         let Some((entry, remaining)) = queue.get() else {
             self.count(Stat::GetEmpty, 1);

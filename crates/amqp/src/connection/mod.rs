@@ -23,7 +23,8 @@ use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolErro
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use lepus_broker::connections::{Closer, ConnectionInfo, ConnectionRef};
+use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
+use lepus_broker::permissions::{Permission, Resource};
 use lepus_broker::stats::{Counters, Stat};
 use lepus_broker::{ConsumerId, Outbound, Outlet, OutletRef, VHost, Wake};
 use tokio::sync::Notify;
@@ -168,6 +169,12 @@ struct Connection {
     channels: std::collections::HashMap<u16, Channel, foldhash::fast::FixedState>,
     user: String,
     vhost: String,
+    /// What the user may do in the vhost, taken again when the broker's permissions change.
+    access: lepus_broker::permissions::Access,
+    /// The exchange a publish was last allowed to (write permission) at `access`'s version.
+    write_allowed: Option<Vec<u8>>,
+    /// The user has the `impersonator` tag: `user_id` may name another user.
+    impersonator: bool,
     /// Capabilities the client announced in `start-ok`.
     client_capabilities: FieldTable,
     /// Everything the client said about itself in `start-ok`, for the registry.
@@ -242,6 +249,9 @@ impl Connection {
             channels: std::collections::HashMap::default(),
             user: String::new(),
             vhost: String::new(),
+            access: lepus_broker::permissions::Access::new("", "", None, 0),
+            write_allowed: None,
+            impersonator: false,
             client_capabilities: FieldTable::new(),
             client_properties: FieldTable::new(),
             info: None,
@@ -620,6 +630,11 @@ impl Connection {
         }
         let users = self.shared.broker.users();
         let result = crate::auth::authenticate(&users, m.mechanism.as_bytes(), &m.response.0, self.peer.ip());
+        self.impersonator = result
+            .as_ref()
+            .ok()
+            .and_then(|name| users.get(name))
+            .is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
         drop(users);
         match result {
             Ok(name) => {
@@ -662,13 +677,15 @@ impl Connection {
             return Err(ConnectionError::NotAllowed(format!("vhost {vhost} not found")));
         };
         self.vhost = vhost;
-        if !self.register() {
-            let max = self.shared.limits.connection_max;
-            tracing::warn!(connection = self.id, peer = %self.peer, limit = max, "connection refused: node connection limit reached (connection_max)");
+        self.access = self.shared.broker.access(&self.user, &self.vhost);
+        if !self.access.may_enter() {
+            tracing::warn!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection refused: the user has no permissions in the vhost");
             return Err(ConnectionError::NotAllowed(format!(
-                "connection refused: node connection limit ({max}) is reached"
+                "access to vhost '{}' refused for user '{}'",
+                self.vhost, self.user
             )));
         }
+        self.register(vhost_ref.limits().max_connections)?;
         self.publisher = Some(self.shared.broker.publisher(vhost_ref));
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
         self.handshake_permit = None;
@@ -678,9 +695,15 @@ impl Connection {
         Ok(())
     }
 
-    /// Enters the connection in the broker's registry, if the node is under `connection_max`.
-    fn register(&mut self) -> bool {
+    /// Enters the connection in the broker's registry, if the node (`connection_max`), its
+    /// vhost and its user are under their connection limits; else 530 with RabbitMQ's text.
+    fn register(&mut self, vhost_max: Option<u32>) -> Result<(), ConnectionError> {
         let broker = &self.shared.broker;
+        let admission = Admission {
+            node_max: self.shared.limits.connection_max,
+            vhost_max,
+            user_max: broker.user_limits(&self.user).max_connections,
+        };
         let info = ConnectionInfo {
             id: self.id,
             peer: self.peer,
@@ -693,8 +716,55 @@ impl Connection {
             stats: Counters::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
         };
-        self.info = broker.connections().register_within(info, self.shared.limits.connection_max);
-        self.info.is_some()
+        let refusal = match broker.connections().admit(info, admission) {
+            Ok(info) => {
+                self.info = Some(info);
+                return Ok(());
+            }
+            Err(refusal) => refusal,
+        };
+        let (limit, text) = match refusal {
+            Refusal::Node(max) => {
+                ("connection_max", format!("connection refused: node connection limit ({max}) is reached"))
+            }
+            Refusal::Vhost(max) => (
+                "vhost max-connections",
+                format!(
+                    "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
+                    self.vhost, self.user
+                ),
+            ),
+            Refusal::User(max) => (
+                "user max-connections",
+                format!("Connection refused for user '{}': user connection limit ({max}) is reached", self.user),
+            ),
+        };
+        tracing::warn!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, limit, "connection refused: {}", text.escape_debug());
+        Err(ConnectionError::NotAllowed(text))
+    }
+
+    /// The user's [`Access`](lepus_broker::permissions::Access) in the vhost, taken again if
+    /// permissions changed since it was taken.
+    pub(super) fn access(&mut self) -> &lepus_broker::permissions::Access {
+        let version = self.shared.broker.permissions_version();
+        if self.access.version() != version {
+            self.access = self.shared.broker.access(&self.user, &self.vhost);
+            self.write_allowed = None;
+        }
+        &self.access
+    }
+
+    /// A user's `max-channels` (RabbitMQ 3.11): counted over all the user's connections.
+    fn check_user_channels(&self) -> Result<(), ConnectionError> {
+        let Some(max) = self.shared.broker.user_limits(&self.user).max_channels else { return Ok(()) };
+        if self.shared.broker.connections().user_channels(&self.user) < u64::from(max) {
+            return Ok(());
+        }
+        tracing::warn!(connection = self.id, peer = %self.peer, user = ?self.user, limit = max, "channel refused: user max-channels reached");
+        Err(ConnectionError::NotAllowed(format!(
+            "number of channels opened for user '{}' has reached the maximum allowed user limit of ({max})",
+            self.user
+        )))
     }
 
     /// Adds to this connection's counters (nothing before it is open).
@@ -723,6 +793,7 @@ impl Connection {
             if self.channels.contains_key(&channel) {
                 return Err(tag(ConnectionError::ChannelAlreadyOpen(channel)));
             }
+            self.check_user_channels().map_err(tag)?;
             self.channels.insert(channel, Channel::new());
             if let Some(info) = &self.info {
                 info.channels.store(self.channels.len() as u32, Ordering::Relaxed);

@@ -17,9 +17,12 @@ impl Connection {
         self.publisher.as_ref().map(|p| p.vhost().clone()).ok_or_else(super::publish::no_vhost)
     }
 
-    /// Runs a topology command on this connection's vhost (the broker's one command path).
-    fn execute(&self, command: Command) -> Result<Applied, Fail> {
-        Ok(self.vhost_arc()?.execute(Issuer { connection_id: self.id }, command)?)
+    /// Runs a topology command on this connection's vhost (the broker's one command path), as
+    /// this connection's user.
+    fn execute(&mut self, command: Command) -> Result<Applied, Fail> {
+        let vhost = self.vhost_arc()?;
+        let connection_id = self.id;
+        Ok(vhost.execute(Issuer { connection_id, access: self.access() }, command)?)
     }
 
     /// Runs `command` and answers `ok`, unless the client asked for no answer.
@@ -32,7 +35,7 @@ impl Connection {
     }
 
     /// Runs a command that removes messages; returns how many.
-    fn removed(&self, command: Command) -> Result<u32, Fail> {
+    fn removed(&mut self, command: Command) -> Result<u32, Fail> {
         match self.execute(command)? {
             Applied::Removed(n) => Ok(n),
             other => Err(ConnectionError::Internal(format!("expected a count, applied {other:?}")).into()),

@@ -89,6 +89,7 @@ impl Connection {
     }
 
     fn complete_publish(&mut self, channel: u16, publish: Assembled) -> Result<(), Fail> {
+        self.check_publish(publish.method.exchange.as_bytes(), publish.method.routing_key.as_bytes())?;
         if self.chan(channel)?.tx.is_some() {
             let vhost = self.vhost_arc()?;
             if !vhost.exchange_exists(publish.method.exchange.as_bytes()) {
@@ -147,10 +148,32 @@ impl Connection {
         builder.push_body(v.body);
         let message = Arc::new(builder.finish());
         let checked = Checked { raw_headers: v.headers, ..Checked::default() };
-        if let Err(f) = self.route_message(v.channel, v.mandatory, &checked, message) {
+        let routed = self
+            .check_publish(v.exchange, v.routing_key)
+            .and_then(|()| self.route_message(v.channel, v.mandatory, &checked, message));
+        if let Err(f) = routed {
             self.on_exception(f.tag(v.channel, 60, 40));
         }
         true
+    }
+
+    /// Write permission on the exchange and, through a topic exchange with a topic permission,
+    /// on the routing key (RabbitMQ's checks at `basic.publish`). The common case — the same
+    /// exchange as the last publish, permissions unchanged, no topic permissions — is an
+    /// atomic load and a comparison.
+    fn check_publish(&mut self, exchange: &[u8], routing_key: &[u8]) -> Result<(), Fail> {
+        let current = self.access.version() == self.shared.broker.permissions_version();
+        if current && self.write_allowed.as_deref() == Some(exchange) && !self.access.has_topic_grants() {
+            return Ok(());
+        }
+        self.access().check(Permission::Write, Resource::Exchange, exchange)?;
+        if self.write_allowed.as_deref() != Some(exchange) {
+            self.write_allowed = Some(exchange.to_vec());
+        }
+        if self.access.has_topic_grants() && self.vhost_arc()?.exchange_kind(exchange) == Some("topic") {
+            self.access.check_topic(Permission::Write, exchange, routing_key)?;
+        }
+        Ok(())
     }
 
     /// Routes a checked message to its queues (or a direct reply-to consumer), writes a
@@ -264,6 +287,7 @@ impl Connection {
         let mut rewritten = false;
         if let Some(user_id) = &props.user_id
             && user_id.as_bytes() != self.user.as_bytes()
+            && !self.impersonator
         {
             return Err(precondition(format!(
                 "user_id property set to '{user_id}' but authenticated user was '{}'",
