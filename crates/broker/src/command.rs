@@ -19,6 +19,7 @@ use lepus_store::meta::Change;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
+use crate::policy::{PolicyKind, PolicySpec};
 use crate::queue::QueueRef;
 use crate::users::User;
 use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
@@ -48,6 +49,11 @@ pub enum Command {
     PurgeQueue { name: ShortStr },
     Bind(Binding),
     Unbind(Binding),
+    /// Adds or replaces a policy or operator policy (see [`crate::policy`]); applied at once
+    /// to the vhost's queues and exchanges.
+    SetPolicy(PolicySpec),
+    /// Clears a policy or operator policy (404 if there is none of that name).
+    ClearPolicy { kind: PolicyKind, name: String },
 }
 
 /// What an executed command reports.
@@ -89,6 +95,8 @@ impl VHost {
                 self.unbind(b.destination, &b.source, &b.routing_key, &b.arguments, connection_id)?;
                 Applied::Done
             }
+            Command::SetPolicy(spec) => self.set_policy(spec).map(|()| Applied::Done)?,
+            Command::ClearPolicy { kind, name } => self.clear_policy(kind, &name).map(|()| Applied::Done)?,
         })
     }
 }

@@ -45,6 +45,7 @@ pub mod headers;
 pub mod message;
 pub mod outlet;
 pub mod persist;
+pub mod policy;
 pub mod publish;
 pub mod queue;
 pub mod route_cache;

@@ -1,5 +1,5 @@
 //! The durable metadata store: virtual hosts, durable exchanges, durable queues, their bindings,
-//! users and the queue id counter, in one redb file.
+//! users, policies and the queue id counter, in one redb file.
 //!
 //! The broker calls [`MetaStore::apply`] while it handles a declare, delete, bind or unbind and
 //! sends the `*-ok` reply only after it returns. Every write transaction therefore commits with
@@ -52,6 +52,7 @@ const QUEUES_NAME: &str = "queues";
 const BINDINGS_NAME: &str = "bindings";
 const BY_DESTINATION_NAME: &str = "bindings_by_destination";
 const USERS_NAME: &str = "users";
+const POLICIES_NAME: &str = "policies";
 
 type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
@@ -60,6 +61,12 @@ const QUEUES: DataTable = TableDefinition::new(QUEUES_NAME);
 const BINDINGS: DataTable = TableDefinition::new(BINDINGS_NAME);
 const BY_DESTINATION: DataTable = TableDefinition::new(BY_DESTINATION_NAME);
 const USERS: DataTable = TableDefinition::new(USERS_NAME);
+const POLICIES: DataTable = TableDefinition::new(POLICIES_NAME);
+
+/// Kind tag of a policy key: a user policy.
+const TAG_POLICY: u8 = b'p';
+/// Kind tag of a policy key: an operator policy.
+const TAG_OPERATOR_POLICY: u8 = b'o';
 
 /// Destination tag of a binding to an exchange.
 const TAG_EXCHANGE: u8 = b'e';
@@ -118,6 +125,17 @@ pub struct UserRecord {
     pub tags: Vec<String>,
 }
 
+/// A policy or operator policy of a vhost. The broker encodes its pattern, apply-to, priority
+/// and definition into `body`; opaque here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyRecord {
+    pub vhost: String,
+    /// An operator policy (RabbitMQ's `set_operator_policy`), not a user policy.
+    pub operator: bool,
+    pub name: String,
+    pub body: Vec<u8>,
+}
+
 /// What a binding routes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -157,6 +175,10 @@ pub enum Change {
     PutUser(UserRecord),
     /// Removes the user (no-op if absent).
     DeleteUser(String),
+    /// Adds or overwrites the policy of this vhost, kind and name.
+    PutPolicy(PolicyRecord),
+    /// Removes the policy (no-op if absent).
+    DeletePolicy { vhost: String, operator: bool, name: String },
 }
 
 /// Everything in the store, each list sorted by its key (see the module doc).
@@ -170,6 +192,8 @@ pub struct Snapshot {
     /// A user was ever stored (even if all were deleted since): a new node's default user is
     /// not due.
     pub users_initialised: bool,
+    /// Policies and operator policies, by vhost, kind and name.
+    pub policies: Vec<PolicyRecord>,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -310,6 +334,10 @@ impl MetaStore {
             snapshot.users.push(decode_user(key, value)?);
             Ok(())
         })?;
+        scan(&txn, POLICIES, |key, value| {
+            snapshot.policies.push(decode_policy(key, value)?);
+            Ok(())
+        })?;
         let counters = txn.open_table(COUNTERS).map_err(db_err)?;
         snapshot.users_initialised = counters.get(USERS_INITIALISED).map_err(db_err)?.is_some();
         Ok(snapshot)
@@ -356,6 +384,7 @@ struct Tables<'txn> {
     by_destination: Table<'txn, &'static [u8], &'static [u8]>,
     counters: Table<'txn, &'static str, u64>,
     users: Table<'txn, &'static [u8], &'static [u8]>,
+    policies: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -368,6 +397,7 @@ impl<'txn> Tables<'txn> {
             by_destination: txn.open_table(BY_DESTINATION).map_err(db_err)?,
             counters: txn.open_table(COUNTERS).map_err(db_err)?,
             users: txn.open_table(USERS).map_err(db_err)?,
+            policies: txn.open_table(POLICIES).map_err(db_err)?,
         })
     }
 
@@ -384,6 +414,7 @@ impl<'txn> Tables<'txn> {
                     &mut self.queues,
                     &mut self.bindings,
                     &mut self.by_destination,
+                    &mut self.policies,
                 ] {
                     delete_prefix(table, &prefix)?;
                 }
@@ -426,6 +457,16 @@ impl<'txn> Tables<'txn> {
             }
             Change::DeleteUser(name) => {
                 self.users.remove(user_key(name)?.as_slice()).map_err(db_err)?;
+            }
+            Change::PutPolicy(policy) => {
+                let key = policy_key(&policy.vhost, policy.operator, &policy.name)?;
+                let mut value = Vec::with_capacity(5 + policy.body.len());
+                value.push(VALUE_VERSION);
+                put_s32(&mut value, "policy", &policy.body)?;
+                self.policies.insert(key.as_slice(), value.as_slice()).map_err(db_err)?;
+            }
+            Change::DeletePolicy { vhost, operator, name } => {
+                self.policies.remove(policy_key(vhost, *operator, name)?.as_slice()).map_err(db_err)?;
             }
         }
         Ok(())
@@ -553,6 +594,15 @@ fn encode_user(user: &UserRecord) -> Result<Vec<u8>> {
     put_s16(&mut value, "password hash", &user.password_hash)?;
     put_s32(&mut value, "user tags", tags.as_bytes())?;
     Ok(value)
+}
+
+/// `s16 vhost, u8 kind, s16 name`: the key of a policy (kind `p`, or `o` for an operator policy).
+fn policy_key(vhost: &str, operator: bool, name: &str) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(5 + vhost.len() + name.len());
+    put_s16(&mut key, "vhost name", vhost.as_bytes())?;
+    key.push(if operator { TAG_OPERATOR_POLICY } else { TAG_POLICY });
+    put_s16(&mut key, "policy name", name.as_bytes())?;
+    Ok(key)
 }
 
 fn encode_queue(queue: &QueueRecord) -> Result<Vec<u8>> {
@@ -798,6 +848,25 @@ fn decode_user(key: &[u8], value: &[u8]) -> Result<UserRecord> {
     r.finish()?;
     let tags = if tags.is_empty() { Vec::new() } else { tags.split(',').map(str::to_owned).collect() };
     Ok(UserRecord { name, password_hash, tags })
+}
+
+fn decode_policy(key: &[u8], value: &[u8]) -> Result<PolicyRecord> {
+    let mut k = Reader::new(key, POLICIES_NAME, "policy key");
+    let vhost = k.s16()?;
+    let vhost = k.utf8("vhost", vhost)?;
+    let operator = match k.u8()? {
+        TAG_POLICY => false,
+        TAG_OPERATOR_POLICY => true,
+        tag => return Err(k.corrupt(format_args!("unknown policy kind {tag:#04x}"))),
+    };
+    let name = k.s16()?;
+    let name = k.utf8("policy name", name)?;
+    k.finish()?;
+    let mut r = Reader::new(value, POLICIES_NAME, "value");
+    r.version()?;
+    let body = r.s32()?.to_vec();
+    r.finish()?;
+    Ok(PolicyRecord { vhost, operator, name, body })
 }
 
 fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {
