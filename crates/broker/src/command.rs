@@ -43,17 +43,29 @@ pub struct Binding {
 #[derive(Debug, Clone)]
 pub enum Command {
     DeclareExchange(ExchangeDeclare),
-    DeleteExchange { name: ShortStr, if_unused: bool },
+    DeleteExchange {
+        name: ShortStr,
+        if_unused: bool,
+    },
     DeclareQueue(QueueDeclare),
-    DeleteQueue { name: ShortStr, if_unused: bool, if_empty: bool },
-    PurgeQueue { name: ShortStr },
+    DeleteQueue {
+        name: ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    PurgeQueue {
+        name: ShortStr,
+    },
     Bind(Binding),
     Unbind(Binding),
     /// Adds or replaces a policy or operator policy (see [`crate::policy`]); applied at once
     /// to the vhost's queues and exchanges.
     SetPolicy(PolicySpec),
     /// Clears a policy or operator policy (404 if there is none of that name).
-    ClearPolicy { kind: PolicyKind, name: String },
+    ClearPolicy {
+        kind: PolicyKind,
+        name: String,
+    },
 }
 
 /// What an executed command reports.

@@ -76,9 +76,7 @@ impl ApplyTo {
             "queues" => Ok(ApplyTo::Queues),
             "exchanges" => Ok(ApplyTo::Exchanges),
             "all" => Ok(ApplyTo::All),
-            other => Err(invalid(format!(
-                "apply-to '{other}' unrecognised; should be 'queues', 'exchanges' or 'all'"
-            ))),
+            other => Err(invalid(format!("apply-to '{other}' unrecognised; should be 'queues', 'exchanges' or 'all'"))),
         }
     }
 
@@ -91,7 +89,10 @@ impl ApplyTo {
     }
 
     fn covers(self, target: Target) -> bool {
-        matches!((self, target), (ApplyTo::All, _) | (ApplyTo::Queues, Target::Queue) | (ApplyTo::Exchanges, Target::Exchange))
+        matches!(
+            (self, target),
+            (ApplyTo::All, _) | (ApplyTo::Queues, Target::Queue) | (ApplyTo::Exchanges, Target::Exchange)
+        )
     }
 }
 
@@ -237,7 +238,14 @@ impl Policy {
             return Err(invalid("stored policy incomplete"));
         };
         let apply_to = ApplyTo::parse(&apply_to)?;
-        Policy::new(PolicySpec { kind, name: name.to_owned(), pattern, apply_to, priority, definition: definition.clone() })
+        Policy::new(PolicySpec {
+            kind,
+            name: name.to_owned(),
+            pattern,
+            apply_to,
+            priority,
+            definition: definition.clone(),
+        })
     }
 }
 
@@ -551,7 +559,10 @@ mod tests {
             (json!({"alternate-exchange": 5}), "5 is not a valid alternate exchange name"),
             (json!({"queue-mode": "x"}), "<<\"x\">> is not a valid queue-mode value"),
             (json!({"max-priority": 5}), "[{<<\"max-priority\">>,5}] are not recognised policy settings"),
-            (json!({"max-length": 5, "foo": 1, "bar": 2}), "[{<<\"bar\">>,2},{<<\"foo\">>,1}] are not recognised policy settings"),
+            (
+                json!({"max-length": 5, "foo": 1, "bar": 2}),
+                "[{<<\"bar\">>,2},{<<\"foo\">>,1}] are not recognised policy settings",
+            ),
             // Known keys are checked first, in name order.
             (json!({"zzz": 1, "max-length": "x"}), "<<\"x\">> is not a valid maximum length"),
             (json!({"max-length": "x", "expires": "y"}), "<<\"y\">> is not a valid queue expiry"),
@@ -561,8 +572,14 @@ mod tests {
             assert_eq!(refusal(PolicyKind::Policy, definition), format!("Validation failed\n\n{text}\n"));
         }
         let operator = [
-            (json!({"dead-letter-exchange": "x"}), "[{<<\"dead-letter-exchange\">>,<<\"x\">>}] are not recognised policy settings"),
-            (json!({"overflow": "reject-publish"}), "[{<<\"overflow\">>,<<\"reject-publish\">>}] are not recognised policy settings"),
+            (
+                json!({"dead-letter-exchange": "x"}),
+                "[{<<\"dead-letter-exchange\">>,<<\"x\">>}] are not recognised policy settings",
+            ),
+            (
+                json!({"overflow": "reject-publish"}),
+                "[{<<\"overflow\">>,<<\"reject-publish\">>}] are not recognised policy settings",
+            ),
             (json!({"max-length": "x"}), "<<\"x\">> is not a valid maximum length"),
         ];
         for (definition, text) in operator {
@@ -587,8 +604,14 @@ mod tests {
                    "max-length-bytes": 0, "message-ttl": 0, "consumer-timeout": 5, "ha-mode": "all"}),
         );
         let s = &p.settings;
-        assert_eq!((s.max_length, s.max_length_bytes, s.message_ttl_ms, s.expires_ms), (Some(0), Some(0), Some(0), Some(1)));
-        assert_eq!((s.overflow, s.delivery_limit, s.consumer_timeout_ms), (Some(Overflow::RejectPublishDlx), Some(0), Some(5)));
+        assert_eq!(
+            (s.max_length, s.max_length_bytes, s.message_ttl_ms, s.expires_ms),
+            (Some(0), Some(0), Some(0), Some(1))
+        );
+        assert_eq!(
+            (s.overflow, s.delivery_limit, s.consumer_timeout_ms),
+            (Some(Overflow::RejectPublishDlx), Some(0), Some(5))
+        );
         assert_eq!(s.dead_letter_exchange.as_ref().map(|x| x.to_string()), Some("d".into()));
         let keys: Vec<&String> = p.definition.keys().collect();
         assert_eq!(keys.first().map(|k| k.as_str()), Some("alternate-exchange"), "sorted");
@@ -627,21 +650,36 @@ mod tests {
                    "dead-letter-routing-key": "rk-pol", "overflow": "drop-head"}),
         ));
         set.put(
-            Policy::new(spec(PolicyKind::Operator, "op", "^q", 0, json!({"max-length": 3, "expires": 600000, "message-ttl": 200000})))
-                .unwrap(),
+            Policy::new(spec(
+                PolicyKind::Operator,
+                "op",
+                "^q",
+                0,
+                json!({"max-length": 3, "expires": 600000, "message-ttl": 200000}),
+            ))
+            .unwrap(),
         );
         let applied = set.applied(Target::Queue, b"q");
         let args = QueueLimits {
             max_length: Some(2),
             overflow: Some(Overflow::RejectPublish),
-            departure: Some(Departure::DeadLetter(DeadLetterTarget { exchange: "dlx-arg".try_into().unwrap(), routing_key: None })),
+            departure: Some(Departure::DeadLetter(DeadLetterTarget {
+                exchange: "dlx-arg".try_into().unwrap(),
+                routing_key: None,
+            })),
             ..QueueLimits::default()
         };
         let limits = applied.queue_limits(&args);
-        assert_eq!((limits.max_length, limits.message_ttl_ms, limits.expires_ms), (Some(2), Some(100000), Some(600000)));
+        assert_eq!(
+            (limits.max_length, limits.message_ttl_ms, limits.expires_ms),
+            (Some(2), Some(100000), Some(600000))
+        );
         assert_eq!(limits.overflow, Some(Overflow::RejectPublish));
         let Some(Departure::DeadLetter(target)) = limits.departure else { panic!("dead-lettered") };
-        assert_eq!((target.exchange.to_string(), target.routing_key.map(|k| k.to_string())), ("dlx-arg".into(), Some("rk-pol".into())));
+        assert_eq!(
+            (target.exchange.to_string(), target.routing_key.map(|k| k.to_string())),
+            ("dlx-arg".into(), Some("rk-pol".into()))
+        );
         let plain = applied.queue_limits(&QueueLimits::default());
         assert_eq!((plain.max_length, plain.overflow), (Some(3), Some(Overflow::DropHead)));
         // As RabbitMQ 3.10.8 reports it: the policy's keys, the lower value where both set one.

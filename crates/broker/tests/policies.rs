@@ -196,7 +196,12 @@ fn a_policy_reject_publish_dlx_dead_letters_the_refused_message() {
     let t = setup();
     let dead = t.dead_letter_queue();
     let q = t.declare("full", FieldTable::new());
-    t.set("full", "^full$", 0, json!({"max-length": 1, "overflow": "reject-publish-dlx", "dead-letter-exchange": "dlx"}));
+    t.set(
+        "full",
+        "^full$",
+        0,
+        json!({"max-length": 1, "overflow": "reject-publish-dlx", "dead-letter-exchange": "dlx"}),
+    );
     t.publish_n("full", 2);
     assert_eq!((q.message_count(), dead.message_count()), (1, 1));
     assert_eq!(q.publish(common::message()), Enqueued::Rejected);
@@ -226,7 +231,9 @@ fn an_alternate_exchange_by_policy_takes_unroutable_messages_unless_the_argument
         let x = ExchangeDeclare { name: s(name), kind: "fanout".into(), ..Default::default() };
         t.vhost.declare_exchange(&x).expect("exchange");
         t.declare(&format!("{name}-q"), FieldTable::new());
-        t.vhost.bind(Destination::Queue(s(&format!("{name}-q"))), &s(name), &s(""), &FieldTable::new(), 1).expect("bind");
+        t.vhost
+            .bind(Destination::Queue(s(&format!("{name}-q"))), &s(name), &s(""), &FieldTable::new(), 1)
+            .expect("bind");
     }
     let plain = ExchangeDeclare { name: s("in"), kind: "direct".into(), ..Default::default() };
     t.vhost.declare_exchange(&plain).expect("exchange");
@@ -253,7 +260,9 @@ fn an_alternate_exchange_by_policy_takes_unroutable_messages_unless_the_argument
 #[test]
 fn bad_policies_are_refused_and_change_nothing() {
     let t = setup();
-    let refused = |definition: Value| t.vhost.execute(ISSUER, Command::SetPolicy(spec(PolicyKind::Policy, "p", "^q", 0, definition)));
+    let refused = |definition: Value| {
+        t.vhost.execute(ISSUER, Command::SetPolicy(spec(PolicyKind::Policy, "p", "^q", 0, definition)))
+    };
     let err = refused(json!({"max-priority": 5})).expect_err("refused");
     let text = "Validation failed\n\n[{<<\"max-priority\">>,5}] are not recognised policy settings\n";
     assert_eq!(err, BrokerError::PreconditionFailed(text.into()));

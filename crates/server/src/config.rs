@@ -245,9 +245,13 @@ mod tests {
         assert_eq!(spec.pattern, "^work\\.");
         assert_eq!(spec.definition, serde_json::json!({"message-ttl": 60000, "dead-letter-exchange": "dlx"}));
         assert_eq!((c.policies[1].vhost.as_str(), c.policies[1].apply_to.as_str()), ("apps", "all"));
-        let bad = Config::from_toml("[[policies]]\nname = \"p\"\npattern = \".\"\ndefinition = { max-priority = 5 }").unwrap();
+        let bad = Config::from_toml("[[policies]]\nname = \"p\"\npattern = \".\"\ndefinition = { max-priority = 5 }")
+            .unwrap();
         let err = bad.validate().unwrap_err().to_string();
-        assert_eq!(err, "invalid setting: policy 'p': Validation failed: [{<<\"max-priority\">>,5}] are not recognised policy settings");
+        assert_eq!(
+            err,
+            "invalid setting: policy 'p': Validation failed: [{<<\"max-priority\">>,5}] are not recognised policy settings"
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::clock::SystemClock;
+use lepus_broker::command::{Command, Issuer};
 use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
-use lepus_broker::command::{Command, Issuer};
 use lepus_broker::{Broker, BrokerError, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::{Change, MetaStore, Snapshot};

@@ -193,7 +193,12 @@ async fn a_ttl_policy_set_on_a_live_queue_dead_letters_what_is_published_after_i
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), FieldTable::default()).await;
     lpub(&ch, "", &work, b"before").await;
-    set_policy(&broker, "ttl", &format!("^{work}$"), serde_json::json!({"message-ttl": 20, "dead-letter-exchange": dlx}));
+    set_policy(
+        &broker,
+        "ttl",
+        &format!("^{work}$"),
+        serde_json::json!({"message-ttl": 20, "dead-letter-exchange": dlx}),
+    );
     lpub(&ch, "", &work, b"after").await;
     let got = dead_letters.next().await;
     assert_eq!(got.data, b"after");
@@ -217,7 +222,10 @@ async fn a_lower_max_length_policy_dead_letters_the_oldest_at_once() {
     set_policy(&broker, "cap", &format!("^{work}$"), serde_json::json!({"max-length": 2, "dead-letter-exchange": dlx}));
     let mut dead_letters = lconsume(&ch, &dead, true).await;
     let got = dead_letters.take(3).await;
-    assert_eq!(got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(), vec![b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(
+        got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
+        vec![b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]
+    );
     assert_eq!(field(&deaths(&got[0].properties)[0], "reason"), &lstr("maxlen"));
     assert_eq!(ldrain(&ch, &work).await, vec![b"m3".to_vec(), b"m4".to_vec()]);
 }

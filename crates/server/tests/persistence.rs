@@ -343,7 +343,9 @@ async fn policies_survive_a_restart_and_the_configured_ones_are_set_at_start() {
     set(spec(PolicyKind::Policy, "user", serde_json::json!({"max-length": 5})));
     set(spec(PolicyKind::Operator, "cap", serde_json::json!({"max-length": 3})));
     set(spec(PolicyKind::Policy, "gone", serde_json::json!({"expires": 1000})));
-    vhost.execute(Issuer { connection_id: 0 }, Command::ClearPolicy { kind: PolicyKind::Policy, name: "gone".into() }).expect("clear");
+    vhost
+        .execute(Issuer { connection_id: 0 }, Command::ClearPolicy { kind: PolicyKind::Policy, name: "gone".into() })
+        .expect("clear");
     let conn = lconn(&broker).await;
     let ch = lchan(&conn).await;
     ldeclare(&ch, "pq", durable(), FieldTable::default()).await;

@@ -343,8 +343,11 @@ fn policies_survive_reopen_by_kind_and_go_with_their_vhost() {
             .unwrap();
     }
     let store = open(&dir.db());
-    let expected =
-        vec![policy("a", true, "p", b"operator"), policy("a", false, "p", b"replaced"), policy("b", false, "p", b"other vhost")];
+    let expected = vec![
+        policy("a", true, "p", b"operator"),
+        policy("a", false, "p", b"replaced"),
+        policy("b", false, "p", b"other vhost"),
+    ];
     assert_eq!(store.load().unwrap().policies, expected);
     store.apply(&[Change::DeleteVhost("a".into())]).unwrap();
     assert_eq!(store.load().unwrap().policies, vec![policy("b", false, "p", b"other vhost")]);
