@@ -44,6 +44,15 @@ async fn dead_letter_queue(ch: &Channel) -> (String, String) {
     (dlx, dead)
 }
 
+/// A broker, a connection and channel to it, and a dead-letter exchange with its queue.
+async fn with_dead_letter_queue() -> (common::Broker, lapin::Connection, Channel, String, String) {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    let (dlx, dead) = dead_letter_queue(&ch).await;
+    (broker, conn, ch, dlx, dead)
+}
+
 fn excl() -> QueueDeclareOptions {
     QueueDeclareOptions { exclusive: true, ..Default::default() }
 }
@@ -70,10 +79,7 @@ fn field<'a>(t: &'a FieldTable, key: &str) -> &'a AMQPValue {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_messages_are_dead_lettered_with_x_death() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (_broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let mut dead_letters = lconsume(&ch, &dead, true).await;
     let work = uniq("work");
     let args = ltable(vec![("x-dead-letter-exchange", lstr(&dlx)), ("x-message-ttl", AMQPValue::LongInt(20))]);
@@ -101,10 +107,7 @@ async fn expired_messages_are_dead_lettered_with_x_death() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_messages_are_dead_lettered() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (_broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), ltable(vec![("x-dead-letter-exchange", lstr(&dlx))])).await;
     lpub(&ch, "", &work, b"job").await;
@@ -185,10 +188,7 @@ fn set_policy(broker: &common::Broker, name: &str, pattern: &str, definition: se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_policy_set_on_a_live_queue_dead_letters_what_is_published_after_it() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let mut dead_letters = lconsume(&ch, &dead, true).await;
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), FieldTable::default()).await;
@@ -210,10 +210,7 @@ async fn a_ttl_policy_set_on_a_live_queue_dead_letters_what_is_published_after_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_max_length_policy_dead_letters_the_oldest_at_once() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), ltable(vec![("x-max-length", AMQPValue::LongInt(10))])).await;
     for body in [b"m0", b"m1", b"m2", b"m3", b"m4"] {
