@@ -21,6 +21,7 @@ use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
 use crate::limits::{UserLimits, VhostLimits};
 use crate::permissions::{Access, Grant, Permission, Resource, TopicGrant};
+use crate::policy::{PolicyKind, PolicySpec};
 use crate::queue::QueueRef;
 use crate::users::User;
 use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
@@ -31,6 +32,15 @@ use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 pub struct Issuer<'a> {
     pub connection_id: u64,
     pub access: &'a Access,
+}
+
+impl Issuer<'static> {
+    /// The node itself (configuration and definitions at start, tests): every permission,
+    /// no connection.
+    pub fn node() -> Issuer<'static> {
+        static UNRESTRICTED: std::sync::LazyLock<Access> = std::sync::LazyLock::new(Access::unrestricted);
+        Issuer { connection_id: 0, access: &UNRESTRICTED }
+    }
 }
 
 /// A binding, as `queue.bind`/`exchange.bind` name it.
@@ -46,12 +56,29 @@ pub struct Binding {
 #[derive(Debug, Clone)]
 pub enum Command {
     DeclareExchange(ExchangeDeclare),
-    DeleteExchange { name: ShortStr, if_unused: bool },
+    DeleteExchange {
+        name: ShortStr,
+        if_unused: bool,
+    },
     DeclareQueue(QueueDeclare),
-    DeleteQueue { name: ShortStr, if_unused: bool, if_empty: bool },
-    PurgeQueue { name: ShortStr },
+    DeleteQueue {
+        name: ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    PurgeQueue {
+        name: ShortStr,
+    },
     Bind(Binding),
     Unbind(Binding),
+    /// Adds or replaces a policy or operator policy (see [`crate::policy`]); applied at once
+    /// to the vhost's queues and exchanges.
+    SetPolicy(PolicySpec),
+    /// Clears a policy or operator policy (404 if there is none of that name).
+    ClearPolicy {
+        kind: PolicyKind,
+        name: String,
+    },
 }
 
 /// What an executed command reports.
@@ -95,6 +122,8 @@ impl VHost {
                 self.unbind(b.destination, &b.source, &b.routing_key, &b.arguments, connection_id)?;
                 Applied::Done
             }
+            Command::SetPolicy(spec) => self.set_policy(spec).map(|()| Applied::Done)?,
+            Command::ClearPolicy { kind, name } => self.clear_policy(kind, &name).map(|()| Applied::Done)?,
         })
     }
 }
@@ -139,6 +168,8 @@ impl VHost {
             }
             Command::DeleteQueue { name, .. } => access.check(Configure, Queue, name.as_bytes()),
             Command::PurgeQueue { name } => access.check(Read, Queue, name.as_bytes()),
+            // Policies are a management operation: the API checks the user's tags.
+            Command::SetPolicy(_) | Command::ClearPolicy { .. } => Ok(()),
             Command::Bind(b) | Command::Unbind(b) => {
                 match &b.destination {
                     Destination::Queue(q) => access.check(Write, Queue, q.as_bytes())?,

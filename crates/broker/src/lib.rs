@@ -49,6 +49,7 @@ pub mod message;
 pub mod outlet;
 pub mod permissions;
 pub mod persist;
+pub mod policy;
 pub mod publish;
 pub mod queue;
 pub mod route_cache;

@@ -22,6 +22,7 @@ use crate::error::{BrokerError, Result};
 use crate::exchange::{self, Destination, Exchange};
 use crate::headers::MessageHeaders;
 use crate::persist::{self, PersistenceRef};
+use crate::policy::{Applied, POLICIES_MAX, Policies, Policy, PolicyKind, PolicySpec, Target};
 use crate::queue::{Queue, QueueRef, Restored, Services};
 use crate::route_cache::RouteCache;
 use crate::route_memo::RouteMemo;
@@ -49,6 +50,8 @@ struct Topology {
     /// destination → (source exchange, key, arguments), to remove bindings when a queue or
     /// exchange is deleted.
     bindings_to: HashMap<Destination, Vec<(ShortStr, ShortStr, FieldTable)>>,
+    /// The vhost's policies and operator policies (see [`crate::policy`]).
+    policies: Policies,
 }
 
 /// Parameters of `queue.declare`.
@@ -90,6 +93,9 @@ pub struct VHost {
     services: OnceLock<Services>,
     /// `max-connections`, `max-queues` (see [`crate::limits`]).
     limits: parking_lot::RwLock<crate::limits::VhostLimits>,
+    /// Held by a policy command from its check until every queue has its new limits, so
+    /// policy changes reach queues in the order they were made.
+    policy_commands: parking_lot::Mutex<()>,
 }
 
 /// What restoring a vhost from storage found.
@@ -120,6 +126,7 @@ impl VHost {
             persistence: None,
             services: OnceLock::new(),
             limits: Default::default(),
+            policy_commands: parking_lot::Mutex::new(()),
         };
         let t = vhost.topology.get_mut();
         for (name, type_name, internal) in PREDECLARED {
@@ -147,6 +154,15 @@ impl VHost {
         let mut report = RestoreReport::default();
         {
             let t = vhost.topology.get_mut();
+            for r in snapshot.policies.iter().filter(|r| r.vhost == name) {
+                let kind = if r.operator { PolicyKind::Operator } else { PolicyKind::Policy };
+                match Policy::from_record(kind, &r.name, &r.body) {
+                    Ok(policy) => {
+                        t.policies.put(policy);
+                    }
+                    Err(e) => report.problems.push(format!("policy '{}': {e}; dropped", r.name.escape_debug())),
+                }
+            }
             for r in snapshot.exchanges.iter().filter(|r| r.vhost == name) {
                 let Some(xname) = ShortStr::from_bytes(bytes::Bytes::from(r.name.clone())) else {
                     report.problems.push(format!("exchange record {:?} unreadable", String::from_utf8_lossy(&r.name)));
@@ -160,7 +176,8 @@ impl VHost {
                     report.problems.push(format!("exchange '{xname}': type '{}' unknown", r.kind.escape_debug()));
                     continue;
                 };
-                let x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
+                let mut x = Exchange::new(xname.clone(), index, true, r.auto_delete, r.internal, args);
+                x.apply_policy(t.policies.applied(Target::Exchange, xname.as_bytes()));
                 t.exchanges.insert(xname, x);
                 report.exchanges += 1;
             }
@@ -230,6 +247,7 @@ impl VHost {
                     report.problems.push(format!("{what}: segment quarantined as {}", path.display()));
                 }
                 let queue = Queue::new(qname.clone(), vhost.name.clone(), true, None, r.auto_delete, args, limits)
+                    .with_policy(t.policies.applied(Target::Queue, qname.as_bytes()))
                     .with_log(log)
                     .with_scratch(persistence.store.clone());
                 report.messages += recovered.len() as u64;
@@ -406,6 +424,7 @@ impl VHost {
         // The type's own checks (a delayed exchange's `x-delayed-type`).
         let index = exchange::index_for(&d.kind, &d.arguments)?;
         let mut x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+        x.apply_policy(t.policies.applied(Target::Exchange, d.name.as_bytes()));
         let mut log = None;
         if let Some(p) = self.persistence.as_ref().filter(|_| d.durable) {
             let mut changes = vec![Change::PutExchange(persist::exchange_record(&self.name, &x))];
@@ -741,7 +760,8 @@ impl VHost {
             d.auto_delete,
             d.arguments.clone(),
             args.limits,
-        );
+        )
+        .with_policy(t.policies.applied(Target::Queue, d.name.as_bytes()));
         if let Some(p) = &self.persistence {
             queue = queue.with_scratch(p.store.clone());
         }
@@ -839,6 +859,88 @@ impl VHost {
         for q in owned {
             self.remove_queue(&q);
         }
+    }
+
+    // ---- policies ---------------------------------------------------------------------
+
+    /// Sets (adds or replaces) a policy or operator policy: validated, stored, then applied to
+    /// every queue and exchange (see [`crate::policy`]). Setting what is already set changes
+    /// nothing.
+    pub fn set_policy(&self, spec: PolicySpec) -> Result<()> {
+        let policy = Policy::new(spec)?;
+        let _one_at_a_time = self.policy_commands.lock();
+        let changed = {
+            let mut t = self.write_topology();
+            let current = t.policies.get(policy.kind, &policy.name);
+            if current.is_some_and(|p| **p == policy) {
+                return Ok(());
+            }
+            if current.is_none() && t.policies.len(policy.kind) >= POLICIES_MAX {
+                tracing::warn!(vhost = ?self.name, limit = POLICIES_MAX, "policy refused: the vhost has the most allowed");
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "Validation failed\n\nvhost '{}' has {POLICIES_MAX} policies of this kind already\n",
+                    self.name
+                )));
+            }
+            self.persist(&[Change::PutPolicy(policy.record(&self.name))])?;
+            t.policies.put(policy);
+            Self::reapply_policies(&mut t)
+        };
+        for (queue, applied) in changed {
+            queue.apply_policy(applied);
+        }
+        Ok(())
+    }
+
+    /// Clears a policy or operator policy: stored, then every queue and exchange it applied to
+    /// goes back to what else applies (its arguments, another policy).
+    pub fn clear_policy(&self, kind: PolicyKind, name: &str) -> Result<()> {
+        let _one_at_a_time = self.policy_commands.lock();
+        let changed = {
+            let mut t = self.write_topology();
+            if t.policies.get(kind, name).is_none() {
+                return Err(BrokerError::not_found(kind.noun(), name, self.name.to_string()));
+            }
+            let operator = kind == PolicyKind::Operator;
+            self.persist(&[Change::DeletePolicy { vhost: self.name.to_string(), operator, name: name.to_owned() }])?;
+            t.policies.remove(kind, name);
+            Self::reapply_policies(&mut t)
+        };
+        for (queue, applied) in changed {
+            queue.apply_policy(applied);
+        }
+        Ok(())
+    }
+
+    /// Applies the policies to every exchange now, and returns the queues whose policies
+    /// changed, to be applied once the topology lock is released (a queue applying new limits
+    /// may dead-letter, which routes).
+    fn reapply_policies(t: &mut Topology) -> Vec<(QueueRef, Applied)> {
+        let Topology { exchanges, queues, policies, .. } = t;
+        for x in exchanges.values_mut() {
+            let applied = policies.applied(Target::Exchange, x.name.as_bytes());
+            if applied != x.policy {
+                x.apply_policy(applied);
+            }
+        }
+        let mut changed = Vec::new();
+        for q in queues.values() {
+            let applied = policies.applied(Target::Queue, q.name.as_bytes());
+            if applied != q.policy() {
+                changed.push((q.clone(), applied));
+            }
+        }
+        changed
+    }
+
+    /// The vhost's policies (or operator policies), by name.
+    pub fn policies(&self, kind: PolicyKind) -> Vec<Arc<Policy>> {
+        self.topology.read().policies.list(kind).cloned().collect()
+    }
+
+    /// The policies applied to an exchange (`None`: no such exchange).
+    pub fn exchange_policy(&self, name: &[u8]) -> Option<Applied> {
+        self.topology.read().exchanges.get(name).map(|x| x.policy.clone())
     }
 
     // ---- routing ----------------------------------------------------------------------

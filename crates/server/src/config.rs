@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use lepus_broker::BrokerError;
+use lepus_broker::policy::{ApplyTo, Policy, PolicyKind, PolicySpec};
 use serde::Deserialize;
 
 /// Everything the broker can be told at start. Field names are the TOML keys.
@@ -59,6 +61,52 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// Default `tracing` filter, e.g. `info` or `lepus_server=debug`; `RUST_LOG` overrides.
     pub log: String,
+    /// Policies and operator policies set at every start (`[[policies]]` tables), as if set
+    /// through the broker's command path: validated, stored with the data, applied.
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// One `[[policies]]` table: RabbitMQ's `set_policy` (or, with `operator = true`,
+/// `set_operator_policy`) arguments.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    /// `queues`, `exchanges` or `all` (the default).
+    #[serde(default = "default_apply_to")]
+    pub apply_to: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// An operator policy (only numeric limits; the lower value wins against the policy's).
+    #[serde(default)]
+    pub operator: bool,
+    /// The definition, RabbitMQ's keys: `{ message-ttl = 60000, dead-letter-exchange = "dlx" }`.
+    pub definition: serde_json::Value,
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+fn default_apply_to() -> String {
+    "all".into()
+}
+
+impl PolicyConfig {
+    /// The policy as the broker's command takes it (the `apply-to` text checked).
+    pub fn spec(&self) -> Result<PolicySpec, BrokerError> {
+        Ok(PolicySpec {
+            kind: if self.operator { PolicyKind::Operator } else { PolicyKind::Policy },
+            name: self.name.clone(),
+            pattern: self.pattern.clone(),
+            apply_to: ApplyTo::parse(&self.apply_to)?,
+            priority: self.priority,
+            definition: self.definition.clone(),
+        })
+    }
 }
 
 impl Default for Config {
@@ -84,6 +132,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             log: "info".into(),
+            policies: Vec::new(),
         }
     }
 }
@@ -134,6 +183,11 @@ impl Config {
         if self.handshake_max == 0 {
             return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
         }
+        for p in &self.policies {
+            p.spec().and_then(Policy::new).map_err(|e| {
+                ConfigError::Invalid(format!("policy '{}': {}", p.name, e.to_string().trim().replace("\n\n", ": ")))
+            })?;
+        }
         Ok(())
     }
 }
@@ -165,6 +219,39 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::from_toml("prot = 1").is_err());
+    }
+
+    #[test]
+    fn policies_are_read_and_checked() {
+        let text = r#"
+            [[policies]]
+            name = "ttl"
+            pattern = "^work\\."
+            apply_to = "queues"
+            priority = 2
+            definition = { message-ttl = 60000, dead-letter-exchange = "dlx" }
+
+            [[policies]]
+            vhost = "apps"
+            name = "cap"
+            pattern = ".*"
+            operator = true
+            definition = { max-length = 100000 }
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        assert!(c.validate().is_ok());
+        let spec = c.policies[0].spec().unwrap();
+        assert_eq!((spec.kind, spec.apply_to, spec.priority), (PolicyKind::Policy, ApplyTo::Queues, 2));
+        assert_eq!(spec.pattern, "^work\\.");
+        assert_eq!(spec.definition, serde_json::json!({"message-ttl": 60000, "dead-letter-exchange": "dlx"}));
+        assert_eq!((c.policies[1].vhost.as_str(), c.policies[1].apply_to.as_str()), ("apps", "all"));
+        let bad = Config::from_toml("[[policies]]\nname = \"p\"\npattern = \".\"\ndefinition = { max-priority = 5 }")
+            .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid setting: policy 'p': Validation failed: [{<<\"max-priority\">>,5}] are not recognised policy settings"
+        );
     }
 
     #[test]

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::broker::AccessControl;
 use lepus_broker::clock::SystemClock;
+use lepus_broker::command::{Command, Issuer};
 use lepus_broker::limits::{UserLimits, VhostLimits};
 use lepus_broker::permissions::{Grant, TopicGrant};
 use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
-use lepus_broker::{Broker, BrokerParts, BrokerRef, VHost};
+use lepus_broker::{Broker, BrokerError, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::{Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
@@ -80,6 +81,7 @@ impl Server {
             persistence: opened.persistence,
             timer_wake,
         });
+        set_policies(&broker, &config)?;
         let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
         Ok(Server { listener, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
@@ -244,6 +246,25 @@ fn restore_access(
 /// users were stored), the configured default user, stored now, as RabbitMQ creates its
 /// default user on a node's first start. Later changes to the configured default do not apply
 /// to it, and deleting every user does not bring it back.
+/// Sets the configuration file's `[[policies]]` through the broker's command path (validated,
+/// stored, applied), in file order.
+fn set_policies(broker: &Broker, config: &Config) -> io::Result<()> {
+    for p in &config.policies {
+        let fail = |e: lepus_broker::BrokerError| {
+            let text = e.to_string().trim().replace("\n\n", ": ");
+            io::Error::new(io::ErrorKind::InvalidInput, format!("policy '{}' in vhost '{}': {text}", p.name, p.vhost))
+        };
+        let vhost = broker.vhost(&p.vhost).ok_or_else(|| {
+            let text = format!("Virtual host '{}' does not exist", p.vhost);
+            fail(BrokerError::NotAllowed(text))
+        })?;
+        let spec = p.spec().map_err(fail)?;
+        vhost.execute(Issuer::node(), Command::SetPolicy(spec)).map_err(fail)?;
+        tracing::info!(policy = %p.name.escape_debug(), vhost = %p.vhost.escape_debug(), "policy from the configuration set");
+    }
+    Ok(())
+}
+
 fn restore_users(config: &Config, snapshot: &Snapshot, persistence: &Persistence) -> io::Result<Users> {
     if !snapshot.users_initialised {
         let users = default_users(config);

@@ -44,6 +44,15 @@ async fn dead_letter_queue(ch: &Channel) -> (String, String) {
     (dlx, dead)
 }
 
+/// A broker, a connection and channel to it, and a dead-letter exchange with its queue.
+async fn with_dead_letter_queue() -> (common::Broker, lapin::Connection, Channel, String, String) {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    let (dlx, dead) = dead_letter_queue(&ch).await;
+    (broker, conn, ch, dlx, dead)
+}
+
 fn excl() -> QueueDeclareOptions {
     QueueDeclareOptions { exclusive: true, ..Default::default() }
 }
@@ -70,10 +79,7 @@ fn field<'a>(t: &'a FieldTable, key: &str) -> &'a AMQPValue {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_messages_are_dead_lettered_with_x_death() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (_broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let mut dead_letters = lconsume(&ch, &dead, true).await;
     let work = uniq("work");
     let args = ltable(vec![("x-dead-letter-exchange", lstr(&dlx)), ("x-message-ttl", AMQPValue::LongInt(20))]);
@@ -101,10 +107,7 @@ async fn expired_messages_are_dead_lettered_with_x_death() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_messages_are_dead_lettered() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lchan(&conn).await;
-    let (dlx, dead) = dead_letter_queue(&ch).await;
+    let (_broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), ltable(vec![("x-dead-letter-exchange", lstr(&dlx))])).await;
     lpub(&ch, "", &work, b"job").await;
@@ -165,4 +168,61 @@ async fn an_invalid_expiration_closes_the_channel_with_406() {
         };
         lexpect_channel_closed(&conn, &ch, publish, 406, text).await;
     }
+}
+
+/// Sets a policy on vhost `/` through the broker's command path (as the management API will).
+fn set_policy(broker: &common::Broker, name: &str, pattern: &str, definition: serde_json::Value) {
+    use lepus_broker::command::{Command, Issuer};
+    use lepus_broker::policy::{ApplyTo, PolicyKind, PolicySpec};
+    let spec = PolicySpec {
+        kind: PolicyKind::Policy,
+        name: name.into(),
+        pattern: pattern.into(),
+        apply_to: ApplyTo::Queues,
+        priority: 0,
+        definition,
+    };
+    let vhost = broker.service.vhost("/").expect("vhost /");
+    vhost.execute(Issuer::node(), Command::SetPolicy(spec)).expect("set policy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_policy_set_on_a_live_queue_dead_letters_what_is_published_after_it() {
+    let (broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
+    let mut dead_letters = lconsume(&ch, &dead, true).await;
+    let work = uniq("work");
+    ldeclare(&ch, &work, excl(), FieldTable::default()).await;
+    lpub(&ch, "", &work, b"before").await;
+    set_policy(
+        &broker,
+        "ttl",
+        &format!("^{work}$"),
+        serde_json::json!({"message-ttl": 20, "dead-letter-exchange": dlx}),
+    );
+    lpub(&ch, "", &work, b"after").await;
+    let got = dead_letters.next().await;
+    assert_eq!(got.data, b"after");
+    let d = &deaths(&got.properties)[0];
+    assert_eq!(field(d, "reason"), &lstr("expired"));
+    assert_eq!(field(d, "queue"), &lstr(&work));
+    assert_eq!(ldrain(&ch, &work).await, vec![b"before".to_vec()], "what was in the queue keeps no deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_max_length_policy_dead_letters_the_oldest_at_once() {
+    let (broker, _conn, ch, dlx, dead) = with_dead_letter_queue().await;
+    let work = uniq("work");
+    ldeclare(&ch, &work, excl(), ltable(vec![("x-max-length", AMQPValue::LongInt(10))])).await;
+    for body in [b"m0", b"m1", b"m2", b"m3", b"m4"] {
+        lpub(&ch, "", &work, body).await;
+    }
+    set_policy(&broker, "cap", &format!("^{work}$"), serde_json::json!({"max-length": 2, "dead-letter-exchange": dlx}));
+    let mut dead_letters = lconsume(&ch, &dead, true).await;
+    let got = dead_letters.take(3).await;
+    assert_eq!(
+        got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
+        vec![b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]
+    );
+    assert_eq!(field(&deaths(&got[0].properties)[0], "reason"), &lstr("maxlen"));
+    assert_eq!(ldrain(&ch, &work).await, vec![b"m3".to_vec(), b"m4".to_vec()]);
 }

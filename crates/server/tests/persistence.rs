@@ -333,3 +333,53 @@ async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
     assert_eq!(tags, Some(vec!["management".to_string()]));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_survive_a_restart_and_the_configured_ones_are_set_at_start() {
+    use lepus_broker::command::{Command, Issuer};
+    use lepus_broker::policy::{ApplyTo, PolicyKind, PolicySpec};
+    let spec = |kind, name: &str, definition| PolicySpec {
+        kind,
+        name: name.into(),
+        pattern: "^pq".into(),
+        apply_to: ApplyTo::All,
+        priority: 0,
+        definition,
+    };
+    let dir = DataDir::new();
+    let broker = start_with(dir.config()).await;
+    let vhost = broker.service.vhost("/").expect("vhost /");
+    let set = |s| vhost.execute(Issuer::node(), Command::SetPolicy(s)).expect("set");
+    set(spec(PolicyKind::Policy, "user", serde_json::json!({"max-length": 5})));
+    set(spec(PolicyKind::Operator, "cap", serde_json::json!({"max-length": 3})));
+    set(spec(PolicyKind::Policy, "gone", serde_json::json!({"expires": 1000})));
+    vhost
+        .execute(Issuer::node(), Command::ClearPolicy { kind: PolicyKind::Policy, name: "gone".into() })
+        .expect("clear");
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    ldeclare(&ch, "pq", durable(), FieldTable::default()).await;
+    drop(vhost);
+    broker.stop().await;
+
+    // A configured policy of higher priority, set at start on top of the stored ones.
+    let configured = Config::from_toml(
+        "[[policies]]\nname = \"file\"\npattern = \"^pq$\"\npriority = 1\ndefinition = { max-length = 2 }\n",
+    )
+    .expect("config");
+    let broker = start_with(Config { policies: configured.policies, ..dir.config() }).await;
+    let vhost = broker.service.vhost("/").expect("vhost /");
+    let names = |kind| vhost.policies(kind).iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(PolicyKind::Policy), ["file", "user"], "the cleared one stays cleared");
+    assert_eq!(names(PolicyKind::Operator), ["cap"]);
+    let queue = vhost.queue(&"pq".try_into().expect("name"), 0).expect("queue restored");
+    let applied = queue.policy();
+    assert_eq!((applied.policy_name(), applied.operator_policy_name()), (Some("file"), Some("cap")));
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    for body in [b"a", b"b", b"c", b"d"] {
+        lpub(&ch, "", "pq", body).await;
+    }
+    assert_eq!(lcount(&ch, "pq").await.0, 2, "the restored queue applies the lowest limit");
+    broker.stop().await;
+}

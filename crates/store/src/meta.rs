@@ -1,5 +1,5 @@
 //! The durable metadata store: virtual hosts, durable exchanges, durable queues, their bindings,
-//! users and the queue id counter, in one redb file.
+//! users, policies and the queue id counter, in one redb file.
 //!
 //! The broker calls [`MetaStore::apply`] while it handles a declare, delete, bind or unbind and
 //! sends the `*-ok` reply only after it returns. Every write transaction therefore commits with
@@ -58,6 +58,7 @@ const USERS_NAME: &str = "users";
 const PERMISSIONS_NAME: &str = "permissions";
 const TOPIC_PERMISSIONS_NAME: &str = "topic_permissions";
 const LIMITS_NAME: &str = "limits";
+const POLICIES_NAME: &str = "policies";
 
 type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
@@ -69,6 +70,12 @@ const USERS: DataTable = TableDefinition::new(USERS_NAME);
 const PERMISSIONS: DataTable = TableDefinition::new(PERMISSIONS_NAME);
 const TOPIC_PERMISSIONS: DataTable = TableDefinition::new(TOPIC_PERMISSIONS_NAME);
 const LIMITS: DataTable = TableDefinition::new(LIMITS_NAME);
+const POLICIES: DataTable = TableDefinition::new(POLICIES_NAME);
+
+/// Kind tag of a policy key: a user policy.
+const TAG_POLICY: u8 = b'p';
+/// Kind tag of a policy key: an operator policy.
+const TAG_OPERATOR_POLICY: u8 = b'o';
 
 /// Destination tag of a binding to an exchange.
 const TAG_EXCHANGE: u8 = b'e';
@@ -171,6 +178,17 @@ pub struct LimitsRecord {
     pub limits: Vec<(String, i64)>,
 }
 
+/// A policy or operator policy of a vhost. The broker encodes its pattern, apply-to, priority
+/// and definition into `body`; opaque here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyRecord {
+    pub vhost: String,
+    /// An operator policy (RabbitMQ's `set_operator_policy`), not a user policy.
+    pub operator: bool,
+    pub name: String,
+    pub body: Vec<u8>,
+}
+
 /// What a binding routes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -220,6 +238,10 @@ pub enum Change {
     DeleteTopicPermission { user: String, vhost: String, exchange: Option<Vec<u8>> },
     /// Sets a vhost's or a user's limits; an empty list removes them.
     PutLimits(LimitsRecord),
+    /// Adds or overwrites the policy of this vhost, kind and name.
+    PutPolicy(PolicyRecord),
+    /// Removes the policy (no-op if absent).
+    DeletePolicy { vhost: String, operator: bool, name: String },
 }
 
 /// Everything in the store, each list sorted by its key (see the module doc).
@@ -238,6 +260,8 @@ pub struct Snapshot {
     pub limits: Vec<LimitsRecord>,
     /// A permission was ever stored; false in a data directory from before permissions.
     pub permissions_initialised: bool,
+    /// Policies and operator policies, by vhost, kind and name.
+    pub policies: Vec<PolicyRecord>,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -390,6 +414,10 @@ impl MetaStore {
             snapshot.limits.push(decode_limits(key, value)?);
             Ok(())
         })?;
+        scan(&txn, POLICIES, |key, value| {
+            snapshot.policies.push(decode_policy(key, value)?);
+            Ok(())
+        })?;
         let counters = txn.open_table(COUNTERS).map_err(db_err)?;
         snapshot.users_initialised = counters.get(USERS_INITIALISED).map_err(db_err)?.is_some();
         snapshot.permissions_initialised = counters.get(PERMISSIONS_INITIALISED).map_err(db_err)?.is_some();
@@ -440,6 +468,7 @@ struct Tables<'txn> {
     permissions: Table<'txn, &'static [u8], &'static [u8]>,
     topic_permissions: Table<'txn, &'static [u8], &'static [u8]>,
     limits: Table<'txn, &'static [u8], &'static [u8]>,
+    policies: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -455,6 +484,7 @@ impl<'txn> Tables<'txn> {
             permissions: txn.open_table(PERMISSIONS).map_err(db_err)?,
             topic_permissions: txn.open_table(TOPIC_PERMISSIONS).map_err(db_err)?,
             limits: txn.open_table(LIMITS).map_err(db_err)?,
+            policies: txn.open_table(POLICIES).map_err(db_err)?,
         })
     }
 
@@ -471,6 +501,7 @@ impl<'txn> Tables<'txn> {
                     &mut self.queues,
                     &mut self.bindings,
                     &mut self.by_destination,
+                    &mut self.policies,
                 ] {
                     delete_prefix(table, &prefix)?;
                 }
@@ -552,6 +583,16 @@ impl<'txn> Tables<'txn> {
                 } else {
                     self.limits.insert(key.as_slice(), encode_limits(l)?.as_slice()).map_err(db_err)?;
                 }
+            }
+            Change::PutPolicy(policy) => {
+                let key = policy_key(&policy.vhost, policy.operator, &policy.name)?;
+                let mut value = Vec::with_capacity(5 + policy.body.len());
+                value.push(VALUE_VERSION);
+                put_s32(&mut value, "policy", &policy.body)?;
+                self.policies.insert(key.as_slice(), value.as_slice()).map_err(db_err)?;
+            }
+            Change::DeletePolicy { vhost, operator, name } => {
+                self.policies.remove(policy_key(vhost, *operator, name)?.as_slice()).map_err(db_err)?;
             }
         }
         Ok(())
@@ -741,6 +782,15 @@ fn encode_limits(l: &LimitsRecord) -> Result<Vec<u8>> {
         value.extend_from_slice(&n.to_be_bytes());
     }
     Ok(value)
+}
+
+/// `s16 vhost, u8 kind, s16 name`: the key of a policy (kind `p`, or `o` for an operator policy).
+fn policy_key(vhost: &str, operator: bool, name: &str) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(5 + vhost.len() + name.len());
+    put_s16(&mut key, "vhost name", vhost.as_bytes())?;
+    key.push(if operator { TAG_OPERATOR_POLICY } else { TAG_POLICY });
+    put_s16(&mut key, "policy name", name.as_bytes())?;
+    Ok(key)
 }
 
 fn encode_queue(queue: &QueueRecord) -> Result<Vec<u8>> {
@@ -1043,6 +1093,25 @@ fn decode_limits(key: &[u8], value: &[u8]) -> Result<LimitsRecord> {
     }
     r.finish()?;
     Ok(LimitsRecord { scope, name, limits })
+}
+
+fn decode_policy(key: &[u8], value: &[u8]) -> Result<PolicyRecord> {
+    let mut k = Reader::new(key, POLICIES_NAME, "policy key");
+    let vhost = k.s16()?;
+    let vhost = k.utf8("vhost", vhost)?;
+    let operator = match k.u8()? {
+        TAG_POLICY => false,
+        TAG_OPERATOR_POLICY => true,
+        tag => return Err(k.corrupt(format_args!("unknown policy kind {tag:#04x}"))),
+    };
+    let name = k.s16()?;
+    let name = k.utf8("policy name", name)?;
+    k.finish()?;
+    let mut r = Reader::new(value, POLICIES_NAME, "value");
+    r.version()?;
+    let body = r.s32()?.to_vec();
+    r.finish()?;
+    Ok(PolicyRecord { vhost, operator, name, body })
 }
 
 fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {

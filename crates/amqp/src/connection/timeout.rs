@@ -93,11 +93,10 @@ enum Oldest {
 }
 
 impl Connection {
-    /// The timeout of deliveries from `queue`: its `x-consumer-timeout`, else the broker's;
-    /// `None` when off.
+    /// The timeout of deliveries from `queue`: its `x-consumer-timeout` (or its policy's
+    /// `consumer-timeout`), else the broker's; `None` when off.
     fn timeout_of(&self, queue: &lepus_broker::Queue) -> Option<u64> {
-        let ms =
-            lepus_broker::args::consumer_timeout_ms(&queue.arguments).unwrap_or(self.shared.limits.consumer_timeout_ms);
+        let ms = queue.consumer_timeout_ms().unwrap_or(self.shared.limits.consumer_timeout_ms);
         (ms > 0).then_some(ms)
     }
 

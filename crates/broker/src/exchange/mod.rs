@@ -27,6 +27,7 @@ use std::fmt;
 use lepus_protocol::{FieldTable, ShortStr};
 
 use crate::error::BrokerError;
+use crate::policy::Applied;
 use crate::queue::QueueRef;
 
 /// Where a binding leads.
@@ -113,6 +114,12 @@ pub fn index_for(type_name: &str, arguments: &FieldTable) -> Result<Box<dyn Exch
     new_index(type_name).ok_or_else(|| unknown_type(type_name))
 }
 
+/// The `alternate-exchange` argument.
+fn argument_alternate(arguments: &FieldTable) -> Option<ShortStr> {
+    let bytes = arguments.get("alternate-exchange")?.as_bytes()?;
+    ShortStr::from_bytes(bytes::Bytes::copy_from_slice(bytes))
+}
+
 #[derive(Debug)]
 pub struct Exchange {
     pub name: ShortStr,
@@ -120,8 +127,10 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
-    /// The `alternate-exchange` argument.
+    /// The alternate exchange: the `alternate-exchange` argument, else its policy's.
     pub alternate: Option<ShortStr>,
+    /// The policy and operator policy applied (see [`crate::policy`]).
+    pub policy: Applied,
     /// (destination, key) → the argument tables bound with it.
     bindings: HashMap<(Destination, ShortStr), Vec<FieldTable>>,
     index: Box<dyn ExchangeType>,
@@ -140,10 +149,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Exchange {
-        let alternate = match arguments.get("alternate-exchange") {
-            Some(v) => v.as_bytes().and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b))),
-            None => None,
-        };
+        let alternate = argument_alternate(&arguments);
         Exchange {
             name,
             durable,
@@ -151,10 +157,17 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            policy: Applied::default(),
             bindings: HashMap::new(),
             index,
             held: None,
         }
+    }
+
+    /// Applies the exchange's policies: an `alternate-exchange` argument wins over the policy's.
+    pub fn apply_policy(&mut self, applied: Applied) {
+        self.alternate = argument_alternate(&self.arguments).or_else(|| applied.alternate_exchange());
+        self.policy = applied;
     }
 
     /// The exchange's type name (`direct`, `topic`, …).

@@ -76,6 +76,7 @@ use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::MessageRef;
 use crate::outlet::{ConsumerId, Delivery, Outbound, OutletRef};
+use crate::policy::Applied;
 use crate::stats::{Counters, Snapshot, Stat};
 use crate::timer::{TimerId, TimerService, TimerTarget};
 use crate::vhost::VHost;
@@ -106,7 +107,7 @@ pub enum Overflow {
 
 /// What the queue's arguments make the queue do itself: length limits, TTLs, expiry and
 /// dead-lettering.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueLimits {
     pub max_length: Option<u64>,
     /// Counts message bodies, as RabbitMQ.
@@ -177,6 +178,13 @@ struct State {
     unacked_expiry: HashMap<u64, u64>,
     /// How often each message that came back was returned (queues that count deliveries).
     delivery_counts: HashMap<u64, u32>,
+    /// What the queue applies now: its arguments' limits resolved with its policies.
+    limits: QueueLimits,
+    /// The policy and operator policy applied (see [`crate::policy`]).
+    applied: Applied,
+    /// Every timed message goes in the expiry index: the TTL changed while the queue held
+    /// messages, so deadlines from it no longer rise with `seq`.
+    index_all_timed: bool,
 }
 
 impl Default for State {
@@ -194,6 +202,9 @@ impl Default for State {
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
             delivery_counts: HashMap::new(),
+            limits: QueueLimits::default(),
+            applied: Applied::default(),
+            index_all_timed: false,
         }
     }
 }
@@ -207,6 +218,12 @@ impl State {
         self.consumers.is_empty()
             || self.deleted
             || (self.ready.len() <= FLOW_LOW_MESSAGES && self.ready.bytes() <= FLOW_LOW_BYTES)
+    }
+
+    /// After messages left in bulk: the paging window moves up, paused publishers may resume.
+    fn page_out_and_relieve(&mut self, fx: &mut Effects) {
+        self.ready.page_out(&mut self.stored);
+        self.release_flow_waiters(fx);
     }
 
     /// Moves the flow waiters to `wakes` once the queue is relieved.
@@ -241,7 +258,9 @@ pub struct Queue {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    pub limits: QueueLimits,
+    /// The limits the arguments set; what applies is these resolved with the queue's policies
+    /// ([`Queue::limits`]).
+    pub arg_limits: QueueLimits,
     /// Persistent messages go to a message log (a durable queue of a broker with storage).
     pub logged: bool,
     /// A delayed exchange's hidden queue (`Departure::Release`): what it takes is held, not
@@ -264,6 +283,18 @@ struct Effects {
     dead: Vec<(MessageRef, DeathReason)>,
     /// Stored copies to release once the dead letters are enqueued elsewhere.
     forget: Vec<u64>,
+    /// Where the dead letters go: the queue's departure when they died.
+    departure: Option<Departure>,
+}
+
+impl Effects {
+    /// A message to dead-letter (or release) through `departure` after the lock.
+    fn dead_letter(&mut self, message: MessageRef, reason: DeathReason, departure: &Option<Departure>) {
+        if self.departure.is_none() {
+            self.departure = departure.clone();
+        }
+        self.dead.push((message, reason));
+    }
 }
 
 impl Queue {
@@ -286,7 +317,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
-            limits,
+            arg_limits: limits.clone(),
             logged: false,
             held,
             stats: Counters::default(),
@@ -294,6 +325,7 @@ impl Queue {
             state: Mutex::new(State {
                 ready: Ready::new(max_priority),
                 consumers: Consumers::new(single_active),
+                limits,
                 ..State::default()
             }),
         }
@@ -338,6 +370,63 @@ impl Queue {
         self.arm(&mut st);
     }
 
+    /// The queue made with `applied` (its policies) in force from the start.
+    pub fn with_policy(mut self, applied: Applied) -> Queue {
+        let st = self.state.get_mut();
+        st.limits = applied.queue_limits(&self.arg_limits);
+        st.applied = applied;
+        self
+    }
+
+    /// Applies `applied` (the queue's policies, see [`crate::policy`]) at once: the limits
+    /// become the arguments' resolved with them. As in RabbitMQ, a lower length limit drops
+    /// (dead-letters) the excess under drop-head, a new TTL applies to messages enqueued from
+    /// now on (those in the queue keep their deadlines), and a new expiry period counts from now.
+    pub fn apply_policy(self: &Arc<Self>, applied: Applied) {
+        let limits = applied.queue_limits(&self.arg_limits);
+        let mut fx = Effects::default();
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            if st.deleted || (st.applied == applied && st.limits == limits) {
+                return;
+            }
+            if limits.message_ttl_ms != st.limits.message_ttl_ms && st.next_seq > 0 {
+                st.index_all_timed = true;
+            }
+            let now = self.now_ms();
+            if limits.expires_ms != st.limits.expires_ms {
+                st.last_used_ms = now.unwrap_or(st.last_used_ms);
+            }
+            st.limits = limits;
+            st.applied = applied;
+            self.drop_over_limits(st, &mut fx);
+            if let Some(now) = now {
+                self.expire(st, &mut fx, now);
+            }
+            self.arm(st);
+            st.page_out_and_relieve(&mut fx);
+        }
+        self.finish(fx);
+    }
+
+    /// The limits in force: the arguments' resolved with the queue's policies.
+    pub fn limits(&self) -> QueueLimits {
+        self.state.lock().limits.clone()
+    }
+
+    /// The policy and operator policy applied to the queue (the management API's `policy`,
+    /// `operator_policy` and `effective_policy_definition`).
+    pub fn policy(&self) -> Applied {
+        self.state.lock().applied.clone()
+    }
+
+    /// The consumer timeout of deliveries from this queue: its `x-consumer-timeout`, else its
+    /// policy's `consumer-timeout`; `Some(0)` turns it off, `None` leaves the broker's.
+    pub fn consumer_timeout_ms(&self) -> Option<u64> {
+        crate::args::consumer_timeout_ms(&self.arguments).or_else(|| self.state.lock().applied.consumer_timeout_ms())
+    }
+
     /// The clock's time, if the queue has a clock.
     fn now_ms(&self) -> Option<u64> {
         self.env.get().map(|env| env.services.clock.now_ms())
@@ -351,8 +440,8 @@ impl Queue {
             st.next_seq += 1;
             st.stored.restore(seq, loc);
             let expires_at_ms = match &message {
-                Some(m) => self.timed_deadline(timestamp_ms, m).0,
-                None => self.deadline(timestamp_ms, None),
+                Some(m) => self.timed_deadline(&st, timestamp_ms, m).0,
+                None => deadline(st.limits.message_ttl_ms, timestamp_ms, None),
             };
             match message {
                 Some(message) => st.ready.push_back(Entry { seq, message, redelivered, expires_at_ms }, true),
@@ -361,25 +450,18 @@ impl Queue {
         }
     }
 
-    /// A message's deadline if enqueued at `now_ms`: the lower of the queue's TTL and its own.
-    fn deadline(&self, now_ms: u64, expiration_ms: Option<u64>) -> u64 {
-        match (self.limits.message_ttl_ms, expiration_ms) {
-            (None, None) => NO_EXPIRY,
-            (Some(a), Some(b)) => now_ms.saturating_add(a.min(b)),
-            (Some(ttl), None) | (None, Some(ttl)) => now_ms.saturating_add(ttl),
-        }
-    }
-
     /// A timed message's deadline if enqueued at `now_ms`, and whether it may come before a
     /// later message's (then it goes in the expiry index). In a delayed exchange's queue, its
     /// delay, whatever its TTL.
-    fn timed_deadline(&self, now_ms: u64, message: &crate::message::Message) -> (u64, bool) {
+    fn timed_deadline(&self, st: &State, now_ms: u64, message: &crate::message::Message) -> (u64, bool) {
         if self.held {
             return (now_ms.saturating_add(crate::exchange::delayed::message_delay_ms(message)), true);
         }
-        // A deadline from the queue's TTL rises with `seq`; a lower per-message one may not.
-        let indexed = message.expiration_ms.is_some_and(|e| self.limits.message_ttl_ms.is_none_or(|t| e < t));
-        (self.deadline(now_ms, message.expiration_ms), indexed)
+        // A deadline from the queue's TTL rises with `seq` (unless the TTL changed); a lower
+        // per-message one may not.
+        let ttl = st.limits.message_ttl_ms;
+        let indexed = st.index_all_timed || message.expiration_ms.is_some_and(|e| ttl.is_none_or(|t| e < t));
+        (deadline(ttl, now_ms, message.expiration_ms), indexed)
     }
 
     /// Whether this is a delayed exchange's hidden queue.
@@ -408,8 +490,8 @@ impl Queue {
                 return (Enqueued::Gone, Durable::NOW);
             }
             if self.will_overflow(&st, &message) {
-                if self.limits.overflow == Some(Overflow::RejectPublishDlx) {
-                    fx.dead.push((message, DeathReason::MaxLen));
+                if st.limits.overflow == Some(Overflow::RejectPublishDlx) {
+                    fx.dead_letter(message, DeathReason::MaxLen, &st.limits.departure);
                 }
                 Enqueued::Rejected
             } else {
@@ -437,7 +519,7 @@ impl Queue {
         now_ms: u64,
         durable: &mut Durable,
     ) {
-        let timed = self.limits.message_ttl_ms.is_some() || message.expiration_ms.is_some();
+        let timed = st.limits.message_ttl_ms.is_some() || message.expiration_ms.is_some();
         // Read under the lock, so deadlines from the queue's TTL rise with `seq`.
         let clock_ms = if timed { self.now_ms() } else { None };
         if let Some(now) = clock_ms {
@@ -450,7 +532,7 @@ impl Queue {
             *durable = Durable::after_generation(generation);
         }
         let (expires_at_ms, indexed) = match clock_ms {
-            Some(now) => self.timed_deadline(now, &message),
+            Some(now) => self.timed_deadline(st, now, &message),
             None => (NO_EXPIRY, false),
         };
         st.ready.push_back(Entry { seq, message, redelivered: false, expires_at_ms }, indexed);
@@ -466,7 +548,7 @@ impl Queue {
 
     /// Whether `x-overflow: reject-publish(-dlx)` refuses `message`.
     fn will_overflow(&self, st: &State, message: &MessageRef) -> bool {
-        let QueueLimits { max_length, max_length_bytes, overflow, .. } = &self.limits;
+        let QueueLimits { max_length, max_length_bytes, overflow, .. } = &st.limits;
         matches!(overflow, Some(Overflow::RejectPublish | Overflow::RejectPublishDlx))
             && (max_length.is_some_and(|m| st.ready.len() as u64 >= m)
                 || max_length_bytes.is_some_and(|m| st.ready.bytes() + message.body().len() as u64 > m))
@@ -475,7 +557,7 @@ impl Queue {
     /// `x-overflow: drop-head` (the default): drops the oldest messages (dead-lettered with
     /// reason `maxlen`) until the queue is within its limits.
     fn drop_over_limits(&self, st: &mut State, fx: &mut Effects) {
-        let QueueLimits { max_length, max_length_bytes, overflow, .. } = &self.limits;
+        let QueueLimits { max_length, max_length_bytes, overflow, .. } = st.limits;
         if max_length.is_none() && max_length_bytes.is_none() || overflow.is_some_and(|o| o != Overflow::DropHead) {
             return;
         }
@@ -510,7 +592,7 @@ impl Queue {
         if !st.delivery_counts.is_empty() {
             st.delivery_counts.remove(&seq);
         }
-        if self.limits.departure.is_none() || self.env.get().is_none() {
+        if st.limits.departure.is_none() || self.env.get().is_none() {
             st.stored.forget(seq);
             return;
         }
@@ -522,7 +604,7 @@ impl Queue {
                 None => return,
             },
         };
-        fx.dead.push((message, reason));
+        fx.dead_letter(message, reason, &st.limits.departure);
         fx.forget.push(seq);
     }
 
@@ -548,7 +630,7 @@ impl Queue {
 
     /// When the queue expires (`x-expires`) if it stays unused: never while it has consumers.
     fn expiry_deadline(&self, st: &State) -> u64 {
-        match self.limits.expires_ms {
+        match st.limits.expires_ms {
             Some(ms) if st.consumers.is_empty() && !st.deleted => st.last_used_ms.saturating_add(ms),
             _ => NO_EXPIRY,
         }
@@ -562,9 +644,6 @@ impl Queue {
 
     /// Counts a use of the queue for `x-expires` (a declaration, `basic.get`).
     pub fn touch(&self) {
-        if self.limits.expires_ms.is_none() {
-            return;
-        }
         if let Some(now) = self.now_ms() {
             self.state.lock().last_used_ms = now;
         }
@@ -574,20 +653,20 @@ impl Queue {
     /// and then releases their stored copies here.
     #[inline(always)]
     fn finish(&self, fx: Effects) {
-        let Effects { wakes, dead, forget } = fx;
+        let Effects { wakes, dead, forget, departure } = fx;
         for outlet in wakes {
             outlet.wake();
         }
         if !dead.is_empty() || !forget.is_empty() {
-            self.dead_letter(dead, forget);
+            self.dead_letter(departure, dead, forget);
         }
     }
 
     /// Publishes dead letters (on this thread's dead-letter work list), or releases delayed
     /// messages into their exchange, then releases the stored copies of `forget` here.
     #[cold]
-    fn dead_letter(&self, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) {
-        let (Some(env), Some(departure)) = (self.env.get(), self.limits.departure.clone()) else { return };
+    fn dead_letter(&self, departure: Option<Departure>, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) {
+        let (Some(env), Some(departure)) = (self.env.get(), departure) else { return };
         let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
         let now_ms = env.services.clock.now_ms();
         dead_letter::run(move || {
@@ -723,7 +802,7 @@ impl Queue {
             }
             // Without consumers a queue is never congested: paused publishers may resume.
             st.release_flow_waiters(&mut fx);
-            if removed.is_some() && st.consumers.is_empty() && self.limits.expires_ms.is_some() {
+            if removed.is_some() && st.consumers.is_empty() && st.limits.expires_ms.is_some() {
                 // The `x-expires` period starts again when the last consumer leaves.
                 st.last_used_ms = self.now_ms().unwrap_or(st.last_used_ms);
                 self.arm(&mut st);
@@ -774,10 +853,14 @@ impl Queue {
     /// reason `rejected` if the queue has a dead-letter exchange, then gone as with
     /// [`Queue::ack`]. Returns what makes the removal durable.
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, entries: &[(u64, MessageRef)]) -> Durable {
-        if matches!(self.limits.departure, Some(Departure::DeadLetter(_))) && !self.is_deleted() {
+        let departure = {
+            let st = self.state.lock();
+            st.limits.departure.clone().filter(|d| matches!(d, Departure::DeadLetter(_)) && !st.deleted)
+        };
+        if departure.is_some() {
             // Published before the ack below releases their stored copies.
             let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
-            self.dead_letter(letters, Vec::new());
+            self.dead_letter(departure, letters, Vec::new());
         }
         self.ack(consumer, entries.iter().map(|(seq, _)| *seq))
     }
@@ -822,13 +905,13 @@ impl Queue {
     /// Counts a return of a message (in a queue that counts deliveries): it comes back with
     /// `x-delivery-count`, or, past `x-delivery-limit`, is dead-lettered (`None`).
     fn count_return(&self, st: &mut State, fx: &mut Effects, seq: u64, message: MessageRef) -> Option<MessageRef> {
-        if !self.limits.count_deliveries {
+        if !self.arg_limits.count_deliveries {
             return Some(message);
         }
         let count = st.delivery_counts.entry(seq).or_insert(0);
         *count = count.saturating_add(1);
         let count = *count;
-        if self.limits.delivery_limit.is_some_and(|limit| u64::from(count) > limit) {
+        if st.limits.delivery_limit.is_some_and(|limit| u64::from(count) > limit) {
             st.delivery_counts.remove(&seq);
             let entry = Entry { seq, message, redelivered: true, expires_at_ms: NO_EXPIRY };
             self.drop_removed(st, fx, Removed::Resident(entry), DeathReason::DeliveryLimit);
@@ -840,7 +923,7 @@ impl Queue {
     /// A message as a quorum queue hands it out: with its `x-delivery-count` (0, then how
     /// often it came back), set at each delivery so the stored copy never needs rewriting.
     fn counted(&self, counts: &HashMap<u64, u32>, seq: u64, message: MessageRef) -> MessageRef {
-        if !self.limits.count_deliveries {
+        if !self.arg_limits.count_deliveries {
             return message;
         }
         let count = counts.get(&seq).copied().unwrap_or(0);
@@ -968,6 +1051,16 @@ impl Queue {
             outlet.wake();
         }
         n
+    }
+}
+
+/// A message's deadline if enqueued at `now_ms` in a queue with TTL `ttl_ms`: the lower of the
+/// queue's TTL and its own.
+fn deadline(ttl_ms: Option<u64>, now_ms: u64, expiration_ms: Option<u64>) -> u64 {
+    match (ttl_ms, expiration_ms) {
+        (None, None) => NO_EXPIRY,
+        (Some(a), Some(b)) => now_ms.saturating_add(a.min(b)),
+        (Some(ttl), None) | (None, Some(ttl)) => now_ms.saturating_add(ttl),
     }
 }
 

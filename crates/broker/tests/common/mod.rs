@@ -1,6 +1,8 @@
 //! What the queue tests share: a wake-up that counts, a small message, a plain queue.
 #![allow(dead_code)]
 
+pub mod clocked;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
