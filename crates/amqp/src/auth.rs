@@ -47,7 +47,9 @@ pub fn authenticate(
         (b"PLAIN", _) => parse_plain(response)?,
         (b"AMQPLAIN", _) => parse_amqplain(response)?,
         // The response (an authorization identity, if any) is ignored, as RabbitMQ does.
-        (b"EXTERNAL", Some(name)) => return Ok(users.login_external(name.as_ref().map_err(Clone::clone)?, peer)?.name.clone()),
+        (b"EXTERNAL", Some(name)) => {
+            return Ok(users.login_external(name.as_ref().map_err(Clone::clone)?, peer)?.name.clone());
+        }
         (other, _) => return Err(AuthError::UnknownMechanism(String::from_utf8_lossy(other).into_owned())),
     };
     Ok(users.login(&name, &password, peer)?.name.clone())

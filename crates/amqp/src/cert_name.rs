@@ -4,8 +4,8 @@
 //! `,`; multi-valued RDNs by `+`; RabbitMQ's short attribute names, else the dotted OID; values
 //! escaped as RFC 4514 asks, and every byte below 32 or from 126 up as `\XX`).
 
-use x509_parser::prelude::{AttributeTypeAndValue, FromDer, X509Certificate, X509Name};
 use x509_parser::der_parser::asn1_rs::Tag;
+use x509_parser::prelude::{AttributeTypeAndValue, FromDer, X509Certificate, X509Name};
 
 /// Which part of the certificate's subject is the user name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,10 +45,7 @@ fn common_name(subject: &X509Name<'_>) -> Result<String, CertNameError> {
 
 /// The subject in RabbitMQ's form (its `rabbitmqctl list_connections peer_cert_subject`).
 pub fn distinguished_name(subject: &X509Name<'_>) -> String {
-    let rdns: Vec<String> = subject
-        .iter()
-        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
-        .collect();
+    let rdns: Vec<String> = subject.iter().map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+")).collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
@@ -99,7 +96,9 @@ fn value_text(attribute: &AttributeTypeAndValue<'_>) -> String {
         }
         Tag::UniversalString => data
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(char::REPLACEMENT_CHARACTER))
+            .map(|c| {
+                char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
             .collect(),
         Tag::TeletexString => data.iter().map(|&b| char::from(b)).collect(),
         _ => {

@@ -148,7 +148,7 @@ impl Users {
     }
 
     fn check_loopback<'a>(&self, user: &'a User, peer: IpAddr) -> Result<&'a User, LoginError> {
-        if self.loopback_only.iter().any(|n| *n == user.name) && !is_loopback(peer) {
+        if self.loopback_only.contains(&user.name) && !is_loopback(peer) {
             return Err(LoginError::LoopbackOnly(user.name.clone()));
         }
         Ok(user)
