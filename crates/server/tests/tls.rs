@@ -368,3 +368,57 @@ async fn unreadable_files_stop_the_start_with_a_clear_error() {
         )
     );
 }
+
+/// The `lepus` binary with TLS from flags and `LEPUS_*` variables: SIGHUP reloads the
+/// certificate (new connections get it), and a failed reload keeps the one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary_s_certificate() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let pki = Pki::new("sighup");
+    pki.issue("server", true, &[(DnType::CommonName, "first")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
+        .args(["--bind-address", "127.0.0.1", "--port", "0", "--tls-port", "0"])
+        .arg("--tls-cert-file")
+        .arg(pki.path("server.pem"))
+        .env("LEPUS_TLS_KEY_FILE", pki.path("server.key"))
+        .env("LEPUS_DATA_DIR", pki.path("data"))
+        .env("LEPUS_LOG", "info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lepus starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut wait_for = move |text: &str| loop {
+        let line = lines.next().expect("lepus logs before exiting").expect("utf-8 log");
+        assert!(!line.contains("panicked"), "{line}");
+        if line.contains(text) {
+            return line;
+        }
+    };
+    let line = wait_for("over TLS");
+    let addr: std::net::SocketAddr =
+        line.split("address=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    let presented = async |connector: &TlsConnector| {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("handshake");
+        tls.get_ref().1.peer_certificates().expect("server certificate")[0].to_vec()
+    };
+    let connector = pki.connector(None);
+    let first = presented(&connector).await;
+    let second = pki.issue("server", true, &[(DnType::CommonName, "second")]);
+    assert_ne!(first, second);
+    let pid = child.id().to_string();
+    let signal = |name: &str| assert!(Command::new("kill").args([name, &pid]).status().expect("kill").success());
+    signal("-HUP");
+    wait_for("TLS certificate reloaded");
+    assert_eq!(presented(&connector).await, second);
+    std::fs::write(pki.path("server.pem"), "garbage").unwrap();
+    signal("-HUP");
+    let failed = wait_for("TLS reload failed");
+    assert!(failed.contains("no certificate found in tls_cert_file"), "{failed}");
+    assert_eq!(presented(&connector).await, second);
+    signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}
