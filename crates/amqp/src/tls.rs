@@ -44,6 +44,11 @@ pub async fn serve_tls(
     let tls = tokio::select! {
         result = handshake => match result {
             Ok(Ok(tls)) => tls,
+            // A connect that sends nothing (port probes, health checks): as on plain TCP.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(%peer, "connection ended before the TLS handshake");
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "TLS handshake failed");
                 return;
