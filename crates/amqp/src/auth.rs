@@ -1,5 +1,8 @@
 //! SASL for AMQP: the PLAIN and AMQPLAIN mechanisms offered in `connection.start`, decoded
-//! into a name and password that the broker's users check ([`lepus_broker::users`]).
+//! into a name and password that the broker's users check ([`lepus_broker::users`]), and
+//! EXTERNAL, offered on TLS connections of a listener that verifies client certificates: the
+//! user named by the certificate ([`crate::cert_name`]) logs in without a password, as with
+//! RabbitMQ's `rabbitmq_auth_mechanism_ssl`.
 
 use std::net::IpAddr;
 
@@ -9,6 +12,12 @@ use lepus_protocol::{Decoder, FieldValue};
 
 /// The mechanisms offered in `connection.start`, in RabbitMQ's order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// The same with EXTERNAL, on a TLS connection whose listener verifies client certificates.
+pub const MECHANISMS_WITH_EXTERNAL: &str = "PLAIN AMQPLAIN EXTERNAL";
+
+/// What SASL EXTERNAL would log in as on a connection: `None` where it is not offered;
+/// otherwise the name from the client's certificate, or why there is none.
+pub type External = Option<Result<String, AuthError>>;
 
 /// Why a login failed; the text goes to the log, never to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,19 +26,39 @@ pub enum AuthError {
     UnknownMechanism(String),
     #[error("malformed {0} response")]
     Malformed(&'static str),
+    #[error("the client presented no TLS certificate")]
+    NoPeerCertificate,
+    #[error(transparent)]
+    CertificateName(#[from] crate::cert_name::CertNameError),
     #[error(transparent)]
     Login(#[from] LoginError),
 }
 
-/// Runs a SASL exchange of one step (both PLAIN and AMQPLAIN are single-step); returns the
-/// user's name.
-pub fn authenticate(users: &Users, mechanism: &[u8], response: &Bytes, peer: IpAddr) -> Result<String, AuthError> {
-    let (name, password) = match mechanism {
-        b"PLAIN" => parse_plain(response)?,
-        b"AMQPLAIN" => parse_amqplain(response)?,
-        other => return Err(AuthError::UnknownMechanism(String::from_utf8_lossy(other).into_owned())),
+/// Runs a SASL exchange of one step (PLAIN, AMQPLAIN and EXTERNAL are all single-step);
+/// returns the user's name. `external` is what EXTERNAL would log in as on this connection.
+pub fn authenticate(
+    users: &Users,
+    mechanism: &[u8],
+    response: &Bytes,
+    peer: IpAddr,
+    external: &External,
+) -> Result<String, AuthError> {
+    let (name, password) = match (mechanism, external) {
+        (b"PLAIN", _) => parse_plain(response)?,
+        (b"AMQPLAIN", _) => parse_amqplain(response)?,
+        // The response (an authorization identity, if any) is ignored, as RabbitMQ does.
+        (b"EXTERNAL", Some(name)) => {
+            return Ok(users.login_external(name.as_ref().map_err(Clone::clone)?, peer)?.name.clone());
+        }
+        (other, _) => return Err(AuthError::UnknownMechanism(String::from_utf8_lossy(other).into_owned())),
     };
     Ok(users.login(&name, &password, peer)?.name.clone())
+}
+
+/// What EXTERNAL logs in as, given the client's verified certificate (DER), if it sent one.
+pub fn external_name(certificate: Option<&[u8]>, from: crate::cert_name::CertLoginFrom) -> Result<String, AuthError> {
+    let der = certificate.ok_or(AuthError::NoPeerCertificate)?;
+    Ok(crate::cert_name::login_name(der, from)?)
 }
 
 /// PLAIN (RFC 4616): `authzid NUL authcid NUL passwd`; authzid is ignored.
@@ -76,7 +105,7 @@ mod tests {
     #[test]
     fn plain_decodes_name_and_password() {
         let u = users();
-        let login = |response: &'static [u8]| authenticate(&u, b"PLAIN", &Bytes::from_static(response), PEER);
+        let login = |response: &'static [u8]| authenticate(&u, b"PLAIN", &Bytes::from_static(response), PEER, &None);
         assert_eq!(login(b"\0alice\0s3cret"), Ok("alice".into()));
         assert_eq!(login(b"ignored-authzid\0alice\0s3cret"), Ok("alice".into()));
         assert_eq!(login(b"\0alice\0nope"), Err(AuthError::Login(LoginError::BadCredentials("alice".into()))));
@@ -90,14 +119,28 @@ mod tests {
         let mut buf = BytesMut::new();
         lepus_protocol::table::encode_table(&table, &mut Encoder::new(&mut buf));
         let response = Bytes::from(buf.split_off(4));
-        assert!(authenticate(&users(), b"AMQPLAIN", &response, PEER).is_ok());
+        assert!(authenticate(&users(), b"AMQPLAIN", &response, PEER, &None).is_ok());
     }
 
     #[test]
     fn unknown_mechanism_is_refused() {
         assert_eq!(
-            authenticate(&users(), b"EXTERNAL", &Bytes::new(), PEER).unwrap_err(),
-            AuthError::UnknownMechanism("EXTERNAL".into())
+            authenticate(&users(), b"CRAM-MD5", &Bytes::new(), PEER, &Some(Ok("alice".into()))).unwrap_err(),
+            AuthError::UnknownMechanism("CRAM-MD5".into())
         );
+    }
+
+    #[test]
+    fn external_only_where_offered_and_for_an_existing_user() {
+        let u = users();
+        let external = |e: External| authenticate(&u, b"EXTERNAL", &Bytes::new(), PEER, &e);
+        assert_eq!(external(None), Err(AuthError::UnknownMechanism("EXTERNAL".into())));
+        assert_eq!(external(Some(Ok("alice".into()))), Ok("alice".into()));
+        assert_eq!(
+            external(Some(Ok("mallory".into()))),
+            Err(AuthError::Login(LoginError::NoSuchUser("mallory".into())))
+        );
+        assert_eq!(external(Some(Err(AuthError::NoPeerCertificate))), Err(AuthError::NoPeerCertificate));
+        assert_eq!(external_name(None, Default::default()), Err(AuthError::NoPeerCertificate));
     }
 }

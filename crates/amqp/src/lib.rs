@@ -1,8 +1,8 @@
 //! The AMQP 0-9-1 front end of Lepus: everything that knows frames, methods, channels and
 //! consumer tags, over the protocol-neutral core in `lepus_broker`.
 //!
-//! A front end is handed a connected [`Transport`] (plain TCP today; TLS next) by the server
-//! and serves it to the end with [`serve`]: protocol header, SASL, tuning, channels, methods
+//! A front end is handed a connected [`Transport`] (plain TCP, or TLS after [`serve_tls`]'s
+//! handshake) by the server and serves it to the end with [`serve`]: protocol header, SASL, tuning, channels, methods
 //! mapped to broker commands and publishes, deliveries encoded from the connection's outlet,
 //! heartbeats, and both directions of `connection.close`, with every error mapped once to
 //! RabbitMQ's reply code and text.
@@ -16,14 +16,17 @@
 //! - `channel`: per-channel state: consumers, unacked deliveries, confirms, transactions.
 //! - [`context`]: what every connection shares: the broker, the protocol limits, direct
 //!   reply-to addresses.
-//! - [`transport`]: the byte stream a connection runs over.
+//! - [`transport`]: the byte stream a connection runs over (TCP, TLS).
+//! - [`tls`]: the TLS handshake inside the handshake deadline, then the connection.
 //! - `names`: server-generated queue names, consumer tags, reply-to addresses.
 //! - `heartbeat`: when to send a heartbeat and when the peer counts as dead (pure, clock
 //!   passed in).
-//! - [`auth`]: SASL PLAIN/AMQPLAIN, decoded for the broker's users.
+//! - [`auth`]: SASL PLAIN/AMQPLAIN, decoded for the broker's users, and EXTERNAL;
+//!   [`cert_name`]: the user name in a client certificate (CN or RabbitMQ's DN form).
 //! - [`error`]: typed connection and channel errors, mapped once to AMQP reply codes.
 
 pub mod auth;
+pub mod cert_name;
 mod channel;
 mod connection;
 pub mod context;
@@ -31,10 +34,12 @@ pub mod error;
 mod heartbeat;
 mod login_guard;
 mod names;
+pub mod tls;
 pub mod transport;
 
 pub use connection::{NotifyWake, serve, serve_admitted};
 pub use context::{Context, Limits};
+pub use tls::{TlsSetup, serve_tls};
 pub use transport::Transport;
 
 /// Resolves once `rx` says shutdown was requested, or its sender is gone (returns no guard,

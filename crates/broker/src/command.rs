@@ -255,6 +255,8 @@ pub enum Credential {
     /// A salted SHA-256 hash from elsewhere (RabbitMQ definitions): 4 bytes of salt, then
     /// the digest.
     Hash(Vec<u8>),
+    /// No password: only a login that needs none (SASL EXTERNAL) gets in.
+    Passwordless,
 }
 
 /// Names (users, vhosts) are AMQP short strings at most.
@@ -321,6 +323,7 @@ impl Broker {
                 let user = match credential {
                     Credential::Password(password) => User::new(&name, &password, &tags),
                     Credential::Hash(hash) => User::with_password_hash(&name, hash, &tags),
+                    Credential::Passwordless => User::passwordless(&name, &tags),
                 };
                 self.store(&[Change::PutUser(user.record())])?;
                 self.users_mut().add(user);
@@ -492,6 +495,14 @@ mod tests {
         b.execute_node(put("t", Credential::Hash(hash), &[])).expect("add with hash");
         assert!(b.users().login("t", b"test12", PEER).is_ok());
         assert!(b.users().login("t", b"test13", PEER).is_err());
+    }
+
+    #[test]
+    fn a_passwordless_user_logs_in_only_externally() {
+        let b = broker();
+        b.execute_node(put("app", Credential::Passwordless, &[])).expect("add passwordless");
+        assert!(b.users().login("app", b"", PEER).is_err());
+        assert!(b.users().login_external("app", PEER).is_ok());
     }
 
     #[test]

@@ -42,6 +42,17 @@ impl User {
         User { name: name.into(), tags: tags.iter().map(|t| t.to_string()).collect(), password_hash }
     }
 
+    /// A user with no password: only a login that needs none (SASL EXTERNAL, a client
+    /// certificate) gets in; stored with an empty hash, as RabbitMQ stores such a user.
+    pub fn passwordless(name: &str, tags: &[&str]) -> User {
+        User::with_password_hash(name, Vec::new(), tags)
+    }
+
+    /// Whether a password can log this user in.
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+
     pub fn password_hash(&self) -> &[u8] {
         &self.password_hash
     }
@@ -78,6 +89,8 @@ fn hash(salt: &[u8], password: &[u8]) -> Vec<u8> {
 pub enum LoginError {
     #[error("user '{}' does not exist or gave a wrong password", .0.escape_debug())]
     BadCredentials(String),
+    #[error("user '{}' does not exist", .0.escape_debug())]
+    NoSuchUser(String),
     #[error("user '{}' can only connect via localhost", .0.escape_debug())]
     LoopbackOnly(String),
 }
@@ -124,8 +137,19 @@ impl Users {
             .get(name)
             .filter(|u| u.check_password(password))
             .ok_or_else(|| LoginError::BadCredentials(name.to_owned()))?;
-        if self.loopback_only.iter().any(|n| n == name) && !is_loopback(peer) {
-            return Err(LoginError::LoopbackOnly(name.to_owned()));
+        self.check_loopback(user, peer)
+    }
+
+    /// A login proven by other means (a verified client certificate): the user must exist;
+    /// no password is checked, so a passwordless user gets in too.
+    pub fn login_external(&self, name: &str, peer: IpAddr) -> Result<&User, LoginError> {
+        let user = self.users.get(name).ok_or_else(|| LoginError::NoSuchUser(name.to_owned()))?;
+        self.check_loopback(user, peer)
+    }
+
+    fn check_loopback<'a>(&self, user: &'a User, peer: IpAddr) -> Result<&'a User, LoginError> {
+        if self.loopback_only.contains(&user.name) && !is_loopback(peer) {
+            return Err(LoginError::LoopbackOnly(user.name.clone()));
         }
         Ok(user)
     }
@@ -168,6 +192,21 @@ mod tests {
         assert!(u.login("guest", b"guest", "::1".parse().unwrap()).is_ok());
         assert!(u.login("guest", b"guest", "::ffff:127.0.0.1".parse().unwrap()).is_ok());
         assert_eq!(u.login("guest", b"guest", REMOTE).unwrap_err(), LoginError::LoopbackOnly("guest".into()));
+    }
+
+    #[test]
+    fn passwordless_users_log_in_only_externally() {
+        let mut u = users();
+        u.add(User::passwordless("app", &[]));
+        for password in [&b""[..], b"x"] {
+            assert_eq!(u.login("app", password, REMOTE).unwrap_err(), LoginError::BadCredentials("app".into()));
+        }
+        assert!(!u.get("app").unwrap().has_password());
+        assert_eq!(u.login_external("app", REMOTE).map(|u| u.name.as_str()), Ok("app"));
+        assert_eq!(u.login_external("alice", REMOTE).map(|u| u.name.as_str()), Ok("alice"));
+        assert_eq!(u.login_external("bob", REMOTE).unwrap_err(), LoginError::NoSuchUser("bob".into()));
+        assert_eq!(u.login_external("guest", REMOTE).unwrap_err(), LoginError::LoopbackOnly("guest".into()));
+        assert_eq!(User::from_record(u.get("app").unwrap().record()).password_hash(), b"");
     }
 
     #[test]

@@ -64,6 +64,22 @@ pub struct Config {
     /// Policies and operator policies set at every start (`[[policies]]` tables), as if set
     /// through the broker's command path: validated, stored with the data, applied.
     pub policies: Vec<PolicyConfig>,
+    /// AMQP over TLS (amqps) port, on `bind_address`; the TLS listener runs only when
+    /// `tls_cert_file` and `tls_key_file` are set; 0 picks an ephemeral port (tests).
+    pub tls_port: u16,
+    /// The server's certificate chain (PEM), leaf first.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates are verified against.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it (RabbitMQ's `verify_peer`); enables SASL
+    /// EXTERNAL on the TLS listener.
+    pub tls_verify_peer: bool,
+    /// Refuse the TLS handshake of a client without a certificate.
+    pub tls_fail_if_no_peer_cert: bool,
+    /// Where SASL EXTERNAL takes the user name from (RabbitMQ's `ssl_cert_login_from`).
+    pub tls_cert_login_from: CertLoginFrom,
 }
 
 /// One `[[policies]]` table: RabbitMQ's `set_policy` (or, with `operator = true`,
@@ -109,6 +125,38 @@ impl PolicyConfig {
     }
 }
 
+/// Where SASL EXTERNAL takes the user name from in a client certificate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertLoginFrom {
+    /// The subject's CN.
+    #[default]
+    CommonName,
+    /// The whole subject in RabbitMQ's RFC 4514 form, e.g. `CN=app,O=Example,C=GB`.
+    DistinguishedName,
+}
+
+impl std::str::FromStr for CertLoginFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CertLoginFrom, String> {
+        match s {
+            "common_name" => Ok(CertLoginFrom::CommonName),
+            "distinguished_name" => Ok(CertLoginFrom::DistinguishedName),
+            _ => Err(format!("'{s}' is neither common_name nor distinguished_name")),
+        }
+    }
+}
+
+impl From<CertLoginFrom> for lepus_amqp::cert_name::CertLoginFrom {
+    fn from(from: CertLoginFrom) -> Self {
+        match from {
+            CertLoginFrom::CommonName => Self::CommonName,
+            CertLoginFrom::DistinguishedName => Self::DistinguishedName,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -133,6 +181,13 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             log: "info".into(),
             policies: Vec::new(),
+            tls_port: 5671,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_verify_peer: false,
+            tls_fail_if_no_peer_cert: false,
+            tls_cert_login_from: CertLoginFrom::CommonName,
         }
     }
 }
@@ -188,6 +243,7 @@ impl Config {
                 ConfigError::Invalid(format!("policy '{}': {}", p.name, e.to_string().trim().replace("\n\n", ": ")))
             })?;
         }
+        crate::tls::TlsFiles::from_config(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -214,6 +270,19 @@ mod tests {
         assert_eq!(Config::default().consumer_timeout, 1_800_000);
         assert_eq!(Config::from_toml("consumer_timeout = 0").unwrap().consumer_timeout, 0);
         assert_eq!(Config::from_toml("consumer_timeout = 60000").unwrap().consumer_timeout, 60_000);
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = Config::from_toml(
+            "tls_port = 5999\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntls_cert_login_from = \"distinguished_name\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.tls_port, c.tls_cert_login_from), (5999, CertLoginFrom::DistinguishedName));
+        assert!(c.validate().is_ok());
+        assert!(Config::from_toml("tls_cert_login_from = \"cn\"").is_err());
+        let half = Config { tls_key_file: None, ..c };
+        assert!(half.validate().unwrap_err().to_string().contains("tls_cert_file and tls_key_file"));
     }
 
     #[test]

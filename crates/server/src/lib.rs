@@ -6,12 +6,16 @@
 //! - [`config`]: [`Config`], its defaults, the TOML file format and validation.
 //! - `server`: opening the stores and restoring the vhosts, building the `Broker`, the AMQP
 //!   listener (connection limit, one task per connection), graceful shutdown.
+//! - [`tls`]: the TLS listener's configuration from PEM files, client certificate
+//!   verification, reloading.
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
 
 pub mod config;
 mod server;
 mod timers;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle, start};
+pub use tls::{Tls, TlsError};

@@ -47,6 +47,27 @@ struct Args {
     /// Log filter (tracing syntax), e.g. `info` or `lepus_server=debug`.
     #[arg(long, env = "LEPUS_LOG")]
     log: Option<String>,
+    /// AMQP over TLS port (the TLS listener runs when a certificate and key are set).
+    #[arg(long, env = "LEPUS_TLS_PORT")]
+    tls_port: Option<u16>,
+    /// The server's certificate chain, PEM.
+    #[arg(long, env = "LEPUS_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The server's private key, PEM.
+    #[arg(long, env = "LEPUS_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// CA certificates client certificates are verified against, PEM.
+    #[arg(long, env = "LEPUS_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// Request and verify client certificates (true/false).
+    #[arg(long, env = "LEPUS_TLS_VERIFY_PEER")]
+    tls_verify_peer: Option<bool>,
+    /// Refuse TLS clients without a certificate (true/false).
+    #[arg(long, env = "LEPUS_TLS_FAIL_IF_NO_PEER_CERT")]
+    tls_fail_if_no_peer_cert: Option<bool>,
+    /// Where SASL EXTERNAL takes the user name from: common_name or distinguished_name.
+    #[arg(long, env = "LEPUS_TLS_CERT_LOGIN_FROM")]
+    tls_cert_login_from: Option<lepus_server::config::CertLoginFrom>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "LEPUS_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -81,8 +102,33 @@ fn load(args: &Args) -> Result<Config, String> {
     if let Some(v) = &args.log {
         config.log = v.clone();
     }
+    apply_tls_args(args, &mut config);
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+fn apply_tls_args(args: &Args, config: &mut Config) {
+    if let Some(v) = args.tls_port {
+        config.tls_port = v;
+    }
+    if let Some(v) = &args.tls_cert_file {
+        config.tls_cert_file = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_key_file {
+        config.tls_key_file = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_ca_file {
+        config.tls_ca_file = Some(v.clone());
+    }
+    if let Some(v) = args.tls_verify_peer {
+        config.tls_verify_peer = v;
+    }
+    if let Some(v) = args.tls_fail_if_no_peer_cert {
+        config.tls_fail_if_no_peer_cert = v;
+    }
+    if let Some(v) = args.tls_cert_login_from {
+        config.tls_cert_login_from = v;
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,12 +161,15 @@ fn main() -> ExitCode {
         let server = match Server::bind(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("cannot listen on {}:{}: {e}", config.bind_address, config.port);
+                tracing::error!("cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(in memory)".into()), "Lepus starting");
         let handle = server.shutdown_handle();
+        if let Some(tls) = server.tls() {
+            tokio::spawn(reload_tls_on_hangup(tls));
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received, shutting down");
@@ -129,6 +178,20 @@ fn main() -> ExitCode {
         server.run().await;
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP reloads the TLS certificate, key and CA file (a failure keeps the ones in use;
+/// both are logged by `reload`).
+async fn reload_tls_on_hangup(tls: std::sync::Arc<lepus_server::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: TLS reload by signal is off");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the TLS certificate");
+        let _ = tls.reload();
+    }
 }
 
 async fn wait_for_signal() {

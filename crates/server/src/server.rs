@@ -1,7 +1,8 @@
-//! The AMQP listener: accepts TCP connections (at most `handshake_max` before `connection.open`;
-//! open ones count against `connection_max` in the broker's registry), runs one task
-//! per connection, and shuts down gracefully, closing every connection with 320
-//! CONNECTION_FORCED and waiting for them to finish.
+//! The AMQP listeners: plain TCP and, when a certificate is configured, TLS. Both accept into
+//! one pool of at most `handshake_max` sockets before `connection.open` (the TLS handshake
+//! inside it); open ones count against `connection_max` in the broker's registry. One task
+//! per connection; a graceful shutdown closes every connection with 320 CONNECTION_FORCED and
+//! waits for them to finish.
 //!
 //! With a data directory, start-up locks it, opens the metadata store and the message store
 //! (with its group-commit thread), and restores every vhost: durable exchanges, queues,
@@ -23,15 +24,18 @@ use lepus_broker::{Broker, BrokerError, BrokerParts, BrokerRef, VHost};
 use lepus_store::backend::{DirLock, FsBackend};
 use lepus_store::meta::{Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::tls::{Tls, TlsFiles};
 
 /// A bound, not yet running broker.
 pub struct Server {
     listener: TcpListener,
+    /// The TLS listener and its (reloadable) configuration, when a certificate is configured.
+    tls: Option<(TcpListener, Arc<Tls>)>,
     config: Config,
     /// What the AMQP connections share: the broker service, limits, reply-to addresses.
     amqp: Arc<Context>,
@@ -59,7 +63,8 @@ impl Server {
     /// Binds the listener; `config.port = 0` picks an ephemeral port.
     pub async fn bind(config: Config) -> io::Result<Server> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = TcpListener::bind((config.bind_address, config.port)).await?;
+        let listener = bind(config.bind_address, config.port).await?;
+        let tls = bind_tls(&config).await?;
         let opened = match &config.data_dir {
             Some(dir) => open_storage(dir, &config)?,
             None => Opened {
@@ -84,11 +89,21 @@ impl Server {
         set_policies(&broker, &config)?;
         let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
-        Ok(Server { listener, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
+        Ok(Server { listener, tls, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The TLS listener's address, if it runs.
+    pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls.as_ref().map(|(listener, _)| listener.local_addr())
+    }
+
+    /// The TLS configuration, to reload it (SIGHUP, the management API); `None` without TLS.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.as_ref().map(|(_, tls)| tls.clone())
     }
 
     /// The broker service this server fronts (for embedding, tests and other front ends).
@@ -110,6 +125,9 @@ impl Server {
         let timers = self.amqp.broker.timers().clone();
         let timer_task = crate::timers::spawn_driver(timers, self.timer_notify.clone(), self.shutdown.subscribe());
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");
+        if let Some(Ok(address)) = self.tls_local_addr() {
+            tracing::info!(%address, "accepting AMQP 0-9-1 connections over TLS");
+        }
         loop {
             let permit = tokio::select! {
                 permit = limit.clone().acquire_owned() => match permit {
@@ -121,21 +139,24 @@ impl Server {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let amqp = self.amqp.clone();
-                        let stop = self.shutdown.subscribe();
+                        let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
                         tasks.spawn(lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit)));
                     }
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    Err(e) => accept_failed(e).await,
+                },
+                accepted = accept_tls(&self.tls), if self.tls.is_some() => match accepted {
+                    Ok((stream, peer, setup)) => {
+                        let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
+                        tasks.spawn(lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup));
                     }
+                    Err(e) => accept_failed(e).await,
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stopped(&mut stop) => break,
             }
         }
         drop(self.listener);
+        drop(self.tls);
         tracing::info!(connections = tasks.len(), "shutting down: closing connections");
         while tasks.join_next().await.is_some() {}
         if let Err(e) = timer_task.await {
@@ -143,6 +164,43 @@ impl Server {
         }
         tracing::info!("shutdown complete");
     }
+}
+
+/// The TLS listener, when a certificate is configured; its files are read now, so a bad one
+/// stops the start with a message naming it.
+async fn bind_tls(config: &Config) -> io::Result<Option<(TcpListener, Arc<Tls>)>> {
+    let invalid = |e: crate::tls::TlsError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    let Some(files) = TlsFiles::from_config(config).map_err(invalid)? else {
+        return Ok(None);
+    };
+    let tls = Tls::load(files, config.tls_cert_login_from.into()).map_err(invalid)?;
+    let listener = bind(config.bind_address, config.tls_port).await?;
+    Ok(Some((listener, Arc::new(tls))))
+}
+
+/// A listener, or an error naming the address.
+async fn bind(address: std::net::IpAddr, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((address, port))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}:{port}: {e}")))
+}
+
+/// Accepts from the TLS listener (never resolves without one); the socket comes with the TLS
+/// configuration current at its accept.
+async fn accept_tls(
+    tls: &Option<(TcpListener, Arc<Tls>)>,
+) -> io::Result<(TcpStream, SocketAddr, lepus_amqp::TlsSetup)> {
+    let Some((listener, tls)) = tls else {
+        return std::future::pending().await;
+    };
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, tls.setup()))
+}
+
+/// Typically EMFILE: back off instead of spinning.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
 /// What start-up restored (or, without a data directory, made).

@@ -548,6 +548,14 @@ fn users_survive_reopen_and_are_replaced_or_deleted_by_name() {
 }
 
 #[test]
+fn a_passwordless_user_is_stored_with_an_empty_hash() {
+    let dir = TempDir::new("passwordless");
+    let app = UserRecord { name: "app".into(), password_hash: Vec::new(), tags: Vec::new() };
+    open(&dir.db()).apply(&[Change::PutUser(app.clone())]).unwrap();
+    assert_eq!(open(&dir.db()).load().unwrap().users, [app]);
+}
+
+#[test]
 fn a_newer_format_is_refused_without_writing() {
     let dir = TempDir::new("version");
     drop(open(&dir.db()));

@@ -29,7 +29,7 @@ use lepus_broker::stats::{Counters, Stat};
 use lepus_broker::{ConsumerId, Outbound, Outlet, OutletRef, VHost, Wake};
 use tokio::sync::Notify;
 
-use crate::auth::MECHANISMS;
+use crate::auth::{External, MECHANISMS, MECHANISMS_WITH_EXTERNAL};
 use crate::channel::{Channel, ChannelPhase};
 use crate::context::Context as Shared;
 use crate::error::{ConnectionError, Exception, Fail};
@@ -144,12 +144,34 @@ pub async fn serve_admitted(
     stop: watch::Receiver<bool>,
     handshake_permit: Option<OwnedSemaphorePermit>,
 ) {
+    let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
+    let start = Start { handshake_deadline: deadline, handshake_permit, external: None };
+    serve_started(transport, peer, shared, stop, start).await;
+}
+
+/// How a connection starts: what came before its first AMQP byte (accept, a TLS handshake).
+pub(crate) struct Start {
+    /// When the handshake must be over (`connection.open`), counted from the accept.
+    pub handshake_deadline: Instant,
+    pub handshake_permit: Option<OwnedSemaphorePermit>,
+    /// What SASL EXTERNAL logs in as, where it is offered.
+    pub external: External,
+}
+
+pub(crate) async fn serve_started(
+    transport: impl Transport,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    start: Start,
+) {
     let id = shared.broker.connections().next_id();
     let (rd, wr) = transport.split();
     tracing::debug!(connection = id, %peer, "accepted connection");
     let mut conn = Connection::new(id, peer, shared);
-    conn.handshake_permit = handshake_permit;
-    conn.run(rd, wr, stop).await;
+    conn.handshake_permit = start.handshake_permit;
+    conn.external = start.external;
+    conn.run(rd, wr, stop, start.handshake_deadline).await;
 }
 
 struct Connection {
@@ -183,6 +205,8 @@ struct Connection {
     info: Option<ConnectionRef>,
     /// Its place in the listener's pool of connections not yet open, released at open.
     handshake_permit: Option<OwnedSemaphorePermit>,
+    /// What SASL EXTERNAL logs in as, where it is offered (TLS with client certificates).
+    external: External,
     /// Nothing is written or read before then (a refused login's answer waits).
     hold_until: Option<Instant>,
     /// Where queues push deliveries for this connection's consumers.
@@ -256,6 +280,7 @@ impl Connection {
             client_properties: FieldTable::new(),
             info: None,
             handshake_permit: None,
+            external: None,
             hold_until: None,
             closing_deadline: None,
             stop_reading: false,
@@ -269,9 +294,9 @@ impl Connection {
         mut rd: impl AsyncRead + Unpin,
         mut wr: impl AsyncWrite + Unpin,
         mut stop: watch::Receiver<bool>,
+        handshake_deadline: Instant,
     ) {
         let mut inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
-        let handshake_deadline = Instant::now() + Duration::from_millis(self.shared.limits.handshake_timeout_ms);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = *stop.borrow();
@@ -540,13 +565,14 @@ impl Connection {
             .with("cluster_name", "lepus")
             .with("copyright", "The Lepus authors")
             .with("information", "Licensed under the Apache License 2.0");
+        let mechanisms = if self.external.is_some() { MECHANISMS_WITH_EXTERNAL } else { MECHANISMS };
         self.send(
             0,
             ConnectionStart {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: properties,
-                mechanisms: LongStr::from(MECHANISMS),
+                mechanisms: LongStr::from(mechanisms),
                 locales: LongStr::from("en_US"),
             },
         );
@@ -629,7 +655,8 @@ impl Connection {
             return Err(refusal());
         }
         let users = self.shared.broker.users();
-        let result = crate::auth::authenticate(&users, m.mechanism.as_bytes(), &m.response.0, self.peer.ip());
+        let result =
+            crate::auth::authenticate(&users, m.mechanism.as_bytes(), &m.response.0, self.peer.ip(), &self.external);
         self.impersonator = result
             .as_ref()
             .ok()

@@ -59,15 +59,20 @@ impl Broker {
     }
 }
 
-/// A hand-driven AMQP client.
-pub struct Raw {
-    pub stream: TcpStream,
+/// A hand-driven AMQP client, over TCP or any other stream (TLS).
+pub struct Raw<S = TcpStream> {
+    pub stream: S,
     buf: BytesMut,
 }
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw::over(TcpStream::connect(addr).await.expect("connect"))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
+    pub fn over(stream: S) -> Raw<S> {
         Raw { stream, buf: BytesMut::with_capacity(64 * 1024) }
     }
 
@@ -146,7 +151,9 @@ impl Raw {
     pub async fn expect_eof(&mut self) {
         while self.next_frame().await.is_some() {}
     }
+}
 
+impl Raw {
     /// Protocol header, start-ok with PLAIN guest/guest, tune-ok with the given values.
     pub async fn start_and_tune(addr: SocketAddr, channel_max: u16, frame_max: u32, heartbeat: u16) -> Raw {
         let mut raw = Raw::connect(addr).await;
