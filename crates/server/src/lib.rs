@@ -6,10 +6,12 @@
 //! - [`config`]: [`Config`], its defaults, the TOML file format and validation.
 //! - `server`: opening the stores and restoring the vhosts, building the `Broker`, the AMQP
 //!   listener (connection limit, one task per connection), graceful shutdown.
+//! - `management`: the management HTTP listener (`lepus_management` on `management_port`).
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
 
 pub mod config;
+mod management;
 mod server;
 mod timers;
 

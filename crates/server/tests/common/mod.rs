@@ -28,7 +28,15 @@ pub struct Broker {
 
 pub fn test_config() -> Config {
     // A short close timeout: raw clients that never answer our close at shutdown cost less.
-    Config { bind_address: [127, 0, 0, 1].into(), port: 0, close_timeout_ms: 300, data_dir: None, ..Config::default() }
+    // No management listener: tests that want one bind it on an ephemeral port.
+    Config {
+        bind_address: [127, 0, 0, 1].into(),
+        port: 0,
+        management_port: 0,
+        close_timeout_ms: 300,
+        data_dir: None,
+        ..Config::default()
+    }
 }
 
 pub async fn start() -> Broker {
