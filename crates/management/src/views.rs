@@ -118,6 +118,14 @@ pub fn binding(vhost: &str, b: &BindingView) -> Value {
 /// What `quote_plus` leaves alone: letters, digits and `-_.~` (then `~` is escaped too).
 const QUOTE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b' ');
 
+/// What a path segment keeps unescaped: letters, digits and `-_.~`.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `s` escaped for one path segment (a `Location` header's parts, as RabbitMQ escapes them).
+pub fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 pub fn quote(s: &str) -> String {
     utf8_percent_encode(s, QUOTE).to_string().replace(' ', "+").replace('~', "%7E")
 }

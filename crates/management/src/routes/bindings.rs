@@ -114,8 +114,9 @@ async fn create(
         arguments: binding.arguments.clone(),
     };
     v.execute(HTTP, Command::Bind(binding))?;
-    // Relative to the request's path, as RabbitMQ sends it: `{destination}/{properties key}`.
-    let location = format!("{}/{}", views::quote(&destination), views::properties_key(&view));
+    // Relative to the request's path, as RabbitMQ sends it: `{destination}/{properties key}`,
+    // each escaped as a path segment.
+    let location = format!("{}/{}", views::segment(&destination), views::segment(&views::properties_key(&view)));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 

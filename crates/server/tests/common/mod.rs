@@ -20,6 +20,8 @@ pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The management API's address, when started with one ([`start_managed`]).
+    pub management: Option<SocketAddr>,
     /// The broker service behind the listener.
     pub service: lepus_broker::BrokerRef,
     handle: ShutdownHandle,
@@ -45,10 +47,21 @@ pub async fn start() -> Broker {
 
 pub async fn start_with(config: Config) -> Broker {
     let server = lepus_server::Server::bind(config).await.expect("broker binds");
+    run(server, None)
+}
+
+/// A broker with its management API on an ephemeral loopback port.
+pub async fn start_managed(config: Config) -> Broker {
+    let mut server = lepus_server::Server::bind(config).await.expect("broker binds");
+    let management = server.bind_management(([127, 0, 0, 1], 0).into()).await.expect("management binds");
+    run(server, Some(management))
+}
+
+fn run(server: lepus_server::Server, management: Option<SocketAddr>) -> Broker {
     let addr = server.local_addr().expect("bound address");
     let (service, handle) = (server.broker(), server.shutdown_handle());
     let task = tokio::spawn(server.run());
-    Broker { addr, service, handle, task }
+    Broker { addr, management, service, handle, task }
 }
 
 impl Broker {
