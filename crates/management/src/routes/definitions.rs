@@ -1,21 +1,32 @@
-//! `GET /api/definitions` (and per vhost): the node's users, vhosts and topology in
-//! RabbitMQ's definitions format, so they load into RabbitMQ or back into Lepus. Permissions,
-//! policies and parameters are empty until the broker has them.
+//! `/api/definitions` (and per vhost): the node's users, vhosts and topology in RabbitMQ's
+//! definitions format, exported (`GET`) so they load into RabbitMQ or back into Lepus, and
+//! imported (`POST`) through the same node and topology commands as every other change: users,
+//! vhosts, exchanges, queues, bindings, in that order; exchanges and queues that exist are
+//! left as they are (as RabbitMQ's import does), so importing twice changes nothing.
+//! Permissions, policies and parameters are exported empty and skipped on import (with a log
+//! line) until the broker has them.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::VHost;
+use lepus_broker::command::{Binding, Command, NodeCommand};
 use lepus_broker::exchange::Destination;
-use serde_json::{Value, json};
+use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
+use serde_json::{Map, Value, json};
 
+use super::HTTP;
 use crate::auth::Caller;
-use crate::convert::table_to_json;
+use crate::convert::{flag, json_to_table, short, table_to_json, text};
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiRef, RABBITMQ_VERSION, views};
 
 pub fn routes() -> Router<ApiRef> {
-    Router::new().route("/api/definitions", get(all)).route("/api/definitions/{vhost}", get(one_vhost))
+    Router::new()
+        .route("/api/definitions", get(all).post(import_all))
+        .route("/api/definitions/{vhost}", get(one_vhost).post(import_vhost))
 }
 
 /// Queues, exchanges and bindings of `v` as definitions list them (`with_vhost`: each names
@@ -106,4 +117,137 @@ async fn one_vhost(State(api): State<ApiRef>, caller: Caller, Path(vhost): Path<
         "exchanges": exchanges,
         "bindings": bindings,
     })))
+}
+
+/// Objects of one kind in a definitions document (absent: none).
+fn section<'a>(doc: &'a Map<String, Value>, key: &str) -> ApiResult<&'a [Value]> {
+    match doc.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(ApiError::BadRequest(format!("{key} must be a list"))),
+    }
+}
+
+fn object(item: &Value) -> ApiResult<&Map<String, Value>> {
+    item.as_object().ok_or_else(|| ApiError::BadRequest("definitions entries must be objects".into()))
+}
+
+fn parse(body: &[u8]) -> ApiResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(ApiError::BadRequest("failed_to_parse_json".into())),
+    }
+}
+
+/// The vhost an entry belongs to: its own `vhost`, else the path's.
+fn vhost_of(api: &ApiRef, item: &Map<String, Value>, default: Option<&str>) -> ApiResult<std::sync::Arc<VHost>> {
+    let name = text(item, "vhost")
+        .or_else(|| default.map(str::to_owned))
+        .ok_or_else(|| ApiError::BadRequest("an entry names no vhost".into()))?;
+    api.broker.vhost(&name).ok_or_else(|| ApiError::BadRequest(format!("vhost '{name}' does not exist")))
+}
+
+fn required(item: &Map<String, Value>, key: &str) -> ApiResult<String> {
+    text(item, key).ok_or_else(|| ApiError::BadRequest(format!("an entry has no {key}")))
+}
+
+fn import_users(api: &ApiRef, doc: &Map<String, Value>) -> ApiResult<()> {
+    for item in section(doc, "users")? {
+        let item = object(item)?;
+        let credential = super::users::credential_of(item)?
+            .ok_or_else(|| ApiError::BadRequest("a user has neither password_hash nor password".into()))?;
+        let tags = super::users::tags_of(item)?;
+        api.broker.execute_node(NodeCommand::PutUser { name: required(item, "name")?, credential, tags })?;
+    }
+    for item in section(doc, "vhosts")? {
+        api.broker.execute_node(NodeCommand::AddVhost { name: required(object(item)?, "name")? })?;
+    }
+    Ok(())
+}
+
+fn import_topology(api: &ApiRef, doc: &Map<String, Value>, vhost: Option<&str>) -> ApiResult<()> {
+    for item in section(doc, "exchanges")? {
+        let item = object(item)?;
+        let v = vhost_of(api, item, vhost)?;
+        let name = short(&required(item, "name")?)?;
+        if v.exchange_exists(name.as_bytes()) {
+            continue;
+        }
+        let declare = ExchangeDeclare {
+            name,
+            kind: required(item, "type")?,
+            passive: false,
+            durable: flag(item, "durable", true)?,
+            auto_delete: flag(item, "auto_delete", false)?,
+            internal: flag(item, "internal", false)?,
+            arguments: json_to_table(item.get("arguments"))?,
+        };
+        v.execute(HTTP, Command::DeclareExchange(declare))?;
+    }
+    for item in section(doc, "queues")? {
+        let item = object(item)?;
+        let v = vhost_of(api, item, vhost)?;
+        let name = short(&required(item, "name")?)?;
+        if v.queue_named(name.as_bytes()).is_some() {
+            continue;
+        }
+        let declare = QueueDeclare {
+            name,
+            durable: flag(item, "durable", true)?,
+            auto_delete: flag(item, "auto_delete", false)?,
+            arguments: json_to_table(item.get("arguments"))?,
+            ..QueueDeclare::default()
+        };
+        v.execute(HTTP, Command::DeclareQueue(declare))?;
+    }
+    for item in section(doc, "bindings")? {
+        let item = object(item)?;
+        let v = vhost_of(api, item, vhost)?;
+        let destination = short(&required(item, "destination")?)?;
+        let destination = match text(item, "destination_type").as_deref() {
+            Some("exchange") => Destination::Exchange(destination),
+            _ => Destination::Queue(destination),
+        };
+        let binding = Binding {
+            source: short(&required(item, "source")?)?,
+            destination,
+            routing_key: short(&text(item, "routing_key").unwrap_or_default())?,
+            arguments: json_to_table(item.get("arguments"))?,
+        };
+        v.execute(HTTP, Command::Bind(binding))?;
+    }
+    Ok(())
+}
+
+/// Logs what an import could not apply yet.
+fn log_skipped(doc: &Map<String, Value>) {
+    for key in ["permissions", "topic_permissions", "parameters", "global_parameters", "policies"] {
+        let n = doc.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+        if n > 0 {
+            tracing::warn!(section = key, entries = n, "definitions import: not supported yet, skipped");
+        }
+    }
+}
+
+async fn import_all(State(api): State<ApiRef>, caller: Caller, body: Bytes) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let doc = parse(&body)?;
+    import_users(&api, &doc)?;
+    import_topology(&api, &doc, None)?;
+    log_skipped(&doc);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn import_vhost(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    let doc = parse(&body)?;
+    import_topology(&api, &doc, Some(&vhost))?;
+    log_skipped(&doc);
+    Ok(StatusCode::NO_CONTENT)
 }
