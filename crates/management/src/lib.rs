@@ -66,9 +66,18 @@ pub struct Api {
 
 pub type ApiRef = Arc<Api>;
 
-/// The API's routes over `api`.
+/// Requests handled at once; more wait (in the order they came) for one to finish.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// Largest request body (a definitions import of many objects; a publish's payload has its
+/// own, lower limit). Larger bodies get 413.
+pub const BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The API's routes over `api`, with its limits.
 pub fn router(api: ApiRef) -> axum::Router {
-    routes::all().with_state(api)
+    routes::all()
+        .with_state(api)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX_BYTES))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
