@@ -64,7 +64,13 @@ async fn show(
 ) -> ApiResult<Json<Value>> {
     let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
     let x = v.exchange_view(exchange_name(&name).as_bytes()).ok_or(ApiError::NotFound)?;
-    Ok(Json(respond_one(views::exchange(&v.name, &x), &q)))
+    let mut body = views::exchange(&v.name, &x);
+    if let Value::Object(map) = &mut body {
+        // Per-publisher and per-queue rates: none sampled yet.
+        map.insert("incoming".into(), json!([]));
+        map.insert("outgoing".into(), json!([]));
+    }
+    Ok(Json(respond_one(body, &q)))
 }
 
 async fn declare(
