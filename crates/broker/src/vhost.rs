@@ -115,6 +115,9 @@ fn bool_text(b: bool) -> &'static str {
 
 use crate::exchange::unknown_type;
 
+mod inspect;
+pub use inspect::{BindingView, ExchangeView};
+
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
     pub fn new(name: &str) -> VHost {

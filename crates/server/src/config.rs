@@ -16,6 +16,8 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// AMQP port; 0 picks an ephemeral port (tests).
     pub port: u16,
+    /// Port of the management HTTP API (RabbitMQ's 15672), on `bind_address`; 0 turns it off.
+    pub management_port: u16,
     /// Where durable state lives: the metadata store, queue message logs, the lock file.
     /// `None` keeps everything in memory (tests; nothing survives a restart).
     pub data_dir: Option<PathBuf>,
@@ -162,6 +164,7 @@ impl Default for Config {
         Config {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             port: 5672,
+            management_port: 15672,
             data_dir: Some(PathBuf::from("lepus-data")),
             frame_max: 131_072,
             channel_max: 2047,
@@ -283,6 +286,12 @@ mod tests {
         assert!(Config::from_toml("tls_cert_login_from = \"cn\"").is_err());
         let half = Config { tls_key_file: None, ..c };
         assert!(half.validate().unwrap_err().to_string().contains("tls_cert_file and tls_key_file"));
+    }
+
+    #[test]
+    fn management_port_defaults_to_rabbitmq_s_and_0_turns_it_off() {
+        assert_eq!(Config::default().management_port, 15672);
+        assert_eq!(Config::from_toml("management_port = 0").unwrap().management_port, 0);
     }
 
     #[test]

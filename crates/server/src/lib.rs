@@ -8,10 +8,12 @@
 //!   listener (connection limit, one task per connection), graceful shutdown.
 //! - [`tls`]: the TLS listener's configuration from PEM files, client certificate
 //!   verification, reloading.
+//! - `management`: the management HTTP listener (`lepus_management` on `management_port`).
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
 
 pub mod config;
+mod management;
 mod server;
 mod timers;
 pub mod tls;

@@ -28,6 +28,9 @@ struct Args {
     /// AMQP port.
     #[arg(long, env = "LEPUS_PORT")]
     port: Option<u16>,
+    /// Port of the management HTTP API (0 turns it off).
+    #[arg(long, env = "LEPUS_MANAGEMENT_PORT")]
+    management_port: Option<u16>,
     /// Directory for durable state.
     #[arg(long, env = "LEPUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -83,6 +86,9 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.port {
         config.port = v;
+    }
+    if let Some(v) = args.management_port {
+        config.management_port = v;
     }
     if let Some(v) = &args.data_dir {
         config.data_dir = Some(v.clone());

@@ -36,6 +36,8 @@ pub struct Server {
     listener: TcpListener,
     /// The TLS listener and its (reloadable) configuration, when a certificate is configured.
     tls: Option<(TcpListener, Arc<Tls>)>,
+    /// The management HTTP API's listener, unless turned off.
+    management: Option<TcpListener>,
     config: Config,
     /// What the AMQP connections share: the broker service, limits, reply-to addresses.
     amqp: Arc<Context>,
@@ -65,6 +67,10 @@ impl Server {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = bind(config.bind_address, config.port).await?;
         let tls = bind_tls(&config).await?;
+        let management = match config.management_port {
+            0 => None,
+            port => Some(TcpListener::bind((config.bind_address, port)).await?),
+        };
         let opened = match &config.data_dir {
             Some(dir) => open_storage(dir, &config)?,
             None => Opened {
@@ -89,7 +95,7 @@ impl Server {
         set_policies(&broker, &config)?;
         let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
-        Ok(Server { listener, tls, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
+        Ok(Server { listener, tls, management, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -106,6 +112,20 @@ impl Server {
         self.tls.as_ref().map(|(_, tls)| tls.clone())
     }
 
+    /// Serves the management API on `address` (port 0: an ephemeral port) instead of the
+    /// configured one; returns the address bound. Tests use it to learn their port.
+    pub async fn bind_management(&mut self, address: SocketAddr) -> io::Result<SocketAddr> {
+        let listener = TcpListener::bind(address).await?;
+        let bound = listener.local_addr()?;
+        self.management = Some(listener);
+        Ok(bound)
+    }
+
+    /// Where the management API listens, if it is on.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The broker service this server fronts (for embedding, tests and other front ends).
     pub fn broker(&self) -> BrokerRef {
         self.amqp.broker.clone()
@@ -116,7 +136,7 @@ impl Server {
     }
 
     /// Accepts connections until shut down, then waits for every connection to close.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         // Sockets still in their handshake; an open connection counts against `connection_max`
         // in the broker's registry instead.
         let limit = Arc::new(Semaphore::new(self.config.handshake_max));
@@ -124,6 +144,21 @@ impl Server {
         let mut tasks = JoinSet::new();
         let timers = self.amqp.broker.timers().clone();
         let timer_task = crate::timers::spawn_driver(timers, self.timer_notify.clone(), self.shutdown.subscribe());
+        let amqp_addr =
+            self.local_addr().unwrap_or_else(|_| SocketAddr::from((self.config.bind_address, self.config.port)));
+        let management = match self.management.take() {
+            Some(listener) => {
+                match crate::management::spawn(listener, self.amqp.broker.clone(), amqp_addr, self.shutdown.subscribe())
+                {
+                    Ok(task) => Some(task),
+                    Err(e) => {
+                        tracing::error!(error = %e, "management listener not started");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");
         if let Some(Ok(address)) = self.tls_local_addr() {
             tracing::info!(%address, "accepting AMQP 0-9-1 connections over TLS");
@@ -159,6 +194,11 @@ impl Server {
         drop(self.tls);
         tracing::info!(connections = tasks.len(), "shutting down: closing connections");
         while tasks.join_next().await.is_some() {}
+        if let Some(task) = management
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "management task failed");
+        }
         if let Err(e) = timer_task.await {
             tracing::error!(error = %e, "timer task failed");
         }

@@ -381,6 +381,25 @@ impl Consumers {
     }
 }
 
+/// Read-only views for the management API (`queue::inspect`).
+impl Consumers {
+    /// Deliveries assigned to consumers that acknowledge and not yet acknowledged.
+    pub fn acked_in_flight(&self) -> u64 {
+        self.groups
+            .values()
+            .flat_map(|g| g.members.iter())
+            .filter_map(|m| m.consumer.as_ref())
+            .filter(|c| c.spec.ack_required)
+            .map(|c| u64::from(c.in_flight))
+            .sum()
+    }
+
+    /// Every consumer, in priority and registration order.
+    pub fn specs(&self) -> impl Iterator<Item = &ConsumerSpec> {
+        self.groups.values().flat_map(|g| g.members.iter()).filter_map(|m| m.consumer.as_ref().map(|c| &c.spec))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

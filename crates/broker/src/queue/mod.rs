@@ -51,6 +51,7 @@
 //! letters are in their new queues (see [`crate::dead_letter`]).
 
 mod consumers;
+mod inspect;
 mod priority;
 mod ready;
 mod stored;
@@ -65,6 +66,7 @@ use parking_lot::Mutex;
 
 use self::consumers::Consumers;
 pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_WINDOW};
+pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
 pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};

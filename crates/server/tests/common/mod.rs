@@ -20,6 +20,8 @@ pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The management API's address, when started with one ([`start_managed`]).
+    pub management: Option<SocketAddr>,
     /// The broker service behind the listener.
     pub service: lepus_broker::BrokerRef,
     handle: ShutdownHandle,
@@ -28,7 +30,15 @@ pub struct Broker {
 
 pub fn test_config() -> Config {
     // A short close timeout: raw clients that never answer our close at shutdown cost less.
-    Config { bind_address: [127, 0, 0, 1].into(), port: 0, close_timeout_ms: 300, data_dir: None, ..Config::default() }
+    // No management listener: tests that want one bind it on an ephemeral port.
+    Config {
+        bind_address: [127, 0, 0, 1].into(),
+        port: 0,
+        management_port: 0,
+        close_timeout_ms: 300,
+        data_dir: None,
+        ..Config::default()
+    }
 }
 
 pub async fn start() -> Broker {
@@ -37,10 +47,21 @@ pub async fn start() -> Broker {
 
 pub async fn start_with(config: Config) -> Broker {
     let server = lepus_server::Server::bind(config).await.expect("broker binds");
+    run(server, None)
+}
+
+/// A broker with its management API on an ephemeral loopback port.
+pub async fn start_managed(config: Config) -> Broker {
+    let mut server = lepus_server::Server::bind(config).await.expect("broker binds");
+    let management = server.bind_management(([127, 0, 0, 1], 0).into()).await.expect("management binds");
+    run(server, Some(management))
+}
+
+fn run(server: lepus_server::Server, management: Option<SocketAddr>) -> Broker {
     let addr = server.local_addr().expect("bound address");
     let (service, handle) = (server.broker(), server.shutdown_handle());
     let task = tokio::spawn(server.run());
-    Broker { addr, service, handle, task }
+    Broker { addr, management, service, handle, task }
 }
 
 impl Broker {

@@ -1,0 +1,218 @@
+//! Lists as RabbitMQ's management API returns them: sorted (`sort`, a dotted column path,
+//! `sort_reverse`), cut to `columns`, and, when `page` is given, filtered by `name`
+//! (case-insensitive substring, or a regular expression with `use_regex=true`) and paged
+//! (`page_size` up to 500) into `{filtered_count, item_count, items, page, page_count,
+//! page_size, total_count}`.
+
+use std::cmp::Ordering;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+
+/// RabbitMQ's largest page.
+pub const PAGE_SIZE_MAX: u64 = 500;
+const PAGE_SIZE_DEFAULT: u64 = 100;
+/// Longest `name` filter or regular expression accepted.
+const NAME_FILTER_MAX_BYTES: usize = 1024;
+
+/// The query parameters a list takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    page: Option<String>,
+    page_size: Option<String>,
+    name: Option<String>,
+    use_regex: Option<String>,
+    sort: Option<String>,
+    sort_reverse: Option<String>,
+    columns: Option<String>,
+}
+
+/// Sorts, pages and cuts `items` as `q` asks; `default_sort` are the columns RabbitMQ sorts
+/// that list by when no `sort` is given.
+pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> ApiResult<Value> {
+    let sort: Vec<&str> = match q.sort.as_deref() {
+        Some(s) if !s.is_empty() => vec![s],
+        _ => default_sort.to_vec(),
+    };
+    items.sort_by(|a, b| {
+        sort.iter().map(|c| compare(lookup(a, c), lookup(b, c))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+    });
+    if q.sort_reverse.as_deref() == Some("true") {
+        items.reverse();
+    }
+    let Some(page) = &q.page else { return Ok(Value::Array(cut(items, q))) };
+    let page_size_text = q.page_size.as_deref().unwrap_or("undefined");
+    let (Ok(page), Ok(page_size)) =
+        (page.parse::<u64>(), q.page_size.as_deref().map_or(Ok(PAGE_SIZE_DEFAULT), str::parse::<u64>))
+    else {
+        return Err(ApiError::BadRequest("Pagination parameters are invalid".into()));
+    };
+    if page == 0 || page_size == 0 || page_size > PAGE_SIZE_MAX {
+        return Err(ApiError::BadRequestCode {
+            error: "invalid_pagination_parameters",
+            reason: format!("Invalid pagination parameters: page number {page}, page size {page_size_text}"),
+        });
+    }
+    let total = items.len() as u64;
+    let filtered = filter_by_name(items, q)?;
+    let filtered_count = filtered.len() as u64;
+    let page_count = filtered_count.div_ceil(page_size);
+    if page > page_count.max(1) {
+        return Err(ApiError::BadRequestCode {
+            error: "page_out_of_range",
+            reason: format!("Page out of range, page: {page} page size: {page_size}, len: {filtered_count}"),
+        });
+    }
+    let start = ((page - 1) * page_size) as usize;
+    let page_items: Vec<Value> = filtered.into_iter().skip(start).take(page_size as usize).collect();
+    Ok(json!({
+        "filtered_count": filtered_count,
+        "item_count": page_items.len(),
+        "items": cut(page_items, q),
+        "page": page,
+        "page_count": page_count,
+        "page_size": page_size,
+        "total_count": total,
+    }))
+}
+
+/// A single object cut to `columns`.
+pub fn respond_one(item: Value, q: &ListQuery) -> Value {
+    match &q.columns {
+        Some(c) if !c.is_empty() => select(&item, &columns(c)),
+        _ => item,
+    }
+}
+
+fn filter_by_name(items: Vec<Value>, q: &ListQuery) -> ApiResult<Vec<Value>> {
+    let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) else { return Ok(items) };
+    if name.len() > NAME_FILTER_MAX_BYTES {
+        return Err(ApiError::BadRequest(format!("name filter longer than {NAME_FILTER_MAX_BYTES} bytes")));
+    }
+    let matches: Box<dyn Fn(&str) -> bool> = if q.use_regex.as_deref() == Some("true") {
+        let re = regex::RegexBuilder::new(name)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| ApiError::BadRequest(format!("invalid regular expression: {e}")))?;
+        Box::new(move |s| re.is_match(s))
+    } else {
+        let needle = name.to_lowercase();
+        Box::new(move |s| s.to_lowercase().contains(&needle))
+    };
+    Ok(items.into_iter().filter(|i| i.get("name").and_then(Value::as_str).is_some_and(&matches)).collect())
+}
+
+fn cut(items: Vec<Value>, q: &ListQuery) -> Vec<Value> {
+    match &q.columns {
+        Some(c) if !c.is_empty() => {
+            let cols = columns(c);
+            items.iter().map(|i| select(i, &cols)).collect()
+        }
+        _ => items,
+    }
+}
+
+fn columns(text: &str) -> Vec<Vec<&str>> {
+    text.split(',').filter(|c| !c.is_empty()).map(|c| c.split('.').collect()).collect()
+}
+
+/// Keeps the dotted `paths` of `item` (a missing leaf keeps its parent, emptied, as RabbitMQ).
+fn select(item: &Value, paths: &[Vec<&str>]) -> Value {
+    let mut out = Map::new();
+    for path in paths {
+        copy_path(item, path, &mut out);
+    }
+    Value::Object(out)
+}
+
+fn copy_path(from: &Value, path: &[&str], into: &mut Map<String, Value>) {
+    let Some((first, rest)) = path.split_first() else { return };
+    let Some(value) = from.get(*first) else { return };
+    if rest.is_empty() || !value.is_object() {
+        into.insert((*first).to_owned(), value.clone());
+        return;
+    }
+    let entry = into.entry((*first).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(child) = entry {
+        copy_path(value, rest, child);
+    }
+}
+
+fn lookup<'a>(item: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(item, |v, key| v.get(key))
+}
+
+/// Missing < null < booleans < numbers < strings < anything else.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    fn rank(v: Option<&Value>) -> u8 {
+        match v {
+            None => 0,
+            Some(Value::Null) => 1,
+            Some(Value::Bool(_)) => 2,
+            Some(Value::Number(_)) => 3,
+            Some(Value::String(_)) => 4,
+            Some(_) => 5,
+        }
+    }
+    match (a, b) {
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> ListQuery {
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        serde_urlencoded_like(&text.join("&"))
+    }
+
+    fn serde_urlencoded_like(s: &str) -> ListQuery {
+        axum::extract::Query::<ListQuery>::try_from_uri(&format!("/x?{s}").parse().expect("uri")).expect("query").0
+    }
+
+    fn items() -> Vec<Value> {
+        (1..=7)
+            .map(|i| json!({"name": format!("q{i}"), "vhost": "/", "messages": 8 - i, "arguments": {"a": i}}))
+            .collect()
+    }
+
+    #[test]
+    fn pages_as_rabbitmq() {
+        let v = respond(items(), &q(&[("page", "2"), ("page_size", "3")]), &["name"]).expect("page");
+        assert_eq!(v["page_count"], 3);
+        assert_eq!(v["total_count"], 7);
+        assert_eq!(v["filtered_count"], 7);
+        assert_eq!(v["item_count"], 3);
+        assert_eq!(v["items"][0]["name"], "q4");
+        let err = respond(items(), &q(&[("page", "4"), ("page_size", "3")]), &["name"]).unwrap_err();
+        assert!(matches!(err, ApiError::BadRequestCode { error: "page_out_of_range", .. }));
+        let err = respond(items(), &q(&[("page", "1"), ("page_size", "501")]), &["name"]).unwrap_err();
+        assert!(matches!(err, ApiError::BadRequestCode { error: "invalid_pagination_parameters", .. }));
+        let empty = respond(Vec::new(), &q(&[("page", "1")]), &["name"]).expect("empty page 1");
+        assert_eq!(empty["page_count"], 0);
+    }
+
+    #[test]
+    fn filters_sorts_and_cuts() {
+        let v =
+            respond(items(), &q(&[("page", "1"), ("name", "Q[35]"), ("use_regex", "true")]), &["name"]).expect("re");
+        assert_eq!(v["filtered_count"], 2);
+        let v =
+            respond(items(), &q(&[("sort", "messages"), ("columns", "name,arguments.b")]), &["name"]).expect("sort");
+        assert_eq!(v[0], json!({"name": "q7", "arguments": {}}));
+        let v = respond(items(), &q(&[("sort", "name"), ("sort_reverse", "true")]), &["vhost"]).expect("reverse");
+        assert_eq!(v[0]["name"], "q7");
+        let v = respond(items(), &q(&[("name", "q1")]), &["name"]).expect("no page: no filter");
+        assert_eq!(v.as_array().map(Vec::len), Some(7));
+    }
+}

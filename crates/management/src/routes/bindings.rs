@@ -1,0 +1,161 @@
+//! `/api/bindings`: list (all, per vhost, between an exchange and a queue or exchange),
+//! create (`POST`, 201 with a `Location` header ending in the binding's properties key), show
+//! and delete by properties key — through `Command::Bind`/`Unbind`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use lepus_broker::VHost;
+use lepus_broker::command::{Binding, Command};
+use lepus_broker::exchange::Destination;
+use lepus_broker::vhost::BindingView;
+use serde_json::Value;
+
+use super::{exchange_name, vhosts_for};
+use crate::ApiRef;
+use crate::auth::Caller;
+use crate::convert::{body_json, json_to_table, short, text};
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{ListQuery, respond, respond_one};
+use crate::views;
+
+pub fn routes() -> Router<ApiRef> {
+    Router::new()
+        .route("/api/bindings", get(list))
+        .route("/api/bindings/{vhost}", get(list_in))
+        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}", get(between).post(create))
+        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}", get(show).delete(delete))
+}
+
+async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let mut items = Vec::new();
+    for v in vhosts_for(&api, &caller, None)? {
+        items.extend(v.binding_views().iter().map(|b| views::binding(&v.name, b)));
+    }
+    Ok(Json(respond(items, &q, &[])?))
+}
+
+async fn list_in(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
+    let items = v.binding_views().iter().map(|b| views::binding(&v.name, b)).collect();
+    Ok(Json(respond(items, &q, &[])?))
+}
+
+/// A path's source and destination, checked to exist.
+struct Ends {
+    source: String,
+    destination: Destination,
+}
+
+fn ends(v: &VHost, source: &str, kind: &str, destination: &str) -> ApiResult<Ends> {
+    let source = exchange_name(source).to_owned();
+    let name = short(destination)?;
+    let destination = match kind {
+        "q" if v.queue_named(name.as_bytes()).is_some() => Destination::Queue(name),
+        "e" if v.exchange_exists(exchange_name(destination).as_bytes()) => {
+            Destination::Exchange(short(exchange_name(destination))?)
+        }
+        _ => return Err(ApiError::NotFound),
+    };
+    if !v.exchange_exists(source.as_bytes()) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Ends { source, destination })
+}
+
+fn bindings_between(v: &VHost, e: &Ends) -> Vec<BindingView> {
+    v.binding_views()
+        .into_iter()
+        .filter(|b| b.source.as_bytes() == e.source.as_bytes() && b.destination == e.destination)
+        .collect()
+}
+
+type BindingPath = (String, String, String, String);
+
+async fn between(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, source, kind, destination)): Path<BindingPath>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
+    let e = ends(&v, &source, &kind, &destination)?;
+    let items = bindings_between(&v, &e).iter().map(|b| views::binding(&v.name, b)).collect();
+    Ok(Json(respond(items, &q, &[])?))
+}
+
+async fn create(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, source, kind, destination)): Path<BindingPath>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let v = caller.require_vhost(&api.broker, &vhost)?;
+    let body = body_json(&body)?;
+    let e = ends(&v, &source, &kind, &destination)?;
+    let binding = Binding {
+        source: short(&e.source)?,
+        destination: e.destination.clone(),
+        routing_key: short(&text(&body, "routing_key").unwrap_or_default())?,
+        arguments: json_to_table(body.get("arguments"))?,
+    };
+    let view = BindingView {
+        source: binding.source.clone(),
+        destination: binding.destination.clone(),
+        routing_key: binding.routing_key.clone(),
+        arguments: binding.arguments.clone(),
+    };
+    super::execute(&api, &caller, &v, Command::Bind(binding))?;
+    // Relative to the request's path, as RabbitMQ sends it: `{destination}/{properties key}`,
+    // each escaped as a path segment.
+    let location = format!("{}/{}", views::segment(&destination), views::segment(&views::properties_key(&view)));
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+/// The binding whose properties key is `props` (as listed, or percent-decoded once more).
+fn find(v: &VHost, e: &Ends, props: &str) -> ApiResult<BindingView> {
+    bindings_between(v, e)
+        .into_iter()
+        .find(|b| {
+            let key = views::properties_key(b);
+            key == props || percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy() == props
+        })
+        .ok_or(ApiError::NotFound)
+}
+
+async fn show(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, source, kind, destination, props)): Path<(String, String, String, String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
+    let e = ends(&v, &source, &kind, &destination)?;
+    let b = find(&v, &e, &props)?;
+    Ok(Json(respond_one(views::binding(&v.name, &b), &q)))
+}
+
+async fn delete(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, source, kind, destination, props)): Path<(String, String, String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let v = caller.require_vhost(&api.broker, &vhost)?;
+    let e = ends(&v, &source, &kind, &destination)?;
+    let b = find(&v, &e, &props)?;
+    if b.source.is_empty() {
+        return Err(ApiError::NotAuthorised("Access refused."));
+    }
+    let binding =
+        Binding { source: b.source, destination: b.destination, routing_key: b.routing_key, arguments: b.arguments };
+    super::execute(&api, &caller, &v, Command::Unbind(binding))?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,74 @@
+//! Health checks (`/api/health/checks/...`) and `/api/aliveness-test/{vhost}`, as RabbitMQ
+//! answers them for a single node without alarms.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use lepus_broker::command::{Command, Issuer};
+use lepus_broker::vhost::QueueDeclare;
+use lepus_broker::{Message, MessageHeaders, Publish};
+use lepus_protocol::ShortStr;
+use lepus_protocol::content::BasicProperties;
+use serde_json::json;
+
+use crate::ApiRef;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+
+pub fn routes() -> Router<ApiRef> {
+    let ok = |_: Caller| async { Json(json!({"status": "ok"})) };
+    Router::new()
+        .route("/api/health/checks/alarms", get(ok))
+        .route("/api/health/checks/local-alarms", get(ok))
+        .route("/api/health/checks/virtual-hosts", get(ok))
+        .route("/api/health/checks/node-is-mirror-sync-critical", get(ok))
+        .route(
+            "/api/health/checks/node-is-quorum-critical",
+            get(|_: Caller| async { Json(json!({"status": "ok", "reason": "single node cluster"})) }),
+        )
+        .route("/api/health/checks/port-listener/{port}", get(port_listener))
+        .route("/api/aliveness-test/{vhost}", get(aliveness))
+}
+
+async fn port_listener(State(api): State<ApiRef>, _: Caller, Path(port): Path<String>) -> ApiResult<Response> {
+    let port: u16 = port.parse().map_err(|_| ApiError::BadRequest(format!("invalid port {port}")))?;
+    let mut ports: Vec<u16> = api.node.listeners.iter().map(|l| l.address.port()).collect();
+    ports.sort_unstable();
+    if ports.contains(&port) {
+        return Ok(Json(json!({"status": "ok", "port": port})).into_response());
+    }
+    let body = json!({"status": "failed", "reason": "No active listener", "missing": port, "ports": ports});
+    Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+}
+
+const ALIVENESS_QUEUE: &str = "aliveness-test";
+
+/// Declares the `aliveness-test` queue, publishes a message to it and gets it back.
+async fn aliveness(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let v = caller.require_vhost(&api.broker, &vhost)?;
+    let name = ShortStr::from_static(ALIVENESS_QUEUE);
+    let declare = QueueDeclare { name: name.clone(), ..QueueDeclare::default() };
+    v.execute(Issuer::node(), Command::DeclareQueue(declare))?;
+    let message = Message::with_properties(b"", name.as_bytes(), &BasicProperties::default(), b"test_message");
+    let mut publisher = api.broker.publisher(v.clone());
+    let outcome = publisher.publish(Publish {
+        message: std::sync::Arc::new(message),
+        extra_keys: &[],
+        headers: MessageHeaders::None,
+    })?;
+    let queue = v.queue(&name, super::HTTP_CONNECTION)?;
+    let got = queue.get();
+    if let Some((entry, _)) = got.as_ref() {
+        let _ = queue.ack(None, std::iter::once(entry.seq));
+    }
+    if !outcome.routed || got.is_none() {
+        return Ok(Json(json!({"status": "failed", "reason": "the test message did not come back"})));
+    }
+    Ok(Json(json!({"status": "ok"})))
+}

@@ -1,0 +1,151 @@
+//! `/api/overview`, `/api/whoami`, `/api/nodes`, `/api/cluster-name`, `/api/extensions`:
+//! the node at a glance, from counters and counts (no message is walked).
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use lepus_broker::stats::Stat;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{ListQuery, respond, respond_one};
+use crate::views::{message_counts, message_stats};
+use crate::{ApiRef, RABBITMQ_VERSION};
+
+pub fn routes() -> Router<ApiRef> {
+    Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/whoami", get(whoami))
+        .route("/api/nodes", get(nodes))
+        .route("/api/nodes/{name}", get(node))
+        .route("/api/cluster-name", get(cluster_name))
+        .route("/api/extensions", get(|_: Caller| async { Json(json!([])) }))
+}
+
+async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({"name": caller.name, "tags": caller.tags}))
+}
+
+async fn cluster_name(State(api): State<ApiRef>, _: Caller) -> Json<Value> {
+    Json(json!({"name": api.node.name}))
+}
+
+const EXCHANGE_TYPES: [(&str, &str); 5] = [
+    ("direct", "AMQP direct exchange, as per the AMQP specification"),
+    ("fanout", "AMQP fanout exchange, as per the AMQP specification"),
+    ("headers", "AMQP headers exchange, as per the AMQP specification"),
+    ("topic", "AMQP topic exchange, as per the AMQP specification"),
+    ("x-delayed-message", "Delayed Message Exchange"),
+];
+
+async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let broker = &api.broker;
+    let vhosts = super::vhosts_for(&api, &caller, None)?;
+    let (mut exchanges, mut queues, mut consumers, mut ready, mut unacked) = (0, 0, 0u64, 0u64, 0u64);
+    for v in &vhosts {
+        let (x, _) = v.object_counts();
+        exchanges += x;
+        for queue in v.queue_list() {
+            let c = queue.inspect_counts();
+            queues += 1;
+            consumers += u64::from(c.consumers);
+            ready += u64::from(c.ready);
+            unacked += c.unacked;
+        }
+    }
+    let connections = broker.connections().list();
+    let visible: Vec<_> = connections.iter().filter(|c| caller.sees_all() || c.user == caller.name).collect();
+    let channels: u64 = visible.iter().map(|c| u64::from(c.channels.load(std::sync::atomic::Ordering::Relaxed))).sum();
+    let mut queue_totals = Map::new();
+    message_counts(&mut queue_totals, ready, unacked);
+    let (opened, closed) = broker.connections().churn();
+    let listeners: Vec<Value> = api
+        .node
+        .listeners
+        .iter()
+        .map(|l| json!({"node": api.node.name, "protocol": l.protocol, "ip_address": l.address.ip().to_string(), "port": l.address.port(), "socket_opts": {}}))
+        .collect();
+    let exchange_types: Vec<Value> = EXCHANGE_TYPES
+        .iter()
+        .map(|(name, description)| json!({"name": name, "description": description, "enabled": true}))
+        .collect();
+    let body = json!({
+        "management_version": RABBITMQ_VERSION,
+        "rates_mode": "basic",
+        "exchange_types": exchange_types,
+        "product_version": api.node.product_version,
+        "product_name": "Lepus",
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "cluster_name": api.node.name,
+        "erlang_version": "n/a",
+        "erlang_full_version": "n/a (Lepus is written in Rust)",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "message_stats": message_stats(&broker.connections().totals(), &Stat::ALL),
+        "churn_rates": {
+            "connection_created": opened, "connection_created_details": {"rate": 0.0},
+            "connection_closed": closed, "connection_closed_details": {"rate": 0.0},
+        },
+        "queue_totals": queue_totals,
+        "object_totals": {
+            "channels": channels,
+            "connections": visible.len(),
+            "consumers": consumers,
+            "exchanges": exchanges,
+            "queues": queues,
+        },
+        "statistics_db_event_queue": 0,
+        "node": api.node.name,
+        "listeners": listeners,
+        "contexts": [],
+    });
+    Ok(Json(respond_one(body, &q)))
+}
+
+fn node_json(api: &ApiRef) -> Value {
+    let now = api.broker.clock().now_ms();
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    json!({
+        "name": api.node.name,
+        "type": "disc",
+        "running": true,
+        "being_drained": false,
+        "os_pid": std::process::id().to_string(),
+        "uptime": now.saturating_sub(api.node.started_at_ms),
+        "processors": processors,
+        "mem_used": resident_bytes(),
+        "mem_alarm": false,
+        "disk_free_alarm": false,
+        "fd_used": fds,
+        "sockets_used": api.broker.connections().len(),
+        "partitions": [],
+        "rates_mode": "basic",
+        "run_queue": 0,
+        "applications": [],
+        "exchange_types": EXCHANGE_TYPES.iter().map(|(n, _)| json!({"name": n, "enabled": true})).collect::<Vec<_>>(),
+    })
+}
+
+/// The process's resident memory (Linux), 0 where it cannot be read.
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096
+}
+
+async fn nodes(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    caller.require_monitor()?;
+    Ok(Json(respond(vec![node_json(&api)], &q, &["name"])?))
+}
+
+async fn node(State(api): State<ApiRef>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_monitor()?;
+    if name != api.node.name {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(node_json(&api)))
+}

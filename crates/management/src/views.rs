@@ -1,0 +1,230 @@
+//! The JSON RabbitMQ's management API gives for each kind of object, built from the broker's
+//! read-only views and counters. Rates are not sampled yet: every `*_details.rate` is 0.0.
+
+use lepus_broker::Queue;
+use lepus_broker::connections::ConnectionInfo;
+use lepus_broker::exchange::Destination;
+use lepus_broker::queue::QueueCounts;
+use lepus_broker::stats::{Snapshot, Stat};
+use lepus_broker::users::User;
+use lepus_broker::vhost::{BindingView, ExchangeView};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value, json};
+
+use crate::Api;
+use crate::convert::table_to_json;
+
+/// The name the API gives the default exchange in paths.
+pub const DEFAULT_EXCHANGE_ALIAS: &str = "amq.default";
+/// RabbitMQ's name for its (and our) password hashing.
+pub const HASHING_ALGORITHM: &str = "rabbit_password_hashing_sha256";
+
+fn rate() -> Value {
+    json!({"rate": 0.0})
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `message_stats` from counters: each count with its `_details`.
+pub fn message_stats(s: &Snapshot, stats: &[Stat]) -> Value {
+    let mut map = Map::new();
+    for stat in stats {
+        map.insert(stat.name().into(), json!(s.get(*stat)));
+        map.insert(format!("{}_details", stat.name()), rate());
+    }
+    let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
+    map.insert("deliver_get".into(), json!(deliver_get));
+    map.insert("deliver_get_details".into(), rate());
+    Value::Object(map)
+}
+
+/// The counts every queue-ish total has (`queue_totals`, a vhost's, a queue's).
+pub fn message_counts(map: &mut Map<String, Value>, ready: u64, unacked: u64) {
+    for (k, v) in [("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)] {
+        map.insert(k.into(), json!(v));
+        map.insert(format!("{k}_details"), rate());
+    }
+}
+
+pub fn queue_type(q: &Queue) -> String {
+    q.arguments.get("x-queue-type").and_then(|v| v.as_str()).unwrap_or("classic").to_owned()
+}
+
+pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
+    let mut map = Map::new();
+    map.insert("arguments".into(), table_to_json(&q.arguments));
+    map.insert("auto_delete".into(), json!(q.auto_delete));
+    map.insert("consumers".into(), json!(counts.consumers));
+    map.insert("durable".into(), json!(q.durable));
+    map.insert("effective_policy_definition".into(), json!({}));
+    map.insert("exclusive".into(), json!(q.exclusive_owner.is_some()));
+    map.insert("exclusive_consumer_tag".into(), Value::Null);
+    map.insert("head_message_timestamp".into(), Value::Null);
+    map.insert("message_bytes".into(), json!(counts.ready_bytes));
+    map.insert("message_bytes_ready".into(), json!(counts.ready_bytes));
+    map.insert("message_bytes_unacknowledged".into(), json!(0));
+    map.insert("messages_paged_out".into(), json!(counts.paged_out));
+    map.insert("messages_ready_ram".into(), json!(counts.ready - counts.paged_out));
+    message_counts(&mut map, u64::from(counts.ready), counts.unacked);
+    map.insert(
+        "message_stats".into(),
+        message_stats(&q.stats(), &[Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered]),
+    );
+    map.insert("name".into(), json!(lossy(q.name.as_bytes())));
+    map.insert("node".into(), json!(api.node.name));
+    map.insert("operator_policy".into(), Value::Null);
+    map.insert("policy".into(), Value::Null);
+    map.insert("recoverable_slaves".into(), Value::Null);
+    map.insert("single_active_consumer_tag".into(), Value::Null);
+    map.insert("state".into(), json!("running"));
+    map.insert("type".into(), json!(queue_type(q)));
+    map.insert("vhost".into(), json!(&*q.vhost));
+    Value::Object(map)
+}
+
+/// An exchange's name in the API: the default exchange is `""` in JSON.
+pub fn exchange(vhost: &str, x: &ExchangeView) -> Value {
+    json!({
+        "arguments": table_to_json(&x.arguments),
+        "auto_delete": x.auto_delete,
+        "durable": x.durable,
+        "internal": x.internal,
+        "name": lossy(x.name.as_bytes()),
+        "type": x.type_name,
+        "user_who_performed_action": "",
+        "vhost": vhost,
+    })
+}
+
+/// A binding, with its properties key (what identifies it in a path).
+pub fn binding(vhost: &str, b: &BindingView) -> Value {
+    let (destination, destination_type) = match &b.destination {
+        Destination::Queue(q) => (q, "queue"),
+        Destination::Exchange(x) => (x, "exchange"),
+    };
+    json!({
+        "source": lossy(b.source.as_bytes()),
+        "vhost": vhost,
+        "destination": lossy(destination.as_bytes()),
+        "destination_type": destination_type,
+        "routing_key": lossy(b.routing_key.as_bytes()),
+        "arguments": table_to_json(&b.arguments),
+        "properties_key": properties_key(b),
+    })
+}
+
+/// What `quote_plus` leaves alone: letters, digits and `-_.~` (then `~` is escaped too).
+const QUOTE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b' ');
+
+/// What a path segment keeps unescaped: letters, digits and `-_.~`.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `s` escaped for one path segment (a `Location` header's parts, as RabbitMQ escapes them).
+pub fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+pub fn quote(s: &str) -> String {
+    utf8_percent_encode(s, QUOTE).to_string().replace(' ', "+").replace('~', "%7E")
+}
+
+/// RabbitMQ's binding properties key: `~` for an empty key without arguments, the quoted
+/// routing key, or the quoted key, `~` and a hash of the arguments (our own hash: the key is
+/// opaque to clients, which take it from a listing or a `Location` header).
+pub fn properties_key(b: &BindingView) -> String {
+    let key = lossy(b.routing_key.as_bytes());
+    if b.arguments.is_empty() {
+        return if key.is_empty() { "~".into() } else { quote(&key) };
+    }
+    let canonical = table_to_json(&b.arguments).to_string();
+    let hash = canonical.bytes().fold(0x811c_9dc5u32, |h, byte| (h ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.to_be_bytes());
+    format!("{}~{}", quote(&key), encoded)
+}
+
+pub fn connection_name(api: &Api, c: &ConnectionInfo) -> String {
+    format!("{} -> {}", c.peer, amqp_address(api))
+}
+
+fn amqp_address(api: &Api) -> String {
+    api.node
+        .listeners
+        .iter()
+        .find(|l| l.protocol == "amqp")
+        .map_or_else(|| "0.0.0.0:5672".into(), |l| l.address.to_string())
+}
+
+pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
+    let server = api.node.listeners.iter().find(|l| l.protocol == "amqp").map(|l| l.address);
+    json!({
+        "name": connection_name(api, c),
+        "node": api.node.name,
+        "type": "network",
+        "state": "running",
+        "protocol": c.protocol,
+        "user": c.user,
+        "user_who_performed_action": c.user,
+        "vhost": c.vhost,
+        "peer_host": c.peer.ip().to_string(),
+        "peer_port": c.peer.port(),
+        "host": server.map(|a| a.ip().to_string()),
+        "port": server.map(|a| a.port()),
+        "ssl": false,
+        "ssl_protocol": null,
+        "ssl_cipher": null,
+        "ssl_hash": null,
+        "ssl_key_exchange": null,
+        "peer_cert_issuer": null,
+        "peer_cert_subject": null,
+        "peer_cert_validity": null,
+        "channels": c.channels.load(std::sync::atomic::Ordering::Relaxed),
+        "connected_at": c.connected_at_ms,
+        "client_properties": table_to_json(&c.client_properties),
+        "message_stats": message_stats(&c.stats.snapshot(), &Stat::ALL),
+    })
+}
+
+/// A connection's reference in channel and consumer details.
+pub fn connection_details(api: &Api, c: &ConnectionInfo) -> Value {
+    json!({"name": connection_name(api, c), "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()})
+}
+
+pub fn user(u: &User) -> Value {
+    use base64::Engine;
+    json!({
+        "name": u.name,
+        "password_hash": base64::engine::general_purpose::STANDARD.encode(u.password_hash()),
+        "hashing_algorithm": HASHING_ALGORITHM,
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use lepus_protocol::{FieldTable, ShortStr};
+
+    use super::*;
+
+    fn b(key: &'static str, args: FieldTable) -> BindingView {
+        BindingView {
+            source: ShortStr::from_static("x"),
+            destination: Destination::Queue(ShortStr::from_static("q")),
+            routing_key: ShortStr::from_static(key),
+            arguments: args,
+        }
+    }
+
+    #[test]
+    fn properties_keys_as_rabbitmq_forms_them() {
+        assert_eq!(properties_key(&b("", FieldTable::new())), "~");
+        assert_eq!(properties_key(&b("k.a_b-c", FieldTable::new())), "k.a_b-c");
+        assert_eq!(properties_key(&b("a b/c~", FieldTable::new())), "a+b%2Fc%7E");
+        let with_args = properties_key(&b("k", FieldTable::new().with("a", 1i64)));
+        assert!(with_args.starts_with("k~") && with_args.len() == 8, "{with_args}");
+        assert_ne!(with_args, properties_key(&b("k", FieldTable::new().with("a", 2i64))));
+    }
+}

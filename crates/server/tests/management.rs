@@ -1,0 +1,549 @@
+//! The management HTTP API end to end: a real broker with its API on an ephemeral port, driven
+//! by an HTTP client (hyper) and, for connections and queue counts, by real AMQP clients.
+//! Shapes, status codes and error bodies are RabbitMQ 3.10.8's.
+
+#[path = "common/clients.rs"]
+mod clients;
+mod common;
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use clients::{guard, lchan, lconn, uniq};
+use common::{Raw, start_managed, test_config};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lepus_protocol::constants::CONNECTION_FORCED;
+use serde_json::{Value, json};
+
+/// An answer: status, `Location` header, and the body as JSON (`Null` when empty).
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    www_authenticate: bool,
+    body: Value,
+}
+
+struct Http {
+    base: String,
+    user: String,
+    password: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Http {
+        Http::as_user(addr, "guest", "guest")
+    }
+
+    fn as_user(addr: SocketAddr, user: &str, password: &str) -> Http {
+        Http {
+            base: format!("http://{addr}"),
+            user: user.into(),
+            password: password.into(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>, auth: bool) -> Reply {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.user, self.password));
+            req = req.header("authorization", format!("Basic {token}"));
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = guard(path, self.client.request(req.body(Full::new(bytes)).expect("request"))).await.expect("http");
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").map(|v| v.to_str().expect("ascii").to_owned());
+        let www_authenticate = resp.headers().contains_key("www-authenticate");
+        let body = guard("body", resp.into_body().collect()).await.expect("body").to_bytes();
+        let body = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON body") };
+        Reply { status, location, www_authenticate, body }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None, true).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call("PUT", path, Some(body), true).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(body), true).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.call("DELETE", path, None, true).await
+    }
+}
+
+async fn broker() -> (common::Broker, Http) {
+    let b = start_managed(test_config()).await;
+    let http = Http::new(b.management.expect("management address"));
+    (b, http)
+}
+
+fn not_authorised(reason: &str) -> Value {
+    json!({"error": "not_authorised", "reason": reason})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_follow_the_tags() {
+    let (b, http) = broker().await;
+    let addr = b.management.expect("address");
+    let none = http.call("GET", "/api/overview", None, false).await;
+    assert_eq!((none.status, none.www_authenticate, none.body), (401, true, Value::Null));
+    let wrong = Http::as_user(addr, "guest", "nope").get("/api/overview").await;
+    assert_eq!((wrong.status, wrong.body), (401, json!({"error": "not_authorized", "reason": "Login failed"})));
+    for (name, tags) in [("plain", json!("")), ("mgr", json!("management")), ("mon", json!(["monitoring"]))] {
+        assert_eq!(http.put(&format!("/api/users/{name}"), json!({"password": "pw", "tags": tags})).await.status, 201);
+    }
+    let plain = Http::as_user(addr, "plain", "pw").get("/api/overview").await;
+    assert_eq!((plain.status, plain.body), (401, not_authorised("Not management user")));
+    let mgr = Http::as_user(addr, "mgr", "pw");
+    assert_eq!(mgr.get("/api/overview").await.status, 200);
+    assert_eq!(mgr.get("/api/whoami").await.body, json!({"name": "mgr", "tags": ["management"]}));
+    assert_eq!(mgr.get("/api/users").await.body, not_authorised("Not administrator user"));
+    assert_eq!(mgr.get("/api/nodes").await.body, not_authorised("Not monitor user"));
+    assert_eq!(mgr.get("/api/definitions").await.status, 401);
+    assert_eq!(mgr.put("/api/vhosts/v", json!({})).await.status, 401);
+    let mon = Http::as_user(addr, "mon", "pw");
+    assert_eq!(mon.get("/api/nodes").await.status, 200);
+    assert_eq!(mon.get("/api/users").await.status, 401);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_nodes_and_health_checks() {
+    let (b, http) = broker().await;
+    let o = http.get("/api/overview").await;
+    assert_eq!(o.status, 200);
+    assert_eq!(o.body["rabbitmq_version"], "3.10.8");
+    assert_eq!(o.body["product_name"], "Lepus");
+    assert_eq!(o.body["object_totals"]["exchanges"], 7);
+    assert_eq!(o.body["object_totals"]["queues"], 0);
+    assert_eq!(o.body["queue_totals"]["messages"], 0);
+    assert!(o.body["message_stats"]["publish"].is_u64());
+    let node = o.body["node"].as_str().expect("node").to_owned();
+    assert!(node.starts_with("lepus@"));
+    let listeners = o.body["listeners"].as_array().expect("listeners");
+    assert!(listeners.iter().any(|l| l["protocol"] == "amqp" && l["port"] == b.addr.port()));
+    let nodes = http.get("/api/nodes").await.body;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1));
+    assert_eq!(nodes[0]["name"], node);
+    assert_eq!(nodes[0]["running"], true);
+    assert_eq!(http.get(&format!("/api/nodes/{node}")).await.status, 200);
+    assert_eq!(http.get("/api/nodes/rabbit@elsewhere").await.status, 404);
+    for check in ["alarms", "local-alarms", "virtual-hosts", "node-is-mirror-sync-critical"] {
+        let r = http.get(&format!("/api/health/checks/{check}")).await;
+        assert_eq!((r.status, r.body), (200, json!({"status": "ok"})), "{check}");
+    }
+    assert_eq!(http.get("/api/health/checks/node-is-quorum-critical").await.body["status"], "ok");
+    let port = b.addr.port();
+    let r = http.get(&format!("/api/health/checks/port-listener/{port}")).await;
+    assert_eq!((r.status, r.body), (200, json!({"status": "ok", "port": port})));
+    let r = http.get("/api/health/checks/port-listener/1").await;
+    assert_eq!((r.status, &r.body["status"], &r.body["missing"]), (503, &json!("failed"), &json!(1)));
+    assert_eq!(http.get("/api/aliveness-test/%2F").await.body, json!({"status": "ok"}));
+    assert_eq!(http.get("/api/aliveness-test/nope").await.status, 404);
+    assert_eq!(http.get("/api/nothing-here").await.body, json!({"error": "Object Not Found", "reason": "Not Found"}));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhosts_are_listed_and_created() {
+    let (b, http) = broker().await;
+    assert_eq!(http.put("/api/vhosts/apps", json!({})).await.status, 201);
+    assert_eq!(http.put("/api/vhosts/apps", json!({})).await.status, 204);
+    let list = http.get("/api/vhosts?columns=name").await.body;
+    assert_eq!(list, json!([{"name": "/"}, {"name": "apps"}]));
+    let one = http.get("/api/vhosts/%2F").await.body;
+    assert_eq!((&one["name"], &one["description"]), (&json!("/"), &json!("Default virtual host")));
+    assert_eq!(http.get("/api/vhosts/nope").await.status, 404);
+    // Deleting waits for the broker's vhost-delete command.
+    assert_eq!(http.delete("/api/vhosts/apps").await.status, 501);
+    assert_eq!(http.put("/api/queues/apps/q", json!({})).await.status, 201);
+    assert_eq!(http.get("/api/queues/apps?columns=name,vhost").await.body, json!([{"name": "q", "vhost": "apps"}]));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_put_with_passwords_or_hashes_and_deleted() {
+    let (b, http) = broker().await;
+    let addr = b.management.expect("address");
+    assert_eq!(http.put("/api/users/alice", json!({"password": "one", "tags": "management,custom"})).await.status, 201);
+    assert_eq!(
+        Http::as_user(addr, "alice", "one").get("/api/whoami").await.body["tags"],
+        json!(["management", "custom"])
+    );
+    assert_eq!(http.put("/api/users/alice", json!({"password": "two", "tags": ["monitoring"]})).await.status, 204);
+    assert_eq!(Http::as_user(addr, "alice", "one").get("/api/whoami").await.status, 401);
+    // Tags changed, password kept when none is given.
+    assert_eq!(http.put("/api/users/alice", json!({"tags": "management"})).await.status, 204);
+    assert_eq!(Http::as_user(addr, "alice", "two").get("/api/whoami").await.status, 200);
+    // RabbitMQ's documented hash of "test12".
+    let hash = "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR";
+    let body =
+        json!({"password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator"});
+    assert_eq!(http.put("/api/users/hashed", body).await.status, 201);
+    assert_eq!(Http::as_user(addr, "hashed", "test12").get("/api/users/hashed").await.body["password_hash"], hash);
+    let bad = json!({"password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_md5", "tags": ""});
+    assert_eq!(http.put("/api/users/md5", bad).await.status, 400);
+    let names: Vec<Value> =
+        http.get("/api/users").await.body.as_array().expect("list").iter().map(|u| u["name"].clone()).collect();
+    assert_eq!(names, [json!("alice"), json!("guest"), json!("hashed")]);
+    assert_eq!(http.delete("/api/users/alice").await.status, 204);
+    assert_eq!(http.delete("/api/users/alice").await.body, json!({"error": "Object Not Found", "reason": "Not Found"}));
+    assert_eq!(http.get("/api/users/alice").await.status, 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_declare_show_get_purge_and_delete() {
+    let (b, http) = broker().await;
+    let q = uniq("q");
+    let path = format!("/api/queues/%2F/{q}");
+    assert_eq!(http.put(&path, json!({"durable": "true", "arguments": {"x-max-length": 10}})).await.status, 201);
+    assert_eq!(http.put(&path, json!({"durable": true, "arguments": {"x-max-length": 10}})).await.status, 204);
+    let inequivalent = http.put(&path, json!({"durable": false})).await;
+    assert_eq!(inequivalent.status, 400);
+    assert_eq!(
+        inequivalent.body["reason"],
+        format!("inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'false' but current is 'true'")
+    );
+    assert_eq!(http.put("/api/queues/%2F/amq.q", json!({})).await.body, not_authorised("Access refused."));
+    assert_eq!(http.put("/api/queues/nope/q", json!({})).await.status, 404);
+    assert_eq!(http.put(&path, Value::String("{bad".into())).await.status, 400);
+
+    for body in ["one", "two", "three"] {
+        let r = http.post("/api/exchanges/%2F/amq.default/publish", json!({"routing_key": q, "payload": body, "payload_encoding": "string", "properties": {"delivery_mode": 2}})).await;
+        assert_eq!(r.body, json!({"routed": true}));
+    }
+    // A consumer that does not ack holds one message unacknowledged.
+    let conn = lconn(&b).await;
+    let ch = lchan(&conn).await;
+    guard("qos", ch.basic_qos(1, Default::default())).await.expect("qos");
+    let _consumer = guard(
+        "consume",
+        ch.basic_consume(q.as_str().into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default()),
+    )
+    .await
+    .expect("consume");
+    let shown = loop {
+        let s = http.get(&path).await.body;
+        if s["messages_unacknowledged"] == 1 {
+            break s;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        (shown["messages"].clone(), shown["messages_ready"].clone(), shown["consumers"].clone()),
+        (json!(3), json!(2), json!(1))
+    );
+    for field in ["name", "vhost", "durable", "auto_delete", "exclusive", "arguments", "node", "state", "type"] {
+        assert!(shown.get(field).is_some(), "{field} in {shown}");
+    }
+    assert_eq!(
+        (&shown["state"], &shown["type"], &shown["arguments"]),
+        (&json!("running"), &json!("classic"), &json!({"x-max-length": 10}))
+    );
+    let consumers = http.get("/api/consumers/%2F").await.body;
+    assert_eq!(consumers[0]["queue"]["name"], q.as_str());
+    assert_eq!(consumers[0]["ack_required"], true);
+    assert_eq!(consumers[0]["prefetch_count"], 1);
+
+    // get with requeue leaves the messages; with ack takes them.
+    let got = http
+        .post(
+            &format!("{path}/get"),
+            json!({"count": "5", "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 2}),
+        )
+        .await
+        .body;
+    assert_eq!(got.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        (&got[0]["payload"], &got[0]["payload_bytes"], &got[0]["message_count"]),
+        (&json!("tw"), &json!(3), &json!(1))
+    );
+    assert_eq!(got[0]["properties"], json!({"delivery_mode": 2}));
+    assert_eq!(http.get(&path).await.body["messages_ready"], 2);
+    let got = http
+        .post(&format!("{path}/get"), json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64"}))
+        .await
+        .body;
+    assert_eq!(
+        (&got[0]["payload"], &got[0]["payload_encoding"], &got[0]["redelivered"]),
+        (&json!("dHdv"), &json!("base64"), &json!(true))
+    );
+    assert_eq!(http.get(&path).await.body["messages_ready"], 1);
+    assert_eq!(http.post(&format!("{path}/get"), json!({"count": 1})).await.status, 400);
+
+    assert_eq!(http.delete(&format!("{path}/contents")).await.status, 204);
+    assert_eq!(http.get(&path).await.body["messages_ready"], 0);
+    drop(ch);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    assert_eq!(http.delete(&path).await.status, 204);
+    assert_eq!(http.delete(&path).await.status, 404);
+    assert_eq!(http.get(&path).await.body, json!({"error": "Object Not Found", "reason": "Not Found"}));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_sort_and_cut_as_rabbitmq() {
+    let (b, http) = broker().await;
+    for i in 0..5 {
+        assert_eq!(http.put(&format!("/api/queues/%2F/page.{i}"), json!({"durable": false})).await.status, 201);
+    }
+    let page = http.get("/api/queues?page=2&page_size=2&columns=name").await.body;
+    assert_eq!(
+        page,
+        json!({"filtered_count": 5, "item_count": 2, "items": [{"name": "page.2"}, {"name": "page.3"}], "page": 2, "page_count": 3, "page_size": 2, "total_count": 5})
+    );
+    let filtered = http.get("/api/queues?page=1&name=PAGE.%5B14%5D&use_regex=true&columns=name").await.body;
+    assert_eq!(filtered["items"], json!([{"name": "page.1"}, {"name": "page.4"}]));
+    let sorted = http.get("/api/queues?sort=name&sort_reverse=true&columns=name").await.body;
+    assert_eq!(sorted[0], json!({"name": "page.4"}));
+    let out_of_range = http.get("/api/queues?page=9").await;
+    assert_eq!((out_of_range.status, &out_of_range.body["error"]), (400, &json!("page_out_of_range")));
+    let too_big = http.get("/api/queues?page=1&page_size=501").await;
+    assert_eq!(too_big.body["error"], "invalid_pagination_parameters");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_and_bindings() {
+    let (b, http) = broker().await;
+    let x = uniq("x");
+    let q = uniq("q");
+    assert_eq!(
+        http.put(&format!("/api/exchanges/%2F/{x}"), json!({"type": "topic", "durable": false})).await.status,
+        201
+    );
+    assert_eq!(
+        http.put(&format!("/api/exchanges/%2F/{x}"), json!({"type": "topic", "durable": false})).await.status,
+        204
+    );
+    assert_eq!(
+        http.put("/api/exchanges/%2F/bad", json!({"type": "nope"})).await.body,
+        json!({"error": "bad_request", "reason": "unknown exchange type 'nope'"})
+    );
+    let shown = http.get(&format!("/api/exchanges/%2F/{x}")).await.body;
+    assert_eq!((&shown["type"], &shown["durable"], &shown["vhost"]), (&json!("topic"), &json!(false), &json!("/")));
+    assert_eq!(http.get("/api/exchanges/%2F/amq.default").await.body["name"], "");
+    assert_eq!(http.get("/api/exchanges/%2F").await.body.as_array().map(Vec::len), Some(8));
+    http.put(&format!("/api/queues/%2F/{q}"), json!({})).await;
+    let publish = format!("/api/exchanges/%2F/{x}/publish");
+    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": false}));
+
+    let made = http.post(&format!("/api/bindings/%2F/e/{x}/q/{q}"), json!({"routing_key": "a.*"})).await;
+    // The properties key (`a.%2A`) escaped once more, as RabbitMQ sends it.
+    assert_eq!((made.status, made.location.as_deref()), (201, Some(format!("{q}/a.%252A").as_str())));
+    let with_args = http
+        .post(&format!("/api/bindings/%2F/e/{x}/q/{q}"), json!({"routing_key": "a.*", "arguments": {"k": 1}}))
+        .await;
+    let args_key = with_args.location.expect("location").rsplit('/').next().expect("key").to_owned();
+    assert!(args_key.starts_with("a.%252A~"), "{args_key}");
+    let between = http.get(&format!("/api/bindings/%2F/e/{x}/q/{q}")).await.body;
+    assert_eq!(between.as_array().map(Vec::len), Some(2));
+    assert_eq!(between[0]["destination_type"], "queue");
+    let one = http.get(&format!("/api/bindings/%2F/e/{x}/q/{q}/{args_key}")).await.body;
+    assert_eq!((&one["arguments"], &one["properties_key"]), (&json!({"k": 1}), &json!(args_key.replace("%25", "%"))));
+    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": true}));
+    let queue_bindings = http.get(&format!("/api/queues/%2F/{q}/bindings")).await.body;
+    assert_eq!(queue_bindings.as_array().map(Vec::len), Some(3), "the default exchange's, and two");
+    assert_eq!(
+        http.get(&format!("/api/exchanges/%2F/{x}/bindings/source")).await.body.as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/{args_key}")).await.status, 204);
+    assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/a.%252A")).await.status, 204);
+    assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/a.%252A")).await.status, 404);
+    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": false}));
+    // Exchange to exchange.
+    let x2 = uniq("x2");
+    http.put(&format!("/api/exchanges/%2F/{x2}"), json!({"type": "fanout"})).await;
+    assert_eq!(
+        http.post(&format!("/api/bindings/%2F/e/{x}/e/{x2}"), json!({})).await.location,
+        Some(format!("{x2}/~"))
+    );
+    assert_eq!(http.get(&format!("/api/exchanges/%2F/{x2}/bindings/destination")).await.body[0]["source"], x.as_str());
+    assert_eq!(http.post("/api/bindings/%2F/e/nope/q/nope", json!({})).await.status, 404);
+    let all = http.get("/api/bindings/%2F").await.body;
+    assert!(all.as_array().expect("list").iter().any(|b| b["destination_type"] == "exchange"));
+    assert_eq!(http.delete(&format!("/api/exchanges/%2F/{x}")).await.status, 204);
+    assert_eq!(http.delete(&format!("/api/exchanges/%2F/{x}")).await.status, 404);
+    assert_eq!(http.post(&publish, json!({"routing_key": "k", "payload": "p"})).await.status, 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_listed_and_closed_with_320() {
+    let (b, http) = broker().await;
+    let mut raw = Raw::open_with_channel(b.addr).await;
+    let list = http.get("/api/connections").await.body;
+    let conn = &list[0];
+    assert_eq!(
+        (&conn["user"], &conn["vhost"], &conn["protocol"]),
+        (&json!("guest"), &json!("/"), &json!("AMQP 0-9-1"))
+    );
+    let name = conn["name"].as_str().expect("name").to_owned();
+    assert!(name.ends_with(&format!(" -> {}", b.addr)), "{name}");
+    assert_eq!(http.get("/api/channels").await.body[0]["connection_details"]["name"], name.as_str());
+    assert_eq!(http.get("/api/overview").await.body["object_totals"]["connections"], 1);
+    let encoded: String = name
+        .bytes()
+        .map(|c| if c.is_ascii_alphanumeric() || c == b'.' { (c as char).to_string() } else { format!("%{c:02X}") })
+        .collect();
+    assert_eq!(http.get(&format!("/api/connections/{encoded}")).await.body["name"], name.as_str());
+    assert_eq!(http.delete(&format!("/api/connections/{encoded}")).await.status, 204);
+    let close = raw.expect_connection_close().await;
+    assert_eq!(close.reply_code, CONNECTION_FORCED);
+    assert!(String::from_utf8_lossy(close.reply_text.as_bytes()).contains("Closed via management plugin"));
+    assert_eq!(http.delete("/api/connections/nope").await.status, 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_user_sees_only_its_own_connections() {
+    let (b, http) = broker().await;
+    http.put("/api/users/mgr", json!({"password": "pw", "tags": "management"})).await;
+    let _raw = Raw::open_with_channel(b.addr).await;
+    let mgr = Http::as_user(b.management.expect("address"), "mgr", "pw");
+    assert_eq!(mgr.get("/api/connections").await.body, json!([]));
+    assert_eq!(http.get("/api/connections").await.body.as_array().map(Vec::len), Some(1));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_export_in_rabbitmq_s_format() {
+    let (b, http) = broker().await;
+    http.put("/api/exchanges/%2F/defs.x", json!({"type": "fanout"})).await;
+    http.put("/api/queues/%2F/defs.q", json!({"arguments": {"x-queue-type": "quorum"}})).await;
+    http.post("/api/bindings/%2F/e/defs.x/q/defs.q", json!({"routing_key": "r"})).await;
+    let d = http.get("/api/definitions").await.body;
+    assert_eq!(d["rabbitmq_version"], "3.10.8");
+    assert_eq!(d["users"][0]["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert_eq!(d["vhosts"], json!([{"name": "/"}]));
+    assert_eq!(
+        d["queues"],
+        json!([{"name": "defs.q", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {"x-queue-type": "quorum"}}])
+    );
+    assert_eq!(
+        d["exchanges"],
+        json!([{"name": "defs.x", "vhost": "/", "type": "fanout", "durable": true, "auto_delete": false, "internal": false, "arguments": {}}])
+    );
+    assert_eq!(
+        d["bindings"],
+        json!([{"source": "defs.x", "vhost": "/", "destination": "defs.q", "destination_type": "queue", "routing_key": "r", "arguments": {}}])
+    );
+    for key in ["permissions", "topic_permissions", "parameters", "global_parameters", "policies"] {
+        assert_eq!(d[key], json!([]), "{key}");
+    }
+    let per_vhost = http.get("/api/definitions/%2F").await.body;
+    assert_eq!(per_vhost["queues"][0].get("vhost"), None);
+    assert_eq!(http.get("/api/definitions/nope").await.status, 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_message_published_over_http_is_stored_before_the_answer() {
+    let dir = std::env::temp_dir().join(uniq("mgmt-durable"));
+    let config = lepus_server::Config { data_dir: Some(dir.clone()), ..test_config() };
+    let b = start_managed(config.clone()).await;
+    let http = Http::new(b.management.expect("address"));
+    http.put("/api/queues/%2F/kept", json!({"durable": true})).await;
+    let body = json!({"routing_key": "kept", "payload": "stored", "properties": {"delivery_mode": 2}});
+    assert_eq!(http.post("/api/exchanges/%2F/amq.default/publish", body).await.body, json!({"routed": true}));
+    b.stop().await;
+    let b = start_managed(config).await;
+    let http = Http::new(b.management.expect("address"));
+    let got = http.post("/api/queues/%2F/kept/get", json!({"count": 1, "ackmode": "ack_requeue_false"})).await.body;
+    assert_eq!(got[0]["payload"], "stored");
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_through_amqp_shows_in_the_overview() {
+    let (b, http) = broker().await;
+    let conn = lconn(&b).await;
+    let ch = lchan(&conn).await;
+    let q = uniq("q");
+    guard("declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    guard(
+        "publish",
+        ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"m", Default::default()),
+    )
+    .await
+    .expect("publish");
+    let totals = loop {
+        let o = http.get("/api/overview").await.body;
+        if o["queue_totals"]["messages"] == 1 {
+            break o;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(totals["object_totals"]["queues"], 1);
+    assert_eq!(totals["message_stats"]["publish"], 1);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    b.stop().await;
+}
+
+/// A definitions export of Debian's RabbitMQ 3.10.8 (`GET /api/definitions`): two users, two
+/// vhosts, quorum, priority, TTL/DLX and length-limited queues, an alternate exchange, a
+/// headers binding with arguments, an exchange-to-exchange binding.
+const RABBITMQ_DEFINITIONS: &str = include_str!("data/rabbitmq-3.10.8-definitions.json");
+
+/// The entries of `key`, each as canonical text, sorted: the same set whatever the order.
+fn entries(doc: &Value, key: &str, fields: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = doc[key]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| fields.iter().map(|f| format!("{f}={}", e[f])).collect::<Vec<_>>().join(" "))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_definitions_import_and_export_back_equivalently() {
+    let (b, http) = broker().await;
+    let sample: Value = serde_json::from_str(RABBITMQ_DEFINITIONS).expect("sample JSON");
+    assert_eq!(http.post("/api/definitions", sample.clone()).await.status, 204);
+    assert_eq!(http.post("/api/definitions", sample.clone()).await.status, 204, "importing again changes nothing");
+    let exported = http.get("/api/definitions").await.body;
+    let user_fields = ["name", "password_hash", "hashing_algorithm", "tags"];
+    assert_eq!(entries(&exported, "users", &user_fields), entries(&sample, "users", &user_fields));
+    assert_eq!(entries(&exported, "vhosts", &["name"]), entries(&sample, "vhosts", &["name"]));
+    let queue = ["name", "vhost", "durable", "auto_delete", "arguments"];
+    assert_eq!(entries(&exported, "queues", &queue), entries(&sample, "queues", &queue));
+    let exchange = ["name", "vhost", "type", "durable", "auto_delete", "internal", "arguments"];
+    assert_eq!(entries(&exported, "exchanges", &exchange), entries(&sample, "exchanges", &exchange));
+    let binding = ["source", "vhost", "destination", "destination_type", "routing_key", "arguments"];
+    assert_eq!(entries(&exported, "bindings", &binding), entries(&sample, "bindings", &binding));
+    // The imported password hash logs in ("s3cret" was set on RabbitMQ).
+    let app = Http::as_user(b.management.expect("address"), "app", "s3cret");
+    assert_eq!(app.get("/api/whoami").await.body, json!({"name": "app", "tags": ["management", "custom"]}));
+    // Into one vhost: entries without a vhost land in the path's.
+    let one = json!({"queues": [{"name": "imported", "durable": true, "auto_delete": false, "arguments": {}}]});
+    assert_eq!(http.post("/api/definitions/apps", one).await.status, 204);
+    assert_eq!(http.get("/api/queues/apps/imported").await.status, 200);
+    let bad = http.call("POST", "/api/definitions", Some(Value::String("nope".into())), true).await;
+    assert_eq!((bad.status, bad.body), (400, json!({"error": "bad_request", "reason": "failed_to_parse_json"})));
+    b.stop().await;
+}
