@@ -172,10 +172,75 @@ async fn vhosts_are_listed_and_created() {
     let one = http.get("/api/vhosts/%2F").await.body;
     assert_eq!((&one["name"], &one["description"]), (&json!("/"), &json!("Default virtual host")));
     assert_eq!(http.get("/api/vhosts/nope").await.status, 404);
-    // Deleting waits for the broker's vhost-delete command.
-    assert_eq!(http.delete("/api/vhosts/apps").await.status, 501);
     assert_eq!(http.put("/api/queues/apps/q", json!({})).await.status, 201);
     assert_eq!(http.get("/api/queues/apps?columns=name,vhost").await.body, json!([{"name": "q", "vhost": "apps"}]));
+    // The creator got every permission in the new vhost, as RabbitMQ's API gives it.
+    let perms = http.get("/api/permissions/apps/guest").await.body;
+    assert_eq!((&perms["configure"], &perms["write"], &perms["read"]), (&json!(".*"), &json!(".*"), &json!(".*")));
+    assert_eq!(http.delete("/api/vhosts/apps").await.status, 204);
+    assert_eq!(http.get("/api/vhosts/apps").await.status, 404);
+    assert_eq!(http.get("/api/permissions/apps/guest").await.status, 404, "permissions went with it");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_topic_permissions_and_limits_are_set_listed_and_cleared() {
+    let (b, http) = broker().await;
+    assert_eq!(http.put("/api/users/bob", json!({"password": "pw", "tags": ""})).await.status, 201);
+    let perms = json!({"configure": "^bob-", "write": ".*", "read": ".*"});
+    assert_eq!(http.put("/api/permissions/%2F/bob", perms.clone()).await.status, 201);
+    assert_eq!(http.put("/api/permissions/%2F/bob", perms).await.status, 204);
+    assert_eq!(
+        http.put("/api/permissions/%2F/nobody", json!({"configure": "", "write": "", "read": ""})).await.status,
+        404
+    );
+    assert_eq!(http.put("/api/permissions/%2F/bob", json!({"configure": ""})).await.status, 400);
+    let listed = http.get("/api/vhosts/%2F/permissions?columns=user,configure").await.body;
+    assert_eq!(listed, json!([{"user": "bob", "configure": "^bob-"}, {"user": "guest", "configure": ".*"}]));
+    let topic = json!({"exchange": "amq.topic", "write": "^{username}", "read": ".*"});
+    assert_eq!(http.put("/api/topic-permissions/%2F/bob", topic).await.status, 201);
+    let topics = http.get("/api/topic-permissions/%2F/bob").await.body;
+    assert_eq!(
+        topics,
+        json!([{"user": "bob", "vhost": "/", "exchange": "amq.topic", "write": "^{username}", "read": ".*"}])
+    );
+    assert!(b.service.access("bob", "/").has_topic_grants());
+    assert_eq!(http.delete("/api/topic-permissions/%2F/bob").await.status, 204);
+    assert_eq!(http.delete("/api/permissions/%2F/bob").await.status, 204);
+    assert_eq!(http.delete("/api/permissions/%2F/bob").await.status, 404);
+    assert!(!b.service.access("bob", "/").may_enter());
+
+    assert_eq!(http.put("/api/vhost-limits/%2F/max-queues", json!({"value": 5})).await.status, 204);
+    assert_eq!(http.get("/api/vhost-limits").await.body, json!([{"vhost": "/", "value": {"max-queues": 5}}]));
+    assert_eq!(http.put("/api/vhost-limits/%2F/max-channels", json!({"value": 5})).await.status, 400);
+    assert_eq!(http.delete("/api/vhost-limits/%2F/max-queues").await.status, 204);
+    assert_eq!(http.get("/api/vhost-limits").await.body, json!([]));
+    assert_eq!(http.put("/api/user-limits/bob/max-channels", json!({"value": 3})).await.status, 204);
+    assert_eq!(http.get("/api/user-limits/bob").await.body, json!([{"user": "bob", "value": {"max-channels": 3}}]));
+    assert_eq!(b.service.user_limits("bob").max_channels, Some(3));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_and_operator_policies_are_set_listed_and_cleared() {
+    let (b, http) = broker().await;
+    let policy =
+        json!({"pattern": "^ttl\\.", "definition": {"message-ttl": 1000}, "priority": 1, "apply-to": "queues"});
+    assert_eq!(http.put("/api/policies/%2F/ttl", policy.clone()).await.status, 201);
+    assert_eq!(http.put("/api/policies/%2F/ttl", policy).await.status, 204);
+    let shown = http.get("/api/policies/%2F/ttl").await.body;
+    assert_eq!(
+        (&shown["apply-to"], &shown["priority"], &shown["definition"]),
+        (&json!("queues"), &json!(1), &json!({"message-ttl": 1000}))
+    );
+    let bad = json!({"pattern": ".*", "definition": {"max-priority": 3}});
+    assert_eq!(http.put("/api/policies/%2F/bad", bad).await.status, 400);
+    let op = json!({"pattern": ".*", "definition": {"max-length": 10}});
+    assert_eq!(http.put("/api/operator-policies/%2F/cap", op).await.status, 201);
+    assert_eq!(http.get("/api/operator-policies?columns=name").await.body, json!([{"name": "cap"}]));
+    assert_eq!(http.delete("/api/policies/%2F/ttl").await.status, 204);
+    assert_eq!(http.delete("/api/policies/%2F/ttl").await.status, 404);
+    assert_eq!(http.get("/api/policies").await.body, json!([]));
     b.stop().await;
 }
 

@@ -1,5 +1,5 @@
 """Permissions, vhosts and limits through pika, set up through the management HTTP API
-(`MGMT_URL`, e.g. http://127.0.0.1:15672) on whichever broker is under test: every case passes
+(`MANAGEMENT_URL`, e.g. http://127.0.0.1:15672) on whichever broker is under test: every case passes
 against RabbitMQ 3.10.8 and Lepus with the same reply codes and texts."""
 import base64
 import json
@@ -13,7 +13,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, ProbableAccessDeniedError
 
-pytestmark = pytest.mark.skipif(not os.environ.get("MGMT_URL"), reason="needs MGMT_URL (a management API)")
+pytestmark = pytest.mark.skipif(not os.environ.get("MANAGEMENT_URL"), reason="needs MANAGEMENT_URL (a management API)")
 
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
@@ -21,7 +21,7 @@ AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 def api(method, path, body=None):
     """One management API call as guest; returns the HTTP status."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(os.environ["MGMT_URL"].rstrip("/") + "/api" + path, data=data, method=method)
+    req = urllib.request.Request(os.environ["MANAGEMENT_URL"].rstrip("/") + "/api" + path, data=data, method=method)
     req.add_header("Authorization", AUTH)
     req.add_header("Content-Type", "application/json")
     try:

@@ -1,12 +1,14 @@
 //! The API's routes, one module per resource, and what they share: the command issuer for
 //! HTTP, the vhosts a caller may see, `201`/`204` for a PUT, the `amq.default` alias.
 
+mod access;
 mod bindings;
 mod connections;
 mod definitions;
 mod exchanges;
 mod health;
 mod overview;
+mod policies;
 mod queues;
 mod users;
 mod vhosts;
@@ -33,6 +35,8 @@ pub fn all() -> Router<ApiRef> {
         .merge(health::routes())
         .merge(vhosts::routes())
         .merge(users::routes())
+        .merge(access::routes())
+        .merge(policies::routes())
         .merge(connections::routes())
         .merge(exchanges::routes())
         .merge(queues::routes())

@@ -70,7 +70,7 @@ pub fn credential_of(body: &Map<String, Value>) -> ApiResult<Option<Credential>>
             .decode(hash.trim())
             .map_err(|_| ApiError::BadRequest("password_hash is not valid base64".into()))?;
         if bytes.is_empty() {
-            return Ok(None);
+            return Ok(Some(Credential::Passwordless));
         }
         return Ok(Some(Credential::Hash(bytes)));
     }
@@ -91,9 +91,9 @@ async fn put(
         (Some(c), _) => c,
         // Without a new password an existing user keeps its own.
         (None, Some(hash)) => Credential::Hash(hash.clone()),
-        // A new user without one gets a random password no one knows, as RabbitMQ does: it
-        // can log in only by other means (none yet).
-        (None, None) => Credential::Password(unguessable()),
+        // A new user without one has no password, as in RabbitMQ: it can log in only by
+        // other means (a client certificate).
+        (None, None) => Credential::Passwordless,
     };
     api.broker.execute_node(NodeCommand::PutUser { name, credential, tags })?;
     Ok(super::put_status(existing.is_some()))
@@ -103,16 +103,4 @@ async fn delete(State(api): State<ApiRef>, caller: Caller, Path(name): Path<Stri
     caller.require_admin()?;
     api.broker.execute_node(NodeCommand::DeleteUser { name })?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// 128 bits from the OS's randomness (through the standard library's hash keys).
-fn unguessable() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    (0..2)
-        .map(|_| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u8(0);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
 }

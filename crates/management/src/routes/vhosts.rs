@@ -1,5 +1,6 @@
-//! `/api/vhosts`: list, show, create (`NodeCommand::AddVhost`). Deletion waits for the
-//! broker's vhost-delete command (501 until then).
+//! `/api/vhosts`: list, show, create (`NodeCommand::AddVhost`; the creating user gets every
+//! permission in a new vhost, as RabbitMQ's API gives it), delete (`NodeCommand::DeleteVhost`:
+//! its connections are closed with 320, its queues dropped).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -57,12 +58,19 @@ async fn show(
 async fn create(State(api): State<ApiRef>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let existed = api.broker.vhost(&name).is_some();
-    api.broker.execute_node(NodeCommand::AddVhost { name })?;
+    api.broker.execute_node(NodeCommand::AddVhost { name: name.clone() })?;
+    if !existed {
+        let all = || ".*".to_owned();
+        let grant =
+            NodeCommand::SetPermissions { user: caller.name, vhost: name, configure: all(), write: all(), read: all() };
+        api.broker.execute_node(grant)?;
+    }
     Ok(super::put_status(existed))
 }
 
 async fn delete(State(api): State<ApiRef>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     api.broker.vhost(&name).ok_or(ApiError::NotFound)?;
-    Err(ApiError::NotImplemented("deleting a vhost is not available yet".into()))
+    api.broker.execute_node(NodeCommand::DeleteVhost { name })?;
+    Ok(StatusCode::NO_CONTENT)
 }
