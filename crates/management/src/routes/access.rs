@@ -145,7 +145,7 @@ async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    if !api.broker.permissions().get(&user, &vhost).is_some_and(|g| g.grant.is_some()) {
+    if api.broker.permissions().get(&user, &vhost).is_none_or(|g| g.grant.is_none()) {
         return Err(ApiError::NotFound);
     }
     api.broker.execute_node(NodeCommand::ClearPermissions { user, vhost })?;
@@ -219,7 +219,7 @@ async fn delete_topic_permissions(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    if !api.broker.permissions().get(&user, &vhost).is_some_and(|g| !g.topics.is_empty()) {
+    if api.broker.permissions().get(&user, &vhost).is_none_or(|g| g.topics.is_empty()) {
         return Err(ApiError::NotFound);
     }
     api.broker.execute_node(NodeCommand::ClearTopicPermissions { user, vhost, exchange: None })?;
