@@ -513,8 +513,23 @@ async fn definitions_export_in_rabbitmq_s_format() {
         d["bindings"],
         json!([{"source": "defs.x", "vhost": "/", "destination": "defs.q", "destination_type": "queue", "routing_key": "r", "arguments": {}}])
     );
-    for key in ["permissions", "topic_permissions", "parameters", "global_parameters", "policies"] {
+    assert_eq!(
+        d["permissions"],
+        json!([{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}])
+    );
+    for key in ["topic_permissions", "parameters", "global_parameters", "policies"] {
         assert_eq!(d[key], json!([]), "{key}");
+    }
+    // Policies, topic permissions and vhost limits go both ways.
+    let extra = json!({
+        "policies": [{"vhost": "/", "name": "ttl", "pattern": "^t", "apply-to": "queues", "definition": {"message-ttl": 5}, "priority": 2}],
+        "topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic", "write": "^a", "read": ".*"}],
+        "parameters": [{"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 9}}],
+    });
+    assert_eq!(http.post("/api/definitions", extra.clone()).await.status, 204);
+    let d = http.get("/api/definitions").await.body;
+    for key in ["policies", "topic_permissions", "parameters"] {
+        assert_eq!(d[key], extra[key], "{key}");
     }
     let per_vhost = http.get("/api/definitions/%2F").await.body;
     assert_eq!(per_vhost["queues"][0].get("vhost"), None);

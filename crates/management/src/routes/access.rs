@@ -38,7 +38,7 @@ pub fn routes() -> Router<ApiRef> {
 }
 
 /// Every permission, as RabbitMQ lists them, optionally for one vhost or one user.
-fn permissions(api: &ApiRef, vhost: Option<&str>, user: Option<&str>) -> Vec<Value> {
+pub(super) fn permissions(api: &ApiRef, vhost: Option<&str>, user: Option<&str>) -> Vec<Value> {
     let all = api.broker.permissions();
     all.list()
         .into_iter()
@@ -53,7 +53,7 @@ fn permissions(api: &ApiRef, vhost: Option<&str>, user: Option<&str>) -> Vec<Val
         .collect()
 }
 
-fn topic_permissions(api: &ApiRef, vhost: Option<&str>, user: Option<&str>) -> Vec<Value> {
+pub(super) fn topic_permissions(api: &ApiRef, vhost: Option<&str>, user: Option<&str>) -> Vec<Value> {
     let all = api.broker.permissions();
     let mut out = Vec::new();
     for (u, v, g) in all.list() {
@@ -231,7 +231,7 @@ fn limits_json(pairs: &[(&str, i64)]) -> Value {
     Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
 }
 
-fn vhost_limits(api: &ApiRef, vhost: Option<&str>) -> Vec<Value> {
+pub(super) fn vhost_limits(api: &ApiRef, vhost: Option<&str>) -> Vec<Value> {
     api.broker
         .vhosts()
         .iter()

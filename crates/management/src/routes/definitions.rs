@@ -3,8 +3,9 @@
 //! imported (`POST`) through the same node and topology commands as every other change: users,
 //! vhosts, exchanges, queues, bindings, in that order; exchanges and queues that exist are
 //! left as they are (as RabbitMQ's import does), so importing twice changes nothing.
-//! Permissions, policies and parameters are exported empty and skipped on import (with a log
-//! line) until the broker has them.
+//! Permissions, topic permissions, policies and vhost limits (RabbitMQ's `vhost-limits`
+//! parameters) go both ways too; other parameters and global parameters are exported empty and
+//! skipped on import (with a log line).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,6 +15,8 @@ use axum::{Json, Router};
 use lepus_broker::VHost;
 use lepus_broker::command::{Binding, Command, Issuer, NodeCommand};
 use lepus_broker::exchange::Destination;
+use lepus_broker::limits::VhostLimits;
+use lepus_broker::policy::{ApplyTo, PolicyKind, PolicySpec};
 use lepus_broker::vhost::{ExchangeDeclare, QueueDeclare};
 use serde_json::{Map, Value, json};
 
@@ -71,13 +74,36 @@ fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
     (queues, exchanges, bindings)
 }
 
+/// A vhost's policies as definitions list them (`with_vhost`: each names its vhost).
+fn policies(v: &VHost, with_vhost: bool) -> Vec<Value> {
+    v.policies(PolicyKind::Policy)
+        .iter()
+        .map(|p| {
+            let mut item = super::policies::policy_json(&v.name, p);
+            if !with_vhost && let Value::Object(map) = &mut item {
+                map.remove("vhost");
+            }
+            item
+        })
+        .collect()
+}
+
+/// Vhost limits as RabbitMQ's definitions hold them: `vhost-limits` parameters.
+fn limit_parameters(api: &ApiRef, vhost: Option<&str>) -> Vec<Value> {
+    super::access::vhost_limits(api, vhost)
+        .into_iter()
+        .map(|l| json!({"vhost": l["vhost"], "component": "vhost-limits", "name": "limits", "value": l["value"]}))
+        .collect()
+}
+
 async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let users: Vec<Value> = api.broker.users().list().into_iter().map(views::user).collect();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
-    let mut vhosts = Vec::new();
+    let (mut vhosts, mut all_policies) = (Vec::new(), Vec::new());
     for v in api.broker.vhosts() {
         vhosts.push(json!({"name": &*v.name}));
+        all_policies.extend(policies(&v, true));
         let (q, x, b) = topology(&v, true);
         queues.extend(q);
         exchanges.extend(x);
@@ -90,11 +116,11 @@ async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>
         "product_version": api.node.product_version,
         "users": users,
         "vhosts": vhosts,
-        "permissions": [],
-        "topic_permissions": [],
-        "parameters": [],
+        "permissions": super::access::permissions(&api, None, None),
+        "topic_permissions": super::access::topic_permissions(&api, None, None),
+        "parameters": limit_parameters(&api, None),
         "global_parameters": [],
-        "policies": [],
+        "policies": all_policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -110,8 +136,8 @@ async fn one_vhost(State(api): State<ApiRef>, caller: Caller, Path(vhost): Path<
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Lepus",
         "product_version": api.node.product_version,
-        "parameters": [],
-        "policies": [],
+        "parameters": limit_parameters(&api, Some(&vhost)),
+        "policies": policies(&v, false),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -218,13 +244,66 @@ fn import_topology(api: &ApiRef, doc: &Map<String, Value>, vhost: Option<&str>) 
     Ok(())
 }
 
-/// Logs what an import could not apply yet.
-fn log_skipped(doc: &Map<String, Value>) {
-    for key in ["permissions", "topic_permissions", "parameters", "global_parameters", "policies"] {
-        let n = doc.get(key).and_then(Value::as_array).map_or(0, Vec::len);
-        if n > 0 {
-            tracing::warn!(section = key, entries = n, "definitions import: not supported yet, skipped");
+/// Permissions and topic permissions (users and vhosts are imported first).
+fn import_permissions(api: &ApiRef, doc: &Map<String, Value>) -> ApiResult<()> {
+    for item in section(doc, "permissions")? {
+        let item = object(item)?;
+        api.broker.execute_node(NodeCommand::SetPermissions {
+            user: required(item, "user")?,
+            vhost: required(item, "vhost")?,
+            configure: required(item, "configure")?,
+            write: required(item, "write")?,
+            read: required(item, "read")?,
+        })?;
+    }
+    for item in section(doc, "topic_permissions")? {
+        let item = object(item)?;
+        api.broker.execute_node(NodeCommand::SetTopicPermissions {
+            user: required(item, "user")?,
+            vhost: required(item, "vhost")?,
+            exchange: required(item, "exchange")?,
+            write: required(item, "write")?,
+            read: required(item, "read")?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Policies and `vhost-limits` parameters; other parameters are logged and skipped.
+fn import_policies_and_limits(api: &ApiRef, doc: &Map<String, Value>, vhost: Option<&str>) -> ApiResult<()> {
+    for item in section(doc, "policies")? {
+        let item = object(item)?;
+        let v = vhost_of(api, item, vhost)?;
+        let spec = PolicySpec {
+            kind: PolicyKind::Policy,
+            name: required(item, "name")?,
+            pattern: required(item, "pattern")?,
+            apply_to: ApplyTo::parse(text(item, "apply-to").as_deref().unwrap_or("all"))?,
+            priority: item.get("priority").and_then(Value::as_i64).unwrap_or(0),
+            definition: item.get("definition").cloned().unwrap_or(Value::Object(Map::new())),
+        };
+        v.execute(Issuer::node(), Command::SetPolicy(spec))?;
+    }
+    for item in section(doc, "parameters")? {
+        let item = object(item)?;
+        if text(item, "component").as_deref() != Some("vhost-limits") {
+            tracing::warn!(component = ?text(item, "component"), "definitions import: parameter not supported, skipped");
+            continue;
         }
+        let v = vhost_of(api, item, vhost)?;
+        let value = item.get("value").and_then(Value::as_object).cloned().unwrap_or_default();
+        let pairs: Vec<(&str, i64)> = value.iter().filter_map(|(k, n)| Some((k.as_str(), n.as_i64()?))).collect();
+        let limits = VhostLimits::from_pairs(pairs)?;
+        api.broker.execute_node(NodeCommand::SetVhostLimits { vhost: v.name.to_string(), limits })?;
+    }
+    Ok(())
+}
+
+/// Logs what an import does not apply.
+fn log_skipped(doc: &Map<String, Value>) {
+    let n = doc.get("global_parameters").and_then(Value::as_array).map_or(0, Vec::len);
+    if n > 0 {
+        tracing::warn!(section = "global_parameters", entries = n, "definitions import: not supported yet, skipped");
     }
 }
 
@@ -232,6 +311,8 @@ async fn import_all(State(api): State<ApiRef>, caller: Caller, body: Bytes) -> A
     caller.require_admin()?;
     let doc = parse(&body)?;
     import_users(&api, &doc)?;
+    import_permissions(&api, &doc)?;
+    import_policies_and_limits(&api, &doc, None)?;
     import_topology(&api, &doc, None)?;
     log_skipped(&doc);
     Ok(StatusCode::NO_CONTENT)
@@ -246,6 +327,7 @@ async fn import_vhost(
     caller.require_admin()?;
     api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?;
     let doc = parse(&body)?;
+    import_policies_and_limits(&api, &doc, Some(&vhost))?;
     import_topology(&api, &doc, Some(&vhost))?;
     log_skipped(&doc);
     Ok(StatusCode::NO_CONTENT)

@@ -45,7 +45,7 @@ pub fn routes() -> Router<ApiRef> {
 }
 
 /// A policy as RabbitMQ shows it.
-fn policy_json(vhost: &str, p: &Policy) -> Value {
+pub(super) fn policy_json(vhost: &str, p: &Policy) -> Value {
     json!({
         "vhost": vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to.as_str(),
         "definition": p.definition, "priority": p.priority,
