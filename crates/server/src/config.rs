@@ -295,6 +295,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let example = Config::from_toml(include_str!("../../../lepus.example.toml")).expect("example parses");
+        assert_eq!(example, Config::default(), "lepus.example.toml states every default");
+        assert!(example.validate().is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::from_toml("prot = 1").is_err());
     }
