@@ -18,17 +18,17 @@ use crate::listing::{ListQuery, respond, respond_one};
 
 pub fn routes() -> Router<ApiRef> {
     Router::new()
-        .route("/api/permissions", get(list_permissions))
+        .route("/api/permissions", get(|s, c, q| list_all(s, c, q, permissions)))
         .route("/api/permissions/{vhost}/{user}", get(show_permission).put(put_permission).delete(delete_permission))
-        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
-        .route("/api/users/{user}/permissions", get(user_permissions))
-        .route("/api/topic-permissions", get(list_topic_permissions))
+        .route("/api/vhosts/{vhost}/permissions", get(|s, c, p, q| of_vhost(s, c, p, q, permissions)))
+        .route("/api/users/{user}/permissions", get(|s, c, p, q| of_user(s, c, p, q, permissions)))
+        .route("/api/topic-permissions", get(|s, c, q| list_all(s, c, q, topic_permissions)))
         .route(
             "/api/topic-permissions/{vhost}/{user}",
             get(show_topic_permissions).put(put_topic_permission).delete(delete_topic_permissions),
         )
-        .route("/api/vhosts/{vhost}/topic-permissions", get(vhost_topic_permissions))
-        .route("/api/users/{user}/topic-permissions", get(user_topic_permissions))
+        .route("/api/vhosts/{vhost}/topic-permissions", get(|s, c, p, q| of_vhost(s, c, p, q, topic_permissions)))
+        .route("/api/users/{user}/topic-permissions", get(|s, c, p, q| of_user(s, c, p, q, topic_permissions)))
         .route("/api/vhost-limits", get(list_vhost_limits))
         .route("/api/vhost-limits/{vhost}", get(show_vhost_limits))
         .route("/api/vhost-limits/{vhost}/{name}", put(put_vhost_limit).delete(delete_vhost_limit))
@@ -70,35 +70,41 @@ pub(super) fn topic_permissions(api: &ApiRef, vhost: Option<&str>, user: Option<
     out
 }
 
-async fn list_permissions(
+/// Lists permissions or topic permissions, optionally for one vhost and one user.
+type Lister = fn(&ApiRef, Option<&str>, Option<&str>) -> Vec<Value>;
+
+async fn list_all(
     State(api): State<ApiRef>,
     caller: Caller,
     Query(q): Query<ListQuery>,
+    lister: Lister,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(respond(permissions(&api, None, None), &q, &["vhost", "user"])?))
+    Ok(Json(respond(lister(&api, None, None), &q, &["vhost", "user"])?))
 }
 
-async fn vhost_permissions(
+async fn of_vhost(
     State(api): State<ApiRef>,
     caller: Caller,
     Path(vhost): Path<String>,
     Query(q): Query<ListQuery>,
+    lister: Lister,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?;
-    Ok(Json(respond(permissions(&api, Some(&vhost), None), &q, &["user"])?))
+    Ok(Json(respond(lister(&api, Some(&vhost), None), &q, &["user"])?))
 }
 
-async fn user_permissions(
+async fn of_user(
     State(api): State<ApiRef>,
     caller: Caller,
     Path(user): Path<String>,
     Query(q): Query<ListQuery>,
+    lister: Lister,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     api.broker.users().get(&user).ok_or(ApiError::NotFound)?;
-    Ok(Json(respond(permissions(&api, None, Some(&user)), &q, &["vhost"])?))
+    Ok(Json(respond(lister(&api, None, Some(&user)), &q, &["vhost"])?))
 }
 
 async fn show_permission(
@@ -150,37 +156,6 @@ async fn delete_permission(
     }
     api.broker.execute_node(NodeCommand::ClearPermissions { user, vhost })?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_topic_permissions(
-    State(api): State<ApiRef>,
-    caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    Ok(Json(respond(topic_permissions(&api, None, None), &q, &["vhost", "user"])?))
-}
-
-async fn vhost_topic_permissions(
-    State(api): State<ApiRef>,
-    caller: Caller,
-    Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?;
-    Ok(Json(respond(topic_permissions(&api, Some(&vhost), None), &q, &["user"])?))
-}
-
-async fn user_topic_permissions(
-    State(api): State<ApiRef>,
-    caller: Caller,
-    Path(user): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    api.broker.users().get(&user).ok_or(ApiError::NotFound)?;
-    Ok(Json(respond(topic_permissions(&api, None, Some(&user)), &q, &["vhost"])?))
 }
 
 async fn show_topic_permissions(
