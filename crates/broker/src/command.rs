@@ -284,11 +284,10 @@ impl NodeCommand {
                     )));
                 }
                 if let Credential::Hash(hash) = credential
-                    && hash.len() != crate::users::PASSWORD_HASH_BYTES
+                    && crate::users::HashingAlgorithm::of_hash(hash).is_none()
                 {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "a password hash is {} bytes (salt and SHA-256), not {}",
-                        crate::users::PASSWORD_HASH_BYTES,
+                        "a password hash is a 4-byte salt and a SHA-256, SHA-512 or MD5 digest (36, 68 or 20 bytes), not {} bytes",
                         hash.len()
                     )));
                 }

@@ -3,8 +3,10 @@
 //! login exchange (SASL for AMQP) and asks [`Users::login`].
 //!
 //! Passwords are stored as RabbitMQ stores them (`rabbit_password_hashing_sha256`):
-//! a random 4-byte salt followed by SHA-256(salt ‖ password), so definitions can later be
-//! imported from RabbitMQ unchanged.
+//! a random 4-byte salt followed by SHA-256(salt ‖ password), so definitions can be imported
+//! from RabbitMQ unchanged. Hashes imported with RabbitMQ's other algorithms (SHA-512, and the
+//! MD5 of nodes upgraded from before 3.6) are kept and checked as they are: the algorithm is
+//! told by the hash's length.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +17,60 @@ use subtle::ConstantTimeEq;
 
 /// A stored password hash: 4 bytes of salt, then SHA-256(salt ‖ password).
 pub const PASSWORD_HASH_BYTES: usize = 36;
+
+/// RabbitMQ's password hashing algorithms: each stores a 4-byte salt, then the digest of
+/// salt ‖ password, so the stored length tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashingAlgorithm {
+    Sha256,
+    Sha512,
+    Md5,
+}
+
+impl HashingAlgorithm {
+    const ALL: [HashingAlgorithm; 3] = [HashingAlgorithm::Sha256, HashingAlgorithm::Sha512, HashingAlgorithm::Md5];
+
+    /// Its name in RabbitMQ's definitions (`hashing_algorithm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HashingAlgorithm::Sha256 => "rabbit_password_hashing_sha256",
+            HashingAlgorithm::Sha512 => "rabbit_password_hashing_sha512",
+            HashingAlgorithm::Md5 => "rabbit_password_hashing_md5",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<HashingAlgorithm> {
+        HashingAlgorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Salt and digest, in bytes.
+    pub fn hash_len(self) -> usize {
+        4 + match self {
+            HashingAlgorithm::Sha256 => 32,
+            HashingAlgorithm::Sha512 => 64,
+            HashingAlgorithm::Md5 => 16,
+        }
+    }
+
+    /// The algorithm of a stored hash (none for an empty or malformed one).
+    pub fn of_hash(hash: &[u8]) -> Option<HashingAlgorithm> {
+        HashingAlgorithm::ALL.into_iter().find(|a| a.hash_len() == hash.len())
+    }
+
+    fn digest(self, salt: &[u8], password: &[u8]) -> Vec<u8> {
+        fn run<D: Digest>(salt: &[u8], password: &[u8]) -> Vec<u8> {
+            let mut h = D::new();
+            h.update(salt);
+            h.update(password);
+            h.finalize().to_vec()
+        }
+        match self {
+            HashingAlgorithm::Sha256 => run::<Sha256>(salt, password),
+            HashingAlgorithm::Sha512 => run::<sha2::Sha512>(salt, password),
+            HashingAlgorithm::Md5 => run::<md5::Md5>(salt, password),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -36,8 +92,8 @@ impl User {
         }
     }
 
-    /// A user whose password hash (salt ‖ SHA-256) comes from elsewhere, as in RabbitMQ's
-    /// definitions.
+    /// A user whose password hash (salt ‖ digest, see [`HashingAlgorithm`]) comes from
+    /// elsewhere, as in RabbitMQ's definitions.
     pub fn with_password_hash(name: &str, password_hash: Vec<u8>, tags: &[&str]) -> User {
         User { name: name.into(), tags: tags.iter().map(|t| t.to_string()).collect(), password_hash }
     }
@@ -57,6 +113,11 @@ impl User {
         &self.password_hash
     }
 
+    /// How the password hash was made (none for a passwordless user).
+    pub fn hashing_algorithm(&self) -> Option<HashingAlgorithm> {
+        HashingAlgorithm::of_hash(&self.password_hash)
+    }
+
     /// The user as the metadata store keeps it.
     pub fn record(&self) -> UserRecord {
         UserRecord { name: self.name.clone(), password_hash: self.password_hash.clone(), tags: self.tags.clone() }
@@ -67,20 +128,16 @@ impl User {
     }
 
     pub fn check_password(&self, password: &[u8]) -> bool {
-        if self.password_hash.len() != PASSWORD_HASH_BYTES {
-            return false;
-        }
-        let digest = hash(&self.password_hash[..4], password);
-        digest[4..].ct_eq(&self.password_hash[4..]).into()
+        let Some(algorithm) = self.hashing_algorithm() else { return false };
+        let (salt, stored) = self.password_hash.split_at(4);
+        algorithm.digest(salt, password).ct_eq(stored).into()
     }
 }
 
+/// salt ‖ SHA-256(salt ‖ password): how passwords set here are stored.
 fn hash(salt: &[u8], password: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(password);
     let mut out = salt.to_vec();
-    out.extend_from_slice(&h.finalize());
+    out.extend(HashingAlgorithm::Sha256.digest(salt, password));
     out
 }
 
@@ -224,6 +281,26 @@ mod tests {
         assert!(!user.check_password(b"test13"));
         let expected = "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR";
         assert_eq!(base64_encode(user.password_hash()), expected);
+    }
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    #[test]
+    fn sha512_and_md5_hashes_from_rabbitmq_definitions_verify() {
+        // salt 908DC60A ‖ digest(salt ‖ "test12"), made with Python's hashlib.
+        let sha512 = "908dc60a1b8db8861ff2545b082c598e08cac2c635f67b3afae14ed33717441180fd71893d80fc396332ec407c4da3a60338cfd9aceff3819b20d6305f670359be031e77";
+        let md5 = "908dc60a1369b5ed850296055d2725fb474896e9";
+        for (hex, algorithm) in [(sha512, HashingAlgorithm::Sha512), (md5, HashingAlgorithm::Md5)] {
+            let user = User::with_password_hash("t", from_hex(hex), &[]);
+            assert_eq!(user.hashing_algorithm(), Some(algorithm));
+            assert!(user.check_password(b"test12"), "{algorithm:?}");
+            assert!(!user.check_password(b"test13"), "{algorithm:?}");
+            assert_eq!(HashingAlgorithm::from_name(algorithm.name()), Some(algorithm));
+        }
+        assert_eq!(User::new("n", "p", &[]).hashing_algorithm(), Some(HashingAlgorithm::Sha256));
+        assert_eq!(User::passwordless("n", &[]).hashing_algorithm(), None);
     }
 
     fn base64_encode(bytes: &[u8]) -> String {

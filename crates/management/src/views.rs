@@ -197,7 +197,7 @@ pub fn user(u: &User) -> Value {
     json!({
         "name": u.name,
         "password_hash": base64::engine::general_purpose::STANDARD.encode(u.password_hash()),
-        "hashing_algorithm": HASHING_ALGORITHM,
+        "hashing_algorithm": u.hashing_algorithm().map_or(HASHING_ALGORITHM, |a| a.name()),
         "tags": u.tags,
         "limits": {},
     })

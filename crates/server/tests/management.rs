@@ -264,8 +264,16 @@ async fn users_are_put_with_passwords_or_hashes_and_deleted() {
         json!({"password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator"});
     assert_eq!(http.put("/api/users/hashed", body).await.status, 201);
     assert_eq!(Http::as_user(addr, "hashed", "test12").get("/api/users/hashed").await.body["password_hash"], hash);
+    // A SHA-256 hash given as MD5 is refused (wrong length); a real MD5 one (salt 908DC60A,
+    // "test12", made with Python's hashlib) logs in and exports as MD5.
     let bad = json!({"password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_md5", "tags": ""});
     assert_eq!(http.put("/api/users/md5", bad).await.status, 400);
+    let md5 = json!({"password_hash": "kI3GChNpte2FApYFXScl+0dIluk=", "hashing_algorithm": "rabbit_password_hashing_md5", "tags": "management"});
+    assert_eq!(http.put("/api/users/md5", md5).await.status, 201);
+    let me = Http::as_user(addr, "md5", "test12").get("/api/whoami").await;
+    assert_eq!(me.status, 200);
+    assert_eq!(http.get("/api/users/md5").await.body["hashing_algorithm"], "rabbit_password_hashing_md5");
+    assert_eq!(http.delete("/api/users/md5").await.status, 204);
     let names: Vec<Value> =
         http.get("/api/users").await.body.as_array().expect("list").iter().map(|u| u["name"].clone()).collect();
     assert_eq!(names, [json!("alice"), json!("guest"), json!("hashed")]);

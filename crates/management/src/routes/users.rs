@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use lepus_broker::command::{Credential, NodeCommand};
+use lepus_broker::users::HashingAlgorithm;
 use serde_json::{Map, Value};
 
 use crate::ApiRef;
@@ -60,17 +61,17 @@ pub fn tags_of(body: &Map<String, Value>) -> ApiResult<Vec<String>> {
 /// The credential a user body gives, if any.
 pub fn credential_of(body: &Map<String, Value>) -> ApiResult<Option<Credential>> {
     if let Some(hash) = text(body, "password_hash") {
-        let algorithm = text(body, "hashing_algorithm").unwrap_or_else(|| HASHING_ALGORITHM.into());
-        if algorithm != HASHING_ALGORITHM {
-            return Err(ApiError::BadRequest(format!(
-                "hashing algorithm {algorithm} is not supported (only {HASHING_ALGORITHM})"
-            )));
-        }
+        let name = text(body, "hashing_algorithm").unwrap_or_else(|| HASHING_ALGORITHM.into());
+        let algorithm = HashingAlgorithm::from_name(&name)
+            .ok_or_else(|| ApiError::BadRequest(format!("hashing algorithm {name} is not supported")))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(hash.trim())
             .map_err(|_| ApiError::BadRequest("password_hash is not valid base64".into()))?;
         if bytes.is_empty() {
             return Ok(Some(Credential::Passwordless));
+        }
+        if bytes.len() != algorithm.hash_len() {
+            return Err(ApiError::BadRequest(format!("password_hash is not a {name} hash")));
         }
         return Ok(Some(Credential::Hash(bytes)));
     }
