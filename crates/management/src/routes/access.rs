@@ -31,10 +31,16 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/users/{user}/topic-permissions", get(|s, c, p, q| of_user(s, c, p, q, topic_permissions)))
         .route("/api/vhost-limits", get(list_vhost_limits))
         .route("/api/vhost-limits/{vhost}", get(show_vhost_limits))
-        .route("/api/vhost-limits/{vhost}/{name}", put(put_vhost_limit).delete(delete_vhost_limit))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            put(|s, c, p, b| put_limit(s, c, p, b, Owner::Vhost)).delete(|s, c, p| delete_limit(s, c, p, Owner::Vhost)),
+        )
         .route("/api/user-limits", get(list_user_limits))
         .route("/api/user-limits/{user}", get(show_user_limits))
-        .route("/api/user-limits/{user}/{name}", put(put_user_limit).delete(delete_user_limit))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            put(|s, c, p, b| put_limit(s, c, p, b, Owner::User)).delete(|s, c, p| delete_limit(s, c, p, Owner::User)),
+        )
 }
 
 /// Every permission, as RabbitMQ lists them, optionally for one vhost or one user.
@@ -249,34 +255,6 @@ fn with_limit(pairs: Vec<(&'static str, i64)>, name: &str, value: Option<i64>) -
     out
 }
 
-async fn set_vhost_limit(api: &ApiRef, vhost: String, name: &str, value: Option<i64>) -> ApiResult<StatusCode> {
-    let current = api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?.limits();
-    let pairs = with_limit(current.pairs(), name, value);
-    let limits = VhostLimits::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)))?;
-    api.broker.execute_node(NodeCommand::SetVhostLimits { vhost, limits })?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn put_vhost_limit(
-    State(api): State<ApiRef>,
-    caller: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
-    let value = limit_value(&body)?;
-    set_vhost_limit(&api, vhost, &name, Some(value)).await
-}
-
-async fn delete_vhost_limit(
-    State(api): State<ApiRef>,
-    caller: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
-    set_vhost_limit(&api, vhost, &name, None).await
-}
-
 fn user_limits(api: &ApiRef, user: Option<&str>) -> Vec<Value> {
     api.broker
         .all_user_limits()
@@ -301,30 +279,51 @@ async fn show_user_limits(
     Ok(Json(Value::Array(user_limits(&api, Some(&user)))))
 }
 
-async fn set_user_limit(api: &ApiRef, user: String, name: &str, value: Option<i64>) -> ApiResult<StatusCode> {
-    api.broker.users().get(&user).ok_or(ApiError::NotFound)?;
-    let pairs = with_limit(api.broker.user_limits(&user).pairs(), name, value);
-    let limits = UserLimits::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)))?;
-    api.broker.execute_node(NodeCommand::SetUserLimits { user, limits })?;
+/// Whose limits a request sets.
+#[derive(Clone, Copy)]
+enum Owner {
+    Vhost,
+    User,
+}
+
+/// Sets (or, `None`, clears) one limit of a vhost or a user, keeping its others.
+fn set_limit(api: &ApiRef, owner: Owner, who: String, name: &str, value: Option<i64>) -> ApiResult<StatusCode> {
+    let command = match owner {
+        Owner::Vhost => {
+            let current = api.broker.vhost(&who).ok_or(ApiError::NotFound)?.limits();
+            let pairs = with_limit(current.pairs(), name, value);
+            let limits = VhostLimits::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            NodeCommand::SetVhostLimits { vhost: who, limits }
+        }
+        Owner::User => {
+            api.broker.users().get(&who).ok_or(ApiError::NotFound)?;
+            let pairs = with_limit(api.broker.user_limits(&who).pairs(), name, value);
+            let limits = UserLimits::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            NodeCommand::SetUserLimits { user: who, limits }
+        }
+    };
+    api.broker.execute_node(command)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn put_user_limit(
+async fn put_limit(
     State(api): State<ApiRef>,
     caller: Caller,
-    Path((user, name)): Path<(String, String)>,
+    Path((who, name)): Path<(String, String)>,
     body: Bytes,
+    owner: Owner,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let value = limit_value(&body)?;
-    set_user_limit(&api, user, &name, Some(value)).await
+    set_limit(&api, owner, who, &name, Some(value))
 }
 
-async fn delete_user_limit(
+async fn delete_limit(
     State(api): State<ApiRef>,
     caller: Caller,
-    Path((user, name)): Path<(String, String)>,
+    Path((who, name)): Path<(String, String)>,
+    owner: Owner,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    set_user_limit(&api, user, &name, None).await
+    set_limit(&api, owner, who, &name, None)
 }
