@@ -193,6 +193,13 @@ async fn a_ttl_policy_set_on_a_live_queue_dead_letters_what_is_published_after_i
     let work = uniq("work");
     ldeclare(&ch, &work, excl(), FieldTable::default()).await;
     lpub(&ch, "", &work, b"before").await;
+    // The connection handles a channel's methods in order: once a passive declare answers,
+    // "before" is in the queue, ahead of the policy set straight through the broker.
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let q = guard("passive declare", ch.queue_declare(work.as_str().into(), passive, FieldTable::default()))
+        .await
+        .expect("queue exists");
+    assert_eq!(q.message_count(), 1);
     set_policy(
         &broker,
         "ttl",
