@@ -56,6 +56,24 @@ pub(crate) struct Assembled {
     pub message: Message,
 }
 
+impl Assembled {
+    /// The same publish holding only its own bytes: the method's names and the header are
+    /// slices of the connection's read buffer, which a slice keeps whole, so a transaction
+    /// that buffered them would hold every read buffer its publishes arrived in.
+    pub fn detached(self) -> Assembled {
+        let Assembled { mut method, mut header, message } = self;
+        method.exchange = owned(&method.exchange);
+        method.routing_key = owned(&method.routing_key);
+        header.raw_properties = bytes::Bytes::copy_from_slice(&header.raw_properties);
+        header.expiration = header.expiration.as_ref().map(owned);
+        Assembled { method, header, message }
+    }
+}
+
+fn owned(s: &ShortStr) -> ShortStr {
+    ShortStr::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).unwrap_or_else(|| s.clone())
+}
+
 /// How acknowledgements settle a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settle {
@@ -128,5 +146,49 @@ impl Channel {
             watch: Watch::Idle,
             timer: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn within(slice: &[u8], buffer: &Bytes) -> bool {
+        let range = buffer.as_ptr_range();
+        range.contains(&slice.as_ptr())
+    }
+
+    #[test]
+    fn a_detached_publish_keeps_nothing_of_the_read_buffer() {
+        let read_buffer = Bytes::copy_from_slice(b"exchange-key-\x00\x00props-60000");
+        let name = |r: std::ops::Range<usize>| ShortStr::from_bytes(read_buffer.slice(r)).expect("short");
+        let method = BasicPublish {
+            ticket: 0,
+            exchange: name(0..8),
+            routing_key: name(9..12),
+            mandatory: false,
+            immediate: false,
+        };
+        let header = ContentHeader {
+            class_id: 60,
+            body_size: 0,
+            raw_properties: read_buffer.slice(13..20),
+            delivery_mode: None,
+            priority: None,
+            expiration: Some(name(21..26)),
+            timestamp: None,
+        };
+        let message = MessageBuilder::new(b"exchange", b"key", &header.raw_properties, &header).finish();
+        let publish = Assembled { method, header, message }.detached();
+        assert_eq!(
+            (publish.method.exchange.as_bytes(), publish.method.routing_key.as_bytes()),
+            (&b"exchange"[..], &b"key"[..])
+        );
+        assert_eq!(publish.header.expiration.as_ref().map(|e| e.as_bytes()), Some(&b"60000"[..]));
+        assert!(!within(publish.method.exchange.as_bytes(), &read_buffer));
+        assert!(!within(publish.method.routing_key.as_bytes(), &read_buffer));
+        assert!(!within(&publish.header.raw_properties, &read_buffer));
+        assert!(!within(publish.header.expiration.as_ref().map_or(&[][..], |e| e.as_bytes()), &read_buffer));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::alarms::{AlarmLimits, Alarms, ResourceProbe};
 use crate::clock::ClockRef;
 use crate::connections::Registry;
 use crate::durability::Durability;
@@ -42,6 +43,8 @@ pub struct Broker {
     /// Held by a node command from its check to its change in memory, so node commands reach
     /// the disk in the order they apply; logins never wait for it.
     node_commands: parking_lot::Mutex<()>,
+    /// Memory and disk alarms ([`crate::alarms`]); none is set until a probe is installed.
+    alarms: Arc<Alarms>,
 }
 
 /// What a broker is made of at start.
@@ -92,6 +95,7 @@ impl Broker {
             durability,
             persistence,
             node_commands: parking_lot::Mutex::new(()),
+            alarms: Arc::default(),
         }
     }
 
@@ -174,6 +178,16 @@ impl Broker {
     /// The one timer service: TTLs, expiries, delays and timeouts schedule here.
     pub fn timers(&self) -> &Arc<TimerService> {
         &self.timers
+    }
+
+    /// The node's memory and disk alarms.
+    pub fn alarms(&self) -> &Arc<Alarms> {
+        &self.alarms
+    }
+
+    /// Starts the memory and disk alarms: `probe` is read now and then on the timer service.
+    pub fn watch_resources(&self, probe: Box<dyn ResourceProbe>, limits: AlarmLimits) {
+        self.alarms.start(probe, limits, &self.timers);
     }
 
     pub fn durability(&self) -> &Durability {

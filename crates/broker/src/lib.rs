@@ -34,6 +34,7 @@
 //!   fired by a driver the server runs.
 //! - [`error`]: [`BrokerError`], mapped to reply codes by the server.
 
+pub mod alarms;
 pub mod args;
 pub mod broker;
 pub mod clock;

@@ -52,6 +52,15 @@ pub struct Config {
     /// do not store (transient ones) page out to scratch files beyond each queue's window
     /// (0: always).
     pub transient_paging_bytes: u64,
+    /// The memory alarm's limit as a fraction of the RAM, or of the cgroup's memory limit when
+    /// lower (RabbitMQ's `vm_memory_high_watermark.relative`, 0.4 by default): above it,
+    /// publishing connections are blocked (`connection.blocked`) until it clears.
+    pub memory_high_watermark: f64,
+    /// The memory alarm's limit in bytes; wins over `memory_high_watermark` when set.
+    pub memory_high_watermark_bytes: Option<u64>,
+    /// The disk alarm: publishing connections are blocked while the data directory's
+    /// filesystem has less free space than this (RabbitMQ's `disk_free_limit.absolute`).
+    pub disk_free_limit_bytes: u64,
     /// Consumer timeout in milliseconds (RabbitMQ's `consumer_timeout`): a channel whose
     /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are
     /// requeued. A queue's `x-consumer-timeout` overrides it; 0 disables.
@@ -178,6 +187,9 @@ impl Default for Config {
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,
+            memory_high_watermark: lepus_broker::alarms::MEMORY_HIGH_WATERMARK_DEFAULT,
+            memory_high_watermark_bytes: None,
+            disk_free_limit_bytes: lepus_broker::alarms::DISK_FREE_LIMIT_DEFAULT_BYTES,
             consumer_timeout: 1_800_000,
             default_user: "guest".into(),
             default_pass: "guest".into(),
@@ -234,6 +246,9 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "message_size_max must be at most {MESSAGE_SIZE_LIMIT} (512 MiB, as in RabbitMQ)"
             )));
+        }
+        if !(self.memory_high_watermark.is_finite() && self.memory_high_watermark >= 0.0) {
+            return Err(ConfigError::Invalid("memory_high_watermark must be a fraction, 0 or more".into()));
         }
         if self.connection_max == 0 {
             return Err(ConfigError::Invalid("connection_max must be at least 1".into()));

@@ -9,11 +9,14 @@
 //! - [`tls`]: the TLS listener's configuration from PEM files, client certificate
 //!   verification, reloading.
 //! - `management`: the management HTTP listener (`lepus_management` on `management_port`).
+//! - [`resources`]: what the memory and disk alarms read (resident memory, the RAM or cgroup
+//!   limit, free disk space).
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
 
 pub mod config;
 mod management;
+pub mod resources;
 mod server;
 mod timers;
 pub mod tls;

@@ -93,6 +93,7 @@ impl Server {
             timer_wake,
         });
         set_policies(&broker, &config)?;
+        watch_resources(&broker, &config);
         let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
         let (tx, _) = watch::channel(false);
         Ok(Server { listener, tls, management, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
@@ -449,4 +450,17 @@ fn limits(config: &Config) -> Limits {
         outbound_buffer_max: config.outbound_buffer_max,
         consumer_timeout_ms: config.consumer_timeout,
     }
+}
+
+/// Starts the memory and disk alarms with the configured limits.
+fn watch_resources(broker: &Broker, config: &Config) {
+    let limits = crate::resources::alarm_limits(config);
+    tracing::info!(
+        memory_limit_bytes = limits.memory_limit_bytes,
+        available_memory_bytes = crate::resources::available_memory_bytes(),
+        disk_free_limit_bytes = limits.disk_free_limit_bytes,
+        "resource alarms: memory high watermark and disk free limit"
+    );
+    let probe = crate::resources::SystemProbe::new(config.data_dir.clone());
+    broker.watch_resources(Box::new(probe), limits);
 }

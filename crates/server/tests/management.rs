@@ -163,6 +163,29 @@ async fn overview_nodes_and_health_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_show_in_nodes_and_fail_the_alarm_health_checks_as_rabbitmq() {
+    let (b, http) = broker().await;
+    let node = http.get("/api/nodes").await.body[0].clone();
+    assert_eq!((node["mem_alarm"].clone(), node["disk_free_alarm"].clone()), (json!(false), json!(false)));
+    assert!(node["mem_used"].as_u64().is_some_and(|m| m > 0) && node["mem_limit"].as_u64().is_some_and(|m| m > 0));
+    assert_eq!(node["disk_free_limit"], 50_000_000);
+    let limits = lepus_broker::alarms::AlarmLimits { memory_limit_bytes: 0, disk_free_limit_bytes: 0 };
+    b.service.alarms().set_limits(limits);
+    let name = node["name"].as_str().expect("node name");
+    let r = http.get("/api/health/checks/alarms").await;
+    let expected = json!({
+        "status": "failed",
+        "reason": "There are alarms in effect in the cluster",
+        "alarms": [{"node": name, "resource": "memory"}],
+    });
+    assert_eq!((r.status, r.body), (503, expected));
+    let r = http.get("/api/health/checks/local-alarms").await;
+    assert_eq!((r.status, &r.body["reason"]), (503, &json!("There are alarms in effect on the node")));
+    assert_eq!(http.get("/api/nodes").await.body[0]["mem_alarm"], true);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vhosts_are_listed_and_created() {
     let (b, http) = broker().await;
     assert_eq!(http.put("/api/vhosts/apps", json!({})).await.status, 201);

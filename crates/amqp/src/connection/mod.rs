@@ -23,6 +23,7 @@ use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolErro
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
+use lepus_broker::alarms::Alarms;
 use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
 use lepus_broker::permissions::{Permission, Resource};
 use lepus_broker::stats::{Counters, Stat};
@@ -225,6 +226,13 @@ struct Connection {
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
     throttle: Option<lepus_broker::QueueRef>,
+    /// The node's resource alarms, read before each message's content is taken in.
+    alarms: Arc<Alarms>,
+    /// A resource alarm stopped input at message content: nothing more is processed until
+    /// every alarm has cleared (the alarms wake us).
+    alarm_blocked: bool,
+    /// `connection.blocked` was sent; `connection.unblocked` is owed.
+    blocked_sent: bool,
     /// Publishes into the vhost (with this connection's route cache), once it is open; also
     /// the connection's way to its vhost.
     publisher: Option<lepus_broker::Publisher>,
@@ -261,6 +269,9 @@ impl Connection {
             confirms_due: Vec::new(),
             congested: None,
             throttle: None,
+            alarms: shared.broker.alarms().clone(),
+            alarm_blocked: false,
+            blocked_sent: false,
             publisher: None,
             id,
             peer,
@@ -318,11 +329,14 @@ impl Connection {
             // Input waits unprocessed while publishing is throttled or output is backed up (it
             // could only add to the output); it is still read, up to a bound, so that a slow
             // consumer's heartbeats and acks prove it alive.
-            let paused = self.throttle.is_some() || self.out_len() >= self.shared.limits.outbound_buffer_max;
+            let paused = self.throttle.is_some()
+                || self.alarm_blocked
+                || self.out_len() >= self.shared.limits.outbound_buffer_max;
             if !paused && unprocessed {
-                // Flow control or the output released us: handle what arrived while paused.
-                unprocessed = false;
+                // Flow control, an alarm or the output released us: handle what arrived while
+                // paused.
                 self.on_input(&mut inbuf);
+                unprocessed = self.alarm_blocked;
             }
             if eof && !unprocessed {
                 break "client closed the TCP connection";
@@ -340,6 +354,8 @@ impl Connection {
                     Ok(_) => {
                         self.heartbeat.on_read(Instant::now());
                         self.on_input(&mut inbuf);
+                        // An alarm stopped input at message content: the rest waits.
+                        unprocessed = self.alarm_blocked;
                         if inbuf.capacity() - inbuf.len() < 4096 {
                             inbuf.reserve(READ_BUFFER_INITIAL);
                         }
@@ -351,6 +367,7 @@ impl Connection {
                     self.drain_outlet();
                     self.check_timeouts();
                     self.check_throttle();
+                    self.check_alarms();
                     if self.waits_for_store() {
                         self.on_store_progress();
                         self.await_durability();
@@ -371,6 +388,7 @@ impl Connection {
                         inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
                     }
                     self.check_throttle();
+                    self.check_alarms();
                     // Also here: wake-ups are not read while output is backed up.
                     self.check_close_request();
                     self.check_timeouts();
@@ -386,6 +404,9 @@ impl Connection {
         };
         let _ = wr.shutdown().await;
         self.release_all_channels();
+        if self.alarm_blocked {
+            self.alarms.forget(&self.outlet);
+        }
         self.outlet.close();
         self.drain_outlet();
         // The publisher's cached route holds queues: they go with the connection.
@@ -427,9 +448,9 @@ impl Connection {
         {
             return Some("no connection.close-ok in time");
         }
-        if self.throttle.is_some() {
-            // We chose not to read while flow control pauses this publisher: its silence is
-            // ours, not a missed heartbeat.
+        if self.throttle.is_some() || self.alarm_blocked {
+            // We chose not to read while flow control or an alarm pauses this publisher: its
+            // silence is ours, not a missed heartbeat.
             self.heartbeat.on_read(now);
         }
         if self.phase == Phase::Running {
@@ -477,6 +498,9 @@ impl Connection {
             }
         }
         while !self.stop_reading && self.phase != Phase::Closed {
+            if self.alarms.any() && self.phase == Phase::Running && self.block_for_alarm(inbuf) {
+                break;
+            }
             // RabbitMQ lets frames exceed frame_max by the 8 bytes of frame overhead, since
             // several clients get the limit off by that much; so do we.
             let limit = self.frame_max.saturating_add(FRAME_OVERHEAD as u32);
@@ -520,6 +544,38 @@ impl Connection {
         }
     }
 
+    /// Resource alarms: message content at the head of `inbuf` while an alarm is set stops
+    /// input there (true), and the client is told `connection.blocked` once. Acks and other
+    /// methods before it were handled, so consumers on this connection keep draining.
+    fn block_for_alarm(&mut self, inbuf: &[u8]) -> bool {
+        if self.alarm_blocked {
+            return true;
+        }
+        if !starts_with_content(inbuf) || !self.alarms.wait_for_clear(&self.outlet) {
+            return false;
+        }
+        self.alarm_blocked = true;
+        let reason = self.alarms.blocked_reason();
+        tracing::info!(connection = self.id, peer = %self.peer, reason, "publisher blocked by a resource alarm");
+        if self.client_capabilities.get("connection.blocked").and_then(|v| v.as_bool()) == Some(true) {
+            self.send(0, ConnectionBlocked { reason: ShortStr::truncating(&reason) });
+            self.blocked_sent = true;
+        }
+        true
+    }
+
+    /// Resumes input once every alarm has cleared.
+    fn check_alarms(&mut self) {
+        if !self.alarm_blocked || self.alarms.any() {
+            return;
+        }
+        self.alarm_blocked = false;
+        tracing::info!(connection = self.id, peer = %self.peer, "publisher unblocked: resource alarms cleared");
+        if std::mem::take(&mut self.blocked_sent) && self.phase == Phase::Running {
+            self.send(0, ConnectionUnblocked {});
+        }
+    }
+
     fn check_throttle(&mut self) {
         if self.throttle.as_ref().is_some_and(|q| q.is_relieved()) {
             self.throttle = None;
@@ -551,8 +607,7 @@ impl Connection {
             .with("exchange_exchange_bindings", true)
             .with("basic.nack", true)
             .with("consumer_cancel_notify", true)
-            // "connection.blocked" is not announced until the broker sends it (memory and
-            // disk alarms): a client told it may rely on it.
+            .with("connection.blocked", true)
             .with("consumer_priorities", true)
             .with("authentication_failure_close", true)
             .with("per_consumer_qos", true)
@@ -1075,9 +1130,33 @@ fn method_ids(payload: &[u8]) -> (u16, u16) {
     }
 }
 
+/// Whether `inbuf` starts with message content: a `basic.publish` method frame, or a content
+/// header or body frame (of a publish already begun). What a resource alarm holds back.
+fn starts_with_content(inbuf: &[u8]) -> bool {
+    const BASIC_PUBLISH: [u8; 4] = [0, 60, 0, 40];
+    match inbuf.first() {
+        Some(&FRAME_HEADER | &FRAME_BODY) => true,
+        Some(&FRAME_METHOD) => inbuf.get(FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + 4) == Some(&BASIC_PUBLISH[..]),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_a_publish_method_or_a_header_or_body_frame() {
+        let mut publish = vec![FRAME_METHOD, 0, 1, 0, 0, 0, 20, 0, 60, 0, 40];
+        assert!(starts_with_content(&publish));
+        publish[10] = 80; // basic.ack
+        assert!(!starts_with_content(&publish));
+        assert!(starts_with_content(&[FRAME_HEADER, 0, 1]));
+        assert!(starts_with_content(&[FRAME_BODY]));
+        assert!(!starts_with_content(&[FRAME_HEARTBEAT, 0, 0]));
+        assert!(!starts_with_content(&[FRAME_METHOD, 0, 1, 0, 0]), "too short to tell: not held");
+        assert!(!starts_with_content(&[]));
+    }
 
     /// The first bytes of a body frame on channel 1 whose payload is `payload` bytes long.
     fn partial_frame(payload: u32, present: usize) -> BytesMut {

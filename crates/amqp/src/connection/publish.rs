@@ -101,7 +101,7 @@ impl Connection {
                 .into());
             }
             if let Some(tx) = self.chan(channel)?.tx.as_mut() {
-                tx.publishes.push(publish);
+                tx.publishes.push(publish.detached());
             }
             return Ok(());
         }

@@ -1,5 +1,5 @@
 //! Health checks (`/api/health/checks/...`) and `/api/aliveness-test/{vhost}`, as RabbitMQ
-//! answers them for a single node without alarms.
+//! answers them for a single node.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -20,8 +20,8 @@ use crate::error::{ApiError, ApiResult};
 pub fn routes() -> Router<ApiRef> {
     let ok = |_: Caller| async { Json(json!({"status": "ok"})) };
     Router::new()
-        .route("/api/health/checks/alarms", get(ok))
-        .route("/api/health/checks/local-alarms", get(ok))
+        .route("/api/health/checks/alarms", get(|api, caller| alarms(api, caller, "in the cluster")))
+        .route("/api/health/checks/local-alarms", get(|api, caller| alarms(api, caller, "on the node")))
         .route("/api/health/checks/virtual-hosts", get(ok))
         .route("/api/health/checks/node-is-mirror-sync-critical", get(ok))
         .route(
@@ -30,6 +30,18 @@ pub fn routes() -> Router<ApiRef> {
         )
         .route("/api/health/checks/port-listener/{port}", get(port_listener))
         .route("/api/aliveness-test/{vhost}", get(aliveness))
+}
+
+/// 503 with the alarms in effect, as RabbitMQ 3.10 answers (one node: cluster and local agree).
+async fn alarms(State(api): State<ApiRef>, _: Caller, scope: &'static str) -> Response {
+    let active = api.broker.alarms().active();
+    if active.is_empty() {
+        return Json(json!({"status": "ok"})).into_response();
+    }
+    let alarms: Vec<_> =
+        active.into_iter().map(|r| json!({"node": api.node.name, "resource": r.alarm_name()})).collect();
+    let body = json!({"status": "failed", "reason": format!("There are alarms in effect {scope}"), "alarms": alarms});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn port_listener(State(api): State<ApiRef>, _: Caller, Path(port): Path<String>) -> ApiResult<Response> {

@@ -4,6 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use lepus_broker::alarms::Resource;
 use lepus_broker::stats::Stat;
 use serde_json::{Map, Value, json};
 
@@ -107,6 +108,8 @@ fn node_json(api: &ApiRef) -> Value {
     let now = api.broker.clock().now_ms();
     let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let alarms = api.broker.alarms();
+    let (reading, limits, active) = (alarms.reading(), alarms.limits(), alarms.active());
     json!({
         "name": api.node.name,
         "type": "disc",
@@ -115,9 +118,12 @@ fn node_json(api: &ApiRef) -> Value {
         "os_pid": std::process::id().to_string(),
         "uptime": now.saturating_sub(api.node.started_at_ms),
         "processors": processors,
-        "mem_used": resident_bytes(),
-        "mem_alarm": false,
-        "disk_free_alarm": false,
+        "mem_used": reading.memory_used_bytes,
+        "mem_limit": limits.memory_limit_bytes,
+        "mem_alarm": active.contains(&Resource::Memory),
+        "disk_free": reading.disk_free_bytes.unwrap_or(0),
+        "disk_free_limit": limits.disk_free_limit_bytes,
+        "disk_free_alarm": active.contains(&Resource::Disk),
         "fd_used": fds,
         "sockets_used": api.broker.connections().len(),
         "partitions": [],
@@ -126,15 +132,6 @@ fn node_json(api: &ApiRef) -> Value {
         "applications": [],
         "exchange_types": EXCHANGE_TYPES.iter().map(|(n, _)| json!({"name": n, "enabled": true})).collect::<Vec<_>>(),
     })
-}
-
-/// The process's resident memory (Linux), 0 where it cannot be read.
-fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .unwrap_or(0);
-    pages * 4096
 }
 
 async fn nodes(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {

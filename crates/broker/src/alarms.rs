@@ -1,0 +1,341 @@
+//! Resource alarms: memory and disk, as RabbitMQ 3.x raises them.
+//!
+//! A [`ResourceProbe`] (the server's reads `/proc` and `statvfs`; tests inject their own) is
+//! sampled on the broker's timer service every [`SAMPLE_INTERVAL_MS`]. The memory alarm is set
+//! while the memory in use is above its limit, the disk alarm while the free space on the data
+//! directory's filesystem is below its limit. While any alarm is set, a connection that sends
+//! message content stops there: it is told `connection.blocked` (when its client announced the
+//! capability) and its publishes wait, unread, until every alarm has cleared; then it is woken
+//! through its outlet and told `connection.unblocked`. Everything else (acks, consuming, other
+//! methods) goes on, so consumers keep draining the queues.
+//!
+//! The state connections read on every publish is one atomic byte; a sample takes a lock.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::outlet::OutletRef;
+use crate::timer::{TimerId, TimerService, TimerTarget};
+
+/// How often the probe is read, in the broker's time.
+pub const SAMPLE_INTERVAL_MS: u64 = 1_000;
+
+/// RabbitMQ 3.x's default memory watermark: this fraction of the RAM (or cgroup limit).
+pub const MEMORY_HIGH_WATERMARK_DEFAULT: f64 = 0.4;
+
+/// RabbitMQ's default `disk_free_limit`: 50 MB.
+pub const DISK_FREE_LIMIT_DEFAULT_BYTES: u64 = 50_000_000;
+
+/// A resource an alarm watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Memory,
+    Disk,
+}
+
+impl Resource {
+    const ALL: [Resource; 2] = [Resource::Disk, Resource::Memory];
+
+    fn bit(self) -> u8 {
+        match self {
+            Resource::Memory => 1,
+            Resource::Disk => 2,
+        }
+    }
+
+    /// RabbitMQ's name for it in `connection.blocked` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::Disk => "disk",
+        }
+    }
+
+    /// RabbitMQ's name for it in `/api/health/checks/alarms`.
+    pub fn alarm_name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::Disk => "disk space",
+        }
+    }
+}
+
+/// Where the alarms read the resources they watch.
+pub trait ResourceProbe: Send + Sync + Debug {
+    /// Bytes of memory the process holds (its resident set).
+    fn memory_used_bytes(&self) -> u64;
+    /// Free bytes on the data directory's filesystem; `None` where there is none or it cannot
+    /// be read (no disk alarm then).
+    fn disk_free_bytes(&self) -> Option<u64>;
+}
+
+/// The limits the alarms compare against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmLimits {
+    /// The memory alarm is set above this.
+    pub memory_limit_bytes: u64,
+    /// The disk alarm is set below this much free space.
+    pub disk_free_limit_bytes: u64,
+}
+
+impl Default for AlarmLimits {
+    fn default() -> Self {
+        AlarmLimits { memory_limit_bytes: u64::MAX, disk_free_limit_bytes: DISK_FREE_LIMIT_DEFAULT_BYTES }
+    }
+}
+
+/// The last reading, for the management API and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub memory_used_bytes: u64,
+    pub disk_free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Monitor {
+    probe: Option<Box<dyn ResourceProbe>>,
+    limits: AlarmLimits,
+    reading: Reading,
+    timer: Option<(TimerId, Arc<TimerService>)>,
+}
+
+/// The node's resource alarms.
+#[derive(Debug, Default)]
+pub struct Alarms {
+    /// One bit per [`Resource`] whose alarm is set.
+    active: AtomicU8,
+    monitor: Mutex<Monitor>,
+    /// Connections blocked by an alarm, woken when the last one clears.
+    blocked: Mutex<Vec<OutletRef>>,
+}
+
+impl Alarms {
+    /// Whether any alarm is set: what a publishing connection checks.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.active.load(Ordering::Relaxed) != 0
+    }
+
+    /// The alarms set now, in RabbitMQ's order (disk, memory).
+    pub fn active(&self) -> Vec<Resource> {
+        let bits = self.active.load(Ordering::Acquire);
+        Resource::ALL.into_iter().filter(|r| bits & r.bit() != 0).collect()
+    }
+
+    /// `connection.blocked`'s reason, as RabbitMQ 3.10 words it: "low on memory", "low on
+    /// disk", "low on disk & memory".
+    pub fn blocked_reason(&self) -> String {
+        let names: Vec<&str> = self.active().into_iter().map(Resource::name).collect();
+        format!("low on {}", names.join(" & "))
+    }
+
+    pub fn limits(&self) -> AlarmLimits {
+        self.monitor.lock().limits
+    }
+
+    pub fn reading(&self) -> Reading {
+        self.monitor.lock().reading
+    }
+
+    /// Starts watching: reads `probe` now and then every [`SAMPLE_INTERVAL_MS`] on `timers`.
+    pub fn start(self: &Arc<Self>, probe: Box<dyn ResourceProbe>, limits: AlarmLimits, timers: &Arc<TimerService>) {
+        let target: std::sync::Weak<dyn TimerTarget> = Arc::downgrade(self) as _;
+        let deadline_ms = timers.clock().now_ms().saturating_add(SAMPLE_INTERVAL_MS);
+        let id = timers.schedule(target, deadline_ms);
+        {
+            let mut monitor = self.monitor.lock();
+            monitor.probe = Some(probe);
+            monitor.limits = limits;
+            monitor.timer = Some((id, timers.clone()));
+        }
+        self.sample();
+    }
+
+    /// Changes the limits (as `rabbitmqctl set_vm_memory_high_watermark` and
+    /// `set_disk_free_limit` do) and samples at once.
+    pub fn set_limits(&self, limits: AlarmLimits) {
+        self.monitor.lock().limits = limits;
+        tracing::info!(
+            memory_limit_bytes = limits.memory_limit_bytes,
+            disk_free_limit_bytes = limits.disk_free_limit_bytes,
+            "resource limits changed"
+        );
+        self.sample();
+    }
+
+    /// Reads the probe and sets or clears each alarm.
+    pub fn sample(&self) {
+        let (reading, limits) = {
+            let mut monitor = self.monitor.lock();
+            let Some(probe) = monitor.probe.as_ref() else { return };
+            let reading =
+                Reading { memory_used_bytes: probe.memory_used_bytes(), disk_free_bytes: probe.disk_free_bytes() };
+            monitor.reading = reading;
+            (reading, monitor.limits)
+        };
+        let memory = reading.memory_used_bytes > limits.memory_limit_bytes;
+        let disk = reading.disk_free_bytes.is_some_and(|free| free < limits.disk_free_limit_bytes);
+        self.set(Resource::Memory, memory, reading.memory_used_bytes, limits.memory_limit_bytes);
+        self.set(Resource::Disk, disk, reading.disk_free_bytes.unwrap_or(0), limits.disk_free_limit_bytes);
+    }
+
+    fn set(&self, resource: Resource, on: bool, value: u64, limit: u64) {
+        let bit = resource.bit();
+        let before = if on {
+            self.active.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.active.fetch_and(!bit, Ordering::AcqRel)
+        };
+        if (before & bit != 0) == on {
+            return;
+        }
+        let name = resource.name();
+        if on {
+            tracing::warn!(
+                resource = name,
+                value,
+                limit,
+                "{name} resource limit alarm set: publishers are blocked until it clears"
+            );
+            return;
+        }
+        tracing::info!(resource = name, value, limit, "{name} resource limit alarm cleared");
+        if !self.any() {
+            for outlet in std::mem::take(&mut *self.blocked.lock()) {
+                outlet.wake();
+            }
+        }
+    }
+
+    /// Registers a blocked connection to be woken when every alarm has cleared. False if none
+    /// is set now (nothing to wait for).
+    pub fn wait_for_clear(&self, outlet: &OutletRef) -> bool {
+        let mut blocked = self.blocked.lock();
+        // Checked under the lock that clearing takes to wake: no wake-up is lost.
+        if !self.any() {
+            return false;
+        }
+        if !blocked.iter().any(|o| Arc::ptr_eq(o, outlet)) {
+            blocked.push(outlet.clone());
+        }
+        true
+    }
+
+    /// Forgets a connection that ends while blocked.
+    pub fn forget(&self, outlet: &OutletRef) {
+        self.blocked.lock().retain(|o| !Arc::ptr_eq(o, outlet));
+    }
+}
+
+impl TimerTarget for Alarms {
+    fn on_timer(&self, id: TimerId, now_ms: u64) {
+        self.sample();
+        let monitor = self.monitor.lock();
+        if let Some((own, timers)) = monitor.timer.as_ref()
+            && *own == id
+        {
+            timers.reschedule(id, now_ms.saturating_add(SAMPLE_INTERVAL_MS));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outlet::{Outlet, Wake};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Debug, Default)]
+    struct FakeProbe {
+        memory: Arc<AtomicU64>,
+        disk: Arc<AtomicU64>,
+    }
+
+    impl ResourceProbe for FakeProbe {
+        fn memory_used_bytes(&self) -> u64 {
+            self.memory.load(Ordering::Relaxed)
+        }
+        fn disk_free_bytes(&self) -> Option<u64> {
+            Some(self.disk.load(Ordering::Relaxed))
+        }
+    }
+
+    #[derive(Default)]
+    struct CountWake(Arc<AtomicUsize>);
+
+    impl Wake for CountWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn alarms(memory: u64, disk: u64, limits: AlarmLimits) -> (Arc<Alarms>, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let probe = FakeProbe::default();
+        probe.memory.store(memory, Ordering::Relaxed);
+        probe.disk.store(disk, Ordering::Relaxed);
+        let (m, d) = (probe.memory.clone(), probe.disk.clone());
+        let alarms = Arc::new(Alarms::default());
+        {
+            let mut monitor = alarms.monitor.lock();
+            monitor.probe = Some(Box::new(probe));
+            monitor.limits = limits;
+        }
+        alarms.sample();
+        (alarms, m, d)
+    }
+
+    const LIMITS: AlarmLimits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 100 };
+
+    #[test]
+    fn memory_above_its_limit_sets_the_memory_alarm_and_below_clears_it() {
+        let (alarms, memory, _) = alarms(1001, 500, LIMITS);
+        assert_eq!(alarms.active(), vec![Resource::Memory]);
+        assert_eq!(alarms.blocked_reason(), "low on memory");
+        memory.store(1000, Ordering::Relaxed);
+        alarms.sample();
+        assert!(!alarms.any());
+    }
+
+    #[test]
+    fn both_alarms_give_rabbitmqs_joined_reason() {
+        let (alarms, _, _) = alarms(2000, 99, LIMITS);
+        assert_eq!(alarms.active(), vec![Resource::Disk, Resource::Memory]);
+        assert_eq!(alarms.blocked_reason(), "low on disk & memory");
+    }
+
+    #[test]
+    fn blocked_connections_are_woken_once_when_the_last_alarm_clears() {
+        let (alarms, memory, disk) = alarms(2000, 99, LIMITS);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let outlet: OutletRef = Arc::new(Outlet::new(Box::new(CountWake(woken.clone()))));
+        assert!(alarms.wait_for_clear(&outlet));
+        assert!(alarms.wait_for_clear(&outlet), "registering twice keeps one entry");
+        memory.store(0, Ordering::Relaxed);
+        alarms.sample();
+        assert_eq!(woken.load(Ordering::Relaxed), 0, "the disk alarm is still set");
+        disk.store(1000, Ordering::Relaxed);
+        alarms.sample();
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
+        assert!(!alarms.wait_for_clear(&outlet), "nothing to wait for");
+    }
+
+    #[test]
+    fn raising_the_limit_clears_the_alarm_at_once() {
+        let (alarms, _, _) = alarms(2000, 500, LIMITS);
+        assert!(alarms.any());
+        alarms.set_limits(AlarmLimits { memory_limit_bytes: 4000, ..LIMITS });
+        assert!(!alarms.any());
+    }
+
+    #[test]
+    fn without_a_probe_no_alarm_is_ever_set() {
+        let alarms = Alarms::default();
+        alarms.sample();
+        alarms.set_limits(AlarmLimits { memory_limit_bytes: 0, disk_free_limit_bytes: u64::MAX });
+        assert!(!alarms.any());
+    }
+}
