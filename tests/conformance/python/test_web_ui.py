@@ -90,6 +90,14 @@ def text_of(browser, css):
     return browser.find_element(By.CSS_SELECTOR, css).text
 
 
+def row_keys(browser, table_id):
+    """The data-key of each row of a list, read in one step (the list re-renders every 5 s,
+    so element handles to its rows go stale)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tbody tr[data-key]`)]"
+        ".map((r) => r.dataset.key)", table_id)
+
+
 def open_page(browser, base_url, hash_path=""):
     """Loads the UI logged out (a fresh session), or at `#/hash_path` logged in as guest."""
     browser.get(f"{base_url}/")
@@ -168,10 +176,9 @@ def test_web_ui_declares_a_queue_that_then_is_listed(browser, base_url):
         status, queue = http(base_url, "GET", f"/queues/%2F/{quote(name, safe='')}")
         assert status == 200 and queue["name"] == name and queue["durable"] is True
         browser.find_element(By.CSS_SELECTOR, "#queues input.filter").send_keys(name)
-        row = wait(browser).until(EC.presence_of_element_located(
-            (By.CSS_SELECTOR, f'#queues tr[data-key="//{name}"]')))  # vhost "/", then "/" and the name
-        assert name in row.text
-        wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#queues tbody tr")) == 1)
+        # A row's key is its vhost, "/" and its name.
+        wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{name}"])
+        assert name in text_of(browser, "#queues tbody")
     finally:
         delete(base_url, name)
 
@@ -226,14 +233,10 @@ def test_web_ui_pages_through_more_queues_than_a_page(browser, base_url):
         browser.find_element(By.CSS_SELECTOR, "#queues input.filter").send_keys(prefix)
         wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#queues .page-info"), "Page 1 of 2"))
         assert text_of(browser, "#queues .summary").startswith("25 ")  # "25 items" or "25 of N items"
-
-        def rows(b):
-            return [r.get_attribute("data-key") for r in b.find_elements(By.CSS_SELECTOR, "#queues tbody tr")]
-
-        wait(browser).until(lambda b: rows(b) == [f"//{n}" for n in names[:20]])
+        wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{n}" for n in names[:20]])
         browser.find_element(By.CSS_SELECTOR, "#queues button.next").click()
         wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#queues .page-info"), "Page 2 of 2"))
-        wait(browser).until(lambda b: rows(b) == [f"//{n}" for n in names[20:]])
+        wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{n}" for n in names[20:]])
         assert not browser.find_element(By.CSS_SELECTOR, "#queues button.next").is_enabled()
     finally:
         for n in names:
