@@ -80,8 +80,7 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.name == name) else { return ApiError::NotFound.into_response() };
     let etag = format!("\"{:016x}\"", asset.hash);
     let current = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
-    let mut response =
-        if current { StatusCode::NOT_MODIFIED.into_response() } else { asset.body.into_response() };
+    let mut response = if current { StatusCode::NOT_MODIFIED.into_response() } else { asset.body.into_response() };
     let out = response.headers_mut();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -128,7 +127,12 @@ mod tests {
             for (i, _) in text.match_indices("/ui/") {
                 let rest = &text[i + 4..];
                 let end = rest.find(['\'', '"', '`', ')']).unwrap_or(rest.len());
-                assert!(names.contains(&&rest[..end]), "{} refers to /ui/{} which is not embedded", asset.name, &rest[..end]);
+                assert!(
+                    names.contains(&&rest[..end]),
+                    "{} refers to /ui/{} which is not embedded",
+                    asset.name,
+                    &rest[..end]
+                );
             }
         }
     }
