@@ -98,7 +98,7 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
 mod tests {
     use super::*;
 
-    fn header_of<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header_of(r: &Response, name: header::HeaderName) -> &str {
         r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
