@@ -20,13 +20,13 @@ function input(f) {
   }
 }
 
-/// A form: `fields` [{name, label, type, options, value, required, placeholder}], `onsubmit`
+/// A form: `fields` [{name, label, type, options, value, required, placeholder, wide}], `onsubmit`
 /// gets {name: value} (checkboxes as booleans) and returns a message for success, or throws.
 export function form({ id, fields, submit, onsubmit, reset = true }) {
   const status = h('span', { class: 'form-status', role: 'status' });
   const button = h('button', { type: 'submit' }, submit);
   const el = h('form', { id, class: 'form' },
-    fields.map((f) => h('label', { class: f.type === 'checkbox' ? 'check' : '' },
+    fields.map((f) => h('label', { class: f.type === 'checkbox' ? 'check' : f.wide ? 'wide' : '' },
       h('span', {}, f.label), input(f))),
     h('div', { class: 'actions' }, button, status));
   el.addEventListener('submit', async (event) => {

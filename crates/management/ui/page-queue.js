@@ -97,7 +97,7 @@ function publishForm(vhost, name) {
       { name: 'delivery_mode', label: 'Delivery mode', type: 'select', options: [['1', '1 – non-persistent'], ['2', '2 – persistent']] },
       { name: 'headers', label: 'Headers (key=value per line)', type: 'textarea', rows: 2 },
       { name: 'properties', label: 'Properties (key=value per line)', type: 'textarea', rows: 2, placeholder: 'content_type=text/plain' },
-      { name: 'payload', label: 'Payload', type: 'textarea', rows: 4, id: 'payload' },
+      { name: 'payload', label: 'Payload', type: 'textarea', rows: 5, id: 'payload', wide: true },
     ],
     onsubmit: async (v) => {
       const properties = { ...parseArguments(v.properties), delivery_mode: Number(v.delivery_mode) };

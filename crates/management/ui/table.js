@@ -91,8 +91,9 @@ export function pagedTable({ id, path, columns, scoped = false, filterable = tru
     pageInfo.textContent = `Page ${data.page} of ${num(pages)}`;
     prev.disabled = data.page <= 1;
     next.disabled = data.page >= pages;
+    const items = `item${data.total_count === 1 ? '' : 's'}`;
     summary.textContent = data.filtered_count === data.total_count
-      ? `${num(data.total_count)} items` : `${num(data.filtered_count)} of ${num(data.total_count)} items`;
+      ? `${num(data.total_count)} ${items}` : `${num(data.filtered_count)} of ${num(data.total_count)} ${items}`;
     head.querySelectorAll('button.sort').forEach((b) => {
       b.className = b.dataset.sort === state.sort ? `sort ${state.sort_reverse ? 'desc' : 'asc'}` : 'sort';
     });

@@ -241,3 +241,43 @@ def test_web_ui_pages_through_more_queues_than_a_page(browser, base_url):
     finally:
         for n in names:
             delete(base_url, n)
+
+
+def test_web_ui_adds_a_user_and_a_policy_and_deletes_them(browser, base_url):
+    user, policy = unique("user"), unique("policy")
+    try:
+        logged_in(browser, base_url, "users")
+        form = wait(browser).until(EC.presence_of_element_located((By.ID, "add-user")))
+        form.find_element(By.NAME, "name").send_keys(user)
+        form.find_element(By.NAME, "password").send_keys("s3cret")
+        form.find_element(By.NAME, "tags").send_keys("monitoring, policymaker")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#add-user .form-status.ok"), f"User {user} saved"))
+        status, shown = http(base_url, "GET", f"/users/{quote(user, safe='')}")
+        assert status == 200 and sorted(shown["tags"]) == ["monitoring", "policymaker"]
+        assert http(base_url, "GET", "/whoami", user=user, password="s3cret")[0] == 200
+        browser.find_element(By.CSS_SELECTOR, "#users input.filter").send_keys(user)
+        wait(browser).until(lambda b: row_keys(b, "users") == [user])
+        browser.find_element(By.CSS_SELECTOR, f'#users tr[data-key="{user}"] button.danger').click()
+        wait(browser).until(EC.alert_is_present()).accept()
+        wait(browser).until(lambda b: row_keys(b, "users") == [])
+        assert http(base_url, "GET", f"/users/{quote(user, safe='')}")[0] == 404
+
+        browser.get(f"{base_url}/#/policies")
+        form = wait(browser).until(EC.presence_of_element_located((By.ID, "add-policy")))
+        form.find_element(By.NAME, "name").send_keys(policy)
+        form.find_element(By.NAME, "pattern").send_keys(f"^{policy}$")
+        Select(form.find_element(By.NAME, "apply_to")).select_by_value("queues")
+        form.find_element(By.NAME, "definition").send_keys("max-length=10\nmessage-ttl=60000")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#add-policy .form-status.ok"), f"Policy {policy} set"))
+        status, shown = http(base_url, "GET", f"/policies/%2F/{quote(policy, safe='')}")
+        assert status == 200
+        assert shown["definition"] == {"max-length": 10, "message-ttl": 60000}
+        assert shown["apply-to"] == "queues"
+        wait(browser).until(lambda b: f"//{policy}" in row_keys(b, "policies"))
+    finally:
+        http(base_url, "DELETE", f"/users/{quote(user, safe='')}")
+        http(base_url, "DELETE", f"/policies/%2F/{quote(policy, safe='')}")
