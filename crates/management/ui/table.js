@@ -67,7 +67,8 @@ export function pagedTable({ id, path, columns, scoped = false, filterable = tru
   let serial = 0;
   async function load() {
     const mine = ++serial;
-    const q = query({ page: state.page, page_size: state.page_size, name: state.name,
+    const filtered = state.name;
+    const q = query({ page: state.page, page_size: state.page_size, name: filtered,
       use_regex: state.use_regex ? 'true' : '', sort: state.sort, sort_reverse: state.sort_reverse ? 'true' : '',
       columns: wanted });
     let data;
@@ -80,10 +81,12 @@ export function pagedTable({ id, path, columns, scoped = false, filterable = tru
       }
       throw e;
     }
-    if (mine === serial) render(data);
+    if (mine === serial) render(data, filtered);
   }
 
-  function render(data) {
+  /// Shows a page; the table's data-filter tells which name filter it was asked with.
+  function render(data, filtered) {
+    el.dataset.filter = filtered;
     fill(tbody, data.items.length ? data.items.map((item) => h('tr', { 'data-key': rowKey(item) },
       columns.map((c) => h('td', { class: c.num ? 'num' : '' }, c.cell(item))))) :
       h('tr', {}, h('td', { colspan: columns.length, class: 'empty' }, state.name ? 'Nothing matches the filter' : 'None')));

@@ -98,6 +98,13 @@ def row_keys(browser, table_id):
         ".map((r) => r.dataset.key)", table_id)
 
 
+def filter_list(browser, table_id, text):
+    """Types `text` in a list's name filter and waits until the list shows what the server
+    answered for it (the UI asks once the typing pauses: the table's data-filter)."""
+    browser.find_element(By.CSS_SELECTOR, f"#{table_id} input.filter").send_keys(text)
+    wait(browser).until(lambda b: b.find_element(By.ID, table_id).get_attribute("data-filter") == text)
+
+
 def open_page(browser, base_url, hash_path=""):
     """Loads the UI logged out (a fresh session), or at `#/hash_path` logged in as guest."""
     browser.get(f"{base_url}/")
@@ -175,7 +182,7 @@ def test_web_ui_declares_a_queue_that_then_is_listed(browser, base_url):
             (By.CSS_SELECTOR, "#add-queue .form-status.ok"), f"Queue {name} declared"))
         status, queue = http(base_url, "GET", f"/queues/%2F/{quote(name, safe='')}")
         assert status == 200 and queue["name"] == name and queue["durable"] is True
-        browser.find_element(By.CSS_SELECTOR, "#queues input.filter").send_keys(name)
+        filter_list(browser, "queues", name)
         # A row's key is its vhost, "/" and its name.
         wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{name}"])
         assert name in text_of(browser, "#queues tbody")
@@ -230,10 +237,10 @@ def test_web_ui_pages_through_more_queues_than_a_page(browser, base_url):
     try:
         logged_in(browser, base_url, "queues")
         Select(browser.find_element(By.CSS_SELECTOR, "#queues select.page-size")).select_by_value("20")
-        browser.find_element(By.CSS_SELECTOR, "#queues input.filter").send_keys(prefix)
-        wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#queues .page-info"), "Page 1 of 2"))
-        assert text_of(browser, "#queues .summary").startswith("25 ")  # "25 items" or "25 of N items"
+        filter_list(browser, "queues", prefix)
         wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{n}" for n in names[:20]])
+        assert text_of(browser, "#queues .page-info") == "Page 1 of 2"
+        assert text_of(browser, "#queues .summary").startswith("25 ")  # "25 items" or "25 of N items"
         browser.find_element(By.CSS_SELECTOR, "#queues button.next").click()
         wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#queues .page-info"), "Page 2 of 2"))
         wait(browser).until(lambda b: row_keys(b, "queues") == [f"//{n}" for n in names[20:]])
@@ -257,7 +264,7 @@ def test_web_ui_adds_a_user_and_a_policy_and_deletes_them(browser, base_url):
         status, shown = http(base_url, "GET", f"/users/{quote(user, safe='')}")
         assert status == 200 and sorted(shown["tags"]) == ["monitoring", "policymaker"]
         assert http(base_url, "GET", "/whoami", user=user, password="s3cret")[0] == 200
-        browser.find_element(By.CSS_SELECTOR, "#users input.filter").send_keys(user)
+        filter_list(browser, "users", user)
         wait(browser).until(lambda b: row_keys(b, "users") == [user])
         browser.find_element(By.CSS_SELECTOR, f'#users tr[data-key="{user}"] button.danger').click()
         wait(browser).until(EC.alert_is_present()).accept()
