@@ -17,12 +17,14 @@
 //! - `views`: the JSON of a queue, exchange, binding, connection, user, vhost.
 //! - `routes/`: one module per resource (overview and nodes, vhosts, users, connections and
 //!   channels, exchanges, queues, bindings, health checks, definitions).
+//! - `ui`: the web UI's files, embedded, at `/` and `/ui/...`.
 
 mod auth;
 mod convert;
 mod error;
 mod listing;
 mod routes;
+mod ui;
 mod views;
 
 use std::future::Future;

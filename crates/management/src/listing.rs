@@ -3,6 +3,9 @@
 //! (case-insensitive substring, or a regular expression with `use_regex=true`) and paged
 //! (`page_size` up to 500) into `{filtered_count, item_count, items, page, page_count,
 //! page_size, total_count}`.
+//!
+//! [`respond_lazily`] does the same for a long list of objects (100,000 queues) turning only
+//! the page asked for into JSON when the sort is by columns read without building it.
 
 use std::cmp::Ordering;
 
@@ -42,40 +45,114 @@ pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> A
     if q.sort_reverse.as_deref() == Some("true") {
         items.reverse();
     }
-    let Some(page) = &q.page else { return Ok(Value::Array(cut(items, q))) };
-    let page_size_text = q.page_size.as_deref().unwrap_or("undefined");
-    let (Ok(page), Ok(page_size)) =
-        (page.parse::<u64>(), q.page_size.as_deref().map_or(Ok(PAGE_SIZE_DEFAULT), str::parse::<u64>))
-    else {
-        return Err(ApiError::BadRequest("Pagination parameters are invalid".into()));
+    let Some(paging) = Paging::of(q)? else { return Ok(Value::Array(cut(items, q))) };
+    let total = items.len();
+    let matches = name_matcher(q)?;
+    let filtered: Vec<Value> = items
+        .into_iter()
+        .filter(|i| matches.as_ref().is_none_or(|m| i.get("name").and_then(Value::as_str).is_some_and(m)))
+        .collect();
+    let range = paging.range(filtered.len())?;
+    let filtered_count = filtered.len();
+    let page_items: Vec<Value> = filtered.into_iter().skip(range.start).take(range.len()).collect();
+    Ok(paging.reply(cut(page_items, q), filtered_count, total))
+}
+
+/// The columns of a long list that can be read without building an object's JSON.
+pub struct CheapColumns<'a, T> {
+    /// Their names (`vhost` and `name` among them).
+    pub names: &'a [&'a str],
+    /// One of them for one object.
+    pub value: &'a dyn Fn(&T, &str) -> Value,
+}
+
+/// As [`respond`] (sorted by vhost and name by default), for objects turned into JSON by
+/// `build`. With `page` and a sort by `cheap` columns, the objects are filtered, sorted and
+/// paged by those columns alone and only the page's are built; any other request builds them
+/// all and goes through [`respond`].
+pub fn respond_lazily<T>(
+    items: Vec<T>,
+    q: &ListQuery,
+    cheap: CheapColumns<'_, T>,
+    build: impl Fn(&T) -> Value,
+) -> ApiResult<Value> {
+    let sort: Vec<&str> = match q.sort.as_deref() {
+        Some(s) if !s.is_empty() => vec![s],
+        _ => vec!["vhost", "name"],
     };
-    if page == 0 || page_size == 0 || page_size > PAGE_SIZE_MAX {
-        return Err(ApiError::BadRequestCode {
-            error: "invalid_pagination_parameters",
-            reason: format!("Invalid pagination parameters: page number {page}, page size {page_size_text}"),
-        });
+    let Some(paging) = Paging::of(q)?.filter(|_| sort.iter().all(|c| cheap.names.contains(c))) else {
+        return respond(items.iter().map(build).collect(), q, &["vhost", "name"]);
+    };
+    let total = items.len();
+    let matches = name_matcher(q)?;
+    let mut keyed: Vec<(Vec<Value>, &T)> = items
+        .iter()
+        .filter(|i| matches.as_ref().is_none_or(|m| (cheap.value)(i, "name").as_str().is_some_and(m)))
+        .map(|i| (sort.iter().map(|c| (cheap.value)(i, c)).collect(), i))
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        a.iter().zip(b).map(|(x, y)| compare(Some(x), Some(y))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+    });
+    if q.sort_reverse.as_deref() == Some("true") {
+        keyed.reverse();
     }
-    let total = items.len() as u64;
-    let filtered = filter_by_name(items, q)?;
-    let filtered_count = filtered.len() as u64;
-    let page_count = filtered_count.div_ceil(page_size);
-    if page > page_count.max(1) {
-        return Err(ApiError::BadRequestCode {
-            error: "page_out_of_range",
-            reason: format!("Page out of range, page: {page} page size: {page_size}, len: {filtered_count}"),
-        });
+    let range = paging.range(keyed.len())?;
+    let page_items: Vec<Value> = keyed[range].iter().map(|(_, i)| build(i)).collect();
+    Ok(paging.reply(cut(page_items, q), keyed.len(), total))
+}
+
+/// A request's `page` and `page_size`, checked as RabbitMQ checks them.
+struct Paging {
+    page: u64,
+    page_size: u64,
+}
+
+impl Paging {
+    /// None without `page`: the whole list is answered.
+    fn of(q: &ListQuery) -> ApiResult<Option<Paging>> {
+        let Some(page) = &q.page else { return Ok(None) };
+        let page_size_text = q.page_size.as_deref().unwrap_or("undefined");
+        let (Ok(page), Ok(page_size)) =
+            (page.parse::<u64>(), q.page_size.as_deref().map_or(Ok(PAGE_SIZE_DEFAULT), str::parse::<u64>))
+        else {
+            return Err(ApiError::BadRequest("Pagination parameters are invalid".into()));
+        };
+        if page == 0 || page_size == 0 || page_size > PAGE_SIZE_MAX {
+            return Err(ApiError::BadRequestCode {
+                error: "invalid_pagination_parameters",
+                reason: format!("Invalid pagination parameters: page number {page}, page size {page_size_text}"),
+            });
+        }
+        Ok(Some(Paging { page, page_size }))
     }
-    let start = ((page - 1) * page_size) as usize;
-    let page_items: Vec<Value> = filtered.into_iter().skip(start).take(page_size as usize).collect();
-    Ok(json!({
-        "filtered_count": filtered_count,
-        "item_count": page_items.len(),
-        "items": cut(page_items, q),
-        "page": page,
-        "page_count": page_count,
-        "page_size": page_size,
-        "total_count": total,
-    }))
+
+    /// Which of `filtered_count` items are on the page (400 `page_out_of_range` past the last).
+    fn range(&self, filtered_count: usize) -> ApiResult<std::ops::Range<usize>> {
+        let page_count = (filtered_count as u64).div_ceil(self.page_size);
+        if self.page > page_count.max(1) {
+            return Err(ApiError::BadRequestCode {
+                error: "page_out_of_range",
+                reason: format!(
+                    "Page out of range, page: {} page size: {}, len: {filtered_count}",
+                    self.page, self.page_size
+                ),
+            });
+        }
+        let start = ((self.page - 1) * self.page_size) as usize;
+        Ok(start..filtered_count.min(start + self.page_size as usize))
+    }
+
+    fn reply(&self, items: Vec<Value>, filtered_count: usize, total: usize) -> Value {
+        json!({
+            "filtered_count": filtered_count,
+            "item_count": items.len(),
+            "items": items,
+            "page": self.page,
+            "page_count": (filtered_count as u64).div_ceil(self.page_size),
+            "page_size": self.page_size,
+            "total_count": total,
+        })
+    }
 }
 
 /// A single object cut to `columns`.
@@ -86,12 +163,16 @@ pub fn respond_one(item: Value, q: &ListQuery) -> Value {
     }
 }
 
-fn filter_by_name(items: Vec<Value>, q: &ListQuery) -> ApiResult<Vec<Value>> {
-    let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) else { return Ok(items) };
+type NameMatcher = Box<dyn Fn(&str) -> bool>;
+
+/// The `name` filter: a case-insensitive substring, or a regular expression with
+/// `use_regex=true`; None without one.
+fn name_matcher(q: &ListQuery) -> ApiResult<Option<NameMatcher>> {
+    let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) else { return Ok(None) };
     if name.len() > NAME_FILTER_MAX_BYTES {
         return Err(ApiError::BadRequest(format!("name filter longer than {NAME_FILTER_MAX_BYTES} bytes")));
     }
-    let matches: Box<dyn Fn(&str) -> bool> = if q.use_regex.as_deref() == Some("true") {
+    let matches: NameMatcher = if q.use_regex.as_deref() == Some("true") {
         let re = regex::RegexBuilder::new(name)
             .case_insensitive(true)
             .size_limit(1 << 20)
@@ -102,7 +183,7 @@ fn filter_by_name(items: Vec<Value>, q: &ListQuery) -> ApiResult<Vec<Value>> {
         let needle = name.to_lowercase();
         Box::new(move |s| s.to_lowercase().contains(&needle))
     };
-    Ok(items.into_iter().filter(|i| i.get("name").and_then(Value::as_str).is_some_and(&matches)).collect())
+    Ok(Some(matches))
 }
 
 fn cut(items: Vec<Value>, q: &ListQuery) -> Vec<Value> {
@@ -200,6 +281,43 @@ mod tests {
         assert!(matches!(err, ApiError::BadRequestCode { error: "invalid_pagination_parameters", .. }));
         let empty = respond(Vec::new(), &q(&[("page", "1")]), &["name"]).expect("empty page 1");
         assert_eq!(empty["page_count"], 0);
+    }
+
+    #[test]
+    fn lazily_answers_as_respond_and_builds_only_the_page() {
+        let objects: Vec<(String, String)> =
+            [("b", "q2"), ("a", "q9"), ("a", "Q10"), ("b", "q1"), ("a", "x")].map(|(v, n)| (v.into(), n.into())).into();
+        let built = std::cell::Cell::new(0);
+        let build = |o: &(String, String)| {
+            built.set(built.get() + 1);
+            json!({"vhost": o.0, "name": o.1, "messages": o.1.len()})
+        };
+        let value = |o: &(String, String), column: &str| match column {
+            "vhost" => json!(o.0),
+            "messages" => json!(o.1.len()),
+            _ => json!(o.1),
+        };
+        let cheap = || CheapColumns { names: &["vhost", "name", "messages"], value: &value };
+        for pairs in [
+            &[("page", "1"), ("page_size", "2")][..],
+            &[("page", "2"), ("page_size", "2"), ("name", "q")],
+            &[("page", "1"), ("name", "^q[0-9]$"), ("use_regex", "true"), ("sort", "name")],
+            &[("page", "1"), ("sort", "vhost"), ("sort_reverse", "true"), ("columns", "name")],
+            &[("page", "1"), ("sort", "messages")],
+            &[("page", "1"), ("sort", "messages"), ("sort_reverse", "true")],
+            &[("page", "1"), ("sort", "arguments")],
+            &[("sort", "name")],
+        ] {
+            let all: Vec<Value> = objects.iter().map(build).collect();
+            built.set(0);
+            let lazy = respond_lazily(objects.clone(), &q(pairs), cheap(), build).expect("lazy");
+            assert_eq!(lazy, respond(all, &q(pairs), &["vhost", "name"]).expect("respond"), "{pairs:?}");
+            if pairs.iter().any(|(k, _)| *k == "page") && !pairs.contains(&("sort", "arguments")) {
+                assert_eq!(built.get() as u64, lazy["item_count"].as_u64().expect("count"), "{pairs:?}");
+            }
+        }
+        let err = respond_lazily(objects.clone(), &q(&[("page", "9")]), cheap(), build).unwrap_err();
+        assert!(matches!(err, ApiError::BadRequestCode { error: "page_out_of_range", .. }));
     }
 
     #[test]

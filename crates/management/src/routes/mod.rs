@@ -42,6 +42,7 @@ pub fn all() -> Router<ApiRef> {
         .merge(queues::routes())
         .merge(bindings::routes())
         .merge(definitions::routes())
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::NotFound })
 }
 

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete as delete_route, get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use lepus_broker::QueueRef;
 use lepus_broker::command::Command;
 use lepus_broker::exchange::Destination;
 use lepus_broker::queue::Entry;
@@ -20,7 +21,7 @@ use crate::ApiRef;
 use crate::auth::Caller;
 use crate::convert::{body_json, flag, json_to_table, number, properties_to_json, short, text};
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{ListQuery, respond, respond_one};
+use crate::listing::{CheapColumns, ListQuery, respond, respond_lazily, respond_one};
 use crate::views;
 
 pub fn routes() -> Router<ApiRef> {
@@ -33,16 +34,35 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/queues/{vhost}/{name}/bindings", get(bindings))
 }
 
-fn items(api: &ApiRef, caller: &Caller, vhost: Option<&str>) -> ApiResult<Vec<Value>> {
-    let mut out = Vec::new();
+/// The queues of one vhost or all the caller may see, as a list answer: paged and sorted by
+/// name or counts, only the page's queues are turned into JSON (100,000 queues cost a page).
+fn list_queues(api: &ApiRef, caller: &Caller, vhost: Option<&str>, q: &ListQuery) -> ApiResult<Value> {
+    let mut queues = Vec::new();
     for v in vhosts_for(api, caller, vhost)? {
-        out.extend(v.queue_list().iter().map(|q| views::queue(api, q, &q.inspect_counts())));
+        queues.extend(v.queue_list());
     }
-    Ok(out)
+    let value = |queue: &QueueRef, column: &str| match column {
+        "vhost" => json!(&*queue.vhost),
+        "name" => json!(String::from_utf8_lossy(queue.name.as_bytes())),
+        "type" => json!(views::queue_type(queue)),
+        "consumers" => json!(queue.inspect_counts().consumers),
+        "messages_ready" => json!(queue.inspect_counts().ready),
+        "messages_unacknowledged" => json!(queue.inspect_counts().unacked),
+        "messages" => {
+            let c = queue.inspect_counts();
+            json!(u64::from(c.ready) + c.unacked)
+        }
+        _ => Value::Null,
+    };
+    let cheap = CheapColumns {
+        names: &["vhost", "name", "type", "consumers", "messages", "messages_ready", "messages_unacknowledged"],
+        value: &value,
+    };
+    respond_lazily(queues, q, cheap, |queue| views::queue(api, queue, &queue.inspect_counts()))
 }
 
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    Ok(Json(respond(items(&api, &caller, None)?, &q, &["vhost", "name"])?))
+    Ok(Json(list_queues(&api, &caller, None, &q)?))
 }
 
 async fn list_in(
@@ -51,7 +71,7 @@ async fn list_in(
     Path(vhost): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(respond(items(&api, &caller, Some(&vhost))?, &q, &["vhost", "name"])?))
+    Ok(Json(list_queues(&api, &caller, Some(&vhost), &q)?))
 }
 
 async fn show(

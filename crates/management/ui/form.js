@@ -1,0 +1,86 @@
+// Forms from a list of fields: labelled inputs, submit that disables itself while the call
+// runs, and the API's answer (or its error reason) shown under the button.
+
+import { h, flash } from '/ui/dom.js';
+
+function input(f) {
+  const common = { name: f.name, id: f.id, required: f.required, placeholder: f.placeholder };
+  switch (f.type) {
+    case 'select':
+      return h('select', common, (f.options || []).map((o) => {
+        const [value, label] = Array.isArray(o) ? o : [o, o];
+        return h('option', { value, selected: value === f.value }, label);
+      }));
+    case 'checkbox':
+      return h('input', { ...common, type: 'checkbox', checked: Boolean(f.value) });
+    case 'textarea':
+      return h('textarea', { ...common, rows: f.rows || 3, value: f.value || '' });
+    default:
+      return h('input', { ...common, type: f.type || 'text', value: f.value ?? '', autocomplete: f.autocomplete || 'off' });
+  }
+}
+
+/// A form: `fields` [{name, label, type, options, value, required, placeholder, wide}], `onsubmit`
+/// gets {name: value} (checkboxes as booleans) and returns a message for success, or throws.
+export function form({ id, fields, submit, onsubmit, reset = true }) {
+  const status = h('span', { class: 'form-status', role: 'status' });
+  const button = h('button', { type: 'submit' }, submit);
+  const el = h('form', { id, class: 'form' },
+    fields.map((f) => h('label', { class: f.type === 'checkbox' ? 'check' : f.wide ? 'wide' : '' },
+      h('span', {}, f.label), input(f))),
+    h('div', { class: 'actions' }, button, status));
+  el.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const values = {};
+    for (const f of fields) {
+      const control = el.elements[f.name];
+      values[f.name] = f.type === 'checkbox' ? control.checked : control.value;
+    }
+    button.disabled = true;
+    status.className = 'form-status';
+    status.textContent = '…';
+    try {
+      const message = await onsubmit(values);
+      status.className = 'form-status ok';
+      status.textContent = message || 'Done';
+      if (reset) el.querySelectorAll('input[type=text], input[type=password], textarea').forEach((c) => { c.value = ''; });
+    } catch (e) {
+      status.className = 'form-status error';
+      status.textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el;
+}
+
+/// `key=value` lines to an object; a value that reads as JSON (a number, true, a list) is
+/// taken as such, anything else as a string.
+export function parseArguments(text) {
+  const out = {};
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    if (!trimmed) continue;
+    const at = trimmed.indexOf('=');
+    if (at <= 0) throw new Error(`"${trimmed}" is not key=value`);
+    const key = trimmed.slice(0, at).trim();
+    const raw = trimmed.slice(at + 1).trim();
+    try { out[key] = JSON.parse(raw); } catch { out[key] = raw; }
+  }
+  return out;
+}
+
+/// A button that asks first, then runs `action` and flashes its outcome.
+export function dangerButton(label, question, action) {
+  return h('button', {
+    type: 'button', class: 'danger',
+    onclick: async () => {
+      if (!window.confirm(question)) return;
+      try {
+        flash(await action() || `${label}: done`);
+      } catch (e) {
+        flash(e.message, 'error');
+      }
+    },
+  }, label);
+}
