@@ -52,6 +52,12 @@ pub struct Config {
     /// do not store (transient ones) page out to scratch files beyond each queue's window
     /// (0: always).
     pub transient_paging_bytes: u64,
+    /// Segment and ack files the message store keeps open at most (an LRU of handles: the
+    /// least recently used closes when another opens). The AMQP listeners leave these
+    /// descriptors, and a reserve, out of the sockets they accept.
+    pub store_open_files_max: usize,
+    /// After a failed write or sync, how long the message store waits before it retries.
+    pub store_retry_interval_ms: u64,
     /// Consumer timeout in milliseconds (RabbitMQ's `consumer_timeout`): a channel whose
     /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are
     /// requeued. A queue's `x-consumer-timeout` overrides it; 0 disables.
@@ -178,6 +184,8 @@ impl Default for Config {
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,
+            store_open_files_max: 256,
+            store_retry_interval_ms: 1000,
             consumer_timeout: 1_800_000,
             default_user: "guest".into(),
             default_pass: "guest".into(),
@@ -240,6 +248,9 @@ impl Config {
         }
         if self.handshake_max == 0 {
             return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
+        }
+        if self.store_open_files_max < 2 {
+            return Err(ConfigError::Invalid("store_open_files_max must be at least 2".into()));
         }
         for p in &self.policies {
             p.spec().and_then(Policy::new).map_err(|e| {

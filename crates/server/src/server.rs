@@ -1,6 +1,9 @@
 //! The AMQP listeners: plain TCP and, when a certificate is configured, TLS. Both accept into
 //! one pool of at most `handshake_max` sockets before `connection.open` (the TLS handshake
-//! inside it); open ones count against `connection_max` in the broker's registry. One task
+//! inside it); open ones count against `connection_max` in the broker's registry. Every
+//! socket also holds one of the descriptors left for sockets ([`socket_max`]): the process's
+//! limit minus the message store's budget and a reserve, so accepting stops (clients wait in
+//! the listen backlog) before the store's share is touched. One task
 //! per connection; a graceful shutdown closes every connection with 320 CONNECTION_FORCED and
 //! waits for them to finish.
 //!
@@ -140,6 +143,8 @@ impl Server {
         // Sockets still in their handshake; an open connection counts against `connection_max`
         // in the broker's registry instead.
         let limit = Arc::new(Semaphore::new(self.config.handshake_max));
+        let socket_max = socket_max(self.config.store_open_files_max);
+        let sockets = Arc::new(Semaphore::new(socket_max));
         let mut stop = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         let timers = self.amqp.broker.timers().clone();
@@ -164,6 +169,19 @@ impl Server {
             tracing::info!(%address, "accepting AMQP 0-9-1 connections over TLS");
         }
         loop {
+            let socket = match sockets.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    tracing::warn!(socket_max, "the descriptors left for sockets are all in use; new connections wait in the listen backlog");
+                    tokio::select! {
+                        permit = sockets.clone().acquire_owned() => match permit {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            };
             let permit = tokio::select! {
                 permit = limit.clone().acquire_owned() => match permit {
                     Ok(p) => p,
@@ -175,14 +193,16 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
-                        tasks.spawn(lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit)));
+                        let serve = lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit));
+                        tasks.spawn(async move { serve.await; drop(socket) });
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = accept_tls(&self.tls), if self.tls.is_some() => match accepted {
                     Ok((stream, peer, setup)) => {
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
-                        tasks.spawn(lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup));
+                        let serve = lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup);
+                        tasks.spawn(async move { serve.await; drop(socket) });
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -235,6 +255,21 @@ async fn accept_tls(
     };
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, tls.setup()))
+}
+
+/// Descriptors kept out of the socket budget besides the message store's: listeners, the
+/// metadata store, the lock file, management connections, logs.
+const DESCRIPTORS_RESERVED: usize = 128;
+
+/// How many AMQP sockets may be open at once: the process's descriptor limit minus the
+/// message store's budget and [`DESCRIPTORS_RESERVED`] (at least 1; no bound if the limit is
+/// unknown or unlimited).
+fn socket_max(store_open_files_max: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) => n.saturating_sub(store_open_files_max + DESCRIPTORS_RESERVED).clamp(1, Semaphore::MAX_PERMITS),
+        None => Semaphore::MAX_PERMITS,
+    }
 }
 
 /// Typically EMFILE: back off instead of spinning.
@@ -385,7 +420,12 @@ fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
     let lock = DirLock::acquire(dir).map_err(fail)?;
     let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
-    let options = StoreOptions { transient_paging_bytes: config.transient_paging_bytes, ..StoreOptions::default() };
+    let options = StoreOptions {
+        transient_paging_bytes: config.transient_paging_bytes,
+        open_files_max: config.store_open_files_max,
+        retry_interval_ms: config.store_retry_interval_ms,
+        ..StoreOptions::default()
+    };
     let store = Store::new(Arc::new(FsBackend), dir, options);
     store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
