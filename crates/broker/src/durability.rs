@@ -86,6 +86,13 @@ impl Durability {
         self.store.as_ref().is_some_and(Store::failed)
     }
 
+    /// Asks a failing store to retry now rather than after its pause.
+    pub fn retry_now(&self) {
+        if let Some(store) = &self.store {
+            store.retry_now();
+        }
+    }
+
     /// Wakes `waker` once after the next commit; false (and no wake) without storage.
     pub fn wake_after_commit(&self, waker: Arc<dyn CommitWaker>) -> bool {
         match &self.store {

@@ -24,8 +24,8 @@ use lepus_broker::permissions::{Grant, TopicGrant};
 use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
 use lepus_broker::{Broker, BrokerError, BrokerParts, BrokerRef, VHost};
-use lepus_store::backend::{DirLock, FsBackend};
-use lepus_store::meta::{Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
+use lepus_store::backend::{Backend, DirLock, FsBackend};
+use lepus_store::meta::{BackendFactory, Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -67,6 +67,12 @@ impl ShutdownHandle {
 impl Server {
     /// Binds the listener; `config.port = 0` picks an ephemeral port.
     pub async fn bind(config: Config) -> io::Result<Server> {
+        Server::bind_with_storage(config, StorageBackends::default()).await
+    }
+
+    /// [`Server::bind`] with the data directory's files reached through `backends` (tests
+    /// inject I/O errors this way).
+    pub async fn bind_with_storage(config: Config, backends: StorageBackends) -> io::Result<Server> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = bind(config.bind_address, config.port).await?;
         let tls = bind_tls(&config).await?;
@@ -75,7 +81,7 @@ impl Server {
             port => Some(TcpListener::bind((config.bind_address, port)).await?),
         };
         let opened = match &config.data_dir {
-            Some(dir) => open_storage(dir, &config)?,
+            Some(dir) => open_storage(dir, &config, backends)?,
             None => Opened {
                 vhosts: vec![VHost::new("/")],
                 users: default_users(&config),
@@ -172,7 +178,10 @@ impl Server {
             let socket = match sockets.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
-                    tracing::warn!(socket_max, "the descriptors left for sockets are all in use; new connections wait in the listen backlog");
+                    tracing::warn!(
+                        socket_max,
+                        "the descriptors left for sockets are all in use; new connections wait in the listen backlog"
+                    );
                     tokio::select! {
                         permit = sockets.clone().acquire_owned() => match permit {
                             Ok(p) => p,
@@ -413,12 +422,27 @@ fn restore_users(config: &Config, snapshot: &Snapshot, persistence: &Persistence
     Ok(users)
 }
 
+/// How the stores reach their files: the file system, unless a test injects faults.
+#[derive(Clone)]
+pub struct StorageBackends {
+    /// The message store's files.
+    pub messages: Arc<dyn Backend>,
+    /// The metadata store's file (`None`: the file itself).
+    pub meta: Option<BackendFactory>,
+}
+
+impl Default for StorageBackends {
+    fn default() -> StorageBackends {
+        StorageBackends { messages: Arc::new(FsBackend), meta: None }
+    }
+}
+
 /// Locks the data directory, opens the stores and restores every vhost from them.
-fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
+fn open_storage(dir: &std::path::Path, config: &Config, backends: StorageBackends) -> io::Result<Opened> {
     let fail = |e: lepus_store::StoreError| io::Error::other(e.to_string());
     let started = std::time::Instant::now();
     let lock = DirLock::acquire(dir).map_err(fail)?;
-    let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
+    let meta = MetaStore::open_with(&dir.join("meta.redb"), backends.meta).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
     let options = StoreOptions {
         transient_paging_bytes: config.transient_paging_bytes,
@@ -426,7 +450,7 @@ fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
         retry_interval_ms: config.store_retry_interval_ms,
         ..StoreOptions::default()
     };
-    let store = Store::new(Arc::new(FsBackend), dir, options);
+    let store = Store::new(backends.messages, dir, options);
     store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
     if !clean && !snapshot.queues.is_empty() {

@@ -330,10 +330,12 @@ impl ReadyList {
     pub fn pop(&mut self, stored: &mut Stored) -> Option<Entry> {
         loop {
             let fetched = match self.slots.front()? {
-                Slot::Paged { seq, loc, scratch, .. } => match stored.read(*seq, Place { loc: *loc, scratch: *scratch }) {
-                    Fetched::Later => return None,
-                    fetched => Some(fetched),
-                },
+                Slot::Paged { seq, loc, scratch, .. } => {
+                    match stored.read(*seq, Place { loc: *loc, scratch: *scratch }) {
+                        Fetched::Later => return None,
+                        fetched => Some(fetched),
+                    }
+                }
                 _ => None,
             };
             match self.pop_slot()? {

@@ -128,7 +128,12 @@ impl Stored {
         match log.read(loc) {
             Ok(parts) => {
                 if self.blocked_read.take() == Some(seq) {
-                    tracing::info!(segment = loc.segment, offset = loc.offset, scratch, "paged-out message readable again");
+                    tracing::info!(
+                        segment = loc.segment,
+                        offset = loc.offset,
+                        scratch,
+                        "paged-out message readable again"
+                    );
                 }
                 self.forget_scratch(seq);
                 let stamp_ms = parts.timestamp_ms;
