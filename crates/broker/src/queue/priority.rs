@@ -109,7 +109,7 @@ impl Ready {
             if let Some(entry) = level.pop(stored) {
                 return Some(entry);
             }
-            if level.len() > 0 {
+            if !level.is_empty() {
                 // Its head cannot be read back now: nothing overtakes it.
                 return None;
             }
@@ -125,7 +125,7 @@ impl Ready {
             if level.load_head(stored) {
                 return true;
             }
-            if level.len() > 0 {
+            if !level.is_empty() {
                 return false;
             }
         }
