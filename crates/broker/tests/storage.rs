@@ -127,13 +127,9 @@ fn a_failing_disk_nacks_while_it_fails_then_recovers_without_losing_anything() {
     assert_eq!(bodies(&q), ["before", "during", "after"], "each message exactly once, in order");
 }
 
-#[test]
-fn a_paged_out_message_that_cannot_be_read_now_stays_in_place_until_it_can() {
-    let tmp = temp_dir("unreadable");
-    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
-    let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
-    let (store, vhost) = open_on(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
-    let q = declare(&vhost, "backlog", true);
+/// Publishes twice the resident window plus 100 persistent messages `m0`, `m1`, … and
+/// commits, so part of them live only on disk; returns how many.
+fn publish_paged_backlog(store: &Store, q: &lepus_broker::QueueRef) -> usize {
     let n = lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 + 100;
     for i in 0..n {
         q.publish_stamped(message(&format!("m{i}"), 2), 0);
@@ -143,6 +139,17 @@ fn a_paged_out_message_that_cannot_be_read_now_stays_in_place_until_it_can() {
     }
     store.commit();
     assert!(q.paged_count() > 0, "part of the backlog lives only on disk");
+    n
+}
+
+#[test]
+fn a_paged_out_message_that_cannot_be_read_now_stays_in_place_until_it_can() {
+    let tmp = temp_dir("unreadable");
+    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
+    let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
+    let (store, vhost) = open_on(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
+    let q = declare(&vhost, "backlog", true);
+    let n = publish_paged_backlog(&store, &q);
     faults.inject(Site::Read, Fault::TooManyFiles);
     let mut got = bodies(&q);
     let served = got.len();
@@ -160,15 +167,7 @@ fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
     let backend = CrashBackend::new();
     let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
     let q = declare(&vhost, "backlog", true);
-    let n = lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 + 100;
-    for i in 0..n {
-        q.publish_stamped(message(&format!("m{i}"), 2), 0);
-        if i % 1000 == 999 {
-            store.commit();
-        }
-    }
-    store.commit();
-    assert!(q.paged_count() > 0, "part of the backlog lives only on disk");
+    let n = publish_paged_backlog(&store, &q);
     assert!(q.message_count() as usize == n);
     // Reopen: recovery loads a window and leaves the rest on disk.
     drop((q, vhost, store));
