@@ -40,7 +40,8 @@ impl Durable {
 /// Where durability stands at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
-    /// The store failed: tokens not yet durable never will be (nack them).
+    /// The store is failing (its last commit failed): nack tokens not yet durable. It
+    /// retries, so later tokens may be acked again.
     pub failed: bool,
     durable_through: u64,
 }
@@ -65,8 +66,9 @@ impl Durability {
         Durability { store }
     }
 
-    /// `failed` is read first: once it is set, the durable generation no longer moves, so a
-    /// token covered by this snapshot really is durable.
+    /// A token covered by this snapshot really is durable: the durable generation only
+    /// moves when a commit succeeded. `failed` is read first, so a recovery between the two
+    /// reads can only turn a nack into an ack that is true.
     pub fn progress(&self) -> Progress {
         match &self.store {
             Some(store) => Progress { failed: store.failed(), durable_through: store.durable() },
@@ -78,9 +80,17 @@ impl Durability {
         self.progress().covers(token)
     }
 
-    /// Whether storing has failed for good (confirms of logged messages become nacks).
+    /// Whether the store is failing now (confirms of logged messages become nacks until a
+    /// retry succeeds).
     pub fn failed(&self) -> bool {
         self.store.as_ref().is_some_and(Store::failed)
+    }
+
+    /// Asks a failing store to retry now rather than after its pause.
+    pub fn retry_now(&self) {
+        if let Some(store) = &self.store {
+            store.retry_now();
+        }
     }
 
     /// Wakes `waker` once after the next commit; false (and no wake) without storage.

@@ -1,7 +1,9 @@
 //! A vhost over the crash-simulating store: persistent messages in durable queues are logged
 //! and survive a power cut once committed; transient ones and non-durable queues are not
-//! logged; a failing disk stops durability (the store reports failure, so publishers get
-//! nacks) while the queue keeps serving what it holds.
+//! logged; a failing disk stops durability while it fails (the store reports failure, so
+//! publishers get nacks) while the queue keeps serving what it holds, and once the disk
+//! recovers the next commit makes everything durable; a paged-out message that cannot be
+//! read back now stays in its place until it can.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use lepus_broker::queue::Enqueued;
 use lepus_broker::vhost::QueueDeclare;
 use lepus_broker::{Message, MessageRef, VHost};
 use lepus_protocol::{BasicProperties, ContentHeader, ShortStr};
+use lepus_store::backend::Backend;
 use lepus_store::crash::CrashBackend;
+use lepus_store::fault::{Fault, FaultBackend, Site};
 use lepus_store::meta::MetaStore;
 use lepus_store::store::{Store, StoreOptions};
 
@@ -46,7 +50,11 @@ fn open(backend: &CrashBackend, meta_path: &Path) -> (Store, VHost) {
 }
 
 fn open_with(backend: &CrashBackend, meta_path: &Path, options: StoreOptions) -> (Store, VHost) {
-    let store = Store::new(Arc::new(backend.clone()), Path::new("/data"), options);
+    open_on(Arc::new(backend.clone()), meta_path, options)
+}
+
+fn open_on(backend: Arc<dyn Backend>, meta_path: &Path, options: StoreOptions) -> (Store, VHost) {
+    let store = Store::new(backend, Path::new("/data"), options);
     let meta = MetaStore::open(meta_path).expect("meta");
     let snapshot = meta.load().expect("load");
     let persistence = Arc::new(Persistence::open(store.clone(), meta).expect("persistence"));
@@ -90,7 +98,7 @@ fn committed_persistent_messages_survive_a_power_cut() {
 }
 
 #[test]
-fn a_failing_disk_stops_durability_but_not_service() {
+fn a_failing_disk_nacks_while_it_fails_then_recovers_without_losing_anything() {
     let tmp = temp_dir("disk-full");
     let backend = CrashBackend::new();
     let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
@@ -98,22 +106,30 @@ fn a_failing_disk_stops_durability_but_not_service() {
     assert_eq!(q.publish_stamped(message("before", 2), 0).0, Enqueued::Yes);
     store.commit();
     backend.fail_io(true);
-    let (outcome, stamp) = q.publish_stamped(message("during", 2), 0);
+    let (outcome, during) = q.publish_stamped(message("during", 2), 0);
     assert_eq!(outcome, Enqueued::Yes);
     store.commit();
     assert!(store.failed(), "the failure is reported (the server nacks what waits on it)");
     let durability = Durability::new(Some(store.clone()));
-    assert!(stamp.is_pending() && !durability.is_durable(stamp), "never confirmed as durable");
+    assert!(during.is_pending() && !durability.is_durable(during), "not confirmed while the disk fails");
     assert!(durability.failed() && durability.progress().failed);
-    assert_eq!(bodies(&q), ["before", "during"], "consumers are still served from memory");
+    store.commit();
+    assert!(store.failed(), "a retry while the disk still fails fails too");
+
+    backend.fail_io(false);
+    let (_, after) = q.publish_stamped(message("after", 2), 0);
+    store.commit();
+    assert!(!store.failed() && !durability.progress().failed, "recovered without a restart");
+    assert!(durability.is_durable(during) && durability.is_durable(after), "the retry wrote what had failed");
+    drop((q, vhost, store));
+    let (_, vhost) = open(&backend.crash(5), &tmp.0.join("meta.redb"));
+    let q = vhost.queue(&ShortStr::from_static("q"), 1).expect("restored");
+    assert_eq!(bodies(&q), ["before", "during", "after"], "each message exactly once, in order");
 }
 
-#[test]
-fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
-    let tmp = temp_dir("paging");
-    let backend = CrashBackend::new();
-    let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
-    let q = declare(&vhost, "backlog", true);
+/// Publishes twice the resident window plus 100 persistent messages `m0`, `m1`, … and
+/// commits, so part of them live only on disk; returns how many.
+fn publish_paged_backlog(store: &Store, q: &lepus_broker::QueueRef) -> usize {
     let n = lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 + 100;
     for i in 0..n {
         q.publish_stamped(message(&format!("m{i}"), 2), 0);
@@ -123,6 +139,35 @@ fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
     }
     store.commit();
     assert!(q.paged_count() > 0, "part of the backlog lives only on disk");
+    n
+}
+
+#[test]
+fn a_paged_out_message_that_cannot_be_read_now_stays_in_place_until_it_can() {
+    let tmp = temp_dir("unreadable");
+    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
+    let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
+    let (store, vhost) = open_on(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
+    let q = declare(&vhost, "backlog", true);
+    let n = publish_paged_backlog(&store, &q);
+    faults.inject(Site::Read, Fault::TooManyFiles);
+    let mut got = bodies(&q);
+    let served = got.len();
+    assert!(served < n, "reading stops at the first message that cannot be read");
+    assert_eq!(q.message_count() as usize, n - served, "the unreadable messages are kept");
+    faults.clear();
+    got.extend(bodies(&q));
+    assert_eq!(got.len(), n);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "every message, in order, none lost");
+}
+
+#[test]
+fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
+    let tmp = temp_dir("paging");
+    let backend = CrashBackend::new();
+    let (store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
+    let q = declare(&vhost, "backlog", true);
+    let n = publish_paged_backlog(&store, &q);
     assert!(q.message_count() as usize == n);
     // Reopen: recovery loads a window and leaves the rest on disk.
     drop((q, vhost, store));

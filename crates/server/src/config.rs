@@ -61,6 +61,12 @@ pub struct Config {
     /// The disk alarm: publishing connections are blocked while the data directory's
     /// filesystem has less free space than this (RabbitMQ's `disk_free_limit.absolute`).
     pub disk_free_limit_bytes: u64,
+    /// Segment and ack files the message store keeps open at most (an LRU of handles: the
+    /// least recently used closes when another opens). The AMQP listeners leave these
+    /// descriptors, and a reserve, out of the sockets they accept.
+    pub store_open_files_max: usize,
+    /// After a failed write or sync, how long the message store waits before it retries.
+    pub store_retry_interval_ms: u64,
     /// Consumer timeout in milliseconds (RabbitMQ's `consumer_timeout`): a channel whose
     /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are
     /// requeued. A queue's `x-consumer-timeout` overrides it; 0 disables.
@@ -190,6 +196,8 @@ impl Default for Config {
             memory_high_watermark: lepus_broker::alarms::MEMORY_HIGH_WATERMARK_DEFAULT,
             memory_high_watermark_bytes: None,
             disk_free_limit_bytes: lepus_broker::alarms::DISK_FREE_LIMIT_DEFAULT_BYTES,
+            store_open_files_max: 256,
+            store_retry_interval_ms: 1000,
             consumer_timeout: 1_800_000,
             default_user: "guest".into(),
             default_pass: "guest".into(),
@@ -255,6 +263,9 @@ impl Config {
         }
         if self.handshake_max == 0 {
             return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
+        }
+        if self.store_open_files_max < 2 {
+            return Err(ConfigError::Invalid("store_open_files_max must be at least 2".into()));
         }
         for p in &self.policies {
             p.spec().and_then(Policy::new).map_err(|e| {

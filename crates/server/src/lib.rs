@@ -22,5 +22,5 @@ mod timers;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{Server, ShutdownHandle, start};
+pub use server::{Server, ShutdownHandle, StorageBackends, start};
 pub use tls::{Tls, TlsError};

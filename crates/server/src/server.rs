@@ -1,6 +1,9 @@
 //! The AMQP listeners: plain TCP and, when a certificate is configured, TLS. Both accept into
 //! one pool of at most `handshake_max` sockets before `connection.open` (the TLS handshake
-//! inside it); open ones count against `connection_max` in the broker's registry. One task
+//! inside it); open ones count against `connection_max` in the broker's registry. Every
+//! socket also holds one of the descriptors left for sockets ([`socket_max`]): the process's
+//! limit minus the message store's budget and a reserve, so accepting stops (clients wait in
+//! the listen backlog) before the store's share is touched. One task
 //! per connection; a graceful shutdown closes every connection with 320 CONNECTION_FORCED and
 //! waits for them to finish.
 //!
@@ -21,8 +24,8 @@ use lepus_broker::permissions::{Grant, TopicGrant};
 use lepus_broker::persist::{Persistence, PersistenceRef};
 use lepus_broker::users::{User, Users};
 use lepus_broker::{Broker, BrokerError, BrokerParts, BrokerRef, VHost};
-use lepus_store::backend::{DirLock, FsBackend};
-use lepus_store::meta::{Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
+use lepus_store::backend::{Backend, DirLock, FsBackend};
+use lepus_store::meta::{BackendFactory, Change, LimitScope, MetaStore, PermissionRecord, Snapshot};
 use lepus_store::store::{Committer, Store, StoreOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -64,6 +67,12 @@ impl ShutdownHandle {
 impl Server {
     /// Binds the listener; `config.port = 0` picks an ephemeral port.
     pub async fn bind(config: Config) -> io::Result<Server> {
+        Server::bind_with_storage(config, StorageBackends::default()).await
+    }
+
+    /// [`Server::bind`] with the data directory's files reached through `backends` (tests
+    /// inject I/O errors this way).
+    pub async fn bind_with_storage(config: Config, backends: StorageBackends) -> io::Result<Server> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = bind(config.bind_address, config.port).await?;
         let tls = bind_tls(&config).await?;
@@ -72,7 +81,7 @@ impl Server {
             port => Some(TcpListener::bind((config.bind_address, port)).await?),
         };
         let opened = match &config.data_dir {
-            Some(dir) => open_storage(dir, &config)?,
+            Some(dir) => open_storage(dir, &config, backends)?,
             None => Opened {
                 vhosts: vec![VHost::new("/")],
                 users: default_users(&config),
@@ -141,6 +150,8 @@ impl Server {
         // Sockets still in their handshake; an open connection counts against `connection_max`
         // in the broker's registry instead.
         let limit = Arc::new(Semaphore::new(self.config.handshake_max));
+        let socket_max = socket_max(self.config.store_open_files_max);
+        let sockets = Arc::new(Semaphore::new(socket_max));
         let mut stop = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         let timers = self.amqp.broker.timers().clone();
@@ -165,6 +176,22 @@ impl Server {
             tracing::info!(%address, "accepting AMQP 0-9-1 connections over TLS");
         }
         loop {
+            let socket = match sockets.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    tracing::warn!(
+                        socket_max,
+                        "the descriptors left for sockets are all in use; new connections wait in the listen backlog"
+                    );
+                    tokio::select! {
+                        permit = sockets.clone().acquire_owned() => match permit {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            };
             let permit = tokio::select! {
                 permit = limit.clone().acquire_owned() => match permit {
                     Ok(p) => p,
@@ -176,14 +203,16 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
-                        tasks.spawn(lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit)));
+                        let serve = lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit));
+                        tasks.spawn(async move { serve.await; drop(socket) });
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = accept_tls(&self.tls), if self.tls.is_some() => match accepted {
                     Ok((stream, peer, setup)) => {
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
-                        tasks.spawn(lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup));
+                        let serve = lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup);
+                        tasks.spawn(async move { serve.await; drop(socket) });
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -236,6 +265,21 @@ async fn accept_tls(
     };
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, tls.setup()))
+}
+
+/// Descriptors kept out of the socket budget besides the message store's: listeners, the
+/// metadata store, the lock file, management connections, logs.
+const DESCRIPTORS_RESERVED: usize = 128;
+
+/// How many AMQP sockets may be open at once: the process's descriptor limit minus the
+/// message store's budget and [`DESCRIPTORS_RESERVED`] (at least 1; no bound if the limit is
+/// unknown or unlimited).
+fn socket_max(store_open_files_max: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) => n.saturating_sub(store_open_files_max + DESCRIPTORS_RESERVED).clamp(1, Semaphore::MAX_PERMITS),
+        None => Semaphore::MAX_PERMITS,
+    }
 }
 
 /// Typically EMFILE: back off instead of spinning.
@@ -379,15 +423,35 @@ fn restore_users(config: &Config, snapshot: &Snapshot, persistence: &Persistence
     Ok(users)
 }
 
+/// How the stores reach their files: the file system, unless a test injects faults.
+#[derive(Clone)]
+pub struct StorageBackends {
+    /// The message store's files.
+    pub messages: Arc<dyn Backend>,
+    /// The metadata store's file (`None`: the file itself).
+    pub meta: Option<BackendFactory>,
+}
+
+impl Default for StorageBackends {
+    fn default() -> StorageBackends {
+        StorageBackends { messages: Arc::new(FsBackend), meta: None }
+    }
+}
+
 /// Locks the data directory, opens the stores and restores every vhost from them.
-fn open_storage(dir: &std::path::Path, config: &Config) -> io::Result<Opened> {
+fn open_storage(dir: &std::path::Path, config: &Config, backends: StorageBackends) -> io::Result<Opened> {
     let fail = |e: lepus_store::StoreError| io::Error::other(e.to_string());
     let started = std::time::Instant::now();
     let lock = DirLock::acquire(dir).map_err(fail)?;
-    let meta = MetaStore::open(&dir.join("meta.redb")).map_err(fail)?;
+    let meta = MetaStore::open_with(&dir.join("meta.redb"), backends.meta).map_err(fail)?;
     let snapshot = meta.load().map_err(fail)?;
-    let options = StoreOptions { transient_paging_bytes: config.transient_paging_bytes, ..StoreOptions::default() };
-    let store = Store::new(Arc::new(FsBackend), dir, options);
+    let options = StoreOptions {
+        transient_paging_bytes: config.transient_paging_bytes,
+        open_files_max: config.store_open_files_max,
+        retry_interval_ms: config.store_retry_interval_ms,
+        ..StoreOptions::default()
+    };
+    let store = Store::new(backends.messages, dir, options);
     store.remove_scratch()?;
     let clean = store.take_clean_marker()?;
     if !clean && !snapshot.queues.is_empty() {

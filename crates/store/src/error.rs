@@ -10,6 +10,9 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("metadata store: {0}")]
     Meta(String),
+    /// An I/O error in the metadata store: it reopens before its next use.
+    #[error("metadata store I/O error: {0}")]
+    MetaIo(String),
     #[error("corrupt metadata record in table {table}: {detail}")]
     CorruptMeta { table: &'static str, detail: String },
     #[error("{path} was written by format version {found}; this build reads up to {supported}")]

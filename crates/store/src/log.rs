@@ -80,7 +80,7 @@ struct Chunk {
 }
 
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     chunks: Vec<Chunk>,
     /// (segment, entry): an acked offset, or one with [`DELIVERED_BIT`] set.
     acks: Vec<(u32, u32)>,
@@ -89,18 +89,18 @@ struct Pending {
     /// Registered with the store for the next commit.
     dirty: bool,
     /// The highest generation stamped on a change buffered here.
-    max_stamp: u64,
+    pub(crate) max_stamp: u64,
 }
 
-struct SegmentFiles {
-    data: Option<FileRef>,
-    ack: Option<(FileRef, u64)>,
-}
-
+/// What the commit knows of a log's files; the handles themselves are in the store's
+/// budget of open files ([`crate::open_files`]).
 #[derive(Default)]
 struct Io {
     dir_created: bool,
-    segments: HashMap<u32, SegmentFiles>,
+    /// Segments whose file this run created (header written, directory entry to sync).
+    created: HashSet<u32>,
+    /// Where the next entry goes in each ack file written this run.
+    ack_len: HashMap<u32, u64>,
 }
 
 /// Files a commit wrote, to be synced before the generation is published.
@@ -120,7 +120,7 @@ impl Written {
         }
     }
 
-    fn dir(&mut self, path: &Path) {
+    pub(crate) fn dir(&mut self, path: &Path) {
         if !self.dirs.iter().any(|d| d == path) {
             self.dirs.push(path.to_owned());
         }
@@ -154,28 +154,58 @@ pub fn queue_dir(store: &Store, queue_id: u64) -> PathBuf {
 }
 
 impl LogShared {
-    /// Writes this log's buffered changes (called by the commit). Returns the highest
-    /// generation stamped on them: a change buffered while the commit was already under way
-    /// carries the next generation, though it is written now.
-    pub(crate) fn write_pending(&self, store: &Store, written: &mut Written) -> Result<u64> {
-        let pending = {
-            let mut p = self.pending.lock();
-            p.dirty = false;
-            std::mem::take(&mut *p)
-        };
-        let max_stamp = pending.max_stamp;
+    /// Takes the changes buffered so far, for a commit to write.
+    pub(crate) fn take_pending(&self) -> Pending {
+        let mut p = self.pending.lock();
+        p.dirty = false;
+        std::mem::take(&mut *p)
+    }
+
+    /// A commit that took `failed` could not make it durable: its changes go back in front
+    /// of those buffered since, for the next commit to write again at the same places
+    /// (rewriting a record or a header is idempotent; an ack entry written twice counts
+    /// once). The files are reopened, so headers are rewritten and ack files re-measured.
+    pub(crate) fn restore_pending(self: &Arc<Self>, store: &Store, failed: Pending) {
+        {
+            let mut io = self.io.lock();
+            io.created.clear();
+            io.ack_len.clear();
+        }
+        store.open_files().close_under(&self.dir);
+        let mut p = self.pending.lock();
+        let newer = std::mem::take(&mut *p);
+        let mut merged = failed;
+        merged.max_stamp = merged.max_stamp.max(newer.max_stamp);
+        if newer.destroy {
+            merged = Pending { destroy: true, max_stamp: merged.max_stamp, ..Pending::default() };
+        } else {
+            merged.chunks.extend(newer.chunks);
+            merged.acks.extend(newer.acks);
+            merged.deletes.extend(newer.deletes);
+        }
+        merged.dirty = newer.dirty;
+        *p = merged;
+        if !p.dirty {
+            p.dirty = true;
+            store.mark_dirty(self.clone());
+        }
+    }
+
+    /// Writes changes taken with [`LogShared::take_pending`] (called by the commit), in
+    /// order, stopping at the first error: what was written stays contiguous.
+    pub(crate) fn write(&self, store: &Store, pending: &mut Pending, written: &mut Written) -> Result<()> {
         let backend = store.backend();
         let mut io = self.io.lock();
         let err = |path: &Path, e: io::Error| StoreError::io(path, e);
         if pending.destroy {
-            io.segments.clear();
+            store.open_files().close_under(&self.dir);
             if io.dir_created {
                 backend.remove_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
                 if self.durable {
                     written.dir(&store.queues_dir());
                 }
             }
-            return Ok(max_stamp);
+            return Ok(());
         }
         if !io.dir_created && !pending.chunks.is_empty() {
             backend.create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
@@ -187,19 +217,14 @@ impl LogShared {
         }
         for chunk in &pending.chunks {
             let path = segment_path(&self.dir, chunk.segment);
-            let files = io.segments.entry(chunk.segment).or_insert(SegmentFiles { data: None, ack: None });
-            let file = match &files.data {
-                Some(f) => f.clone(),
-                None => {
-                    let f = backend.open(&path, true).map_err(|e| err(&path, e))?;
-                    f.write_at(0, &record::segment_header(self.queue_id, chunk.segment)).map_err(|e| err(&path, e))?;
-                    if self.durable {
-                        written.dir(&self.dir);
-                    }
-                    files.data = Some(f.clone());
-                    f
+            let (file, _) = store.open_files().open(backend.as_ref(), &path, true).map_err(|e| err(&path, e))?;
+            if !io.created.contains(&chunk.segment) {
+                file.write_at(0, &record::segment_header(self.queue_id, chunk.segment)).map_err(|e| err(&path, e))?;
+                if self.durable {
+                    written.dir(&self.dir);
                 }
-            };
+                io.created.insert(chunk.segment);
+            }
             file.write_at(chunk.offset as u64, &chunk.bytes).map_err(|e| err(&path, e))?;
             if self.durable {
                 written.file(path, &file);
@@ -208,8 +233,31 @@ impl LogShared {
                 (chunk.segment as u64) << 32 | (chunk.offset as u64 + chunk.bytes.len() as u64).min(u32::MAX as u64);
             self.written.fetch_max(end, Ordering::AcqRel);
         }
+        self.write_acks(store, &mut io, pending, written)?;
+        for &segment in &pending.deletes {
+            io.created.remove(&segment);
+            io.ack_len.remove(&segment);
+            // The segment goes first; its ack file only once that removal is durable (after
+            // the commit's directory sync). Were the ack file to go first, a crash could leave
+            // the segment without its acks, and acked messages would come back. An ack file
+            // left alone is removed by the next recovery.
+            let path = segment_path(&self.dir, segment);
+            store.open_files().close(&path);
+            store.open_files().close(&ack_path(&self.dir, segment));
+            backend.remove_file(&path).map_err(|e| err(&path, e))?;
+            if self.durable {
+                written.dir(&self.dir);
+            }
+            written.after_sync.push(ack_path(&self.dir, segment));
+        }
+        Ok(())
+    }
+
+    /// Appends the buffered ack entries to their segments' ack files.
+    fn write_acks(&self, store: &Store, io: &mut Io, pending: &mut Pending, written: &mut Written) -> Result<()> {
+        let err = |path: &Path, e: io::Error| StoreError::io(path, e);
         let deleted: HashSet<u32> = pending.deletes.iter().copied().collect();
-        let mut acks = pending.acks;
+        let acks = &mut pending.acks;
         acks.sort_by_key(|&(segment, _)| segment);
         let mut entries = Vec::new();
         let mut i = 0;
@@ -224,70 +272,48 @@ impl LogShared {
                 continue;
             }
             let path = ack_path(&self.dir, segment);
-            let files = io.segments.entry(segment).or_insert(SegmentFiles { data: None, ack: None });
-            let (file, len) = match &files.ack {
-                Some((f, len)) => (f.clone(), *len),
-                None => {
-                    let f = backend.open(&path, true).map_err(|e| err(&path, e))?;
-                    let len = f.len().map_err(|e| err(&path, e))?;
-                    let len = if len < ACK_HEADER_LEN as u64 {
-                        f.write_at(0, &record::ack_header()).map_err(|e| err(&path, e))?;
-                        if self.durable {
-                            written.dir(&self.dir);
-                        }
-                        ACK_HEADER_LEN as u64
-                    } else {
-                        // A header lost in a crash while the file's length survived would make
-                        // recovery ignore every entry: write it again.
-                        let mut header = [0u8; ACK_HEADER_LEN as usize];
-                        f.read_at(0, &mut header).map_err(|e| err(&path, e))?;
-                        if record::check_header(&header, &ACK_MAGIC) != Header::Valid {
-                            f.write_at(0, &record::ack_header()).map_err(|e| err(&path, e))?;
-                        }
-                        // Whole entries only: a torn entry from before a crash is overwritten.
-                        len - (len - ACK_HEADER_LEN as u64) % record::ACK_ENTRY_LEN as u64
-                    };
-                    (f, len)
-                }
+            let (file, opened) =
+                store.open_files().open(store.backend().as_ref(), &path, true).map_err(|e| err(&path, e))?;
+            let len = match io.ack_len.get(&segment) {
+                Some(&len) if !opened => len,
+                _ => self.prepare_ack_file(&file, &path, written)?,
             };
             file.write_at(len, &entries).map_err(|e| err(&path, e))?;
-            files.ack = Some((file.clone(), len + entries.len() as u64));
+            io.ack_len.insert(segment, len + entries.len() as u64);
             if self.durable {
                 written.file(path, &file);
             }
         }
-        for segment in pending.deletes {
-            io.segments.remove(&segment);
-            // The segment goes first; its ack file only once that removal is durable (after
-            // the commit's directory sync). Were the ack file to go first, a crash could leave
-            // the segment without its acks, and acked messages would come back. An ack file
-            // left alone is removed by the next recovery.
-            let path = segment_path(&self.dir, segment);
-            backend.remove_file(&path).map_err(|e| err(&path, e))?;
+        Ok(())
+    }
+
+    /// Checks (or writes) an ack file's header; returns where its next entry goes.
+    fn prepare_ack_file(&self, file: &FileRef, path: &Path, written: &mut Written) -> Result<u64> {
+        let err = |e: io::Error| StoreError::io(path, e);
+        let len = file.len().map_err(err)?;
+        if len < ACK_HEADER_LEN as u64 {
+            file.write_at(0, &record::ack_header()).map_err(err)?;
             if self.durable {
                 written.dir(&self.dir);
             }
-            written.after_sync.push(ack_path(&self.dir, segment));
+            return Ok(ACK_HEADER_LEN as u64);
         }
-        Ok(max_stamp)
+        // A header lost in a crash while the file's length survived would make recovery
+        // ignore every entry: write it again.
+        let mut header = [0u8; ACK_HEADER_LEN as usize];
+        file.read_at(0, &mut header).map_err(err)?;
+        if record::check_header(&header, &ACK_MAGIC) != Header::Valid {
+            file.write_at(0, &record::ack_header()).map_err(err)?;
+        }
+        // Whole entries only: a torn entry from before a crash is overwritten.
+        Ok(len - (len - ACK_HEADER_LEN as u64) % record::ACK_ENTRY_LEN as u64)
     }
 
-    /// Reads the record at `loc` back from disk (it must have been committed).
+    /// Reads the record at `loc` back from disk (it must have been written).
     pub fn read(&self, store: &Store, loc: Loc) -> Result<RecordParts<Vec<u8>>> {
         let path = segment_path(&self.dir, loc.segment);
         let err = |e: io::Error| StoreError::io(&path, e);
-        let file = {
-            let mut io = self.io.lock();
-            let files = io.segments.entry(loc.segment).or_insert(SegmentFiles { data: None, ack: None });
-            match &files.data {
-                Some(f) => f.clone(),
-                None => {
-                    let f = store.backend().open(&path, false).map_err(err)?;
-                    files.data = Some(f.clone());
-                    f
-                }
-            }
-        };
+        let (file, _) = store.open_files().open(store.backend().as_ref(), &path, false).map_err(err)?;
         let mut prefix = [0u8; record::RECORD_PREFIX_LEN];
         file.read_at(loc.offset as u64, &mut prefix).map_err(err)?;
         let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
@@ -353,7 +379,7 @@ impl QueueLog {
             // Recovered segments are all before the first new one.
             written: AtomicU64::new((segment as u64) << 32),
             pending: Mutex::new(Pending::default()),
-            io: Mutex::new(Io { dir_created: !fresh, segments: HashMap::new() }),
+            io: Mutex::new(Io { dir_created: !fresh, ..Io::default() }),
         });
         QueueLog { store: store.clone(), shared, current: segment, tail: SEGMENT_HEADER_LEN, counts }
     }

@@ -18,6 +18,14 @@
 //! version byte, decoding is bounds-checked ([`StoreError::CorruptMeta`], never a panic), and
 //! [`MetaStore::open`] refuses a file with a newer [`FORMAT_VERSION`] without writing to it.
 //!
+//! # I/O errors
+//!
+//! After an I/O error redb refuses every later transaction (`PreviousIo`). The store then
+//! marks itself broken and reopens the file before its next use: redb's repair brings it
+//! back to its last committed transaction. While the cause lasts (a full disk), each call
+//! fails and tries to reopen again; once it is gone, calls succeed without a restart. The
+//! failed call's changes were never committed, so nothing half-applied survives.
+//!
 //! # Queue ids
 //!
 //! `counters["next_queue_id"]` is the next id [`MetaStore::next_queue_id`] hands out (1 when
@@ -28,8 +36,13 @@
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
+};
 
 use crate::error::{Result, StoreError};
 
@@ -268,9 +281,17 @@ pub struct Snapshot {
 ///
 /// Calls may come from any thread; write transactions are serialised by redb.
 pub struct MetaStore {
-    db: Database,
+    /// `None` while a reopen after an I/O error has not succeeded yet.
+    db: RwLock<Option<Database>>,
+    /// An I/O error happened: reopen before the next use.
+    broken: AtomicBool,
     path: PathBuf,
+    backend: Option<BackendFactory>,
 }
+
+/// Makes the storage a [`MetaStore`] opens (tests inject faults through it); without one,
+/// the file at the store's path.
+pub type BackendFactory = Arc<dyn Fn() -> std::io::Result<Box<dyn StorageBackend>> + Send + Sync>;
 
 impl fmt::Debug for MetaStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,18 +307,58 @@ impl MetaStore {
     /// damaged file is an error rather than a panic later. redb locks the file: a second open,
     /// from this process or another, fails.
     pub fn open(path: &Path) -> Result<MetaStore> {
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| StoreError::Meta(format!("opening {}: {e}", path.display())))?;
-        let store = MetaStore { db, path: path.to_path_buf() };
+        MetaStore::open_with(path, None)
+    }
+
+    /// [`MetaStore::open`] on the storage `backend` makes (each reopen makes it again).
+    pub fn open_with(path: &Path, backend: Option<BackendFactory>) -> Result<MetaStore> {
+        let db = open_database(path, backend.as_ref())?;
+        let store =
+            MetaStore { db: RwLock::new(Some(db)), broken: AtomicBool::new(false), path: path.to_path_buf(), backend };
         store.init()?;
         tracing::debug!(path = %path.display(), "metadata store open");
         Ok(store)
     }
 
+    /// The database, reopened first if an I/O error broke it.
+    fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| StoreError::MetaIo(format!("{} is not open", self.path.display())))
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut db = self.db.write();
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // redb holds a lock on the file: the old handle goes first.
+        drop(db.take());
+        *db = Some(open_database(&self.path, self.backend.as_ref())?);
+        self.broken.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "metadata store reopened after an I/O error");
+        Ok(())
+    }
+
+    /// Runs `f`; an I/O error marks the store for a reopen.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = f();
+        if let Err(StoreError::MetaIo(e)) = &result
+            && !self.broken.swap(true, Ordering::AcqRel)
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "metadata store I/O error; reopening it at its next use");
+        }
+        result
+    }
+
     /// Checks or writes the format version and creates every table, in one transaction.
     fn init(&self) -> Result<()> {
+        self.guarded(|| self.init_format())
+    }
+
+    fn init_format(&self) -> Result<()> {
         let txn = self.begin_write()?;
         {
             let mut format = txn.open_table(FORMAT).map_err(db_err)?;
@@ -337,31 +398,35 @@ impl MetaStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let txn = self.begin_write()?;
-        {
-            let mut tables = Tables::open(&txn)?;
-            for change in changes {
-                tables.apply(change)?;
+        self.guarded(|| {
+            let txn = self.begin_write()?;
+            {
+                let mut tables = Tables::open(&txn)?;
+                for change in changes {
+                    tables.apply(change)?;
+                }
             }
-        }
-        txn.commit().map_err(db_err)
+            txn.commit().map_err(db_err)
+        })
     }
 
     /// Hands out a new queue id: 1 first, then strictly larger on every call, never one handed
     /// out before or held by a stored queue, even across restarts. Costs one durable commit.
     pub fn next_queue_id(&self) -> Result<u64> {
-        let txn = self.begin_write()?;
-        let id = {
-            let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
-            let id = read_next_queue_id(&counters)?;
-            if id == u64::MAX {
-                return Err(StoreError::Meta("queue ids are exhausted".to_string()));
-            }
-            counters.insert(NEXT_QUEUE_ID, id + 1).map_err(db_err)?;
-            id
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(id)
+        self.guarded(|| {
+            let txn = self.begin_write()?;
+            let id = {
+                let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
+                let id = read_next_queue_id(&counters)?;
+                if id == u64::MAX {
+                    return Err(StoreError::Meta("queue ids are exhausted".to_string()));
+                }
+                counters.insert(NEXT_QUEUE_ID, id + 1).map_err(db_err)?;
+                id
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(id)
+        })
     }
 
     /// The next queue id as stored, without taking it: above every id a committed
@@ -369,18 +434,24 @@ impl MetaStore {
     /// from here in memory needs no commit of its own per id: the `PutQueue` that stores a
     /// queue raises the counter in the same transaction.
     pub fn stored_next_queue_id(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        match txn.open_table(COUNTERS) {
-            Ok(counters) => read_next_queue_id(&counters),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(1),
-            Err(e) => Err(db_err(e)),
-        }
+        self.guarded(|| {
+            let txn = self.db()?.begin_read().map_err(db_err)?;
+            match txn.open_table(COUNTERS) {
+                Ok(counters) => read_next_queue_id(&counters),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(1),
+                Err(e) => Err(db_err(e)),
+            }
+        })
     }
 
     /// Reads everything, each list sorted by its key (see the module doc), from one consistent
     /// snapshot of the store.
     pub fn load(&self) -> Result<Snapshot> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        self.guarded(|| self.load_snapshot())
+    }
+
+    fn load_snapshot(&self) -> Result<Snapshot> {
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let mut snapshot = Snapshot::default();
         scan(&txn, VHOSTS, |key, value| {
             snapshot.vhosts.push(decode_vhost(key, value)?);
@@ -425,15 +496,68 @@ impl MetaStore {
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         Ok(txn)
     }
 }
 
-/// Maps any redb error (they all convert into [`redb::Error`]) to [`StoreError::Meta`].
+/// Maps any redb error (they all convert into [`redb::Error`]) to [`StoreError::MetaIo`]
+/// (the database must be reopened) or [`StoreError::Meta`].
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Meta(e.into().to_string())
+    match e.into() {
+        e @ (redb::Error::Io(_) | redb::Error::PreviousIo) => StoreError::MetaIo(e.to_string()),
+        e => StoreError::Meta(e.to_string()),
+    }
+}
+
+/// A storage made by a [`BackendFactory`] (no locking: the data directory's lock already
+/// keeps other brokers out).
+#[derive(Debug)]
+struct Boxed(Box<dyn StorageBackend>);
+
+impl StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+}
+
+fn open_database(path: &Path, backend: Option<&BackendFactory>) -> Result<Database> {
+    let mut builder = Database::builder();
+    builder.set_check_integrity_on_open(true);
+    let opened = match backend {
+        Some(make) => {
+            let storage = make().map_err(|e| StoreError::MetaIo(format!("opening {}: {e}", path.display())))?;
+            builder.create_with_backend(Boxed(storage))
+        }
+        None => builder.create(path),
+    };
+    opened.map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(e)) => {
+            StoreError::MetaIo(format!("opening {}: {e}", path.display()))
+        }
+        e => StoreError::Meta(format!("opening {}: {e}", path.display())),
+    })
 }
 
 fn read_next_queue_id(counters: &impl ReadableTable<&'static str, u64>) -> Result<u64> {

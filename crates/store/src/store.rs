@@ -11,19 +11,27 @@
 //! log's buffer lock is held, after the log registered as dirty), so "durable generation ≥
 //! stamp" means its bytes are on disk. Publisher confirms and `tx.commit-ok` wait for that.
 //!
-//! A write or sync error stops durability for good (until restart): the store is marked
-//! failed, waiters are woken, and the broker nacks what waited and what comes after, while
-//! consumers keep being served from memory.
+//! A write or sync error fails that commit only: the store is marked *failing*, waiters are
+//! woken (the broker nacks what is not durable yet, and what is published while the store
+//! is failing), and consumers keep being served from memory. The changes the commit took go
+//! back to their logs, to be written again at the same places by the next commit, which the
+//! store thread tries every `retry_interval_ms` (or at once after [`Store::retry_now`]). Once
+//! one succeeds, the store is healthy again: everything stamped up to its generation is on
+//! disk, including what the failed commits held. A record half-written before the error is
+//! overwritten by the retry; one cut by a crash during the fault is a torn tail recovery
+//! truncates (nothing after it was written).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::backend::{Backend, FileRef};
-use crate::log::{LogShared, Written};
+use crate::log::{LogShared, Pending, Written};
+use crate::open_files::OpenFiles;
 
 /// Woken after every commit (a connection waiting for its confirms to become durable).
 pub trait Waker: Send + Sync {
@@ -38,11 +46,21 @@ pub struct StoreOptions {
     /// Memory pressure: while queues hold more message bytes in memory than this, they page
     /// out messages they do not log (transient ones) through scratch logs; 0 = always.
     pub transient_paging_bytes: u64,
+    /// Segment and ack files kept open at most (an LRU of handles; the least recently used
+    /// one closes when another opens).
+    pub open_files_max: usize,
+    /// After a failed commit, the store thread tries again after this long.
+    pub retry_interval_ms: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { segment_size: 8 * 1024 * 1024, transient_paging_bytes: 1024 * 1024 * 1024 }
+        StoreOptions {
+            segment_size: 8 * 1024 * 1024,
+            transient_paging_bytes: 1024 * 1024 * 1024,
+            open_files_max: 256,
+            retry_interval_ms: 1000,
+        }
     }
 }
 
@@ -60,7 +78,10 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     /// Every append stamped with a generation up to this one is on disk.
     durable: AtomicU64,
+    /// The last commit failed (its changes wait to be written again).
     failed: AtomicBool,
+    /// Ask the store thread to retry a failed commit now.
+    retry_now: AtomicBool,
     stopping: AtomicBool,
     next_scratch_id: AtomicU64,
     /// Message bytes queues hold in memory (they report changes).
@@ -68,8 +89,10 @@ pub(crate) struct Inner {
     dirty: Mutex<Vec<Arc<LogShared>>>,
     work: Condvar,
     waiters: Mutex<Vec<Arc<dyn Waker>>>,
-    /// Serialises commits (the committer thread and tests calling [`Store::commit`]).
-    committing: Mutex<()>,
+    /// Serialises commits (the committer thread and tests calling [`Store::commit`]); holds
+    /// the directories a failed commit left to sync.
+    committing: Mutex<Vec<PathBuf>>,
+    open_files: OpenFiles,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,13 +139,15 @@ impl Store {
                 generation: AtomicU64::new(1),
                 durable: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
+                retry_now: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 next_scratch_id: AtomicU64::new(1),
                 resident_bytes: AtomicU64::new(0),
                 dirty: Mutex::new(Vec::new()),
                 work: Condvar::new(),
                 waiters: Mutex::new(Vec::new()),
-                committing: Mutex::new(()),
+                committing: Mutex::new(Vec::new()),
+                open_files: OpenFiles::new(options.open_files_max),
             }),
         }
     }
@@ -133,6 +158,15 @@ impl Store {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+
+    pub(crate) fn open_files(&self) -> &OpenFiles {
+        &self.inner.open_files
+    }
+
+    /// Segment and ack files the store holds open now (at most `open_files_max` idle ones).
+    pub fn open_files_count(&self) -> usize {
+        self.inner.open_files.len()
     }
 
     /// Whether the previous run stopped cleanly; consumes the marker (a crash from now on
@@ -225,18 +259,45 @@ impl Store {
     }
 
     fn run(&self) {
+        let mut last_try = false;
         loop {
             {
                 let mut dirty = self.inner.dirty.lock();
-                while dirty.is_empty() && !self.inner.stopping.load(Ordering::Acquire) {
-                    self.inner.work.wait(&mut dirty);
-                }
-                if dirty.is_empty() {
-                    return;
+                let retry_at = Instant::now() + Duration::from_millis(self.inner.options.retry_interval_ms);
+                loop {
+                    let stopping = self.inner.stopping.load(Ordering::Acquire);
+                    if dirty.is_empty() {
+                        if stopping {
+                            return;
+                        }
+                        self.inner.work.wait(&mut dirty);
+                        continue;
+                    }
+                    if !self.failed() || self.inner.retry_now.swap(false, Ordering::AcqRel) {
+                        break;
+                    }
+                    // Failing: retry after a pause; when stopping, once more and no longer.
+                    if stopping {
+                        if last_try {
+                            return;
+                        }
+                        last_try = true;
+                        break;
+                    }
+                    if self.inner.work.wait_until(&mut dirty, retry_at).timed_out() {
+                        break;
+                    }
                 }
             }
             self.commit();
         }
+    }
+
+    /// Asks the store thread to retry a failed commit now rather than after its pause.
+    pub fn retry_now(&self) {
+        let _dirty = self.inner.dirty.lock();
+        self.inner.retry_now.store(true, Ordering::Release);
+        self.inner.work.notify_all();
     }
 
     /// The generation an append buffered now is stamped with.
@@ -258,7 +319,8 @@ impl Store {
         stamp <= self.durable()
     }
 
-    /// True once a write or sync failed: nothing becomes durable any more.
+    /// True while the store is failing: the last commit failed, and nothing becomes durable
+    /// until one succeeds.
     pub fn failed(&self) -> bool {
         self.inner.failed.load(Ordering::Acquire)
     }
@@ -277,41 +339,57 @@ impl Store {
     /// Writes and syncs everything buffered so far; returns the durable generation. The
     /// store thread calls this in a loop; tests call it to decide when a commit happens.
     pub fn commit(&self) -> u64 {
-        let _one_at_a_time = self.inner.committing.lock();
+        let mut unsynced_dirs = self.inner.committing.lock();
         loop {
             let closing = self.inner.generation.fetch_add(1, Ordering::SeqCst);
             let logs = std::mem::take(&mut *self.inner.dirty.lock());
+            let mut batches: Vec<(Arc<LogShared>, Pending)> = logs
+                .into_iter()
+                .map(|log| {
+                    let pending = log.take_pending();
+                    (log, pending)
+                })
+                .collect();
             let mut written = Written::default();
-            let mut ok = !self.failed();
+            for dir in unsynced_dirs.drain(..) {
+                written.dir(&dir);
+            }
             // Changes buffered while this commit ran carry the next generation but may be
             // written now, leaving their log clean: publish that generation too, at once.
-            let mut again = false;
-            for log in &logs {
-                match log.write_pending(self, &mut written) {
-                    Ok(max_stamp) => again |= max_stamp > closing,
-                    Err(e) => {
-                        tracing::error!(error = %e, "message store write failed; persistent messages are nacked from now on");
-                        ok = false;
+            let again = batches.iter().any(|(_, p)| p.max_stamp > closing);
+            let result = batches
+                .iter_mut()
+                .try_for_each(|(log, pending)| log.write(self, pending, &mut written))
+                .and_then(|()| self.sync(&written.files, &written.dirs));
+            match result {
+                Ok(()) => {
+                    if self.inner.failed.swap(false, Ordering::AcqRel) {
+                        tracing::info!("message store writes succeed again; persistent messages are confirmed");
+                    }
+                    self.inner.durable.store(closing, Ordering::Release);
+                    // Wake waiters now, not after the loop: under steady load it may go round
+                    // for a long time, each pass publishing a new generation.
+                    self.wake_waiters();
+                    for path in &written.after_sync {
+                        if let Err(e) = self.inner.backend.remove_file(path) {
+                            tracing::warn!(path = %path.display(), error = %e, "could not remove an ack file; the next start does");
+                        }
                     }
                 }
-            }
-            if ok {
-                ok = self.sync(&written.files, &written.dirs);
-            }
-            if ok {
-                self.inner.durable.store(closing, Ordering::Release);
-                // Wake waiters now, not after the loop: under steady load it may go round
-                // for a long time, each pass publishing a new generation.
-                self.wake_waiters();
-                for path in &written.after_sync {
-                    if let Err(e) = self.inner.backend.remove_file(path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not remove an ack file; the next start does");
+                Err(e) => {
+                    if !self.inner.failed.swap(true, Ordering::AcqRel) {
+                        tracing::error!(error = %e, "message store commit failed; persistent messages are nacked until a retry succeeds");
+                    } else {
+                        tracing::debug!(error = %e, "message store retry failed");
                     }
+                    *unsynced_dirs = written.dirs;
+                    for (log, pending) in batches {
+                        log.restore_pending(self, pending);
+                    }
+                    break;
                 }
-            } else {
-                self.inner.failed.store(true, Ordering::Release);
             }
-            if !ok || !again {
+            if !again {
                 break;
             }
         }
@@ -326,19 +404,13 @@ impl Store {
         }
     }
 
-    fn sync(&self, files: &[(PathBuf, FileRef)], dirs: &[PathBuf]) -> bool {
+    fn sync(&self, files: &[(PathBuf, FileRef)], dirs: &[PathBuf]) -> crate::Result<()> {
         for (path, file) in files {
-            if let Err(e) = file.sync_data() {
-                tracing::error!(path = %path.display(), error = %e, "fdatasync failed; persistent messages are nacked from now on");
-                return false;
-            }
+            file.sync_data().map_err(|e| crate::StoreError::io(path, e))?;
         }
         for dir in dirs {
-            if let Err(e) = self.inner.backend.sync_dir(dir) {
-                tracing::error!(path = %dir.display(), error = %e, "directory sync failed; persistent messages are nacked from now on");
-                return false;
-            }
+            self.inner.backend.sync_dir(dir).map_err(|e| crate::StoreError::io(dir, e))?;
         }
-        true
+        Ok(())
     }
 }

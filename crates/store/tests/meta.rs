@@ -1,16 +1,19 @@
 //! The metadata store against a real redb file: round trips through reopen, cascading deletes,
-//! the queue id counter, atomicity, corruption and version handling, and a model-based proptest.
+//! the queue id counter, atomicity, corruption and version handling, recovery from I/O errors
+//! without a restart, and a model-based proptest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lepus_store::StoreError;
 use lepus_store::meta::{
     BindingRecord, Change, Destination, ExchangeRecord, MetaStore, PolicyRecord, QueueRecord, Snapshot, UserRecord,
 };
 use proptest::prelude::*;
-use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, StorageBackend, TableDefinition};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -806,4 +809,71 @@ fn raw_len(path: &Path, table: TableDefinition<&[u8], &[u8]>) -> u64 {
     let db = Database::create(path).unwrap();
     let txn = db.begin_read().unwrap();
     txn.open_table(table).unwrap().len().unwrap()
+}
+
+/// Storage that survives reopening (it lives in memory, shared) and fails every change with
+/// ENOSPC while `full` is set, as a full disk does.
+#[derive(Debug)]
+struct FlakyDisk {
+    data: Arc<InMemoryBackend>,
+    full: Arc<AtomicBool>,
+}
+
+impl FlakyDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(Ordering::Acquire) { Err(std::io::Error::from_raw_os_error(28)) } else { Ok(()) }
+    }
+}
+
+impl StorageBackend for FlakyDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.data.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.data.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.data.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.data.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.data.write(offset, data)
+    }
+
+    // The shared data outlives each database opened on it.
+    fn close(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_io_error_fails_only_its_change_and_the_store_reopens_once_the_disk_has_room() {
+    let data = Arc::new(InMemoryBackend::new());
+    let full = Arc::new(AtomicBool::new(false));
+    let (d, f) = (data.clone(), full.clone());
+    let factory: lepus_store::meta::BackendFactory =
+        Arc::new(move || Ok(Box::new(FlakyDisk { data: d.clone(), full: f.clone() }) as Box<dyn StorageBackend>));
+    let store = MetaStore::open_with(Path::new("meta.redb"), Some(factory)).expect("open");
+    store.apply(&[Change::PutVhost("/".into()), Change::PutQueue(queue("/", b"before", 1))]).expect("stored");
+
+    full.store(true, Ordering::Release);
+    let failed = store.apply(&[Change::PutQueue(queue("/", b"during", 2))]);
+    assert!(matches!(failed, Err(StoreError::MetaIo(_))), "the write fails: {failed:?}");
+    let again = store.apply(&[Change::PutQueue(queue("/", b"during", 2))]);
+    assert!(again.is_err(), "still failing while the disk is full: {again:?}");
+
+    full.store(false, Ordering::Release);
+    store.apply(&[Change::PutQueue(queue("/", b"after", 3))]).expect("stored once the disk has room, no restart");
+    assert!(store.next_queue_id().is_ok());
+    let names: Vec<Vec<u8>> = store.load().expect("load").queues.into_iter().map(|q| q.name).collect();
+    assert_eq!(names, [b"after".to_vec(), b"before".to_vec()], "the failed change left nothing behind");
 }

@@ -70,7 +70,7 @@ pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
 pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};
-use self::stored::Stored;
+use self::stored::{Fetched, Stored};
 use crate::clock::ClockRef;
 pub use crate::dead_letter::DeadLetterTarget;
 use crate::dead_letter::{self, DeathReason};
@@ -88,6 +88,9 @@ pub type QueueRef = Arc<Queue>;
 /// The most messages one expiry pass removes under the queue lock; the queue's timer takes the
 /// rest in later passes, so a mass expiry never holds the lock long.
 const EXPIRE_BATCH: usize = 4096;
+
+/// After a paged-out head could not be read back, how long until the queue tries again.
+pub const READ_RETRY_MS: u64 = 1000;
 
 /// Flow control: a queue that has consumers and more ready messages (or bytes) than the high
 /// watermark is congested; publishers into it pause until it is back under the low one.
@@ -174,6 +177,8 @@ struct State {
     /// The queue's timer, and the deadline it is armed for ([`NO_EXPIRY`]: not armed).
     timer: Option<TimerId>,
     timer_at_ms: u64,
+    /// When to try again to read back a paged-out head that could not be read.
+    read_retry_at_ms: u64,
     /// Last use (`x-expires`): declaration, `basic.get`, the last consumer leaving.
     last_used_ms: u64,
     /// Deadlines of delivered messages awaiting an ack, kept for a requeue.
@@ -201,6 +206,7 @@ impl Default for State {
             flow_waiters: Vec::new(),
             timer: None,
             timer_at_ms: NO_EXPIRY,
+            read_retry_at_ms: NO_EXPIRY,
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
             delivery_counts: HashMap::new(),
@@ -600,10 +606,14 @@ impl Queue {
         }
         let message = match removed {
             Removed::Resident(e) => e.message,
-            // An unreadable record is logged and skipped by `read`.
+            // An unreadable record is logged by `read`. Either way its copy stays in the log
+            // (it comes back at the next start): dead-lettering needs its bytes.
             Removed::Paged { seq, place } => match st.stored.read(seq, place) {
-                Some((message, _)) => message,
-                None => return,
+                Fetched::Message(message, _) => message,
+                Fetched::Unreadable | Fetched::Later => {
+                    st.stored.unblock(seq);
+                    return;
+                }
             },
         };
         fx.dead_letter(message, reason, &st.limits.departure);
@@ -614,7 +624,7 @@ impl Queue {
     /// armed for (a later one fires early and re-arms).
     fn arm(&self, st: &mut State) {
         let Some(env) = self.env.get() else { return };
-        let next = st.ready.next_expiry_ms().min(self.expiry_deadline(st));
+        let next = st.ready.next_expiry_ms().min(self.expiry_deadline(st)).min(st.read_retry_at_ms);
         if next >= st.timer_at_ms {
             return;
         }
@@ -727,6 +737,19 @@ impl Queue {
             }
         }
         st.release_flow_waiters(fx);
+        if st.stored.read_blocked() && st.read_retry_at_ms == NO_EXPIRY {
+            self.retry_read_later(st);
+        }
+    }
+
+    /// The head could not be read back (see [`Fetched::Later`]): deliveries try again after
+    /// [`READ_RETRY_MS`] on the broker's clock, or at the next publish, ack or consumer.
+    #[cold]
+    fn retry_read_later(&self, st: &mut State) {
+        if let Some(now) = self.now_ms() {
+            st.read_retry_at_ms = now.saturating_add(READ_RETRY_MS);
+            self.arm(st);
+        }
     }
 
     /// Registers a publishing connection to be woken when this queue is no longer congested.
@@ -1090,6 +1113,12 @@ impl TimerTarget for Queue {
                 return;
             }
             st.timer_at_ms = NO_EXPIRY;
+            if st.read_retry_at_ms <= now_ms {
+                st.read_retry_at_ms = NO_EXPIRY;
+                if let Some(me) = self.env.get().and_then(|env| env.me.upgrade()) {
+                    me.deliver(&mut st, &mut fx);
+                }
+            }
             self.expire(&mut st, &mut fx, now_ms);
             st.release_flow_waiters(&mut fx);
             let unused = self.expiry_deadline(&st) <= now_ms;

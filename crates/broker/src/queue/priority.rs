@@ -109,6 +109,10 @@ impl Ready {
             if let Some(entry) = level.pop(stored) {
                 return Some(entry);
             }
+            if !level.is_empty() {
+                // Its head cannot be read back now: nothing overtakes it.
+                return None;
+            }
         }
         None
     }
@@ -120,6 +124,9 @@ impl Ready {
         while let Some(level) = self.top() {
             if level.load_head(stored) {
                 return true;
+            }
+            if !level.is_empty() {
+                return false;
             }
         }
         false

@@ -32,7 +32,7 @@ use std::collections::{BTreeSet, VecDeque};
 use lepus_store::log::Loc;
 use lepus_store::store::Store;
 
-use super::stored::{Place, Stored};
+use super::stored::{Fetched, Place, Stored};
 use crate::message::MessageRef;
 
 /// Ready messages kept in memory before logged ones are paged out.
@@ -324,17 +324,27 @@ impl ReadyList {
         }
     }
 
-    /// Removes the head, reading it back if it was paged out (a record that cannot be read is
-    /// skipped: see [`Stored::read`]).
+    /// Removes the head, reading it back if it was paged out. A record that cannot be read
+    /// is skipped ([`Fetched::Unreadable`]); one that cannot be read *now* stays at the head
+    /// and nothing is returned ([`Fetched::Later`]): the queue tries again later.
     pub fn pop(&mut self, stored: &mut Stored) -> Option<Entry> {
         loop {
+            let fetched = match self.slots.front()? {
+                Slot::Paged { seq, loc, scratch, .. } => {
+                    match stored.read(*seq, Place { loc: *loc, scratch: *scratch }) {
+                        Fetched::Later => return None,
+                        fetched => Some(fetched),
+                    }
+                }
+                _ => None,
+            };
             match self.pop_slot()? {
                 Slot::Resident(e) => {
                     stored.forget_scratch(e.seq);
                     return Some(e);
                 }
-                Slot::Paged { seq, loc, redelivered, scratch, expires_at_ms, .. } => {
-                    if let Some((message, stamp_ms)) = stored.read(seq, Place { loc, scratch }) {
+                Slot::Paged { seq, redelivered, scratch, expires_at_ms, .. } => {
+                    if let Some(Fetched::Message(message, stamp_ms)) = fetched {
                         // A message recovered paged out learns its own TTL only now (its
                         // record's stamp is its publish time; scratch copies have none).
                         let own = message.expiration_ms.filter(|_| !scratch && stamp_ms > 0);
@@ -348,7 +358,7 @@ impl ReadyList {
     }
 
     /// Reads a paged-out head back into memory, so that [`ReadyList::pop`] cannot fail.
-    /// False if the list is empty (or nothing in it could be read back).
+    /// False if the list is empty, or its head cannot be read back now.
     pub fn load_head(&mut self, stored: &mut Stored) -> bool {
         if !matches!(self.slots.front(), Some(Slot::Paged { .. })) {
             return !self.slots.is_empty();

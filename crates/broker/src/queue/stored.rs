@@ -25,6 +25,29 @@ pub(super) struct Stored {
     scratch: Option<QueueLog>,
     /// Where each ready message copied to the scratch log is in it.
     scratch_locs: HashMap<u64, Loc>,
+    /// The message whose read failed with an error that may pass (logged once).
+    blocked_read: Option<u64>,
+}
+
+/// A paged-out message read back.
+#[derive(Debug)]
+pub(super) enum Fetched {
+    /// The message, with its record's stamp.
+    Message(MessageRef, u64),
+    /// Its record is damaged (or gone): no retry can help. It is skipped in memory but stays
+    /// in the log, so a restart reports it again.
+    Unreadable,
+    /// An error that may pass (EIO, out of descriptors, …): the message is kept and read
+    /// again later, in its place. Skipping it would lose it until a restart and break its
+    /// queue's order.
+    Later,
+}
+
+/// Whether a read error is damage to the record (a checksum or a length that does not
+/// hold), not a failing read.
+fn is_damage(e: &lepus_store::StoreError) -> bool {
+    use std::io::ErrorKind::{InvalidData, NotFound, UnexpectedEof};
+    matches!(e, lepus_store::StoreError::Io { source, .. } if matches!(source.kind(), InvalidData | NotFound | UnexpectedEof))
 }
 
 /// Where a paged-out message can be read back from: its log or the scratch log.
@@ -97,25 +120,52 @@ impl Stored {
     }
 
     /// Reads a paged-out message back, with its record's stamp; its scratch copy, if any, is
-    /// released. A record that cannot be read is logged and forgotten here (`None`): it is
-    /// dropped from memory but not from the log, so a later start reads it again (the error
-    /// may have been passing).
-    pub fn read(&mut self, seq: u64, place: Place) -> Option<(MessageRef, u64)> {
+    /// released. See [`Fetched`] for what happens when it cannot be read.
+    pub fn read(&mut self, seq: u64, place: Place) -> Fetched {
         let log = if place.scratch { self.scratch.as_ref() } else { self.log.as_ref() };
-        match log?.read(place.loc) {
+        let Some(log) = log else { return Fetched::Unreadable };
+        let Place { loc, scratch } = place;
+        match log.read(loc) {
             Ok(parts) => {
+                if self.blocked_read.take() == Some(seq) {
+                    tracing::info!(
+                        segment = loc.segment,
+                        offset = loc.offset,
+                        scratch,
+                        "paged-out message readable again"
+                    );
+                }
                 self.forget_scratch(seq);
                 let stamp_ms = parts.timestamp_ms;
-                Some((Arc::new(Message::from_record(parts)), stamp_ms))
+                Fetched::Message(Arc::new(Message::from_record(parts)), stamp_ms)
             }
-            Err(e) => {
-                let Place { loc, scratch } = place;
-                tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, scratch, "paged-out message unreadable; skipped (a stored one comes back at the next start)");
+            Err(e) if is_damage(&e) => {
+                tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, scratch, "paged-out message damaged; skipped (its record stays in the log)");
+                self.blocked_read = None;
                 self.locs.remove(&seq);
                 self.scratch_locs.remove(&seq);
-                None
+                Fetched::Unreadable
+            }
+            Err(e) => {
+                if self.blocked_read.replace(seq) != Some(seq) {
+                    tracing::error!(error = %e, segment = loc.segment, offset = loc.offset, scratch, "paged-out message cannot be read now; it stays at the head of its queue and is read again later");
+                }
+                Fetched::Later
             }
         }
+    }
+
+    /// `seq` left its ready list unread: its failed read no longer blocks anything.
+    pub fn unblock(&mut self, seq: u64) {
+        if self.blocked_read == Some(seq) {
+            self.blocked_read = None;
+        }
+    }
+
+    /// Whether a paged-out message at the head of a ready list could not be read back (the
+    /// queue retries).
+    pub fn read_blocked(&self) -> bool {
+        self.blocked_read.is_some()
     }
 
     pub fn has_log(&self) -> bool {

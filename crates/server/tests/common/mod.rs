@@ -57,6 +57,11 @@ pub async fn start_managed(config: Config) -> Broker {
     run(server, Some(management))
 }
 
+/// Runs a server the test bound itself (e.g. with [`lepus_server::Server::bind_with_storage`]).
+pub fn run_bound(server: lepus_server::Server) -> Broker {
+    run(server, None)
+}
+
 fn run(server: lepus_server::Server, management: Option<SocketAddr>) -> Broker {
     let addr = server.local_addr().expect("bound address");
     let (service, handle) = (server.broker(), server.shutdown_handle());
