@@ -96,6 +96,8 @@ pub struct Registry {
     retired: Counters,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
+    /// Channels ever opened (those closed are these less the ones open now).
+    channels_opened_total: AtomicU64,
 }
 
 impl Default for Registry {
@@ -107,6 +109,7 @@ impl Default for Registry {
             retired: Counters::default(),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
+            channels_opened_total: AtomicU64::new(0),
         }
     }
 }
@@ -209,6 +212,31 @@ impl Registry {
     /// (opened, closed) since the broker started.
     pub fn churn(&self) -> (u64, u64) {
         (self.opened_total.load(Ordering::Relaxed), self.closed_total.load(Ordering::Relaxed))
+    }
+
+    /// Counts a channel opened (its connection's channel count is set by the connection).
+    pub fn channel_opened(&self) {
+        self.channels_opened_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Channels open now, on every open connection.
+    pub fn channels(&self) -> u64 {
+        let open = self.open.lock();
+        open.values().map(|c| u64::from(c.channels.load(Ordering::Relaxed))).sum()
+    }
+
+    /// (opened, closed) channels since the broker started: every channel ever opened is open
+    /// now or closed (a connection's end closes its channels).
+    pub fn channel_churn(&self) -> (u64, u64) {
+        let opened = self.channels_opened_total.load(Ordering::Relaxed);
+        (opened, opened.saturating_sub(self.channels()))
+    }
+
+    /// Open connections that have published at least once (RabbitMQ counts publishing
+    /// channels; a connection is as fine as the registry knows).
+    pub fn publishers(&self) -> u64 {
+        let open = self.open.lock();
+        open.values().filter(|c| c.stats.get(crate::stats::Stat::Published) > 0).count() as u64
     }
 
     /// Broker-wide counts: every open connection's plus those of the closed ones.

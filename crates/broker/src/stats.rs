@@ -1,4 +1,5 @@
-//! Message counters: published, routed, delivered, acked and the rest, kept per connection
+//! Message counters: published, routed, delivered, acked and the rest (and, for metrics, the
+//! no-ack deliveries and gets and the publishes in confirm mode among them), kept per connection
 //! on the hot path and summed for the broker, and per queue (what it enqueued, delivered,
 //! handed to `basic.get` and redelivered), written under the queue's lock.
 //!
@@ -34,10 +35,34 @@ pub enum Stat {
     Get,
     /// `basic.get` on an empty queue.
     GetEmpty,
+    /// Of the deliveries, those to consumers that do not acknowledge (`no_ack`).
+    DeliveredNoAck,
+    /// Of the `basic.get`s that returned a message, those with `no_ack`.
+    GetNoAck,
+    /// Of the published messages, those published on a channel in confirm mode.
+    PublishedConfirm,
 }
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT] = [
+        Stat::Published,
+        Stat::Routed,
+        Stat::Unroutable,
+        Stat::Returned,
+        Stat::Confirmed,
+        Stat::Delivered,
+        Stat::Redelivered,
+        Stat::Acked,
+        Stat::Get,
+        Stat::GetEmpty,
+        Stat::DeliveredNoAck,
+        Stat::GetNoAck,
+        Stat::PublishedConfirm,
+    ];
+
+    /// What the management API's `message_stats` show (RabbitMQ's names; `deliver` and `get`
+    /// count with and without acknowledgements, as they always have here).
+    pub const MANAGEMENT: [Stat; 10] = [
         Stat::Published,
         Stat::Routed,
         Stat::Unroutable,
@@ -63,11 +88,14 @@ impl Stat {
             Stat::Acked => "ack",
             Stat::Get => "get",
             Stat::GetEmpty => "get_empty",
+            Stat::DeliveredNoAck => "deliver_no_ack",
+            Stat::GetNoAck => "get_no_ack",
+            Stat::PublishedConfirm => "publish_confirm",
         }
     }
 }
 
-pub const STAT_COUNT: usize = 10;
+pub const STAT_COUNT: usize = 13;
 
 /// One set of counters.
 #[derive(Debug, Default)]
@@ -115,6 +143,35 @@ impl Counters {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// Queue churn since the broker started: declarations (new or not), queues created and
+/// queues deleted, however they went (deleted, auto-deleted, expired, exclusive owner gone,
+/// vhost deleted). Counted by the vhosts, read by metrics.
+#[derive(Debug, Default)]
+pub struct QueueChurn {
+    declared: AtomicU64,
+    created: AtomicU64,
+    deleted: AtomicU64,
+}
+
+impl QueueChurn {
+    pub(crate) fn declared(&self, created: bool) {
+        self.declared.fetch_add(1, Ordering::Relaxed);
+        if created {
+            self.created.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn deleted(&self, n: u64) {
+        self.deleted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (declared, created, deleted).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (get(&self.declared), get(&self.created), get(&self.deleted))
     }
 }
 

@@ -824,6 +824,7 @@ impl Connection {
             self.channels.insert(channel, Channel::new());
             if let Some(info) = &self.info {
                 info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
+                self.shared.broker.connections().channel_opened();
             }
             self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
             return Ok(());
