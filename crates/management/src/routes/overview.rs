@@ -8,6 +8,7 @@ use lepus_broker::stats::Stat;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
+use crate::metrics::process;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
 use crate::views::{message_counts, message_stats};
@@ -82,7 +83,7 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
         "erlang_full_version": "n/a (Lepus is written in Rust)",
         "disable_stats": false,
         "enable_queue_totals": true,
-        "message_stats": message_stats(&broker.connections().totals(), &Stat::ALL),
+        "message_stats": message_stats(&broker.connections().totals(), &broker.rates(), &Stat::MANAGEMENT),
         "churn_rates": {
             "connection_created": opened, "connection_created_details": {"rate": 0.0},
             "connection_closed": closed, "connection_closed_details": {"rate": 0.0},
@@ -105,7 +106,6 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
 
 fn node_json(api: &ApiRef) -> Value {
     let now = api.broker.clock().now_ms();
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     json!({
         "name": api.node.name,
@@ -115,10 +115,10 @@ fn node_json(api: &ApiRef) -> Value {
         "os_pid": std::process::id().to_string(),
         "uptime": now.saturating_sub(api.node.started_at_ms),
         "processors": processors,
-        "mem_used": resident_bytes(),
+        "mem_used": process::resident_memory_bytes(),
         "mem_alarm": false,
         "disk_free_alarm": false,
-        "fd_used": fds,
+        "fd_used": process::open_fds(),
         "sockets_used": api.broker.connections().len(),
         "partitions": [],
         "rates_mode": "basic",
@@ -126,15 +126,6 @@ fn node_json(api: &ApiRef) -> Value {
         "applications": [],
         "exchange_types": EXCHANGE_TYPES.iter().map(|(n, _)| json!({"name": n, "enabled": true})).collect::<Vec<_>>(),
     })
-}
-
-/// The process's resident memory (Linux), 0 where it cannot be read.
-fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .unwrap_or(0);
-    pages * 4096
 }
 
 async fn nodes(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
