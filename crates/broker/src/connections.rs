@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::outlet::Wake;
 
 use crate::outlet::ConsumerId;
-use crate::stats::{Counters, Snapshot};
+use crate::stats::{Counters, SizeHistogram, SizeSnapshot, Snapshot};
 
 /// A registered connection. Fixed at registration, except the channel count and counters.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ pub struct ConnectionInfo {
     pub channels: AtomicU32,
     /// Written by the connection's own task only (see [`crate::stats`]).
     pub stats: Counters,
+    /// Sizes of the messages it published, written by its own task only.
+    pub sizes: SizeHistogram,
     /// How the broker asks the connection to close (management, vhost deletion).
     pub closer: Closer,
 }
@@ -94,6 +96,7 @@ pub struct Registry {
     next_consumer_id: AtomicU64,
     /// Counters of connections that have gone.
     retired: Counters,
+    retired_sizes: SizeHistogram,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
     /// Channels ever opened (those closed are these less the ones open now).
@@ -107,6 +110,7 @@ impl Default for Registry {
             next_id: AtomicU64::new(1),
             next_consumer_id: AtomicU64::new(1),
             retired: Counters::default(),
+            retired_sizes: SizeHistogram::default(),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
             channels_opened_total: AtomicU64::new(0),
@@ -178,6 +182,7 @@ impl Registry {
         let Some(info) = open.remove(&id) else { return };
         // Under the lock, so `totals` never sees it both open and retired.
         self.retired.add_shared(&info.stats.snapshot());
+        self.retired_sizes.add_shared(&info.sizes.snapshot());
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -239,6 +244,16 @@ impl Registry {
         open.values().filter(|c| c.stats.get(crate::stats::Stat::Published) > 0).count() as u64
     }
 
+    /// Broker-wide sizes of published messages (open connections' and closed ones').
+    pub fn message_sizes(&self) -> SizeSnapshot {
+        let open = self.open.lock();
+        let mut sum = self.retired_sizes.snapshot();
+        for c in open.values() {
+            sum += c.sizes.snapshot();
+        }
+        sum
+    }
+
     /// Broker-wide counts: every open connection's plus those of the closed ones.
     pub fn totals(&self) -> Snapshot {
         let open = self.open.lock();
@@ -274,6 +289,7 @@ mod tests {
             connected_at_ms: 0,
             channels: AtomicU32::new(0),
             stats: Counters::default(),
+            sizes: SizeHistogram::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
         }
     }

@@ -146,6 +146,60 @@ impl Counters {
     }
 }
 
+/// Upper bounds (bytes) of the message size histogram's buckets, RabbitMQ's; one more bucket
+/// takes the rest.
+pub const SIZE_BUCKETS: [u64; 8] = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000, 100_000_000];
+
+/// Published message body sizes, per connection: a count per [`SIZE_BUCKETS`] bucket (and
+/// one above them) and the sum, with one writer like [`Counters`].
+#[derive(Debug, Default)]
+pub struct SizeHistogram {
+    counts: [AtomicU64; SIZE_BUCKETS.len() + 1],
+    sum: AtomicU64,
+}
+
+/// A [`SizeHistogram`] read at one moment: per-bucket counts (not cumulative) and the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeSnapshot {
+    pub counts: [u64; SIZE_BUCKETS.len() + 1],
+    pub sum: u64,
+}
+
+impl SizeHistogram {
+    /// Counts one message of `bytes` from the single writer (a load and a store each).
+    #[inline]
+    pub fn observe(&self, bytes: u64) {
+        let bucket = SIZE_BUCKETS.iter().position(|&le| bytes <= le).unwrap_or(SIZE_BUCKETS.len());
+        let add = |c: &AtomicU64, n: u64| c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        add(&self.counts[bucket], 1);
+        add(&self.sum, bytes);
+    }
+
+    /// Adds a whole snapshot from any thread (the retired totals).
+    pub fn add_shared(&self, s: &SizeSnapshot) {
+        for (c, n) in self.counts.iter().zip(s.counts) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(s.sum, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SizeSnapshot {
+        SizeSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for SizeSnapshot {
+    fn add_assign(&mut self, other: SizeSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+}
+
 /// Queue churn since the broker started: declarations (new or not), queues created and
 /// queues deleted, however they went (deleted, auto-deleted, expired, exclusive owner gone,
 /// vhost deleted). Counted by the vhosts, read by metrics.
@@ -195,6 +249,17 @@ mod tests {
         sum += s;
         sum += total.snapshot();
         assert_eq!(sum.get(Stat::Delivered), 6);
+    }
+
+    #[test]
+    fn sizes_fall_in_rabbitmq_s_buckets() {
+        let h = SizeHistogram::default();
+        for bytes in [0, 100, 101, 100_000_000, 100_000_001] {
+            h.observe(bytes);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.counts, [2, 1, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(s.sum, 200_000_202);
     }
 
     #[test]

@@ -635,3 +635,40 @@ async fn rabbitmq_definitions_import_and_export_back_equivalently() {
     assert_eq!((bad.status, bad.body), (400, json!({"error": "bad_request", "reason": "failed_to_parse_json"})));
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rates_come_from_the_last_two_samples() {
+    let (b, http) = broker().await;
+    let conn = lconn(&b).await;
+    let ch = lchan(&conn).await;
+    let q = uniq("q");
+    guard("declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    // Samples far ahead of the broker's own sampler (which then changes nothing), 5 s apart.
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    for _ in 0..10 {
+        guard(
+            "publish",
+            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"m", Default::default()),
+        )
+        .await
+        .expect("publish");
+    }
+    let path = format!("/api/queues/%2F/{q}");
+    while http.get(&path).await.body["messages"] != 10 {
+        tokio::task::yield_now().await;
+    }
+    b.service.sample_rates(t0 + 5_000);
+    let queue = http.get(&path).await.body;
+    assert_eq!(queue["message_stats"]["publish"], 10);
+    assert_eq!(queue["message_stats"]["publish_details"], json!({"rate": 2.0}));
+    let listed = http.get("/api/queues").await.body;
+    assert_eq!(listed[0]["message_stats"]["publish_details"]["rate"], 2.0);
+    let overview = http.get("/api/overview").await.body;
+    assert_eq!(overview["message_stats"]["publish_details"]["rate"], 2.0);
+    assert_eq!(overview["message_stats"]["deliver_get_details"]["rate"], 0.0);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    b.stop().await;
+}

@@ -741,6 +741,7 @@ impl Connection {
             connected_at_ms: broker.clock().now_ms(),
             channels: Default::default(),
             stats: Counters::default(),
+            sizes: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
         };
         let refusal = match broker.connections().admit(info, admission) {

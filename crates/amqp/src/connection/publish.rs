@@ -207,6 +207,9 @@ impl Connection {
             outcome
         };
         self.count(Stat::Published, 1);
+        if let Some(info) = &self.info {
+            info.sizes.observe(message.body().len() as u64);
+        }
         if confirm_seq.is_some() {
             self.count(Stat::PublishedConfirm, 1);
         }

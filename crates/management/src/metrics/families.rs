@@ -5,9 +5,9 @@ use std::fmt::{self, Debug};
 
 use lepus_broker::Queue;
 use lepus_broker::queue::QueueCounts;
-use lepus_broker::stats::{Snapshot, Stat};
+use lepus_broker::stats::{SIZE_BUCKETS, Snapshot, Stat};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -217,7 +217,19 @@ impl Scrape {
         for (what, help, value) in by_queue_type {
             labelled_counter(e, &format!("rabbitmq_global_messages_{what}"), help, &AMQP_CLASSIC, value)?;
         }
-        self.channel_counters(e, &s)
+        self.channel_counters(e, &s)?;
+        self.message_sizes(e)
+    }
+
+    /// `rabbitmq_message_size_bytes`: published body sizes in RabbitMQ's buckets.
+    fn message_sizes(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let sizes = self.api.broker.connections().message_sizes();
+        let bounds = SIZE_BUCKETS.iter().map(|&le| le as f64).chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(sizes.counts).collect();
+        let count = sizes.counts.iter().sum();
+        let help = "Size of messages received from publishers";
+        let mut family = e.encode_descriptor("rabbitmq_message_size_bytes", help, None, MetricType::Histogram)?;
+        family.encode_family(&AMQP)?.encode_histogram::<NoLabelSet>(sizes.sum as f64, count, &buckets, None)
     }
 
     /// The aggregated channel counters (`rabbitmq_channel_messages_*_total`).
