@@ -161,17 +161,16 @@ async fn every_series_the_overview_dashboard_queries_is_served() {
     let b = start_with_metrics(test_config()).await;
     let (status, _, text) = scrape(b.prometheus.expect("metrics address"), "/metrics").await;
     assert_eq!(status, 200);
-    let served: std::collections::BTreeSet<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
+    let served: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     let wanted: Vec<&str> = DASHBOARD_SERIES.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     assert!(wanted.len() > 40, "the list is read");
     let missing: Vec<&&str> = wanted.iter().filter(|s| !served.contains(**s)).collect();
     assert!(missing.is_empty(), "not served: {missing:?}");
     let identity = text.lines().find(|l| l.starts_with("rabbitmq_identity_info{")).expect("identity");
-    for label in ["rabbitmq_node=", "rabbitmq_cluster=", "rabbitmq_cluster_permanent_id=", "rabbitmq_endpoint=\"metrics\""] {
+    for label in
+        ["rabbitmq_node=", "rabbitmq_cluster=", "rabbitmq_cluster_permanent_id=", "rabbitmq_endpoint=\"metrics\""]
+    {
         assert!(identity.contains(label), "{label} in {identity}");
     }
     b.stop().await;

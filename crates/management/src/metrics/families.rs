@@ -195,10 +195,22 @@ impl Scrape {
         let get_manual = get(Stat::Get).saturating_sub(get_auto);
         let by_protocol: [(&str, &str, u64); 6] = [
             ("received", "Total number of messages received from publishers", get(Stat::Published)),
-            ("received_confirm", "Total number of messages received from publishers expecting confirmations", get(Stat::PublishedConfirm)),
+            (
+                "received_confirm",
+                "Total number of messages received from publishers expecting confirmations",
+                get(Stat::PublishedConfirm),
+            ),
             ("routed", "Total number of messages routed to queues or streams", get(Stat::Routed)),
-            ("unroutable_dropped", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", dropped),
-            ("unroutable_returned", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", get(Stat::Returned)),
+            (
+                "unroutable_dropped",
+                "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+                dropped,
+            ),
+            (
+                "unroutable_returned",
+                "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+                get(Stat::Returned),
+            ),
             ("confirmed", "Total number of messages confirmed to publishers", get(Stat::Confirmed)),
         ];
         for (what, help, value) in by_protocol {
@@ -206,10 +218,26 @@ impl Scrape {
         }
         let by_queue_type: [(&str, &str, u64); 8] = [
             ("delivered", "Total number of messages delivered to consumers", get(Stat::Delivered) + get(Stat::Get)),
-            ("delivered_consume_manual_ack", "Total number of messages delivered to consumers using basic.consume with manual acknowledgment", consume_manual),
-            ("delivered_consume_auto_ack", "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment", consume_auto),
-            ("delivered_get_manual_ack", "Total number of messages fetched with basic.get in manual acknowledgement mode", get_manual),
-            ("delivered_get_auto_ack", "Total number of messages fetched with basic.get in automatic acknowledgement mode", get_auto),
+            (
+                "delivered_consume_manual_ack",
+                "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+                consume_manual,
+            ),
+            (
+                "delivered_consume_auto_ack",
+                "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+                consume_auto,
+            ),
+            (
+                "delivered_get_manual_ack",
+                "Total number of messages fetched with basic.get in manual acknowledgement mode",
+                get_manual,
+            ),
+            (
+                "delivered_get_auto_ack",
+                "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+                get_auto,
+            ),
             ("get_empty", "Total number of times basic.get operations fetched no message", get(Stat::GetEmpty)),
             ("redelivered", "Total number of messages redelivered to consumers", get(Stat::Redelivered)),
             ("acknowledged", "Total number of message acknowledgements received from consumers", get(Stat::Acked)),
@@ -235,12 +263,36 @@ impl Scrape {
     /// The aggregated channel counters (`rabbitmq_channel_messages_*_total`).
     fn channel_counters(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         let series: [(&str, &str, u64); 9] = [
-            ("messages_published", "Total number of messages published into an exchange on a channel", s.get(Stat::Published)),
-            ("messages_confirmed", "Total number of messages published into an exchange and confirmed on the channel", s.get(Stat::Confirmed)),
-            ("messages_unroutable_returned", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", s.get(Stat::Returned)),
-            ("messages_unroutable_dropped", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", s.get(Stat::Unroutable).saturating_sub(s.get(Stat::Returned))),
-            ("messages_delivered_ack", "Total number of messages delivered to consumers in manual acknowledgement mode", s.get(Stat::Delivered).saturating_sub(s.get(Stat::DeliveredNoAck))),
-            ("messages_delivered", "Total number of messages delivered to consumers in automatic acknowledgement mode", s.get(Stat::DeliveredNoAck)),
+            (
+                "messages_published",
+                "Total number of messages published into an exchange on a channel",
+                s.get(Stat::Published),
+            ),
+            (
+                "messages_confirmed",
+                "Total number of messages published into an exchange and confirmed on the channel",
+                s.get(Stat::Confirmed),
+            ),
+            (
+                "messages_unroutable_returned",
+                "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+                s.get(Stat::Returned),
+            ),
+            (
+                "messages_unroutable_dropped",
+                "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+                s.get(Stat::Unroutable).saturating_sub(s.get(Stat::Returned)),
+            ),
+            (
+                "messages_delivered_ack",
+                "Total number of messages delivered to consumers in manual acknowledgement mode",
+                s.get(Stat::Delivered).saturating_sub(s.get(Stat::DeliveredNoAck)),
+            ),
+            (
+                "messages_delivered",
+                "Total number of messages delivered to consumers in automatic acknowledgement mode",
+                s.get(Stat::DeliveredNoAck),
+            ),
             ("messages_redelivered", "Total number of messages redelivered to consumers", s.get(Stat::Redelivered)),
             ("messages_acked", "Total number of messages acknowledged by consumers", s.get(Stat::Acked)),
             ("get_empty", "Total number of times basic.get operations fetched no message", s.get(Stat::GetEmpty)),
@@ -287,7 +339,8 @@ impl Scrape {
 
     /// `/metrics/detailed`: the per-queue families named, in the vhosts named.
     fn detailed(&self, e: &mut DescriptorEncoder, families: &[String], vhosts: &[String]) -> fmt::Result {
-        let chosen: Vec<&QueueFamily> = QUEUE_FAMILIES.iter().filter(|f| families.iter().any(|n| n == f.name)).collect();
+        let chosen: Vec<&QueueFamily> =
+            QUEUE_FAMILIES.iter().filter(|f| families.iter().any(|n| n == f.name)).collect();
         if chosen.is_empty() {
             return Ok(());
         }

@@ -8,9 +8,9 @@ use lepus_broker::stats::Stat;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
-use crate::metrics::process;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
+use crate::metrics::process;
 use crate::views::{message_counts, message_stats};
 use crate::{ApiRef, RABBITMQ_VERSION};
 
