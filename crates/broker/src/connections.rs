@@ -246,20 +246,21 @@ impl Registry {
 
     /// Broker-wide sizes of published messages (open connections' and closed ones').
     pub fn message_sizes(&self) -> SizeSnapshot {
-        let open = self.open.lock();
-        let mut sum = self.retired_sizes.snapshot();
-        for c in open.values() {
-            sum += c.sizes.snapshot();
-        }
-        sum
+        self.sum_with_retired(self.retired_sizes.snapshot(), |c| c.sizes.snapshot())
     }
 
     /// Broker-wide counts: every open connection's plus those of the closed ones.
     pub fn totals(&self) -> Snapshot {
+        self.sum_with_retired(self.retired.snapshot(), |c| c.stats.snapshot())
+    }
+
+    /// `retired` plus what `read` gives of each open connection, under the registry's lock
+    /// (so no connection is counted both open and retired).
+    fn sum_with_retired<T: std::ops::AddAssign>(&self, retired: T, read: impl Fn(&ConnectionInfo) -> T) -> T {
         let open = self.open.lock();
-        let mut sum = self.retired.snapshot();
+        let mut sum = retired;
         for c in open.values() {
-            sum += c.stats.snapshot();
+            sum += read(c);
         }
         sum
     }

@@ -189,7 +189,7 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         "channels": c.channels.load(std::sync::atomic::Ordering::Relaxed),
         "connected_at": c.connected_at_ms,
         "client_properties": table_to_json(&c.client_properties),
-        "message_stats": message_stats(&c.stats.snapshot(), &Rates::default(), &Stat::MANAGEMENT),
+        "message_stats": message_stats(&c.stats.snapshot(), &Rates::default(), Stat::management()),
     })
 }
 

@@ -7,7 +7,7 @@ use lepus_broker::Queue;
 use lepus_broker::queue::QueueCounts;
 use lepus_broker::stats::{SIZE_BUCKETS, Snapshot, Stat};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -77,26 +77,24 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt
     ConstCounter::new(value).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
-fn labelled_counter(
+/// A counter or a gauge with one labelled sample.
+fn labelled(
     e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
+    (name, help): (&str, &str),
+    kind: MetricType,
     labels: &impl EncodeLabelSet,
     value: u64,
 ) -> fmt::Result {
-    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    ConstCounter::new(value).encode(family.encode_family(labels)?)
+    let mut family = e.encode_descriptor(name, help, None, kind)?;
+    encode_value(family.encode_family(labels)?, &kind, value)
 }
 
-fn labelled_gauge(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    labels: &impl EncodeLabelSet,
-    value: u64,
-) -> fmt::Result {
-    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(value as i64).encode(family.encode_family(labels)?)
+/// One sample's value, as a counter or a gauge.
+fn encode_value(sample: MetricEncoder, kind: &MetricType, value: u64) -> fmt::Result {
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(sample),
+        _ => ConstGauge::new(value as i64).encode(sample),
+    }
 }
 
 /// A stable id for the cluster, from its name (Lepus keeps no cluster id of its own yet).
@@ -115,7 +113,13 @@ impl Scrape {
             ("rabbitmq_cluster_permanent_id", id.as_str()),
             ("rabbitmq_endpoint", self.scope.endpoint()),
         ];
-        labelled_gauge(e, "rabbitmq_identity_info", "RabbitMQ node & cluster identity info", &labels, 1)?;
+        labelled(
+            e,
+            ("rabbitmq_identity_info", "RabbitMQ node & cluster identity info"),
+            MetricType::Gauge,
+            &labels,
+            1,
+        )?;
         let build = [
             ("rabbitmq_version", RABBITMQ_VERSION),
             ("product_name", "Lepus"),
@@ -124,7 +128,7 @@ impl Scrape {
             ("prometheus_client_version", "prometheus-client 0.24"),
             ("erlang_version", "n/a"),
         ];
-        labelled_gauge(e, "rabbitmq_build_info", "RabbitMQ & Erlang/OTP version info", &build, 1)?;
+        labelled(e, ("rabbitmq_build_info", "RabbitMQ & Erlang/OTP version info"), MetricType::Gauge, &build, 1)?;
         let uptime_s = self.api.broker.clock().now_ms().saturating_sub(node.started_at_ms) / 1_000;
         gauge(e, "rabbitmq_erlang_uptime_seconds", "Node uptime", uptime_s)
     }
@@ -167,9 +171,15 @@ impl Scrape {
         counter(e, "rabbitmq_queues_deleted", "Total number of queues deleted", deleted)?;
         gauge(e, "rabbitmq_consumers", "Consumers currently connected", consumers)?;
         gauge(e, "rabbitmq_channel_consumers", "Consumers on a channel", consumers)?;
-        labelled_gauge(e, "rabbitmq_global_consumers", "Current number of consumers", &AMQP, consumers)?;
+        labelled(e, ("rabbitmq_global_consumers", "Current number of consumers"), MetricType::Gauge, &AMQP, consumers)?;
         let publishers = registry.publishers();
-        labelled_gauge(e, "rabbitmq_global_publishers", "Current number of publishers", &AMQP, publishers)
+        labelled(
+            e,
+            ("rabbitmq_global_publishers", "Current number of publishers"),
+            MetricType::Gauge,
+            &AMQP,
+            publishers,
+        )
     }
 
     fn queue_and_consumer_counts(&self) -> (u64, u64) {
@@ -214,7 +224,7 @@ impl Scrape {
             ("confirmed", "Total number of messages confirmed to publishers", get(Stat::Confirmed)),
         ];
         for (what, help, value) in by_protocol {
-            labelled_counter(e, &format!("rabbitmq_global_messages_{what}"), help, &AMQP, value)?;
+            labelled(e, (&format!("rabbitmq_global_messages_{what}"), help), MetricType::Counter, &AMQP, value)?;
         }
         let by_queue_type: [(&str, &str, u64); 8] = [
             ("delivered", "Total number of messages delivered to consumers", get(Stat::Delivered) + get(Stat::Get)),
@@ -243,7 +253,13 @@ impl Scrape {
             ("acknowledged", "Total number of message acknowledgements received from consumers", get(Stat::Acked)),
         ];
         for (what, help, value) in by_queue_type {
-            labelled_counter(e, &format!("rabbitmq_global_messages_{what}"), help, &AMQP_CLASSIC, value)?;
+            labelled(
+                e,
+                (&format!("rabbitmq_global_messages_{what}"), help),
+                MetricType::Counter,
+                &AMQP_CLASSIC,
+                value,
+            )?;
         }
         self.channel_counters(e, &s)?;
         self.message_sizes(e)
@@ -368,6 +384,14 @@ struct QueueSeries {
     read: fn(&QueueCounts, u64) -> u64,
 }
 
+const fn series_gauge(name: &'static str, help: &'static str, read: fn(&QueueCounts, u64) -> u64) -> QueueSeries {
+    QueueSeries { name, help, counter: false, read }
+}
+
+const fn series_counter(name: &'static str, help: &'static str, read: fn(&QueueCounts, u64) -> u64) -> QueueSeries {
+    QueueSeries { name, help, counter: true, read }
+}
+
 /// A group of per-queue series as `/metrics/detailed?family=` names it.
 struct QueueFamily {
     name: &'static str,
@@ -378,53 +402,30 @@ const QUEUE_FAMILIES: [QueueFamily; 2] = [
     QueueFamily {
         name: "queue_coarse_metrics",
         series: &[
-            QueueSeries {
-                name: "queue_messages_ready",
-                help: "Messages ready to be delivered to consumers",
-                counter: false,
-                read: |c, _| u64::from(c.ready),
-            },
-            QueueSeries {
-                name: "queue_messages_unacked",
-                help: "Messages delivered to consumers but not yet acknowledged",
-                counter: false,
-                read: |c, _| c.unacked,
-            },
-            QueueSeries {
-                name: "queue_messages",
-                help: "Sum of ready and unacknowledged messages - total queue depth",
-                counter: false,
-                read: |c, _| u64::from(c.ready) + c.unacked,
-            },
+            series_gauge("queue_messages_ready", "Messages ready to be delivered to consumers", |c, _| {
+                u64::from(c.ready)
+            }),
+            series_gauge(
+                "queue_messages_unacked",
+                "Messages delivered to consumers but not yet acknowledged",
+                |c, _| c.unacked,
+            ),
+            series_gauge("queue_messages", "Sum of ready and unacknowledged messages - total queue depth", |c, _| {
+                u64::from(c.ready) + c.unacked
+            }),
         ],
     },
     QueueFamily {
         name: "queue_metrics",
         series: &[
-            QueueSeries {
-                name: "queue_consumers",
-                help: "Consumers on a queue",
-                counter: false,
-                read: |c, _| u64::from(c.consumers),
-            },
-            QueueSeries {
-                name: "queue_messages_ready_bytes",
-                help: "Size in bytes of ready messages",
-                counter: false,
-                read: |c, _| c.ready_bytes,
-            },
-            QueueSeries {
-                name: "queue_messages_paged_out",
-                help: "Messages paged out to disk",
-                counter: false,
-                read: |c, _| u64::from(c.paged_out),
-            },
-            QueueSeries {
-                name: "queue_messages_published",
-                help: "Total number of messages published to queues",
-                counter: true,
-                read: |_, published| published,
-            },
+            series_gauge("queue_consumers", "Consumers on a queue", |c, _| u64::from(c.consumers)),
+            series_gauge("queue_messages_ready_bytes", "Size in bytes of ready messages", |c, _| c.ready_bytes),
+            series_gauge("queue_messages_paged_out", "Messages paged out to disk", |c, _| u64::from(c.paged_out)),
+            series_counter(
+                "queue_messages_published",
+                "Total number of messages published to queues",
+                |_, published| published,
+            ),
         ],
     },
 ];
@@ -443,12 +444,7 @@ fn encode_queue_families(
         for (queue, counts) in queues {
             let labels = queue_labels(queue);
             let value = (series.read)(counts, queue.stats().get(Stat::Published));
-            let sample = family.encode_family(&labels)?;
-            if series.counter {
-                ConstCounter::new(value).encode(sample)?;
-            } else {
-                ConstGauge::new(value as i64).encode(sample)?;
-            }
+            encode_value(family.encode_family(&labels)?, &kind, value)?;
         }
     }
     Ok(())

@@ -83,7 +83,7 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
         "erlang_full_version": "n/a (Lepus is written in Rust)",
         "disable_stats": false,
         "enable_queue_totals": true,
-        "message_stats": message_stats(&broker.connections().totals(), &broker.rates(), &Stat::MANAGEMENT),
+        "message_stats": message_stats(&broker.connections().totals(), &broker.rates(), Stat::management()),
         "churn_rates": {
             "connection_created": opened, "connection_created_details": {"rate": 0.0},
             "connection_closed": closed, "connection_closed_details": {"rate": 0.0},
