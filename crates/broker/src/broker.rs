@@ -4,8 +4,8 @@
 //! users and vhosts change through [`crate::command::NodeCommand`]s.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -19,6 +19,8 @@ use crate::permissions::{Access, Permissions};
 use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
 use crate::queue::Services;
+use crate::rates::{RateCell, RateSampler, Rates};
+use crate::stats::QueueChurn;
 use crate::timer::TimerService;
 use crate::users::Users;
 use crate::vhost::VHost;
@@ -45,6 +47,11 @@ pub struct Broker {
     node_commands: parking_lot::Mutex<()>,
     /// Memory and disk alarms ([`crate::alarms`]); none is set until a probe is installed.
     alarms: Arc<Alarms>,
+    /// Queue churn, counted by the vhosts.
+    churn: Arc<QueueChurn>,
+    /// The broker-wide message rates, and what samples them ([`crate::rates`]).
+    rates: RateCell,
+    sampler: OnceLock<Arc<RateSampler>>,
 }
 
 /// What a broker is made of at start.
@@ -70,9 +77,10 @@ pub struct AccessControl {
 }
 
 /// A vhost as the broker holds it: shared, and connected to the clock and timers.
-fn attached(vhost: VHost, clock: &ClockRef, timers: &Arc<TimerService>) -> Arc<VHost> {
+fn attached(vhost: VHost, clock: &ClockRef, timers: &Arc<TimerService>, churn: &Arc<QueueChurn>) -> Arc<VHost> {
     Arc::new_cyclic(|me| {
-        vhost.attach(Services { clock: clock.clone(), timers: timers.clone(), vhost: me.clone() });
+        let (clock, timers, churn) = (clock.clone(), timers.clone(), churn.clone());
+        vhost.attach(Services { clock, timers, vhost: me.clone(), churn });
         vhost
     })
 }
@@ -81,7 +89,8 @@ impl Broker {
     pub fn new(parts: BrokerParts) -> Broker {
         let BrokerParts { vhosts, users, access_control, clock, persistence, timer_wake } = parts;
         let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
-        let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), attached(v, &clock, &timers))).collect();
+        let churn = Arc::new(QueueChurn::default());
+        let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), attached(v, &clock, &timers, &churn))).collect();
         let durability = Durability::new(persistence.as_ref().map(|p| p.store.clone()));
         Broker {
             vhosts: RwLock::new(vhosts),
@@ -96,6 +105,9 @@ impl Broker {
             persistence,
             node_commands: parking_lot::Mutex::new(()),
             alarms: Arc::default(),
+            churn,
+            rates: RateCell::default(),
+            sampler: OnceLock::new(),
         }
     }
 
@@ -205,11 +217,37 @@ impl Broker {
     /// Adds a vhost (see [`crate::command::NodeCommand`]).
     pub(crate) fn insert_vhost(&self, vhost: VHost) {
         let mut vhosts = self.vhosts.write();
-        vhosts.entry(vhost.name.to_string()).or_insert_with(|| attached(vhost, &self.clock, &self.timers));
+        vhosts.entry(vhost.name.to_string()).or_insert_with(|| attached(vhost, &self.clock, &self.timers, &self.churn));
     }
 
     /// A publisher into `vhost` on this broker's clock.
     pub fn publisher(&self, vhost: Arc<VHost>) -> Publisher {
         Publisher::new(vhost, self.clock.clone())
+    }
+
+    /// Queue churn since start: (declared, created, deleted).
+    pub fn queue_churn(&self) -> (u64, u64, u64) {
+        self.churn.totals()
+    }
+
+    /// Starts sampling message rates every [`crate::rates::SAMPLE_INTERVAL_MS`] on the
+    /// broker's clock (once; the server calls it when it starts).
+    pub fn start_rate_sampling(self: &Arc<Self>) {
+        crate::rates::start(self, &self.sampler);
+    }
+
+    /// Samples the broker's and every queue's counters at `now_ms` (the sampler's timer).
+    pub fn sample_rates(&self, now_ms: u64) {
+        self.rates.sample(now_ms, self.connections.totals());
+        for vhost in self.vhosts() {
+            for queue in vhost.queue_list() {
+                queue.sample_rates(now_ms);
+            }
+        }
+    }
+
+    /// The broker-wide message rates (all connections' counters).
+    pub fn rates(&self) -> Rates {
+        self.rates.rates()
     }
 }

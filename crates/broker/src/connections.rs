@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::outlet::Wake;
 
 use crate::outlet::ConsumerId;
-use crate::stats::{Counters, Snapshot};
+use crate::stats::{Counters, SizeHistogram, SizeSnapshot, Snapshot};
 
 /// A registered connection. Fixed at registration, except the channel count and counters.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ pub struct ConnectionInfo {
     pub channels: AtomicU32,
     /// Written by the connection's own task only (see [`crate::stats`]).
     pub stats: Counters,
+    /// Sizes of the messages it published, written by its own task only.
+    pub sizes: SizeHistogram,
     /// How the broker asks the connection to close (management, vhost deletion).
     pub closer: Closer,
 }
@@ -94,8 +96,11 @@ pub struct Registry {
     next_consumer_id: AtomicU64,
     /// Counters of connections that have gone.
     retired: Counters,
+    retired_sizes: SizeHistogram,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
+    /// Channels ever opened (those closed are these less the ones open now).
+    channels_opened_total: AtomicU64,
 }
 
 impl Default for Registry {
@@ -105,8 +110,10 @@ impl Default for Registry {
             next_id: AtomicU64::new(1),
             next_consumer_id: AtomicU64::new(1),
             retired: Counters::default(),
+            retired_sizes: SizeHistogram::default(),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
+            channels_opened_total: AtomicU64::new(0),
         }
     }
 }
@@ -175,6 +182,7 @@ impl Registry {
         let Some(info) = open.remove(&id) else { return };
         // Under the lock, so `totals` never sees it both open and retired.
         self.retired.add_shared(&info.stats.snapshot());
+        self.retired_sizes.add_shared(&info.sizes.snapshot());
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -211,12 +219,48 @@ impl Registry {
         (self.opened_total.load(Ordering::Relaxed), self.closed_total.load(Ordering::Relaxed))
     }
 
+    /// Counts a channel opened (its connection's channel count is set by the connection).
+    pub fn channel_opened(&self) {
+        self.channels_opened_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Channels open now, on every open connection.
+    pub fn channels(&self) -> u64 {
+        let open = self.open.lock();
+        open.values().map(|c| u64::from(c.channels.load(Ordering::Relaxed))).sum()
+    }
+
+    /// (opened, closed) channels since the broker started: every channel ever opened is open
+    /// now or closed (a connection's end closes its channels).
+    pub fn channel_churn(&self) -> (u64, u64) {
+        let opened = self.channels_opened_total.load(Ordering::Relaxed);
+        (opened, opened.saturating_sub(self.channels()))
+    }
+
+    /// Open connections that have published at least once (RabbitMQ counts publishing
+    /// channels; a connection is as fine as the registry knows).
+    pub fn publishers(&self) -> u64 {
+        let open = self.open.lock();
+        open.values().filter(|c| c.stats.get(crate::stats::Stat::Published) > 0).count() as u64
+    }
+
+    /// Broker-wide sizes of published messages (open connections' and closed ones').
+    pub fn message_sizes(&self) -> SizeSnapshot {
+        self.sum_with_retired(self.retired_sizes.snapshot(), |c| c.sizes.snapshot())
+    }
+
     /// Broker-wide counts: every open connection's plus those of the closed ones.
     pub fn totals(&self) -> Snapshot {
+        self.sum_with_retired(self.retired.snapshot(), |c| c.stats.snapshot())
+    }
+
+    /// `retired` plus what `read` gives of each open connection, under the registry's lock
+    /// (so no connection is counted both open and retired).
+    fn sum_with_retired<T: std::ops::AddAssign>(&self, retired: T, read: impl Fn(&ConnectionInfo) -> T) -> T {
         let open = self.open.lock();
-        let mut sum = self.retired.snapshot();
+        let mut sum = retired;
         for c in open.values() {
-            sum += c.stats.snapshot();
+            sum += read(c);
         }
         sum
     }
@@ -246,6 +290,7 @@ mod tests {
             connected_at_ms: 0,
             channels: AtomicU32::new(0),
             stats: Counters::default(),
+            sizes: SizeHistogram::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
         }
     }

@@ -53,6 +53,7 @@ pub mod persist;
 pub mod policy;
 pub mod publish;
 pub mod queue;
+pub mod rates;
 pub mod route_cache;
 pub mod route_memo;
 pub mod stats;

@@ -1,4 +1,5 @@
-//! Message counters: published, routed, delivered, acked and the rest, kept per connection
+//! Message counters: published, routed, delivered, acked and the rest (and, for metrics, the
+//! no-ack deliveries and gets and the publishes in confirm mode among them), kept per connection
 //! on the hot path and summed for the broker, and per queue (what it enqueued, delivered,
 //! handed to `basic.get` and redelivered), written under the queue's lock.
 //!
@@ -34,6 +35,12 @@ pub enum Stat {
     Get,
     /// `basic.get` on an empty queue.
     GetEmpty,
+    /// Of the deliveries, those to consumers that do not acknowledge (`no_ack`).
+    DeliveredNoAck,
+    /// Of the `basic.get`s that returned a message, those with `no_ack`.
+    GetNoAck,
+    /// Of the published messages, those published on a channel in confirm mode.
+    PublishedConfirm,
 }
 
 impl Stat {
@@ -48,7 +55,16 @@ impl Stat {
         Stat::Acked,
         Stat::Get,
         Stat::GetEmpty,
+        Stat::DeliveredNoAck,
+        Stat::GetNoAck,
+        Stat::PublishedConfirm,
     ];
+
+    /// What the management API's `message_stats` show (RabbitMQ's names; `deliver` and `get`
+    /// count with and without acknowledgements, as they always have here): the first ten.
+    pub fn management() -> &'static [Stat] {
+        &Stat::ALL[..10]
+    }
 
     /// The name the management API and metrics use for it.
     pub fn name(self) -> &'static str {
@@ -63,11 +79,14 @@ impl Stat {
             Stat::Acked => "ack",
             Stat::Get => "get",
             Stat::GetEmpty => "get_empty",
+            Stat::DeliveredNoAck => "deliver_no_ack",
+            Stat::GetNoAck => "get_no_ack",
+            Stat::PublishedConfirm => "publish_confirm",
         }
     }
 }
 
-pub const STAT_COUNT: usize = 10;
+pub const STAT_COUNT: usize = 13;
 
 /// One set of counters.
 #[derive(Debug, Default)]
@@ -118,6 +137,89 @@ impl Counters {
     }
 }
 
+/// Upper bounds (bytes) of the message size histogram's buckets, RabbitMQ's; one more bucket
+/// takes the rest.
+pub const SIZE_BUCKETS: [u64; 8] = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000, 100_000_000];
+
+/// Published message body sizes, per connection: a count per [`SIZE_BUCKETS`] bucket (and
+/// one above them) and the sum, with one writer like [`Counters`].
+#[derive(Debug, Default)]
+pub struct SizeHistogram {
+    counts: [AtomicU64; SIZE_BUCKETS.len() + 1],
+    sum: AtomicU64,
+}
+
+/// A [`SizeHistogram`] read at one moment: per-bucket counts (not cumulative) and the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeSnapshot {
+    pub counts: [u64; SIZE_BUCKETS.len() + 1],
+    pub sum: u64,
+}
+
+impl SizeHistogram {
+    /// Counts one message of `bytes` from the single writer (a load and a store each).
+    #[inline]
+    pub fn observe(&self, bytes: u64) {
+        let bucket = SIZE_BUCKETS.iter().position(|&le| bytes <= le).unwrap_or(SIZE_BUCKETS.len());
+        let add = |c: &AtomicU64, n: u64| c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        add(&self.counts[bucket], 1);
+        add(&self.sum, bytes);
+    }
+
+    /// Adds a whole snapshot from any thread (the retired totals).
+    pub fn add_shared(&self, s: &SizeSnapshot) {
+        for (c, n) in self.counts.iter().zip(s.counts) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(s.sum, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SizeSnapshot {
+        SizeSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for SizeSnapshot {
+    fn add_assign(&mut self, other: SizeSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+}
+
+/// Queue churn since the broker started: declarations (new or not), queues created and
+/// queues deleted, however they went (deleted, auto-deleted, expired, exclusive owner gone,
+/// vhost deleted). Counted by the vhosts, read by metrics.
+#[derive(Debug, Default)]
+pub struct QueueChurn {
+    declared: AtomicU64,
+    created: AtomicU64,
+    deleted: AtomicU64,
+}
+
+impl QueueChurn {
+    pub(crate) fn declared(&self, created: bool) {
+        self.declared.fetch_add(1, Ordering::Relaxed);
+        if created {
+            self.created.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn deleted(&self, n: u64) {
+        self.deleted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (declared, created, deleted).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (get(&self.declared), get(&self.created), get(&self.deleted))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +240,17 @@ mod tests {
         sum += s;
         sum += total.snapshot();
         assert_eq!(sum.get(Stat::Delivered), 6);
+    }
+
+    #[test]
+    fn sizes_fall_in_rabbitmq_s_buckets() {
+        let h = SizeHistogram::default();
+        for bytes in [0, 100, 101, 100_000_000, 100_000_001] {
+            h.observe(bytes);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.counts, [2, 1, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(s.sum, 200_000_202);
     }
 
     #[test]

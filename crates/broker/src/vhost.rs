@@ -309,6 +309,13 @@ impl VHost {
         }
     }
 
+    /// Counts queue churn in the broker's counters (none for a vhost without a broker).
+    fn count_churn(&self, count: impl FnOnce(&crate::stats::QueueChurn)) {
+        if let Some(services) = self.services.get() {
+            count(&services.churn);
+        }
+    }
+
     /// Commits metadata changes (a no-op without persistence).
     fn persist(&self, changes: &[Change]) -> Result<()> {
         match &self.persistence {
@@ -733,6 +740,9 @@ impl VHost {
                 assert_args_equivalent(&q.arguments, &d.arguments, &what)?;
             }
             q.touch();
+            if !d.passive {
+                self.count_churn(|c| c.declared(false));
+            }
             let (messages, consumers) = q.counts();
             return Ok((q.clone(), messages, consumers));
         }
@@ -779,6 +789,7 @@ impl VHost {
             queue.attach(services);
         }
         t.queues.insert(d.name.clone(), queue.clone());
+        self.count_churn(|c| c.declared(true));
         Ok((queue, 0, 0))
     }
 
@@ -801,6 +812,7 @@ impl VHost {
         // Stored first: if that fails the queue stays, in memory as on disk.
         self.persist(&self.queue_deleted(&q))?;
         t.queues.remove(name);
+        self.count_churn(|c| c.deleted(1));
         let mut changes = Vec::new();
         self.remove_bindings_to(&mut t, &Destination::Queue(name.clone()), &mut changes);
         // The queue is deleted (on disk too); a failure to store the auto-deletes it cascaded
@@ -825,6 +837,7 @@ impl VHost {
         }
         if current {
             t.queues.remove(&queue.name);
+            self.count_churn(|c| c.deleted(1));
             let mut changes = self.queue_deleted(queue);
             self.remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()), &mut changes);
             // Auto-delete and exclusive clean-up have no client waiting for an answer: a
@@ -1177,6 +1190,7 @@ impl VHost {
     pub(crate) fn delete_everything(&self) {
         let queues: Vec<QueueRef> = {
             let mut t = self.write_topology();
+            self.count_churn(|c| c.deleted(t.queues.len() as u64));
             let mut queues: Vec<QueueRef> = t.queues.drain().map(|(_, q)| q).collect();
             queues.extend(t.exchanges.drain().filter_map(|(_, x)| x.held));
             t.bindings_to.clear();

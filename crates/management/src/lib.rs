@@ -15,6 +15,7 @@
 //! - `listing`: pagination, filtering by name, sorting and `columns=` as RabbitMQ does them.
 //! - `convert`: field tables, message properties and request bodies to and from JSON.
 //! - `views`: the JSON of a queue, exchange, binding, connection, user, vhost.
+//! - [`metrics`]: Prometheus metrics in RabbitMQ's names, on their own listener.
 //! - `routes/`: one module per resource (overview and nodes, vhosts, users, connections and
 //!   channels, exchanges, queues, bindings, health checks, definitions).
 //! - `ui`: the web UI's files, embedded, at `/` and `/ui/...`.
@@ -23,6 +24,7 @@ mod auth;
 mod convert;
 mod error;
 mod listing;
+pub mod metrics;
 mod routes;
 mod ui;
 mod views;
@@ -58,6 +60,9 @@ pub struct NodeInfo {
     pub listeners: Vec<Listener>,
     /// When the node started, on the broker's clock.
     pub started_at_ms: u64,
+    /// Where the node keeps its data (its free space is a metric); the working directory
+    /// without a data directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// What the handlers share.

@@ -1,10 +1,12 @@
 //! The JSON RabbitMQ's management API gives for each kind of object, built from the broker's
-//! read-only views and counters. Rates are not sampled yet: every `*_details.rate` is 0.0.
+//! read-only views and counters. Message rates are the broker's samples (`lepus_broker::rates`,
+//! every 5 s); rates of queue lengths are not sampled (0.0).
 
 use lepus_broker::Queue;
 use lepus_broker::connections::ConnectionInfo;
 use lepus_broker::exchange::Destination;
 use lepus_broker::queue::QueueCounts;
+use lepus_broker::rates::Rates;
 use lepus_broker::stats::{Snapshot, Stat};
 use lepus_broker::users::User;
 use lepus_broker::vhost::{BindingView, ExchangeView};
@@ -23,20 +25,24 @@ fn rate() -> Value {
     json!({"rate": 0.0})
 }
 
+fn details(rate: f64) -> Value {
+    json!({"rate": rate})
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `message_stats` from counters: each count with its `_details`.
-pub fn message_stats(s: &Snapshot, stats: &[Stat]) -> Value {
+/// `message_stats` from counters and their sampled rates: each count with its `_details`.
+pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
     let mut map = Map::new();
     for stat in stats {
         map.insert(stat.name().into(), json!(s.get(*stat)));
-        map.insert(format!("{}_details", stat.name()), rate());
+        map.insert(format!("{}_details", stat.name()), details(rates.get(*stat)));
     }
     let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
     map.insert("deliver_get".into(), json!(deliver_get));
-    map.insert("deliver_get_details".into(), rate());
+    map.insert("deliver_get_details".into(), details(rates.get(Stat::Delivered) + rates.get(Stat::Get)));
     Value::Object(map)
 }
 
@@ -70,7 +76,7 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     message_counts(&mut map, u64::from(counts.ready), counts.unacked);
     map.insert(
         "message_stats".into(),
-        message_stats(&q.stats(), &[Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered]),
+        message_stats(&q.stats(), &q.rates(), &[Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered]),
     );
     map.insert("name".into(), json!(lossy(q.name.as_bytes())));
     map.insert("node".into(), json!(api.node.name));
@@ -183,7 +189,7 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         "channels": c.channels.load(std::sync::atomic::Ordering::Relaxed),
         "connected_at": c.connected_at_ms,
         "client_properties": table_to_json(&c.client_properties),
-        "message_stats": message_stats(&c.stats.snapshot(), &Stat::ALL),
+        "message_stats": message_stats(&c.stats.snapshot(), &Rates::default(), Stat::management()),
     })
 }
 

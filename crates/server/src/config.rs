@@ -18,6 +18,8 @@ pub struct Config {
     pub port: u16,
     /// Port of the management HTTP API (RabbitMQ's 15672), on `bind_address`; 0 turns it off.
     pub management_port: u16,
+    /// Port of the Prometheus metrics (RabbitMQ's 15692), on `bind_address`; 0 turns it off.
+    pub prometheus_port: u16,
     /// Where durable state lives: the metadata store, queue message logs, the lock file.
     /// `None` keeps everything in memory (tests; nothing survives a restart).
     pub data_dir: Option<PathBuf>,
@@ -180,6 +182,7 @@ impl Default for Config {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             port: 5672,
             management_port: 15672,
+            prometheus_port: 15692,
             data_dir: Some(PathBuf::from("lepus-data")),
             frame_max: 131_072,
             channel_max: 2047,
@@ -318,6 +321,8 @@ mod tests {
     fn management_port_defaults_to_rabbitmq_s_and_0_turns_it_off() {
         assert_eq!(Config::default().management_port, 15672);
         assert_eq!(Config::from_toml("management_port = 0").unwrap().management_port, 0);
+        assert_eq!(Config::default().prometheus_port, 15692);
+        assert_eq!(Config::from_toml("prometheus_port = 0").unwrap().prometheus_port, 0);
     }
 
     #[test]

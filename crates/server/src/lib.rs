@@ -8,7 +8,8 @@
 //!   listener (connection limit, one task per connection), graceful shutdown.
 //! - [`tls`]: the TLS listener's configuration from PEM files, client certificate
 //!   verification, reloading.
-//! - `management`: the management HTTP listener (`lepus_management` on `management_port`).
+//! - `management`: the HTTP listeners (`lepus_management` on `management_port`, its metrics on
+//!   `prometheus_port`).
 //! - [`resources`]: what the memory and disk alarms read (resident memory, the RAM or cgroup
 //!   limit, free disk space).
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until

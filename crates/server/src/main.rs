@@ -31,6 +31,9 @@ struct Args {
     /// Port of the management HTTP API (0 turns it off).
     #[arg(long, env = "LEPUS_MANAGEMENT_PORT")]
     management_port: Option<u16>,
+    /// Port of the Prometheus metrics (0 turns it off).
+    #[arg(long, env = "LEPUS_PROMETHEUS_PORT")]
+    prometheus_port: Option<u16>,
     /// Directory for durable state.
     #[arg(long, env = "LEPUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -89,6 +92,9 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.management_port {
         config.management_port = v;
+    }
+    if let Some(v) = args.prometheus_port {
+        config.prometheus_port = v;
     }
     if let Some(v) = &args.data_dir {
         config.data_dir = Some(v.clone());

@@ -1,8 +1,9 @@
-//! The management HTTP listener: binding it, and running `lepus_management` on it next to the
-//! AMQP listener, stopped by the same shutdown signal.
+//! The HTTP listeners: the management API and the Prometheus metrics, each run next to the
+//! AMQP listener on a listener the server bound, and stopped by the same shutdown signal;
+//! the node's name, `lepus@host`.
 
-use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lepus_amqp::stopped;
@@ -22,22 +23,44 @@ pub fn node_name() -> String {
     format!("lepus@{host}")
 }
 
-/// Starts serving the API on `listener` until `shutdown` turns true.
-pub fn spawn(
-    listener: TcpListener,
-    broker: BrokerRef,
-    amqp: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) -> io::Result<JoinHandle<()>> {
-    let http = listener.local_addr()?;
+/// The HTTP listeners the server bound (each `None` when turned off).
+pub struct Http {
+    pub management: Option<TcpListener>,
+    pub prometheus: Option<TcpListener>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Starts serving the API and the metrics on their listeners until `shutdown` turns true;
+/// the tasks to wait for.
+pub fn spawn(http: Http, broker: BrokerRef, amqp: SocketAddr, shutdown: &watch::Sender<bool>) -> Vec<JoinHandle<()>> {
+    let mut listeners = vec![Listener { protocol: "amqp", address: amqp }];
+    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(address) = local(&http.management) {
+        listeners.push(Listener { protocol: "http", address });
+    }
+    if let Some(address) = local(&http.prometheus) {
+        listeners.push(Listener { protocol: "http/prometheus", address });
+    }
     let node = NodeInfo {
         name: node_name(),
         product_version: env!("CARGO_PKG_VERSION").into(),
-        listeners: vec![Listener { protocol: "amqp", address: amqp }, Listener { protocol: "http", address: http }],
+        listeners,
         started_at_ms: broker.clock().now_ms(),
+        data_dir: http.data_dir.unwrap_or_else(|| PathBuf::from(".")),
     };
     let api = Arc::new(Api { broker, node });
-    tracing::info!(address = %http, "accepting management HTTP connections");
-    let mut stop = shutdown;
-    Ok(tokio::spawn(lepus_management::serve(listener, api, async move { stopped(&mut stop).await })))
+    let mut tasks = Vec::new();
+    if let Some(listener) = http.management {
+        tracing::info!(address = ?listener.local_addr().ok(), "accepting management HTTP connections");
+        let mut stop = shutdown.subscribe();
+        let serve = lepus_management::serve(listener, api.clone(), async move { stopped(&mut stop).await });
+        tasks.push(tokio::spawn(serve));
+    }
+    if let Some(listener) = http.prometheus {
+        tracing::info!(address = ?listener.local_addr().ok(), "serving Prometheus metrics");
+        let mut stop = shutdown.subscribe();
+        let serve = lepus_management::metrics::serve(listener, api, async move { stopped(&mut stop).await });
+        tasks.push(tokio::spawn(serve));
+    }
+    tasks
 }

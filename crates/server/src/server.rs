@@ -41,6 +41,8 @@ pub struct Server {
     tls: Option<(TcpListener, Arc<Tls>)>,
     /// The management HTTP API's listener, unless turned off.
     management: Option<TcpListener>,
+    /// The Prometheus metrics' listener, unless turned off.
+    prometheus: Option<TcpListener>,
     config: Config,
     /// What the AMQP connections share: the broker service, limits, reply-to addresses.
     amqp: Arc<Context>,
@@ -76,10 +78,8 @@ impl Server {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = bind(config.bind_address, config.port).await?;
         let tls = bind_tls(&config).await?;
-        let management = match config.management_port {
-            0 => None,
-            port => Some(TcpListener::bind((config.bind_address, port)).await?),
-        };
+        let management = bind_optional(&config, config.management_port).await?;
+        let prometheus = bind_optional(&config, config.prometheus_port).await?;
         let opened = match &config.data_dir {
             Some(dir) => open_storage(dir, &config, backends)?,
             None => Opened {
@@ -103,9 +103,12 @@ impl Server {
         });
         set_policies(&broker, &config)?;
         watch_resources(&broker, &config);
-        let amqp = Arc::new(Context::new(Arc::new(broker), limits(&config)));
+        let broker = Arc::new(broker);
+        broker.start_rate_sampling();
+        let amqp = Arc::new(Context::new(broker, limits(&config)));
         let (tx, _) = watch::channel(false);
-        Ok(Server { listener, tls, management, config, amqp, shutdown: Arc::new(tx), timer_notify, _storage: storage })
+        let shutdown = Arc::new(tx);
+        Ok(Server { listener, tls, management, prometheus, config, amqp, shutdown, timer_notify, _storage: storage })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -128,6 +131,15 @@ impl Server {
         let listener = TcpListener::bind(address).await?;
         let bound = listener.local_addr()?;
         self.management = Some(listener);
+        Ok(bound)
+    }
+
+    /// Serves the Prometheus metrics on `address` (port 0: an ephemeral port) instead of the
+    /// configured one; returns the address bound.
+    pub async fn bind_prometheus(&mut self, address: SocketAddr) -> io::Result<SocketAddr> {
+        let listener = TcpListener::bind(address).await?;
+        let bound = listener.local_addr()?;
+        self.prometheus = Some(listener);
         Ok(bound)
     }
 
@@ -158,19 +170,12 @@ impl Server {
         let timer_task = crate::timers::spawn_driver(timers, self.timer_notify.clone(), self.shutdown.subscribe());
         let amqp_addr =
             self.local_addr().unwrap_or_else(|_| SocketAddr::from((self.config.bind_address, self.config.port)));
-        let management = match self.management.take() {
-            Some(listener) => {
-                match crate::management::spawn(listener, self.amqp.broker.clone(), amqp_addr, self.shutdown.subscribe())
-                {
-                    Ok(task) => Some(task),
-                    Err(e) => {
-                        tracing::error!(error = %e, "management listener not started");
-                        None
-                    }
-                }
-            }
-            None => None,
+        let http = crate::management::Http {
+            management: self.management.take(),
+            prometheus: self.prometheus.take(),
+            data_dir: self.config.data_dir.clone(),
         };
+        let http_tasks = crate::management::spawn(http, self.amqp.broker.clone(), amqp_addr, &self.shutdown);
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");
         if let Some(Ok(address)) = self.tls_local_addr() {
             tracing::info!(%address, "accepting AMQP 0-9-1 connections over TLS");
@@ -224,15 +229,23 @@ impl Server {
         drop(self.tls);
         tracing::info!(connections = tasks.len(), "shutting down: closing connections");
         while tasks.join_next().await.is_some() {}
-        if let Some(task) = management
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "management task failed");
+        for task in http_tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "HTTP listener task failed");
+            }
         }
         if let Err(e) = timer_task.await {
             tracing::error!(error = %e, "timer task failed");
         }
         tracing::info!("shutdown complete");
+    }
+}
+
+/// A listener on `port` of the configured address, unless `port` is 0 (turned off).
+async fn bind_optional(config: &Config, port: u16) -> io::Result<Option<TcpListener>> {
+    match port {
+        0 => Ok(None),
+        port => Ok(Some(TcpListener::bind((config.bind_address, port)).await?)),
     }
 }
 

@@ -16,6 +16,7 @@ async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
         .args(["--bind-address", "127.0.0.1"])
         .env("LEPUS_PORT", "0")
         .env("LEPUS_MANAGEMENT_PORT", "0")
+        .env("LEPUS_PROMETHEUS_PORT", "0")
         .env("LEPUS_DATA_DIR", std::env::temp_dir().join("lepus-binary-test"))
         .env("LEPUS_LOG", "info")
         .env_remove("RUST_LOG")

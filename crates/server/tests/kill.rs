@@ -63,7 +63,17 @@ fn binary() -> PathBuf {
 /// Starts the broker on an ephemeral port and learns the port from its log.
 fn start(dir: &Path) -> Broker {
     let mut child = Command::new(binary())
-        .args(["--bind-address", "127.0.0.1", "--port", "0", "--management-port", "0", "--data-dir"])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--management-port",
+            "0",
+            "--prometheus-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("LEPUS_LOG", "info")
         .stdout(Stdio::piped())

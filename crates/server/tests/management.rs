@@ -586,21 +586,29 @@ async fn a_persistent_message_published_over_http_is_stored_before_the_answer() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_through_amqp_shows_in_the_overview() {
-    let (b, http) = broker().await;
-    let conn = lconn(&b).await;
+/// A lapin connection and channel, and a queue declared on it.
+async fn declared_queue(b: &common::Broker) -> (lapin::Connection, lapin::Channel, String) {
+    let conn = lconn(b).await;
     let ch = lchan(&conn).await;
     let q = uniq("q");
     guard("declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
         .await
         .expect("declare");
-    guard(
-        "publish",
-        ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"m", Default::default()),
-    )
-    .await
-    .expect("publish");
+    (conn, ch, q)
+}
+
+/// Publishes `m` to queue `q` through the default exchange.
+async fn publish(ch: &lapin::Channel, q: &str) {
+    guard("publish", ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), b"m", Default::default()))
+        .await
+        .expect("publish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_through_amqp_shows_in_the_overview() {
+    let (b, http) = broker().await;
+    let (conn, ch, q) = declared_queue(&b).await;
+    publish(&ch, &q).await;
     let totals = loop {
         let o = http.get("/api/overview").await.body;
         if o["queue_totals"]["messages"] == 1 {
@@ -656,5 +664,32 @@ async fn rabbitmq_definitions_import_and_export_back_equivalently() {
     assert_eq!(http.get("/api/queues/apps/imported").await.status, 200);
     let bad = http.call("POST", "/api/definitions", Some(Value::String("nope".into())), true).await;
     assert_eq!((bad.status, bad.body), (400, json!({"error": "bad_request", "reason": "failed_to_parse_json"})));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rates_come_from_the_last_two_samples() {
+    let (b, http) = broker().await;
+    let (conn, ch, q) = declared_queue(&b).await;
+    // Samples far ahead of the broker's own sampler (which then changes nothing), 5 s apart.
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    for _ in 0..10 {
+        publish(&ch, &q).await;
+    }
+    let path = format!("/api/queues/%2F/{q}");
+    while http.get(&path).await.body["messages"] != 10 {
+        tokio::task::yield_now().await;
+    }
+    b.service.sample_rates(t0 + 5_000);
+    let queue = http.get(&path).await.body;
+    assert_eq!(queue["message_stats"]["publish"], 10);
+    assert_eq!(queue["message_stats"]["publish_details"], json!({"rate": 2.0}));
+    let listed = http.get("/api/queues").await.body;
+    assert_eq!(listed[0]["message_stats"]["publish_details"]["rate"], 2.0);
+    let overview = http.get("/api/overview").await.body;
+    assert_eq!(overview["message_stats"]["publish_details"]["rate"], 2.0);
+    assert_eq!(overview["message_stats"]["deliver_get_details"]["rate"], 0.0);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
     b.stop().await;
 }

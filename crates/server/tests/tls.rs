@@ -388,7 +388,7 @@ async fn sighup_reloads_the_binary_s_certificate() {
     let pki = Pki::new("sighup");
     pki.issue("server", true, &[(DnType::CommonName, "first")]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
-        .args(["--bind-address", "127.0.0.1", "--port", "0", "--tls-port", "0"])
+        .args(["--bind-address", "127.0.0.1", "--port", "0", "--tls-port", "0", "--prometheus-port", "0"])
         .arg("--tls-cert-file")
         .arg(pki.path("server.pem"))
         .env("LEPUS_TLS_KEY_FILE", pki.path("server.key"))

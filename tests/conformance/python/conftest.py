@@ -24,7 +24,7 @@ def amqp_url():
     binary = os.environ.get("LEPUS_BIN", str(ROOT / "target" / "debug" / "lepus"))
     with tempfile.TemporaryDirectory() as data_dir:
         proc = subprocess.Popen(
-            [binary, "--bind-address", "127.0.0.1", "--port", "0", "--management-port", "0",
+            [binary, "--bind-address", "127.0.0.1", "--port", "0", "--management-port", "0", "--prometheus-port", "0",
              "--data-dir", data_dir],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -167,6 +167,9 @@ impl Connection {
             return Ok(());
         };
         self.count(Stat::Get, 1);
+        if m.no_ack {
+            self.count(Stat::GetNoAck, 1);
+        }
         let ch = self.chan(channel)?;
         let tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
@@ -366,6 +369,9 @@ impl Connection {
             (None, _) => {}
         }
         self.count(Stat::Delivered, 1);
+        if !d.ack_required {
+            self.count(Stat::DeliveredNoAck, 1);
+        }
         if d.redelivered {
             self.count(Stat::Redelivered, 1);
         }

@@ -796,6 +796,7 @@ impl Connection {
             connected_at_ms: broker.clock().now_ms(),
             channels: Default::default(),
             stats: Counters::default(),
+            sizes: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
         };
         let refusal = match broker.connections().admit(info, admission) {
@@ -879,6 +880,7 @@ impl Connection {
             self.channels.insert(channel, Channel::new());
             if let Some(info) = &self.info {
                 info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
+                self.shared.broker.connections().channel_opened();
             }
             self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
             return Ok(());

@@ -207,6 +207,12 @@ impl Connection {
             outcome
         };
         self.count(Stat::Published, 1);
+        if let Some(info) = &self.info {
+            info.sizes.observe(message.body().len() as u64);
+        }
+        if confirm_seq.is_some() {
+            self.count(Stat::PublishedConfirm, 1);
+        }
         if outcome.routed {
             self.count(Stat::Routed, 1);
         } else if outcome.is_unroutable() {

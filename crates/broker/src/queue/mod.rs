@@ -154,6 +154,8 @@ pub struct Services {
     pub clock: ClockRef,
     pub timers: Arc<TimerService>,
     pub vhost: Weak<VHost>,
+    /// The broker's queue churn counters.
+    pub churn: Arc<crate::stats::QueueChurn>,
 }
 
 /// A queue's [`Services`] and the queue itself, weakly (its timer's target).
@@ -278,6 +280,8 @@ pub struct Queue {
     /// `basic.get` (`Get`), and of those two the redeliveries (`Redelivered`). Written only
     /// under the queue lock (so one writer at a time), readable without it.
     stats: Counters,
+    /// Rates of those counters, sampled by the broker ([`crate::rates`]).
+    rates: crate::rates::RateCell,
     env: OnceLock<QueueEnv>,
     state: Mutex<State>,
 }
@@ -329,6 +333,7 @@ impl Queue {
             logged: false,
             held,
             stats: Counters::default(),
+            rates: Default::default(),
             env: OnceLock::new(),
             state: Mutex::new(State {
                 ready: Ready::new(max_priority),
@@ -993,6 +998,16 @@ impl Queue {
     /// The queue's message counters (see [`Queue`]'s `stats`).
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
+    }
+
+    /// The rates of the queue's message counters, per second, from the last two samples.
+    pub fn rates(&self) -> crate::rates::Rates {
+        self.rates.rates()
+    }
+
+    /// Samples the queue's counters (the broker's rate sampler).
+    pub(crate) fn sample_rates(&self, now_ms: u64) {
+        self.rates.sample(now_ms, self.stats.snapshot());
     }
 
     /// Drops every ready message; returns how many.

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
+use crate::metrics::process;
 use crate::views::{message_counts, message_stats};
 use crate::{ApiRef, RABBITMQ_VERSION};
 
@@ -83,7 +84,7 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
         "erlang_full_version": "n/a (Lepus is written in Rust)",
         "disable_stats": false,
         "enable_queue_totals": true,
-        "message_stats": message_stats(&broker.connections().totals(), &Stat::ALL),
+        "message_stats": message_stats(&broker.connections().totals(), &broker.rates(), Stat::management()),
         "churn_rates": {
             "connection_created": opened, "connection_created_details": {"rate": 0.0},
             "connection_closed": closed, "connection_closed_details": {"rate": 0.0},
@@ -106,7 +107,6 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
 
 fn node_json(api: &ApiRef) -> Value {
     let now = api.broker.clock().now_ms();
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let alarms = api.broker.alarms();
     let (reading, limits, active) = (alarms.reading(), alarms.limits(), alarms.active());
@@ -124,7 +124,7 @@ fn node_json(api: &ApiRef) -> Value {
         "disk_free": reading.disk_free_bytes.unwrap_or(0),
         "disk_free_limit": limits.disk_free_limit_bytes,
         "disk_free_alarm": active.contains(&Resource::Disk),
-        "fd_used": fds,
+        "fd_used": process::open_fds(),
         "sockets_used": api.broker.connections().len(),
         "partitions": [],
         "rates_mode": "basic",

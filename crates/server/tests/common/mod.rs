@@ -22,6 +22,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// The management API's address, when started with one ([`start_managed`]).
     pub management: Option<SocketAddr>,
+    /// The Prometheus metrics' address, when started with them ([`start_with_metrics`]).
+    pub prometheus: Option<SocketAddr>,
     /// The broker service behind the listener.
     pub service: lepus_broker::BrokerRef,
     handle: ShutdownHandle,
@@ -35,6 +37,7 @@ pub fn test_config() -> Config {
         bind_address: [127, 0, 0, 1].into(),
         port: 0,
         management_port: 0,
+        prometheus_port: 0,
         close_timeout_ms: 300,
         data_dir: None,
         ..Config::default()
@@ -47,26 +50,33 @@ pub async fn start() -> Broker {
 
 pub async fn start_with(config: Config) -> Broker {
     let server = lepus_server::Server::bind(config).await.expect("broker binds");
-    run(server, None)
+    run(server, None, None)
 }
 
 /// A broker with its management API on an ephemeral loopback port.
 pub async fn start_managed(config: Config) -> Broker {
     let mut server = lepus_server::Server::bind(config).await.expect("broker binds");
     let management = server.bind_management(([127, 0, 0, 1], 0).into()).await.expect("management binds");
-    run(server, Some(management))
+    run(server, Some(management), None)
 }
 
 /// Runs a server the test bound itself (e.g. with [`lepus_server::Server::bind_with_storage`]).
 pub fn run_bound(server: lepus_server::Server) -> Broker {
-    run(server, None)
+    run(server, None, None)
 }
 
-fn run(server: lepus_server::Server, management: Option<SocketAddr>) -> Broker {
+/// A broker with its Prometheus metrics on an ephemeral loopback port.
+pub async fn start_with_metrics(config: Config) -> Broker {
+    let mut server = lepus_server::Server::bind(config).await.expect("broker binds");
+    let prometheus = server.bind_prometheus(([127, 0, 0, 1], 0).into()).await.expect("metrics bind");
+    run(server, None, Some(prometheus))
+}
+
+fn run(server: lepus_server::Server, management: Option<SocketAddr>, prometheus: Option<SocketAddr>) -> Broker {
     let addr = server.local_addr().expect("bound address");
     let (service, handle) = (server.broker(), server.shutdown_handle());
     let task = tokio::spawn(server.run());
-    Broker { addr, management, service, handle, task }
+    Broker { addr, management, prometheus, service, handle, task }
 }
 
 impl Broker {
