@@ -1,0 +1,196 @@
+//! lepusctl: a `rabbitmqctl`/`rabbitmqadmin`-style command line client. It talks only to the
+//! management HTTP API (RabbitMQ-compatible paths under `/api`), so the CLI and the API share
+//! one code path in the broker.
+//!
+//! - `http`: the API client (basic auth, JSON, errors).
+//! - `commands`: each command as API calls.
+//! - `output`: tables and JSON.
+
+mod commands;
+mod http;
+mod output;
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// What a command can fail with; [`CtlError::exit_code`] maps each to the process's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Bad arguments, or `--help`/`--version` (clap renders them).
+    #[error("{0}")]
+    Usage(#[from] clap::Error),
+    #[error("cannot reach the management API at {url}: {detail} (is the broker running with its management listener?)")]
+    Unreachable { url: String, detail: String },
+    #[error("login refused (401) for user '{user}' at {url}: check --user and --password")]
+    LoginRefused { url: String, user: String },
+    /// The API answered with an error; `reason` is its own.
+    #[error("{reason} (HTTP {status})")]
+    Api { status: u16, reason: String },
+    #[error("cannot {action} {path}: {source}")]
+    File { action: &'static str, path: String, source: std::io::Error },
+    #[error("invalid JSON in {what}: {detail}")]
+    BadJson { what: String, detail: String },
+    #[error("the management API at {url} did not answer within {timeout_s} s: {last}")]
+    NotStarted { url: String, timeout_s: u64, last: String },
+}
+
+impl CtlError {
+    /// rabbitmqctl's codes: 69 unavailable, 77 no permission, 64 usage, 65 bad data, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CtlError::Usage(e) => e.exit_code(),
+            CtlError::Unreachable { .. } | CtlError::NotStarted { .. } => 69,
+            CtlError::LoginRefused { .. } => 77,
+            CtlError::BadJson { .. } => 65,
+            CtlError::Api { .. } | CtlError::File { .. } => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "lepusctl", version, about = "Manage a Lepus broker through its management HTTP API")]
+pub struct Cli {
+    /// The management API's base URL.
+    #[arg(long, global = true, env = "LEPUSCTL_URL", default_value = "http://127.0.0.1:15672")]
+    pub url: String,
+    #[arg(long, global = true, env = "LEPUSCTL_USER", default_value = "guest")]
+    pub user: String,
+    #[arg(long, global = true, env = "LEPUSCTL_PASSWORD", default_value = "guest", hide_env_values = true)]
+    pub password: String,
+    /// The virtual host the command works in.
+    #[arg(long, short = 'p', global = true, default_value = "/")]
+    pub vhost: String,
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+    // Positional arguments must not share an id with these global options (clap would merge
+    // them), hence `new_password` and `username` below.
+}
+
+/// Columns to show (and ask the API for, as `columns=`); dotted paths reach nested fields.
+#[derive(Debug, Args)]
+pub struct Columns {
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum Command {
+    /// The broker's overview: version, listeners, object and message totals.
+    Status,
+    /// Waits until the management API answers.
+    AwaitStartup {
+        /// How long to keep trying, in seconds.
+        #[arg(long, short = 't', default_value_t = 300)]
+        timeout: u64,
+    },
+    #[command(flatten)]
+    List(List),
+    #[command(flatten)]
+    Action(Action),
+}
+
+/// The `list_*` commands, each taking optional columns.
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum List {
+    ListQueues(Columns),
+    ListExchanges(Columns),
+    ListBindings(Columns),
+    ListConnections(Columns),
+    ListChannels(Columns),
+    ListConsumers(Columns),
+    ListUsers(Columns),
+    ListVhosts(Columns),
+    ListPermissions(Columns),
+    ListPolicies(Columns),
+}
+
+/// The commands that change something.
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum Action {
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    AddUser {
+        name: String,
+        #[arg(value_name = "PASSWORD")]
+        new_password: String,
+        /// Comma-separated tags (administrator, monitoring, management...).
+        #[arg(long, default_value = "")]
+        tags: String,
+    },
+    DeleteUser {
+        name: String,
+    },
+    ChangePassword {
+        name: String,
+        #[arg(value_name = "PASSWORD")]
+        new_password: String,
+    },
+    SetPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+    },
+    SetPolicy {
+        name: String,
+        pattern: String,
+        /// The policy's definition as a JSON object.
+        definition: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        /// queues, exchanges or all.
+        #[arg(long = "apply-to", default_value = "all")]
+        apply_to: String,
+    },
+    ClearPolicy {
+        name: String,
+    },
+    PurgeQueue {
+        name: String,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    CloseConnection {
+        name: String,
+        reason: Option<String>,
+    },
+    /// Writes every definition to `file` (`-` for standard output).
+    ExportDefinitions {
+        file: String,
+    },
+    /// Loads definitions from `file` (`-` for standard input).
+    ImportDefinitions {
+        file: String,
+    },
+}
+
+/// Parses `args` (the program name first) and runs the command; the text to print on success.
+pub fn run<I, T>(args: I) -> Result<String, CtlError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    commands::execute(&cli)
+}
