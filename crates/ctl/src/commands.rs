@@ -83,6 +83,26 @@ fn act(api: &Api, vh: &str, action: &Action) -> Result<String, CtlError> {
             let path = format!("/api/permissions/{vh}/{}", segment(username));
             done(api.delete(&path), "Cleared permissions for user", username)
         }
+        Action::SetUserTags { username, tags } => {
+            let body = json!({"tags": tags.join(",")});
+            done(api.put(&format!("/api/users/{}", segment(username)), &body), "Set tags for user", username)
+        }
+        Action::SetVhostLimits { definition } => {
+            set_limits(api, &format!("/api/vhost-limits/{vh}"), definition)?;
+            Ok("Set vhost limits".to_owned())
+        }
+        Action::ClearVhostLimits => {
+            clear_limits(api, &format!("/api/vhost-limits/{vh}"), "all")?;
+            Ok("Cleared vhost limits".to_owned())
+        }
+        Action::SetUserLimits { username, definition } => {
+            set_limits(api, &format!("/api/user-limits/{}", segment(username)), definition)?;
+            Ok(format!("Set limits for user \"{username}\""))
+        }
+        Action::ClearUserLimits { username, limit } => {
+            clear_limits(api, &format!("/api/user-limits/{}", segment(username)), limit)?;
+            Ok(format!("Cleared {limit} limits for user \"{username}\""))
+        }
         Action::SetPolicy { name, pattern, definition, priority, apply_to } => {
             let definition = parse_json("the policy definition", definition)?;
             let body =
@@ -117,6 +137,34 @@ fn change_password(api: &Api, name: &str, password: &str) -> Result<String, CtlE
     let user = api.get(&path)?;
     let tags = user.get("tags").cloned().unwrap_or(Value::String(String::new()));
     done(api.put(&path, &json!({"password": password, "tags": tags})), "Changed password for user", name)
+}
+
+/// One `PUT {path}/{name}` per limit in the JSON object `definition`, as rabbitmqctl's
+/// `set_vhost_limits` and `set_user_limits` take them.
+fn set_limits(api: &Api, path: &str, definition: &str) -> Result<(), CtlError> {
+    let limits = parse_json("the limits", definition)?;
+    let Some(limits) = limits.as_object() else {
+        return Err(CtlError::BadJson { what: "the limits".into(), detail: "not a JSON object".into() });
+    };
+    for (name, value) in limits {
+        api.put(&format!("{path}/{}", segment(name)), &json!({"value": value}))?;
+    }
+    Ok(())
+}
+
+/// Deletes the limit `which`, or every limit set (`all`).
+fn clear_limits(api: &Api, path: &str, which: &str) -> Result<(), CtlError> {
+    let names: Vec<String> = if which == "all" {
+        let shown = api.get(path)?;
+        let set = shown.get(0).and_then(|o| o.get("value")).and_then(Value::as_object);
+        set.map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    } else {
+        vec![which.to_owned()]
+    };
+    for name in names {
+        api.delete(&format!("{path}/{}", segment(&name)))?;
+    }
+    Ok(())
 }
 
 fn await_startup(api: &Api, timeout_s: u64) -> Result<String, CtlError> {

@@ -151,6 +151,30 @@ pub enum Action {
         #[arg(value_name = "USER")]
         username: String,
     },
+    /// Replaces the user's tags (its password stays).
+    SetUserTags {
+        #[arg(value_name = "USER")]
+        username: String,
+        tags: Vec<String>,
+    },
+    /// Sets the vhost's limits from a JSON object, e.g. `{"max-connections": 64}`.
+    SetVhostLimits {
+        definition: String,
+    },
+    /// Removes every limit of the vhost.
+    ClearVhostLimits,
+    /// Sets the user's limits from a JSON object, e.g. `{"max-channels": 8}`.
+    SetUserLimits {
+        #[arg(value_name = "USER")]
+        username: String,
+        definition: String,
+    },
+    /// Removes one limit of the user (`max-connections`, `max-channels`) or `all`.
+    ClearUserLimits {
+        #[arg(value_name = "USER")]
+        username: String,
+        limit: String,
+    },
     SetPolicy {
         name: String,
         pattern: String,

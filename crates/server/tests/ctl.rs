@@ -204,3 +204,36 @@ async fn export_then_import_definitions_round_trips() {
     std::fs::remove_file(&file).expect("remove");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_tags_are_set_and_cleared() {
+    let broker = start_managed(test_config()).await;
+    ctl(&broker, &["add_vhost", "limited"]).await;
+    ctl(&broker, &["-p", "limited", "set_vhost_limits", r#"{"max-connections": 4, "max-queues": 10}"#]).await;
+    let limits = broker.service.vhost("limited").expect("vhost").limits();
+    assert_eq!((limits.max_connections, limits.max_queues), (Some(4), Some(10)));
+    ctl(&broker, &["-p", "limited", "clear_vhost_limits"]).await;
+    let limits = broker.service.vhost("limited").expect("vhost").limits();
+    assert_eq!((limits.max_connections, limits.max_queues), (None, None));
+
+    ctl(&broker, &["add_user", "bob", "pw"]).await;
+    ctl(&broker, &["set_user_limits", "bob", r#"{"max-channels": 2, "max-connections": 1}"#]).await;
+    ctl(&broker, &["clear_user_limits", "bob", "max-channels"]).await;
+    let limits = broker.service.user_limits("bob");
+    assert_eq!((limits.max_connections, limits.max_channels), (Some(1), None));
+    ctl(&broker, &["clear_user_limits", "bob", "all"]).await;
+    assert_eq!(broker.service.user_limits("bob").max_connections, None);
+
+    ctl(&broker, &["set_user_tags", "bob", "monitoring", "policymaker"]).await;
+    let users = ctl_json(&broker, &["list_users", "name", "tags"]).await;
+    let bob = users.as_array().expect("array").iter().find(|u| u["name"] == "bob").cloned().expect("bob");
+    assert_eq!(bob["tags"], serde_json::json!(["monitoring", "policymaker"]));
+    let url = format!("http://{}", broker.management.expect("management API"));
+    ctl_at(url, "bob", "pw", &["list_vhosts"]).await.expect("bob keeps his password");
+    let err =
+        ctl_at(format!("http://{}", broker.management.expect("api")), "guest", "guest", &["set_vhost_limits", "[1]"])
+            .await
+            .expect_err("not an object");
+    assert!(matches!(err, CtlError::BadJson { .. }), "{err}");
+    broker.stop().await;
+}
