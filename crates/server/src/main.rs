@@ -143,6 +143,26 @@ fn apply_tls_args(args: &Args, config: &mut Config) {
     }
 }
 
+/// The most descriptors asked for when the hard limit is unlimited.
+const DESCRIPTORS_WANTED_MAX: u64 = 1 << 20;
+
+/// Raises the soft descriptor limit to the hard one, as Go's runtime and many daemons do: the
+/// socket budget (`socket_max`) is taken from it, and a 1,024 default would admit only a few
+/// hundred clients. A failure leaves the limit as it was, with a warning.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(DESCRIPTORS_WANTED_MAX).min(DESCRIPTORS_WANTED_MAX);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }) {
+        Ok(()) => tracing::info!(from = current, to = wanted, "raised the file descriptor limit"),
+        Err(e) => tracing::warn!(limit = current, error = %e, "could not raise the file descriptor limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match load(&args) {
@@ -156,6 +176,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+    raise_descriptor_limit();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

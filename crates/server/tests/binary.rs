@@ -46,3 +46,36 @@ async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
 }
+
+#[test]
+fn a_low_soft_descriptor_limit_is_raised_to_the_hard_one_at_start() {
+    let data_dir = std::env::temp_dir().join(format!("lepus-rlimit-test-{}", std::process::id()));
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" --bind-address 127.0.0.1", env!("CARGO_BIN_EXE_lepus")])
+        .env("LEPUS_PORT", "0")
+        .env("LEPUS_MANAGEMENT_PORT", "0")
+        .env("LEPUS_PROMETHEUS_PORT", "0")
+        .env("LEPUS_DATA_DIR", &data_dir)
+        .env("LEPUS_LOG", "info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lepus starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Everything up to the listener's line.
+    let mut started = Vec::new();
+    while !started.last().is_some_and(|l: &String| l.contains("accepting AMQP 0-9-1 connections")) {
+        started.push(lines.next().expect("lepus logs before exiting").expect("utf-8 log"));
+    }
+    let raised = started.iter().find(|l| l.contains("raised the file descriptor limit"));
+    assert!(raised.is_some_and(|l| l.contains("from=256")), "{started:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let expected = if hard == "unlimited" { (1u64 << 20).to_string() } else { hard.to_owned() };
+    assert_eq!(soft, expected, "{open_files}");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let _ = std::fs::remove_dir_all(data_dir);
+}
