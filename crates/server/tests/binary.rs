@@ -10,19 +10,25 @@ use std::process::{Command, Stdio};
 use common::Raw;
 use lepus_protocol::constants::CONNECTION_FORCED;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
-        .args(["--bind-address", "127.0.0.1"])
+/// The `lepus` command's environment for a test: ephemeral AMQP port, no HTTP listeners,
+/// `data_dir`, info logs on a piped stdout.
+fn on_ephemeral_ports<'c>(command: &'c mut Command, data_dir: &std::path::Path) -> &'c mut Command {
+    command
         .env("LEPUS_PORT", "0")
         .env("LEPUS_MANAGEMENT_PORT", "0")
         .env("LEPUS_PROMETHEUS_PORT", "0")
-        .env("LEPUS_DATA_DIR", std::env::temp_dir().join("lepus-binary-test"))
+        .env("LEPUS_DATA_DIR", data_dir)
         .env("LEPUS_LOG", "info")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .spawn()
-        .expect("lepus starts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
+    let mut binary = Command::new(env!("CARGO_BIN_EXE_lepus"));
+    binary.args(["--bind-address", "127.0.0.1"]);
+    let mut child =
+        on_ephemeral_ports(&mut binary, &std::env::temp_dir().join("lepus-binary-test")).spawn().expect("lepus starts");
     // The listener logs the address it bound (port 0 → an ephemeral port).
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
@@ -50,17 +56,9 @@ async fn sigterm_closes_connections_with_320_and_exits_cleanly() {
 #[test]
 fn a_low_soft_descriptor_limit_is_raised_to_the_hard_one_at_start() {
     let data_dir = std::env::temp_dir().join(format!("lepus-rlimit-test-{}", std::process::id()));
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -Sn 256 && exec \"$0\" --bind-address 127.0.0.1", env!("CARGO_BIN_EXE_lepus")])
-        .env("LEPUS_PORT", "0")
-        .env("LEPUS_MANAGEMENT_PORT", "0")
-        .env("LEPUS_PROMETHEUS_PORT", "0")
-        .env("LEPUS_DATA_DIR", &data_dir)
-        .env("LEPUS_LOG", "info")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("lepus starts");
+    let mut shell = Command::new("sh");
+    shell.args(["-c", "ulimit -Sn 256 && exec \"$0\" --bind-address 127.0.0.1", env!("CARGO_BIN_EXE_lepus")]);
+    let mut child = on_ephemeral_ports(&mut shell, &data_dir).spawn().expect("lepus starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     // Everything up to the listener's line.
     let mut started = Vec::new();
