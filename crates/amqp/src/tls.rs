@@ -38,6 +38,8 @@ pub async fn serve_tls(
     setup: TlsSetup,
 ) {
     let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
+    // The TLS handshake is timed by tokio; the AMQP handshake after it by the broker's clock.
+    let handshake_deadline_ms = shared.broker.clock().now_ms().saturating_add(shared.limits.handshake_timeout_ms);
     // The handshake's round trips should not wait for delayed acks either.
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout_at(deadline.into(), setup.acceptor.accept(stream));
@@ -64,6 +66,6 @@ pub async fn serve_tls(
         let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
         external_name(certificate.map(|c| c.as_ref()), from)
     });
-    let start = Start { handshake_deadline: deadline, handshake_permit, external };
+    let start = Start { handshake_deadline_ms, handshake_permit, external };
     serve_started(tls, peer, shared, stop, start).await;
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::broker::AccessControl;
-use lepus_broker::clock::SystemClock;
+use lepus_broker::clock::{ClockRef, SystemClock};
 use lepus_broker::command::{Command, Issuer};
 use lepus_broker::limits::{UserLimits, VhostLimits};
 use lepus_broker::permissions::{Grant, TopicGrant};
@@ -75,6 +75,16 @@ impl Server {
     /// [`Server::bind`] with the data directory's files reached through `backends` (tests
     /// inject I/O errors this way).
     pub async fn bind_with_storage(config: Config, backends: StorageBackends) -> io::Result<Server> {
+        Server::bind_with_parts(config, backends, Arc::new(SystemClock::new())).await
+    }
+
+    /// [`Server::bind`] on the broker clock `clock` (tests move a [`lepus_broker::clock::ManualClock`]
+    /// to drive heartbeats, timeouts and expiry without waiting).
+    pub async fn bind_with_clock(config: Config, clock: ClockRef) -> io::Result<Server> {
+        Server::bind_with_parts(config, StorageBackends::default(), clock).await
+    }
+
+    async fn bind_with_parts(config: Config, backends: StorageBackends, clock: ClockRef) -> io::Result<Server> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = bind(config.bind_address, config.port).await?;
         let tls = bind_tls(&config).await?;
@@ -97,7 +107,7 @@ impl Server {
             vhosts: opened.vhosts,
             users: opened.users,
             access_control: opened.access_control,
-            clock: Arc::new(SystemClock::new()),
+            clock,
             persistence: opened.persistence,
             timer_wake,
         });

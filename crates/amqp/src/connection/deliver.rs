@@ -15,36 +15,6 @@ use crate::context::ReplyTarget;
 use crate::error::precondition;
 use crate::names::random_name;
 
-/// Deliveries to no-ack consumers encoded in one drain, acked together afterwards: the seqs
-/// in encoding order, and runs of them of one queue and consumer as (queue, consumer, end of
-/// the run in `seqs`). Kept by the connection between drains, so a drain allocates nothing.
-#[derive(Debug, Default)]
-pub(super) struct NoAckBatch {
-    seqs: Vec<u64>,
-    runs: Vec<(QueueRef, ConsumerId, usize)>,
-}
-
-impl NoAckBatch {
-    fn push(&mut self, queue: &QueueRef, consumer: ConsumerId, seq: u64) {
-        self.seqs.push(seq);
-        let end = self.seqs.len();
-        match self.runs.last_mut() {
-            Some((q, c, run_end)) if Arc::ptr_eq(q, queue) && *c == consumer => *run_end = end,
-            _ => self.runs.push((queue.clone(), consumer, end)),
-        }
-    }
-
-    /// Releases every run from its queue (and returns the consumers' credit), then empties.
-    fn ack_all(&mut self) {
-        let mut start = 0;
-        for (queue, consumer, end) in self.runs.drain(..) {
-            queue.ack(Some(consumer), self.seqs[start..end].iter().copied());
-            start = end;
-        }
-        self.seqs.clear();
-    }
-}
-
 /// Deliveries of one queue and consumer settled together: (queue, consumer, (seq, message)s).
 type SettleGroup = (QueueRef, Option<ConsumerId>, Vec<(u64, lepus_broker::MessageRef)>);
 
@@ -174,8 +144,9 @@ impl Connection {
         let tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
         let message = entry.message.clone();
-        if m.no_ack {
-            queue.ack(None, std::iter::once(entry.seq));
+        let unwritten = if m.no_ack {
+            // Leaves the queue once written (see `unwritten`).
+            Some((queue, entry.seq, entry.message))
         } else {
             let delivered_at_ms = self.shared.broker.clock().now_ms();
             let ch = self.chan(channel)?;
@@ -184,10 +155,15 @@ impl Connection {
             if ch.watch == Watch::Idle {
                 self.watch_timeout(channel);
             }
-        }
+            None
+        };
         let (exchange, key) = (message.exchange(), message.routing_key());
         write_get_ok(&mut self.out, channel, tag, entry.redelivered, exchange, key, remaining);
         self.write_content(channel, &message);
+        if let Some((queue, seq, message)) = unwritten {
+            let end = self.unwritten.stream_end(self.out_len());
+            self.unwritten.push(end, channel, (queue, None, seq, message));
+        }
         Ok(())
     }
 
@@ -272,34 +248,70 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes everything queues assigned to this connection since the last drain.
+    /// Encodes what queues assigned to this connection, in order, until the output holds
+    /// [`Connection::encode_limit`]: what is left waits in the
+    /// backlog for the output to drain, so a consumer that reads slowly holds messages, not
+    /// encoded frames. Deliveries to consumers no longer live (cancelled, channel closed)
+    /// are requeued at once wherever they are in the backlog.
     pub(super) fn drain_outlet(&mut self) {
-        let mut items = std::mem::take(&mut self.drained);
+        let mut items = std::mem::take(&mut self.backlog);
         self.outlet.drain_into(&mut items);
-        let mut no_ack = std::mem::take(&mut self.no_ack);
+        let limit = self.encode_limit();
         // The consumer the previous delivery went to, with its channel and tag: runs of
         // deliveries to one consumer (the common case) skip the lookups. A consumer's route
         // changes during a drain only through its own cancellation, which no delivery to it
         // follows.
         let mut live: Option<(ConsumerId, u16, ShortStr)> = None;
         let now_ms = if items.is_empty() { 0 } else { self.shared.broker.clock().now_ms() };
-        for item in items.drain(..) {
-            match item {
-                Outbound::Deliver(d) => self.deliver(d, now_ms, &mut no_ack, &mut live),
-                Outbound::ConsumerCancelled(id) => {
-                    live = None;
-                    self.on_consumer_cancelled(id);
+        // What is not encoded now, in order.
+        let mut rest = std::mem::take(&mut self.drained);
+        {
+            let mut iter = items.drain(..);
+            while let Some(item) = iter.next() {
+                if self.out_len() >= limit {
+                    rest.push(item);
+                    rest.extend(iter);
+                    break;
+                }
+                match item {
+                    Outbound::Deliver(d) => self.deliver(d, now_ms, &mut live),
+                    Outbound::ConsumerCancelled(id) => {
+                        live = None;
+                        self.on_consumer_cancelled(id);
+                    }
                 }
             }
         }
+        if !rest.is_empty() {
+            self.requeue_backlog_not_live(&mut rest);
+        }
+        // Both vectors keep their capacity: a drain allocates nothing.
         self.drained = items;
-        no_ack.ack_all();
-        self.no_ack = no_ack;
+        self.backlog = rest;
         let mut pending = std::mem::take(&mut self.watch_pending);
         for channel in pending.drain(..) {
             self.watch_timeout(channel);
         }
         self.watch_pending = pending;
+    }
+
+    /// Whether deliveries wait in the backlog for the output to drain.
+    pub(super) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Requeues the backlog's deliveries to consumers that are no longer live, keeping the
+    /// rest in order.
+    #[cold]
+    fn requeue_backlog_not_live(&mut self, items: &mut Vec<Outbound>) {
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            match item {
+                Outbound::Deliver(d) if self.live_route(d.consumer).is_none() => self.requeue_undelivered(d),
+                other => kept.push(other),
+            }
+        }
+        *items = kept;
     }
 
     /// The queue went away: the consumer is gone, and the client is told if it asked to be.
@@ -327,13 +339,7 @@ impl Connection {
     }
 
     /// Encodes one delivery, or puts it back if its consumer or channel is gone.
-    fn deliver(
-        &mut self,
-        d: Delivery,
-        now_ms: u64,
-        no_ack: &mut NoAckBatch,
-        live: &mut Option<(ConsumerId, u16, ShortStr)>,
-    ) {
+    fn deliver(&mut self, d: Delivery, now_ms: u64, live: &mut Option<(ConsumerId, u16, ShortStr)>) {
         if live.as_ref().is_none_or(|(id, _, _)| *id != d.consumer) {
             *live = self.live_route(d.consumer).map(|(channel, tag)| (d.consumer, channel, tag));
         }
@@ -365,7 +371,8 @@ impl Connection {
                     self.watch_pending.push(channel);
                 }
             }
-            (Some(queue), false) => no_ack.push(queue, d.consumer, d.seq),
+            // Leaves the queue once written (see `unwritten`).
+            (Some(_), false) => {}
             (None, _) => {}
         }
         self.count(Stat::Delivered, 1);
@@ -386,6 +393,12 @@ impl Connection {
             m.routing_key(),
         );
         self.write_content(channel, m);
+        if !d.ack_required
+            && let Some(queue) = d.queue
+        {
+            let end = self.unwritten.stream_end(self.out_len());
+            self.unwritten.push(end, channel, (queue, Some(d.consumer), d.seq, d.message));
+        }
     }
 
     /// A delivery to a consumer that was cancelled (or whose channel closed) before it was

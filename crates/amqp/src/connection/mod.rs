@@ -42,6 +42,7 @@ mod model;
 mod outbox;
 mod publish;
 mod timeout;
+mod unwritten;
 
 pub(crate) use timeout::{ChannelTimer, Watch};
 
@@ -145,15 +146,16 @@ pub async fn serve_admitted(
     stop: watch::Receiver<bool>,
     handshake_permit: Option<OwnedSemaphorePermit>,
 ) {
-    let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
-    let start = Start { handshake_deadline: deadline, handshake_permit, external: None };
+    let deadline_ms = shared.broker.clock().now_ms().saturating_add(shared.limits.handshake_timeout_ms);
+    let start = Start { handshake_deadline_ms: deadline_ms, handshake_permit, external: None };
     serve_started(transport, peer, shared, stop, start).await;
 }
 
 /// How a connection starts: what came before its first AMQP byte (accept, a TLS handshake).
 pub(crate) struct Start {
-    /// When the handshake must be over (`connection.open`), counted from the accept.
-    pub handshake_deadline: Instant,
+    /// When the handshake must be over (`connection.open`), counted from the accept, on the
+    /// broker's clock.
+    pub handshake_deadline_ms: u64,
     pub handshake_permit: Option<OwnedSemaphorePermit>,
     /// What SASL EXTERNAL logs in as, where it is offered.
     pub external: External,
@@ -172,7 +174,7 @@ pub(crate) async fn serve_started(
     let mut conn = Connection::new(id, peer, shared);
     conn.handshake_permit = start.handshake_permit;
     conn.external = start.external;
-    conn.run(rd, wr, stop, start.handshake_deadline).await;
+    conn.run(rd, wr, stop, start.handshake_deadline_ms).await;
 }
 
 struct Connection {
@@ -218,8 +220,11 @@ struct Connection {
     notify: Arc<Notify>,
     /// Reused buffer for draining the outlet.
     drained: Vec<Outbound>,
-    /// Reused buffer for the no-ack deliveries of a drain.
-    no_ack: deliver::NoAckBatch,
+    /// What was taken from the outlet and not yet encoded, in order: encoding stops while
+    /// the output is backed up (see [`Connection::drain_outlet`]).
+    backlog: Vec<Outbound>,
+    /// No-ack deliveries encoded and not yet written.
+    unwritten: unwritten::Unwritten,
     /// Channels with publisher confirms to flush at the end of this input batch.
     confirms_due: Vec<u16>,
     /// A queue this input batch published into that is over its flow-control watermark.
@@ -236,7 +241,8 @@ struct Connection {
     /// Publishes into the vhost (with this connection's route cache), once it is open; also
     /// the connection's way to its vhost.
     publisher: Option<lepus_broker::Publisher>,
-    closing_deadline: Option<Instant>,
+    /// When our `connection.close` must have been answered, on the broker's clock.
+    closing_deadline_ms: Option<u64>,
     /// Set when input can no longer be trusted (framing lost): read nothing more.
     stop_reading: bool,
     /// A large frame was pending since the last tick: the read buffer keeps its grown size.
@@ -251,7 +257,7 @@ struct Connection {
 
 impl Connection {
     fn new(id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
-        let now = Instant::now();
+        let now_ms = shared.broker.clock().now_ms();
         let notify = Arc::new(Notify::new());
         let outlet = Arc::new(Outlet::new(Box::new(NotifyWake(notify.clone()))));
         Connection {
@@ -265,7 +271,8 @@ impl Connection {
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
-            no_ack: Default::default(),
+            backlog: Vec::new(),
+            unwritten: Default::default(),
             confirms_due: Vec::new(),
             congested: None,
             throttle: None,
@@ -293,10 +300,10 @@ impl Connection {
             handshake_permit: None,
             external: None,
             hold_until: None,
-            closing_deadline: None,
+            closing_deadline_ms: None,
             stop_reading: false,
             large_frames: false,
-            heartbeat: Heartbeat::new(0, now),
+            heartbeat: Heartbeat::new(0, now_ms),
         }
     }
 
@@ -305,7 +312,7 @@ impl Connection {
         mut rd: impl AsyncRead + Unpin,
         mut wr: impl AsyncWrite + Unpin,
         mut stop: watch::Receiver<bool>,
-        handshake_deadline: Instant,
+        handshake_deadline_ms: u64,
     ) {
         let mut inbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -341,6 +348,10 @@ impl Connection {
             if eof && !unprocessed {
                 break "client closed the TCP connection";
             }
+            if self.has_backlog() && self.out_len() < self.encode_limit() {
+                // The output drained: encode more of what was held back.
+                self.drain_outlet();
+            }
             let read_ok =
                 !eof && !self.stop_reading && self.phase != Phase::Closed && (!paused || inbuf.len() < PAUSED_READ_MAX);
             tokio::select! {
@@ -348,11 +359,11 @@ impl Connection {
                     Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",
                     Ok(_) if paused => {
-                        self.heartbeat.on_read(Instant::now());
+                        self.heartbeat.on_read(self.now_ms());
                         unprocessed = true;
                     }
                     Ok(_) => {
-                        self.heartbeat.on_read(Instant::now());
+                        self.heartbeat.on_read(self.now_ms());
                         self.on_input(&mut inbuf);
                         // An alarm stopped input at message content: the rest waits.
                         unprocessed = self.alarm_blocked;
@@ -362,7 +373,7 @@ impl Connection {
                     }
                     Err(_) => break "read error",
                 },
-                _ = notify.notified(), if self.out_len() < ENCODE_AHEAD_MAX => {
+                _ = notify.notified(), if self.out_len() < self.encode_limit() => {
                     self.check_close_request();
                     self.drain_outlet();
                     self.check_timeouts();
@@ -376,8 +387,15 @@ impl Connection {
                 w = self.sealed.write_to(&mut wr, &self.out), if !self.out_is_empty() => match w {
                     Ok(0) | Err(_) => break "write error",
                     Ok(n) => {
+                        let now = self.now_ms();
+                        if self.out_len() >= self.shared.limits.outbound_buffer_max {
+                            // Backed-up output moving proves the peer alive as much as a frame
+                            // from it would: its TCP stack took what ours could not hold.
+                            self.heartbeat.on_read(now);
+                        }
                         self.sealed.consume(&mut self.out, n);
-                        self.heartbeat.on_write(Instant::now());
+                        self.unwritten.on_written(n);
+                        self.heartbeat.on_write(now);
                     }
                 },
                 _ = tick.tick() => {
@@ -392,7 +410,7 @@ impl Connection {
                     // Also here: wake-ups are not read while output is backed up.
                     self.check_close_request();
                     self.check_timeouts();
-                    if let Some(reason) = self.on_tick(handshake_deadline) {
+                    if let Some(reason) = self.on_tick(handshake_deadline_ms) {
                         break reason;
                     }
                 }
@@ -403,7 +421,7 @@ impl Connection {
             }
         };
         let _ = wr.shutdown().await;
-        self.release_all_channels();
+        self.release_connection();
         if self.alarm_blocked {
             self.alarms.forget(&self.outlet);
         }
@@ -427,6 +445,16 @@ impl Connection {
         }
     }
 
+    /// Now on the broker's clock (injected: tests move it).
+    fn now_ms(&self) -> u64 {
+        self.shared.broker.clock().now_ms()
+    }
+
+    /// Deliveries are encoded only while less than this waits to be written.
+    fn encode_limit(&self) -> usize {
+        ENCODE_AHEAD_MAX.min(self.shared.limits.outbound_buffer_max)
+    }
+
     /// Bytes encoded and not yet written.
     fn out_len(&self) -> usize {
         self.sealed.len() + self.out.len()
@@ -437,13 +465,13 @@ impl Connection {
     }
 
     /// Periodic checks: handshake and close timeouts, heartbeats. `Some` ends the connection.
-    fn on_tick(&mut self, handshake_deadline: Instant) -> Option<&'static str> {
-        let now = Instant::now();
+    fn on_tick(&mut self, handshake_deadline_ms: u64) -> Option<&'static str> {
+        let now = self.now_ms();
         let handshaking = matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open);
-        if handshaking && now >= handshake_deadline {
+        if handshaking && now >= handshake_deadline_ms {
             return Some("handshake timeout");
         }
-        if let Some(deadline) = self.closing_deadline
+        if let Some(deadline) = self.closing_deadline_ms
             && now >= deadline
         {
             return Some("no connection.close-ok in time");
@@ -665,7 +693,9 @@ impl Connection {
             (Phase::Open, Method::ConnectionOpen(m)) => self.on_open(m).map_err(tag),
             (Phase::Running, Method::ConnectionClose(m)) => {
                 tracing::debug!(connection = self.id, code = m.reply_code, text = %m.reply_text.to_string().escape_debug(), "client closed connection");
-                self.release_all_channels();
+                // The client discards what we send after its close: what is not written yet
+                // was never its.
+                self.release_connection();
                 self.send(0, ConnectionCloseOk {});
                 self.phase = Phase::Closed;
                 Ok(())
@@ -748,7 +778,7 @@ impl Connection {
         negotiated("channel_max", m.channel_max as u64, 1, c.channel_max as u64)?;
         self.frame_max = m.frame_max;
         self.channel_max = m.channel_max;
-        self.heartbeat = Heartbeat::new(m.heartbeat, Instant::now());
+        self.heartbeat = Heartbeat::new(m.heartbeat, self.now_ms());
         self.phase = Phase::Open;
         Ok(())
     }
@@ -772,7 +802,7 @@ impl Connection {
         self.send(0, ConnectionOpenOk { known_hosts: ShortStr::default() });
         self.handshake_permit = None;
         self.phase = Phase::Running;
-        self.heartbeat.on_read(Instant::now());
+        self.heartbeat.on_read(self.now_ms());
         tracing::info!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection opened");
         Ok(())
     }
@@ -903,6 +933,10 @@ impl Connection {
         }
         match method {
             Method::ChannelClose(_) => {
+                // The client discards what we send on the channel after its close: no-ack
+                // deliveries not written yet go back (nothing more is assigned to it first).
+                ch.gate.paused.store(true, Ordering::Release);
+                self.requeue_unwritten(Some(channel));
                 self.release_channel(channel);
                 self.send(channel, ChannelCloseOk {});
                 Ok(())
@@ -1022,9 +1056,9 @@ impl Connection {
             self.stop_reading = true;
         }
         self.send_connection_close(&error, class_id, method_id);
-        if let (Some(until), Some(deadline)) = (self.hold_until, self.closing_deadline.as_mut()) {
+        if let (Some(until), Some(deadline_ms)) = (self.hold_until, self.closing_deadline_ms.as_mut()) {
             // The close-ok wait starts once the held answer is out.
-            *deadline += until.saturating_duration_since(Instant::now());
+            *deadline_ms += until.saturating_duration_since(Instant::now()).as_millis() as u64;
         }
         if self.stop_reading {
             self.phase = Phase::Closed;
@@ -1041,7 +1075,7 @@ impl Connection {
         };
         self.send(0, close);
         self.phase = Phase::Closing;
-        self.closing_deadline = Some(Instant::now() + Duration::from_millis(self.shared.limits.close_timeout_ms));
+        self.closing_deadline_ms = Some(self.now_ms().saturating_add(self.shared.limits.close_timeout_ms));
     }
 
     /// Releases a channel's consumers and unacked deliveries, and forgets it.
@@ -1053,13 +1087,38 @@ impl Connection {
         }
     }
 
-    fn release_all_channels(&mut self) {
-        // Nothing more goes to any of them while each is released in turn: a queue whose
+    /// Requeues the no-ack deliveries (of `channel`, or all) not yet written to the socket.
+    fn requeue_unwritten(&mut self, channel: Option<u16>) {
+        let requeued = self.unwritten.requeue(channel);
+        if requeued > 0 {
+            tracing::info!(connection = self.id, peer = %self.peer, channel, requeued, "no-ack deliveries never written to the socket requeued");
+        }
+    }
+
+    /// The connection is ending (the client closed it, or it is gone): nothing more is
+    /// assigned to its consumers or encoded for them, what was not written goes back to the
+    /// queues (while the consumers are still attached, so it keeps its place ahead of later
+    /// messages), and every channel is released.
+    fn release_connection(&mut self) {
+        self.quiesce();
+        self.requeue_unwritten(None);
+        self.release_all_channels();
+    }
+
+    fn quiesce(&mut self) {
+        // Nothing more goes to any channel while each is released in turn: a queue whose
         // single active consumer was on one of them hands over to a consumer elsewhere, not
         // to one on a channel about to close.
         for ch in self.channels.values() {
             ch.gate.paused.store(true, Ordering::Release);
         }
+        for route in self.consumer_routes.values_mut() {
+            route.live = false;
+        }
+    }
+
+    fn release_all_channels(&mut self) {
+        self.quiesce();
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             self.release_channel(id);

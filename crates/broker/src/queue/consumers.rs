@@ -41,8 +41,20 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::outlet::{ConsumerId, OutletRef};
 
-/// Deliveries a no-ack consumer may have assigned but not yet encoded by its connection.
+/// Credit units a no-ack consumer may have assigned and not yet written to its socket by
+/// its connection: a message costs one unit per started [`NO_ACK_CREDIT_BYTES`] of its
+/// size, so the window is 2,048 small messages or about 64 MiB of large ones (plus the one
+/// message that crosses it), never 2,048 messages of any size.
 pub const NO_ACK_WINDOW: u32 = 2048;
+
+/// The bytes one unit of the no-ack window stands for.
+pub const NO_ACK_CREDIT_BYTES: usize = 32 * 1024;
+
+/// The units of a no-ack consumer's window that a message of `size` bytes takes (1 for
+/// anything under [`NO_ACK_CREDIT_BYTES`]).
+pub fn no_ack_credit(size: usize) -> u32 {
+    u32::try_from(1 + size / NO_ACK_CREDIT_BYTES).unwrap_or(u32::MAX)
+}
 
 /// Debug builds check every consumer after each change up to this many.
 const CHECK_ALL_MAX: usize = 64;
@@ -98,7 +110,8 @@ pub struct ConsumerSpec {
 #[derive(Debug)]
 pub(super) struct Consumer {
     pub spec: ConsumerSpec,
-    /// Assigned and not yet acked (or, for no-ack consumers, not yet encoded).
+    /// Assigned and not yet acked, in deliveries; for a no-ack consumer, assigned and not yet
+    /// written, in units of [`no_ack_credit`].
     in_flight: u32,
 }
 
@@ -304,11 +317,36 @@ impl Consumers {
 
     /// Gives `n` units of credit back to a consumer, if it is still attached.
     pub fn return_credit(&mut self, id: ConsumerId, n: u32) {
+        self.update_in_flight(id, |in_flight| in_flight.saturating_sub(n));
+    }
+
+    /// Takes `n` more units of a consumer's own credit (a large message to a no-ack
+    /// consumer costs more than the one unit [`Consumers::next`] took).
+    pub fn charge(&mut self, id: ConsumerId, n: u32) {
+        self.update_in_flight(id, |in_flight| in_flight.saturating_add(n));
+    }
+
+    /// Gives back the credit that `sizes` (the messages' sizes) took from a consumer, if it
+    /// is still attached: one unit each from a consumer that acks, their [`no_ack_credit`]
+    /// from a no-ack one.
+    pub fn return_credit_for(&mut self, id: ConsumerId, sizes: impl Iterator<Item = usize>) {
+        let Some(no_ack) = self.get(id).map(|c| !c.spec.ack_required) else { return };
+        let n = if no_ack { sizes.map(no_ack_credit).fold(0u32, u32::saturating_add) } else { sizes.count() as u32 };
+        self.return_credit(id, n);
+    }
+
+    fn get(&self, id: ConsumerId) -> Option<&Consumer> {
+        let &(priority, key) = self.index.get(&id)?;
+        let group = self.groups.get(&Reverse(priority))?;
+        group.members[group.position(key)?].consumer.as_ref()
+    }
+
+    fn update_in_flight(&mut self, id: ConsumerId, f: impl FnOnce(u32) -> u32) {
         let Some(&(priority, key)) = self.index.get(&id) else { return };
         if let Some(group) = self.groups.get_mut(&Reverse(priority))
             && let Some(i) = group.position(key)
         {
-            group.set_in_flight(i, |in_flight| in_flight.saturating_sub(n));
+            group.set_in_flight(i, f);
             group.check(priority);
         }
     }

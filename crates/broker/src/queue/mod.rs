@@ -65,7 +65,7 @@ use lepus_store::store::Store;
 use parking_lot::Mutex;
 
 use self::consumers::Consumers;
-pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_WINDOW};
+pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_CREDIT_BYTES, NO_ACK_WINDOW, no_ack_credit};
 pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
@@ -720,9 +720,13 @@ impl Queue {
         while !st.consumers.is_empty() && st.ready.load_head(&mut st.stored) {
             let Some(spec) = st.consumers.next() else { break };
             let Some(entry) = st.ready.pop(&mut st.stored) else { break };
-            if spec.ack_required {
+            let consumer = spec.id;
+            let extra_credit = if spec.ack_required {
                 st.stored.mark_delivered(entry.seq);
-            }
+                0
+            } else {
+                no_ack_credit(entry.message.size()) - 1
+            };
             // Kept for a requeue (a no-ack delivery comes back if its consumer goes before it
             // is written); [`Queue::ack`] forgets it.
             if entry.expires_at_ms != NO_EXPIRY {
@@ -739,6 +743,9 @@ impl Queue {
             };
             if spec.outlet.push(Outbound::Deliver(delivery)) {
                 fx.wakes.push(spec.outlet.clone());
+            }
+            if extra_credit > 0 {
+                st.consumers.charge(consumer, extra_credit);
             }
         }
         st.release_flow_waiters(fx);
@@ -854,8 +861,19 @@ impl Queue {
     /// `basic.get`) gets its credit back, and more is assigned. Returns what makes the removal
     /// durable.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, seqs: impl ExactSizeIterator<Item = u64>) -> Durable {
+        let credit = seqs.len() as u32;
+        self.ack_sent(consumer, seqs, credit)
+    }
+
+    /// [`Queue::ack`] for deliveries to a no-ack consumer, which took `credit` units of its
+    /// window (their [`no_ack_credit`]s) rather than one each.
+    pub fn ack_sent(
+        self: &Arc<Self>,
+        consumer: Option<ConsumerId>,
+        seqs: impl ExactSizeIterator<Item = u64>,
+        credit: u32,
+    ) -> Durable {
         let mut fx = Effects::default();
-        let count = seqs.len() as u32;
         let durable = {
             let mut st = self.state.lock();
             let st = &mut *st;
@@ -870,7 +888,7 @@ impl Queue {
                 .max()
             };
             if let Some(id) = consumer {
-                st.consumers.return_credit(id, count);
+                st.consumers.return_credit(id, credit);
                 self.assign(st, &mut fx);
             }
             released.map_or(Durable::NOW, Durable::after_generation)
@@ -913,7 +931,7 @@ impl Queue {
         {
             let mut st = self.state.lock();
             if let Some(id) = consumer {
-                st.consumers.return_credit(id, entries.len() as u32);
+                st.consumers.return_credit_for(id, entries.iter().map(|(_, m)| m.size()));
             }
             if st.deleted {
                 return;

@@ -53,6 +53,12 @@ pub async fn start_with(config: Config) -> Broker {
     run(server, None, None)
 }
 
+/// A broker on the broker clock `clock` (a `ManualClock` the test moves).
+pub async fn start_with_clock(config: Config, clock: lepus_broker::clock::ClockRef) -> Broker {
+    let server = lepus_server::Server::bind_with_clock(config, clock).await.expect("broker binds");
+    run(server, None, None)
+}
+
 /// A broker with its management API on an ephemeral loopback port.
 pub async fn start_managed(config: Config) -> Broker {
     let mut server = lepus_server::Server::bind(config).await.expect("broker binds");
