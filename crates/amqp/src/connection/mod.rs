@@ -555,6 +555,7 @@ impl Connection {
             return false;
         }
         self.alarm_blocked = true;
+        self.show_alarm_blocked(true);
         let reason = self.alarms.blocked_reason();
         tracing::info!(connection = self.id, peer = %self.peer, reason, "publisher blocked by a resource alarm");
         if self.client_capabilities.get("connection.blocked").and_then(|v| v.as_bool()) == Some(true) {
@@ -570,9 +571,17 @@ impl Connection {
             return;
         }
         self.alarm_blocked = false;
+        self.show_alarm_blocked(false);
         tracing::info!(connection = self.id, peer = %self.peer, "publisher unblocked: resource alarms cleared");
         if std::mem::take(&mut self.blocked_sent) && self.phase == Phase::Running {
             self.send(0, ConnectionUnblocked {});
+        }
+    }
+
+    /// The registry's `blocked` state, written on these transitions only.
+    fn show_alarm_blocked(&self, on: bool) {
+        if let Some(info) = &self.info {
+            info.alarm_blocked.store(on, Ordering::Relaxed);
         }
     }
 
@@ -798,6 +807,7 @@ impl Connection {
             stats: Counters::default(),
             sizes: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
+            alarm_blocked: Default::default(),
         };
         let refusal = match broker.connections().admit(info, admission) {
             Ok(info) => {
