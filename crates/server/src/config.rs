@@ -60,6 +60,10 @@ pub struct Config {
     pub memory_high_watermark: f64,
     /// The memory alarm's limit in bytes; wins over `memory_high_watermark` when set.
     pub memory_high_watermark_bytes: Option<u64>,
+    /// Above this fraction of the memory alarm's limit, queues keep only the heads of their
+    /// ready lists in memory and page the rest out, transient messages too (RabbitMQ's
+    /// `vm_memory_high_watermark_paging_ratio`, 0.5 by default; above 1.0, never).
+    pub memory_high_watermark_paging_ratio: f64,
     /// The disk alarm: publishing connections are blocked while the data directory's
     /// filesystem has less free space than this (RabbitMQ's `disk_free_limit.absolute`).
     pub disk_free_limit_bytes: u64,
@@ -198,6 +202,7 @@ impl Default for Config {
             transient_paging_bytes: 1024 * 1024 * 1024,
             memory_high_watermark: lepus_broker::alarms::MEMORY_HIGH_WATERMARK_DEFAULT,
             memory_high_watermark_bytes: None,
+            memory_high_watermark_paging_ratio: lepus_broker::alarms::MEMORY_PAGING_RATIO_DEFAULT,
             disk_free_limit_bytes: lepus_broker::alarms::DISK_FREE_LIMIT_DEFAULT_BYTES,
             store_open_files_max: 256,
             store_retry_interval_ms: 1000,
@@ -260,6 +265,12 @@ impl Config {
         }
         if !(self.memory_high_watermark.is_finite() && self.memory_high_watermark >= 0.0) {
             return Err(ConfigError::Invalid("memory_high_watermark must be a fraction, 0 or more".into()));
+        }
+        let ratio = self.memory_high_watermark_paging_ratio;
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "memory_high_watermark_paging_ratio must be a fraction, 0 or more".into(),
+            ));
         }
         if self.connection_max == 0 {
             return Err(ConfigError::Invalid("connection_max must be at least 1".into()));

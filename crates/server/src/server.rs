@@ -104,6 +104,7 @@ impl Server {
         set_policies(&broker, &config)?;
         watch_resources(&broker, &config);
         let broker = Arc::new(broker);
+        broker.page_under_memory_pressure(config.memory_high_watermark_paging_ratio);
         broker.start_rate_sampling();
         let amqp = Arc::new(Context::new(broker, limits(&config)));
         let (tx, _) = watch::channel(false);
