@@ -31,6 +31,10 @@ pub struct Config {
     pub heartbeat_s: u16,
     /// Time a client has from TCP accept to `connection.open`.
     pub handshake_timeout_ms: u64,
+    /// Time a client has from TCP accept (or the end of the TLS handshake) to its 8-byte
+    /// protocol header; shorter than the handshake's, so sockets that never speak AMQP leave
+    /// the handshake pool soon.
+    pub protocol_header_timeout_ms: u64,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
     /// Open (authenticated) AMQP connections the node accepts; `connection.open` beyond them is
@@ -39,6 +43,9 @@ pub struct Config {
     /// Accepted sockets that have not reached `connection.open` yet (handshake, login); more
     /// wait in the listen backlog, so silent sockets cannot crowd out clients that log in.
     pub handshake_max: usize,
+    /// Places in the handshake pool one source address may hold; its sockets beyond them are
+    /// closed at once, so that one address cannot take the whole pool.
+    pub handshake_max_per_source: usize,
     /// How long a refused login waits before it is answered (403, or the socket closed), so
     /// that guessing passwords is slow; 0: at once (RabbitMQ's behaviour).
     pub login_failure_delay_ms: u64,
@@ -192,9 +199,11 @@ impl Default for Config {
             channel_max: 2047,
             heartbeat_s: 60,
             handshake_timeout_ms: 10_000,
+            protocol_header_timeout_ms: 3_000,
             close_timeout_ms: 3_000,
             connection_max: 65_536,
             handshake_max: 8192,
+            handshake_max_per_source: 2048,
             login_failure_delay_ms: 1000,
             login_failures_per_minute: 60,
             message_size_max: 128 * 1024 * 1024,
@@ -277,6 +286,9 @@ impl Config {
         }
         if self.handshake_max == 0 {
             return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
+        }
+        if self.handshake_max_per_source == 0 {
+            return Err(ConfigError::Invalid("handshake_max_per_source must be at least 1".into()));
         }
         if self.store_open_files_max < 2 {
             return Err(ConfigError::Invalid("store_open_files_max must be at least 2".into()));

@@ -21,7 +21,7 @@ use lepus_protocol::method::*;
 use lepus_protocol::publish_view::parse_publish;
 use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolError, ShortStr, parse_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 
 use lepus_broker::alarms::Alarms;
 use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
@@ -34,6 +34,7 @@ use crate::auth::{External, MECHANISMS, MECHANISMS_WITH_EXTERNAL};
 use crate::channel::{Channel, ChannelPhase};
 use crate::context::Context as Shared;
 use crate::error::{ConnectionError, Exception, Fail};
+use crate::handshake_pool::HandshakePermit;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::transport::Transport;
 
@@ -143,7 +144,7 @@ pub async fn serve_admitted(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    handshake_permit: Option<OwnedSemaphorePermit>,
+    handshake_permit: Option<HandshakePermit>,
 ) {
     let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
     let start = Start { handshake_deadline: deadline, handshake_permit, external: None };
@@ -154,7 +155,7 @@ pub async fn serve_admitted(
 pub(crate) struct Start {
     /// When the handshake must be over (`connection.open`), counted from the accept.
     pub handshake_deadline: Instant,
-    pub handshake_permit: Option<OwnedSemaphorePermit>,
+    pub handshake_permit: Option<HandshakePermit>,
     /// What SASL EXTERNAL logs in as, where it is offered.
     pub external: External,
 }
@@ -171,6 +172,7 @@ pub(crate) async fn serve_started(
     tracing::debug!(connection = id, %peer, "accepted connection");
     let mut conn = Connection::new(id, peer, shared);
     conn.handshake_permit = start.handshake_permit;
+    conn.header_deadline = Some(Instant::now() + Duration::from_millis(conn.shared.limits.protocol_header_timeout_ms));
     conn.external = start.external;
     conn.run(rd, wr, stop, start.handshake_deadline).await;
 }
@@ -205,7 +207,9 @@ struct Connection {
     /// This connection in the broker's registry (and its counters), once it is open.
     info: Option<ConnectionRef>,
     /// Its place in the listener's pool of connections not yet open, released at open.
-    handshake_permit: Option<OwnedSemaphorePermit>,
+    handshake_permit: Option<HandshakePermit>,
+    /// When the protocol header must have arrived (`protocol_header_timeout_ms`).
+    header_deadline: Option<Instant>,
     /// What SASL EXTERNAL logs in as, where it is offered (TLS with client certificates).
     external: External,
     /// Nothing is written or read before then (a refused login's answer waits).
@@ -291,6 +295,7 @@ impl Connection {
             client_properties: FieldTable::new(),
             info: None,
             handshake_permit: None,
+            header_deadline: None,
             external: None,
             hold_until: None,
             closing_deadline: None,
@@ -442,6 +447,9 @@ impl Connection {
         let handshaking = matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open);
         if handshaking && now >= handshake_deadline {
             return Some("handshake timeout");
+        }
+        if self.phase == Phase::Header && self.header_deadline.is_some_and(|at| now >= at) {
+            return Some("no protocol header in time");
         }
         if let Some(deadline) = self.closing_deadline
             && now >= deadline
