@@ -20,6 +20,9 @@ pub struct Limits {
     pub heartbeat_s: u16,
     /// Time a client has from accept to `connection.open`.
     pub handshake_timeout_ms: u64,
+    /// Time a client has from accept (plain TCP) or the end of the TLS handshake to its
+    /// 8-byte protocol header.
+    pub protocol_header_timeout_ms: u64,
     /// Open (authenticated) connections the node accepts; `connection.open` beyond them gets
     /// 530 NOT_ALLOWED.
     pub connection_max: usize,

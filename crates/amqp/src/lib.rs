@@ -18,6 +18,8 @@
 //!   reply-to addresses.
 //! - [`transport`]: the byte stream a connection runs over (TCP, TLS).
 //! - [`tls`]: the TLS handshake inside the handshake deadline, then the connection.
+//! - [`handshake_pool`]: the pool of accepted sockets not yet open, with a share per source
+//!   address.
 //! - `names`: server-generated queue names, consumer tags, reply-to addresses.
 //! - `heartbeat`: when to send a heartbeat and when the peer counts as dead (pure, clock
 //!   passed in).
@@ -31,6 +33,7 @@ mod channel;
 mod connection;
 pub mod context;
 pub mod error;
+pub mod handshake_pool;
 mod heartbeat;
 mod login_guard;
 mod names;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::external_name;
 use crate::cert_name::CertLoginFrom;
 use crate::connection::{Start, serve_started};
 use crate::context::Context;
+use crate::handshake_pool::HandshakePermit;
 
 /// How a TLS listener's connections start, taken from its configuration at accept time.
 #[derive(Clone)]
@@ -34,7 +35,7 @@ pub async fn serve_tls(
     peer: SocketAddr,
     shared: Arc<Context>,
     mut stop: watch::Receiver<bool>,
-    handshake_permit: Option<OwnedSemaphorePermit>,
+    handshake_permit: Option<HandshakePermit>,
     setup: TlsSetup,
 ) {
     let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);

@@ -9,11 +9,16 @@
 //! through its outlet and told `connection.unblocked`. Everything else (acks, consuming, other
 //! methods) goes on, so consumers keep draining the queues.
 //!
+//! Paging: ahead of the memory alarm, while the memory in use is above a fraction of its limit
+//! (RabbitMQ's `vm_memory_high_watermark_paging_ratio`, 0.5 by default; above 1.0, never), the
+//! [`Pager`] is told at every sample: the broker then has its queues keep only the heads of
+//! their ready lists in memory and page the rest out, transient messages too.
+//!
 //! The state connections read on every publish is one atomic byte; a sample takes a lock.
 
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -25,6 +30,10 @@ pub const SAMPLE_INTERVAL_MS: u64 = 1_000;
 
 /// RabbitMQ 3.x's default memory watermark: this fraction of the RAM (or cgroup limit).
 pub const MEMORY_HIGH_WATERMARK_DEFAULT: f64 = 0.4;
+
+/// RabbitMQ 3.x's default `vm_memory_high_watermark_paging_ratio`: queues page out above this
+/// fraction of the memory limit.
+pub const MEMORY_PAGING_RATIO_DEFAULT: f64 = 0.5;
 
 /// RabbitMQ's default `disk_free_limit`: 50 MB.
 pub const DISK_FREE_LIMIT_DEFAULT_BYTES: u64 = 50_000_000;
@@ -72,6 +81,13 @@ pub trait ResourceProbe: Send + Sync + Debug {
     fn disk_free_bytes(&self) -> Option<u64>;
 }
 
+/// What pages messages out while memory is above the paging fraction of its limit.
+pub trait Pager: Send + Sync {
+    /// Called at every sample while memory is above the paging fraction (`true`, so that
+    /// queues that took nothing since page out too) and once when it falls below (`false`).
+    fn memory_pressure(&self, on: bool);
+}
+
 /// The limits the alarms compare against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlarmLimits {
@@ -94,12 +110,37 @@ pub struct Reading {
     pub disk_free_bytes: Option<u64>,
 }
 
-#[derive(Debug, Default)]
 struct Monitor {
     probe: Option<Box<dyn ResourceProbe>>,
     limits: AlarmLimits,
     reading: Reading,
     timer: Option<(TimerId, Arc<TimerService>)>,
+    /// Paging starts above this fraction of the memory limit (none above 1.0).
+    paging_ratio: f64,
+    pager: Option<Weak<dyn Pager>>,
+}
+
+impl Default for Monitor {
+    fn default() -> Monitor {
+        Monitor {
+            probe: None,
+            limits: AlarmLimits::default(),
+            reading: Reading::default(),
+            timer: None,
+            paging_ratio: MEMORY_PAGING_RATIO_DEFAULT,
+            pager: None,
+        }
+    }
+}
+
+impl Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("limits", &self.limits)
+            .field("reading", &self.reading)
+            .field("paging_ratio", &self.paging_ratio)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The node's resource alarms.
@@ -110,6 +151,8 @@ pub struct Alarms {
     monitor: Mutex<Monitor>,
     /// Connections blocked by an alarm, woken when the last one clears.
     blocked: Mutex<Vec<OutletRef>>,
+    /// Memory is above the paging fraction of its limit.
+    paging: AtomicBool,
 }
 
 impl Alarms {
@@ -130,6 +173,19 @@ impl Alarms {
     pub fn blocked_reason(&self) -> String {
         let names: Vec<&str> = self.active().into_iter().map(Resource::name).collect();
         format!("low on {}", names.join(" & "))
+    }
+
+    /// Whether memory is above the paging fraction of its limit.
+    pub fn paging(&self) -> bool {
+        self.paging.load(Ordering::Relaxed)
+    }
+
+    /// Who pages messages out, and above which fraction of the memory limit (above 1.0:
+    /// never); takes effect at the next sample.
+    pub fn page_with(&self, pager: Weak<dyn Pager>, paging_ratio: f64) {
+        let mut monitor = self.monitor.lock();
+        monitor.pager = Some(pager);
+        monitor.paging_ratio = paging_ratio;
     }
 
     pub fn limits(&self) -> AlarmLimits {
@@ -168,18 +224,42 @@ impl Alarms {
 
     /// Reads the probe and sets or clears each alarm.
     pub fn sample(&self) {
-        let (reading, limits) = {
+        let (reading, limits, paging_limit, pager) = {
             let mut monitor = self.monitor.lock();
             let Some(probe) = monitor.probe.as_ref() else { return };
             let reading =
                 Reading { memory_used_bytes: probe.memory_used_bytes(), disk_free_bytes: probe.disk_free_bytes() };
             monitor.reading = reading;
-            (reading, monitor.limits)
+            let paging_limit = paging_limit_bytes(monitor.limits.memory_limit_bytes, monitor.paging_ratio);
+            (reading, monitor.limits, paging_limit, monitor.pager.clone())
         };
         let memory = reading.memory_used_bytes > limits.memory_limit_bytes;
         let disk = reading.disk_free_bytes.is_some_and(|free| free < limits.disk_free_limit_bytes);
         self.set(Resource::Memory, memory, reading.memory_used_bytes, limits.memory_limit_bytes);
         self.set(Resource::Disk, disk, reading.disk_free_bytes.unwrap_or(0), limits.disk_free_limit_bytes);
+        let paging = paging_limit.is_some_and(|limit| reading.memory_used_bytes > limit);
+        self.set_paging(paging, reading.memory_used_bytes, pager.and_then(|p| p.upgrade()));
+    }
+
+    /// Records whether memory is above the paging fraction and tells the pager: at every
+    /// sample while it is, once when it falls below.
+    fn set_paging(&self, on: bool, used: u64, pager: Option<Arc<dyn Pager>>) {
+        let before = self.paging.swap(on, Ordering::Relaxed);
+        if on != before {
+            if on {
+                tracing::warn!(
+                    memory_used_bytes = used,
+                    "memory above the paging fraction of its watermark: queues page messages out"
+                );
+            } else {
+                tracing::info!(memory_used_bytes = used, "memory below the paging fraction of its watermark");
+            }
+        }
+        if let Some(pager) = pager
+            && (on || before)
+        {
+            pager.memory_pressure(on);
+        }
     }
 
     fn set(&self, resource: Resource, on: bool, value: u64, limit: u64) {
@@ -228,6 +308,15 @@ impl Alarms {
     pub fn forget(&self, outlet: &OutletRef) {
         self.blocked.lock().retain(|o| !Arc::ptr_eq(o, outlet));
     }
+}
+
+/// The memory use above which queues page out: `ratio` of `limit` (none above 1.0, or with no
+/// limit).
+fn paging_limit_bytes(limit: u64, ratio: f64) -> Option<u64> {
+    if ratio > 1.0 || limit == u64::MAX {
+        return None;
+    }
+    Some((limit as f64 * ratio) as u64)
 }
 
 impl TimerTarget for Alarms {
@@ -329,6 +418,43 @@ mod tests {
         assert!(alarms.any());
         alarms.set_limits(AlarmLimits { memory_limit_bytes: 4000, ..LIMITS });
         assert!(!alarms.any());
+    }
+
+    #[derive(Default)]
+    struct RecordPager(Mutex<Vec<bool>>);
+
+    impl Pager for RecordPager {
+        fn memory_pressure(&self, on: bool) {
+            self.0.lock().push(on);
+        }
+    }
+
+    #[test]
+    fn the_pager_is_told_at_every_sample_above_half_the_limit_and_once_below() {
+        let (alarms, memory, _) = alarms(400, 500, LIMITS);
+        let pager = Arc::new(RecordPager::default());
+        alarms.page_with(Arc::downgrade(&pager) as Weak<dyn Pager>, MEMORY_PAGING_RATIO_DEFAULT);
+        alarms.sample();
+        assert!(!alarms.paging());
+        memory.store(501, Ordering::Relaxed);
+        alarms.sample();
+        alarms.sample();
+        assert!(alarms.paging() && !alarms.any(), "paging, ahead of the alarm");
+        memory.store(500, Ordering::Relaxed);
+        alarms.sample();
+        alarms.sample();
+        assert_eq!(*pager.0.lock(), [true, true, false]);
+    }
+
+    #[test]
+    fn a_paging_ratio_above_one_never_pages() {
+        let (alarms, _, _) = alarms(2000, 500, LIMITS);
+        let pager = Arc::new(RecordPager::default());
+        alarms.page_with(Arc::downgrade(&pager) as Weak<dyn Pager>, 1.1);
+        alarms.sample();
+        alarms.sample();
+        assert!(alarms.any() && !alarms.paging());
+        assert!(!pager.0.lock().contains(&true), "never told to page");
     }
 
     #[test]

@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::alarms::{AlarmLimits, Alarms, ResourceProbe};
+use crate::alarms::{AlarmLimits, Alarms, Pager, ResourceProbe};
 use crate::clock::ClockRef;
 use crate::connections::Registry;
 use crate::durability::Durability;
@@ -74,6 +74,23 @@ pub struct BrokerParts {
 pub struct AccessControl {
     pub permissions: Permissions,
     pub user_limits: HashMap<String, UserLimits>,
+}
+
+/// Memory above the paging fraction: the store tells every queue (one flag they read when
+/// past the head of their window), and every queue pages out now, idle ones included.
+impl Pager for Broker {
+    fn memory_pressure(&self, on: bool) {
+        let Some(persistence) = &self.persistence else { return };
+        persistence.store.set_node_memory_pressure(on);
+        if !on {
+            return;
+        }
+        for vhost in self.vhosts() {
+            for queue in vhost.queue_list() {
+                queue.page_out();
+            }
+        }
+    }
 }
 
 /// A vhost as the broker holds it: shared, and connected to the clock and timers.
@@ -200,6 +217,13 @@ impl Broker {
     /// Starts the memory and disk alarms: `probe` is read now and then on the timer service.
     pub fn watch_resources(&self, probe: Box<dyn ResourceProbe>, limits: AlarmLimits) {
         self.alarms.start(probe, limits, &self.timers);
+    }
+
+    /// Pages queues out while memory is above `paging_ratio` of the memory alarm's limit
+    /// (RabbitMQ's `vm_memory_high_watermark_paging_ratio`; above 1.0, never).
+    pub fn page_under_memory_pressure(self: &Arc<Self>, paging_ratio: f64) {
+        let pager: Weak<dyn Pager> = Arc::downgrade(self) as _;
+        self.alarms.page_with(pager, paging_ratio);
     }
 
     pub fn durability(&self) -> &Durability {

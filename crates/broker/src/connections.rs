@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use lepus_protocol::FieldTable;
 use parking_lot::Mutex;
@@ -36,6 +36,43 @@ pub struct ConnectionInfo {
     pub sizes: SizeHistogram,
     /// How the broker asks the connection to close (management, vhost deletion).
     pub closer: Closer,
+    /// A resource alarm holds its publishes: set and cleared by its own task, on those
+    /// transitions only.
+    pub alarm_blocked: AtomicBool,
+}
+
+/// A connection's state as RabbitMQ 3.10's `/api/connections` shows it under an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    Running,
+    /// An alarm is set and the connection has not sent message content since.
+    Blocking,
+    /// It sent message content during an alarm, which is held until the alarm clears.
+    Blocked,
+}
+
+impl ConnectionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionState::Running => "running",
+            ConnectionState::Blocking => "blocking",
+            ConnectionState::Blocked => "blocked",
+        }
+    }
+}
+
+impl ConnectionInfo {
+    /// Its state, given whether any alarm is set now (every connection is `blocking` then,
+    /// publisher or not, as in RabbitMQ).
+    pub fn state(&self, alarm_set: bool) -> ConnectionState {
+        if self.alarm_blocked.load(Ordering::Relaxed) {
+            ConnectionState::Blocked
+        } else if alarm_set {
+            ConnectionState::Blocking
+        } else {
+            ConnectionState::Running
+        }
+    }
 }
 
 /// A request to close a connection, and the wake-up that makes its task look at it.
@@ -292,7 +329,18 @@ mod tests {
             stats: Counters::default(),
             sizes: SizeHistogram::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
+            alarm_blocked: AtomicBool::new(false),
         }
+    }
+
+    #[test]
+    fn the_state_is_blocked_once_held_and_blocking_while_an_alarm_is_set() {
+        let r = Registry::default();
+        let c = r.register(info(&r, "a"));
+        assert_eq!(c.state(false), ConnectionState::Running);
+        assert_eq!(c.state(true), ConnectionState::Blocking);
+        c.alarm_blocked.store(true, Ordering::Relaxed);
+        assert_eq!(c.state(true).name(), "blocked");
     }
 
     #[test]

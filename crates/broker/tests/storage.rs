@@ -7,13 +7,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
+use lepus_broker::alarms::{AlarmLimits, MEMORY_PAGING_RATIO_DEFAULT, ResourceProbe, SAMPLE_INTERVAL_MS};
 use lepus_broker::durability::{Durability, Durable};
 use lepus_broker::persist::Persistence;
-use lepus_broker::queue::Enqueued;
+use lepus_broker::queue::{Enqueued, RESIDENT_MIN_MESSAGES};
+use lepus_broker::users::Users;
 use lepus_broker::vhost::QueueDeclare;
-use lepus_broker::{Message, MessageRef, VHost};
+use lepus_broker::{Broker, BrokerParts, ManualClock, Message, MessageRef, VHost};
 use lepus_protocol::{BasicProperties, ContentHeader, ShortStr};
 use lepus_store::backend::Backend;
 use lepus_store::crash::CrashBackend;
@@ -54,12 +57,17 @@ fn open_with(backend: &CrashBackend, meta_path: &Path, options: StoreOptions) ->
 }
 
 fn open_on(backend: Arc<dyn Backend>, meta_path: &Path, options: StoreOptions) -> (Store, VHost) {
+    let (store, _, vhost) = open_parts(backend, meta_path, options);
+    (store, vhost)
+}
+
+fn open_parts(backend: Arc<dyn Backend>, meta_path: &Path, options: StoreOptions) -> (Store, Arc<Persistence>, VHost) {
     let store = Store::new(backend, Path::new("/data"), options);
     let meta = MetaStore::open(meta_path).expect("meta");
     let snapshot = meta.load().expect("load");
     let persistence = Arc::new(Persistence::open(store.clone(), meta).expect("persistence"));
-    let (vhost, _report) = VHost::restore("/", persistence, &snapshot, true).expect("restore");
-    (store, vhost)
+    let (vhost, _report) = VHost::restore("/", persistence.clone(), &snapshot, true).expect("restore");
+    (store, persistence, vhost)
 }
 
 fn declare(vhost: &VHost, name: &'static str, durable: bool) -> lepus_broker::QueueRef {
@@ -224,4 +232,71 @@ fn without_memory_pressure_transient_messages_stay_in_memory() {
     q.publish_stamped(message("last", 1), 0);
     assert_eq!(q.paged_count(), 0, "no copies written while memory is plentiful");
     assert!(backend.paths().is_empty(), "nothing on disk");
+}
+
+/// Memory in use as a test sets it; no disk reading.
+#[derive(Debug)]
+struct FakeMemory(Arc<AtomicU64>);
+
+impl ResourceProbe for FakeMemory {
+    fn memory_used_bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn disk_free_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+struct NoWake;
+
+impl lepus_broker::Wake for NoWake {
+    fn wake(&self) {}
+}
+
+#[test]
+fn above_the_paging_fraction_of_the_watermark_queued_transient_messages_page_out_and_come_back_in_order() {
+    let tmp = temp_dir("memory-paging");
+    let backend = CrashBackend::new();
+    let (store, persistence, vhost) =
+        open_parts(Arc::new(backend.clone()), &tmp.0.join("meta.redb"), StoreOptions::default());
+    let clock = Arc::new(ManualClock::new(0));
+    let broker = Arc::new(Broker::new(BrokerParts {
+        vhosts: vec![vhost],
+        users: Users::new(Vec::new()),
+        access_control: Default::default(),
+        clock: clock.clone(),
+        persistence: Some(persistence),
+        timer_wake: Box::new(NoWake),
+    }));
+    let memory = Arc::new(AtomicU64::new(400));
+    let limits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 0 };
+    broker.watch_resources(Box::new(FakeMemory(memory.clone())), limits);
+    broker.page_under_memory_pressure(MEMORY_PAGING_RATIO_DEFAULT);
+    let sample = || {
+        clock.advance(SAMPLE_INTERVAL_MS);
+        broker.timers().fire_due();
+    };
+    let q = declare(&broker.vhost("/").expect("vhost"), "transient", false);
+    let n = 2_000;
+    for i in 0..n {
+        q.publish_stamped(message(&format!("t{i}"), 1), 0);
+    }
+    store.commit();
+    sample();
+    assert_eq!(q.paged_count(), 0, "within the window and below the paging fraction: all in memory");
+
+    memory.store(501, Ordering::Relaxed);
+    sample(); // the queue, idle, is swept: its messages are copied to its scratch log
+    assert!(broker.alarms().paging() && !broker.alarms().any(), "paging, ahead of the alarm");
+    store.commit();
+    sample(); // their copies are written: they page out
+    assert_eq!(q.paged_count() as usize, n - RESIDENT_MIN_MESSAGES, "only the head stays in memory");
+    assert!(backend.paths().iter().any(|p| p.starts_with("/data/scratch")), "on disk");
+
+    memory.store(100, Ordering::Relaxed);
+    sample();
+    assert!(!broker.alarms().paging());
+    let got = bodies(&q);
+    assert_eq!(got.len(), n);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == format!("t{i}")), "every message intact, in order");
 }

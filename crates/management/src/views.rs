@@ -169,7 +169,7 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         "name": connection_name(api, c),
         "node": api.node.name,
         "type": "network",
-        "state": "running",
+        "state": c.state(api.broker.alarms().any()).name(),
         "protocol": c.protocol,
         "user": c.user,
         "user_who_performed_action": c.user,

@@ -31,6 +31,10 @@ pub struct Config {
     pub heartbeat_s: u16,
     /// Time a client has from TCP accept to `connection.open`.
     pub handshake_timeout_ms: u64,
+    /// Time a client has from TCP accept (or the end of the TLS handshake) to its 8-byte
+    /// protocol header; shorter than the handshake's, so sockets that never speak AMQP leave
+    /// the handshake pool soon.
+    pub protocol_header_timeout_ms: u64,
     /// Time we wait for `connection.close-ok` after sending `connection.close`.
     pub close_timeout_ms: u64,
     /// Open (authenticated) AMQP connections the node accepts; `connection.open` beyond them is
@@ -39,6 +43,9 @@ pub struct Config {
     /// Accepted sockets that have not reached `connection.open` yet (handshake, login); more
     /// wait in the listen backlog, so silent sockets cannot crowd out clients that log in.
     pub handshake_max: usize,
+    /// Places in the handshake pool one source address may hold; its sockets beyond them are
+    /// closed at once, so that one address cannot take the whole pool.
+    pub handshake_max_per_source: usize,
     /// How long a refused login waits before it is answered (403, or the socket closed), so
     /// that guessing passwords is slow; 0: at once (RabbitMQ's behaviour).
     pub login_failure_delay_ms: u64,
@@ -60,6 +67,10 @@ pub struct Config {
     pub memory_high_watermark: f64,
     /// The memory alarm's limit in bytes; wins over `memory_high_watermark` when set.
     pub memory_high_watermark_bytes: Option<u64>,
+    /// Above this fraction of the memory alarm's limit, queues keep only the heads of their
+    /// ready lists in memory and page the rest out, transient messages too (RabbitMQ's
+    /// `vm_memory_high_watermark_paging_ratio`, 0.5 by default; above 1.0, never).
+    pub memory_high_watermark_paging_ratio: f64,
     /// The disk alarm: publishing connections are blocked while the data directory's
     /// filesystem has less free space than this (RabbitMQ's `disk_free_limit.absolute`).
     pub disk_free_limit_bytes: u64,
@@ -188,9 +199,11 @@ impl Default for Config {
             channel_max: 2047,
             heartbeat_s: 60,
             handshake_timeout_ms: 10_000,
+            protocol_header_timeout_ms: 3_000,
             close_timeout_ms: 3_000,
             connection_max: 65_536,
             handshake_max: 8192,
+            handshake_max_per_source: 2048,
             login_failure_delay_ms: 1000,
             login_failures_per_minute: 60,
             message_size_max: 128 * 1024 * 1024,
@@ -198,6 +211,7 @@ impl Default for Config {
             transient_paging_bytes: 1024 * 1024 * 1024,
             memory_high_watermark: lepus_broker::alarms::MEMORY_HIGH_WATERMARK_DEFAULT,
             memory_high_watermark_bytes: None,
+            memory_high_watermark_paging_ratio: lepus_broker::alarms::MEMORY_PAGING_RATIO_DEFAULT,
             disk_free_limit_bytes: lepus_broker::alarms::DISK_FREE_LIMIT_DEFAULT_BYTES,
             store_open_files_max: 256,
             store_retry_interval_ms: 1000,
@@ -261,11 +275,20 @@ impl Config {
         if !(self.memory_high_watermark.is_finite() && self.memory_high_watermark >= 0.0) {
             return Err(ConfigError::Invalid("memory_high_watermark must be a fraction, 0 or more".into()));
         }
+        let ratio = self.memory_high_watermark_paging_ratio;
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "memory_high_watermark_paging_ratio must be a fraction, 0 or more".into(),
+            ));
+        }
         if self.connection_max == 0 {
             return Err(ConfigError::Invalid("connection_max must be at least 1".into()));
         }
         if self.handshake_max == 0 {
             return Err(ConfigError::Invalid("handshake_max must be at least 1".into()));
+        }
+        if self.handshake_max_per_source == 0 {
+            return Err(ConfigError::Invalid("handshake_max_per_source must be at least 1".into()));
         }
         if self.store_open_files_max < 2 {
             return Err(ConfigError::Invalid("store_open_files_max must be at least 2".into()));

@@ -1,6 +1,8 @@
 //! The AMQP listeners: plain TCP and, when a certificate is configured, TLS. Both accept into
 //! one pool of at most `handshake_max` sockets before `connection.open` (the TLS handshake
-//! inside it); open ones count against `connection_max` in the broker's registry. Every
+//! inside it), of which one source address holds at most `handshake_max_per_source` (its
+//! sockets beyond are closed at once); open ones count against `connection_max` in the
+//! broker's registry. Every
 //! socket also holds one of the descriptors left for sockets ([`socket_max`]): the process's
 //! limit minus the message store's budget and a reserve, so accepting stops (clients wait in
 //! the listen backlog) before the store's share is touched. One task
@@ -15,6 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lepus_amqp::handshake_pool::HandshakePool;
 use lepus_amqp::{Context, Limits, NotifyWake, stopped};
 use lepus_broker::broker::AccessControl;
 use lepus_broker::clock::{ClockRef, SystemClock};
@@ -114,6 +117,7 @@ impl Server {
         set_policies(&broker, &config)?;
         watch_resources(&broker, &config);
         let broker = Arc::new(broker);
+        broker.page_under_memory_pressure(config.memory_high_watermark_paging_ratio);
         broker.start_rate_sampling();
         let amqp = Arc::new(Context::new(broker, limits(&config)));
         let (tx, _) = watch::channel(false);
@@ -171,7 +175,7 @@ impl Server {
     pub async fn run(mut self) {
         // Sockets still in their handshake; an open connection counts against `connection_max`
         // in the broker's registry instead.
-        let limit = Arc::new(Semaphore::new(self.config.handshake_max));
+        let pool = HandshakePool::new(self.config.handshake_max, self.config.handshake_max_per_source);
         let socket_max = socket_max(self.config.store_open_files_max);
         let sockets = Arc::new(Semaphore::new(socket_max));
         let mut stop = self.shutdown.subscribe();
@@ -207,16 +211,17 @@ impl Server {
                     }
                 }
             };
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
+            let place = tokio::select! {
+                place = pool.reserve() => match place {
+                    Some(p) => p,
+                    None => break,
                 },
                 _ = stopped(&mut stop) => break,
             };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Some(permit) = pool.admit(place, peer.ip()) else { continue };
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
                         let serve = lepus_amqp::serve_admitted(stream, peer, amqp, stop, Some(permit));
                         tasks.spawn(async move { serve.await; drop(socket) });
@@ -225,6 +230,7 @@ impl Server {
                 },
                 accepted = accept_tls(&self.tls), if self.tls.is_some() => match accepted {
                     Ok((stream, peer, setup)) => {
+                        let Some(permit) = pool.admit(place, peer.ip()) else { continue };
                         let (amqp, stop) = (self.amqp.clone(), self.shutdown.subscribe());
                         let serve = lepus_amqp::serve_tls(stream, peer, amqp, stop, Some(permit), setup);
                         tasks.spawn(async move { serve.await; drop(socket) });
@@ -529,6 +535,7 @@ fn limits(config: &Config) -> Limits {
         channel_max: config.channel_max,
         heartbeat_s: config.heartbeat_s,
         handshake_timeout_ms: config.handshake_timeout_ms,
+        protocol_header_timeout_ms: config.protocol_header_timeout_ms,
         connection_max: config.connection_max,
         login_failure_delay_ms: config.login_failure_delay_ms,
         login_failures_per_minute: config.login_failures_per_minute,

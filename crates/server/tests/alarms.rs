@@ -12,10 +12,9 @@ mod clients;
 mod common;
 
 use clients::*;
-use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation, Event};
+use lapin::{BasicProperties, Confirmation};
 use lepus_broker::alarms::{AlarmLimits, Resource};
 use lepus_server::Config;
 
@@ -23,17 +22,6 @@ const NO_LIMITS: AlarmLimits = AlarmLimits { memory_limit_bytes: u64::MAX, disk_
 
 fn alarmed_memory() -> Config {
     Config { memory_high_watermark_bytes: Some(0), ..common::test_config() }
-}
-
-/// The next blocked/unblocked event (`None` for unblocked).
-async fn next_blocking(events: &mut (impl futures_lite::Stream<Item = Event> + Unpin)) -> Option<String> {
-    loop {
-        match guard("connection.blocked or unblocked", events.next()).await.expect("events go on") {
-            Event::ConnectionBlocked(reason) => return Some(reason),
-            Event::ConnectionUnblocked => return None,
-            _ => continue,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

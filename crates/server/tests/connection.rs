@@ -274,3 +274,33 @@ async fn a_source_past_its_failed_logins_is_refused_even_with_the_right_password
         .expect_err("refused unchecked for the rest of the minute");
     assert_eq!(broker.service.connections().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_its_share_of_the_handshake_pool_is_closed_at_once_while_others_get_in() {
+    let config = Config { handshake_max_per_source: 2, protocol_header_timeout_ms: 600_000, ..test_config() };
+    let broker = start_with(config).await;
+    // Two silent sockets from 127.0.0.1 hold its share (accepted in order, before the third).
+    let _silent = [Raw::connect(broker.addr).await, Raw::connect(broker.addr).await];
+    let mut third = Raw::connect(broker.addr).await;
+    third.expect_eof().await;
+    // Another source address (all of 127/8 is loopback) still has its share.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 2], 0).into()).expect("bind 127.0.0.2");
+    let mut other = Raw::over(guard("connect", socket.connect(broker.addr)).await.expect("connect"));
+    other.send(&PROTOCOL_HEADER).await;
+    let Some((0, Method::ConnectionStart(_))) = other.next_method().await else { panic!("expected start") };
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_a_protocol_header_is_closed_at_the_header_timeout() {
+    let config = Config { protocol_header_timeout_ms: 500, handshake_timeout_ms: 600_000, ..test_config() };
+    let broker = start_with(config).await;
+    let mut silent = Raw::connect(broker.addr).await;
+    let mut speaking = Raw::connect(broker.addr).await;
+    start_ok(&mut speaking, "PLAIN", "\0guest\0guest", true).await;
+    silent.expect_eof().await;
+    // The one that sent its header has the handshake's time: it is still served.
+    let Some((0, Method::ConnectionTune(_))) = speaking.next_method().await else { panic!("expected tune") };
+    broker.stop().await;
+}

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use base64::Engine;
-use clients::{guard, lchan, lconn, uniq};
+use clients::{guard, lchan, lconn, next_blocking, uniq};
 use common::{Raw, start_managed, test_config};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use lepus_broker::alarms::AlarmLimits;
 use lepus_protocol::constants::CONNECTION_FORCED;
 use serde_json::{Value, json};
 
@@ -508,6 +509,46 @@ async fn connections_are_listed_and_closed_with_320() {
     assert_eq!(close.reply_code, CONNECTION_FORCED);
     assert!(String::from_utf8_lossy(close.reply_text.as_bytes()).contains("Closed via management plugin"));
     assert_eq!(http.delete("/api/connections/nope").await.status, 404);
+    b.stop().await;
+}
+
+/// Each connection's `state` in `/api/connections`, by name.
+async fn connection_states(http: &Http) -> std::collections::BTreeMap<String, String> {
+    let list = http.get("/api/connections").await.body;
+    let list = list.as_array().expect("list").iter();
+    list.map(|c| (c["name"].as_str().expect("name").to_owned(), c["state"].as_str().expect("state").to_owned()))
+        .collect()
+}
+
+/// RabbitMQ 3.10.8's states under an alarm: every connection `blocking`, a publisher held by
+/// it `blocked`, all `running` once it clears; channels stay `running` throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_show_blocking_and_blocked_while_an_alarm_holds_publishers() {
+    let (b, http) = broker().await;
+    let idle = lconn(&b).await;
+    let idle_name = connection_states(&http).await.into_keys().next().expect("one connection");
+    let publisher = lconn(&b).await;
+    let mut events = Box::pin(publisher.events_listener());
+    let ch = lchan(&publisher).await;
+    let states = connection_states(&http).await;
+    let publisher_name = states.keys().find(|n| **n != idle_name).expect("two connections").clone();
+    assert!(states.values().all(|s| s == "running"), "{states:?}");
+
+    b.service.alarms().set_limits(AlarmLimits { memory_limit_bytes: 0, disk_free_limit_bytes: 0 });
+    assert!(connection_states(&http).await.values().all(|s| s == "blocking"));
+    let publish =
+        ch.basic_publish("".into(), "nowhere".into(), BasicPublishOptions::default(), b"x", Default::default());
+    guard("basic.publish", publish).await.expect("sent");
+    assert_eq!(next_blocking(&mut events).await.as_deref(), Some("low on memory"));
+    let states = connection_states(&http).await;
+    assert_eq!((states[&publisher_name].as_str(), states[&idle_name].as_str()), ("blocked", "blocking"));
+    let channels = http.get("/api/channels").await.body;
+    assert!(channels.as_array().expect("list").iter().all(|c| c["state"] == "running"), "{channels}");
+
+    b.service.alarms().set_limits(AlarmLimits { memory_limit_bytes: u64::MAX, disk_free_limit_bytes: 0 });
+    assert_eq!(next_blocking(&mut events).await, None, "connection.unblocked");
+    assert!(connection_states(&http).await.values().all(|s| s == "running"));
+    drop(idle);
     b.stop().await;
 }
 

@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     next_scratch_id: AtomicU64,
     /// Message bytes queues hold in memory (they report changes).
     resident_bytes: AtomicU64,
+    /// The node's memory use is above the paging fraction of its watermark (set by the
+    /// broker's memory sampler).
+    node_memory_pressure: AtomicBool,
     dirty: Mutex<Vec<Arc<LogShared>>>,
     work: Condvar,
     waiters: Mutex<Vec<Arc<dyn Waker>>>,
@@ -143,6 +146,7 @@ impl Store {
                 stopping: AtomicBool::new(false),
                 next_scratch_id: AtomicU64::new(1),
                 resident_bytes: AtomicU64::new(0),
+                node_memory_pressure: AtomicBool::new(false),
                 dirty: Mutex::new(Vec::new()),
                 work: Condvar::new(),
                 waiters: Mutex::new(Vec::new()),
@@ -225,11 +229,24 @@ impl Store {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
     }
 
-    /// Whether queues hold so much in memory that transient messages should page out
-    /// (always, with a threshold of 0).
+    /// Whether transient messages should page out: queues hold more in memory than
+    /// `transient_paging_bytes` (always, with a threshold of 0), or the node is under memory
+    /// pressure.
     pub fn memory_pressure(&self) -> bool {
         let threshold = self.inner.options.transient_paging_bytes;
-        threshold == 0 || self.inner.resident_bytes.load(Ordering::Relaxed) > threshold
+        threshold == 0 || self.inner.resident_bytes.load(Ordering::Relaxed) > threshold || self.node_memory_pressure()
+    }
+
+    /// Whether the node's memory use is above the paging fraction of its watermark: queues
+    /// then keep only the heads of their ready lists in memory.
+    #[inline]
+    pub fn node_memory_pressure(&self) -> bool {
+        self.inner.node_memory_pressure.load(Ordering::Relaxed)
+    }
+
+    /// Set by the node's memory sampler.
+    pub fn set_node_memory_pressure(&self, on: bool) {
+        self.inner.node_memory_pressure.store(on, Ordering::Relaxed);
     }
 
     /// Where scratch logs (paged-out transient messages) live.

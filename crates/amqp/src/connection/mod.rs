@@ -21,7 +21,7 @@ use lepus_protocol::method::*;
 use lepus_protocol::publish_view::parse_publish;
 use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ProtocolError, ShortStr, parse_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 
 use lepus_broker::alarms::Alarms;
 use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
@@ -34,6 +34,7 @@ use crate::auth::{External, MECHANISMS, MECHANISMS_WITH_EXTERNAL};
 use crate::channel::{Channel, ChannelPhase};
 use crate::context::Context as Shared;
 use crate::error::{ConnectionError, Exception, Fail};
+use crate::handshake_pool::HandshakePermit;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::transport::Transport;
 
@@ -144,7 +145,7 @@ pub async fn serve_admitted(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    handshake_permit: Option<OwnedSemaphorePermit>,
+    handshake_permit: Option<HandshakePermit>,
 ) {
     let deadline_ms = shared.broker.clock().now_ms().saturating_add(shared.limits.handshake_timeout_ms);
     let start = Start { handshake_deadline_ms: deadline_ms, handshake_permit, external: None };
@@ -156,7 +157,7 @@ pub(crate) struct Start {
     /// When the handshake must be over (`connection.open`), counted from the accept, on the
     /// broker's clock.
     pub handshake_deadline_ms: u64,
-    pub handshake_permit: Option<OwnedSemaphorePermit>,
+    pub handshake_permit: Option<HandshakePermit>,
     /// What SASL EXTERNAL logs in as, where it is offered.
     pub external: External,
 }
@@ -173,6 +174,7 @@ pub(crate) async fn serve_started(
     tracing::debug!(connection = id, %peer, "accepted connection");
     let mut conn = Connection::new(id, peer, shared);
     conn.handshake_permit = start.handshake_permit;
+    conn.header_deadline_ms = Some(conn.now_ms().saturating_add(conn.shared.limits.protocol_header_timeout_ms));
     conn.external = start.external;
     conn.run(rd, wr, stop, start.handshake_deadline_ms).await;
 }
@@ -207,7 +209,10 @@ struct Connection {
     /// This connection in the broker's registry (and its counters), once it is open.
     info: Option<ConnectionRef>,
     /// Its place in the listener's pool of connections not yet open, released at open.
-    handshake_permit: Option<OwnedSemaphorePermit>,
+    handshake_permit: Option<HandshakePermit>,
+    /// When the protocol header must have arrived (`protocol_header_timeout_ms`), on the
+    /// broker's clock.
+    header_deadline_ms: Option<u64>,
     /// What SASL EXTERNAL logs in as, where it is offered (TLS with client certificates).
     external: External,
     /// Nothing is written or read before then (a refused login's answer waits).
@@ -298,6 +303,7 @@ impl Connection {
             client_properties: FieldTable::new(),
             info: None,
             handshake_permit: None,
+            header_deadline_ms: None,
             external: None,
             hold_until: None,
             closing_deadline_ms: None,
@@ -471,6 +477,9 @@ impl Connection {
         if handshaking && now >= handshake_deadline_ms {
             return Some("handshake timeout");
         }
+        if self.phase == Phase::Header && self.header_deadline_ms.is_some_and(|at| now >= at) {
+            return Some("no protocol header in time");
+        }
         if let Some(deadline) = self.closing_deadline_ms
             && now >= deadline
         {
@@ -583,6 +592,7 @@ impl Connection {
             return false;
         }
         self.alarm_blocked = true;
+        self.show_alarm_blocked(true);
         let reason = self.alarms.blocked_reason();
         tracing::info!(connection = self.id, peer = %self.peer, reason, "publisher blocked by a resource alarm");
         if self.client_capabilities.get("connection.blocked").and_then(|v| v.as_bool()) == Some(true) {
@@ -598,9 +608,17 @@ impl Connection {
             return;
         }
         self.alarm_blocked = false;
+        self.show_alarm_blocked(false);
         tracing::info!(connection = self.id, peer = %self.peer, "publisher unblocked: resource alarms cleared");
         if std::mem::take(&mut self.blocked_sent) && self.phase == Phase::Running {
             self.send(0, ConnectionUnblocked {});
+        }
+    }
+
+    /// The registry's `blocked` state, written on these transitions only.
+    fn show_alarm_blocked(&self, on: bool) {
+        if let Some(info) = &self.info {
+            info.alarm_blocked.store(on, Ordering::Relaxed);
         }
     }
 
@@ -828,6 +846,7 @@ impl Connection {
             stats: Counters::default(),
             sizes: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
+            alarm_blocked: Default::default(),
         };
         let refusal = match broker.connections().admit(info, admission) {
             Ok(info) => {

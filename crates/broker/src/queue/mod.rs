@@ -23,7 +23,9 @@
 //! location in memory; it is read back when it reaches the head of the queue. Under memory
 //! pressure (queues together holding more than the store's `transient_paging_bytes`), other
 //! messages — transient ones, or any in a non-durable queue — page out the same way through a
-//! scratch log that is never synced and is removed at start.
+//! scratch log that is never synced and is removed at start. While the node's memory is above
+//! the paging fraction of its watermark, only the head stays resident; the memory sampler
+//! sweeps every queue ([`Queue::page_out`]) so that idle ones page out too.
 //!
 //! # Layout
 //! This module holds [`Queue`], its lock and the rules that span its parts: limits, flow
@@ -69,7 +71,7 @@ pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_CREDIT_BYTES, NO_ACK
 pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
-pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES};
+pub use self::ready::{Entry, NO_EXPIRY, RESIDENT_MAX_BYTES, RESIDENT_MAX_MESSAGES, RESIDENT_MIN_MESSAGES};
 use self::stored::{Fetched, Stored};
 use crate::clock::ClockRef;
 pub use crate::dead_letter::DeadLetterTarget;
@@ -1042,6 +1044,13 @@ impl Queue {
         };
         self.finish(fx);
         n
+    }
+
+    /// Pages out what the resident window leaves over (the memory sampler's sweep, while the
+    /// node's memory is above the paging fraction; publishes and departures do it otherwise).
+    pub fn page_out(&self) {
+        let st = &mut *self.state.lock();
+        st.ready.page_out(&mut st.stored);
     }
 
     /// Ready messages held only in the log (paged out).

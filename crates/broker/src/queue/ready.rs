@@ -11,6 +11,9 @@
 //! [`RESIDENT_MAX_BYTES`]), a message whose stored copy has been written keeps only its place
 //! in memory; it is read back when it reaches the head. A logged message pages out once its
 //! record is written; under memory pressure any other one is first copied to the scratch log.
+//! While the node's memory is above the paging fraction of its watermark (RabbitMQ's
+//! `vm_memory_high_watermark_paging_ratio`), the window shrinks to the head
+//! ([`RESIDENT_MIN_MESSAGES`]) and every other message pages out, transient ones too.
 //!
 //! Expiry: a message may have a deadline ([`Entry::expires_at_ms`]). Expired messages leave
 //! wherever they are, resident or paged out, without a scan: the deadlines that can come out
@@ -40,7 +43,7 @@ pub const RESIDENT_MAX_MESSAGES: usize = 8_192;
 pub const RESIDENT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The head of the queue is never paged out: it is about to be delivered.
-const RESIDENT_MIN_MESSAGES: usize = 256;
+pub const RESIDENT_MIN_MESSAGES: usize = 256;
 
 /// Holes are dropped from a list that has more than this many and more holes than messages.
 const HOLES_MIN: usize = 64;
@@ -425,8 +428,22 @@ impl ReadyList {
         self.slots.len() - self.paged - self.holes
     }
 
-    fn over_resident_limits(&self) -> bool {
-        self.resident_count() > RESIDENT_MAX_MESSAGES || self.resident_bytes > RESIDENT_MAX_BYTES
+    /// Whether more is resident than the window allows: the usual one, or only the head
+    /// under the node's memory pressure (read only past the head: one atomic load).
+    #[inline]
+    fn over_resident_limits(&self, stored: &Stored) -> bool {
+        let count = self.resident_count();
+        (count > RESIDENT_MAX_MESSAGES || self.resident_bytes > RESIDENT_MAX_BYTES)
+            || (count > RESIDENT_MIN_MESSAGES && stored.node_memory_pressure())
+    }
+
+    /// The resident window (messages, bytes): the head alone under the node's memory pressure.
+    fn window(stored: &Stored) -> (usize, u64) {
+        if stored.node_memory_pressure() {
+            (RESIDENT_MIN_MESSAGES, u64::MAX)
+        } else {
+            (RESIDENT_MAX_MESSAGES, RESIDENT_MAX_BYTES)
+        }
     }
 
     /// Pages out messages beyond the resident window, scanning from where the last call
@@ -435,7 +452,7 @@ impl ReadyList {
     /// call). The scan stops at the first message still waiting for a write.
     #[inline]
     pub fn page_out(&mut self, stored: &mut Stored) {
-        if self.over_resident_limits() {
+        if self.over_resident_limits(stored) {
             self.page_out_excess(stored);
         }
     }
@@ -466,8 +483,9 @@ impl ReadyList {
     /// copying to the scratch log what the log does not hold); returns where the next scan
     /// starts.
     fn scan(&mut self, stored: &mut Stored, to_scratch: bool) -> u64 {
-        let mut excess_messages = self.resident_count().saturating_sub(RESIDENT_MAX_MESSAGES);
-        let mut excess_bytes = self.resident_bytes.saturating_sub(RESIDENT_MAX_BYTES);
+        let (window_messages, window_bytes) = Self::window(stored);
+        let mut excess_messages = self.resident_count().saturating_sub(window_messages);
+        let mut excess_bytes = self.resident_bytes.saturating_sub(window_bytes);
         let start = self.slots.partition_point(|s| s.seq() < self.page_scan_seq).max(RESIDENT_MIN_MESSAGES);
         let mut i = start;
         let mut waiting: Option<u64> = None;

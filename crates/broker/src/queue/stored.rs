@@ -182,6 +182,13 @@ impl Stored {
         self.scratch_store.as_ref().is_some_and(Store::memory_pressure)
     }
 
+    /// Whether the node's memory is above the paging fraction of its watermark (one atomic
+    /// read).
+    #[inline]
+    pub fn node_memory_pressure(&self) -> bool {
+        self.scratch_store.as_ref().is_some_and(Store::node_memory_pressure)
+    }
+
     /// Creates the scratch log, if the queue may have one and has none yet.
     pub fn open_scratch(&mut self) {
         if self.scratch.is_none()

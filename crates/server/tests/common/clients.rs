@@ -41,6 +41,19 @@ pub async fn lconn(broker: &Broker) -> Connection {
         .expect("lapin connects")
 }
 
+/// The next `connection.blocked` (its reason) or `connection.unblocked` (`None`) among a
+/// connection's events.
+pub async fn next_blocking(events: &mut (impl futures_lite::Stream<Item = lapin::Event> + Unpin)) -> Option<String> {
+    use futures_lite::StreamExt;
+    loop {
+        match guard("connection.blocked or unblocked", events.next()).await.expect("events go on") {
+            lapin::Event::ConnectionBlocked(reason) => return Some(reason),
+            lapin::Event::ConnectionUnblocked => return None,
+            _ => continue,
+        }
+    }
+}
+
 pub async fn lchan(conn: &Connection) -> Channel {
     guard("channel.open", conn.create_channel()).await.expect("channel opens")
 }
