@@ -40,6 +40,8 @@ pub struct Limits {
     /// Consumer timeout: how long a delivery may stay unacknowledged before its channel is
     /// closed (a queue's `x-consumer-timeout` overrides it); 0 disables.
     pub consumer_timeout_ms: u64,
+    /// Consumers one channel may have; 0: no limit.
+    pub consumer_max_per_channel: usize,
 }
 
 /// Where a direct reply-to address delivers.

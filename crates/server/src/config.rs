@@ -84,6 +84,9 @@ pub struct Config {
     /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are
     /// requeued. A queue's `x-consumer-timeout` overrides it; 0 disables.
     pub consumer_timeout: u64,
+    /// Consumers one channel may have (RabbitMQ's `consumer_max_per_channel`); `basic.consume`
+    /// beyond it closes the connection with 530. 0: no limit (RabbitMQ's default).
+    pub consumer_max_per_channel: usize,
     /// The user created on first start.
     pub default_user: String,
     pub default_pass: String,
@@ -216,6 +219,7 @@ impl Default for Config {
             store_open_files_max: 256,
             store_retry_interval_ms: 1000,
             consumer_timeout: 1_800_000,
+            consumer_max_per_channel: 0,
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],

@@ -543,6 +543,7 @@ fn limits(config: &Config) -> Limits {
         message_size_max: config.message_size_max,
         outbound_buffer_max: config.outbound_buffer_max,
         consumer_timeout_ms: config.consumer_timeout,
+        consumer_max_per_channel: config.consumer_max_per_channel,
     }
 }
 

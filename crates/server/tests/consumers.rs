@@ -212,3 +212,21 @@ async fn a_queue_s_consumer_timeout_overrides_the_broker_s() {
     lclose(&conn).await;
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_at_consumer_max_per_channel_gets_530_for_one_more_consumer() {
+    let broker =
+        common::start_with(lepus_server::Config { consumer_max_per_channel: 2, ..common::test_config() }).await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    let q = lexcl(&ch).await;
+    lconsume(&ch, &q, false).await;
+    lconsume(&ch, &q, true).await;
+    // Each channel counts its own.
+    let other = lchan(&conn).await;
+    lconsume(&other, &q, false).await;
+    let refused = lconsume_with(&ch, &q, "", BasicConsumeOptions::default(), FieldTable::default()).await;
+    let error = refused.err().expect("a third consumer on the channel");
+    assert_eq!(amqp_err(&error), (530, "NOT_ALLOWED - reached maximum (2) of consumers per channel".into()));
+    broker.stop().await;
+}

@@ -25,6 +25,7 @@ impl Connection {
         if self.chan(channel)?.consumers.contains_key(&tag) {
             return Err(ConnectionError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")).into());
         }
+        self.check_consumer_max(channel)?;
         if m.queue == REPLY_TO {
             return self.consume_reply_to(channel, tag, m.no_ack, m.no_wait);
         }
@@ -51,6 +52,17 @@ impl Connection {
             self.send(channel, BasicConsumeOk { consumer_tag: tag });
         }
         Ok(())
+    }
+
+    /// `consumer_max_per_channel`: a channel at the limit gets no more consumers, and the
+    /// connection is closed with 530 as RabbitMQ closes it.
+    fn check_consumer_max(&mut self, channel: u16) -> Result<(), Fail> {
+        let max = self.shared.limits.consumer_max_per_channel;
+        if max == 0 || self.chan(channel)?.consumers.len() < max {
+            return Ok(());
+        }
+        tracing::warn!(connection = self.id, peer = %self.peer, channel, consumer_max_per_channel = max, "a channel reached consumer_max_per_channel: closing the connection");
+        Err(ConnectionError::NotAllowed(format!("reached maximum ({max}) of consumers per channel")).into())
     }
 
     /// Consuming from `amq.rabbitmq.reply-to`: the channel gets a private address that
