@@ -162,19 +162,26 @@ impl Ledger {
         self.delivered.contains_key(&id) || self.dead.contains_key(&id)
     }
 
-    /// Confirmed messages that must have been seen and were not: every message that cannot
-    /// die, and every rejection known stored (in the dead-letter queue).
+    /// Whether `id` must have been seen and was not: a message that cannot die, from the main
+    /// queue; a rejection known stored, in the dead-letter queue too.
+    fn strictly_missing_one(&self, id: u64) -> bool {
+        match fate(id) {
+            Fate::Acked => !self.delivered.contains_key(&id),
+            Fate::Rejected => {
+                !self.delivered.contains_key(&id)
+                    || (self.settled_rejects.contains(&id) && !self.dead.contains_key(&id))
+            }
+            Fate::Expiring | Fate::Ttl => false,
+        }
+    }
+
+    /// Every message that must have been seen and was not (a scan of the whole ledger).
     fn strictly_missing(&self) -> Vec<u64> {
-        let mut missing: Vec<u64> = self
-            .confirmed
-            .iter()
-            .filter(|&&id| match fate(id) {
-                Fate::Acked | Fate::Rejected => !self.delivered.contains_key(&id),
-                Fate::Expiring | Fate::Ttl => false,
-            })
-            .copied()
-            .collect();
-        missing.extend(self.settled_rejects.iter().filter(|id| !self.dead.contains_key(id)));
+        let mut missing: Vec<u64> =
+            self.confirmed.iter().copied().filter(|&id| self.strictly_missing_one(id)).collect();
+        missing.extend(self.settled_rejects.iter().copied().filter(|&id| self.strictly_missing_one(id)));
+        missing.sort_unstable();
+        missing.dedup();
         missing
     }
 
@@ -432,7 +439,7 @@ fn next_random(state: &mut u64) -> u64 {
 
 /// Waits until `done` holds for the ledger; false if the clients made no progress for the
 /// hang guard's time (a soak's backlog can take longer than that to drain, but never stops).
-async fn wait_for(ledger: &Mutex<Ledger>, progress: &Notify, done: impl Fn(&Ledger) -> bool) -> bool {
+async fn wait_for(ledger: &Mutex<Ledger>, progress: &Notify, mut done: impl FnMut(&Ledger) -> bool) -> bool {
     loop {
         let notified = progress.notified();
         if done(&ledger.lock()) {
@@ -462,10 +469,25 @@ async fn ready_counts(url: &str) -> lapin::Result<[u32; 3]> {
 /// their chance too). The second look is a poll, never a correctness condition: what is
 /// still missing after it can only be a dead letter, counted, not failed on.
 async fn drain(url: &str, ledger: &Mutex<Ledger>, progress: &Notify) {
-    if !wait_for(ledger, progress, |l| l.strictly_missing().is_empty()).await {
-        let l = ledger.lock();
-        let lost = l.strictly_missing();
-        panic!("{} confirmed messages were never delivered, e.g. {:?}", lost.len(), &lost[..lost.len().min(20)]);
+    // A soak's ledger holds millions of ids: scan it whole only when the ids known missing
+    // have all come (rejects can become known stored meanwhile), and in between look at those.
+    loop {
+        let mut missing = ledger.lock().strictly_missing();
+        if missing.is_empty() {
+            break;
+        }
+        let came = wait_for(ledger, progress, |l| {
+            missing.retain(|&id| l.strictly_missing_one(id));
+            missing.is_empty()
+        })
+        .await;
+        if !came {
+            panic!(
+                "{} confirmed messages were never delivered, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            );
+        }
     }
     let (mut quiet, mut last, mut changed) = (0, None, std::time::Instant::now());
     while quiet < 2 {
