@@ -91,9 +91,9 @@ enum Fate {
 fn fate(id: u64) -> Fate {
     if id % TTL_EVERY == 1 {
         Fate::Ttl
-    } else if id % REJECT_EVERY == 0 {
+    } else if id.is_multiple_of(REJECT_EVERY) {
         Fate::Rejected
-    } else if id % EXPIRING_EVERY == 0 {
+    } else if id.is_multiple_of(EXPIRING_EVERY) {
         Fate::Expiring
     } else {
         Fate::Acked
@@ -126,6 +126,9 @@ struct Ledger {
     /// Deliveries received and not yet acked or rejected.
     unsettled_in_flight: u64,
     violations: Vec<String>,
+    /// How the clients' connections of the current run ended (expected after a kill; shown
+    /// when the load stalls).
+    client_errors: Vec<String>,
 }
 
 impl Ledger {
@@ -279,6 +282,11 @@ fn start(dir: &Path) -> Broker {
     Broker { child, url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f") }
 }
 
+/// Whether the broker process still runs (for a stall's report).
+fn broker_running(broker: &mut Broker) -> bool {
+    matches!(broker.child.try_wait(), Ok(None))
+}
+
 impl Drop for Broker {
     /// SIGKILL, also when a failing test unwinds: no broker outlives the test.
     fn drop(&mut self) {
@@ -359,7 +367,9 @@ async fn publish(
         lapin::Result::Ok(())
     };
     // Ends with an error when the broker is killed: expected.
-    let _ = run.await;
+    if let Err(e) = run.await {
+        ledger.lock().client_errors.push(format!("publisher: {e}"));
+    }
 }
 
 /// Which queue a delivery came from.
@@ -433,7 +443,9 @@ async fn consume(url: String, ledger: Arc<Mutex<Ledger>>, progress: Arc<Notify>,
         }
         lapin::Result::Ok(())
     };
-    let _ = run.await;
+    if let Err(e) = run.await {
+        ledger.lock().client_errors.push(format!("consumer: {e}"));
+    }
 }
 
 /// Records acks and rejects as known stored.
@@ -548,7 +560,8 @@ async fn confirmed_messages_survive_kill_9() {
     let progress = Arc::new(Notify::new());
     for round in 0..rounds {
         ledger.lock().run = round;
-        let broker = start(&dir);
+        let mut broker = start(&dir);
+        ledger.lock().client_errors.clear();
         let stop = Arc::new(AtomicBool::new(false));
         let publisher =
             tokio::spawn(publish(broker.url.clone(), next_id.clone(), ledger.clone(), progress.clone(), stop.clone()));
@@ -566,13 +579,20 @@ async fn confirmed_messages_survive_kill_9() {
         })
         .await;
         if !loaded {
+            let running = broker_running(&mut broker);
             let l = ledger.lock();
             panic!(
-                "round {round}: load stalled at {} confirmed (waiting for {}), {} delivered (waiting for {})",
+                "round {round}: load stalled at {} confirmed (waiting for {}), {} delivered (waiting for {}), \
+                 {} dead-lettered; broker running: {running}, publisher ended: {}, consumer ended: {}, \
+                 client errors: {:?}",
                 l.confirmed.len(),
                 confirmed_before + more_confirms,
                 l.delivered.len(),
-                delivered_before + more_deliveries
+                delivered_before + more_deliveries,
+                l.dead.len(),
+                publisher.is_finished(),
+                consumer.is_finished(),
+                l.client_errors
             );
         }
         drop(broker); // SIGKILL (see `Drop`)
