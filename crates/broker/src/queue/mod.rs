@@ -722,24 +722,25 @@ impl Queue {
         while !st.consumers.is_empty() && st.ready.load_head(&mut st.stored) {
             let Some(spec) = st.consumers.next() else { break };
             let Some(entry) = st.ready.pop(&mut st.stored) else { break };
-            let consumer = spec.id;
-            let extra_credit = if spec.ack_required {
+            if spec.ack_required {
                 st.stored.mark_delivered(entry.seq);
-                0
-            } else {
-                no_ack_credit(entry.message.size()) - 1
-            };
+            }
             // Kept for a requeue (a no-ack delivery comes back if its consumer goes before it
             // is written); [`Queue::ack`] forgets it.
             if entry.expires_at_ms != NO_EXPIRY {
                 st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
             }
             self.count_out(Stat::Delivered, entry.redelivered);
+            let message = self.counted(&st.delivery_counts, entry.seq, entry.message);
+            // A no-ack consumer's window is charged by the size of the message it is sent,
+            // as its connection and a requeue give the credit back.
+            let (consumer, extra_credit) =
+                (spec.id, if spec.ack_required { 0 } else { no_ack_credit(message.size()) - 1 });
             let delivery = Delivery {
                 consumer: spec.id,
                 queue: Some(self.clone()),
                 seq: entry.seq,
-                message: self.counted(&st.delivery_counts, entry.seq, entry.message),
+                message,
                 redelivered: entry.redelivered,
                 ack_required: spec.ack_required,
             };
