@@ -14,10 +14,16 @@
 //! [`Pager`] is told at every sample: the broker then has its queues keep only the heads of
 //! their ready lists in memory and page the rest out, transient messages too.
 //!
+//! Between two timer samples, the node's connections count the bytes they read: every
+//! [`INPUT_SAMPLE_BYTES`] taken in, node-wide, the connection that crosses the mark reads the
+//! probe too, so publishers faster than a watermark per second are blocked within a few MB of
+//! it, not a second's worth of input past it (the pager is told only when paging starts there;
+//! its sweeps stay on the timer).
+//!
 //! The state connections read on every publish is one atomic byte; a sample takes a lock.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -27,6 +33,9 @@ use crate::timer::{TimerId, TimerService, TimerTarget};
 
 /// How often the probe is read, in the broker's time.
 pub const SAMPLE_INTERVAL_MS: u64 = 1_000;
+
+/// Bytes the node's connections take in, together, between two input-driven samples.
+pub const INPUT_SAMPLE_BYTES: u64 = 4 << 20;
 
 /// RabbitMQ 3.x's default memory watermark: this fraction of the RAM (or cgroup limit).
 pub const MEMORY_HIGH_WATERMARK_DEFAULT: f64 = 0.4;
@@ -153,6 +162,8 @@ pub struct Alarms {
     blocked: Mutex<Vec<OutletRef>>,
     /// Memory is above the paging fraction of its limit.
     paging: AtomicBool,
+    /// Bytes read by every connection since the start; a sample each [`INPUT_SAMPLE_BYTES`].
+    input_bytes: AtomicU64,
 }
 
 impl Alarms {
@@ -224,27 +235,59 @@ impl Alarms {
 
     /// Reads the probe and sets or clears each alarm.
     pub fn sample(&self) {
-        let (reading, limits, paging_limit, pager) = {
-            let mut monitor = self.monitor.lock();
-            let Some(probe) = monitor.probe.as_ref() else { return };
-            let reading =
-                Reading { memory_used_bytes: probe.memory_used_bytes(), disk_free_bytes: probe.disk_free_bytes() };
-            monitor.reading = reading;
-            let paging_limit = paging_limit_bytes(monitor.limits.memory_limit_bytes, monitor.paging_ratio);
-            (reading, monitor.limits, paging_limit, monitor.pager.clone())
-        };
+        let Some(sampled) = self.read_probe(self.monitor.lock()) else { return };
+        self.apply(sampled, Pressure::EverySample);
+    }
+
+    /// Counts `bytes` a connection read; the read that crosses a multiple of
+    /// [`INPUT_SAMPLE_BYTES`] samples the probe (skipped if a sample is under way).
+    #[inline]
+    pub fn took_in(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        let before = self.input_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before / INPUT_SAMPLE_BYTES != before.wrapping_add(bytes) / INPUT_SAMPLE_BYTES {
+            self.sample_on_input();
+        }
+    }
+
+    #[cold]
+    fn sample_on_input(&self) {
+        let Some(monitor) = self.monitor.try_lock() else { return };
+        let Some(sampled) = self.read_probe(monitor) else { return };
+        self.apply(sampled, Pressure::OnChange);
+    }
+
+    fn read_probe(&self, mut monitor: parking_lot::MutexGuard<'_, Monitor>) -> Option<Sampled> {
+        let probe = monitor.probe.as_ref()?;
+        let reading =
+            Reading { memory_used_bytes: probe.memory_used_bytes(), disk_free_bytes: probe.disk_free_bytes() };
+        monitor.reading = reading;
+        Some(Sampled {
+            reading,
+            limits: monitor.limits,
+            paging_limit: paging_limit_bytes(monitor.limits.memory_limit_bytes, monitor.paging_ratio),
+            pager: monitor.pager.clone(),
+        })
+    }
+
+    fn apply(&self, sampled: Sampled, pressure: Pressure) {
+        let Sampled { reading, limits, paging_limit, pager } = sampled;
         let memory = reading.memory_used_bytes > limits.memory_limit_bytes;
         let disk = reading.disk_free_bytes.is_some_and(|free| free < limits.disk_free_limit_bytes);
         self.set(Resource::Memory, memory, reading.memory_used_bytes, limits.memory_limit_bytes);
         self.set(Resource::Disk, disk, reading.disk_free_bytes.unwrap_or(0), limits.disk_free_limit_bytes);
         let paging = paging_limit.is_some_and(|limit| reading.memory_used_bytes > limit);
-        self.set_paging(paging, reading.memory_used_bytes, pager.and_then(|p| p.upgrade()));
+        self.set_paging(paging, reading.memory_used_bytes, pager, pressure);
     }
 
     /// Records whether memory is above the paging fraction and tells the pager: at every
-    /// sample while it is, once when it falls below.
-    fn set_paging(&self, on: bool, used: u64, pager: Option<Arc<dyn Pager>>) {
+    /// timer sample while it is (at an input sample, only when paging starts), once when it
+    /// falls below.
+    fn set_paging(&self, on: bool, used: u64, pager: Option<Weak<dyn Pager>>, pressure: Pressure) {
         let before = self.paging.swap(on, Ordering::Relaxed);
+        if pressure == Pressure::OnChange && on == before {
+            return;
+        }
         if on != before {
             if on {
                 tracing::warn!(
@@ -255,7 +298,7 @@ impl Alarms {
                 tracing::info!(memory_used_bytes = used, "memory below the paging fraction of its watermark");
             }
         }
-        if let Some(pager) = pager
+        if let Some(pager) = pager.and_then(|p| p.upgrade())
             && (on || before)
         {
             pager.memory_pressure(on);
@@ -308,6 +351,23 @@ impl Alarms {
     pub fn forget(&self, outlet: &OutletRef) {
         self.blocked.lock().retain(|o| !Arc::ptr_eq(o, outlet));
     }
+}
+
+/// One reading of the probe with what it is compared against.
+struct Sampled {
+    reading: Reading,
+    limits: AlarmLimits,
+    paging_limit: Option<u64>,
+    pager: Option<Weak<dyn Pager>>,
+}
+
+/// When the pager hears of memory pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pressure {
+    /// At every sample while above the paging fraction (the timer's samples).
+    EverySample,
+    /// Only when crossing the paging fraction (samples driven by input).
+    OnChange,
 }
 
 /// The memory use above which queues page out: `ratio` of `limit` (none above 1.0, or with no
@@ -444,6 +504,40 @@ mod tests {
         alarms.sample();
         alarms.sample();
         assert_eq!(*pager.0.lock(), [true, true, false]);
+    }
+
+    #[test]
+    fn input_crossing_each_sample_mark_reads_the_probe_between_timer_samples() {
+        let (alarms, memory, _) = alarms(400, 500, LIMITS);
+        memory.store(2000, Ordering::Relaxed);
+        alarms.took_in(INPUT_SAMPLE_BYTES as usize - 1);
+        assert!(!alarms.any(), "below the first mark: not read");
+        alarms.took_in(1);
+        assert_eq!(alarms.active(), vec![Resource::Memory], "the read crossing the mark samples");
+        assert_eq!(alarms.reading().memory_used_bytes, 2000);
+        memory.store(0, Ordering::Relaxed);
+        alarms.took_in(INPUT_SAMPLE_BYTES as usize / 2);
+        assert!(alarms.any(), "no mark crossed");
+        alarms.took_in(INPUT_SAMPLE_BYTES as usize);
+        assert!(!alarms.any(), "the next mark samples again and clears it");
+    }
+
+    #[test]
+    fn input_samples_tell_the_pager_only_when_paging_starts() {
+        let (alarms, memory, _) = alarms(400, 500, LIMITS);
+        let pager = Arc::new(RecordPager::default());
+        alarms.page_with(Arc::downgrade(&pager) as Weak<dyn Pager>, MEMORY_PAGING_RATIO_DEFAULT);
+        memory.store(501, Ordering::Relaxed);
+        for _ in 0..3 {
+            alarms.took_in(INPUT_SAMPLE_BYTES as usize);
+        }
+        assert!(alarms.paging());
+        assert_eq!(*pager.0.lock(), [true], "the sweeps stay on the timer");
+        alarms.sample();
+        assert_eq!(*pager.0.lock(), [true, true]);
+        memory.store(0, Ordering::Relaxed);
+        alarms.took_in(INPUT_SAMPLE_BYTES as usize);
+        assert_eq!(*pager.0.lock(), [true, true, false], "told once when it falls below");
     }
 
     #[test]

@@ -236,7 +236,8 @@ struct Connection {
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
     throttle: Option<lepus_broker::QueueRef>,
-    /// The node's resource alarms, read before each message's content is taken in.
+    /// The node's resource alarms, read before each message's content is taken in and told
+    /// of every read's size (they sample memory every few MB the node takes in).
     alarms: Arc<Alarms>,
     /// A resource alarm stopped input at message content: nothing more is processed until
     /// every alarm has cleared (the alarms wake us).
@@ -364,11 +365,13 @@ impl Connection {
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
                     Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",
-                    Ok(_) if paused => {
+                    Ok(n) if paused => {
+                        self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         unprocessed = true;
                     }
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         self.on_input(&mut inbuf);
                         // An alarm stopped input at message content: the rest waits.
