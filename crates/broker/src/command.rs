@@ -25,6 +25,7 @@ use crate::policy::{PolicyKind, PolicySpec};
 use crate::queue::QueueRef;
 use crate::users::User;
 use crate::vhost::{ExchangeDeclare, QueueDeclare, VHost};
+use crate::vhost_metadata::VhostMetadata;
 
 /// Who issues a command: exclusive queues belong to one connection, and what it may do is
 /// its user's [`Access`] in the vhost.
@@ -201,9 +202,11 @@ pub enum NodeCommand {
     DeleteUser {
         name: String,
     },
-    /// Creates a vhost (a no-op for one that exists).
+    /// Creates a vhost (a no-op for one that exists); with `metadata`, replaces its
+    /// description, tags and default queue type, as RabbitMQ's `PUT /api/vhosts/{v}` does.
     AddVhost {
         name: String,
+        metadata: Option<VhostMetadata>,
     },
     /// Deletes a vhost and everything in it; its connections are closed with 320.
     DeleteVhost {
@@ -294,7 +297,11 @@ impl NodeCommand {
                 Ok(())
             }
             NodeCommand::DeleteUser { name } => name_ok("user", name),
-            NodeCommand::AddVhost { name } | NodeCommand::DeleteVhost { name } => name_ok("vhost", name),
+            NodeCommand::AddVhost { name, metadata } => {
+                name_ok("vhost", name)?;
+                metadata.as_ref().map_or(Ok(()), VhostMetadata::validate)
+            }
+            NodeCommand::DeleteVhost { name } => name_ok("vhost", name),
             NodeCommand::SetPermissions { configure, write, read, .. } => {
                 Grant::new(configure, write, read).map(|_| ())
             }
@@ -384,15 +391,21 @@ impl Broker {
                 self.store(&[Change::PutLimits(limits_record(LimitScope::User, &user, &limits.pairs()))])?;
                 self.set_user_limits(&user, limits);
             }
-            NodeCommand::AddVhost { name } => {
-                if self.vhost(&name).is_some() {
-                    return Ok(());
-                }
-                let vhost = match self.persistence() {
-                    Some(p) => VHost::restore(&name, p.clone(), &Default::default(), true)?.0,
-                    None => VHost::new(&name),
+            NodeCommand::AddVhost { name, metadata } => {
+                let vhost = match self.vhost(&name) {
+                    Some(vhost) => vhost,
+                    None => {
+                        let vhost = match self.persistence() {
+                            Some(p) => VHost::restore(&name, p.clone(), &Default::default(), true)?.0,
+                            None => VHost::new(&name),
+                        };
+                        self.insert_vhost(vhost);
+                        self.vhost_exists(&name)?
+                    }
                 };
-                self.insert_vhost(vhost);
+                if let Some(metadata) = metadata {
+                    vhost.set_metadata(metadata)?;
+                }
             }
         }
         Ok(())
@@ -513,16 +526,16 @@ mod tests {
         assert!(refused(put("u", Credential::Password("p".into()), &["a,b"])));
         assert!(refused(put("u", Credential::Password("p".into()), &[""])));
         assert!(refused(put("u", Credential::Hash(vec![1, 2, 3]), &[])));
-        assert!(refused(NodeCommand::AddVhost { name: String::new() }));
+        assert!(refused(NodeCommand::AddVhost { name: String::new(), metadata: None }));
         assert!(b.users().is_empty(), "nothing refused was applied");
     }
 
     #[test]
     fn vhosts_are_added_once() {
         let b = broker();
-        b.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("add");
+        b.execute_node(NodeCommand::AddVhost { name: "apps".into(), metadata: None }).expect("add");
         let first = b.vhost("apps").expect("added");
-        b.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("again: no-op");
+        b.execute_node(NodeCommand::AddVhost { name: "apps".into(), metadata: None }).expect("again: no-op");
         assert!(Arc::ptr_eq(&first, &b.vhost("apps").expect("still there")));
         assert_eq!(b.vhosts().iter().map(|v| v.name.to_string()).collect::<Vec<_>>(), ["/", "apps"]);
     }

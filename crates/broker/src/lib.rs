@@ -61,6 +61,7 @@ pub mod timer;
 pub mod topic;
 pub mod users;
 pub mod vhost;
+pub mod vhost_metadata;
 
 pub use broker::{Broker, BrokerParts, BrokerRef};
 pub use clock::{Clock, ClockRef, ManualClock, SystemClock};

@@ -26,6 +26,7 @@ use crate::policy::{Applied, POLICIES_MAX, Policies, Policy, PolicyKind, PolicyS
 use crate::queue::{Queue, QueueRef, Restored, Services};
 use crate::route_cache::RouteCache;
 use crate::route_memo::RouteMemo;
+use crate::vhost_metadata::VhostMetadata;
 use lepus_store::log::QueueLog;
 use lepus_store::meta::{BindingRecord, Change, Snapshot};
 
@@ -96,6 +97,8 @@ pub struct VHost {
     /// Held by a policy command from its check until every queue has its new limits, so
     /// policy changes reach queues in the order they were made.
     policy_commands: parking_lot::Mutex<()>,
+    /// Description, tags, default queue type (see [`crate::vhost_metadata`]).
+    metadata: parking_lot::Mutex<VhostMetadata>,
 }
 
 /// What restoring a vhost from storage found.
@@ -130,6 +133,7 @@ impl VHost {
             services: OnceLock::new(),
             limits: Default::default(),
             policy_commands: parking_lot::Mutex::new(()),
+            metadata: parking_lot::Mutex::new(VhostMetadata::initial(name)),
         };
         let t = vhost.topology.get_mut();
         for (name, type_name, internal) in PREDECLARED {
@@ -155,6 +159,12 @@ impl VHost {
         let mut vhost = VHost::new(name);
         persistence.apply(&[Change::PutVhost(name.to_owned())])?;
         let mut report = RestoreReport::default();
+        if let Some((_, body)) = snapshot.vhost_metadata.iter().find(|(v, _)| v == name) {
+            match VhostMetadata::decode(body) {
+                Some(metadata) => *vhost.metadata.get_mut() = metadata,
+                None => report.problems.push("unreadable metadata (description, tags); reset".to_owned()),
+            }
+        }
         {
             let t = vhost.topology.get_mut();
             for r in snapshot.policies.iter().filter(|r| r.vhost == name) {
@@ -1173,6 +1183,23 @@ impl VHost {
 
     pub fn set_limits(&self, limits: crate::limits::VhostLimits) {
         *self.limits.write() = limits;
+    }
+
+    pub fn metadata(&self) -> VhostMetadata {
+        self.metadata.lock().clone()
+    }
+
+    /// Replaces the description, tags and default queue type, stored first when durable.
+    pub fn set_metadata(&self, metadata: VhostMetadata) -> Result<()> {
+        let mut current = self.metadata.lock();
+        if *current == metadata {
+            return Ok(());
+        }
+        if let Some(p) = &self.persistence {
+            p.apply(&[Change::PutVhostMetadata { vhost: self.name.to_string(), body: metadata.encode() }])?;
+        }
+        *current = metadata;
+        Ok(())
     }
 
     /// The type name of exchange `name`, if it exists.

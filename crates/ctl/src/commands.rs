@@ -59,8 +59,9 @@ const POLICY_COLUMNS: &[&str] = &["vhost", "name", "pattern", "apply-to", "defin
 /// The commands that change something.
 fn act(api: &Api, vh: &str, action: &Action) -> Result<String, CtlError> {
     match action {
-        Action::AddVhost { name } => {
-            done(api.put(&format!("/api/vhosts/{}", segment(name)), &json!({})), "Added vhost", name)
+        Action::AddVhost { name, description, tags, default_queue_type } => {
+            let body = json!({"description": description, "tags": tags, "default_queue_type": default_queue_type});
+            done(api.put(&format!("/api/vhosts/{}", segment(name)), &body), "Added vhost", name)
         }
         Action::DeleteVhost { name } => {
             done(api.delete(&format!("/api/vhosts/{}", segment(name))), "Deleted vhost", name)

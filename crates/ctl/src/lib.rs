@@ -120,6 +120,15 @@ pub enum List {
 pub enum Action {
     AddVhost {
         name: String,
+        /// A description shown in listings.
+        #[arg(long)]
+        description: Option<String>,
+        /// Comma-separated tags.
+        #[arg(long)]
+        tags: Option<String>,
+        /// classic, quorum or stream (shown, not applied, as RabbitMQ 3.10).
+        #[arg(long = "default-queue-type")]
+        default_queue_type: Option<String>,
     },
     DeleteVhost {
         name: String,

@@ -51,7 +51,7 @@ fn permit(broker: &BrokerRef, user: &str, vhost: &str, configure: &str, write: &
 
 /// A vhost `v1`, guest with every permission in it, and `bob` with RabbitMQ-probed patterns.
 fn setup(broker: &BrokerRef) {
-    run(broker, NodeCommand::AddVhost { name: "v1".into() });
+    run(broker, NodeCommand::AddVhost { name: "v1".into(), metadata: None });
     permit(broker, "guest", "v1", ".*", ".*", ".*");
     add_user(broker, "bob");
     permit(broker, "bob", "v1", "^bob-", "^bob-|amq.default", "^bob-");
@@ -278,7 +278,7 @@ async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
     assert!(other.status().connected(), "other vhosts' connections stay");
     assert_eq!(refused_open(&broker, "guest", "v1").await, (530, "NOT_ALLOWED - vhost v1 not found".into()));
     // A vhost of the same name starts empty, and its permissions went with the old one.
-    run(&broker.service, NodeCommand::AddVhost { name: "v1".into() });
+    run(&broker.service, NodeCommand::AddVhost { name: "v1".into(), metadata: None });
     assert_eq!(
         refused_open(&broker, "guest", "v1").await,
         (530, "NOT_ALLOWED - access to vhost 'v1' refused for user 'guest'".into())
@@ -358,7 +358,7 @@ async fn permissions_limits_and_vhost_deletion_survive_a_restart() {
     let config = || lepus_server::Config { data_dir: Some(dir.0.clone()), ..common::test_config() };
     let broker = common::start_with(config()).await;
     setup(&broker.service);
-    run(&broker.service, NodeCommand::AddVhost { name: "gone".into() });
+    run(&broker.service, NodeCommand::AddVhost { name: "gone".into(), metadata: None });
     run(&broker.service, NodeCommand::DeleteVhost { name: "gone".into() });
     let limits = VhostLimits { max_connections: None, max_queues: Some(0) };
     run(&broker.service, NodeCommand::SetVhostLimits { vhost: "v1".into(), limits });

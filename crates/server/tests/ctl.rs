@@ -46,6 +46,9 @@ async fn add_vhost_then_list_vhosts_shows_it() {
     assert!(rows(&table).contains(&vec!["ctl/v1".to_string()]), "{table}");
     ctl(&broker, &["delete_vhost", "ctl/v1"]).await;
     assert!(!ctl(&broker, &["list_vhosts"]).await.contains("ctl/v1"));
+    ctl(&broker, &["add_vhost", "described", "--description", "apps", "--default-queue-type", "quorum"]).await;
+    let table = ctl(&broker, &["list_vhosts", "name", "description", "default_queue_type"]).await;
+    assert!(rows(&table).contains(&vec!["described".into(), "apps".into(), "quorum".into()]), "{table}");
     broker.stop().await;
 }
 

@@ -208,6 +208,40 @@ async fn vhosts_are_listed_and_created() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhost_metadata_is_put_replaced_whole_and_carried_by_definitions_as_rabbitmq() {
+    let (b, http) = broker().await;
+    let body = json!({"description": "first", "tags": "a, b", "default_queue_type": "quorum"});
+    assert_eq!(http.put("/api/vhosts/meta", body).await.status, 201);
+    let one = http.get("/api/vhosts/meta").await.body;
+    assert_eq!((&one["description"], &one["tags"]), (&json!("first"), &json!(["a", "b"])));
+    assert_eq!(one["metadata"], json!({"description": "first", "tags": ["a", "b"]}));
+    assert_eq!(one["default_queue_type"], "quorum");
+    // A second PUT replaces the whole metadata: what it leaves out is reset (RabbitMQ 3.10.8).
+    assert_eq!(http.put("/api/vhosts/meta", json!({"description": "changed"})).await.status, 204);
+    let one = http.get("/api/vhosts/meta").await.body;
+    assert_eq!((&one["description"], &one["tags"]), (&json!("changed"), &json!([])));
+    assert_eq!(one["default_queue_type"], "undefined");
+    assert_eq!(http.put("/api/vhosts/meta", json!({"default_queue_type": "fancy"})).await.status, 400);
+    assert_eq!(http.put("/api/vhosts/meta", json!({"description": 5})).await.status, 400);
+    // Definitions: exported as RabbitMQ 3.11+ does; imported from the top level (3.10) or
+    // from `metadata`.
+    let d = http.get("/api/definitions").await.body;
+    let exported = d["vhosts"].as_array().and_then(|v| v.iter().find(|v| v["name"] == "meta")).cloned();
+    assert_eq!(exported.map(|v| v["metadata"]["description"].clone()), Some(json!("changed")));
+    let vhosts = json!({"vhosts": [
+        {"name": "meta", "description": "imported", "tags": ["t"]},
+        {"name": "nested", "metadata": {"description": "inner", "tags": ["n"], "default_queue_type": "classic"}},
+    ]});
+    assert_eq!(http.post("/api/definitions", vhosts).await.status, 204);
+    let one = http.get("/api/vhosts/meta").await.body;
+    assert_eq!((&one["description"], &one["tags"]), (&json!("imported"), &json!(["t"])));
+    let nested = http.get("/api/vhosts/nested").await.body;
+    assert_eq!((&nested["description"], &nested["tags"]), (&json!("inner"), &json!(["n"])));
+    assert_eq!(nested["default_queue_type"], "classic");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_topic_permissions_and_limits_are_set_listed_and_cleared() {
     let (b, http) = broker().await;
     assert_eq!(http.put("/api/users/bob", json!({"password": "pw", "tags": ""})).await.status, 201);
@@ -572,7 +606,10 @@ async fn definitions_export_in_rabbitmq_s_format() {
     let d = http.get("/api/definitions").await.body;
     assert_eq!(d["rabbitmq_version"], "3.10.8");
     assert_eq!(d["users"][0]["hashing_algorithm"], "rabbit_password_hashing_sha256");
-    assert_eq!(d["vhosts"], json!([{"name": "/"}]));
+    let default_metadata = json!({"description": "Default virtual host", "tags": []});
+    let default_vhost =
+        json!({"name": "/", "description": "Default virtual host", "tags": [], "metadata": default_metadata});
+    assert_eq!(d["vhosts"], json!([default_vhost]));
     assert_eq!(
         d["queues"],
         json!([{"name": "defs.q", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {"x-queue-type": "quorum"}}])

@@ -295,6 +295,7 @@ async fn can_log_in(broker: &Broker, user: &str, password: &str, vhost: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
     use lepus_broker::command::{Credential, NodeCommand};
+    use lepus_broker::vhost_metadata::VhostMetadata;
     let dir = DataDir::new();
     let broker = start_with(dir.config()).await;
     let node = &broker.service;
@@ -306,7 +307,14 @@ async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
     node.execute_node(put("alice", "s3cret")).expect("add alice");
     node.execute_node(put("bob", "b0b")).expect("add bob");
     node.execute_node(NodeCommand::DeleteUser { name: "bob".into() }).expect("delete bob");
-    node.execute_node(NodeCommand::AddVhost { name: "apps".into() }).expect("add vhost");
+    let metadata = VhostMetadata {
+        description: "the apps".into(),
+        tags: vec!["prod".into(), "eu".into()],
+        default_queue_type: Some("quorum".into()),
+    };
+    node.execute_node(NodeCommand::AddVhost { name: "apps".into(), metadata: Some(metadata.clone()) }).expect("add");
+    node.execute_node(NodeCommand::AddVhost { name: "apps".into(), metadata: None }).expect("add again");
+    assert_eq!(node.vhost("apps").map(|v| v.metadata()), Some(metadata.clone()), "kept by an add without any");
     assert!(!can_log_in(&broker, "alice", "s3cret", "apps").await, "no permissions in the vhost yet");
     let all = || ".*".to_owned();
     let grant = NodeCommand::SetPermissions {
@@ -331,6 +339,9 @@ async fn users_and_vhosts_made_by_node_commands_survive_a_restart() {
     assert!(!can_log_in(&broker, "guest", "changed", "%2f").await);
     let tags = broker.service.users().get("alice").map(|u| u.tags.clone());
     assert_eq!(tags, Some(vec!["management".to_string()]));
+    assert_eq!(broker.service.vhost("apps").map(|v| v.metadata()), Some(metadata), "vhost metadata restored");
+    let default = broker.service.vhost("/").map(|v| v.metadata().description);
+    assert_eq!(default.as_deref(), Some("Default virtual host"));
     broker.stop().await;
 }
 

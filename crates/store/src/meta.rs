@@ -72,6 +72,7 @@ const PERMISSIONS_NAME: &str = "permissions";
 const TOPIC_PERMISSIONS_NAME: &str = "topic_permissions";
 const LIMITS_NAME: &str = "limits";
 const POLICIES_NAME: &str = "policies";
+const VHOST_METADATA_NAME: &str = "vhost_metadata";
 
 type DataTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const VHOSTS: DataTable = TableDefinition::new(VHOSTS_NAME);
@@ -84,6 +85,7 @@ const PERMISSIONS: DataTable = TableDefinition::new(PERMISSIONS_NAME);
 const TOPIC_PERMISSIONS: DataTable = TableDefinition::new(TOPIC_PERMISSIONS_NAME);
 const LIMITS: DataTable = TableDefinition::new(LIMITS_NAME);
 const POLICIES: DataTable = TableDefinition::new(POLICIES_NAME);
+const VHOST_METADATA: DataTable = TableDefinition::new(VHOST_METADATA_NAME);
 
 /// Kind tag of a policy key: a user policy.
 const TAG_POLICY: u8 = b'p';
@@ -255,6 +257,9 @@ pub enum Change {
     PutPolicy(PolicyRecord),
     /// Removes the policy (no-op if absent).
     DeletePolicy { vhost: String, operator: bool, name: String },
+    /// Sets a vhost's metadata (description, tags, default queue type), which the broker
+    /// encodes into `body`; opaque here. Removed with the vhost.
+    PutVhostMetadata { vhost: String, body: Vec<u8> },
 }
 
 /// Everything in the store, each list sorted by its key (see the module doc).
@@ -275,6 +280,8 @@ pub struct Snapshot {
     pub permissions_initialised: bool,
     /// Policies and operator policies, by vhost, kind and name.
     pub policies: Vec<PolicyRecord>,
+    /// Vhosts' metadata bodies (see [`Change::PutVhostMetadata`]), by vhost.
+    pub vhost_metadata: Vec<(String, Vec<u8>)>,
 }
 
 /// The metadata store: one redb database file. See the module doc.
@@ -489,6 +496,10 @@ impl MetaStore {
             snapshot.policies.push(decode_policy(key, value)?);
             Ok(())
         })?;
+        scan(&txn, VHOST_METADATA, |key, value| {
+            snapshot.vhost_metadata.push(decode_vhost_metadata(key, value)?);
+            Ok(())
+        })?;
         let counters = txn.open_table(COUNTERS).map_err(db_err)?;
         snapshot.users_initialised = counters.get(USERS_INITIALISED).map_err(db_err)?.is_some();
         snapshot.permissions_initialised = counters.get(PERMISSIONS_INITIALISED).map_err(db_err)?.is_some();
@@ -593,6 +604,7 @@ struct Tables<'txn> {
     topic_permissions: Table<'txn, &'static [u8], &'static [u8]>,
     limits: Table<'txn, &'static [u8], &'static [u8]>,
     policies: Table<'txn, &'static [u8], &'static [u8]>,
+    vhost_metadata: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -609,6 +621,7 @@ impl<'txn> Tables<'txn> {
             topic_permissions: txn.open_table(TOPIC_PERMISSIONS).map_err(db_err)?,
             limits: txn.open_table(LIMITS).map_err(db_err)?,
             policies: txn.open_table(POLICIES).map_err(db_err)?,
+            vhost_metadata: txn.open_table(VHOST_METADATA).map_err(db_err)?,
         })
     }
 
@@ -626,6 +639,7 @@ impl<'txn> Tables<'txn> {
                     &mut self.bindings,
                     &mut self.by_destination,
                     &mut self.policies,
+                    &mut self.vhost_metadata,
                 ] {
                     delete_prefix(table, &prefix)?;
                 }
@@ -717,6 +731,12 @@ impl<'txn> Tables<'txn> {
             }
             Change::DeletePolicy { vhost, operator, name } => {
                 self.policies.remove(policy_key(vhost, *operator, name)?.as_slice()).map_err(db_err)?;
+            }
+            Change::PutVhostMetadata { vhost, body } => {
+                let mut value = Vec::with_capacity(5 + body.len());
+                value.push(VALUE_VERSION);
+                put_s32(&mut value, "vhost metadata", body)?;
+                self.vhost_metadata.insert(vhost_key(vhost)?.as_slice(), value.as_slice()).map_err(db_err)?;
             }
         }
         Ok(())
@@ -1236,6 +1256,18 @@ fn decode_policy(key: &[u8], value: &[u8]) -> Result<PolicyRecord> {
     let body = r.s32()?.to_vec();
     r.finish()?;
     Ok(PolicyRecord { vhost, operator, name, body })
+}
+
+fn decode_vhost_metadata(key: &[u8], value: &[u8]) -> Result<(String, Vec<u8>)> {
+    let mut k = Reader::new(key, VHOST_METADATA_NAME, "key");
+    let vhost = k.s16()?;
+    let vhost = k.utf8("vhost", vhost)?;
+    k.finish()?;
+    let mut r = Reader::new(value, VHOST_METADATA_NAME, "value");
+    r.version()?;
+    let body = r.s32()?.to_vec();
+    r.finish()?;
+    Ok((vhost, body))
 }
 
 fn decode_queue(key: &[u8], value: &[u8]) -> Result<QueueRecord> {

@@ -357,6 +357,29 @@ fn policies_survive_reopen_by_kind_and_go_with_their_vhost() {
 }
 
 #[test]
+fn vhost_metadata_survives_reopen_is_replaced_and_goes_with_its_vhost() {
+    let dir = TempDir::new("vhost-metadata");
+    let put = |vhost: &str, body: &[u8]| Change::PutVhostMetadata { vhost: vhost.into(), body: body.to_vec() };
+    {
+        let store = open(&dir.db());
+        store
+            .apply(&[
+                Change::PutVhost("a".into()),
+                Change::PutVhost("ab".into()),
+                put("a", b"first"),
+                put("ab", b"other"),
+                put("a", b"replaced"),
+            ])
+            .unwrap();
+    }
+    let store = open(&dir.db());
+    let expected = vec![("a".to_string(), b"replaced".to_vec()), ("ab".to_string(), b"other".to_vec())];
+    assert_eq!(store.load().unwrap().vhost_metadata, expected);
+    store.apply(&[Change::DeleteVhost("a".into())]).unwrap();
+    assert_eq!(store.load().unwrap().vhost_metadata, vec![("ab".to_string(), b"other".to_vec())]);
+}
+
+#[test]
 fn deleting_what_is_absent_is_not_an_error() {
     let dir = TempDir::new("absent");
     let store = open(&dir.db());

@@ -102,7 +102,7 @@ async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     let (mut vhosts, mut all_policies) = (Vec::new(), Vec::new());
     for v in api.broker.vhosts() {
-        vhosts.push(json!({"name": &*v.name}));
+        vhosts.push(vhost_definition(&v));
         all_policies.extend(policies(&v, true));
         let (q, x, b) = topology(&v, true);
         queues.extend(q);
@@ -172,6 +172,17 @@ fn vhost_of(api: &ApiRef, item: &Map<String, Value>, default: Option<&str>) -> A
     api.broker.vhost(&name).ok_or_else(|| ApiError::BadRequest(format!("vhost '{name}' does not exist")))
 }
 
+/// A vhost as RabbitMQ 3.11+ exports it (3.10 gives the name alone and reads `description` and
+/// `tags` back from the top level).
+fn vhost_definition(v: &VHost) -> Value {
+    let m = v.metadata();
+    let mut metadata = json!({"description": m.description, "tags": m.tags});
+    if let Some(kind) = &m.default_queue_type {
+        metadata["default_queue_type"] = json!(kind);
+    }
+    json!({"name": &*v.name, "description": m.description, "tags": m.tags, "metadata": metadata})
+}
+
 fn required(item: &Map<String, Value>, key: &str) -> ApiResult<String> {
     text(item, key).ok_or_else(|| ApiError::BadRequest(format!("an entry has no {key}")))
 }
@@ -185,7 +196,9 @@ fn import_users(api: &ApiRef, doc: &Map<String, Value>) -> ApiResult<()> {
         api.broker.execute_node(NodeCommand::PutUser { name: required(item, "name")?, credential, tags })?;
     }
     for item in section(doc, "vhosts")? {
-        api.broker.execute_node(NodeCommand::AddVhost { name: required(object(item)?, "name")? })?;
+        let item = object(item)?;
+        let metadata = Some(super::vhosts::metadata_of(item)?);
+        api.broker.execute_node(NodeCommand::AddVhost { name: required(item, "name")?, metadata })?;
     }
     Ok(())
 }

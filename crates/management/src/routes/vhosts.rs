@@ -1,17 +1,21 @@
-//! `/api/vhosts`: list, show, create (`NodeCommand::AddVhost`; the creating user gets every
-//! permission in a new vhost, as RabbitMQ's API gives it), delete (`NodeCommand::DeleteVhost`:
+//! `/api/vhosts`: list, show, create or update (`NodeCommand::AddVhost` with the body's
+//! description, tags and default queue type; the creating user gets every permission in a new
+//! vhost, as RabbitMQ's API gives it), delete (`NodeCommand::DeleteVhost`:
 //! its connections are closed with 320, its queues dropped).
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::VHost;
 use lepus_broker::command::NodeCommand;
+use lepus_broker::vhost_metadata::VhostMetadata;
 use serde_json::{Map, Value, json};
 
 use crate::ApiRef;
 use crate::auth::Caller;
+use crate::convert::body_json;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
 use crate::views::message_counts;
@@ -27,13 +31,13 @@ fn vhost_json(api: &ApiRef, v: &VHost) -> Value {
         ready += u64::from(c.ready);
         unacked += c.unacked;
     }
-    let description = if &*v.name == "/" { "Default virtual host" } else { "" };
+    let metadata = v.metadata();
     let mut map = Map::new();
     map.insert("name".into(), json!(&*v.name));
-    map.insert("description".into(), json!(description));
-    map.insert("tags".into(), json!([]));
-    map.insert("metadata".into(), json!({"description": description, "tags": []}));
-    map.insert("default_queue_type".into(), json!("classic"));
+    map.insert("description".into(), json!(metadata.description));
+    map.insert("tags".into(), json!(metadata.tags));
+    map.insert("default_queue_type".into(), json!(metadata.default_queue_type.as_deref().unwrap_or("undefined")));
+    map.insert("metadata".into(), json!({"description": metadata.description, "tags": metadata.tags}));
     map.insert("tracing".into(), json!(false));
     map.insert("cluster_state".into(), json!({ api.node.name.clone(): "running" }));
     message_counts(&mut map, ready, unacked);
@@ -55,10 +59,38 @@ async fn show(
     Ok(Json(respond_one(vhost_json(&api, &v[0]), &q)))
 }
 
-async fn create(State(api): State<ApiRef>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+/// A vhost's description, tags and default queue type from a `PUT` or definitions body, as
+/// RabbitMQ reads them: at the top level, or (as 3.11+ exports them) under `metadata`; what is
+/// absent is reset.
+pub fn metadata_of(body: &Map<String, Value>) -> ApiResult<VhostMetadata> {
+    let nested = body.get("metadata").and_then(Value::as_object);
+    let field = |key: &str| body.get(key).filter(|v| !v.is_null()).or_else(|| nested.and_then(|m| m.get(key)));
+    let string = |key: &str| match field(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::BadRequest(format!("{key} must be a string"))),
+    };
+    let tags = match body.get("tags").filter(|v| !v.is_null()) {
+        Some(_) => super::users::tags_of(body)?,
+        None => nested.map_or(Ok(Vec::new()), super::users::tags_of)?,
+    };
+    Ok(VhostMetadata {
+        description: string("description")?.unwrap_or_default(),
+        tags,
+        default_queue_type: string("default_queue_type")?.filter(|t| t != "undefined"),
+    })
+}
+
+async fn create(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    let metadata = metadata_of(&body_json(&body)?)?;
     let existed = api.broker.vhost(&name).is_some();
-    api.broker.execute_node(NodeCommand::AddVhost { name: name.clone() })?;
+    api.broker.execute_node(NodeCommand::AddVhost { name: name.clone(), metadata: Some(metadata) })?;
     if !existed {
         let all = || ".*".to_owned();
         let grant =
