@@ -46,6 +46,9 @@ pub struct Config {
     /// Places in the handshake pool one source address may hold; its sockets beyond them are
     /// closed at once, so that one address cannot take the whole pool.
     pub handshake_max_per_source: usize,
+    /// Sockets accepted per second across the AMQP listeners (a burst of one second's worth,
+    /// then evenly); more wait in the listen backlog. 0: no limit (RabbitMQ has none).
+    pub connection_rate_max: u32,
     /// How long a refused login waits before it is answered (403, or the socket closed), so
     /// that guessing passwords is slow; 0: at once (RabbitMQ's behaviour).
     pub login_failure_delay_ms: u64,
@@ -207,6 +210,7 @@ impl Default for Config {
             connection_max: 65_536,
             handshake_max: 8192,
             handshake_max_per_source: 2048,
+            connection_rate_max: 0,
             login_failure_delay_ms: 1000,
             login_failures_per_minute: 60,
             message_size_max: 128 * 1024 * 1024,

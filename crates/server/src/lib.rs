@@ -6,6 +6,7 @@
 //! - [`config`]: [`Config`], its defaults, the TOML file format and validation.
 //! - `server`: opening the stores and restoring the vhosts, building the `Broker`, the AMQP
 //!   listener (connection limit, one task per connection), graceful shutdown.
+//! - `accept_rate`: the connection-rate limit (a token bucket on the broker's clock).
 //! - [`tls`]: the TLS listener's configuration from PEM files, client certificate
 //!   verification, reloading.
 //! - `management`: the HTTP listeners (`lepus_management` on `management_port`, its metrics on
@@ -15,6 +16,7 @@
 //! - `timers`: the task that drives the broker's timer service (fires due timers, sleeps until
 //!   the next deadline).
 
+mod accept_rate;
 pub mod config;
 mod management;
 pub mod resources;

@@ -2,7 +2,7 @@
 //! one pool of at most `handshake_max` sockets before `connection.open` (the TLS handshake
 //! inside it), of which one source address holds at most `handshake_max_per_source` (its
 //! sockets beyond are closed at once); open ones count against `connection_max` in the
-//! broker's registry. Every
+//! broker's registry. Accepting is paced by `connection_rate_max` (`accept_rate`). Every
 //! socket also holds one of the descriptors left for sockets ([`socket_max`]): the process's
 //! limit minus the message store's budget and a reserve, so accepting stops (clients wait in
 //! the listen backlog) before the store's share is touched. One task
@@ -176,6 +176,8 @@ impl Server {
         // Sockets still in their handshake; an open connection counts against `connection_max`
         // in the broker's registry instead.
         let pool = HandshakePool::new(self.config.handshake_max, self.config.handshake_max_per_source);
+        let clock = self.amqp.broker.clock().clone();
+        let mut rate = crate::accept_rate::AcceptRate::new(self.config.connection_rate_max, clock);
         let socket_max = socket_max(self.config.store_open_files_max);
         let sockets = Arc::new(Semaphore::new(socket_max));
         let mut stop = self.shutdown.subscribe();
@@ -218,6 +220,12 @@ impl Server {
                 },
                 _ = stopped(&mut stop) => break,
             };
+            if let Some(rate) = rate.as_mut() {
+                tokio::select! {
+                    () = rate.admit() => {}
+                    _ = stopped(&mut stop) => break,
+                }
+            }
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {

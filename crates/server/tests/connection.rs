@@ -304,3 +304,25 @@ async fn a_socket_without_a_protocol_header_is_closed_at_the_header_timeout() {
     let Some((0, Method::ConnectionTune(_))) = speaking.next_method().await else { panic!("expected tune") };
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_rate_limit_are_accepted_as_the_broker_clock_moves() {
+    let clock = std::sync::Arc::new(lepus_broker::ManualClock::new(1_000_000));
+    let config = Config { connection_rate_max: 2, ..test_config() };
+    let broker = common::start_with_clock(config, clock.clone()).await;
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let mut raw = Raw::connect(broker.addr).await;
+        raw.send(&PROTOCOL_HEADER).await;
+        let Some((0, Method::ConnectionStart(_))) = raw.next_method().await else { panic!("expected start") };
+        served.push(raw);
+    }
+    // The burst is spent: the third waits in the listen backlog until a token is due, half a
+    // second later on the broker's clock.
+    let mut third = Raw::connect(broker.addr).await;
+    third.send(&PROTOCOL_HEADER).await;
+    clock.advance(500);
+    let Some((0, Method::ConnectionStart(_))) = third.next_method().await else { panic!("expected start") };
+    drop((served, third));
+    broker.stop().await;
+}
