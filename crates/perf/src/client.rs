@@ -6,18 +6,22 @@ use lepus_protocol::constants::PROTOCOL_HEADER;
 use lepus_protocol::frame::write_method;
 use lepus_protocol::method::*;
 use lepus_protocol::{FieldTable, Frame, FrameType, LongStr, Method, ShortStr, parse_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::uri::AmqpUri;
+use crate::uri::{AmqpUri, TlsTarget};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The read half of a connection, over TCP or TLS.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection, over TCP or TLS.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Reads frames from one half of a connection.
 pub struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: BytesMut,
 }
 
@@ -50,8 +54,22 @@ impl FrameReader {
 
 pub struct Client {
     pub reader: FrameReader,
-    pub writer: OwnedWriteHalf,
+    pub writer: WriteHalf,
     pub frame_max: u32,
+}
+
+/// The TLS handshake, verifying the broker's certificate against the URI's CA file.
+async fn tls_connect(stream: TcpStream, target: &TlsTarget) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&target.ca_file)? {
+        roots.add(cert?)?;
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from(target.server_name.clone())?;
+    Ok(connector.connect(name, stream).await?)
 }
 
 fn closed_error(m: &Method) -> Option<String> {
@@ -68,7 +86,16 @@ impl Client {
     pub async fn connect(uri: &AmqpUri) -> Result<Client> {
         let stream = TcpStream::connect((uri.host.as_str(), uri.port)).await?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (ReadHalf, WriteHalf) = match &uri.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            Some(target) => {
+                let (rd, wr) = tokio::io::split(tls_connect(stream, target).await?);
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         let mut c = Client {
             reader: FrameReader { rd, buf: BytesMut::with_capacity(256 * 1024) },
             writer: wr,

@@ -1,4 +1,6 @@
-//! `amqp://user:pass@host:port/vhost` parsing (the subset brokers' URIs use in practice).
+//! `amqp://user:pass@host:port/vhost` parsing (the subset brokers' URIs use in practice), and
+//! `amqps://…?cacertfile=PATH[&server_name_indication=NAME]` for TLS, as RabbitMQ's URI
+//! query parameters name them (the server's certificate is always verified).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpUri {
@@ -7,6 +9,17 @@ pub struct AmqpUri {
     pub host: String,
     pub port: u16,
     pub vhost: String,
+    /// `amqps://`: TLS, with what to trust.
+    pub tls: Option<TlsTarget>,
+}
+
+/// What an `amqps://` URI says about the server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsTarget {
+    /// PEM file of the CA certificates to trust.
+    pub ca_file: String,
+    /// The name to verify the certificate against (default: the host).
+    pub server_name: String,
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -28,7 +41,15 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 impl AmqpUri {
     pub fn parse(uri: &str) -> Result<AmqpUri, String> {
-        let rest = uri.strip_prefix("amqp://").ok_or("only amqp:// URIs are supported")?;
+        let (tls, rest) = match (uri.strip_prefix("amqp://"), uri.strip_prefix("amqps://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err("only amqp:// and amqps:// URIs are supported".into()),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, q),
+            None => (rest, ""),
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (rest, None),
@@ -48,14 +69,31 @@ impl AmqpUri {
             Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
                 (h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| format!("bad port {p:?}"))?)
             }
-            _ => (hostport.to_string(), 5672),
+            _ => (hostport.to_string(), if tls { 5671 } else { 5672 }),
         };
         let vhost = match path {
             None => "/".to_string(),
             Some(p) => percent_decode(p)?,
         };
-        Ok(AmqpUri { user, password, host: if host.is_empty() { "localhost".into() } else { host }, port, vhost })
+        let host = if host.is_empty() { "localhost".into() } else { host };
+        let tls = if tls { Some(tls_target(query, &host)?) } else { None };
+        Ok(AmqpUri { user, password, host, port, vhost, tls })
     }
+}
+
+/// The TLS parameters of an `amqps://` URI's query.
+fn tls_target(query: &str, host: &str) -> Result<TlsTarget, String> {
+    let (mut ca_file, mut server_name) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "cacertfile" => ca_file = Some(percent_decode(value)?),
+            "server_name_indication" => server_name = Some(percent_decode(value)?),
+            other => return Err(format!("unsupported URI parameter {other:?}")),
+        }
+    }
+    let ca_file = ca_file.ok_or("amqps:// needs ?cacertfile=PATH (the CA to verify the broker's certificate)")?;
+    Ok(TlsTarget { ca_file, server_name: server_name.unwrap_or_else(|| host.to_owned()) })
 }
 
 #[cfg(test)]
@@ -71,5 +109,16 @@ mod tests {
         let u = AmqpUri::parse("amqp://a%40b:p%3Aw@h:1/v").unwrap();
         assert_eq!((u.user.as_str(), u.password.as_str(), u.vhost.as_str()), ("a@b", "p:w", "v"));
         assert!(AmqpUri::parse("http://x").is_err());
+        assert_eq!(AmqpUri::parse("amqp://h").unwrap().tls, None);
+    }
+
+    #[test]
+    fn amqps_needs_a_ca_file_and_defaults_to_5671() {
+        let u = AmqpUri::parse("amqps://h?cacertfile=%2Ftmp%2Fca.pem&server_name_indication=localhost").unwrap();
+        assert_eq!(u.port, 5671);
+        assert_eq!(u.tls, Some(TlsTarget { ca_file: "/tmp/ca.pem".into(), server_name: "localhost".into() }));
+        assert_eq!(u.vhost, "/");
+        assert!(AmqpUri::parse("amqps://h").is_err());
+        assert!(AmqpUri::parse("amqps://h?verify=verify_none&cacertfile=x").is_err());
     }
 }
