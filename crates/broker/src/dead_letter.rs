@@ -32,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lepus_protocol::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
+use crate::durability::Durable;
 use crate::headers::MessageHeaders;
 use crate::message::{Message, MessageRef};
 use crate::queue::QueueRef;
@@ -189,15 +190,17 @@ pub fn is_cycle(headers: &FieldTable, queue: &[u8]) -> bool {
     false
 }
 
-/// Publishes dead letters from `source` (a queue of `vhost`) to `target`, then runs `after`
-/// (the source releases their stored copies).
+/// Publishes dead letters from `source` (a queue of `vhost`) to `target`. Returns whether one
+/// was stored in a target's log: the source then releases its stored copies as moved
+/// (`Stored::forget_moved`), after the appends in the store's commit.
 pub fn publish(
     vhost: &VHost,
     source: &ShortStr,
     target: &DeadLetterTarget,
     letters: Vec<(MessageRef, DeathReason)>,
     now_ms: u64,
-) {
+) -> bool {
+    let mut stored = false;
     let mut queues: Vec<QueueRef> = Vec::new();
     for (message, reason) in letters {
         let Some(dead) = dead_message(&message, source.as_bytes(), reason, target, now_ms) else {
@@ -220,9 +223,11 @@ pub fn publish(
                 tracing::debug!(queue = %q.name.to_string().escape_debug(), "dead-letter cycle: message dropped");
                 continue;
             }
-            q.publish_stamped(message.clone(), stamp_ms);
+            let (_, durable) = q.publish_stamped(message.clone(), stamp_ms);
+            stored |= durable != Durable::NOW;
         }
     }
+    stored
 }
 
 type Job = Box<dyn FnOnce()>;
