@@ -17,11 +17,19 @@
 //! limits cannot move a message around a loop forever. A missing dead-letter exchange drops
 //! the message silently.
 //!
-//! Dead letters are published after the source queue's lock is released, and their stored
-//! copies in the source are released only after they are appended to the target queues, so
-//! the release never reaches a commit before the appends. The store writes its logs one after
-//! another within a commit, though, so a crash during that commit can keep the release and
-//! lose an append: like RabbitMQ's classic queues, a dead letter is moved at most once.
+//! A dead letter moves at least once across a crash (`kill -9` or a power cut): it is in the
+//! target queues, or still in the source, or both (a duplicate, never a loss). Dead letters
+//! are published after the source queue's lock is released (their appends to logged targets
+//! are buffered first), and the source then releases its stored copies with
+//! `Stored::forget_moved`, which the store writes only in the second phase of the commit
+//! that holds them, after every append of that commit is written and synced (STORAGE.md §5).
+//! A release buffered in a later commit than the appends is ordered by the commits
+//! themselves. This covers every move: reject and nack without requeue, expiry (queue or
+//! message TTL), `x-max-length` drop-head, `x-delivery-limit`, and the delayed exchange's
+//! release. Only a commit holding such a release pays the second round of syncs; if no dead
+//! letter reached a log (transient messages, non-durable targets, nothing routed), the copies
+//! are released as by an ack. Duplicates: a crash after the appends' commit and before the
+//! release's brings the source's copy back, and it dies again (an expired one at once).
 //! Enqueueing into a target may dead-letter in turn (its own length limit); [`run`] keeps such
 //! chains on a work list instead of the stack.
 

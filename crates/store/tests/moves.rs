@@ -71,7 +71,10 @@ fn move_cut_after(cut: u32, release: Release, one_record_segments: bool) -> Cras
 fn recovered(disk: &CrashBackend, id: u64) -> Vec<u64> {
     let store = store(disk, false);
     let (_, messages, _) = QueueLog::recover(&store, id, usize::MAX, u64::MAX).expect("recovery");
-    messages.iter().map(|m| u64::from_le_bytes(m.parts.as_ref().expect("resident").data[2..10].try_into().unwrap())).collect()
+    messages
+        .iter()
+        .map(|m| u64::from_le_bytes(m.parts.as_ref().expect("resident").data[2..10].try_into().unwrap()))
+        .collect()
 }
 
 /// Every crash image of every cut: (what it is, the disk).

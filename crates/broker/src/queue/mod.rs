@@ -689,7 +689,12 @@ impl Queue {
     /// target's log. Returns whether one was, if the job ran at once (not queued behind the
     /// dead-lettering job running on this thread).
     #[cold]
-    fn dead_letter(&self, departure: Option<Departure>, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) -> bool {
+    fn dead_letter(
+        &self,
+        departure: Option<Departure>,
+        dead: Vec<(MessageRef, DeathReason)>,
+        forget: Vec<u64>,
+    ) -> bool {
         let (Some(env), Some(departure)) = (self.env.get(), departure) else { return false };
         let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return false };
         let now_ms = env.services.clock.now_ms();
