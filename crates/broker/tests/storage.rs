@@ -249,6 +249,18 @@ impl ResourceProbe for FakeMemory {
 
 struct NoWake;
 
+/// A broker serving `vhost` (restored over `persistence`) on a manual clock.
+fn broker_on(vhost: VHost, persistence: Arc<Persistence>, clock: &Arc<ManualClock>) -> Broker {
+    Broker::new(BrokerParts {
+        vhosts: vec![vhost],
+        users: Users::new(Vec::new()),
+        access_control: Default::default(),
+        clock: clock.clone(),
+        persistence: Some(persistence),
+        timer_wake: Box::new(NoWake),
+    })
+}
+
 impl lepus_broker::Wake for NoWake {
     fn wake(&self) {}
 }
@@ -260,14 +272,7 @@ fn above_the_paging_fraction_of_the_watermark_queued_transient_messages_page_out
     let (store, persistence, vhost) =
         open_parts(Arc::new(backend.clone()), &tmp.0.join("meta.redb"), StoreOptions::default());
     let clock = Arc::new(ManualClock::new(0));
-    let broker = Arc::new(Broker::new(BrokerParts {
-        vhosts: vec![vhost],
-        users: Users::new(Vec::new()),
-        access_control: Default::default(),
-        clock: clock.clone(),
-        persistence: Some(persistence),
-        timer_wake: Box::new(NoWake),
-    }));
+    let broker = Arc::new(broker_on(vhost, persistence, &clock));
     let memory = Arc::new(AtomicU64::new(400));
     let limits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 0 };
     broker.watch_resources(Box::new(FakeMemory(memory.clone())), limits);
@@ -318,14 +323,7 @@ fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> Crash
     let backend = CrashBackend::new();
     let (store, persistence, vhost) = open_parts(Arc::new(backend.clone()), meta_path, StoreOptions::default());
     let clock = Arc::new(ManualClock::new(1_000));
-    let broker = Broker::new(BrokerParts {
-        vhosts: vec![vhost],
-        users: Users::new(Vec::new()),
-        access_control: Default::default(),
-        clock: clock.clone(),
-        persistence: Some(persistence),
-        timer_wake: Box::new(NoWake),
-    });
+    let broker = broker_on(vhost, persistence, &clock);
     let vhost = broker.vhost("/").expect("vhost");
     declare(&vhost, "dead", true);
     let args = FieldTable::new()
