@@ -17,11 +17,19 @@
 //! limits cannot move a message around a loop forever. A missing dead-letter exchange drops
 //! the message silently.
 //!
-//! Dead letters are published after the source queue's lock is released, and their stored
-//! copies in the source are released only after they are appended to the target queues, so
-//! the release never reaches a commit before the appends. The store writes its logs one after
-//! another within a commit, though, so a crash during that commit can keep the release and
-//! lose an append: like RabbitMQ's classic queues, a dead letter is moved at most once.
+//! A dead letter moves at least once across a crash (`kill -9` or a power cut): it is in the
+//! target queues, or still in the source, or both (a duplicate, never a loss). Dead letters
+//! are published after the source queue's lock is released (their appends to logged targets
+//! are buffered first), and the source then releases its stored copies with
+//! `Stored::forget_moved`, which the store writes only in the second phase of the commit
+//! that holds them, after every append of that commit is written and synced (STORAGE.md §5).
+//! A release buffered in a later commit than the appends is ordered by the commits
+//! themselves. This covers every move: reject and nack without requeue, expiry (queue or
+//! message TTL), `x-max-length` drop-head, `x-delivery-limit`, and the delayed exchange's
+//! release. Only a commit holding such a release pays the second round of syncs; if no dead
+//! letter reached a log (transient messages, non-durable targets, nothing routed), the copies
+//! are released as by an ack. Duplicates: a crash after the appends' commit and before the
+//! release's brings the source's copy back, and it dies again (an expired one at once).
 //! Enqueueing into a target may dead-letter in turn (its own length limit); [`run`] keeps such
 //! chains on a work list instead of the stack.
 
@@ -32,6 +40,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lepus_protocol::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
+use crate::durability::Durable;
 use crate::headers::MessageHeaders;
 use crate::message::{Message, MessageRef};
 use crate::queue::QueueRef;
@@ -189,15 +198,17 @@ pub fn is_cycle(headers: &FieldTable, queue: &[u8]) -> bool {
     false
 }
 
-/// Publishes dead letters from `source` (a queue of `vhost`) to `target`, then runs `after`
-/// (the source releases their stored copies).
+/// Publishes dead letters from `source` (a queue of `vhost`) to `target`. Returns whether one
+/// was stored in a target's log: the source then releases its stored copies as moved
+/// (`Stored::forget_moved`), after the appends in the store's commit.
 pub fn publish(
     vhost: &VHost,
     source: &ShortStr,
     target: &DeadLetterTarget,
     letters: Vec<(MessageRef, DeathReason)>,
     now_ms: u64,
-) {
+) -> bool {
+    let mut stored = false;
     let mut queues: Vec<QueueRef> = Vec::new();
     for (message, reason) in letters {
         let Some(dead) = dead_message(&message, source.as_bytes(), reason, target, now_ms) else {
@@ -220,9 +231,11 @@ pub fn publish(
                 tracing::debug!(queue = %q.name.to_string().escape_debug(), "dead-letter cycle: message dropped");
                 continue;
             }
-            q.publish_stamped(message.clone(), stamp_ms);
+            let (_, durable) = q.publish_stamped(message.clone(), stamp_ms);
+            stored |= durable != Durable::NOW;
         }
     }
+    stored
 }
 
 type Job = Box<dyn FnOnce()>;

@@ -249,6 +249,18 @@ impl ResourceProbe for FakeMemory {
 
 struct NoWake;
 
+/// A broker serving `vhost` (restored over `persistence`) on a manual clock.
+fn broker_on(vhost: VHost, persistence: Arc<Persistence>, clock: &Arc<ManualClock>) -> Broker {
+    Broker::new(BrokerParts {
+        vhosts: vec![vhost],
+        users: Users::new(Vec::new()),
+        access_control: Default::default(),
+        clock: clock.clone(),
+        persistence: Some(persistence),
+        timer_wake: Box::new(NoWake),
+    })
+}
+
 impl lepus_broker::Wake for NoWake {
     fn wake(&self) {}
 }
@@ -260,14 +272,7 @@ fn above_the_paging_fraction_of_the_watermark_queued_transient_messages_page_out
     let (store, persistence, vhost) =
         open_parts(Arc::new(backend.clone()), &tmp.0.join("meta.redb"), StoreOptions::default());
     let clock = Arc::new(ManualClock::new(0));
-    let broker = Arc::new(Broker::new(BrokerParts {
-        vhosts: vec![vhost],
-        users: Users::new(Vec::new()),
-        access_control: Default::default(),
-        clock: clock.clone(),
-        persistence: Some(persistence),
-        timer_wake: Box::new(NoWake),
-    }));
+    let broker = Arc::new(broker_on(vhost, persistence, &clock));
     let memory = Arc::new(AtomicU64::new(400));
     let limits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 0 };
     broker.watch_resources(Box::new(FakeMemory(memory.clone())), limits);
@@ -299,4 +304,78 @@ fn above_the_paging_fraction_of_the_watermark_queued_transient_messages_page_out
     let got = bodies(&q);
     assert_eq!(got.len(), n);
     assert!(got.iter().enumerate().all(|(i, b)| *b == format!("t{i}")), "every message intact, in order");
+}
+
+/// How the message of [`dead_letter_move_cut_after`] dies.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    Expired,
+    Rejected,
+}
+
+/// A broker over the crash backend with two durable queues: `work` (dead-lettering into
+/// `dead` through the default exchange) holding `dies` (persistent, expiring after 10 ms)
+/// and `stays`, both committed. Then `work` gets another publish (so its log is written
+/// first in the next commit), `dies` dies (`death`), and that commit is cut after `cut`
+/// changes. Returns the disk as the cut left it.
+fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> CrashBackend {
+    use lepus_protocol::{FieldTable, FieldValue};
+    let backend = CrashBackend::new();
+    let (store, persistence, vhost) = open_parts(Arc::new(backend.clone()), meta_path, StoreOptions::default());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let broker = broker_on(vhost, persistence, &clock);
+    let vhost = broker.vhost("/").expect("vhost");
+    declare(&vhost, "dead", true);
+    let args = FieldTable::new()
+        .with("x-dead-letter-exchange", FieldValue::LongStr("".into()))
+        .with("x-dead-letter-routing-key", FieldValue::LongStr("dead".into()));
+    let d = QueueDeclare { name: ShortStr::from_static("work"), durable: true, arguments: args, ..Default::default() };
+    let work = vhost.declare_queue(&d, 1).expect("declare").0;
+    let props =
+        BasicProperties { delivery_mode: Some(2), expiration: Some(ShortStr::from_static("10")), ..Default::default() };
+    let mut payload = BytesMut::new();
+    ContentHeader::encode_payload(&mut payload, 4, &props.to_raw());
+    let header = ContentHeader::decode(payload.freeze()).expect("header");
+    work.publish_stamped(Arc::new(Message::new(b"", b"work", &header, "dies")), 1_000);
+    work.publish_stamped(message("stays", 2), 1_000);
+    store.commit();
+    work.publish_stamped(message("later", 2), 1_000);
+    match death {
+        Death::Expired => {
+            clock.advance(10);
+            while broker.timers().fire_due() > 0 {}
+        }
+        Death::Rejected => {
+            let (entry, _) = work.get().expect("the head");
+            work.discard(None, &[(entry.seq, entry.message)]);
+        }
+    }
+    assert_eq!(bodies(&vhost.queue(&ShortStr::from_static("dead"), 1).expect("dead")), ["dies"], "{death:?}");
+    backend.fail_after(cut);
+    store.commit();
+    drop((broker, vhost, work, store));
+    backend
+}
+
+#[test]
+fn a_dead_letter_survives_a_crash_at_any_point_of_its_move() {
+    let tmp = temp_dir("dead-letter-move");
+    for death in [Death::Expired, Death::Rejected] {
+        for cut in 0..30 {
+            let meta_path = tmp.0.join(format!("meta-{death:?}-{cut}.redb"));
+            let disk = dead_letter_move_cut_after(&meta_path, cut, death);
+            let images = std::iter::once(("kill -9".to_owned(), disk.kill()))
+                .chain((0..8).map(|seed| (format!("power cut, seed {seed}"), disk.crash(seed))));
+            for (what, image) in images {
+                let (_, vhost) = open(&image, &meta_path);
+                let queue = |name: &'static str| bodies(&vhost.queue(&ShortStr::from_static(name), 1).expect(name));
+                let (work, dead) = (queue("work"), queue("dead"));
+                assert!(work.contains(&"stays".to_owned()), "{death:?}, {what} after {cut} changes: {work:?}");
+                assert!(
+                    work.contains(&"dies".to_owned()) || dead.contains(&"dies".to_owned()),
+                    "{death:?}, {what} after {cut} changes: the dead letter is lost (work {work:?}, dead {dead:?})"
+                );
+            }
+        }
+    }
 }

@@ -222,6 +222,20 @@ impl CrashBackend {
         CrashBackend { tree: Arc::new(Mutex::new(after)), faults: Arc::new(Faults::default()) }
     }
 
+    /// What the disk holds after a `kill -9` now (the machine stays up): every write, creation
+    /// and removal made so far, synced or not, as the page cache keeps them.
+    pub fn kill(&self) -> CrashBackend {
+        let tree = self.tree.lock();
+        let mut after = Tree { dirs: tree.dirs.clone(), ..Tree::default() };
+        for (path, contents) in &tree.files {
+            let live = contents.lock().live.clone();
+            let contents = Contents { live: live.clone(), durable: live, unsynced: Vec::new() };
+            after.files.insert(path.clone(), Arc::new(Mutex::new(contents)));
+            after.named.insert(path.clone());
+        }
+        CrashBackend { tree: Arc::new(Mutex::new(after)), faults: Arc::new(Faults::default()) }
+    }
+
     /// The current contents of a file (tests corrupt files through this).
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         self.tree.lock().files.get(path).map(|c| c.lock().live.clone())

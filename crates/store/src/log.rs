@@ -79,17 +79,37 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
+/// The release of a record whose message moved to other queues (a dead letter): written only
+/// once every append of its commit is synced ([`QueueLog::forget_moved`]).
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    segment: u32,
+    /// The acked offset, or `None`: the segment goes (this release was its last record).
+    offset: Option<u32>,
+    /// The generation it was stamped with: every append it depends on has a stamp up to this.
+    stamp: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct Pending {
     chunks: Vec<Chunk>,
     /// (segment, entry): an acked offset, or one with [`DELIVERED_BIT`] set.
     acks: Vec<(u32, u32)>,
     deletes: Vec<u32>,
+    /// Releases of moved records, in order.
+    moved: Vec<Moved>,
     destroy: bool,
     /// Registered with the store for the next commit.
     dirty: bool,
     /// The highest generation stamped on a change buffered here.
     pub(crate) max_stamp: u64,
+}
+
+impl Pending {
+    /// Whether there is anything to write.
+    pub(crate) fn has_changes(&self) -> bool {
+        self.destroy || !self.chunks.is_empty() || !self.acks.is_empty() || !self.deletes.is_empty()
+    }
 }
 
 /// What the commit knows of a log's files; the handles themselves are in the store's
@@ -154,11 +174,60 @@ pub fn queue_dir(store: &Store, queue_id: u64) -> PathBuf {
 }
 
 impl LogShared {
-    /// Takes the changes buffered so far, for a commit to write.
-    pub(crate) fn take_pending(&self) -> Pending {
+    /// Takes the changes buffered so far for the commit closing generation `closing`: what it
+    /// writes at once, and the releases of moved records it writes only after syncing that
+    /// (see [`QueueLog::forget_moved`]). A moved release stamped after `closing` may depend
+    /// on an append this commit does not hold: it stays buffered, with the deletion of its
+    /// segment, for the next round (its stamp makes the commit go round again).
+    pub(crate) fn take_for_commit(self: &Arc<Self>, store: &Store, closing: u64) -> (Pending, Pending) {
         let mut p = self.pending.lock();
         p.dirty = false;
-        std::mem::take(&mut *p)
+        let mut now = std::mem::take(&mut *p);
+        if now.moved.is_empty() {
+            return (now, Pending::default());
+        }
+        let (ready, held): (Vec<Moved>, Vec<Moved>) = now.moved.drain(..).partition(|m| m.stamp <= closing);
+        // A segment with a moved record goes only with the moved releases (a deletion releases
+        // every record in it), and not at all while one of them waits.
+        let waits = |segment: u32| held.iter().any(|m| m.segment == segment);
+        let with_moves = |segment: u32| ready.iter().any(|m| m.segment == segment);
+        let mut late = Pending::default();
+        let mut kept = Vec::new();
+        for segment in std::mem::take(&mut now.deletes) {
+            if waits(segment) {
+                p.deletes.push(segment);
+            } else if with_moves(segment) {
+                late.deletes.push(segment);
+            } else {
+                kept.push(segment);
+            }
+        }
+        now.deletes = kept;
+        for m in &ready {
+            match m.offset {
+                Some(offset) => late.acks.push((m.segment, offset)),
+                None => late.deletes.push(m.segment),
+            }
+        }
+        late.moved = ready;
+        if !held.is_empty() {
+            p.max_stamp = held.iter().map(|m| m.stamp).max().unwrap_or(0);
+            p.moved = held;
+            p.dirty = true;
+            store.mark_dirty(self.clone());
+        }
+        (now, late)
+    }
+
+    /// Puts the releases a failed commit took for after its syncs back with the rest of what
+    /// it took, still as moved releases, for [`LogShared::restore_pending`].
+    pub(crate) fn rejoin(mut failed: Pending, late: Pending) -> Pending {
+        // Deletions that were not releases themselves go back as deletions: the next commit
+        // holds them back again, with the moved releases of their segments.
+        let released = |segment: u32| late.moved.iter().any(|m| m.segment == segment && m.offset.is_none());
+        failed.deletes.extend(late.deletes.iter().copied().filter(|&s| !released(s)));
+        failed.moved.extend(late.moved);
+        failed
     }
 
     /// A commit that took `failed` could not make it durable: its changes go back in front
@@ -182,6 +251,7 @@ impl LogShared {
             merged.chunks.extend(newer.chunks);
             merged.acks.extend(newer.acks);
             merged.deletes.extend(newer.deletes);
+            merged.moved.extend(newer.moved);
         }
         merged.dirty = newer.dirty;
         *p = merged;
@@ -434,6 +504,37 @@ impl QueueLog {
     /// The record at `loc` left the queue (acked, or dropped): it will not be recovered.
     /// Returns the generation that makes that durable.
     pub fn forget(&mut self, loc: Loc) -> u64 {
+        let delete = self.count_gone(loc);
+        self.with_pending(|p| {
+            if delete {
+                p.deletes.push(loc.segment);
+            } else {
+                p.acks.push((loc.segment, loc.offset));
+            }
+        })
+    }
+
+    /// [`QueueLog::forget`] for a record whose message was moved to other queues (a dead
+    /// letter appended to them just before): the release is written only after the commit
+    /// that writes it has synced every append (its first phase), so a crash keeps the
+    /// message in the target queues or here, possibly both, never neither. Costs that commit
+    /// a second round of syncs; commits without moved releases are unchanged.
+    pub fn forget_moved(&mut self, loc: Loc) -> u64 {
+        let delete = self.count_gone(loc);
+        let mut p = self.shared.pending.lock();
+        if !p.dirty {
+            p.dirty = true;
+            self.store.mark_dirty(self.shared.clone());
+        }
+        // Read after registering, as `with_pending`: a commit that closes this stamp holds it.
+        let stamp = self.store.generation();
+        p.max_stamp = p.max_stamp.max(stamp);
+        p.moved.push(Moved { segment: loc.segment, offset: (!delete).then_some(loc.offset), stamp });
+        stamp
+    }
+
+    /// Counts the record at `loc` as gone; true if its segment can go with it.
+    fn count_gone(&mut self, loc: Loc) -> bool {
         let delete = match self.counts.get_mut(&loc.segment) {
             Some(c) => {
                 c.gone += 1;
@@ -444,13 +545,7 @@ impl QueueLog {
         if delete {
             self.counts.remove(&loc.segment);
         }
-        self.with_pending(|p| {
-            if delete {
-                p.deletes.push(loc.segment);
-            } else {
-                p.acks.push((loc.segment, loc.offset));
-            }
-        })
+        delete
     }
 
     /// The record at `loc` was handed to a consumer: after a restart it comes back with the

@@ -360,11 +360,11 @@ impl Store {
         loop {
             let closing = self.inner.generation.fetch_add(1, Ordering::SeqCst);
             let logs = std::mem::take(&mut *self.inner.dirty.lock());
-            let mut batches: Vec<(Arc<LogShared>, Pending)> = logs
+            let mut batches: Vec<(Arc<LogShared>, Pending, Pending)> = logs
                 .into_iter()
                 .map(|log| {
-                    let pending = log.take_pending();
-                    (log, pending)
+                    let (now, late) = log.take_for_commit(self, closing);
+                    (log, now, late)
                 })
                 .collect();
             let mut written = Written::default();
@@ -373,11 +373,21 @@ impl Store {
             }
             // Changes buffered while this commit ran carry the next generation but may be
             // written now, leaving their log clean: publish that generation too, at once.
-            let again = batches.iter().any(|(_, p)| p.max_stamp > closing);
+            let again = batches.iter().any(|(_, p, _)| p.max_stamp > closing);
+            // Releases of moved records (dead letters) only once every append is synced.
+            let mut moved = Written::default();
             let result = batches
                 .iter_mut()
-                .try_for_each(|(log, pending)| log.write(self, pending, &mut written))
-                .and_then(|()| self.sync(&written.files, &written.dirs));
+                .try_for_each(|(log, pending, _)| log.write(self, pending, &mut written))
+                .and_then(|()| self.sync(&written.files, &written.dirs))
+                .and_then(|()| {
+                    batches
+                        .iter_mut()
+                        .filter(|(_, _, late)| late.has_changes())
+                        .try_for_each(|(log, _, late)| log.write(self, late, &mut moved))
+                })
+                .and_then(|()| self.sync(&moved.files, &moved.dirs));
+            written.after_sync.append(&mut moved.after_sync);
             match result {
                 Ok(()) => {
                     if self.inner.failed.swap(false, Ordering::AcqRel) {
@@ -400,8 +410,13 @@ impl Store {
                         tracing::debug!(error = %e, "message store retry failed");
                     }
                     *unsynced_dirs = written.dirs;
-                    for (log, pending) in batches {
-                        log.restore_pending(self, pending);
+                    for dir in &moved.dirs {
+                        if !unsynced_dirs.contains(dir) {
+                            unsynced_dirs.push(dir.clone());
+                        }
+                    }
+                    for (log, pending, late) in batches {
+                        log.restore_pending(self, LogShared::rejoin(pending, late));
                     }
                     break;
                 }

@@ -58,7 +58,9 @@ mod priority;
 mod ready;
 mod stored;
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock, Weak};
 
 use lepus_protocol::{FieldTable, FieldValue, ShortStr};
@@ -677,32 +679,49 @@ impl Queue {
             outlet.wake();
         }
         if !dead.is_empty() || !forget.is_empty() {
-            self.dead_letter(departure, dead, forget);
+            let _ = self.dead_letter(departure, dead, forget);
         }
     }
 
     /// Publishes dead letters (on this thread's dead-letter work list), or releases delayed
-    /// messages into their exchange, then releases the stored copies of `forget` here.
+    /// messages into their exchange, then releases the stored copies of `forget` here: as
+    /// moved (after the appends, in the store's commit) if a dead letter was stored in a
+    /// target's log. Returns whether one was, if the job ran at once (not queued behind the
+    /// dead-lettering job running on this thread).
     #[cold]
-    fn dead_letter(&self, departure: Option<Departure>, dead: Vec<(MessageRef, DeathReason)>, forget: Vec<u64>) {
-        let (Some(env), Some(departure)) = (self.env.get(), departure) else { return };
-        let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return };
+    fn dead_letter(
+        &self,
+        departure: Option<Departure>,
+        dead: Vec<(MessageRef, DeathReason)>,
+        forget: Vec<u64>,
+    ) -> bool {
+        let (Some(env), Some(departure)) = (self.env.get(), departure) else { return false };
+        let (Some(vhost), Some(me)) = (env.services.vhost.upgrade(), env.me.upgrade()) else { return false };
         let now_ms = env.services.clock.now_ms();
+        let stored = Rc::new(Cell::new(false));
+        let stored_in_job = stored.clone();
         dead_letter::run(move || {
-            match &departure {
+            let moved = match &departure {
                 Departure::DeadLetter(target) => dead_letter::publish(&vhost, &me.name, target, dead, now_ms),
                 Departure::Release => {
                     let messages = dead.into_iter().map(|(m, _)| m).collect();
                     crate::exchange::delayed::release(&vhost, &me, messages, now_ms);
+                    true
                 }
-            }
+            };
+            stored_in_job.set(moved);
             if !forget.is_empty() {
                 let mut st = me.state.lock();
                 for seq in forget {
-                    st.stored.forget(seq);
+                    if moved {
+                        st.stored.forget_moved(seq);
+                    } else {
+                        st.stored.forget(seq);
+                    }
                 }
             }
         });
+        stored.get()
     }
 
     /// Drops due messages, then moves ready messages to consumers with credit.
@@ -876,6 +895,19 @@ impl Queue {
         seqs: impl ExactSizeIterator<Item = u64>,
         credit: u32,
     ) -> Durable {
+        self.release(consumer, seqs, credit, false)
+    }
+
+    /// Releases deliveries that left the queue for good (see [`Queue::ack`]); `moved`: their
+    /// messages were just stored in other queues (dead letters), so the store writes the
+    /// releases after those appends.
+    fn release(
+        self: &Arc<Self>,
+        consumer: Option<ConsumerId>,
+        seqs: impl ExactSizeIterator<Item = u64>,
+        credit: u32,
+        moved: bool,
+    ) -> Durable {
         let mut fx = Effects::default();
         let durable = {
             let mut st = self.state.lock();
@@ -886,7 +918,7 @@ impl Queue {
                 seqs.filter_map(|seq| {
                     st.unacked_expiry.remove(&seq);
                     st.delivery_counts.remove(&seq);
-                    st.stored.forget(seq)
+                    if moved { st.stored.forget_moved(seq) } else { st.stored.forget(seq) }
                 })
                 .max()
             };
@@ -908,12 +940,13 @@ impl Queue {
             let st = self.state.lock();
             st.limits.departure.clone().filter(|d| matches!(d, Departure::DeadLetter(_)) && !st.deleted)
         };
+        let mut moved = false;
         if departure.is_some() {
-            // Published before the ack below releases their stored copies.
+            // Published before the release below of their stored copies.
             let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
-            self.dead_letter(departure, letters, Vec::new());
+            moved = self.dead_letter(departure, letters, Vec::new());
         }
-        self.ack(consumer, entries.iter().map(|(seq, _)| *seq))
+        self.release(consumer, entries.iter().map(|(seq, _)| *seq), entries.len() as u32, moved)
     }
 
     /// Assigns again (after a channel's flow or channel-wide credit reopened).

@@ -95,6 +95,14 @@ impl Stored {
         Some(self.log.as_mut()?.forget(loc))
     }
 
+    /// [`Stored::forget`] for a message moved to other queues' logs (a dead letter): the
+    /// store writes the release only after it synced the appends of the same commit.
+    pub fn forget_moved(&mut self, seq: u64) -> Option<u64> {
+        self.forget_scratch(seq);
+        let loc = self.locs.remove(&seq)?;
+        Some(self.log.as_mut()?.forget_moved(loc))
+    }
+
     /// Releases a message's scratch copy (it is back in memory, or gone).
     pub fn forget_scratch(&mut self, seq: u64) {
         if self.scratch_locs.is_empty() {
