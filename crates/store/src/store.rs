@@ -15,7 +15,8 @@
 //! woken (the broker nacks what is not durable yet, and what is published while the store
 //! is failing), and consumers keep being served from memory. The changes the commit took go
 //! back to their logs, to be written again at the same places by the next commit, which the
-//! store thread tries every `retry_interval_ms` (or at once after [`Store::retry_now`]). Once
+//! store thread tries every `retry_interval_ms`, or at once after [`Store::retry_now`] (the
+//! broker paces its retries that way, on its own clock, with `retry_interval_ms` 0). Once
 //! one succeeds, the store is healthy again: everything stamped up to its generation is on
 //! disk, including what the failed commits held. A record half-written before the error is
 //! overwritten by the retry; one cut by a crash during the fault is a torn tail recovery
@@ -49,7 +50,8 @@ pub struct StoreOptions {
     /// Segment and ack files kept open at most (an LRU of handles; the least recently used
     /// one closes when another opens).
     pub open_files_max: usize,
-    /// After a failed commit, the store thread tries again after this long.
+    /// After a failed commit, the store thread tries again after this long (real time); 0:
+    /// only when asked ([`Store::retry_now`]), as the broker does on its own clock.
     pub retry_interval_ms: u64,
 }
 
@@ -301,7 +303,9 @@ impl Store {
                         last_try = true;
                         break;
                     }
-                    if self.inner.work.wait_until(&mut dirty, retry_at).timed_out() {
+                    if self.inner.options.retry_interval_ms == 0 {
+                        self.inner.work.wait(&mut dirty);
+                    } else if self.inner.work.wait_until(&mut dirty, retry_at).timed_out() {
                         break;
                     }
                 }
