@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,7 +26,7 @@ use lepus_store::backend::Backend;
 use lepus_store::crash::CrashBackend;
 use lepus_store::fault::{Fault, FaultBackend, Site};
 use lepus_store::meta::MetaStore;
-use lepus_store::store::{Store, StoreOptions, Waker};
+use lepus_store::store::{Store, StoreOptions};
 
 struct TempDir(PathBuf);
 
@@ -370,45 +369,39 @@ fn the_paging_sweep_pages_every_queue_out_a_step_at_a_time() {
     }
 }
 
-struct ChannelWaker(mpsc::Sender<()>);
-
-impl Waker for ChannelWaker {
-    fn wake(&self) {
-        let _ = self.0.send(());
-    }
-}
-
 /// Turns a hang into a failure; never measures speed.
 const HANG_GUARD: Duration = Duration::from_secs(20);
 
-fn wait_until(store: &Store, rx: &mpsc::Receiver<()>, waker: &Arc<dyn Waker>, done: impl Fn(&Store) -> bool) {
-    loop {
-        store.wake_after_commit(waker.clone());
-        if done(store) {
-            return;
-        }
-        rx.recv_timeout(HANG_GUARD).expect("a commit came");
-    }
+/// A broker on a manual clock over a store whose backend injects faults.
+struct FaultyBroker {
+    _tmp: TempDir,
+    faults: FaultBackend,
+    store: Store,
+    clock: Arc<ManualClock>,
+    broker: Arc<Broker>,
+}
+
+fn faulty_broker(name: &str, options: StoreOptions) -> FaultyBroker {
+    let tmp = temp_dir(name);
+    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
+    let (store, persistence, vhost) = open_parts(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
+    let clock = Arc::new(ManualClock::new(0));
+    let broker = broker_on(vhost, persistence, clock.clone());
+    FaultyBroker { _tmp: tmp, faults, store, clock, broker }
 }
 
 #[test]
 fn a_failed_commit_is_retried_after_the_retry_interval_on_the_broker_clock() {
-    let tmp = temp_dir("retry-clock");
-    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
     // As the server opens it: retries only when the broker asks.
     let options = StoreOptions { retry_interval_ms: 0, ..StoreOptions::default() };
-    let (store, persistence, vhost) = open_parts(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
-    let clock = Arc::new(ManualClock::new(0));
-    let broker = broker_on(vhost, persistence, clock.clone());
+    let FaultyBroker { _tmp, faults, store, clock, broker } = faulty_broker("retry-clock", options);
     broker.retry_store_every(1000);
     let committer = store.spawn_committer().expect("store thread");
-    let (tx, rx) = mpsc::channel();
-    let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(tx));
     let q = declare(&broker.vhost("/").expect("vhost"), "q", true);
     let durability = Durability::new(Some(store.clone()));
     faults.inject(Site::Write, Fault::Io);
     let (_, during) = q.publish_stamped(message("during", 2), 0);
-    wait_until(&store, &rx, &waker, Store::failed);
+    assert!(store.wait_until(Store::failed, HANG_GUARD));
     faults.clear();
     clock.advance(999);
     broker.timers().fire_due();
@@ -416,19 +409,15 @@ fn a_failed_commit_is_retried_after_the_retry_interval_on_the_broker_clock() {
     assert!(store.failed() && !durability.is_durable(during), "no retry before the interval has passed");
     clock.advance(1);
     broker.timers().fire_due();
-    wait_until(&store, &rx, &waker, |s| !s.failed());
+    assert!(store.wait_until(|s| !s.failed(), HANG_GUARD));
     assert!(durability.is_durable(during), "the retry made it durable");
     drop(committer);
 }
 
 #[test]
 fn a_message_expiring_while_its_paged_out_record_cannot_be_read_is_dead_lettered_once_it_can() {
-    let tmp = temp_dir("expire-unreadable");
-    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
     let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
-    let (store, persistence, vhost) = open_parts(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
-    let clock = Arc::new(ManualClock::new(0));
-    let broker = broker_on(vhost, persistence, clock.clone());
+    let FaultyBroker { _tmp, faults, store, clock, broker } = faulty_broker("expire-unreadable", options);
     let vhost = broker.vhost("/").expect("vhost");
     let dlq = declare(&vhost, "dlq", false);
     let args = FieldTable::new()

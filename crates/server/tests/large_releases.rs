@@ -53,6 +53,27 @@ async fn consume_many(raw: &mut Raw, channel: u16, queue: &str, n: usize) {
     }
 }
 
+/// A broker with a queue that a raw connection consumes from [`MANY`] times on channel 1, and
+/// a lapin connection with a confirm channel.
+struct Consumed {
+    broker: common::Broker,
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    q: String,
+    raw: Raw,
+}
+
+async fn consumed_many(prefix: &str) -> Consumed {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq(prefix);
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    consume_many(&mut raw, 1, &q, MANY).await;
+    Consumed { broker, conn, ch, q, raw }
+}
+
 fn consumer_count(broker: &common::Broker, queue: &str) -> u32 {
     let vhost = broker.service.vhost("/").expect("vhost");
     vhost.queue(&short(queue), 0).expect("queue").consumer_count()
@@ -60,13 +81,7 @@ fn consumer_count(broker: &common::Broker, queue: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_queue_deliverable() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lconfirm_chan(&conn).await;
-    let q = uniq("many-consumers");
-    ldeclare(&ch, &q, Default::default(), Default::default()).await;
-    let mut raw = Raw::open_with_channel(broker.addr).await;
-    consume_many(&mut raw, 1, &q, MANY).await;
+    let Consumed { broker, conn, ch, q, mut raw } = consumed_many("many-consumers").await;
     assert_eq!(consumer_count(&broker, &q), MANY as u32);
     // Delivered (unacked) to the consumers about to go.
     for i in 0..10 {
@@ -115,13 +130,7 @@ async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_q
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_connection_with_many_consumers_cancels_them_all_before_close_ok() {
-    let broker = common::start().await;
-    let conn = lconn(&broker).await;
-    let ch = lconfirm_chan(&conn).await;
-    let q = uniq("many-consumers-conn");
-    ldeclare(&ch, &q, Default::default(), Default::default()).await;
-    let mut raw = Raw::open_with_channel(broker.addr).await;
-    consume_many(&mut raw, 1, &q, MANY).await;
+    let Consumed { broker, conn, ch, q, mut raw } = consumed_many("many-consumers-conn").await;
     raw.send_method(0, ConnectionClose::default()).await;
     loop {
         match raw.next_method().await {

@@ -39,6 +39,15 @@ pub trait Waker: Send + Sync {
     fn wake(&self);
 }
 
+/// A waker that sends on a channel ([`Store::wait_until`]).
+struct ChannelWaker(std::sync::mpsc::Sender<()>);
+
+impl Waker for ChannelWaker {
+    fn wake(&self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// Tunables.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -355,6 +364,23 @@ impl Store {
     /// Wakes `waker` after the next commit.
     pub fn wake_after_commit(&self, waker: Arc<dyn Waker>) {
         self.inner.waiters.lock().push(waker);
+    }
+
+    /// Blocks the calling thread until `done` holds, checked now and after each commit, waiting
+    /// at most `timeout` for each commit; false if none came in time. For tests and tools:
+    /// nothing in the broker blocks on the store.
+    pub fn wait_until(&self, done: impl Fn(&Store) -> bool, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(tx));
+        loop {
+            self.wake_after_commit(waker.clone());
+            if done(self) {
+                return true;
+            }
+            if rx.recv_timeout(timeout).is_err() {
+                return false;
+            }
+        }
     }
 
     /// Writes and syncs everything buffered so far; returns the durable generation. The

@@ -47,8 +47,8 @@ impl Release {
 }
 
 impl Connection {
-    /// Queues a consumer of a released channel to be cancelled: at once if little is
-    /// pending, else by the connection's loop.
+    /// Queues a consumer of a released channel to be cancelled (see
+    /// [`Connection::release_small`]).
     pub(super) fn release_consumer(&mut self, id: ConsumerId, queue: QueueRef) {
         self.release.consumers.push_back((id, queue));
     }

@@ -49,12 +49,6 @@ impl VHost {
         done
     }
 
-    /// Every step of [`VHost::unbind_deleted`] at once, for callers that cannot yield between
-    /// them.
-    pub fn unbind_deleted_now(&self) {
-        while !self.unbind_deleted() {}
-    }
-
     /// Whether a deleted queue's bindings are still being removed.
     pub fn unbinding_pending(&self) -> bool {
         !self.topology.read().unbinding.is_empty()
