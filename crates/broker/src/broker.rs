@@ -15,6 +15,7 @@ use crate::connections::Registry;
 use crate::durability::Durability;
 use crate::limits::UserLimits;
 use crate::outlet::Wake;
+use crate::page_sweep::PageSweep;
 use crate::permissions::{Access, Permissions};
 use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
@@ -52,6 +53,10 @@ pub struct Broker {
     /// The broker-wide message rates, and what samples them ([`crate::rates`]).
     rates: RateCell,
     sampler: OnceLock<Arc<RateSampler>>,
+    /// The memory-pressure paging sweep ([`crate::page_sweep`]).
+    page_sweep: Arc<PageSweep>,
+    /// Retries of a failed store commit on the broker's clock ([`crate::store_retry`]).
+    store_retry: OnceLock<Arc<crate::store_retry::StoreRetry>>,
 }
 
 /// What a broker is made of at start.
@@ -77,7 +82,8 @@ pub struct AccessControl {
 }
 
 /// Memory above the paging fraction: the store tells every queue (one flag they read when
-/// past the head of their window), and every queue pages out now, idle ones included.
+/// past the head of their window), and every queue pages out, idle ones included, a step at
+/// a time on the timer service ([`crate::page_sweep`]).
 impl Pager for Broker {
     fn memory_pressure(&self, on: bool) {
         let Some(persistence) = &self.persistence else { return };
@@ -85,11 +91,8 @@ impl Pager for Broker {
         if !on {
             return;
         }
-        for vhost in self.vhosts() {
-            for queue in vhost.queue_list() {
-                queue.page_out();
-            }
-        }
+        let queues = self.vhosts().iter().flat_map(|vhost| vhost.queue_list()).collect();
+        self.page_sweep.start(queues);
     }
 }
 
@@ -107,6 +110,7 @@ impl Broker {
         let BrokerParts { vhosts, users, access_control, clock, persistence, timer_wake } = parts;
         let timers = Arc::new(TimerService::new(clock.clone(), timer_wake));
         let churn = Arc::new(QueueChurn::default());
+        let page_sweep = Arc::new(PageSweep::new(timers.clone()));
         let vhosts = vhosts.into_iter().map(|v| (v.name.to_string(), attached(v, &clock, &timers, &churn))).collect();
         let durability = Durability::new(persistence.as_ref().map(|p| p.store.clone()));
         Broker {
@@ -125,6 +129,8 @@ impl Broker {
             churn,
             rates: RateCell::default(),
             sampler: OnceLock::new(),
+            page_sweep,
+            store_retry: OnceLock::new(),
         }
     }
 
@@ -273,5 +279,20 @@ impl Broker {
     /// The broker-wide message rates (all connections' counters).
     pub fn rates(&self) -> Rates {
         self.rates.rates()
+    }
+
+    /// Retries a failed message store commit every `interval_ms` of the broker's clock (once;
+    /// the server opens the store with `retry_interval_ms` 0, so these are its only retries).
+    pub fn retry_store_every(&self, interval_ms: u64) {
+        let Some(persistence) = &self.persistence else { return };
+        if self.store_retry.get().is_none() {
+            let _ =
+                self.store_retry.set(crate::store_retry::start(persistence.store.clone(), &self.timers, interval_ms));
+        }
+    }
+
+    /// Queues the memory-pressure paging sweep has still to page out.
+    pub fn paging_sweep_remaining(&self) -> usize {
+        self.page_sweep.remaining()
     }
 }

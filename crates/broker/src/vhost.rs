@@ -53,6 +53,9 @@ struct Topology {
     bindings_to: HashMap<Destination, Vec<(ShortStr, ShortStr, FieldTable)>>,
     /// The vhost's policies and operator policies (see [`crate::policy`]).
     policies: Policies,
+    /// Bindings of deleted queues not yet removed from their exchanges, by queue name
+    /// (see [`unbind`]).
+    unbinding: HashMap<ShortStr, Vec<unbind::Unbound>>,
 }
 
 /// Parameters of `queue.declare`.
@@ -119,7 +122,10 @@ fn bool_text(b: bool) -> &'static str {
 use crate::exchange::unknown_type;
 
 mod inspect;
+mod unbind;
+
 pub use inspect::{BindingView, ExchangeView};
+pub use unbind::UNBIND_STEP_MAX;
 
 impl VHost {
     /// A vhost with RabbitMQ's predeclared exchanges.
@@ -534,6 +540,13 @@ impl VHost {
             // RabbitMQ 3.x: deleting an exchange that does not exist succeeds.
             return Ok(());
         };
+        if if_unused && x.binding_count() > 0 && !t.unbinding.is_empty() {
+            // Bindings to deleted queues do not count.
+            let mut changes = Vec::new();
+            self.settle_unbinding(&mut t, &mut changes);
+            let _ = self.persist(&changes);
+        }
+        let Some(x) = t.exchanges.get(name) else { return Ok(()) };
         if if_unused && x.binding_count() > 0 {
             return Err(BrokerError::PreconditionFailed(format!("{} in use", self.exchange_what(name))));
         }
@@ -767,6 +780,12 @@ impl VHost {
             return Err(self.no_queue(&d.name));
         }
         self.check_queue_limit(t.queues.len(), &d.name)?;
+        if t.unbinding.contains_key(&d.name) {
+            // The bindings of the queue deleted under this name must not become its.
+            let mut changes = Vec::new();
+            self.settle_unbinding(&mut t, &mut changes);
+            let _ = self.persist(&changes);
+        }
         let args = parse_queue_args(&d.arguments, &what)?;
         if args.queue_type == QueueType::Quorum {
             let refuse =
@@ -831,7 +850,7 @@ impl VHost {
         t.queues.remove(name);
         self.count_churn(|c| c.deleted(1));
         let mut changes = Vec::new();
-        self.remove_bindings_to(&mut t, &Destination::Queue(name.clone()), &mut changes);
+        self.unlink_queue(&mut t, name, &mut changes);
         // The queue is deleted (on disk too); a failure to store the auto-deletes it cascaded
         // to is logged by `persist`, and those exchanges come back empty after a restart.
         let _ = self.persist(&changes);
@@ -1228,6 +1247,7 @@ impl VHost {
             let mut queues: Vec<QueueRef> = t.queues.drain().map(|(_, q)| q).collect();
             queues.extend(t.exchanges.drain().filter_map(|(_, x)| x.held));
             t.bindings_to.clear();
+            t.unbinding.clear();
             queues
         };
         for q in queues {
@@ -1364,5 +1384,77 @@ mod tests {
         assert_eq!(sources("q1"), vec!["y".to_string()]);
         assert!(sources("q2").is_empty());
         assert!(!t.bindings_to.contains_key(&Destination::Exchange(s("e"))));
+    }
+
+    /// `n` bindings of queue `q` to direct exchange `x`, keys `k0`…
+    fn bind_many(vhost: &VHost, x: &str, q: &str, n: usize) {
+        for i in 0..n {
+            vhost.bind(Destination::Queue(s(q)), &s(x), &s(&format!("k{i}")), &FieldTable::new(), 1).expect("bind");
+        }
+    }
+
+    fn routed(vhost: &VHost, x: &str, key: &str) -> Vec<String> {
+        let mut queues = Vec::new();
+        vhost.route(x.as_bytes(), &[key.as_bytes()], None, &mut queues).expect("route");
+        queues.iter().map(|q| q.name.to_string()).collect()
+    }
+
+    fn listed_to(vhost: &VHost, q: &str) -> usize {
+        let to_q = |d: &Destination| matches!(d, Destination::Queue(n) if n.as_bytes() == q.as_bytes());
+        vhost.binding_views().iter().filter(|b| !b.source.is_empty() && to_q(&b.destination)).count()
+    }
+
+    /// A queue deleted with more bindings than a step removes is unroutable and unlisted at
+    /// once; its bindings leave their exchanges a step at a time, the lock released between
+    /// steps; an auto-delete source goes with its last binding.
+    #[test]
+    fn a_queue_deleted_with_many_bindings_is_unbound_step_by_step_and_unroutable_from_the_start() {
+        let n = 2 * UNBIND_STEP_MAX + 10;
+        let vhost = VHost::new("/");
+        for q in ["q", "other"] {
+            vhost.declare_queue(&QueueDeclare { name: s(q), ..Default::default() }, 1).expect("declare");
+        }
+        for (x, auto_delete) in [("x", false), ("a", true)] {
+            let d = ExchangeDeclare { name: s(x), kind: "direct".into(), auto_delete, ..Default::default() };
+            vhost.declare_exchange(&d).expect("declare");
+        }
+        bind_many(&vhost, "x", "q", n);
+        bind_many(&vhost, "x", "other", 1);
+        bind_many(&vhost, "a", "q", 1);
+        vhost.delete_queue(&s("q"), false, false, 1).expect("delete");
+        assert!(vhost.unbinding_pending());
+        assert!(routed(&vhost, "x", "k1").is_empty() && routed(&vhost, "x", &format!("k{}", n - 1)).is_empty());
+        assert_eq!(routed(&vhost, "x", "k0"), ["other"]);
+        assert_eq!(listed_to(&vhost, "q"), 0, "not listed while being removed");
+        let mut steps = 1;
+        while !vhost.unbind_deleted() {
+            steps += 1;
+        }
+        assert!(steps >= 3, "{n} bindings take several steps, took {steps}");
+        let t = vhost.topology.read();
+        assert_eq!(dangling_bindings(&t), 0);
+        assert!(t.unbinding.is_empty());
+        assert_eq!(t.exchanges.get(&s("x")).map(Exchange::binding_count), Some(1));
+        assert!(!t.exchanges.contains_key(&s("a")), "the auto-delete exchange went with its last binding");
+    }
+
+    /// A queue declared again under a deleted queue's name while its bindings are still being
+    /// removed inherits none of them.
+    #[test]
+    fn a_queue_declared_again_under_its_name_inherits_no_binding_being_removed() {
+        let vhost = VHost::new("/");
+        vhost.declare_queue(&QueueDeclare { name: s("q"), ..Default::default() }, 1).expect("declare");
+        let d = ExchangeDeclare { name: s("x"), kind: "direct".into(), ..Default::default() };
+        vhost.declare_exchange(&d).expect("declare");
+        bind_many(&vhost, "x", "q", UNBIND_STEP_MAX + 1);
+        vhost.delete_queue(&s("q"), false, false, 1).expect("delete");
+        assert!(vhost.unbinding_pending());
+        vhost.declare_queue(&QueueDeclare { name: s("q"), ..Default::default() }, 1).expect("declare again");
+        assert!(!vhost.unbinding_pending());
+        assert!(routed(&vhost, "x", "k0").is_empty());
+        assert_eq!(listed_to(&vhost, "q"), 0);
+        bind_many(&vhost, "x", "q", 1);
+        assert_eq!(routed(&vhost, "x", "k0"), ["q"], "bound again from scratch");
+        assert_eq!(dangling_bindings(&vhost.topology.read()), 0);
     }
 }

@@ -2,22 +2,26 @@
 //! and survive a power cut once committed; transient ones and non-durable queues are not
 //! logged; a failing disk stops durability while it fails (the store reports failure, so
 //! publishers get nacks) while the queue keeps serving what it holds, and once the disk
-//! recovers the next commit makes everything durable; a paged-out message that cannot be
-//! read back now stays in its place until it can.
+//! recovers the next commit makes everything durable, retried on the broker's clock; a
+//! paged-out message that cannot be read back now stays in its place until it can, and one
+//! that expires meanwhile is dead-lettered once it can; the memory-pressure sweep pages
+//! queues out a step at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use lepus_broker::alarms::{AlarmLimits, MEMORY_PAGING_RATIO_DEFAULT, ResourceProbe, SAMPLE_INTERVAL_MS};
 use lepus_broker::durability::{Durability, Durable};
+use lepus_broker::page_sweep::SWEEP_STEP_MAX;
 use lepus_broker::persist::Persistence;
-use lepus_broker::queue::{Enqueued, RESIDENT_MIN_MESSAGES};
+use lepus_broker::queue::{Enqueued, READ_RETRY_MS, RESIDENT_MIN_MESSAGES};
 use lepus_broker::users::Users;
 use lepus_broker::vhost::QueueDeclare;
 use lepus_broker::{Broker, BrokerParts, ManualClock, Message, MessageRef, VHost};
-use lepus_protocol::{BasicProperties, ContentHeader, ShortStr};
+use lepus_protocol::{BasicProperties, ContentHeader, FieldTable, FieldValue, ShortStr};
 use lepus_store::backend::Backend;
 use lepus_store::crash::CrashBackend;
 use lepus_store::fault::{Fault, FaultBackend, Site};
@@ -249,18 +253,6 @@ impl ResourceProbe for FakeMemory {
 
 struct NoWake;
 
-/// A broker serving `vhost` (restored over `persistence`) on a manual clock.
-fn broker_on(vhost: VHost, persistence: Arc<Persistence>, clock: &Arc<ManualClock>) -> Broker {
-    Broker::new(BrokerParts {
-        vhosts: vec![vhost],
-        users: Users::new(Vec::new()),
-        access_control: Default::default(),
-        clock: clock.clone(),
-        persistence: Some(persistence),
-        timer_wake: Box::new(NoWake),
-    })
-}
-
 impl lepus_broker::Wake for NoWake {
     fn wake(&self) {}
 }
@@ -272,14 +264,15 @@ fn above_the_paging_fraction_of_the_watermark_queued_transient_messages_page_out
     let (store, persistence, vhost) =
         open_parts(Arc::new(backend.clone()), &tmp.0.join("meta.redb"), StoreOptions::default());
     let clock = Arc::new(ManualClock::new(0));
-    let broker = Arc::new(broker_on(vhost, persistence, &clock));
+    let broker = broker_on(vhost, persistence, clock.clone());
     let memory = Arc::new(AtomicU64::new(400));
     let limits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 0 };
     broker.watch_resources(Box::new(FakeMemory(memory.clone())), limits);
     broker.page_under_memory_pressure(MEMORY_PAGING_RATIO_DEFAULT);
     let sample = || {
         clock.advance(SAMPLE_INTERVAL_MS);
-        broker.timers().fire_due();
+        // The sample, then the sweep it starts.
+        while broker.timers().fire_due() > 0 {}
     };
     let q = declare(&broker.vhost("/").expect("vhost"), "transient", false);
     let n = 2_000;
@@ -323,7 +316,7 @@ fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> Crash
     let backend = CrashBackend::new();
     let (store, persistence, vhost) = open_parts(Arc::new(backend.clone()), meta_path, StoreOptions::default());
     let clock = Arc::new(ManualClock::new(1_000));
-    let broker = broker_on(vhost, persistence, &clock);
+    let broker = broker_on(vhost, persistence, clock.clone());
     let vhost = broker.vhost("/").expect("vhost");
     declare(&vhost, "dead", true);
     let args = FieldTable::new()
@@ -378,4 +371,149 @@ fn a_dead_letter_survives_a_crash_at_any_point_of_its_move() {
             }
         }
     }
+}
+
+/// A broker holding `vhost`, on `clock`.
+fn broker_on(vhost: VHost, persistence: Arc<Persistence>, clock: Arc<ManualClock>) -> Arc<Broker> {
+    Arc::new(Broker::new(BrokerParts {
+        vhosts: vec![vhost],
+        users: Users::new(Vec::new()),
+        access_control: Default::default(),
+        clock,
+        persistence: Some(persistence),
+        timer_wake: Box::new(NoWake),
+    }))
+}
+
+#[test]
+fn the_paging_sweep_pages_every_queue_out_a_step_at_a_time() {
+    let tmp = temp_dir("paging-sweep");
+    let (store, persistence, vhost) =
+        open_parts(Arc::new(CrashBackend::new()), &tmp.0.join("meta.redb"), StoreOptions::default());
+    let clock = Arc::new(ManualClock::new(0));
+    let broker = broker_on(vhost, persistence, clock.clone());
+    let memory = Arc::new(AtomicU64::new(501));
+    let limits = AlarmLimits { memory_limit_bytes: 1000, disk_free_limit_bytes: 0 };
+    broker.page_under_memory_pressure(MEMORY_PAGING_RATIO_DEFAULT);
+    let vhost = broker.vhost("/").expect("vhost");
+    let queues: Vec<_> = (0..3 * SWEEP_STEP_MAX + 1)
+        .map(|i| {
+            let d = QueueDeclare {
+                name: ShortStr::try_from(format!("q{i}").as_str()).expect("name"),
+                ..Default::default()
+            };
+            vhost.declare_queue(&d, 1).expect("declare").0
+        })
+        .collect();
+    let per_queue = RESIDENT_MIN_MESSAGES + 10;
+    for q in &queues {
+        for i in 0..per_queue {
+            q.publish_stamped(message(&format!("t{i}"), 1), 0);
+        }
+    }
+    // The sample (at start) pages nothing itself: it starts the sweep.
+    broker.watch_resources(Box::new(FakeMemory(memory.clone())), limits);
+    assert!(broker.alarms().paging());
+    assert_eq!(broker.paging_sweep_remaining(), queues.len());
+    let mut firings = 0;
+    while broker.paging_sweep_remaining() > 0 {
+        let before = broker.paging_sweep_remaining();
+        assert!(broker.timers().fire_due() > 0, "the sweep's next step is due at once");
+        assert!(before - broker.paging_sweep_remaining() <= SWEEP_STEP_MAX, "a step pages at most {SWEEP_STEP_MAX}");
+        firings += 1;
+    }
+    assert!(firings >= 4, "{} queues take several steps", queues.len());
+    // Their scratch copies written, the next sweep pages every queue out.
+    store.commit();
+    clock.advance(SAMPLE_INTERVAL_MS);
+    while broker.timers().fire_due() > 0 {}
+    assert!(
+        queues.iter().all(|q| q.paged_count() as usize == per_queue - RESIDENT_MIN_MESSAGES),
+        "every queue paged out"
+    );
+    memory.store(100, Ordering::Relaxed);
+    clock.advance(SAMPLE_INTERVAL_MS);
+    while broker.timers().fire_due() > 0 {}
+    for q in &queues {
+        let got = bodies(q);
+        assert!(
+            got.len() == per_queue && got.iter().enumerate().all(|(i, b)| *b == format!("t{i}")),
+            "intact, in order"
+        );
+    }
+}
+
+/// Turns a hang into a failure; never measures speed.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A broker on a manual clock over a store whose backend injects faults.
+struct FaultyBroker {
+    _tmp: TempDir,
+    faults: FaultBackend,
+    store: Store,
+    clock: Arc<ManualClock>,
+    broker: Arc<Broker>,
+}
+
+fn faulty_broker(name: &str, options: StoreOptions) -> FaultyBroker {
+    let tmp = temp_dir(name);
+    let faults = FaultBackend::new(Arc::new(CrashBackend::new()));
+    let (store, persistence, vhost) = open_parts(Arc::new(faults.clone()), &tmp.0.join("meta.redb"), options);
+    let clock = Arc::new(ManualClock::new(0));
+    let broker = broker_on(vhost, persistence, clock.clone());
+    FaultyBroker { _tmp: tmp, faults, store, clock, broker }
+}
+
+#[test]
+fn a_failed_commit_is_retried_after_the_retry_interval_on_the_broker_clock() {
+    // As the server opens it: retries only when the broker asks.
+    let options = StoreOptions { retry_interval_ms: 0, ..StoreOptions::default() };
+    let FaultyBroker { _tmp, faults, store, clock, broker } = faulty_broker("retry-clock", options);
+    broker.retry_store_every(1000);
+    let committer = store.spawn_committer().expect("store thread");
+    let q = declare(&broker.vhost("/").expect("vhost"), "q", true);
+    let durability = Durability::new(Some(store.clone()));
+    faults.inject(Site::Write, Fault::Io);
+    let (_, during) = q.publish_stamped(message("during", 2), 0);
+    assert!(store.wait_until(Store::failed, HANG_GUARD));
+    faults.clear();
+    clock.advance(999);
+    broker.timers().fire_due();
+    // Nothing else retries (the store thread waits to be asked), so this holds.
+    assert!(store.failed() && !durability.is_durable(during), "no retry before the interval has passed");
+    clock.advance(1);
+    broker.timers().fire_due();
+    assert!(store.wait_until(|s| !s.failed(), HANG_GUARD));
+    assert!(durability.is_durable(during), "the retry made it durable");
+    drop(committer);
+}
+
+#[test]
+fn a_message_expiring_while_its_paged_out_record_cannot_be_read_is_dead_lettered_once_it_can() {
+    let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
+    let FaultyBroker { _tmp, faults, store, clock, broker } = faulty_broker("expire-unreadable", options);
+    let vhost = broker.vhost("/").expect("vhost");
+    let dlq = declare(&vhost, "dlq", false);
+    let args = FieldTable::new()
+        .with("x-message-ttl", FieldValue::I32(1000))
+        .with("x-dead-letter-exchange", "")
+        .with("x-dead-letter-routing-key", "dlq");
+    let d =
+        QueueDeclare { name: ShortStr::from_static("backlog"), durable: true, arguments: args, ..Default::default() };
+    let q = vhost.declare_queue(&d, 1).expect("declare").0;
+    let n = publish_paged_backlog(&store, &q);
+    faults.inject(Site::Read, Fault::TooManyFiles);
+    clock.advance(1000);
+    while broker.timers().fire_due() > 0 {}
+    let early = dlq.message_count() as usize;
+    assert!(early < n, "expiry stops at the first message that cannot be read");
+    assert_eq!(q.message_count() as usize, n - early, "the others are kept, none lost");
+    // The read is retried on the broker's clock: once it succeeds, the rest expire.
+    faults.clear();
+    clock.advance(READ_RETRY_MS);
+    while broker.timers().fire_due() > 0 {}
+    assert_eq!(q.message_count(), 0);
+    let got = bodies(&dlq);
+    assert_eq!(got.len(), n, "every message dead-lettered once");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "in order");
 }

@@ -81,7 +81,8 @@ pub struct Config {
     /// least recently used closes when another opens). The AMQP listeners leave these
     /// descriptors, and a reserve, out of the sockets they accept.
     pub store_open_files_max: usize,
-    /// After a failed write or sync, how long the message store waits before it retries.
+    /// After a failed write or sync, how long the message store waits before it retries (on
+    /// the broker's clock).
     pub store_retry_interval_ms: u64,
     /// Consumer timeout in milliseconds (RabbitMQ's `consumer_timeout`): a channel whose
     /// oldest unacknowledged delivery waited longer is closed with 406 and its deliveries are

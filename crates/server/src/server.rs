@@ -118,6 +118,7 @@ impl Server {
         watch_resources(&broker, &config);
         let broker = Arc::new(broker);
         broker.page_under_memory_pressure(config.memory_high_watermark_paging_ratio);
+        broker.retry_store_every(config.store_retry_interval_ms);
         broker.start_rate_sampling();
         let amqp = Arc::new(Context::new(broker, limits(&config)));
         let (tx, _) = watch::channel(false);
@@ -485,7 +486,8 @@ fn open_storage(dir: &std::path::Path, config: &Config, backends: StorageBackend
     let options = StoreOptions {
         transient_paging_bytes: config.transient_paging_bytes,
         open_files_max: config.store_open_files_max,
-        retry_interval_ms: config.store_retry_interval_ms,
+        // Retries are paced by the broker, on its clock (`Broker::retry_store_every`).
+        retry_interval_ms: 0,
         ..StoreOptions::default()
     };
     let store = Store::new(backends.messages, dir, options);

@@ -1,5 +1,5 @@
 //! The driver of the broker's timer service (`lepus_broker::timer`): one task that fires the
-//! due timers, then sleeps until the next deadline, woken early through a `Notify` when a timer
+//! due timers, then yields (a timer due again at once waits for the other tasks) or sleeps until the next deadline, woken early through a `Notify` when a timer
 //! is scheduled before it, and ended by the shutdown signal.
 //!
 //! Targets run on this task (`on_timer` is synchronous and meant to be short: expire messages,
@@ -35,7 +35,17 @@ pub(crate) fn spawn_driver(
                 }
                 tokio::task::yield_now().await;
             }
-            let sleep = Duration::from_millis(sleep_ms(&service));
+            let sleep_ms = sleep_ms(&service);
+            if sleep_ms == 0 {
+                // A target re-armed itself for now (a step of a long job, such as the paging
+                // sweep): the other tasks get a turn first.
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let sleep = Duration::from_millis(sleep_ms);
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => return,

@@ -15,7 +15,8 @@
 //! woken (the broker nacks what is not durable yet, and what is published while the store
 //! is failing), and consumers keep being served from memory. The changes the commit took go
 //! back to their logs, to be written again at the same places by the next commit, which the
-//! store thread tries every `retry_interval_ms` (or at once after [`Store::retry_now`]). Once
+//! store thread tries every `retry_interval_ms`, or at once after [`Store::retry_now`] (the
+//! broker paces its retries that way, on its own clock, with `retry_interval_ms` 0). Once
 //! one succeeds, the store is healthy again: everything stamped up to its generation is on
 //! disk, including what the failed commits held. A record half-written before the error is
 //! overwritten by the retry; one cut by a crash during the fault is a torn tail recovery
@@ -38,6 +39,15 @@ pub trait Waker: Send + Sync {
     fn wake(&self);
 }
 
+/// A waker that sends on a channel ([`Store::wait_until`]).
+struct ChannelWaker(std::sync::mpsc::Sender<()>);
+
+impl Waker for ChannelWaker {
+    fn wake(&self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// Tunables.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -49,7 +59,8 @@ pub struct StoreOptions {
     /// Segment and ack files kept open at most (an LRU of handles; the least recently used
     /// one closes when another opens).
     pub open_files_max: usize,
-    /// After a failed commit, the store thread tries again after this long.
+    /// After a failed commit, the store thread tries again after this long (real time); 0:
+    /// only when asked ([`Store::retry_now`]), as the broker does on its own clock.
     pub retry_interval_ms: u64,
 }
 
@@ -301,7 +312,9 @@ impl Store {
                         last_try = true;
                         break;
                     }
-                    if self.inner.work.wait_until(&mut dirty, retry_at).timed_out() {
+                    if self.inner.options.retry_interval_ms == 0 {
+                        self.inner.work.wait(&mut dirty);
+                    } else if self.inner.work.wait_until(&mut dirty, retry_at).timed_out() {
                         break;
                     }
                 }
@@ -351,6 +364,23 @@ impl Store {
     /// Wakes `waker` after the next commit.
     pub fn wake_after_commit(&self, waker: Arc<dyn Waker>) {
         self.inner.waiters.lock().push(waker);
+    }
+
+    /// Blocks the calling thread until `done` holds, checked now and after each commit, waiting
+    /// at most `timeout` for each commit; false if none came in time. For tests and tools:
+    /// nothing in the broker blocks on the store.
+    pub fn wait_until(&self, done: impl Fn(&Store) -> bool, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(tx));
+        loop {
+            self.wake_after_commit(waker.clone());
+            if done(self) {
+                return true;
+            }
+            if rx.recv_timeout(timeout).is_err() {
+                return false;
+            }
+        }
     }
 
     /// Writes and syncs everything buffered so far; returns the durable generation. The

@@ -13,15 +13,7 @@ use lepus_store::crash::CrashBackend;
 use lepus_store::fault::{Fault, FaultBackend, Site};
 use lepus_store::log::QueueLog;
 use lepus_store::record::RecordParts;
-use lepus_store::store::{Store, StoreOptions, Waker};
-
-struct ChannelWaker(mpsc::Sender<()>);
-
-impl Waker for ChannelWaker {
-    fn wake(&self) {
-        let _ = self.0.send(());
-    }
-}
+use lepus_store::store::{Store, StoreOptions};
 
 /// Upper bound on waiting for a commit that must come; hitting it is a hang (a bug).
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -31,14 +23,8 @@ fn parts(id: u64) -> RecordParts<Vec<u8>> {
 }
 
 /// Waits, commit by commit, until `done` holds.
-fn wait_until(store: &Store, rx: &mpsc::Receiver<()>, waker: &Arc<dyn Waker>, done: impl Fn(&Store) -> bool) {
-    loop {
-        store.wake_after_commit(waker.clone());
-        if done(store) {
-            return;
-        }
-        rx.recv_timeout(HANG_GUARD).expect("a commit came");
-    }
+fn wait_until(store: &Store, done: impl Fn(&Store) -> bool) {
+    assert!(store.wait_until(done, HANG_GUARD), "a commit came");
 }
 
 #[test]
@@ -50,23 +36,21 @@ fn the_store_thread_retries_when_asked_and_recovers_for_every_fault() {
             let options = StoreOptions { segment_size: 256, retry_interval_ms: 3_600_000, ..StoreOptions::default() };
             let store = Store::new(Arc::new(faults.clone()), Path::new("/data"), options);
             let committer = store.spawn_committer().expect("store thread");
-            let (tx, rx) = mpsc::channel();
-            let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(tx));
             let mut log = QueueLog::create(&store, 1);
             faults.inject(site, fault);
             let during = (0..20).map(|id| log.append(&parts(id)).1).max().unwrap_or(0);
-            wait_until(&store, &rx, &waker, Store::failed);
+            wait_until(&store, Store::failed);
             assert!(faults.injected() > 0 && !store.is_durable(during), "{fault:?} at {site:?}: not durable");
 
             faults.clear();
             store.retry_now();
-            wait_until(&store, &rx, &waker, |s| !s.failed());
+            wait_until(&store, |s| !s.failed());
             assert!(store.is_durable(during), "{fault:?} at {site:?}: the retry made it durable");
 
             // Stopping while failing tries once more, then stops.
             faults.inject(Site::Write, fault);
             log.append(&parts(99));
-            wait_until(&store, &rx, &waker, Store::failed);
+            wait_until(&store, Store::failed);
             let (stopped_tx, stopped) = mpsc::channel();
             std::thread::spawn(move || {
                 drop(committer);

@@ -453,23 +453,31 @@ impl Connection {
                 unacked.insert(tag, u);
             }
         }
-        let tags: Vec<ShortStr> = ch.consumers.keys().cloned().collect();
+        let consumers = std::mem::take(&mut ch.consumers);
+        let reply_to = ch.reply_to.take();
         // What the outlet holds for these consumers is requeued by this drain (their routes
-        // are no longer live), not written: once, rather than taken back by each cancel below.
-        let ids: Vec<ConsumerId> = ch.consumers.values().map(|info| info.id).collect();
-        for id in ids {
-            if let Some(route) = self.consumer_routes.get_mut(&id) {
+        // are no longer live), not written: once, rather than taken back by each cancel.
+        for info in consumers.values() {
+            if let Some(route) = self.consumer_routes.get_mut(&info.id) {
                 route.live = false;
             }
         }
         self.drain_outlet();
         self.apply_settles(channel, Settle::Requeue, unacked.into_iter().collect());
-        // Their routes are forgotten after the last drain.
-        let cancelled: Vec<ConsumerId> = tags.iter().filter_map(|tag| self.cancel_consumer(channel, tag)).collect();
-        self.drain_outlet();
-        for id in cancelled {
-            self.consumer_routes.remove(&id);
+        if let Some((address, _)) = reply_to {
+            self.shared.reply_to.lock().remove(&address);
         }
+        // The consumers are cancelled a step at a time (see `release`); their routes are
+        // forgotten after the drain that follows each step.
+        for (_, info) in consumers {
+            match info.queue {
+                Some(queue) => self.release_consumer(info.id, queue),
+                None => {
+                    self.consumer_routes.remove(&info.id);
+                }
+            }
+        }
+        self.release_small();
     }
 }
 

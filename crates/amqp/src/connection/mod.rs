@@ -42,6 +42,7 @@ mod deliver;
 mod model;
 mod outbox;
 mod publish;
+mod release;
 mod timeout;
 mod unwritten;
 
@@ -259,6 +260,8 @@ struct Connection {
     due_channels: Arc<timeout::DueChannels>,
     /// Channels that got an acked delivery in this drain while their timeout watch was idle.
     watch_pending: Vec<u16>,
+    /// Consumers and bindings still to release, a step per turn (see [`release`]).
+    release: release::Release,
 }
 
 impl Connection {
@@ -274,6 +277,7 @@ impl Connection {
             outlet,
             due_channels: Arc::new(timeout::DueChannels::new(notify.clone())),
             watch_pending: Vec::new(),
+            release: release::Release::default(),
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
@@ -337,6 +341,15 @@ impl Connection {
                     _ = crate::stopped(&mut stop), if !stopping => {}
                 }
             }
+            if self.release.is_pending() {
+                // A step of a large release, then the other tasks on this worker get a turn;
+                // input waits until it is done.
+                self.release_step();
+                if self.release.is_pending() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
             if self.phase == Phase::Closed && self.out_is_empty() {
                 break "closed";
             }
@@ -350,7 +363,7 @@ impl Connection {
                 // Flow control, an alarm or the output released us: handle what arrived while
                 // paused.
                 self.on_input(&mut inbuf);
-                unprocessed = self.alarm_blocked;
+                unprocessed = self.alarm_blocked || self.release.is_pending();
             }
             if eof && !unprocessed {
                 break "client closed the TCP connection";
@@ -374,8 +387,9 @@ impl Connection {
                         self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         self.on_input(&mut inbuf);
-                        // An alarm stopped input at message content: the rest waits.
-                        unprocessed = self.alarm_blocked;
+                        // An alarm stopped input at message content, or a large release
+                        // began: the rest waits.
+                        unprocessed = self.alarm_blocked || self.release.is_pending();
                         if inbuf.capacity() - inbuf.len() < 4096 {
                             inbuf.reserve(READ_BUFFER_INITIAL);
                         }
@@ -431,6 +445,7 @@ impl Connection {
         };
         let _ = wr.shutdown().await;
         self.release_connection();
+        self.finish_release().await;
         if self.alarm_blocked {
             self.alarms.forget(&self.outlet);
         }
@@ -537,7 +552,7 @@ impl Connection {
                 return;
             }
         }
-        while !self.stop_reading && self.phase != Phase::Closed {
+        while !self.stop_reading && self.phase != Phase::Closed && !self.release.is_pending() {
             if self.alarms.any() && self.phase == Phase::Running && self.block_for_alarm(inbuf) {
                 break;
             }
@@ -717,8 +732,7 @@ impl Connection {
                 // The client discards what we send after its close: what is not written yet
                 // was never its.
                 self.release_connection();
-                self.send(0, ConnectionCloseOk {});
-                self.phase = Phase::Closed;
+                self.reply_after_release(release::Reply::ConnectionCloseOk);
                 Ok(())
             }
             (Phase::Closing, Method::ConnectionClose(_)) => {
@@ -960,7 +974,7 @@ impl Connection {
                 ch.gate.paused.store(true, Ordering::Release);
                 self.requeue_unwritten(Some(channel));
                 self.release_channel(channel);
-                self.send(channel, ChannelCloseOk {});
+                self.reply_after_release(release::Reply::Method(channel, ChannelCloseOk {}.into()));
                 Ok(())
             }
             Method::ChannelCloseOk(_) | Method::ChannelFlowOk(_) => Ok(()),

@@ -166,8 +166,14 @@ impl Connection {
         let name = self.queue_name(channel, m.queue)?;
         let message_count =
             self.removed(Command::DeleteQueue { name, if_unused: m.if_unused, if_empty: m.if_empty })?;
+        // A queue with many bindings is unroutable already; the rest of its bindings are
+        // removed a step at a time before delete-ok (see `release`).
+        let vhost = self.vhost_arc()?;
+        if vhost.unbinding_pending() {
+            self.release_unbinding(vhost);
+        }
         if !m.no_wait {
-            self.send(channel, QueueDeleteOk { message_count });
+            self.reply_after_release(super::release::Reply::Method(channel, QueueDeleteOk { message_count }.into()));
         }
         Ok(())
     }

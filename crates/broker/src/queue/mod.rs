@@ -594,11 +594,19 @@ impl Queue {
             return;
         }
         let mut removed = Vec::new();
-        st.ready.expire(now_ms, EXPIRE_BATCH, &mut removed);
+        // Dead-lettering needs the bodies: paged-out messages are read back as they leave,
+        // and one that cannot be read now stops expiry until it can (see `ReadyList::expire`).
+        let dead_letters = st.limits.departure.is_some() && self.env.get().is_some();
+        let stored = dead_letters.then_some(&mut st.stored);
+        st.ready.expire(now_ms, EXPIRE_BATCH, stored, &mut removed);
         for r in removed {
             self.drop_removed(st, fx, r, DeathReason::Expired);
         }
-        // More may be due: the timer, armed for now, takes the next batch.
+        if st.stored.read_blocked() && st.read_retry_at_ms == NO_EXPIRY {
+            self.retry_read_later(st);
+        }
+        // More may be due: the timer, armed for now, takes the next batch (or, while a read
+        // is blocked, the read retry does).
         self.arm(st);
     }
 
@@ -633,7 +641,10 @@ impl Queue {
     /// armed for (a later one fires early and re-arms).
     fn arm(&self, st: &mut State) {
         let Some(env) = self.env.get() else { return };
-        let next = st.ready.next_expiry_ms().min(self.expiry_deadline(st)).min(st.read_retry_at_ms);
+        // While a paged-out message cannot be read, expiry waits for the read retry (an
+        // overdue message it holds back would arm the timer for now, again and again).
+        let expiry_ms = if st.stored.read_blocked() { NO_EXPIRY } else { st.ready.next_expiry_ms() };
+        let next = expiry_ms.min(self.expiry_deadline(st)).min(st.read_retry_at_ms);
         if next >= st.timer_at_ms {
             return;
         }

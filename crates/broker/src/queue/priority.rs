@@ -137,10 +137,10 @@ impl Ready {
     }
 
     /// Removes due messages, up to `max` in all.
-    pub fn expire(&mut self, now_ms: u64, max: usize, out: &mut Vec<Removed>) {
+    pub fn expire(&mut self, now_ms: u64, max: usize, mut stored: Option<&mut Stored>, out: &mut Vec<Removed>) {
         for level in &mut self.levels {
             if level.next_expiry_ms() <= now_ms && out.len() < max {
-                level.expire(now_ms, max, out);
+                level.expire(now_ms, max, stored.as_deref_mut(), out);
             }
         }
     }

@@ -280,35 +280,74 @@ impl ReadyList {
     }
 
     /// Removes messages whose deadline is at or before `now_ms`, wherever they are, into `out`
-    /// (earliest deadline first, ties in `seq` order), until `out` holds `max`.
-    pub fn expire(&mut self, now_ms: u64, max: usize, out: &mut Vec<Removed>) {
+    /// (earliest deadline first, ties in `seq` order), until `out` holds `max`. With `stored`
+    /// (their bodies are needed: the queue dead-letters), a paged-out message is read back
+    /// first and leaves in memory; one that cannot be read now ([`Fetched::Later`]) stays in
+    /// its place and expiry stops there, to go on once it can be read (nothing is lost, and
+    /// dead letters keep their order); a damaged one leaves unread.
+    pub fn expire(&mut self, now_ms: u64, max: usize, mut stored: Option<&mut Stored>, out: &mut Vec<Removed>) {
         while out.len() < max {
             // Earliest deadline first (ties by `seq`), so messages overdue together leave in
             // deadline order: the head, or the first indexed one if that is earlier.
             let indexed_first = self.expiry_index.first().map_or(NO_EXPIRY, |&(at, _)| at);
-            if self.slots.front().is_some_and(|s| s.expires_at_ms() <= now_ms && s.expires_at_ms() <= indexed_first) {
+            if let Some(head) = self.slots.front()
+                && head.expires_at_ms() <= now_ms
+                && head.expires_at_ms() <= indexed_first
+            {
+                let fetched = Self::fetch(head, stored.as_deref_mut());
+                if matches!(fetched, Some(Fetched::Later)) {
+                    break;
+                }
                 let Some(slot) = self.pop_slot() else { break };
-                out.extend(Self::removed(slot));
+                out.extend(Self::removed_read(slot, fetched));
                 continue;
             }
             let Some(&(at, seq)) = self.expiry_index.first() else { break };
             if at > now_ms {
                 break;
             }
-            self.expiry_index.pop_first();
             let i = self.slots.partition_point(|s| s.seq() < seq);
-            if self.slots.get(i).is_none_or(|s| s.seq() != seq) {
+            let Some(slot) = self.slots.get(i).filter(|s| s.seq() == seq) else {
                 debug_assert!(false, "indexed seq {seq} is not in the list");
+                self.expiry_index.pop_first();
                 continue;
+            };
+            let fetched = Self::fetch(slot, stored.as_deref_mut());
+            if matches!(fetched, Some(Fetched::Later)) {
+                break;
             }
+            self.expiry_index.pop_first();
             let slot = std::mem::replace(&mut self.slots[i], Slot::Hole { seq });
             self.unaccount(&slot);
             self.holes += 1;
-            out.extend(Self::removed(slot));
+            out.extend(Self::removed_read(slot, fetched));
             self.drop_front_holes();
         }
         self.compact();
         self.check();
+    }
+
+    /// A paged-out slot's message read back, if `stored` is given (else, or for a slot in
+    /// memory, `None`).
+    fn fetch(slot: &Slot, stored: Option<&mut Stored>) -> Option<Fetched> {
+        match (slot, stored) {
+            (Slot::Paged { seq, loc, scratch, .. }, Some(stored)) => {
+                Some(stored.read(*seq, Place { loc: *loc, scratch: *scratch }))
+            }
+            _ => None,
+        }
+    }
+
+    /// What leaves with `slot`, given what was read of it: a message read back leaves in
+    /// memory; a damaged one (logged by the read) leaves nothing.
+    fn removed_read(slot: Slot, fetched: Option<Fetched>) -> Option<Removed> {
+        match (slot, fetched) {
+            (Slot::Paged { seq, redelivered, expires_at_ms, .. }, Some(Fetched::Message(message, _))) => {
+                Some(Removed::Resident(Entry { seq, message, redelivered, expires_at_ms }))
+            }
+            (_, Some(_)) => None,
+            (slot, None) => Self::removed(slot),
+        }
     }
 
     fn removed(slot: Slot) -> Option<Removed> {

@@ -69,8 +69,10 @@ impl VHost {
                 arguments: FieldTable::new(),
             })
             .collect();
+        // Bindings of a deleted queue still being removed (see `unbind`) are gone already.
+        let live = |dest: &Destination| !matches!(dest, Destination::Queue(q) if t.unbinding.contains_key(q));
         for x in t.exchanges.values() {
-            out.extend(x.bindings().map(|(dest, key, args)| BindingView {
+            out.extend(x.bindings().filter(|(dest, _, _)| live(dest)).map(|(dest, key, args)| BindingView {
                 source: x.name.clone(),
                 destination: dest.clone(),
                 routing_key: key.clone(),

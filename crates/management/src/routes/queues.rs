@@ -129,6 +129,11 @@ async fn delete(
         if_empty: query_flag(&query, "if-empty"),
     };
     super::execute(&api, &caller, &v, command)?;
+    // A queue with many bindings is unroutable already; its bindings are removed a step at
+    // a time, yielding between steps, before the answer.
+    while !v.unbind_deleted() {
+        tokio::task::yield_now().await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

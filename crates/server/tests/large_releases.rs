@@ -1,0 +1,210 @@
+//! Large releases done a step at a time (RELIABILITY.md F3): closing a channel or a
+//! connection holding thousands of consumers on one queue, and deleting a queue with
+//! thousands of bindings. Asserted through a raw client (which sends thousands of no-wait
+//! methods in one write, as no client library does) and lapin: what the client sees is in
+//! order (close-ok after the release and before the answers to what followed it), the queue
+//! is left consistent and deliverable, nothing is delivered to a released consumer after its
+//! close-ok, and a deleted queue is unroutable and unlisted. Nothing measures time.
+
+#[path = "common/clients.rs"]
+mod clients;
+mod common;
+
+use bytes::BytesMut;
+use clients::*;
+use common::Raw;
+use lapin::options::{BasicPublishOptions, QueueBindOptions};
+use lepus_broker::exchange::Destination;
+use lepus_protocol::frame::write_method;
+use lepus_protocol::method::*;
+use lepus_protocol::{Method, ShortStr};
+
+/// More consumers or bindings than several steps of a release take.
+const MANY: usize = 3 * 2048 + 7;
+
+fn short(text: &str) -> ShortStr {
+    ShortStr::try_from(text).expect("short string")
+}
+
+/// `n` methods from `make`, on `channel`, as one write.
+async fn send_many(raw: &mut Raw, channel: u16, n: usize, make: impl Fn(usize) -> Method) {
+    let mut out = BytesMut::new();
+    for i in 0..n {
+        write_method(&mut out, channel, &make(i));
+    }
+    raw.send(&out).await;
+}
+
+/// `n` no-wait consumers (acknowledging) of `queue` on `channel`, then a qos round trip.
+async fn consume_many(raw: &mut Raw, channel: u16, queue: &str, n: usize) {
+    send_many(raw, channel, n, |i| {
+        BasicConsume { queue: short(queue), consumer_tag: short(&format!("c{i}")), no_wait: true, ..Default::default() }
+            .into()
+    })
+    .await;
+    raw.send_method(channel, BasicQos::default()).await;
+    loop {
+        match raw.next_method().await {
+            Some((ch, Method::BasicQosOk(_))) if ch == channel => return,
+            Some((_, Method::ConnectionClose(c))) => panic!("connection closed: {c:?}"),
+            Some(_) => {}
+            None => panic!("connection ended"),
+        }
+    }
+}
+
+/// A broker with a queue that a raw connection consumes from [`MANY`] times on channel 1, and
+/// a lapin connection with a confirm channel.
+struct Consumed {
+    broker: common::Broker,
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    q: String,
+    raw: Raw,
+}
+
+async fn consumed_many(prefix: &str) -> Consumed {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq(prefix);
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    consume_many(&mut raw, 1, &q, MANY).await;
+    Consumed { broker, conn, ch, q, raw }
+}
+
+fn consumer_count(broker: &common::Broker, queue: &str) -> u32 {
+    let vhost = broker.service.vhost("/").expect("vhost");
+    vhost.queue(&short(queue), 0).expect("queue").consumer_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_queue_deliverable() {
+    let Consumed { broker, conn, ch, q, mut raw } = consumed_many("many-consumers").await;
+    assert_eq!(consumer_count(&broker, &q), MANY as u32);
+    // Delivered (unacked) to the consumers about to go.
+    for i in 0..10 {
+        lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    // The close, then (in the same write) the channel opened again and a qos round trip on it.
+    let mut out = BytesMut::new();
+    write_method(&mut out, 1, &ChannelClose::default().into());
+    write_method(&mut out, 1, &ChannelOpen::default().into());
+    write_method(&mut out, 1, &BasicQos::default().into());
+    raw.send(&out).await;
+    let mut after_close = Vec::new();
+    let mut closed = false;
+    loop {
+        let (channel, method) = raw.next_method().await.expect("connection open");
+        assert_eq!(channel, 1);
+        match method {
+            Method::ChannelCloseOk(_) => closed = true,
+            Method::BasicDeliver(_) if !closed => {}
+            Method::BasicQosOk(_) => {
+                after_close.push("qos-ok");
+                break;
+            }
+            other => after_close.push(other.name()),
+        }
+    }
+    assert!(closed, "close-ok came");
+    assert_eq!(after_close, ["channel.open-ok", "qos-ok"], "answered in order; nothing delivered after close-ok");
+    assert_eq!(consumer_count(&broker, &q), 0, "every consumer is gone");
+    // What the closed consumers held is back, first, and the queue serves a new consumer.
+    for i in 10..20 {
+        lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let mut consumer = lconsume(&ch, &q, true).await;
+    let got: Vec<(String, bool)> = consumer
+        .take(20)
+        .await
+        .iter()
+        .map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered))
+        .collect();
+    let expected: Vec<(String, bool)> = (0..20).map(|i| (format!("m{i}"), i < 10)).collect();
+    assert_eq!(got, expected, "every message once, in order, the requeued ones redelivered");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_connection_with_many_consumers_cancels_them_all_before_close_ok() {
+    let Consumed { broker, conn, ch, q, mut raw } = consumed_many("many-consumers-conn").await;
+    raw.send_method(0, ConnectionClose::default()).await;
+    loop {
+        match raw.next_method().await {
+            Some((0, Method::ConnectionCloseOk(_))) => break,
+            Some(_) => {}
+            None => panic!("connection ended without close-ok"),
+        }
+    }
+    assert_eq!(consumer_count(&broker, &q), 0, "every consumer cancelled by close-ok");
+    lpub(&ch, "", &q, b"after").await;
+    let mut consumer = lconsume(&ch, &q, true).await;
+    assert_eq!(consumer.next().await.data, b"after");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_with_many_bindings_is_unroutable_and_unlisted_at_delete_ok() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let (x, q, other) = (uniq("many-bindings-x"), uniq("many-bindings-q"), uniq("many-bindings-other"));
+    let declare = lepus_broker::vhost::ExchangeDeclare { name: short(&x), kind: "direct".into(), ..Default::default() };
+    broker.service.vhost("/").expect("vhost").declare_exchange(&declare).expect("exchange");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    ldeclare(&ch, &other, Default::default(), Default::default()).await;
+    let bind = QueueBindOptions::default();
+    guard("bind", ch.queue_bind(other.as_str().into(), x.as_str().into(), "k0".into(), bind, Default::default()))
+        .await
+        .expect("bind");
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    send_many(&mut raw, 1, MANY, |i| {
+        QueueBind {
+            queue: short(&q),
+            exchange: short(&x),
+            routing_key: short(&format!("k{i}")),
+            no_wait: true,
+            ..Default::default()
+        }
+        .into()
+    })
+    .await;
+    lpub(&ch, &x, "k1", b"before").await;
+    // The delete, then a queue of the same name declared again in the same write.
+    let mut out = BytesMut::new();
+    write_method(&mut out, 1, &QueueDelete { queue: short(&q), ..Default::default() }.into());
+    write_method(&mut out, 1, &QueueDeclare { queue: short(&q), ..Default::default() }.into());
+    raw.send(&out).await;
+    let Some((1, Method::QueueDeleteOk(ok))) = raw.next_method().await else { panic!("expected delete-ok") };
+    assert_eq!(ok.message_count, 1);
+    let Some((1, Method::QueueDeclareOk(ok))) = raw.next_method().await else { panic!("expected declare-ok") };
+    assert_eq!((ok.message_count, ok.consumer_count), (0, 0));
+    let vhost = broker.service.vhost("/").expect("vhost");
+    let to_q = vhost
+        .binding_views()
+        .iter()
+        .filter(|b| {
+            !b.source.is_empty() && matches!(&b.destination, Destination::Queue(n) if n.as_bytes() == q.as_bytes())
+        })
+        .count();
+    assert_eq!(to_q, 0, "the new queue has none of the old one's bindings");
+    assert!(!vhost.unbinding_pending());
+    // Unroutable for the new queue; the other queue's binding on a shared key still routes.
+    let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+    for key in ["k1", &format!("k{}", MANY - 1)] {
+        let confirm = guard("publish", ch.basic_publish(x.as_str().into(), key.into(), mandatory, b"x", lprops()))
+            .await
+            .expect("publish");
+        let confirm = guard("confirm", confirm).await.expect("confirm");
+        assert!(confirm.take_message().is_some(), "{key}: returned, unroutable");
+    }
+    lpub(&ch, &x, "k0", b"to-other").await;
+    assert_eq!(lcount(&ch, &other).await, (1, 0));
+    assert_eq!(lcount(&ch, &q).await, (0, 0));
+    lclose(&conn).await;
+    broker.stop().await;
+}
