@@ -230,11 +230,13 @@ impl VHost {
                 });
                 let what = format!("queue '{qname}' in vhost '{name}'");
                 let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
-                // A priority queue reads every message at start, to put each on its level (they
-                // page out again as the queue's paging window passes).
-                let (most, most_bytes) = match limits.max_priority {
-                    Some(_) => (usize::MAX, u64::MAX),
-                    None => (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES),
+                // A priority queue reads every message at start, to put each on its level, and a
+                // deduplication queue, to take its key (they page out again as the queue's
+                // paging window passes).
+                let read_all = limits.max_priority.is_some() || crate::args::message_deduplication(&args);
+                let (most, most_bytes) = match read_all {
+                    true => (usize::MAX, u64::MAX),
+                    false => (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES),
                 };
                 let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, most, most_bytes)
                     .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
@@ -307,6 +309,11 @@ impl VHost {
         for q in t.queues.values().chain(t.exchanges.values().filter_map(|x| x.held.as_ref())) {
             q.attach(services);
         }
+    }
+
+    /// The broker clock's time (0 for a vhost without a broker).
+    fn now_ms(&self) -> u64 {
+        self.services.get().map_or(0, |s| s.clock.now_ms())
     }
 
     /// Counts queue churn in the broker's counters (none for a vhost without a broker).
@@ -1134,7 +1141,10 @@ impl VHost {
                 }
                 continue;
             }
-            x.route(routing_keys, table, &mut dests);
+            // A duplicate routes nowhere (its alternate exchange takes it, as with the plugin).
+            if x.dedup.is_none() || !x.is_duplicate(table, self.now_ms()) {
+                x.route(routing_keys, table, &mut dests);
+            }
             let before = out.len();
             let mut reached_exchange = false;
             for dest in dests.drain(..) {
