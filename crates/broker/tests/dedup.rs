@@ -156,7 +156,8 @@ fn a_deduplication_queue_refuses_a_key_it_holds_until_that_message_is_acked() {
 fn a_queue_key_is_freed_when_its_message_expires_is_dropped_or_purged() {
     let t = setup();
     let dedup = || FieldTable::new().with("x-message-deduplication", FieldValue::Bool(true));
-    let q = t.declare("q", dedup().with("x-message-ttl", FieldValue::I32(100)).with("x-max-length", FieldValue::I32(1)));
+    let q =
+        t.declare("q", dedup().with("x-message-ttl", FieldValue::I32(100)).with("x-max-length", FieldValue::I32(1)));
     t.send("", "q", key("a"), "a");
     t.advance(100);
     assert_eq!(q.message_count(), 0);

@@ -46,9 +46,10 @@ fn positive(value: &FieldValue) -> Option<u64> {
 /// Checks a deduplication exchange's arguments, with the plugin's reply texts.
 pub fn parse_args(arguments: &FieldTable) -> Result<CacheArgs, BrokerError> {
     let refused = |text: &str| BrokerError::PreconditionFailed(text.into());
-    let size = arguments.get("x-cache-size").and_then(positive).ok_or_else(|| {
-        refused("Missing or invalid argument, 'x-cache-size' must be an integer greater than 0")
-    })?;
+    let size = arguments
+        .get("x-cache-size")
+        .and_then(positive)
+        .ok_or_else(|| refused("Missing or invalid argument, 'x-cache-size' must be an integer greater than 0"))?;
     let ttl_ms = match arguments.get("x-cache-ttl") {
         None => None,
         Some(value) => Some(
