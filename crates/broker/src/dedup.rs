@@ -13,6 +13,11 @@
 //!   message's `x-cache-ttl` header, else the exchange's `x-cache-ttl`, else for ever) on the
 //!   broker's clock. Expired entries leave when the cache is next used, in deadline order
 //!   from an index: no scan, no timer.
+//! - A durable exchange's cache with `x-cache-persistence: disk` writes each entry to a journal,
+//!   a message log of the store ([`Cache::set_journal`]): an entry is a record (its encoded key,
+//!   its deadline as the record's stamp) appended when cached and forgotten when evicted or
+//!   expired, so the group commit makes it durable no later than a message routed after it, and
+//!   the cache comes back at start ([`Cache::restore`]).
 //! - [`QueueKeys`]: a queue's keys of the messages it holds (ready or unacknowledged), by
 //!   message `seq`, removed when the message leaves.
 
@@ -20,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use lepus_protocol::{FieldTable, FieldValue};
+use lepus_store::log::{Loc, QueueLog};
+use lepus_store::record::RecordParts;
 
 /// The message header whose value identifies a message.
 pub const HEADER: &str = "x-deduplication-header";
@@ -81,6 +88,8 @@ struct Slot {
     order: u64,
     /// When it expires (`u64::MAX`: never).
     expires_at_ms: u64,
+    /// Its record in the journal, if the cache has one.
+    loc: Option<Loc>,
 }
 
 /// A deduplication exchange's cache of the keys it routed (see the module doc).
@@ -96,6 +105,8 @@ pub struct Cache {
     next_order: u64,
     /// Whether a too long header was logged already.
     warned: bool,
+    /// Where a durable cache writes its entries.
+    journal: Option<QueueLog>,
 }
 
 impl Cache {
@@ -110,6 +121,34 @@ impl Cache {
             by_deadline: BTreeSet::new(),
             next_order: 0,
             warned: false,
+            journal: None,
+        }
+    }
+
+    /// Writes entries to `journal` from now on (a durable exchange's `disk` cache).
+    pub fn set_journal(&mut self, journal: QueueLog) {
+        self.journal = Some(journal);
+    }
+
+    /// Whether the cache writes a journal.
+    pub fn has_journal(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The journal, if the cache has one (taken when the exchange is deleted).
+    pub fn take_journal(&mut self) -> Option<QueueLog> {
+        self.journal.take()
+    }
+
+    /// An entry read back from the journal (set first) at `loc`, in the order they were
+    /// written: kept as the oldest so far (expired ones leave at the next use); an unreadable
+    /// record or a repeated key is forgotten.
+    pub fn restore(&mut self, record: Option<&RecordParts<Vec<u8>>>, loc: Loc) {
+        match record.and_then(|r| Some((decode_key(&r.data)?, r.timestamp_ms))) {
+            Some((key, expires_at_ms)) if !self.entries.contains_key(&key) => {
+                self.insert_at(key, expires_at_ms, Some(loc));
+            }
+            _ => self.forget(Slot { order: 0, expires_at_ms: 0, loc: Some(loc) }),
         }
     }
 
@@ -150,6 +189,21 @@ impl Cache {
     }
 
     fn insert(&mut self, key: DedupKey, expires_at_ms: u64) {
+        let loc = self.journal.as_mut().map(|journal| {
+            let data = encode_key(&key);
+            let record = RecordParts {
+                timestamp_ms: expires_at_ms,
+                exchange_len: 0,
+                routing_key_len: 0,
+                properties_len: 0,
+                data: &data[..],
+            };
+            journal.append(&record).0
+        });
+        self.insert_at(key, expires_at_ms, loc);
+    }
+
+    fn insert_at(&mut self, key: DedupKey, expires_at_ms: u64, loc: Option<Loc>) {
         while self.entries.len() >= self.size_max {
             let Some((_, oldest)) = self.by_order.pop_first() else { break };
             self.remove(&oldest);
@@ -157,19 +211,26 @@ impl Cache {
         let order = self.next_order;
         self.next_order += 1;
         let key = Arc::new(key);
-        self.entries.insert(key.clone(), Slot { order, expires_at_ms });
+        self.entries.insert(key.clone(), Slot { order, expires_at_ms, loc });
         self.by_order.insert(order, key);
         if expires_at_ms != u64::MAX {
             self.by_deadline.insert((expires_at_ms, order));
         }
     }
 
-    /// Removes `key` from the entries and the deadline index (not from `by_order`).
+    /// Removes `key` from the entries, the deadline index and the journal (not from
+    /// `by_order`).
     fn remove(&mut self, key: &DedupKey) {
-        if let Some(slot) = self.entries.remove(key)
-            && slot.expires_at_ms != u64::MAX
-        {
+        let Some(slot) = self.entries.remove(key) else { return };
+        if slot.expires_at_ms != u64::MAX {
             self.by_deadline.remove(&(slot.expires_at_ms, slot.order));
+        }
+        self.forget(slot);
+    }
+
+    fn forget(&mut self, slot: Slot) {
+        if let (Some(journal), Some(loc)) = (self.journal.as_mut(), slot.loc) {
+            journal.forget(loc);
         }
     }
 
@@ -180,8 +241,8 @@ impl Cache {
                 break;
             }
             self.by_deadline.pop_first();
-            if let Some(key) = self.by_order.remove(&order) {
-                self.entries.remove(&key);
+            if let Some(slot) = self.by_order.remove(&order).and_then(|key| self.entries.remove(&key)) {
+                self.forget(slot);
             }
         }
     }
@@ -197,6 +258,31 @@ impl Cache {
             );
         }
     }
+}
+
+/// A key as a journal record holds it: a type byte, then the value.
+fn encode_key(key: &DedupKey) -> Vec<u8> {
+    match key {
+        DedupKey::Binary(b) => [&b"S"[..], b].concat(),
+        DedupKey::Integer(i) => [&b"I"[..], &i.to_be_bytes()].concat(),
+        DedupKey::Float(bits) => [&b"F"[..], &bits.to_be_bytes()].concat(),
+        DedupKey::Bool(b) => vec![b'B', u8::from(*b)],
+        DedupKey::Void => vec![b'V'],
+    }
+}
+
+/// A key from a journal record (`None` for a record this broker did not write).
+fn decode_key(data: &[u8]) -> Option<DedupKey> {
+    let (&tag, value) = data.split_first()?;
+    let word = || value.try_into().ok().map(u64::from_be_bytes);
+    Some(match tag {
+        b'S' if value.len() <= KEY_MAX_BYTES => DedupKey::Binary(Box::from(value)),
+        b'I' => DedupKey::Integer(word()? as i64),
+        b'F' => DedupKey::Float(word()?),
+        b'B' => DedupKey::Bool(*value.first()? != 0),
+        b'V' => DedupKey::Void,
+        _ => return None,
+    })
 }
 
 /// A deduplication queue's keys: those of the messages it holds, ready or unacknowledged.
@@ -333,6 +419,22 @@ mod tests {
     #[test]
     fn the_cache_size_is_bounded_by_the_broker_s_maximum() {
         assert_eq!(Cache::new(u64::MAX, None).size_max, CACHE_SIZE_MAX as usize);
+    }
+
+    #[test]
+    fn keys_survive_their_journal_encoding() {
+        let keys = [
+            DedupKey::Binary(Box::from(&b"order-1"[..])),
+            DedupKey::Integer(-5),
+            DedupKey::Float(2.5f64.to_bits()),
+            DedupKey::Bool(true),
+            DedupKey::Void,
+        ];
+        for k in keys {
+            assert_eq!(decode_key(&encode_key(&k)), Some(k));
+        }
+        assert_eq!(decode_key(b""), None);
+        assert_eq!(decode_key(b"I12"), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Message deduplication through a real client (lapin), as the rabbitmq-message-deduplication
 //! plugin behaves: a deduplication exchange acks a duplicate and routes it nowhere (a
 //! `mandatory` one comes back with 312 NO_ROUTE), a deduplication queue nacks one, a bad
-//! `x-cache-size` is refused with the plugin's text, and a durable deduplication queue still
-//! knows the keys of its messages after a restart. Cache expiry and eviction are tested on a
+//! `x-cache-size` is refused with the plugin's text, a durable deduplication queue still
+//! knows the keys of its messages after a restart, and so does a durable exchange's `disk`
+//! cache (a `memory` one starts empty, as the plugin's). Cache expiry and eviction are tested on a
 //! manual clock in `crates/broker/tests/dedup.rs`.
 
 #[path = "common/clients.rs"]
@@ -15,7 +16,7 @@ use clients::*;
 use common::*;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use lepus_server::Config;
 
 fn dedup_kind() -> ExchangeKind {
@@ -130,6 +131,50 @@ async fn a_durable_deduplication_queue_keeps_its_keys_across_a_restart() {
     assert!(lpub_props(&ch, "", "dq", b"new", persistent("b")).await.is_ack());
     assert_eq!(ldrain(&ch, "dq").await, vec![b"kept".to_vec(), b"new".to_vec()]);
     assert!(lpub_props(&ch, "", "dq", b"after", persistent("a")).await.is_ack());
+    drop(conn);
+    broker.stop().await;
+}
+
+async fn declare_dedup_exchange(ch: &Channel, name: &str, persistence: &str) {
+    let args = ltable(vec![("x-cache-size", AMQPValue::LongInt(10)), ("x-cache-persistence", lstr(persistence))]);
+    let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    guard("exchange.declare", ch.exchange_declare(name.into(), dedup_kind(), options, args))
+        .await
+        .expect("exchange.declare");
+}
+
+/// Publishes `body` keyed `key` to both exchanges ("disk", "memory"), each bound to its queue.
+async fn publish_to_both(conn: &Connection, key: &str, body: &[u8]) {
+    let ch = lconfirm_chan(conn).await;
+    for exchange in ["disk", "memory"] {
+        assert!(lpub_props(&ch, exchange, "", body, keyed(key).with_delivery_mode(2)).await.is_ack());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_exchange_s_disk_cache_survives_a_restart() {
+    let dir = DataDir(std::env::temp_dir().join(uniq("lepus-dedup-x")));
+    let config = || Config { data_dir: Some(dir.0.clone()), ..test_config() };
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    {
+        let broker = start_with(config()).await;
+        let conn = lconn(&broker).await;
+        let ch = lchan(&conn).await;
+        for name in ["disk", "memory"] {
+            declare_dedup_exchange(&ch, name, name).await;
+            ldeclare(&ch, &format!("{name}-q"), durable, FieldTable::default()).await;
+            bind(&ch, &format!("{name}-q"), name).await;
+        }
+        publish_to_both(&conn, "a", b"before").await;
+        drop(conn);
+        broker.stop().await;
+    }
+    let broker = start_with(config()).await;
+    let conn = lconn(&broker).await;
+    publish_to_both(&conn, "a", b"after").await;
+    let ch = lchan(&conn).await;
+    assert_eq!(ldrain(&ch, "disk-q").await, vec![b"before".to_vec()], "the disk cache came back");
+    assert_eq!(ldrain(&ch, "memory-q").await, vec![b"before".to_vec(), b"after".to_vec()]);
     drop(conn);
     broker.stop().await;
 }

@@ -6,7 +6,7 @@
 //!
 //! This module is the type and its declaration rules; the cache is [`crate::dedup::Cache`],
 //! held by the exchange ([`super::Exchange::dedup`]) behind its own mutex, taken while routing
-//! under the topology read lock with nothing locked under it.
+//! under the topology read lock (only a `disk` cache's journal is locked under it).
 //!
 //! The plugin's rules, kept here: `x-cache-size` is required, an integer above 0 (any integer
 //! type, or a string of one); `x-cache-ttl` is optional, the same; `x-cache-persistence` is

@@ -147,8 +147,8 @@ pub struct Exchange {
     /// A delayed exchange's hidden queue, where its delayed messages wait (set by the vhost; not
     /// in the vhost's queues, so not routable, consumable or visible by name).
     pub held: Option<QueueRef>,
-    /// A deduplication exchange's cache (its own lock, taken under the topology read lock
-    /// with nothing locked under it).
+    /// A deduplication exchange's cache (its own lock, taken under the topology read lock;
+    /// only its journal is locked under it).
     pub dedup: Option<Mutex<crate::dedup::Cache>>,
 }
 
