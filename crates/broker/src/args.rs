@@ -180,7 +180,9 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
                 "default" | "lazy" => {}
                 other => return Err(invalid(key, format!("{{unsupported_mode,<<\"{other}\">>}}"))),
             },
-            "x-single-active-consumer" if !matches!(value, FieldValue::Bool(_)) => {
+            // The deduplication plugin's queue argument: a boolean (Lepus refuses other types,
+            // which the plugin reads as true or false by Elixir's truthiness).
+            "x-single-active-consumer" | "x-message-deduplication" if !matches!(value, FieldValue::Bool(_)) => {
                 return Err(unacceptable(key, value));
             }
             "x-queue-type" => {
@@ -230,6 +232,12 @@ fn short(key: &str, value: &FieldValue) -> Option<Result<ShortStr, BrokerError>>
 /// `x-single-active-consumer: true`: the queue serves one consumer at a time.
 pub fn single_active_consumer(args: &FieldTable) -> bool {
     matches!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true)))
+}
+
+/// `x-message-deduplication: true`: the queue refuses a message whose `x-deduplication-header`
+/// a message in it carries (see [`crate::dedup`]).
+pub fn message_deduplication(args: &FieldTable) -> bool {
+    matches!(args.get("x-message-deduplication"), Some(FieldValue::Bool(true)))
 }
 
 /// `x-consumer-timeout` of a (validated) queue: `Some(0)` turns the timeout off for the
@@ -339,6 +347,10 @@ mod tests {
             (
                 t("x-single-active-consumer", FieldValue::I32(1)),
                 "invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
+            ),
+            (
+                t("x-message-deduplication", "true".into()),
+                "invalid arg 'x-message-deduplication' for queue 'q' in vhost '/': {unacceptable_type,longstr}",
             ),
         ];
         let more = [

@@ -15,6 +15,8 @@
 //! - [`exchange`]: an exchange and its bindings; the [`ExchangeType`](exchange::ExchangeType)
 //!   seam, one module per type (direct, fanout, topic, headers, and the delayed message
 //!   exchange around one of them) and the registry of types.
+//! - [`dedup`]: message deduplication (the plugin's keys, an exchange's bounded cache, a
+//!   queue's keys of the messages it holds).
 //! - [`topic`], [`headers`]: the topic trie and headers matching, for those two types;
 //!   [`MessageHeaders`], a message's headers as routing receives them.
 //! - [`route_cache`], [`route_memo`]: a publisher's last route and the vhost's shared memo of
@@ -41,6 +43,7 @@ pub mod clock;
 pub mod command;
 pub mod connections;
 pub mod dead_letter;
+pub mod dedup;
 pub mod durability;
 pub mod error;
 pub mod exchange;

@@ -110,7 +110,22 @@ pub fn held_exchange_name(record_name: &[u8]) -> Option<ShortStr> {
 
 const HELD_PREFIX: &[u8] = b"amq.delayed-message/";
 
-/// The record of a queue that is not a client's (a delayed exchange's hidden queue).
+/// The metadata name of a durable deduplication exchange's cache journal (`x-cache-persistence:
+/// disk`), under the reserved prefix as a hidden queue's.
+pub fn dedup_record_name(exchange: &ShortStr) -> Vec<u8> {
+    [DEDUP_PREFIX, exchange.as_bytes()].concat()
+}
+
+/// The deduplication exchange a queue record is the cache journal of, if it is one.
+pub fn dedup_exchange_name(record_name: &[u8]) -> Option<ShortStr> {
+    let name = record_name.strip_prefix(DEDUP_PREFIX)?;
+    ShortStr::from_bytes(bytes::Bytes::copy_from_slice(name))
+}
+
+const DEDUP_PREFIX: &[u8] = b"amq.dedup-cache/";
+
+/// The record of a queue that is not a client's (a delayed exchange's hidden queue, a
+/// deduplication exchange's cache journal).
 pub fn queue_record_named(vhost: &str, name: Vec<u8>, id: u64) -> QueueRecord {
     QueueRecord {
         vhost: vhost.to_owned(),

@@ -201,6 +201,11 @@ impl VHost {
                 report.exchanges += 1;
             }
             for r in snapshot.queues.iter().filter(|r| r.vhost == name) {
+                if let Some(xname) = persist::dedup_exchange_name(&r.name) {
+                    let what = format!("deduplication cache of exchange '{xname}' in vhost '{name}'");
+                    Self::restore_dedup_journal(&persistence, t.exchanges.get(&xname), r.id, &what, &mut report)?;
+                    continue;
+                }
                 if let Some(xname) = persist::held_exchange_name(&r.name) {
                     // A durable delayed exchange's hidden queue: every message is read back, to
                     // find its delay.
@@ -246,11 +251,13 @@ impl VHost {
                 });
                 let what = format!("queue '{qname}' in vhost '{name}'");
                 let limits = parse_queue_args(&args, &what).map(|a| a.limits).unwrap_or_default();
-                // A priority queue reads every message at start, to put each on its level (they
-                // page out again as the queue's paging window passes).
-                let (most, most_bytes) = match limits.max_priority {
-                    Some(_) => (usize::MAX, u64::MAX),
-                    None => (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES),
+                // A priority queue reads every message at start, to put each on its level, and a
+                // deduplication queue, to take its key (they page out again as the queue's
+                // paging window passes).
+                let read_all = limits.max_priority.is_some() || crate::args::message_deduplication(&args);
+                let (most, most_bytes) = match read_all {
+                    true => (usize::MAX, u64::MAX),
+                    false => (crate::queue::RESIDENT_MAX_MESSAGES, crate::queue::RESIDENT_MAX_BYTES),
                 };
                 let (log, recovered, log_report) = QueueLog::recover(&persistence.store, r.id, most, most_bytes)
                     .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
@@ -323,6 +330,11 @@ impl VHost {
         for q in t.queues.values().chain(t.exchanges.values().filter_map(|x| x.held.as_ref())) {
             q.attach(services);
         }
+    }
+
+    /// The broker clock's time (0 for a vhost without a broker).
+    fn now_ms(&self) -> u64 {
+        self.services.get().map_or(0, |s| s.clock.now_ms())
     }
 
     /// Counts queue churn in the broker's counters (none for a vhost without a broker).
@@ -409,7 +421,8 @@ impl VHost {
     }
 
     /// An exchange left the topology: a delayed exchange's pending messages go with it (and
-    /// its hidden queue's log, whose record `changes` gets).
+    /// its hidden queue's log, whose record `changes` gets), and a deduplication exchange's
+    /// cache journal.
     fn exchange_gone(&self, x: &Exchange, changes: &mut Vec<Change>) {
         if let Some(q) = &x.held {
             if q.logged {
@@ -417,6 +430,42 @@ impl VHost {
             }
             q.delete();
         }
+        if let Some(journal) = x.dedup.as_ref().and_then(|c| c.lock().take_journal()) {
+            changes.push(self.dedup_deleted(&x.name));
+            journal.destroy();
+        }
+    }
+
+    /// The metadata change that deletes a durable deduplication exchange's cache journal.
+    fn dedup_deleted(&self, exchange: &ShortStr) -> Change {
+        Change::DeleteQueue { vhost: self.name.to_string(), name: persist::dedup_record_name(exchange) }
+    }
+
+    /// A durable deduplication exchange's cache journal, read back into its cache (`x`: the
+    /// exchange restored under its name, if any; without a cache there the journal goes).
+    fn restore_dedup_journal(
+        persistence: &PersistenceRef,
+        x: Option<&Exchange>,
+        id: u64,
+        what: &str,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let (journal, recovered, log_report) = QueueLog::recover(&persistence.store, id, usize::MAX, u64::MAX)
+            .map_err(|e| BrokerError::Storage(format!("{what}: {e}")))?;
+        for (segment, offset, damage) in &log_report.damaged {
+            report.problems.push(format!("{what}: record at segment {segment} offset {offset}: {damage}"));
+        }
+        let Some(cache) = x.and_then(|x| x.dedup.as_ref()) else {
+            report.problems.push(format!("{what}: no such deduplication exchange; dropped"));
+            journal.destroy();
+            return Ok(());
+        };
+        let mut cache = cache.lock();
+        cache.set_journal(journal);
+        for m in recovered {
+            cache.restore(m.parts.as_ref(), m.loc);
+        }
+        Ok(())
     }
 
     /// The metadata change that deletes a durable delayed exchange's hidden queue.
@@ -451,9 +500,16 @@ impl VHost {
         let index = exchange::index_for(&d.kind, &d.arguments)?;
         let mut x = Exchange::new(d.name.clone(), index, d.durable, d.auto_delete, d.internal, d.arguments.clone());
         x.apply_policy(t.policies.applied(Target::Exchange, d.name.as_bytes()));
-        let mut log = None;
+        let (mut log, mut journal) = (None, None);
         if let Some(p) = self.persistence.as_ref().filter(|_| d.durable) {
             let mut changes = vec![Change::PutExchange(persist::exchange_record(&self.name, &x))];
+            if x.dedup.is_some() && exchange::dedup::parse_args(&d.arguments).is_ok_and(|a| a.disk) {
+                // `x-cache-persistence: disk`: the cache writes its entries to a journal.
+                let id = p.next_queue_id()?;
+                let name = persist::dedup_record_name(&d.name);
+                changes.push(Change::PutQueue(persist::queue_record_named(&self.name, name, id)));
+                journal = Some(QueueLog::create(&p.store, id));
+            }
             if x.type_name() == exchange::delayed::NAME {
                 // A durable delayed exchange logs its persistent delayed messages, in a queue
                 // record under a name no client can declare.
@@ -463,6 +519,9 @@ impl VHost {
                 log = Some(QueueLog::create(&p.store, id));
             }
             p.apply(&changes)?;
+        }
+        if let (Some(journal), Some(cache)) = (journal, &x.dedup) {
+            cache.lock().set_journal(journal);
         }
         x.held = Self::held_queue(&self.name, &x, self.persistence.as_ref(), log).map(Arc::new);
         if let (Some(q), Some(services)) = (&x.held, self.services.get()) {
@@ -557,16 +616,19 @@ impl VHost {
             if x.held.as_ref().is_some_and(|q| q.logged) {
                 changes.push(self.held_deleted(name));
             }
+            if x.dedup.as_ref().is_some_and(|c| c.lock().has_journal()) {
+                changes.push(self.dedup_deleted(name));
+            }
             self.persist(&changes)?;
         }
         let mut changes = Vec::new();
         self.remove_exchange(&mut t, name, &mut changes);
         // What remains are exchanges auto-deleted in cascade; a failure to store those is
         // logged by `persist` (they come back, unbound, after a restart).
-        let held = persist::held_record_name(name);
+        let (held, journal) = (persist::held_record_name(name), persist::dedup_record_name(name));
         changes.retain(|c| match c {
             Change::DeleteExchange { name: n, .. } => n.as_slice() != name.as_bytes(),
-            Change::DeleteQueue { name: n, .. } => *n != held,
+            Change::DeleteQueue { name: n, .. } => *n != held && *n != journal,
             _ => true,
         });
         let _ = self.persist(&changes);
@@ -1163,7 +1225,10 @@ impl VHost {
                 }
                 continue;
             }
-            x.route(routing_keys, table, &mut dests);
+            // A duplicate routes nowhere (its alternate exchange takes it, as with the plugin).
+            if x.dedup.is_none() || !x.is_duplicate(table, self.now_ms()) {
+                x.route(routing_keys, table, &mut dests);
+            }
             let before = out.len();
             let mut reached_exchange = false;
             for dest in dests.drain(..) {
@@ -1245,6 +1310,11 @@ impl VHost {
             let mut t = self.write_topology();
             self.count_churn(|c| c.deleted(t.queues.len() as u64));
             let mut queues: Vec<QueueRef> = t.queues.drain().map(|(_, q)| q).collect();
+            for x in t.exchanges.values() {
+                if let Some(journal) = x.dedup.as_ref().and_then(|c| c.lock().take_journal()) {
+                    journal.destroy();
+                }
+            }
             queues.extend(t.exchanges.drain().filter_map(|(_, x)| x.held));
             t.bindings_to.clear();
             t.unbinding.clear();

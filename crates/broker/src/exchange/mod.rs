@@ -14,7 +14,11 @@
 //! The delayed message exchange (`delayed.rs`) wraps another type's index, chosen by its
 //! `x-delayed-type` argument ([`index_for`]); the exchange holds the hidden queue its delayed
 //! messages wait in ([`Exchange::held`]).
+//!
+//! The deduplication exchange (`dedup.rs`) routes as a fanout; the exchange holds its cache
+//! ([`Exchange::dedup`]), which drops a message seen before ([`Exchange::is_duplicate`]).
 
+pub mod dedup;
 pub mod delayed;
 mod direct;
 mod fanout;
@@ -25,6 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use lepus_protocol::{FieldTable, ShortStr};
+use parking_lot::Mutex;
 
 use crate::error::BrokerError;
 use crate::policy::Applied;
@@ -101,15 +106,20 @@ pub fn unknown_type(type_name: &str) -> BrokerError {
 
 /// Whether `type_name` is an exchange type of this broker.
 pub fn is_type(type_name: &str) -> bool {
-    type_name == delayed::NAME || new_index(type_name).is_some()
+    type_name == delayed::NAME || type_name == dedup::NAME || new_index(type_name).is_some()
 }
 
 /// A new, empty routing index for an exchange of `type_name` declared with `arguments`: the
 /// registry's, or a delayed exchange's around the type its `x-delayed-type` names (406 or 503 as
-/// the plugin answers a missing or wrong one).
+/// the plugin answers a missing or wrong one), or a deduplication exchange's (406 for arguments
+/// its plugin refuses).
 pub fn index_for(type_name: &str, arguments: &FieldTable) -> Result<Box<dyn ExchangeType>, BrokerError> {
     if type_name == delayed::NAME {
         return Ok(Box::new(delayed::Delayed::new(arguments)?));
+    }
+    if type_name == dedup::NAME {
+        dedup::parse_args(arguments)?;
+        return Ok(Box::new(dedup::Dedup::default()));
     }
     new_index(type_name).ok_or_else(|| unknown_type(type_name))
 }
@@ -137,6 +147,9 @@ pub struct Exchange {
     /// A delayed exchange's hidden queue, where its delayed messages wait (set by the vhost; not
     /// in the vhost's queues, so not routable, consumable or visible by name).
     pub held: Option<QueueRef>,
+    /// A deduplication exchange's cache (its own lock, taken under the topology read lock;
+    /// only its journal is locked under it).
+    pub dedup: Option<Mutex<crate::dedup::Cache>>,
 }
 
 impl Exchange {
@@ -150,6 +163,11 @@ impl Exchange {
         arguments: FieldTable,
     ) -> Exchange {
         let alternate = argument_alternate(&arguments);
+        // Checked by `index_for` before the exchange is made.
+        let dedup = (index.name() == dedup::NAME)
+            .then(|| dedup::parse_args(&arguments).ok())
+            .flatten()
+            .map(|args| dedup::cache_for(args, &String::from_utf8_lossy(name.as_bytes())));
         Exchange {
             name,
             durable,
@@ -161,6 +179,7 @@ impl Exchange {
             bindings: HashMap::new(),
             index,
             held: None,
+            dedup,
         }
     }
 
@@ -239,6 +258,13 @@ impl Exchange {
     /// the message's `x-delay` delays it.
     pub fn holds(&self, headers: Option<&FieldTable>) -> Option<&QueueRef> {
         self.held.as_ref().filter(|_| delayed::delay_ms(headers).is_some())
+    }
+
+    /// Whether a deduplication exchange drops a message with `headers` at `now_ms` as a
+    /// duplicate (else it caches its key); false for other types.
+    pub fn is_duplicate(&self, headers: Option<&FieldTable>, now_ms: u64) -> bool {
+        let Some(cache) = &self.dedup else { return false };
+        cache.lock().is_duplicate(headers, now_ms, &String::from_utf8_lossy(self.name.as_bytes()))
     }
 
     /// See [`ExchangeType::route`].

@@ -78,6 +78,7 @@ use self::stored::{Fetched, Stored};
 use crate::clock::ClockRef;
 pub use crate::dead_letter::DeadLetterTarget;
 use crate::dead_letter::{self, DeathReason};
+use crate::dedup::QueueKeys;
 use crate::durability::Durable;
 use crate::error::{BrokerError, Result};
 use crate::message::MessageRef;
@@ -198,6 +199,8 @@ struct State {
     /// Every timed message goes in the expiry index: the TTL changed while the queue held
     /// messages, so deadlines from it no longer rise with `seq`.
     index_all_timed: bool,
+    /// A deduplication queue's keys of the messages it holds (empty for other queues).
+    keys: QueueKeys,
 }
 
 impl Default for State {
@@ -219,6 +222,7 @@ impl Default for State {
             limits: QueueLimits::default(),
             applied: Applied::default(),
             index_all_timed: false,
+            keys: QueueKeys::default(),
         }
     }
 }
@@ -280,6 +284,9 @@ pub struct Queue {
     /// A delayed exchange's hidden queue (`Departure::Release`): what it takes is held, not
     /// routed ([`Enqueued::Held`]).
     held: bool,
+    /// `x-message-deduplication`: a message whose `x-deduplication-header` a message in the
+    /// queue carries is refused (see [`crate::dedup`]).
+    dedup: bool,
     /// Messages enqueued (`Published`), delivered to consumers (`Delivered`), taken by
     /// `basic.get` (`Get`), and of those two the redeliveries (`Redelivered`). Written only
     /// under the queue lock (so one writer at a time), readable without it.
@@ -326,6 +333,7 @@ impl Queue {
         let single_active = crate::args::single_active_consumer(&arguments);
         let max_priority = limits.max_priority;
         let held = limits.departure == Some(Departure::Release);
+        let dedup = crate::args::message_deduplication(&arguments);
         Queue {
             name,
             vhost,
@@ -336,6 +344,7 @@ impl Queue {
             arg_limits: limits.clone(),
             logged: false,
             held,
+            dedup,
             stats: Counters::default(),
             rates: Default::default(),
             env: OnceLock::new(),
@@ -456,6 +465,15 @@ impl Queue {
             let seq = st.next_seq;
             st.next_seq += 1;
             st.stored.restore(seq, loc);
+            if self.dedup
+                && let Some(m) = &message
+            {
+                // The keys come back with the messages (a deduplication queue reads them all).
+                let headers = m.properties().ok().and_then(|p| p.headers);
+                if let Some(key) = st.keys.key_of(headers.as_ref(), || self.describe()) {
+                    st.keys.insert(key, seq);
+                }
+            }
             let expires_at_ms = match &message {
                 Some(m) => self.timed_deadline(&st, timestamp_ms, m).0,
                 None => deadline(st.limits.message_ttl_ms, timestamp_ms, None),
@@ -481,6 +499,16 @@ impl Queue {
         (deadline(ttl, now_ms, message.expiration_ms), indexed)
     }
 
+    /// Whether this is a deduplication queue (`x-message-deduplication`).
+    pub fn deduplicates(&self) -> bool {
+        self.dedup
+    }
+
+    /// How many keys a deduplication queue holds (those of the messages in it).
+    pub fn dedup_keys(&self) -> usize {
+        self.state.lock().keys.len()
+    }
+
     /// Whether this is a delayed exchange's hidden queue.
     pub fn is_held(&self) -> bool {
         self.held
@@ -501,17 +529,27 @@ impl Queue {
     pub fn publish_stamped(self: &Arc<Self>, message: MessageRef, now_ms: u64) -> (Enqueued, Durable) {
         let mut fx = Effects::default();
         let mut durable = Durable::NOW;
+        // Decoded before the lock, for deduplication queues only.
+        let headers = if self.dedup { message.properties().ok().and_then(|p| p.headers) } else { None };
         let outcome = {
             let mut st = self.state.lock();
             if st.deleted {
                 return (Enqueued::Gone, Durable::NOW);
             }
+            let key = if self.dedup { st.keys.key_of(headers.as_ref(), || self.describe()) } else { None };
             if self.will_overflow(&st, &message) {
                 if st.limits.overflow == Some(Overflow::RejectPublishDlx) {
                     fx.dead_letter(message, DeathReason::MaxLen, &st.limits.departure);
                 }
                 Enqueued::Rejected
+            } else if let Some(key) = key.as_ref().filter(|k| st.keys.contains(k)) {
+                self.refuse_duplicate(&st, &mut fx, message, key);
+                Enqueued::Rejected
             } else {
+                if let Some(key) = key {
+                    let seq = st.next_seq;
+                    st.keys.insert(key, seq);
+                }
                 self.enqueue(&mut st, &mut fx, message, now_ms, &mut durable);
                 if st.congested() {
                     Enqueued::Congested
@@ -524,6 +562,17 @@ impl Queue {
         };
         self.finish(fx);
         (outcome, durable)
+    }
+
+    /// A duplicate in a deduplication queue: refused (its confirm is a nack) and, if the queue
+    /// has a dead-letter exchange, dead-lettered with reason `maxlen` (the plugin's behaviour
+    /// on RabbitMQ 4.1 and later).
+    #[cold]
+    fn refuse_duplicate(&self, st: &State, fx: &mut Effects, message: MessageRef, key: &crate::dedup::DedupKey) {
+        tracing::trace!(queue = %self.describe(), ?key, "duplicate refused");
+        if matches!(st.limits.departure, Some(Departure::DeadLetter(_))) {
+            fx.dead_letter(message, DeathReason::MaxLen, &st.limits.departure);
+        }
     }
 
     /// Appends a message, gives it to a consumer if one can take it now, then applies the
@@ -616,6 +665,9 @@ impl Queue {
         let seq = removed.seq();
         if !st.delivery_counts.is_empty() {
             st.delivery_counts.remove(&seq);
+        }
+        if self.dedup {
+            st.keys.remove(seq);
         }
         if st.limits.departure.is_none() || self.env.get().is_none() {
             st.stored.forget(seq);
@@ -923,12 +975,17 @@ impl Queue {
         let durable = {
             let mut st = self.state.lock();
             let st = &mut *st;
-            let released = if st.stored.is_empty() && st.unacked_expiry.is_empty() && st.delivery_counts.is_empty() {
+            let released = if st.stored.is_empty()
+                && st.unacked_expiry.is_empty()
+                && st.delivery_counts.is_empty()
+                && st.keys.is_empty()
+            {
                 None
             } else {
                 seqs.filter_map(|seq| {
                     st.unacked_expiry.remove(&seq);
                     st.delivery_counts.remove(&seq);
+                    st.keys.remove(seq);
                     if moved { st.stored.forget_moved(seq) } else { st.stored.forget(seq) }
                 })
                 .max()
@@ -1082,8 +1139,10 @@ impl Queue {
             let mut st = self.state.lock();
             let st = &mut *st;
             let n = st.ready.clear(&mut st.stored) as u32;
-            // (The counts of unacknowledged messages go too: a purge is a fresh start.)
+            // (The counts of unacknowledged messages go too: a purge is a fresh start. So do
+            // a deduplication queue's keys, as the plugin flushes its cache.)
             st.delivery_counts = HashMap::new();
+            st.keys.clear();
             st.release_flow_waiters(&mut fx);
             n
         };
@@ -1147,6 +1206,7 @@ impl Queue {
             }
             st.unacked_expiry = HashMap::new();
             st.delivery_counts = HashMap::new();
+            st.keys.clear();
             // Freed, not just emptied: something may hold the deleted queue a while longer
             // (a route cache, the route memo until its next refresh, a delivery in flight).
             let n = st.ready.free() as u32;

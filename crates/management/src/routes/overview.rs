@@ -33,12 +33,13 @@ async fn cluster_name(State(api): State<ApiRef>, _: Caller) -> Json<Value> {
     Json(json!({"name": api.node.name}))
 }
 
-const EXCHANGE_TYPES: [(&str, &str); 5] = [
+const EXCHANGE_TYPES: [(&str, &str); 6] = [
     ("direct", "AMQP direct exchange, as per the AMQP specification"),
     ("fanout", "AMQP fanout exchange, as per the AMQP specification"),
     ("headers", "AMQP headers exchange, as per the AMQP specification"),
     ("topic", "AMQP topic exchange, as per the AMQP specification"),
     ("x-delayed-message", "Delayed Message Exchange"),
+    ("x-message-deduplication", "Message Deduplication Exchange."),
 ];
 
 async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
