@@ -358,11 +358,28 @@ async fn permissions_limits_and_vhost_deletion_survive_a_restart() {
     let config = || lepus_server::Config { data_dir: Some(dir.0.clone()), ..common::test_config() };
     let broker = common::start_with(config()).await;
     setup(&broker.service);
+    let queue_dirs = || std::fs::read_dir(dir.0.join("queues")).map_or(0, |d| d.count());
+    let dirs_before = queue_dirs();
     run(&broker.service, NodeCommand::AddVhost { name: "gone".into(), metadata: None });
+    permit(&broker.service, "guest", "gone", ".*", ".*", ".*");
+    {
+        // A durable queue holding a persistent message, stored before the deletion.
+        let conn = connect(&broker, "guest", "gone").await;
+        let ch = lchan(&conn).await;
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        guard("declare", ch.queue_declare("kept".into(), durable, FieldTable::default())).await.expect("declare");
+        guard("confirm", ch.confirm_select(Default::default())).await.expect("confirm mode");
+        let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+        let publish = ch.basic_publish("".into(), "kept".into(), BasicPublishOptions::default(), b"m", persistent);
+        guard("publish", async { publish.await?.await }).await.expect("confirmed");
+        assert_eq!(queue_dirs(), dirs_before + 1, "the queue's log is on disk");
+    }
     run(&broker.service, NodeCommand::DeleteVhost { name: "gone".into() });
     let limits = VhostLimits { max_connections: None, max_queues: Some(0) };
     run(&broker.service, NodeCommand::SetVhostLimits { vhost: "v1".into(), limits });
     broker.stop().await;
+    // The log is destroyed by the store's next commit; the stop commits what is pending.
+    assert_eq!(queue_dirs(), dirs_before, "a deleted vhost leaves no queue files behind");
 
     let broker = common::start_with(config()).await;
     assert!(broker.service.vhost("gone").is_none());
