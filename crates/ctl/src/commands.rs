@@ -19,14 +19,36 @@ pub fn execute(cli: &Cli) -> Result<String, CtlError> {
     match &cli.command {
         Command::Status => Ok(output::status(&api.get("/api/overview")?, cli.format)),
         Command::AwaitStartup { timeout } => await_startup(&api, *timeout),
-        Command::List(which) => Ok(output::render(list(&api, &vh, which)?, cli.format)),
+        Command::List(which) => Ok(output::render(list(&api, cli, which)?, cli.format)),
         Command::Action(action) => act(&api, &vh, action),
     }
 }
 
 /// A list cut to the columns asked for (or rabbitmqctl's defaults), the API doing the cutting.
-fn list(api: &Api, vh: &str, which: &List) -> Result<Rows, CtlError> {
-    let (path, asked, defaults): (String, &Columns, &[&str]) = match which {
+fn list(api: &Api, cli: &Cli, which: &List) -> Result<Rows, CtlError> {
+    let vh = segment(&cli.vhost);
+    let (path, asked, defaults) = list_source(&vh, cli, which);
+    let columns: Vec<String> = if asked.columns.is_empty() {
+        defaults.iter().map(|c| c.to_string()).collect()
+    } else {
+        asked.columns.iter().flat_map(|c| c.split(',')).filter(|c| !c.is_empty()).map(str::to_owned).collect()
+    };
+    // `/api/parameters` has no per-vhost path without a component: the vhost is fetched too
+    // and the list cut to the one asked for here.
+    let by_vhost = matches!(which, List::ListParameters(_));
+    let fetched =
+        if by_vhost { columns.iter().cloned().chain(["vhost".to_owned()]).collect() } else { columns.clone() };
+    let query = fetched.iter().map(|c| segment(c)).collect::<Vec<_>>().join(",");
+    let mut items = api.get(&format!("{path}?columns={query}"))?.as_array().cloned().unwrap_or_default();
+    if by_vhost {
+        items.retain(|i| i["vhost"] == cli.vhost.as_str());
+    }
+    Ok(Rows { columns, items })
+}
+
+/// Where a list comes from: its API path, the columns asked for and rabbitmqctl's defaults.
+fn list_source<'a>(vh: &str, cli: &Cli, which: &'a List) -> (String, &'a Columns, &'static [&'static str]) {
+    match which {
         List::ListQueues(c) => (format!("/api/queues/{vh}"), c, &["name", "messages"]),
         List::ListExchanges(c) => (format!("/api/exchanges/{vh}"), c, &["name", "type"]),
         List::ListBindings(c) => (format!("/api/bindings/{vh}"), c, BINDING_COLUMNS),
@@ -39,16 +61,32 @@ fn list(api: &Api, vh: &str, which: &List) -> Result<Rows, CtlError> {
             (format!("/api/vhosts/{vh}/permissions"), c, &["user", "configure", "write", "read"])
         }
         List::ListPolicies(c) => (format!("/api/policies/{vh}"), c, POLICY_COLUMNS),
-    };
-    let columns: Vec<String> = if asked.columns.is_empty() {
-        defaults.iter().map(|c| c.to_string()).collect()
-    } else {
-        asked.columns.iter().flat_map(|c| c.split(',')).filter(|c| !c.is_empty()).map(str::to_owned).collect()
-    };
-    let query = columns.iter().map(|c| segment(c)).collect::<Vec<_>>().join(",");
-    let items = api.get(&format!("{path}?columns={query}"))?;
-    Ok(Rows { columns, items: items.as_array().cloned().unwrap_or_default() })
+        List::ListOperatorPolicies(c) => (format!("/api/operator-policies/{vh}"), c, POLICY_COLUMNS),
+        List::ListTopicPermissions(c) => {
+            (format!("/api/vhosts/{vh}/topic-permissions"), c, &["user", "exchange", "write", "read"])
+        }
+        List::ListParameters(c) => ("/api/parameters".to_owned(), c, &["component", "name", "value"]),
+        List::ListGlobalParameters(c) => ("/api/global-parameters".to_owned(), c, &["name", "value"]),
+        List::ListUserPermissions { username, columns } => {
+            (format!("/api/users/{}/permissions", segment(username)), columns, &["vhost", "configure", "write", "read"])
+        }
+        List::ListUserTopicPermissions { username, columns } => (
+            format!("/api/users/{}/topic-permissions", segment(username)),
+            columns,
+            &["vhost", "exchange", "write", "read"],
+        ),
+        List::ListVhostLimits { global: true } => ("/api/vhost-limits".to_owned(), &NO_COLUMNS, &["vhost", "value"]),
+        List::ListVhostLimits { global: false } => (format!("/api/vhost-limits/{vh}"), &NO_COLUMNS, &["value"]),
+        List::ListUserLimits { global: true, .. } => ("/api/user-limits".to_owned(), &NO_COLUMNS, &["user", "value"]),
+        List::ListUserLimits { username, .. } => {
+            let user = username.as_deref().unwrap_or(&cli.user);
+            (format!("/api/user-limits/{}", segment(user)), &NO_COLUMNS, &["value"])
+        }
+    }
 }
+
+/// For the lists whose columns are fixed.
+static NO_COLUMNS: Columns = Columns { columns: Vec::new() };
 
 const BINDING_COLUMNS: &[&str] = &["source", "destination_type", "destination", "routing_key", "arguments"];
 const CONNECTION_COLUMNS: &[&str] = &["name", "user", "peer_host", "peer_port", "state"];

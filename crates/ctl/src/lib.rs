@@ -112,6 +112,33 @@ pub enum List {
     ListVhosts(Columns),
     ListPermissions(Columns),
     ListPolicies(Columns),
+    ListOperatorPolicies(Columns),
+    ListTopicPermissions(Columns),
+    /// The vhost's runtime parameters (vhost limits, operator policies).
+    ListParameters(Columns),
+    ListGlobalParameters(Columns),
+    ListUserPermissions {
+        username: String,
+        #[command(flatten)]
+        columns: Columns,
+    },
+    ListUserTopicPermissions {
+        username: String,
+        #[command(flatten)]
+        columns: Columns,
+    },
+    /// The vhost's limits, or with `--global` every vhost's.
+    ListVhostLimits {
+        #[arg(long)]
+        global: bool,
+    },
+    /// A user's limits (by default the caller's), or with `--global` every user's. The user is
+    /// positional: `--user` is the login here.
+    ListUserLimits {
+        username: Option<String>,
+        #[arg(long)]
+        global: bool,
+    },
 }
 
 /// The commands that change something.

@@ -51,10 +51,16 @@ fn lookup<'a>(item: &'a Value, column: &str) -> Option<&'a Value> {
     column.split('.').try_fold(item, |v, key| v.get(key))
 }
 
+/// A value in a table: strings bare, a list of strings as rabbitmqctl prints one
+/// (`[management, monitoring]`), anything else as JSON.
 fn cell(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            let items: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            format!("[{}]", items.join(", "))
+        }
         other => other.to_string(),
     }
 }

@@ -9,6 +9,7 @@ use clients::{guard, lchan, lconn, lpub, uniq};
 use common::{Broker, start_managed, test_config};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use lepus_broker::command::NodeCommand;
 use lepus_ctl::CtlError;
 use serde_json::Value;
 
@@ -238,5 +239,50 @@ async fn limits_and_tags_are_set_and_cleared() {
             .await
             .expect_err("not an object");
     assert!(matches!(err, CtlError::BadJson { .. }), "{err}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_parameters_and_user_permissions_are_listed_as_rabbitmqctl() {
+    let broker = start_managed(test_config()).await;
+    ctl(&broker, &["add_vhost", "lim"]).await;
+    ctl(&broker, &["-p", "lim", "set_vhost_limits", r#"{"max-queues": 5}"#]).await;
+    assert_eq!(rows(&ctl(&broker, &["-p", "lim", "list_vhost_limits"]).await), [[r#"{"max-queues":5}"#]]);
+    assert_eq!(rows(&ctl(&broker, &["list_vhost_limits", "--global"]).await), [["lim", r#"{"max-queues":5}"#]]);
+    ctl(&broker, &["add_user", "carol", "pw", "--tags", "management"]).await;
+    ctl(&broker, &["set_user_tags", "carol", "management", "monitoring"]).await;
+    ctl(&broker, &["set_user_limits", "carol", r#"{"max-channels": 3}"#]).await;
+    assert_eq!(rows(&ctl(&broker, &["list_user_limits", "carol"]).await), [[r#"{"max-channels":3}"#]]);
+    assert_eq!(rows(&ctl(&broker, &["list_user_limits", "--global"]).await), [["carol", r#"{"max-channels":3}"#]]);
+    // Tags print as rabbitmqctl prints a list.
+    let users = ctl(&broker, &["list_users"]).await;
+    assert!(users.lines().any(|l| l == "carol  [management, monitoring]"), "{users}");
+
+    ctl(&broker, &["-p", "lim", "set_permissions", "carol", ".*", "", "x"]).await;
+    let perms = rows(&ctl(&broker, &["list_user_permissions", "carol"]).await);
+    assert_eq!(perms, [["lim", ".*", "x"]], "an empty expression prints empty");
+    let topic = NodeCommand::SetTopicPermissions {
+        user: "carol".into(),
+        vhost: "lim".into(),
+        exchange: "amq.topic".into(),
+        write: "^a".into(),
+        read: "^b".into(),
+    };
+    broker.service.execute_node(topic).expect("topic permissions");
+    let expected = [["carol", "amq.topic", "^a", "^b"]];
+    assert_eq!(rows(&ctl(&broker, &["-p", "lim", "list_topic_permissions"]).await), expected);
+    assert_eq!(
+        rows(&ctl(&broker, &["list_user_topic_permissions", "carol"]).await),
+        [["lim", "amq.topic", "^a", "^b"]]
+    );
+
+    // Parameters of the vhost asked for only; operator policies listed on their own too.
+    ctl(&broker, &["set_vhost_limits", r#"{"max-connections": 9}"#]).await;
+    let params = ctl_json(&broker, &["-p", "lim", "list_parameters"]).await;
+    let expected = serde_json::json!([{"component": "vhost-limits", "name": "limits", "value": {"max-queues": 5}}]);
+    assert_eq!(params, expected);
+    assert_eq!(rows(&ctl(&broker, &["list_operator_policies"]).await), Vec::<Vec<String>>::new());
+    let globals = ctl_json(&broker, &["list_global_parameters", "name"]).await;
+    assert_eq!(globals, serde_json::json!([{"name": "cluster_name"}, {"name": "internal_cluster_id"}]));
     broker.stop().await;
 }

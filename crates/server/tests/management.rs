@@ -303,6 +303,63 @@ async fn policies_and_operator_policies_are_set_listed_and_cleared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_parameters_and_global_parameters_as_rabbitmq() {
+    let (b, http) = broker().await;
+    let addr = b.management.expect("address");
+    assert_eq!(http.get("/api/parameters").await.body, json!([]));
+    let limits = json!({"value": {"max-queues": 3, "max-connections": 10}});
+    assert_eq!(http.put("/api/parameters/vhost-limits/%2F/limits", limits).await.status, 201);
+    assert_eq!(
+        http.get("/api/vhost-limits/%2F").await.body[0]["value"],
+        json!({"max-connections": 10, "max-queues": 3})
+    );
+    let op = json!({"value": {"pattern": "^q", "definition": {"max-length": 5}, "priority": 0, "apply-to": "queues"}});
+    assert_eq!(http.put("/api/parameters/operator_policy/%2F/op1", op).await.status, 201);
+    http.put("/api/policies/%2F/p1", json!({"pattern": "^z", "definition": {"max-length": 7}})).await;
+    // Every component but `policy`, which only its own component's list shows.
+    let all = http.get("/api/parameters").await.body;
+    let components: Vec<&Value> = all.as_array().expect("list").iter().map(|p| &p["component"]).collect();
+    assert_eq!(components, [&json!("vhost-limits"), &json!("operator_policy")]);
+    let policy = json!({"value": {"pattern": "^z", "definition": {"max-length": 7}, "priority": 0, "apply-to": "all"},
+                        "vhost": "/", "component": "policy", "name": "p1"});
+    assert_eq!(http.get("/api/parameters/policy").await.body, json!([policy]));
+    let shown = http.get("/api/parameters/vhost-limits/%2F/limits").await.body;
+    assert_eq!(
+        shown,
+        json!({"value": {"max-connections": 10, "max-queues": 3}, "vhost": "/", "component": "vhost-limits", "name": "limits"})
+    );
+    assert_eq!(http.get("/api/parameters/federation-upstream").await.body, json!([]));
+    assert_eq!(http.get("/api/parameters/vhost-limits/nope").await.status, 404);
+    // Refusals, with RabbitMQ 3.10.8's texts.
+    let plugin = http.put("/api/parameters/federation-upstream/%2F/u1", json!({"value": {"uri": "amqp://"}})).await;
+    let not_found = "Validation failed\n\ncomponent federation-upstream not found\n";
+    assert_eq!((plugin.status, plugin.body), (400, json!({"error": "bad_request", "reason": not_found})));
+    let no_priority = json!({"value": {"pattern": "^y", "definition": {"max-length": 3}}});
+    let refused = http.put("/api/parameters/operator_policy/%2F/op2", no_priority.clone()).await;
+    let missing = "Validation failed\n\nKey \"priority\" not found in op2\n";
+    assert_eq!((refused.status, refused.body["reason"].clone()), (400, json!(missing)));
+    let via_parameters = http.put("/api/parameters/policy/%2F/p2", no_priority).await;
+    assert_eq!(via_parameters.body["reason"], "policies may not be set using this method");
+    // Global parameters: the cluster's name and id, read-only.
+    let globals = http.get("/api/global-parameters").await.body;
+    assert_eq!(globals[0]["name"], "cluster_name");
+    assert_eq!(globals[1]["name"], "internal_cluster_id");
+    assert_eq!(http.get("/api/global-parameters/cluster_name").await.body, globals[0]);
+    assert_eq!(http.get("/api/global-parameters/nope").await.status, 404);
+    assert_eq!(http.put("/api/global-parameters/foo", json!({"value": "x"})).await.status, 400);
+    // Policymakers read; a management user may not.
+    assert_eq!(http.put("/api/users/mgr", json!({"password": "pw", "tags": "management"})).await.status, 201);
+    let mgr = Http::as_user(addr, "mgr", "pw").get("/api/parameters").await;
+    assert_eq!((mgr.status, mgr.body), (401, not_authorised("User not authorised to access object")));
+    // Cleared through the same path.
+    assert_eq!(http.delete("/api/parameters/vhost-limits/%2F/limits").await.status, 204);
+    assert_eq!(http.delete("/api/parameters/operator_policy/%2F/op1").await.status, 204);
+    assert_eq!(http.delete("/api/parameters/operator_policy/%2F/op1").await.status, 404);
+    assert_eq!(http.get("/api/parameters").await.body, json!([]));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_put_with_passwords_or_hashes_and_deleted() {
     let (b, http) = broker().await;
     let addr = b.management.expect("address");
@@ -626,20 +683,30 @@ async fn definitions_export_in_rabbitmq_s_format() {
         d["permissions"],
         json!([{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}])
     );
-    for key in ["topic_permissions", "parameters", "global_parameters", "policies"] {
+    for key in ["topic_permissions", "parameters", "policies"] {
         assert_eq!(d[key], json!([]), "{key}");
     }
-    // Policies, topic permissions and vhost limits go both ways.
+    let globals: Vec<&Value> = d["global_parameters"].as_array().expect("list").iter().map(|p| &p["name"]).collect();
+    assert_eq!(globals, [&json!("cluster_name"), &json!("internal_cluster_id")]);
+    // Policies, topic permissions, vhost limits and operator policies go both ways; the
+    // global parameters exported are taken back without a change.
+    let operator_policy =
+        json!({"pattern": "^c", "definition": {"max-length": 3}, "priority": 1, "apply-to": "queues"});
     let extra = json!({
         "policies": [{"vhost": "/", "name": "ttl", "pattern": "^t", "apply-to": "queues", "definition": {"message-ttl": 5}, "priority": 2}],
         "topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic", "write": "^a", "read": ".*"}],
-        "parameters": [{"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 9}}],
+        "parameters": [
+            {"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 9}},
+            {"vhost": "/", "component": "operator_policy", "name": "cap", "value": operator_policy},
+        ],
+        "global_parameters": d["global_parameters"],
     });
     assert_eq!(http.post("/api/definitions", extra.clone()).await.status, 204);
     let d = http.get("/api/definitions").await.body;
-    for key in ["policies", "topic_permissions", "parameters"] {
+    for key in ["policies", "topic_permissions", "parameters", "global_parameters"] {
         assert_eq!(d[key], extra[key], "{key}");
     }
+    assert_eq!(http.get("/api/operator-policies/%2F/cap").await.body["definition"], json!({"max-length": 3}));
     let per_vhost = http.get("/api/definitions/%2F").await.body;
     assert_eq!(per_vhost["queues"][0].get("vhost"), None);
     assert_eq!(http.get("/api/definitions/nope").await.status, 404);

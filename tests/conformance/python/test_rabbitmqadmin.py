@@ -108,3 +108,30 @@ def test_management_sorted_listing_and_overview(admin):
     finally:
         for n in names:
             admin("delete", "queue", f"name={n}")
+
+
+def test_management_operator_policy_and_vhost_limits_as_parameters(admin):
+    """`declare parameter` / `list parameters` / `delete parameter` for the components both
+    brokers have: a vhost's limits and an operator policy."""
+    vhost = name("vhost")
+    admin("declare", "vhost", f"name={vhost}")
+    try:
+        admin("-V", vhost, "declare", "parameter", "component=vhost-limits", "name=limits",
+              'value={"max-queues": 7}')
+        policy = {"pattern": "^capped", "definition": {"max-length": 5}, "priority": 1, "apply-to": "queues"}
+        admin("-V", vhost, "declare", "parameter", "component=operator_policy", "name=cap",
+              f"value={json.dumps(policy)}")
+        params = [p for p in listed(admin, "list", "parameters") if p["vhost"] == vhost]
+        assert sorted((p["component"], p["name"]) for p in params) == [("operator_policy", "cap"),
+                                                                        ("vhost-limits", "limits")]
+        limits = next(p for p in params if p["component"] == "vhost-limits")
+        assert limits["value"] == {"max-queues": 7}
+        vhost_limits = [v for v in listed(admin, "list", "vhost_limits") if v["vhost"] == vhost]
+        assert [v["value"] for v in vhost_limits] == [{"max-queues": 7}]
+        shown = [p for p in listed(admin, "list", "operator_policies") if p["vhost"] == vhost]
+        assert [(p["name"], p["definition"], p["priority"]) for p in shown] == [("cap", {"max-length": 5}, 1)]
+        admin("-V", vhost, "delete", "parameter", "component=operator_policy", "name=cap")
+        admin("-V", vhost, "delete", "parameter", "component=vhost-limits", "name=limits")
+        assert [p for p in listed(admin, "list", "parameters") if p["vhost"] == vhost] == []
+    finally:
+        admin("delete", "vhost", f"name={vhost}", check=False)

@@ -98,7 +98,7 @@ fn encode_value(sample: MetricEncoder, kind: &MetricType, value: u64) -> fmt::Re
 }
 
 /// A stable id for the cluster, from its name (Lepus keeps no cluster id of its own yet).
-fn permanent_id(cluster: &str) -> String {
+pub(crate) fn permanent_id(cluster: &str) -> String {
     let hash = cluster.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("lepus-cluster-id-{hash:016x}")
 }

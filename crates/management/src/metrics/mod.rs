@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::ApiRef;
 pub use families::Scope;
+pub(crate) use families::permanent_id;
 
 /// The content type of what `/metrics` answers.
 pub const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -3,9 +3,10 @@
 //! imported (`POST`) through the same node and topology commands as every other change: users,
 //! vhosts, exchanges, queues, bindings, in that order; exchanges and queues that exist are
 //! left as they are (as RabbitMQ's import does), so importing twice changes nothing.
-//! Permissions, topic permissions, policies and vhost limits (RabbitMQ's `vhost-limits`
-//! parameters) go both ways too; other parameters and global parameters are exported empty and
-//! skipped on import (with a log line).
+//! Permissions, topic permissions, policies, vhost limits and operator policies (RabbitMQ's
+//! `vhost-limits` and `operator_policy` parameters) go both ways too; the global parameters
+//! are the cluster's name and id, exported and not imported; other parameters (plugins') are
+//! skipped on import with a log line.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -88,22 +89,15 @@ fn policies(v: &VHost, with_vhost: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Vhost limits as RabbitMQ's definitions hold them: `vhost-limits` parameters.
-fn limit_parameters(api: &ApiRef, vhost: Option<&str>) -> Vec<Value> {
-    super::access::vhost_limits(api, vhost)
-        .into_iter()
-        .map(|l| json!({"vhost": l["vhost"], "component": "vhost-limits", "name": "limits", "value": l["value"]}))
-        .collect()
-}
-
 async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let users: Vec<Value> = api.broker.users().list().into_iter().map(views::user).collect();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut vhosts, mut all_policies) = (Vec::new(), Vec::new());
+    let (mut vhosts, mut all_policies, mut parameters) = (Vec::new(), Vec::new(), Vec::new());
     for v in api.broker.vhosts() {
         vhosts.push(vhost_definition(&v));
         all_policies.extend(policies(&v, true));
+        parameters.extend(super::parameters::of_vhost(&v, None));
         let (q, x, b) = topology(&v, true);
         queues.extend(q);
         exchanges.extend(x);
@@ -118,8 +112,8 @@ async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>
         "vhosts": vhosts,
         "permissions": super::access::permissions(&api, None, None),
         "topic_permissions": super::access::topic_permissions(&api, None, None),
-        "parameters": limit_parameters(&api, None),
-        "global_parameters": [],
+        "parameters": parameters,
+        "global_parameters": super::parameters::global_parameters(&api),
         "policies": all_policies,
         "queues": queues,
         "exchanges": exchanges,
@@ -136,7 +130,7 @@ async fn one_vhost(State(api): State<ApiRef>, caller: Caller, Path(vhost): Path<
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Lepus",
         "product_version": api.node.product_version,
-        "parameters": limit_parameters(&api, Some(&vhost)),
+        "parameters": super::parameters::of_vhost(&v, None),
         "policies": policies(&v, false),
         "queues": queues,
         "exchanges": exchanges,
@@ -282,41 +276,62 @@ fn import_permissions(api: &ApiRef, doc: &Map<String, Value>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Policies and `vhost-limits` parameters; other parameters are logged and skipped.
+/// A policy of `kind` from the fields RabbitMQ's definitions give it (a policy's own object,
+/// or an operator policy parameter's `value`).
+fn policy_spec(kind: PolicyKind, name: String, fields: &Map<String, Value>) -> ApiResult<PolicySpec> {
+    Ok(PolicySpec {
+        kind,
+        name,
+        pattern: required(fields, "pattern")?,
+        apply_to: ApplyTo::parse(text(fields, "apply-to").as_deref().unwrap_or("all"))?,
+        priority: fields.get("priority").and_then(Value::as_i64).unwrap_or(0),
+        definition: fields.get("definition").cloned().unwrap_or(Value::Object(Map::new())),
+    })
+}
+
+/// Policies and the `vhost-limits` and `operator_policy` parameters; other parameters (plugin
+/// components Lepus does not have) are logged and skipped.
 fn import_policies_and_limits(api: &ApiRef, doc: &Map<String, Value>, vhost: Option<&str>) -> ApiResult<()> {
     for item in section(doc, "policies")? {
         let item = object(item)?;
         let v = vhost_of(api, item, vhost)?;
-        let spec = PolicySpec {
-            kind: PolicyKind::Policy,
-            name: required(item, "name")?,
-            pattern: required(item, "pattern")?,
-            apply_to: ApplyTo::parse(text(item, "apply-to").as_deref().unwrap_or("all"))?,
-            priority: item.get("priority").and_then(Value::as_i64).unwrap_or(0),
-            definition: item.get("definition").cloned().unwrap_or(Value::Object(Map::new())),
-        };
+        let spec = policy_spec(PolicyKind::Policy, required(item, "name")?, item)?;
         v.execute(Issuer::node(), Command::SetPolicy(spec))?;
     }
     for item in section(doc, "parameters")? {
         let item = object(item)?;
-        if text(item, "component").as_deref() != Some("vhost-limits") {
-            tracing::warn!(component = ?text(item, "component"), "definitions import: parameter not supported, skipped");
-            continue;
-        }
-        let v = vhost_of(api, item, vhost)?;
         let value = item.get("value").and_then(Value::as_object).cloned().unwrap_or_default();
-        let pairs: Vec<(&str, i64)> = value.iter().filter_map(|(k, n)| Some((k.as_str(), n.as_i64()?))).collect();
-        let limits = VhostLimits::from_pairs(pairs)?;
-        api.broker.execute_node(NodeCommand::SetVhostLimits { vhost: v.name.to_string(), limits })?;
+        match text(item, "component").as_deref() {
+            Some("vhost-limits") => {
+                let v = vhost_of(api, item, vhost)?;
+                let pairs: Vec<(&str, i64)> =
+                    value.iter().filter_map(|(k, n)| Some((k.as_str(), n.as_i64()?))).collect();
+                let limits = VhostLimits::from_pairs(pairs)?;
+                api.broker.execute_node(NodeCommand::SetVhostLimits { vhost: v.name.to_string(), limits })?;
+            }
+            Some("operator_policy") => {
+                let v = vhost_of(api, item, vhost)?;
+                let spec = policy_spec(PolicyKind::Operator, required(item, "name")?, &value)?;
+                v.execute(Issuer::node(), Command::SetPolicy(spec))?;
+            }
+            other => tracing::warn!(component = ?other, "definitions import: parameter not supported, skipped"),
+        }
     }
     Ok(())
 }
 
+/// The global parameters Lepus exports itself (the cluster's name and id): not changed by an
+/// import, without a warning.
+const OWN_GLOBAL_PARAMETERS: [&str; 2] = ["cluster_name", "internal_cluster_id"];
+
 /// Logs what an import does not apply.
 fn log_skipped(doc: &Map<String, Value>) {
-    let n = doc.get("global_parameters").and_then(Value::as_array).map_or(0, Vec::len);
-    if n > 0 {
-        tracing::warn!(section = "global_parameters", entries = n, "definitions import: not supported yet, skipped");
+    let others = doc
+        .get("global_parameters")
+        .and_then(Value::as_array)
+        .map_or(0, |a| a.iter().filter(|p| !OWN_GLOBAL_PARAMETERS.iter().any(|own| p["name"] == *own)).count());
+    if others > 0 {
+        tracing::warn!(section = "global_parameters", entries = others, "definitions import: not supported, skipped");
     }
 }
 

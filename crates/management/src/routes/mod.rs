@@ -8,6 +8,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod overview;
+mod parameters;
 mod policies;
 mod queues;
 mod users;
@@ -37,6 +38,7 @@ pub fn all() -> Router<ApiRef> {
         .merge(users::routes())
         .merge(access::routes())
         .merge(policies::routes())
+        .merge(parameters::routes())
         .merge(connections::routes())
         .merge(exchanges::routes())
         .merge(queues::routes())
