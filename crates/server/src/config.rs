@@ -18,6 +18,10 @@ pub struct Config {
     pub port: u16,
     /// Port of the management HTTP API (RabbitMQ's 15672), on `bind_address`; 0 turns it off.
     pub management_port: u16,
+    /// The node's name in the management API and metrics (RabbitMQ's `RABBITMQ_NODENAME`):
+    /// `name@host`; unset, `lepus@` and the host name. Monitoring tools that look nodes up as
+    /// `rabbit@host` (the Nagios RabbitMQ checks) need `rabbit@…` here.
+    pub node_name: Option<String>,
     /// Port of the Prometheus metrics (RabbitMQ's 15692), on `bind_address`; 0 turns it off.
     pub prometheus_port: u16,
     /// Where durable state lives: the metadata store, queue message logs, the lock file.
@@ -200,6 +204,7 @@ impl Default for Config {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             port: 5672,
             management_port: 15672,
+            node_name: None,
             prometheus_port: 15692,
             data_dir: Some(PathBuf::from("lepus-data")),
             frame_max: 131_072,
@@ -245,6 +250,20 @@ impl Default for Config {
 /// `u32`).
 pub const MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
 
+/// Longest node name accepted (RabbitMQ's are atoms: 255 characters).
+const NODE_NAME_MAX: usize = 255;
+
+/// A node name is `name@host`, both parts non-empty, of letters, digits, `-`, `_` and `.`.
+fn validate_node_name(name: &str) -> Result<(), ConfigError> {
+    let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    match name.split_once('@') {
+        Some((node, host)) if name.len() <= NODE_NAME_MAX && part_ok(node) && part_ok(host) => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "node_name must be name@host (letters, digits, '-', '_', '.'; at most {NODE_NAME_MAX} bytes), not {name:?}"
+        ))),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -272,6 +291,9 @@ impl Config {
         use lepus_protocol::constants::FRAME_MIN_SIZE;
         if self.frame_max < FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max must be at least {FRAME_MIN_SIZE}")));
+        }
+        if let Some(name) = &self.node_name {
+            validate_node_name(name)?;
         }
         if self.channel_max == 0 {
             return Err(ConfigError::Invalid("channel_max must be at least 1".into()));
@@ -347,6 +369,18 @@ mod tests {
         assert!(Config::from_toml("tls_cert_login_from = \"cn\"").is_err());
         let half = Config { tls_key_file: None, ..c };
         assert!(half.validate().unwrap_err().to_string().contains("tls_cert_file and tls_key_file"));
+    }
+
+    #[test]
+    fn node_name_is_name_at_host() {
+        assert_eq!(Config::default().node_name, None);
+        let named = Config::from_toml("node_name = \"rabbit@mq-1.example\"").unwrap();
+        assert_eq!(named.node_name.as_deref(), Some("rabbit@mq-1.example"));
+        assert!(named.validate().is_ok());
+        for bad in ["rabbit", "@host", "rabbit@", "a@b@c", "r b@host"] {
+            let config = Config { node_name: Some(bad.into()), ..Config::default() };
+            assert!(config.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ struct Args {
     /// Port of the management HTTP API (0 turns it off).
     #[arg(long, env = "LEPUS_MANAGEMENT_PORT")]
     management_port: Option<u16>,
+    /// The node's name in the management API and metrics, `name@host` (default `lepus@` and
+    /// the host name).
+    #[arg(long, env = "LEPUS_NODE_NAME")]
+    node_name: Option<String>,
     /// Port of the Prometheus metrics (0 turns it off).
     #[arg(long, env = "LEPUS_PROMETHEUS_PORT")]
     prometheus_port: Option<u16>,
@@ -92,6 +96,9 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.management_port {
         config.management_port = v;
+    }
+    if let Some(v) = &args.node_name {
+        config.node_name = Some(v.clone());
     }
     if let Some(v) = args.prometheus_port {
         config.prometheus_port = v;

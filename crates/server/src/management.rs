@@ -1,6 +1,6 @@
 //! The HTTP listeners: the management API and the Prometheus metrics, each run next to the
 //! AMQP listener on a listener the server bound, and stopped by the same shutdown signal;
-//! the node's name, `lepus@host`.
+//! the node's name (`node_name`, else `lepus@host`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The node's name, as RabbitMQ's `rabbit@host`: `lepus@` and the host name.
-pub fn node_name() -> String {
+/// The node's name: the configured one (`node_name`), else, as RabbitMQ's `rabbit@host`,
+/// `lepus@` and the host name.
+pub fn node_name(configured: Option<&str>) -> String {
+    if let Some(name) = configured {
+        return name.to_owned();
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -28,6 +32,8 @@ pub struct Http {
     pub management: Option<TcpListener>,
     pub prometheus: Option<TcpListener>,
     pub data_dir: Option<PathBuf>,
+    /// `node_name` from the configuration.
+    pub node_name: Option<String>,
 }
 
 /// Starts serving the API and the metrics on their listeners until `shutdown` turns true;
@@ -42,7 +48,7 @@ pub fn spawn(http: Http, broker: BrokerRef, amqp: SocketAddr, shutdown: &watch::
         listeners.push(Listener { protocol: "http/prometheus", address });
     }
     let node = NodeInfo {
-        name: node_name(),
+        name: node_name(http.node_name.as_deref()),
         product_version: env!("CARGO_PKG_VERSION").into(),
         listeners,
         started_at_ms: broker.clock().now_ms(),

@@ -191,6 +191,7 @@ impl Server {
             management: self.management.take(),
             prometheus: self.prometheus.take(),
             data_dir: self.config.data_dir.clone(),
+            node_name: self.config.node_name.clone(),
         };
         let http_tasks = crate::management::spawn(http, self.amqp.broker.clone(), amqp_addr, &self.shutdown);
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");

@@ -145,6 +145,11 @@ async fn overview_nodes_and_health_checks() {
     assert_eq!(nodes.as_array().map(Vec::len), Some(1));
     assert_eq!(nodes[0]["name"], node);
     assert_eq!(nodes[0]["running"], true);
+    // The fields monitoring checks divide (used / total), as RabbitMQ's node has them.
+    for (used, total) in [("fd_used", "fd_total"), ("sockets_used", "sockets_total"), ("proc_used", "proc_total")] {
+        let (used, total) = (nodes[0][used].as_u64().expect(used), nodes[0][total].as_u64().expect(total));
+        assert!(used <= total && total > 0, "{used} of {total}");
+    }
     assert_eq!(http.get(&format!("/api/nodes/{node}")).await.status, 200);
     assert_eq!(http.get("/api/nodes/rabbit@elsewhere").await.status, 404);
     for check in ["alarms", "local-alarms", "virtual-hosts", "node-is-mirror-sync-critical"] {
@@ -160,6 +165,17 @@ async fn overview_nodes_and_health_checks() {
     assert_eq!(http.get("/api/aliveness-test/%2F").await.body, json!({"status": "ok"}));
     assert_eq!(http.get("/api/aliveness-test/nope").await.status, 404);
     assert_eq!(http.get("/api/nothing-here").await.body, json!({"error": "Object Not Found", "reason": "Not Found"}));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_name_is_configurable_for_tools_that_expect_rabbit_at_host() {
+    let config = lepus_server::Config { node_name: Some("rabbit@mq-1".into()), ..test_config() };
+    let b = start_managed(config).await;
+    let http = Http::new(b.management.expect("management address"));
+    assert_eq!(http.get("/api/overview").await.body["node"], "rabbit@mq-1");
+    assert_eq!(http.get("/api/nodes/rabbit@mq-1").await.body["name"], "rabbit@mq-1");
+    assert_eq!(http.get("/api/global-parameters/cluster_name").await.body["value"], "rabbit@mq-1");
     b.stop().await;
 }
 

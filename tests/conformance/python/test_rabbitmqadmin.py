@@ -135,3 +135,41 @@ def test_management_operator_policy_and_vhost_limits_as_parameters(admin):
         assert [p for p in listed(admin, "list", "parameters") if p["vhost"] == vhost] == []
     finally:
         admin("delete", "vhost", f"name={vhost}", check=False)
+
+
+# Debian's nagios-plugins-rabbitmq: the checks operators run against the management API.
+NAGIOS_CHECKS = "/usr/bin/check_rabbitmq_overview"
+
+
+def nagios(check, *args):
+    url = urlparse(os.environ["MANAGEMENT_URL"])
+    cmd = [f"/usr/bin/check_rabbitmq_{check}", "-H", url.hostname, "--port", str(url.port),
+           "-u", "guest", "-p", "guest", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout.strip()
+
+
+@pytest.fixture
+def nagios_checks(admin):
+    if not os.path.exists(NAGIOS_CHECKS):
+        pytest.skip("nagios-plugins-rabbitmq is not installed")
+
+
+def test_nagios_checks_pass(admin, nagios_checks, connect):
+    """The API checks, and the node checks (server, watermark, partition) where the node is
+    named `rabbit@…`: they look it up as `rabbit@<--node>`. scripts/conformance starts Lepus
+    with `--node-name rabbit@localhost`; its RabbitMQ node has another name."""
+    connect()  # an open connection: the connections and server checks count it (0 fails)
+    queue = name("queue")
+    admin("declare", "queue", f"name={queue}", "durable=false")
+    checks = [("aliveness", ["--vhost", "/"]), ("overview", []), ("objects", []), ("connections", []),
+              ("queue", ["--queue", queue])]
+    node = listed(admin, "list", "nodes")[0]["name"]
+    if node.startswith("rabbit@"):
+        checks += [(check, ["--node", node.removeprefix("rabbit@")]) for check in ["server", "watermark", "partition"]]
+    try:
+        for check, args in checks:
+            code, out = nagios(check, *args)
+            assert (code, out.split(" - ")[0].split()[-1]) == (0, "OK"), f"{check}: {out}"
+    finally:
+        admin("delete", "queue", f"name={queue}")
