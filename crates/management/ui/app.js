@@ -8,9 +8,12 @@ import { form } from '/ui/form.js';
 import { overview } from '/ui/page-overview.js';
 import { connections, channels, exchanges, queues } from '/ui/page-lists.js';
 import { queuePage } from '/ui/page-queue.js';
-import { users, vhosts, permissions, policies } from '/ui/page-admin.js';
+import { users, vhosts, permissions, topicPermissions, limits, policies } from '/ui/page-admin.js';
 
-const PAGES = { '': overview, connections, channels, exchanges, queues, users, vhosts, permissions, policies };
+const PAGES = {
+  '': overview, connections, channels, exchanges, queues, users, vhosts, permissions,
+  'topic-permissions': topicPermissions, limits, policies,
+};
 
 const main = document.getElementById('main');
 let stopPage = () => {};

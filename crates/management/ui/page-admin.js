@@ -1,5 +1,5 @@
-// Administration: users, virtual hosts, permissions and policies, each a paged list with a
-// delete button per row and a form that adds one.
+// Administration: users, virtual hosts, permissions, topic permissions, limits and policies,
+// each a paged list with a delete (or clear) button per row and a form that adds one.
 
 import { api, seg } from '/ui/api.js';
 import { h, fill, pairs, flash } from '/ui/dom.js';
@@ -145,4 +145,97 @@ export function policies(main) {
       return `Policy ${v.name} set`;
     },
   }), 'Add or update a policy');
+}
+
+/// A row's button that clears every limit the row shows (one DELETE per limit).
+function clearLimitsButton(table, what, base, limits) {
+  return h('button', {
+    type: 'button', class: 'danger small',
+    onclick: async () => {
+      if (!window.confirm(`Clear the limits of ${what}?`)) return;
+      try {
+        for (const name of Object.keys(limits || {})) await api(`${base}/${seg(name)}`, { method: 'DELETE' });
+        flash(`Cleared the limits of ${what}`);
+        table.reload();
+      } catch (e) {
+        flash(e.message, 'error');
+      }
+    },
+  }, 'Clear');
+}
+
+/// Vhost limits and user limits: two lists, and a form that sets one limit of either.
+export function limits(main) {
+  const vhostRef = {};
+  const vhostTable = pagedTable({
+    id: 'vhost-limits', path: () => '/vhost-limits', filterable: false, rowKey: (l) => l.vhost,
+    columns: [
+      { label: 'Virtual host', cell: (l) => l.vhost, cols: ['vhost'], sort: 'vhost' },
+      { label: 'Limits', cell: (l) => pairs(l.value), cols: ['value'] },
+      { label: '', cell: (l) => clearLimitsButton(vhostRef.table, `virtual host ${l.vhost}`,
+        `/vhost-limits/${seg(l.vhost)}`, l.value) },
+    ],
+  });
+  vhostRef.table = vhostTable;
+  const userRef = {};
+  const userTable = pagedTable({
+    id: 'user-limits', path: () => '/user-limits', filterable: false, rowKey: (l) => l.user,
+    columns: [
+      { label: 'User', cell: (l) => l.user, cols: ['user'], sort: 'user' },
+      { label: 'Limits', cell: (l) => pairs(l.value), cols: ['value'] },
+      { label: '', cell: (l) => clearLimitsButton(userRef.table, `user ${l.user}`, `/user-limits/${seg(l.user)}`, l.value) },
+    ],
+  });
+  userRef.table = userTable;
+  const setLimit = form({
+    id: 'set-limit', submit: 'Set limit',
+    fields: [
+      { name: 'owner', label: 'Of', type: 'select', options: [['vhost', 'a virtual host'], ['user', 'a user']] },
+      { name: 'name', label: 'Virtual host or user', required: true },
+      { name: 'limit', label: 'Limit', type: 'select',
+        options: ['max-connections', 'max-queues', 'max-channels'] },
+      { name: 'value', label: 'Value (-1: no limit)', type: 'number', required: true, value: '100' },
+    ],
+    onsubmit: async (v) => {
+      const base = v.owner === 'user' ? '/user-limits' : '/vhost-limits';
+      await api(`${base}/${seg(v.name)}/${seg(v.limit)}`, { method: 'PUT', body: { value: Number(v.value) } });
+      (v.owner === 'user' ? userTable : vhostTable).reload();
+      return `${v.limit} of ${v.name} set to ${v.value}`;
+    },
+  });
+  fill(main, h('h1', {}, 'Limits'), h('h2', {}, 'Virtual hosts'), vhostTable.el, h('h2', {}, 'Users'), userTable.el,
+    h('details', { class: 'panel', id: 'limits-add', open: true }, h('summary', {}, 'Set a limit'), setLimit));
+  return () => { vhostTable.stop(); userTable.stop(); };
+}
+
+export function topicPermissions(main) {
+  return adminPage(main, 'Topic permissions', (ref) => pagedTable({
+    id: 'topic-permissions', path: () => '/topic-permissions', filterable: false,
+    rowKey: (p) => `${p.user}@${p.vhost}/${p.exchange}`,
+    columns: [
+      { label: 'User', cell: (p) => p.user, cols: ['user'], sort: 'user' },
+      { label: 'Virtual host', cell: (p) => p.vhost, cols: ['vhost'], sort: 'vhost' },
+      { label: 'Exchange', cell: (p) => p.exchange, cols: ['exchange'] },
+      { label: 'Write', cell: (p) => h('code', {}, p.write), cols: ['write'] },
+      { label: 'Read', cell: (p) => h('code', {}, p.read), cols: ['read'] },
+      { label: '', cell: (p) => deleteButton(ref.table, `${p.user}'s topic permissions in ${p.vhost}`,
+        `/topic-permissions/${seg(p.vhost)}/${seg(p.user)}`) },
+    ],
+  }), (table, vhostList) => form({
+    id: 'set-topic-permission', submit: 'Set topic permission',
+    fields: [
+      { name: 'user', label: 'User', required: true },
+      { name: 'vhost', label: 'Virtual host', type: 'select', options: vhostList, value: '/' },
+      { name: 'exchange', label: 'Exchange', value: 'amq.topic', required: true },
+      { name: 'write', label: 'Write regexp', value: '.*' },
+      { name: 'read', label: 'Read regexp', value: '.*' },
+    ],
+    reset: false,
+    onsubmit: async (v) => {
+      await api(`/topic-permissions/${seg(v.vhost)}/${seg(v.user)}`, { method: 'PUT', body: {
+        exchange: v.exchange, write: v.write, read: v.read } });
+      table.reload();
+      return `Topic permissions of ${v.user} on ${v.exchange} in ${v.vhost} set`;
+    },
+  }), 'Set topic permissions');
 }

@@ -288,3 +288,51 @@ def test_web_ui_adds_a_user_and_a_policy_and_deletes_them(browser, base_url):
     finally:
         http(base_url, "DELETE", f"/users/{quote(user, safe='')}")
         http(base_url, "DELETE", f"/policies/%2F/{quote(policy, safe='')}")
+
+
+def test_web_ui_sets_and_clears_limits_and_topic_permissions(browser, base_url):
+    vhost, user = unique("vhost"), unique("user")
+    try:
+        assert http(base_url, "PUT", f"/vhosts/{quote(vhost, safe='')}", {})[0] == 201
+        assert http(base_url, "PUT", f"/users/{quote(user, safe='')}", {"password": "pw", "tags": ""})[0] == 201
+        logged_in(browser, base_url, "limits")
+        form = wait(browser).until(EC.presence_of_element_located((By.ID, "set-limit")))
+        form.find_element(By.NAME, "name").send_keys(vhost)
+        Select(form.find_element(By.NAME, "limit")).select_by_value("max-queues")
+        value = form.find_element(By.NAME, "value")
+        value.clear()
+        value.send_keys("7")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#set-limit .form-status.ok"), f"max-queues of {vhost} set to 7"))
+        assert http(base_url, "GET", f"/vhost-limits/{quote(vhost, safe='')}")[1] == [
+            {"vhost": vhost, "value": {"max-queues": 7}}]
+        wait(browser).until(lambda b: vhost in row_keys(b, "vhost-limits"))
+        browser.find_element(By.CSS_SELECTOR, f'#vhost-limits tr[data-key="{vhost}"] button.danger').click()
+        wait(browser).until(EC.alert_is_present()).accept()
+        wait(browser).until(lambda b: vhost not in row_keys(b, "vhost-limits"))
+        assert http(base_url, "GET", f"/vhost-limits/{quote(vhost, safe='')}")[1] == []
+
+        browser.get(f"{base_url}/#/topic-permissions")
+        form = wait(browser).until(EC.presence_of_element_located((By.ID, "set-topic-permission")))
+        form.find_element(By.NAME, "user").send_keys(user)
+        wait(browser).until(lambda b: vhost in [o.get_attribute("value") for o in
+                                                form.find_elements(By.CSS_SELECTOR, "select[name=vhost] option")])
+        Select(form.find_element(By.NAME, "vhost")).select_by_value(vhost)
+        write = form.find_element(By.NAME, "write")
+        write.clear()
+        write.send_keys("^orders\\.")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#set-topic-permission .form-status.ok"), f"Topic permissions of {user}"))
+        status, shown = http(base_url, "GET", f"/topic-permissions/{quote(vhost, safe='')}/{quote(user, safe='')}")
+        assert status == 200
+        assert [(p["exchange"], p["write"], p["read"]) for p in shown] == [("amq.topic", "^orders\\.", ".*")]
+        key = f"{user}@{vhost}/amq.topic"
+        wait(browser).until(lambda b: key in row_keys(b, "topic-permissions"))
+        browser.find_element(By.CSS_SELECTOR, f'#topic-permissions tr[data-key="{key}"] button.danger').click()
+        wait(browser).until(EC.alert_is_present()).accept()
+        wait(browser).until(lambda b: key not in row_keys(b, "topic-permissions"))
+    finally:
+        http(base_url, "DELETE", f"/users/{quote(user, safe='')}")
+        http(base_url, "DELETE", f"/vhosts/{quote(vhost, safe='')}")

@@ -224,9 +224,13 @@ pub(super) fn vhost_limits(api: &ApiRef, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn list_vhost_limits(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_vhost_limits(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(Value::Array(vhost_limits(&api, None))))
+    Ok(Json(respond(vhost_limits(&api, None), &q, &["vhost"])?))
 }
 
 async fn show_vhost_limits(
@@ -264,9 +268,13 @@ fn user_limits(api: &ApiRef, user: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn list_user_limits(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_user_limits(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(Value::Array(user_limits(&api, None))))
+    Ok(Json(respond(user_limits(&api, None), &q, &["user"])?))
 }
 
 async fn show_user_limits(
