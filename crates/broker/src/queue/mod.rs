@@ -453,6 +453,15 @@ impl Queue {
         crate::args::consumer_timeout_ms(&self.arguments).or_else(|| self.state.lock().applied.consumer_timeout_ms())
     }
 
+    /// What a consumer timeout of a delivery from this queue does: its
+    /// `x-consumer-timeout-action`, else its policy's `consumer-timeout-action`, else
+    /// RabbitMQ's (the channel is closed).
+    pub fn consumer_timeout_action(&self) -> crate::args::ConsumerTimeoutAction {
+        crate::args::consumer_timeout_action(&self.arguments)
+            .or_else(|| self.state.lock().applied.consumer_timeout_action())
+            .unwrap_or_default()
+    }
+
     /// The clock's time, if the queue has a clock.
     fn now_ms(&self) -> Option<u64> {
         self.env.get().map(|env| env.services.clock.now_ms())
