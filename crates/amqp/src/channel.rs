@@ -1,7 +1,7 @@
 //! Per-channel state kept by a connection: consumers, unacknowledged deliveries, the
 //! message being assembled from frames, publisher confirms and transactions.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use lepus_broker::{ChannelGate, ConsumerId, Durable, Message, MessageBuilder, MessageRef, QueueRef};
@@ -126,7 +126,15 @@ pub(crate) struct Channel {
     /// (see `connection/timeout.rs`).
     pub watch: Watch,
     pub timer: Option<ChannelTimer>,
+    /// Tags of deliveries taken back by a consumer timeout that cancels rather than closes
+    /// (`x-consumer-timeout-action`): a late ack, nack or reject of one is ignored. At most
+    /// [`TIMED_OUT_TAGS_MAX`], the oldest forgotten first.
+    pub timed_out: BTreeSet<u64>,
 }
+
+/// How many timed-out delivery tags a channel remembers; a late settle of one forgotten is
+/// an unknown delivery tag again (406).
+pub(crate) const TIMED_OUT_TAGS_MAX: usize = 65_536;
 
 impl Channel {
     pub fn new() -> Channel {
@@ -145,7 +153,34 @@ impl Channel {
             reply_to: None,
             watch: Watch::Idle,
             timer: None,
+            timed_out: BTreeSet::new(),
         }
+    }
+
+    /// Remembers tags of deliveries a consumer timeout took back; returns how many older
+    /// ones were forgotten to stay within [`TIMED_OUT_TAGS_MAX`].
+    pub fn remember_timed_out(&mut self, tags: impl IntoIterator<Item = u64>) -> usize {
+        self.timed_out.extend(tags);
+        let excess = self.timed_out.len().saturating_sub(TIMED_OUT_TAGS_MAX);
+        for _ in 0..excess {
+            self.timed_out.pop_first();
+        }
+        excess
+    }
+
+    /// A settle with `multiple` through `tag` (0: all): forgets the timed-out tags it covers
+    /// and returns whether `tag` was one of them.
+    pub fn forget_timed_out_through(&mut self, tag: u64) -> bool {
+        if self.timed_out.is_empty() {
+            return false;
+        }
+        if tag == 0 {
+            self.timed_out.clear();
+            return false;
+        }
+        let rest = self.timed_out.split_off(&(tag + 1));
+        let covered = std::mem::replace(&mut self.timed_out, rest);
+        covered.contains(&tag)
     }
 }
 
@@ -157,6 +192,19 @@ mod tests {
     fn within(slice: &[u8], buffer: &Bytes) -> bool {
         let range = buffer.as_ptr_range();
         range.contains(&slice.as_ptr())
+    }
+
+    #[test]
+    fn timed_out_tags_are_bounded_and_forgotten_by_multiple_settles() {
+        let mut ch = Channel::new();
+        assert_eq!(ch.remember_timed_out([3, 5, 9]), 0);
+        assert!(!ch.forget_timed_out_through(4), "4 was not taken back");
+        assert_eq!(ch.timed_out.iter().copied().collect::<Vec<_>>(), vec![5, 9]);
+        assert!(ch.forget_timed_out_through(5));
+        assert!(!ch.forget_timed_out_through(0));
+        assert!(ch.timed_out.is_empty());
+        let forgotten = ch.remember_timed_out(1..=(TIMED_OUT_TAGS_MAX as u64 + 2));
+        assert_eq!((forgotten, ch.timed_out.first().copied()), (2, Some(3)));
     }
 
     #[test]

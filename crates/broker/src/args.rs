@@ -150,6 +150,13 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Brok
             "x-consumer-timeout" => {
                 non_neg(value)?;
             }
+            // Read where it applies (`consumer_timeout_action`); compared on redeclaration.
+            "x-consumer-timeout-action" => {
+                let text = string(value)?;
+                if ConsumerTimeoutAction::parse(&text).is_none() {
+                    return Err(invalid(key, format!("{{unknown_consumer_timeout_action,<<\"{text}\">>}}")));
+                }
+            }
             "x-max-in-memory-length" | "x-max-in-memory-bytes" | "x-stream-max-segment-size-bytes" => {
                 non_neg(value)?;
             }
@@ -246,6 +253,43 @@ pub fn consumer_timeout_ms(args: &FieldTable) -> Option<u64> {
     args.get("x-consumer-timeout").and_then(int_arg).map(|n| u64::try_from(n).unwrap_or(0))
 }
 
+/// What happens when a delivery from a queue stays unacknowledged past its consumer timeout
+/// (`x-consumer-timeout-action`, policy key `consumer-timeout-action`; Lepus's own, RabbitMQ
+/// knows only the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumerTimeoutAction {
+    /// RabbitMQ's: the channel is closed with 406 and its deliveries are requeued.
+    #[default]
+    CloseChannel,
+    /// Only the consumer is cancelled; its unacknowledged deliveries from the queue are
+    /// requeued and the channel stays open.
+    CancelAndRequeue,
+    /// As `CancelAndRequeue`, but its deliveries are dead-lettered (reason `rejected`) or,
+    /// without a dead-letter exchange, dropped.
+    CancelAndDeadLetter,
+}
+
+impl ConsumerTimeoutAction {
+    /// The action a value names (`close-channel`, `cancel-and-requeue`,
+    /// `cancel-and-dead-letter`).
+    pub fn parse(text: &str) -> Option<ConsumerTimeoutAction> {
+        match text {
+            "close-channel" => Some(ConsumerTimeoutAction::CloseChannel),
+            "cancel-and-requeue" => Some(ConsumerTimeoutAction::CancelAndRequeue),
+            "cancel-and-dead-letter" => Some(ConsumerTimeoutAction::CancelAndDeadLetter),
+            _ => None,
+        }
+    }
+}
+
+/// `x-consumer-timeout-action` of a (validated) queue; `None` when it has none.
+pub fn consumer_timeout_action(args: &FieldTable) -> Option<ConsumerTimeoutAction> {
+    match args.get("x-consumer-timeout-action") {
+        Some(FieldValue::LongStr(b)) => std::str::from_utf8(b).ok().and_then(ConsumerTimeoutAction::parse),
+        _ => None,
+    }
+}
+
 /// Arguments whose value must match on redeclaration (RabbitMQ 3.x; `x-queue-mode` is left
 /// out so that clients that add or drop `lazy` keep working).
 const EQUIVALENT_ARGS: &[&str] = &[
@@ -259,6 +303,7 @@ const EQUIVALENT_ARGS: &[&str] = &[
     "x-overflow",
     "x-queue-type",
     "x-single-active-consumer",
+    "x-consumer-timeout-action",
 ];
 
 /// The equivalence check of `queue.declare` against an existing queue's arguments.
@@ -345,6 +390,15 @@ mod tests {
                 "invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {unacceptable_type,longstr}",
             ),
             (
+                t("x-consumer-timeout-action", "explode".into()),
+                "invalid arg 'x-consumer-timeout-action' for queue 'q' in vhost '/': \
+                 {unknown_consumer_timeout_action,<<\"explode\">>}",
+            ),
+            (
+                t("x-consumer-timeout-action", FieldValue::I32(1)),
+                "invalid arg 'x-consumer-timeout-action' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
+            ),
+            (
                 t("x-single-active-consumer", FieldValue::I32(1)),
                 "invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}",
             ),
@@ -413,5 +467,26 @@ mod tests {
         assert_eq!(consumer_timeout_ms(&timeout), Some(60_000));
         assert_eq!(consumer_timeout_ms(&t("x-consumer-timeout", FieldValue::U16(0))), Some(0));
         assert_eq!(consumer_timeout_ms(&FieldTable::new()), None);
+    }
+
+    #[test]
+    fn consumer_timeout_actions_are_read_and_compared() {
+        let requeue = t("x-consumer-timeout-action", "cancel-and-requeue".into());
+        assert!(parse_queue_args(&requeue, WHAT).is_ok());
+        assert_eq!(consumer_timeout_action(&requeue), Some(ConsumerTimeoutAction::CancelAndRequeue));
+        let dead_letter = t("x-consumer-timeout-action", "cancel-and-dead-letter".into());
+        assert_eq!(consumer_timeout_action(&dead_letter), Some(ConsumerTimeoutAction::CancelAndDeadLetter));
+        assert_eq!(consumer_timeout_action(&FieldTable::new()), None);
+        assert!(assert_args_equivalent(&requeue, &requeue, WHAT).is_ok());
+        let err = assert_args_equivalent(&requeue, &dead_letter, WHAT).unwrap_err();
+        assert_eq!(
+            err,
+            BrokerError::PreconditionFailed(
+                "inequivalent arg 'x-consumer-timeout-action' for queue 'q' in vhost '/': received \
+                 'cancel-and-dead-letter' but current is 'cancel-and-requeue'"
+                    .into()
+            )
+        );
+        assert!(assert_args_equivalent(&requeue, &FieldTable::new(), WHAT).is_err());
     }
 }

@@ -13,8 +13,8 @@
 //! - **Resolution** ([`Applied::queue_limits`]), checked key by key against RabbitMQ 3.10.8:
 //!   for `max-length`, `max-length-bytes`, `message-ttl`, `expires` and `delivery-limit` the
 //!   lowest of the queue's argument, the policy and the operator policy applies; for
-//!   `overflow`, `dead-letter-exchange`, `dead-letter-routing-key`, `alternate-exchange` and
-//!   `consumer-timeout` the argument wins over the policy. Operator policies may set only the
+//!   `overflow`, `dead-letter-exchange`, `dead-letter-routing-key`, `alternate-exchange`,
+//!   `consumer-timeout` and `consumer-timeout-action` the argument wins over the policy. Operator policies may set only the
 //!   numeric limits. [`Applied::effective_definition`] is the policy's definition merged with
 //!   the operator policy's (the lower value where both set a key), as RabbitMQ reports it.
 //!
@@ -31,6 +31,7 @@ use lepus_store::meta::PolicyRecord;
 use regex::bytes::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
+use crate::args::ConsumerTimeoutAction;
 use crate::error::BrokerError;
 use crate::queue::{DeadLetterTarget, Departure, Overflow, QueueLimits};
 
@@ -129,6 +130,8 @@ pub struct Definition {
     pub alternate_exchange: Option<ShortStr>,
     /// `consumer-timeout` (RabbitMQ 3.12's key; 3.10 has none).
     pub consumer_timeout_ms: Option<u64>,
+    /// `consumer-timeout-action` (Lepus's own; see [`ConsumerTimeoutAction`]).
+    pub consumer_timeout_action: Option<ConsumerTimeoutAction>,
 }
 
 /// A validated policy.
@@ -263,6 +266,7 @@ fn compile(pattern: &str) -> Result<Regex, BrokerError> {
 const KEYS: &[&str] = &[
     "alternate-exchange",
     "consumer-timeout",
+    "consumer-timeout-action",
     "dead-letter-exchange",
     "dead-letter-routing-key",
     "delivery-limit",
@@ -320,6 +324,10 @@ fn validate(kind: PolicyKind, definition: &Map<String, Value>) -> Result<Definit
             "max-length-bytes" => out.max_length_bytes = Some(count("maximum length in bytes")?),
             "delivery-limit" => out.delivery_limit = Some(count("delivery limit")?),
             "consumer-timeout" => out.consumer_timeout_ms = Some(count("consumer timeout")?),
+            "consumer-timeout-action" => {
+                let action = ConsumerTimeoutAction::parse(text("consumer timeout action")?);
+                out.consumer_timeout_action = Some(action.ok_or_else(|| bad("consumer timeout action"))?);
+            }
             "max-in-memory-bytes" | "max-in-memory-length" => {
                 count("maximum memory in bytes")?;
             }
@@ -485,6 +493,11 @@ impl Applied {
         self.policy.as_ref().and_then(|p| p.settings.consumer_timeout_ms)
     }
 
+    /// The policy's `consumer-timeout-action`, for a queue without the argument.
+    pub fn consumer_timeout_action(&self) -> Option<ConsumerTimeoutAction> {
+        self.policy.as_ref().and_then(|p| p.settings.consumer_timeout_action)
+    }
+
     /// The policy's `alternate-exchange`, for an exchange without the argument.
     pub fn alternate_exchange(&self) -> Option<ShortStr> {
         self.policy.as_ref().and_then(|p| p.settings.alternate_exchange.clone())
@@ -553,6 +566,7 @@ mod tests {
             (json!({"expires": 0}), "0 is not a valid queue expiry"),
             (json!({"expires": "5"}), "<<\"5\">> is not a valid queue expiry"),
             (json!({"overflow": "x"}), "<<\"x\">> is not a valid overflow value"),
+            (json!({"consumer-timeout-action": "x"}), "<<\"x\">> is not a valid consumer timeout action"),
             (json!({"dead-letter-exchange": 5}), "5 is not a valid dead letter exchange name"),
             (json!({"dead-letter-routing-key": 5}), "5 is not a valid dead letter routing key"),
             (json!({"delivery-limit": "x"}), "<<\"x\">> is not a valid delivery limit"),
@@ -601,7 +615,8 @@ mod tests {
             0,
             json!({"overflow": "reject-publish-dlx", "alternate-exchange": "ae", "dead-letter-exchange": "d",
                    "dead-letter-routing-key": "k", "expires": 1, "delivery-limit": 0, "max-length": 0,
-                   "max-length-bytes": 0, "message-ttl": 0, "consumer-timeout": 5, "ha-mode": "all"}),
+                   "max-length-bytes": 0, "message-ttl": 0, "consumer-timeout": 5, "ha-mode": "all",
+                   "consumer-timeout-action": "cancel-and-requeue"}),
         );
         let s = &p.settings;
         assert_eq!(
@@ -612,6 +627,7 @@ mod tests {
             (s.overflow, s.delivery_limit, s.consumer_timeout_ms),
             (Some(Overflow::RejectPublishDlx), Some(0), Some(5))
         );
+        assert_eq!(s.consumer_timeout_action, Some(ConsumerTimeoutAction::CancelAndRequeue));
         assert_eq!(s.dead_letter_exchange.as_ref().map(|x| x.to_string()), Some("d".into()));
         let keys: Vec<&String> = p.definition.keys().collect();
         assert_eq!(keys.first().map(|k| k.as_str()), Some("alternate-exchange"), "sorted");

@@ -235,6 +235,7 @@ impl VHost {
                                 body_len: m.body_len,
                                 timestamp_ms: m.timestamp_ms,
                                 redelivered: false,
+                                returns: 0,
                             })
                             .collect(),
                     );
@@ -286,6 +287,7 @@ impl VHost {
                             body_len: m.body_len,
                             timestamp_ms: m.timestamp_ms,
                             redelivered: m.delivered || !clean,
+                            returns: m.returns,
                         })
                         .collect(),
                 );

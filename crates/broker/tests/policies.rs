@@ -270,3 +270,21 @@ fn bad_policies_are_refused_and_change_nothing() {
         t.vhost.execute(Issuer::node(), Command::ClearPolicy { kind: PolicyKind::Operator, name: "nope".into() });
     assert!(matches!(absent, Err(BrokerError::NotFound { .. })));
 }
+
+#[test]
+fn a_consumer_timeout_action_comes_from_the_argument_else_the_policy() {
+    use lepus_broker::args::ConsumerTimeoutAction;
+    let t = setup();
+    let plain = t.declare("ct.plain", FieldTable::new());
+    let by_arg = t.declare("ct.arg", FieldTable::new().with("x-consumer-timeout-action", "cancel-and-requeue"));
+    assert_eq!(plain.consumer_timeout_action(), ConsumerTimeoutAction::CloseChannel, "RabbitMQ's by default");
+    t.set("ct", "^ct\\.", 0, json!({"consumer-timeout-action": "cancel-and-dead-letter", "consumer-timeout": 5}));
+    assert_eq!(plain.consumer_timeout_action(), ConsumerTimeoutAction::CancelAndDeadLetter);
+    assert_eq!(plain.consumer_timeout_ms(), Some(5));
+    assert_eq!(by_arg.consumer_timeout_action(), ConsumerTimeoutAction::CancelAndRequeue, "the argument wins");
+    t.clear(PolicyKind::Policy, "ct");
+    assert_eq!(plain.consumer_timeout_action(), ConsumerTimeoutAction::CloseChannel);
+    let bad = Command::SetPolicy(spec(PolicyKind::Policy, "bad", ".*", 0, json!({"consumer-timeout-action": "x"})));
+    let err = t.vhost.execute(Issuer::node(), bad).expect_err("refused");
+    assert!(format!("{err:?}").contains("is not a valid consumer timeout action"), "{err:?}");
+}

@@ -60,11 +60,12 @@ pub fn queue_type(q: &Queue) -> String {
 
 pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     let mut map = Map::new();
+    let applied = q.policy();
     map.insert("arguments".into(), table_to_json(&q.arguments));
     map.insert("auto_delete".into(), json!(q.auto_delete));
     map.insert("consumers".into(), json!(counts.consumers));
     map.insert("durable".into(), json!(q.durable));
-    map.insert("effective_policy_definition".into(), json!({}));
+    map.insert("effective_policy_definition".into(), Value::Object(applied.effective_definition()));
     map.insert("exclusive".into(), json!(q.exclusive_owner.is_some()));
     map.insert("exclusive_consumer_tag".into(), Value::Null);
     map.insert("head_message_timestamp".into(), Value::Null);
@@ -80,8 +81,8 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     );
     map.insert("name".into(), json!(lossy(q.name.as_bytes())));
     map.insert("node".into(), json!(api.node.name));
-    map.insert("operator_policy".into(), Value::Null);
-    map.insert("policy".into(), Value::Null);
+    map.insert("operator_policy".into(), json!(applied.operator_policy_name()));
+    map.insert("policy".into(), json!(applied.policy_name()));
     map.insert("recoverable_slaves".into(), Value::Null);
     map.insert("single_active_consumer_tag".into(), Value::Null);
     map.insert("state".into(), json!("running"));

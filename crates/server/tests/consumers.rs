@@ -2,7 +2,8 @@
 //! the active consumer to the next one when it is cancelled and when its connection closes
 //! (its unacked messages first, at their original positions), the exclusive-consume refusal,
 //! and the consumer timeout closing a channel with RabbitMQ's 406 text (broker-wide and per
-//! queue) and requeueing what it held. Every wait is on an event (a delivery, a channel
+//! queue) and requeueing what it held; the consumer timeout actions that cancel only the
+//! consumer (`x-consumer-timeout-action`), on a manual broker clock. Every wait is on an event (a delivery, a channel
 //! close), bounded by the hang guard; nothing sleeps.
 
 #[path = "common/clients.rs"]
@@ -228,5 +229,116 @@ async fn a_channel_at_consumer_max_per_channel_gets_530_for_one_more_consumer() 
     let refused = lconsume_with(&ch, &q, "", BasicConsumeOptions::default(), FieldTable::default()).await;
     let error = refused.err().expect("a third consumer on the channel");
     assert_eq!(amqp_err(&error), (530, "NOT_ALLOWED - reached maximum (2) of consumers per channel".into()));
+    broker.stop().await;
+}
+
+/// A broker on a manual clock, for the consumer timeout actions.
+async fn clocked() -> (common::Broker, std::sync::Arc<lepus_broker::clock::ManualClock>) {
+    let clock = std::sync::Arc::new(lepus_broker::clock::ManualClock::new(1_700_000_000_000));
+    (common::start_with_clock(common::test_config(), clock.clone()).await, clock)
+}
+
+fn timeout_action_args(action: &str) -> Vec<(&'static str, AMQPValue)> {
+    vec![("x-consumer-timeout", AMQPValue::LongLongInt(1_000)), ("x-consumer-timeout-action", lstr(action))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_requeue_cancels_only_the_consumer_and_its_successor_takes_over() {
+    let (broker, clock) = clocked().await;
+    let conn = lconn(&broker).await;
+    let (q, other) = (uniq("timeout-requeue"), uniq("timeout-other"));
+    let pubch = lconfirm_chan(&conn).await;
+    let mut args = timeout_action_args("cancel-and-requeue");
+    args.push(("x-single-active-consumer", AMQPValue::Boolean(true)));
+    ldeclare(&pubch, &q, Default::default(), ltable(args)).await;
+    ldeclare(&pubch, &other, Default::default(), FieldTable::default()).await;
+    // A (active) and a consumer of another queue share a channel; B waits on its own.
+    let ch = qos_chan(&conn, 0).await;
+    let mut a = lconsume(&ch, &q, false).await;
+    let b_ch = qos_chan(&conn, 0).await;
+    let mut b = lconsume(&b_ch, &q, false).await;
+    for i in 1..=2 {
+        lpub(&pubch, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let got = a.take(2).await;
+    let mut bystander = lconsume(&ch, &other, false).await;
+    clock.advance(1_001);
+    // A is cancelled by the server (basic.cancel: lapin announces consumer_cancel_notify),
+    // its deliveries go back at their places and B, next, takes over with them.
+    a.cancelled().await;
+    assert_eq!(bodies(&b.take(2).await), expected(&[("m1", true), ("m2", true)]));
+    // The channel stays open: A's late settles are ignored, its other consumer goes on.
+    got[0].ack(BasicAckOptions::default()).await.expect("late ack");
+    let nack = BasicNackOptions { multiple: true, requeue: true };
+    guard("late nack", ch.basic_nack(got[1].delivery_tag, nack)).await.expect("late nack");
+    lpub(&pubch, "", &other, b"still here").await;
+    let d = bystander.next().await;
+    d.ack(BasicAckOptions::default()).await.expect("ack");
+    assert_eq!(lcount(&ch, &other).await, (0, 1));
+    assert_eq!(lcount(&ch, &q).await, (0, 1), "B holds both; A is gone");
+    assert!(ch.status().connected() && b_ch.status().connected());
+    // An unknown tag still closes the channel.
+    let op = ch.basic_ack(99, BasicAckOptions::default());
+    lexpect_async_close(&conn, &ch, op, 406, "PRECONDITION_FAILED - unknown delivery tag 99").await;
+    for name in [&q, &other] {
+        guard("delete", pubch.queue_delete(name.as_str().into(), Default::default())).await.expect("delete");
+    }
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_dead_letter_dead_letters_the_consumer_s_deliveries_as_rejected() {
+    let (broker, clock) = clocked().await;
+    let conn = lconn(&broker).await;
+    let (q, dlq) = (uniq("timeout-dl"), uniq("timeout-dlq"));
+    let pubch = lconfirm_chan(&conn).await;
+    ldeclare(&pubch, &dlq, Default::default(), FieldTable::default()).await;
+    let mut args = timeout_action_args("cancel-and-dead-letter");
+    args.push(("x-dead-letter-exchange", lstr("")));
+    args.push(("x-dead-letter-routing-key", lstr(&dlq)));
+    ldeclare(&pubch, &q, Default::default(), ltable(args)).await;
+    let ch = lchan(&conn).await;
+    let mut consumer = lconsume(&ch, &q, false).await;
+    lpub(&pubch, "", &q, b"late").await;
+    consumer.next().await;
+    clock.advance(1_001);
+    consumer.cancelled().await;
+    let dead = lget(&pubch, &dlq, true).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"late");
+    let headers = dead.delivery.properties.headers().clone().expect("headers");
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else { panic!("no x-death") };
+    let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() else { panic!("no x-death entry") };
+    assert_eq!(death.inner().get("reason"), Some(&lstr("rejected")));
+    assert_eq!(lcount(&ch, &q).await, (0, 0));
+    guard("delete", pubch.queue_delete(q.as_str().into(), Default::default())).await.expect("delete");
+    guard("delete", pubch.queue_delete(dlq.as_str().into(), Default::default())).await.expect("delete");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_timeout_action_is_validated_and_compared_on_redeclaration() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let q = uniq("timeout-action");
+    let ch = lchan(&conn).await;
+    let op = ch.queue_declare(q.as_str().into(), Default::default(), ltable(timeout_action_args("explode")));
+    let text = format!(
+        "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout-action' for queue '{q}' in vhost '/': \
+         {{unknown_consumer_timeout_action,<<\"explode\">>}}"
+    );
+    lexpect_channel_closed(&conn, &ch, op, 406, &text).await;
+    let ch = lchan(&conn).await;
+    ldeclare(&ch, &q, Default::default(), ltable(timeout_action_args("cancel-and-requeue"))).await;
+    let op = ch.queue_declare(q.as_str().into(), Default::default(), ltable(timeout_action_args("close-channel")));
+    let text = format!(
+        "PRECONDITION_FAILED - inequivalent arg 'x-consumer-timeout-action' for queue '{q}' in vhost '/': \
+         received 'close-channel' but current is 'cancel-and-requeue'"
+    );
+    lexpect_channel_closed(&conn, &ch, op, 406, &text).await;
+    let ch = lchan(&conn).await;
+    guard("delete", ch.queue_delete(q.as_str().into(), Default::default())).await.expect("delete");
+    lclose(&conn).await;
     broker.stop().await;
 }

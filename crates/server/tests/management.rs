@@ -312,6 +312,14 @@ async fn policies_and_operator_policies_are_set_listed_and_cleared() {
     let op = json!({"pattern": ".*", "definition": {"max-length": 10}});
     assert_eq!(http.put("/api/operator-policies/%2F/cap", op).await.status, 201);
     assert_eq!(http.get("/api/operator-policies?columns=name").await.body, json!([{"name": "cap"}]));
+    // A queue shows what applies to it, as RabbitMQ: both names and the merged definition.
+    assert_eq!(http.put("/api/queues/%2F/ttl.q", json!({})).await.status, 201);
+    let q = http.get("/api/queues/%2F/ttl.q").await.body;
+    assert_eq!(
+        (&q["policy"], &q["operator_policy"], &q["effective_policy_definition"]),
+        (&json!("ttl"), &json!("cap"), &json!({"max-length": 10, "message-ttl": 1000}))
+    );
+    assert_eq!(http.delete("/api/queues/%2F/ttl.q").await.status, 204);
     assert_eq!(http.delete("/api/policies/%2F/ttl").await.status, 204);
     assert_eq!(http.delete("/api/policies/%2F/ttl").await.status, 404);
     assert_eq!(http.get("/api/policies").await.body, json!([]));

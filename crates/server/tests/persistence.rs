@@ -394,3 +394,59 @@ async fn policies_survive_a_restart_and_the_configured_ones_are_set_at_start() {
     assert_eq!(lcount(&ch, "pq").await.0, 2, "the restored queue applies the lowest limit");
     broker.stop().await;
 }
+
+fn delivery_count(m: &lapin::message::BasicGetMessage) -> Option<i64> {
+    let headers = m.delivery.properties.headers().clone()?;
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => Some(*n),
+        Some(AMQPValue::LongInt(n)) => Some(i64::from(*n)),
+        other => panic!("x-delivery-count {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_s_delivery_counts_survive_a_restart() {
+    let dir = DataDir::new();
+    let (q, dlq) = ("counted", "counted-dead");
+    let args = ltable(vec![
+        ("x-queue-type", lstr("quorum")),
+        ("x-delivery-limit", AMQPValue::LongInt(2)),
+        ("x-dead-letter-exchange", lstr("")),
+        ("x-dead-letter-routing-key", lstr(dlq)),
+    ]);
+    let requeue = lapin::options::BasicNackOptions { multiple: false, requeue: true };
+    {
+        let broker = start_with(dir.config()).await;
+        let conn = lconn(&broker).await;
+        let ch = lconfirm_chan(&conn).await;
+        ldeclare(&ch, dlq, durable(), FieldTable::default()).await;
+        ldeclare(&ch, q, durable(), args.clone()).await;
+        for body in [&b"returned"[..], b"untouched"] {
+            assert!(lpub_props(&ch, "", q, body, persistent()).await.is_ack());
+        }
+        // The first message comes back twice (the limit); the second is never delivered.
+        for expected in [0, 1] {
+            let m = lget(&ch, q, false).await.expect("the first message");
+            assert_eq!((m.delivery.data.as_slice(), delivery_count(&m)), (&b"returned"[..], Some(expected)));
+            guard("nack", m.delivery.acker.nack(requeue)).await.expect("nack");
+        }
+        assert_eq!(lcount(&ch, q).await, (2, 0), "a round trip after the nacks: both are back");
+        drop(conn);
+        broker.stop().await;
+    }
+    let broker = start_with(dir.config()).await;
+    let conn = lconn(&broker).await;
+    let ch = lchan(&conn).await;
+    let m = lget(&ch, q, false).await.expect("the first message, restored");
+    assert_eq!((m.delivery.data.as_slice(), delivery_count(&m)), (&b"returned"[..], Some(2)), "its count kept");
+    assert!(m.delivery.redelivered);
+    let untouched = lget(&ch, q, true).await.expect("the second message, restored");
+    assert_eq!(delivery_count(&untouched), Some(0));
+    // A third return is past the limit: dead-lettered, as it would have been without a restart.
+    guard("nack", m.delivery.acker.nack(requeue)).await.expect("nack");
+    let dead = lget(&ch, dlq, true).await.expect("dead-lettered at the limit");
+    assert_eq!(dead.delivery.data, b"returned");
+    assert_eq!(lcount(&ch, q).await, (0, 0));
+    drop(conn);
+    broker.stop().await;
+}

@@ -23,7 +23,8 @@ use parking_lot::Mutex;
 use crate::backend::FileRef;
 use crate::error::{Result, StoreError};
 use crate::record::{
-    self, ACK_HEADER_LEN, ACK_MAGIC, DELIVERED_BIT, Header, RecordParts, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    self, ACK_HEADER_LEN, ACK_MAGIC, AckEntry, AckMeaning, DELIVERED_BIT, Header, RecordParts, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC,
 };
 use crate::store::Store;
 
@@ -49,6 +50,8 @@ pub struct Recovered {
     pub timestamp_ms: u64,
     /// It had been delivered to a consumer before the restart (its redelivered flag is set).
     pub delivered: bool,
+    /// How often it had come back to its queue (the highest return count written; 0 if none).
+    pub returns: u32,
 }
 
 /// What recovery found wrong, for the log and for tests.
@@ -93,8 +96,8 @@ struct Moved {
 #[derive(Default)]
 pub(crate) struct Pending {
     chunks: Vec<Chunk>,
-    /// (segment, entry): an acked offset, or one with [`DELIVERED_BIT`] set.
-    acks: Vec<(u32, u32)>,
+    /// (segment, entry): an acked offset, one with [`DELIVERED_BIT`] set, or a return count.
+    acks: Vec<(u32, AckEntry)>,
     deletes: Vec<u32>,
     /// Releases of moved records, in order.
     moved: Vec<Moved>,
@@ -205,7 +208,7 @@ impl LogShared {
         now.deletes = kept;
         for m in &ready {
             match m.offset {
-                Some(offset) => late.acks.push((m.segment, offset)),
+                Some(offset) => late.acks.push((m.segment, AckEntry::plain(offset))),
                 None => late.deletes.push(m.segment),
             }
         }
@@ -335,7 +338,7 @@ impl LogShared {
             let segment = acks[i].0;
             entries.clear();
             while i < acks.len() && acks[i].0 == segment {
-                record::encode_ack_entry(acks[i].1, &mut entries);
+                acks[i].1.encode(&mut entries);
                 i += 1;
             }
             if deleted.contains(&segment) {
@@ -509,7 +512,7 @@ impl QueueLog {
             if delete {
                 p.deletes.push(loc.segment);
             } else {
-                p.acks.push((loc.segment, loc.offset));
+                p.acks.push((loc.segment, AckEntry::plain(loc.offset)));
             }
         })
     }
@@ -551,7 +554,15 @@ impl QueueLog {
     /// The record at `loc` was handed to a consumer: after a restart it comes back with the
     /// redelivered flag set.
     pub fn mark_delivered(&mut self, loc: Loc) {
-        self.with_pending(|p| p.acks.push((loc.segment, loc.offset | DELIVERED_BIT)));
+        self.with_pending(|p| p.acks.push((loc.segment, AckEntry::plain(loc.offset | DELIVERED_BIT))));
+    }
+
+    /// The record at `loc` came back to its queue for the `returns`th time (a quorum-typed
+    /// queue's `x-delivery-count`): after a restart it comes back with that count (at most
+    /// `u16::MAX`).
+    pub fn mark_returned(&mut self, loc: Loc, returns: u32) {
+        let returns = u16::try_from(returns).unwrap_or(u16::MAX);
+        self.with_pending(|p| p.acks.push((loc.segment, AckEntry::returns(loc.offset, returns))));
     }
 
     /// The queue was deleted: its directory goes with the next commit.
@@ -632,7 +643,7 @@ impl QueueLog {
                 }
             }
             report.segments += 1;
-            let (acked, delivered) = read_acks(store, &dir, segment, &mut report)?;
+            let AckSets { acked, delivered, returns } = read_acks(store, &dir, segment, &mut report)?;
             let mut count = SegmentCount::default();
             let mut offset = SEGMENT_HEADER_LEN as usize;
             let mut end_of_data = offset;
@@ -673,6 +684,7 @@ impl QueueLog {
                                 ) as u32,
                                 timestamp_ms: parts.timestamp_ms,
                                 delivered: delivered.contains(&loc.offset),
+                                returns: returns.get(&loc.offset).copied().map_or(0, u32::from),
                             });
                         }
                         offset += used;
@@ -716,18 +728,22 @@ impl QueueLog {
     }
 }
 
-/// Reads a segment's ack file: the acked offsets and the delivered ones.
-fn read_acks(
-    store: &Store,
-    dir: &Path,
-    segment: u32,
-    report: &mut RecoveryReport,
-) -> Result<(HashSet<u32>, HashSet<u32>)> {
+/// What a segment's ack file says: the acked offsets, the delivered ones and the return
+/// counts (the highest per offset: entries come in any order).
+#[derive(Default)]
+struct AckSets {
+    acked: HashSet<u32>,
+    delivered: HashSet<u32>,
+    returns: HashMap<u32, u16>,
+}
+
+/// Reads a segment's ack file.
+fn read_acks(store: &Store, dir: &Path, segment: u32, report: &mut RecoveryReport) -> Result<AckSets> {
     let path = ack_path(dir, segment);
-    let (mut acked, mut delivered) = (HashSet::new(), HashSet::new());
+    let mut sets = AckSets::default();
     let file = match store.backend().open(&path, false) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((acked, delivered)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(sets),
         Err(e) => return Err(StoreError::io(&path, e)),
     };
     let len = file.len().map_err(|e| StoreError::io(&path, e))?;
@@ -744,7 +760,7 @@ fn read_acks(
                 tracing::error!(path = %path.display(), "ack file header unreadable; its segment's messages come back");
                 report.missing_acks.push(segment);
             }
-            return Ok((acked, delivered));
+            return Ok(sets);
         }
     }
     // (A header torn short of its full length holds no entries.)
@@ -752,12 +768,20 @@ fn read_acks(
     for entry in entries.chunks_exact(record::ACK_ENTRY_LEN) {
         // A torn entry (a crash while it was appended) is skipped: that ack or mark is lost,
         // which only means a redelivery.
-        let Some(v) = record::decode_ack_entry(entry) else { continue };
-        if v & DELIVERED_BIT != 0 {
-            delivered.insert(v & !DELIVERED_BIT);
-        } else {
-            acked.insert(v);
+        match record::decode_ack_meaning(entry) {
+            None => {}
+            Some(AckMeaning::Gone(offset)) => {
+                sets.acked.insert(offset);
+            }
+            Some(AckMeaning::Delivered(offset)) => {
+                sets.delivered.insert(offset);
+            }
+            Some(AckMeaning::Returned(offset, returns)) => {
+                sets.delivered.insert(offset);
+                let most = sets.returns.entry(offset).or_insert(0);
+                *most = (*most).max(returns);
+            }
         }
     }
-    Ok((acked, delivered))
+    Ok(sets)
 }

@@ -25,8 +25,71 @@ pub const DELIVERED_BIT: u32 = 1 << 31;
 pub const ACK_ENTRY_LEN: usize = 8;
 
 pub fn encode_ack_entry(value: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&value.to_le_bytes());
-    out.extend_from_slice(&(!value).to_le_bytes());
+    AckEntry::plain(value).encode(out);
+}
+
+/// Mixed into a return-count entry's check, so that it does not pass as a plain entry
+/// (readers before counts skip it).
+pub const RETURNS_TAG: u16 = 0xa5a5;
+
+/// A return-count entry's 16-bit check of its value and count; never 0, so a zero-filled
+/// tail fails it.
+fn returns_check(value: u32, returns: u16) -> u16 {
+    let check = (!value as u16) ^ ((!value >> 16) as u16) ^ RETURNS_TAG ^ returns.rotate_left(8);
+    check.max(1)
+}
+
+/// An ack-file entry as written: `value u32 | second u32`, both little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckEntry {
+    value: u32,
+    second: u32,
+}
+
+impl AckEntry {
+    /// A plain entry: an acked offset, or a delivery mark (`offset | DELIVERED_BIT`); its
+    /// second word is `!value`.
+    pub fn plain(value: u32) -> AckEntry {
+        AckEntry { value, second: !value }
+    }
+
+    /// A return count: the record at `offset` was delivered and came back `returns` times
+    /// (a quorum-typed queue's `x-delivery-count`). The second word is `check << 16 |
+    /// returns` ([`returns_check`]), with `value = offset | DELIVERED_BIT`. Were it ever
+    /// `!value`, the entry would read as a plain delivery mark: its count lost, nothing else.
+    pub fn returns(offset: u32, returns: u16) -> AckEntry {
+        let value = offset | DELIVERED_BIT;
+        AckEntry { value, second: (u32::from(returns_check(value, returns)) << 16) | u32::from(returns) }
+    }
+
+    pub fn encode(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.value.to_le_bytes());
+        out.extend_from_slice(&self.second.to_le_bytes());
+    }
+}
+
+/// What an ack-file entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMeaning {
+    /// The record at this offset left the queue for good.
+    Gone(u32),
+    /// The record at this offset was delivered.
+    Delivered(u32),
+    /// The record at this offset was delivered and came back this many times.
+    Returned(u32, u16),
+}
+
+/// The meaning of an ack-file entry, or `None` if it is torn or damaged.
+pub fn decode_ack_meaning(entry: &[u8]) -> Option<AckMeaning> {
+    let value = u32::from_le_bytes(entry.get(0..4)?.try_into().ok()?);
+    let second = u32::from_le_bytes(entry.get(4..8)?.try_into().ok()?);
+    let offset = value & !DELIVERED_BIT;
+    if second == !value {
+        return Some(if value & DELIVERED_BIT != 0 { AckMeaning::Delivered(offset) } else { AckMeaning::Gone(value) });
+    }
+    let returns = second as u16;
+    let checked = returns > 0 && (second >> 16) as u16 == returns_check(value, returns);
+    (value & DELIVERED_BIT != 0 && checked).then_some(AckMeaning::Returned(offset, returns))
 }
 
 /// The value of an ack-file entry, or `None` if it is torn or damaged.
@@ -197,6 +260,27 @@ mod tests {
             torn.resize(ACK_ENTRY_LEN, 0);
             assert_eq!(decode_ack_entry(&torn), None, "torn after {keep} bytes");
         }
+    }
+
+    #[test]
+    fn return_counts_ride_delivery_marks_and_old_readers_skip_them() {
+        let mut out = Vec::new();
+        AckEntry::returns(32, 3).encode(&mut out);
+        assert_eq!(decode_ack_meaning(&out), Some(AckMeaning::Returned(32, 3)));
+        assert_eq!(decode_ack_entry(&out), None, "a reader without counts skips it");
+        for keep in 0..ACK_ENTRY_LEN {
+            let mut torn = out[..keep].to_vec();
+            torn.resize(ACK_ENTRY_LEN, 0);
+            assert_eq!(decode_ack_meaning(&torn), None, "torn after {keep} bytes");
+        }
+        let (mut plain, mut mark) = (Vec::new(), Vec::new());
+        encode_ack_entry(32, &mut plain);
+        encode_ack_entry(32 | DELIVERED_BIT, &mut mark);
+        assert_eq!(decode_ack_meaning(&plain), Some(AckMeaning::Gone(32)));
+        assert_eq!(decode_ack_meaning(&mark), Some(AckMeaning::Delivered(32)));
+        let mut most = Vec::new();
+        AckEntry::returns(8_388_607, u16::MAX).encode(&mut most);
+        assert_eq!(decode_ack_meaning(&most), Some(AckMeaning::Returned(8_388_607, u16::MAX)));
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Connection {
     /// Detaches a consumer from its queue (auto-deleting the queue if it was the last). What
     /// the queue had already assigned to it is requeued when the outlet is next drained,
     /// after which the caller forgets its route. Returns the consumer's id.
-    fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) -> Option<ConsumerId> {
+    pub(super) fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) -> Option<ConsumerId> {
         let ch = self.channels.get_mut(&channel)?;
         let info = ch.consumers.remove(tag)?;
         if let Some(route) = self.consumer_routes.get_mut(&info.id) {
@@ -185,16 +185,29 @@ impl Connection {
         let ch = self.chan(channel)?;
         let unknown = || precondition(format!("unknown delivery tag {delivery_tag}"));
         let taken: Vec<(u64, Unacked)> = if multiple && delivery_tag == 0 {
+            ch.forget_timed_out_through(0);
             std::mem::take(&mut ch.unacked).into_iter().collect()
         } else if multiple {
-            if !ch.unacked.contains_key(&delivery_tag) {
+            let timed_out = ch.forget_timed_out_through(delivery_tag);
+            if !timed_out && !ch.unacked.contains_key(&delivery_tag) {
                 return Err(unknown());
             }
             let rest = ch.unacked.split_off(&(delivery_tag + 1));
             std::mem::replace(&mut ch.unacked, rest).into_iter().collect()
         } else {
-            let unacked = ch.unacked.remove(&delivery_tag).ok_or_else(unknown)?;
-            vec![(delivery_tag, unacked)]
+            match ch.unacked.remove(&delivery_tag) {
+                Some(unacked) => vec![(delivery_tag, unacked)],
+                None if ch.timed_out.remove(&delivery_tag) => {
+                    tracing::debug!(
+                        connection = self.id,
+                        channel,
+                        delivery_tag,
+                        "ignoring a settle of a delivery taken back by its consumer timeout"
+                    );
+                    return Ok(());
+                }
+                None => return Err(unknown()),
+            }
         };
         if let Some(tx) = ch.tx.as_mut() {
             tx.settles.extend(taken.into_iter().map(|(tag, u)| (kind, u, tag)));
@@ -336,9 +349,17 @@ impl Connection {
                 .filter(|ch| ch.phase == ChannelPhase::Open)
                 .and_then(|ch| ch.consumers.remove(&route.tag))
                 .is_some();
+        if removed {
+            self.notify_cancelled(route.channel, route.tag);
+        }
+    }
+
+    /// The broker cancelled a consumer: the client is told if it asked to be
+    /// (`consumer_cancel_notify`).
+    pub(super) fn notify_cancelled(&mut self, channel: u16, consumer_tag: ShortStr) {
         let notify = self.client_capabilities.get("consumer_cancel_notify").and_then(|v| v.as_bool());
-        if removed && notify == Some(true) {
-            self.send(route.channel, BasicCancel { consumer_tag: route.tag, no_wait: true });
+        if notify == Some(true) {
+            self.send(channel, BasicCancel { consumer_tag, no_wait: true });
         }
     }
 

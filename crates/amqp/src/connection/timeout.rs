@@ -16,16 +16,28 @@
 //! only records the channel and wakes the connection, whose own task looks at the channel (in
 //! its wake-up and tick branches, like a close request), so channel state stays with its task.
 //!
+//! What a timeout does is its queue's `x-consumer-timeout-action` (or policy
+//! `consumer-timeout-action`): `close-channel`, RabbitMQ's, as above; `cancel-and-requeue` and
+//! `cancel-and-dead-letter` leave the channel open and only cancel the consumer the timed-out
+//! delivery went to (`basic.cancel` from the server when the client has
+//! `consumer_cancel_notify`), taking back its unacknowledged deliveries on the channel
+//! (requeued, or dead-lettered with reason `rejected` and dropped without a dead-letter
+//! exchange); a timed-out `basic.get` delivery is taken back alone. The taken tags are
+//! remembered (bounded, see [`crate::channel::TIMED_OUT_TAGS_MAX`]) so that a late settle of
+//! one is ignored rather than closing the channel as an unknown tag.
+//!
 //! A channel's watch is [`Watch::Idle`] (no timer armed: nothing to watch when last looked),
 //! [`Watch::Armed`], or [`Watch::Parked`] (the oldest delivery has no timeout — its queue's is
 //! 0 — so nothing can time out until it is settled: settling looks again).
 
 use std::sync::{Arc, Weak};
 
+use lepus_broker::args::ConsumerTimeoutAction;
 use lepus_broker::timer::{NEVER, TimerId, TimerService, TimerTarget};
 use parking_lot::Mutex;
 
 use super::*;
+use crate::channel::{Settle, Unacked};
 use crate::error::ChannelError;
 
 /// Channels whose timer fired, waiting for the connection's task; shared with the targets.
@@ -168,15 +180,76 @@ impl Connection {
             }
             match self.oldest(channel) {
                 Oldest::Due { delivered_at_ms, timeout_ms } if now_ms.saturating_sub(delivered_at_ms) > timeout_ms => {
-                    let text = format!(
-                        "delivery acknowledgement on channel {channel} timed out. Timeout value used: {timeout_ms} \
-                         ms. This timeout value can be configured, see consumers doc guide to learn more"
-                    );
-                    let error = ChannelError::PreconditionFailed(text);
-                    self.on_exception(Exception::Channel { error, channel, class_id: 0, method_id: 0 });
+                    self.timed_out(channel, timeout_ms)
                 }
                 _ => self.watch_timeout(channel),
             }
+        }
+    }
+
+    /// The oldest unacknowledged delivery of `channel` timed out: its queue's action.
+    fn timed_out(&mut self, channel: u16, timeout_ms: u64) {
+        let Some((&tag, u)) = self.channels.get(&channel).and_then(|ch| ch.unacked.first_key_value()) else { return };
+        let (queue, consumer) = (u.queue.clone(), u.consumer);
+        let settle = match queue.consumer_timeout_action() {
+            ConsumerTimeoutAction::CloseChannel => {
+                let text = format!(
+                    "delivery acknowledgement on channel {channel} timed out. Timeout value used: {timeout_ms} \
+                     ms. This timeout value can be configured, see consumers doc guide to learn more"
+                );
+                let error = ChannelError::PreconditionFailed(text);
+                self.on_exception(Exception::Channel { error, channel, class_id: 0, method_id: 0 });
+                return;
+            }
+            ConsumerTimeoutAction::CancelAndRequeue => Settle::Requeue,
+            ConsumerTimeoutAction::CancelAndDeadLetter => Settle::Discard,
+        };
+        tracing::debug!(
+            connection = self.id,
+            channel,
+            delivery_tag = tag,
+            timeout_ms,
+            queue = %queue.name.to_string().escape_debug(),
+            "delivery acknowledgement timed out: cancelling its consumer"
+        );
+        self.take_back_timed_out(channel, tag, consumer, settle);
+        self.watch_timeout(channel);
+    }
+
+    /// Cancels `consumer` (if it is still attached) and settles its unacknowledged deliveries
+    /// on `channel` (a `basic.get` delivery: `tag` alone) with `settle`, remembering their tags.
+    /// The channel's gate is closed meanwhile, so nothing is assigned to it while they go
+    /// back and the queue's next consumer takes them at their places.
+    fn take_back_timed_out(&mut self, channel: u16, tag: u64, consumer: Option<ConsumerId>, settle: Settle) {
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let tags: Vec<u64> = match consumer {
+            Some(id) => ch.unacked.iter().filter(|(_, u)| u.consumer == Some(id)).map(|(t, _)| *t).collect(),
+            None => vec![tag],
+        };
+        let taken: Vec<(u64, Unacked)> = tags.iter().filter_map(|t| ch.unacked.remove_entry(t)).collect();
+        let forgotten = ch.remember_timed_out(tags);
+        if forgotten > 0 {
+            tracing::warn!(
+                connection = self.id,
+                channel,
+                forgotten,
+                "a channel remembers at most {} timed-out delivery tags: the oldest are forgotten",
+                crate::channel::TIMED_OUT_TAGS_MAX
+            );
+        }
+        let gate = ch.gate.clone();
+        let was_paused = gate.paused.swap(true, std::sync::atomic::Ordering::AcqRel);
+        self.apply_settles(channel, settle, taken);
+        let route = consumer.and_then(|id| self.consumer_routes.get(&id).filter(|r| r.live && r.channel == channel));
+        if let (Some(id), Some(consumer_tag)) = (consumer, route.map(|r| r.tag.clone())) {
+            self.cancel_consumer(channel, &consumer_tag);
+            self.drain_outlet();
+            self.consumer_routes.remove(&id);
+            self.notify_cancelled(channel, consumer_tag);
+        }
+        if !was_paused {
+            gate.paused.store(false, std::sync::atomic::Ordering::Release);
+            self.kick_consumers(channel);
         }
     }
 }

@@ -453,6 +453,15 @@ impl Queue {
         crate::args::consumer_timeout_ms(&self.arguments).or_else(|| self.state.lock().applied.consumer_timeout_ms())
     }
 
+    /// What a consumer timeout of a delivery from this queue does: its
+    /// `x-consumer-timeout-action`, else its policy's `consumer-timeout-action`, else
+    /// RabbitMQ's (the channel is closed).
+    pub fn consumer_timeout_action(&self) -> crate::args::ConsumerTimeoutAction {
+        crate::args::consumer_timeout_action(&self.arguments)
+            .or_else(|| self.state.lock().applied.consumer_timeout_action())
+            .unwrap_or_default()
+    }
+
     /// The clock's time, if the queue has a clock.
     fn now_ms(&self) -> Option<u64> {
         self.env.get().map(|env| env.services.clock.now_ms())
@@ -461,10 +470,13 @@ impl Queue {
     /// Puts messages recovered from the log back, in order, before any publish.
     pub fn restore(&self, messages: Vec<Restored>) {
         let mut st = self.state.lock();
-        for Restored { message, loc, body_len, timestamp_ms, redelivered } in messages {
+        for Restored { message, loc, body_len, timestamp_ms, redelivered, returns } in messages {
             let seq = st.next_seq;
             st.next_seq += 1;
             st.stored.restore(seq, loc);
+            if returns > 0 && self.arg_limits.count_deliveries {
+                st.delivery_counts.insert(seq, returns);
+            }
             if self.dedup
                 && let Some(m) = &message
             {
@@ -1069,6 +1081,8 @@ impl Queue {
             self.drop_removed(st, fx, Removed::Resident(entry), DeathReason::DeliveryLimit);
             return None;
         }
+        // A stored message keeps its count across a restart (one ack-file entry per return).
+        st.stored.mark_returned(seq, count);
         Some(message)
     }
 
@@ -1247,6 +1261,9 @@ pub struct Restored {
     pub timestamp_ms: u64,
     /// Delivered before the restart (or the stop was unclean).
     pub redelivered: bool,
+    /// How often it had come back before the restart (a quorum-typed queue's
+    /// `x-delivery-count`; 0 otherwise).
+    pub returns: u32,
 }
 
 impl TimerTarget for Queue {

@@ -127,6 +127,19 @@ impl Stored {
         }
     }
 
+    /// Notes in the log that a message came back for the `returns`th time (a quorum-typed
+    /// queue's `x-delivery-count`): after a restart it keeps that count.
+    pub fn mark_returned(&mut self, seq: u64, returns: u32) {
+        if self.locs.is_empty() {
+            return;
+        }
+        if let Some(&loc) = self.locs.get(&seq)
+            && let Some(log) = self.log.as_mut()
+        {
+            log.mark_returned(loc, returns);
+        }
+    }
+
     /// Reads a paged-out message back, with its record's stamp; its scratch copy, if any, is
     /// released. See [`Fetched`] for what happens when it cannot be read.
     pub fn read(&mut self, seq: u64, place: Place) -> Fetched {
