@@ -208,3 +208,109 @@ async fn a_queue_deleted_with_many_bindings_is_unroutable_and_unlisted_at_delete
     lclose(&conn).await;
     broker.stop().await;
 }
+
+/// Binds `queue` to exchange `x` under [`MANY`] keys `k0`… (no-wait, one write).
+async fn bind_many(raw: &mut Raw, queue: &str, x: &str) {
+    send_many(raw, 1, MANY, |i| {
+        let routing_key = short(&format!("k{i}"));
+        QueueBind { queue: short(queue), exchange: short(x), routing_key, no_wait: true, ..Default::default() }.into()
+    })
+    .await;
+}
+
+/// Waits (yielding) until the vhost has no deleted queue's bindings left to remove.
+async fn unbound(broker: &common::Broker) {
+    let vhost = broker.service.vhost("/").expect("vhost");
+    guard("unbinding", async {
+        while vhost.unbinding_pending() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// An auto-delete queue whose last consumer is cancelled and an exclusive queue whose
+/// connection closes, each with [`MANY`] bindings: unbound a step at a time by the broker's
+/// timer (no client waits), another client's publishes routed and kept in order meanwhile, and
+/// every binding gone at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_deleted_and_exclusive_queues_with_many_bindings_are_unbound_in_steps() {
+    let broker = common::start().await;
+    let vhost = broker.service.vhost("/").expect("vhost");
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let (x, qa, qe, other) = (uniq("steps-x"), uniq("steps-auto"), uniq("steps-excl"), uniq("steps-other"));
+    let declare = lepus_broker::vhost::ExchangeDeclare { name: short(&x), kind: "direct".into(), ..Default::default() };
+    vhost.declare_exchange(&declare).expect("exchange");
+    ldeclare(&ch, &other, Default::default(), Default::default()).await;
+    guard(
+        "bind",
+        ch.queue_bind(other.as_str().into(), x.as_str().into(), "k0".into(), Default::default(), Default::default()),
+    )
+    .await
+    .expect("bind");
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    let mut out = BytesMut::new();
+    write_method(
+        &mut out,
+        1,
+        &QueueDeclare { queue: short(&qa), auto_delete: true, no_wait: true, ..Default::default() }.into(),
+    );
+    write_method(
+        &mut out,
+        1,
+        &QueueDeclare { queue: short(&qe), exclusive: true, no_wait: true, ..Default::default() }.into(),
+    );
+    raw.send(&out).await;
+    bind_many(&mut raw, &qa, &x).await;
+    bind_many(&mut raw, &qe, &x).await;
+    let consume = BasicConsume { queue: short(&qa), consumer_tag: short("c"), ..Default::default() };
+    raw.send_method(1, consume).await;
+    let Some((1, Method::BasicConsumeOk(_))) = raw.next_method().await else { panic!("expected consume-ok") };
+    let steps_before = vhost.unbind_steps();
+    let mut sent = Vec::new();
+    for (i, body) in ["before", "a"].iter().enumerate() {
+        lpub(&ch, &x, "k0", body.as_bytes()).await;
+        sent.push(body.as_bytes().to_vec());
+        if i == 0 {
+            raw.send_method(1, BasicCancel { consumer_tag: short("c"), ..Default::default() }).await;
+            // "before" went to the auto-delete queue's consumer too (key k0).
+            loop {
+                match raw.next_method().await {
+                    Some((1, Method::BasicCancelOk(_))) => break,
+                    Some((1, Method::BasicDeliver(_))) => {}
+                    other => panic!("expected cancel-ok, got {other:?}"),
+                }
+            }
+        }
+    }
+    raw.send_method(0, ConnectionClose::default()).await;
+    let Some((0, Method::ConnectionCloseOk(_))) = raw.next_method().await else { panic!("expected close-ok") };
+    drop(raw);
+    for body in ["b", "c"] {
+        lpub(&ch, &x, "k0", body.as_bytes()).await;
+        sent.push(body.as_bytes().to_vec());
+    }
+    // The exclusive queue goes after close-ok, as the connection ends.
+    guard("exclusive queue deleted", async {
+        while vhost.queue(&short(&qe), 0).is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    unbound(&broker).await;
+    let steps = vhost.unbind_steps() - steps_before;
+    let least = (2 * MANY).div_ceil(lepus_broker::vhost::UNBIND_STEP_MAX) as u64;
+    assert!(steps >= least, "{} bindings take at least {least} steps, took {steps}", 2 * MANY);
+    let to = |q: &str| {
+        vhost
+            .binding_views()
+            .iter()
+            .filter(|b| matches!(&b.destination, Destination::Queue(n) if n.as_bytes() == q.as_bytes()))
+            .count()
+    };
+    assert_eq!((to(&qa), to(&qe), to(&other)), (0, 0, 2), "only the other queue's bindings are left");
+    assert_eq!(ldrain(&ch, &other).await, sent, "every message to the other queue, in order");
+    lclose(&conn).await;
+    broker.stop().await;
+}
