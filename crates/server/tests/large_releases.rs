@@ -314,3 +314,65 @@ async fn auto_deleted_and_exclusive_queues_with_many_bindings_are_unbound_in_ste
     lclose(&conn).await;
     broker.stop().await;
 }
+
+/// More unacknowledged deliveries than three pieces of a requeue.
+const MANY_UNACKED: usize = 3 * 4096 + 5;
+
+/// A channel closing with [`MANY_UNACKED`] unacknowledged deliveries requeues them in pieces
+/// before its close-ok: every message comes back once, at its original position ahead of the
+/// ones never delivered, marked redelivered; what the client sent after the close is answered
+/// after close-ok, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close_ok() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("many-unacked");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let total = MANY_UNACKED + 10;
+    let mut confirms = Vec::with_capacity(total);
+    for i in 0..total {
+        let body = format!("m{i}");
+        let publish = ch.basic_publish("".into(), q.as_str().into(), Default::default(), body.as_bytes(), lprops());
+        confirms.push(guard("publish", publish).await.expect("publish"));
+    }
+    for confirm in confirms {
+        guard("confirm", confirm).await.expect("confirm");
+    }
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    let prefetch_count = u16::try_from(MANY_UNACKED).expect("fits");
+    raw.send_method(1, BasicQos { prefetch_count, ..Default::default() }).await;
+    raw.send_method(1, BasicConsume { queue: short(&q), consumer_tag: short("c"), ..Default::default() }).await;
+    let mut delivered = 0;
+    while delivered < MANY_UNACKED {
+        match raw.next_method().await {
+            Some((1, Method::BasicDeliver(_))) => delivered += 1,
+            Some((1, Method::BasicQosOk(_) | Method::BasicConsumeOk(_))) => {}
+            other => panic!("expected deliveries, got {other:?}"),
+        }
+    }
+    let mut out = BytesMut::new();
+    write_method(&mut out, 1, &ChannelClose::default().into());
+    write_method(&mut out, 1, &ChannelOpen::default().into());
+    write_method(&mut out, 1, &BasicQos::default().into());
+    raw.send(&out).await;
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        let (channel, method) = raw.next_method().await.expect("connection open");
+        assert_eq!(channel, 1);
+        answers.push(method.name());
+    }
+    assert_eq!(answers, ["channel.close-ok", "channel.open-ok", "basic.qos-ok"], "in order, nothing delivered");
+    assert_eq!(lcount(&ch, &q).await, (total as u32, 0), "every message back, none twice");
+    let mut consumer = lconsume(&ch, &q, true).await;
+    let got: Vec<(String, bool)> = consumer
+        .take(total)
+        .await
+        .iter()
+        .map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered))
+        .collect();
+    let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), i < MANY_UNACKED)).collect();
+    assert!(got == expected, "every message once, in order, the requeued ones redelivered");
+    lclose(&conn).await;
+    broker.stop().await;
+}

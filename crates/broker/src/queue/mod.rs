@@ -53,6 +53,7 @@
 //! letters are in their new queues (see [`crate::dead_letter`]).
 
 mod consumers;
+mod hold;
 mod inspect;
 mod priority;
 mod ready;
@@ -70,6 +71,7 @@ use parking_lot::Mutex;
 
 use self::consumers::Consumers;
 pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_CREDIT_BYTES, NO_ACK_WINDOW, no_ack_credit};
+pub use self::hold::RequeueHold;
 pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
@@ -201,6 +203,8 @@ struct State {
     index_all_timed: bool,
     /// A deduplication queue's keys of the messages it holds (empty for other queues).
     keys: QueueKeys,
+    /// Requeues in pieces under way: nothing is delivered meanwhile (see [`hold`]).
+    requeue_holds: u32,
 }
 
 impl Default for State {
@@ -216,6 +220,7 @@ impl Default for State {
             timer: None,
             timer_at_ms: NO_EXPIRY,
             read_retry_at_ms: NO_EXPIRY,
+            requeue_holds: 0,
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
             delivery_counts: HashMap::new(),
@@ -800,6 +805,9 @@ impl Queue {
 
     /// Moves ready messages to consumers with credit.
     fn deliver(self: &Arc<Self>, st: &mut State, fx: &mut Effects) {
+        if st.requeue_holds > 0 {
+            return;
+        }
         // A paged-out head is read back before a consumer's credit is taken for it.
         while !st.consumers.is_empty() && st.ready.load_head(&mut st.stored) {
             let Some(spec) = st.consumers.next() else { break };
