@@ -626,7 +626,10 @@ impl Queue {
     }
 
     /// `x-overflow: drop-head` (the default): drops the oldest messages (dead-lettered with
-    /// reason `maxlen`) until the queue is within its limits.
+    /// reason `maxlen`) until the queue is within its limits. A queue that dead-letters reads
+    /// a paged-out head back first; one that cannot be read now stays in place and dropping
+    /// stops there (the queue is over its limit until the read retry), so it is dead-lettered
+    /// once it can be read, never lost, and dead letters keep their order (as expiry does).
     fn drop_over_limits(&self, st: &mut State, fx: &mut Effects) {
         let QueueLimits { max_length, max_length_bytes, overflow, .. } = st.limits;
         if max_length.is_none() && max_length_bytes.is_none() || overflow.is_some_and(|o| o != Overflow::DropHead) {
@@ -636,7 +639,14 @@ impl Queue {
             max_length.is_some_and(|m| st.ready.len() as u64 > m)
                 || max_length_bytes.is_some_and(|m| st.ready.bytes() > m)
         };
+        let dead_letters = st.limits.departure.is_some() && self.env.get().is_some();
         while over(st) {
+            if dead_letters && !st.ready.load_head(&mut st.stored) {
+                if st.stored.read_blocked() && st.read_retry_at_ms == NO_EXPIRY {
+                    self.retry_read_later(st);
+                }
+                break;
+            }
             let Some(removed) = st.ready.drop_head() else { break };
             self.drop_removed(st, fx, removed, DeathReason::MaxLen);
         }
@@ -1273,6 +1283,8 @@ impl TimerTarget for Queue {
                 if let Some(me) = self.env.get().and_then(|env| env.me.upgrade()) {
                     me.deliver(&mut st, &mut fx);
                 }
+                // A head held back from `x-max-length`'s drop while it could not be read.
+                self.drop_over_limits(&mut st, &mut fx);
             }
             self.expire(&mut st, &mut fx, now_ms);
             st.release_flow_waiters(&mut fx);
