@@ -53,6 +53,21 @@ async fn consume_many(raw: &mut Raw, channel: u16, queue: &str, n: usize) {
     }
 }
 
+/// Channel 1's close, then (in the same write) the channel opened again and a qos round trip.
+async fn close_and_reopen(raw: &mut Raw) {
+    let mut out = BytesMut::new();
+    write_method(&mut out, 1, &ChannelClose::default().into());
+    write_method(&mut out, 1, &ChannelOpen::default().into());
+    write_method(&mut out, 1, &BasicQos::default().into());
+    raw.send(&out).await;
+}
+
+/// The first `n` messages of `queue` through a new no-ack lapin consumer: (body, redelivered).
+async fn consume_flagged(ch: &lapin::Channel, queue: &str, n: usize) -> Vec<(String, bool)> {
+    let mut consumer = lconsume(ch, queue, true).await;
+    consumer.take(n).await.iter().map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered)).collect()
+}
+
 /// A broker with a queue that a raw connection consumes from [`MANY`] times on channel 1, and
 /// a lapin connection with a confirm channel.
 struct Consumed {
@@ -87,12 +102,7 @@ async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_q
     for i in 0..10 {
         lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
     }
-    // The close, then (in the same write) the channel opened again and a qos round trip on it.
-    let mut out = BytesMut::new();
-    write_method(&mut out, 1, &ChannelClose::default().into());
-    write_method(&mut out, 1, &ChannelOpen::default().into());
-    write_method(&mut out, 1, &BasicQos::default().into());
-    raw.send(&out).await;
+    close_and_reopen(&mut raw).await;
     let mut after_close = Vec::new();
     let mut closed = false;
     loop {
@@ -115,13 +125,7 @@ async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_q
     for i in 10..20 {
         lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
     }
-    let mut consumer = lconsume(&ch, &q, true).await;
-    let got: Vec<(String, bool)> = consumer
-        .take(20)
-        .await
-        .iter()
-        .map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered))
-        .collect();
+    let got = consume_flagged(&ch, &q, 20).await;
     let expected: Vec<(String, bool)> = (0..20).map(|i| (format!("m{i}"), i < 10)).collect();
     assert_eq!(got, expected, "every message once, in order, the requeued ones redelivered");
     lclose(&conn).await;
@@ -351,11 +355,7 @@ async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close
             other => panic!("expected deliveries, got {other:?}"),
         }
     }
-    let mut out = BytesMut::new();
-    write_method(&mut out, 1, &ChannelClose::default().into());
-    write_method(&mut out, 1, &ChannelOpen::default().into());
-    write_method(&mut out, 1, &BasicQos::default().into());
-    raw.send(&out).await;
+    close_and_reopen(&mut raw).await;
     let mut answers = Vec::new();
     while answers.len() < 3 {
         let (channel, method) = raw.next_method().await.expect("connection open");
@@ -364,13 +364,7 @@ async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close
     }
     assert_eq!(answers, ["channel.close-ok", "channel.open-ok", "basic.qos-ok"], "in order, nothing delivered");
     assert_eq!(lcount(&ch, &q).await, (total as u32, 0), "every message back, none twice");
-    let mut consumer = lconsume(&ch, &q, true).await;
-    let got: Vec<(String, bool)> = consumer
-        .take(total)
-        .await
-        .iter()
-        .map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered))
-        .collect();
+    let got = consume_flagged(&ch, &q, total).await;
     let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), i < MANY_UNACKED)).collect();
     assert!(got == expected, "every message once, in order, the requeued ones redelivered");
     lclose(&conn).await;
