@@ -102,6 +102,9 @@ pub struct VHost {
     policy_commands: parking_lot::Mutex<()>,
     /// Description, tags, default queue type (see [`crate::vhost_metadata`]).
     metadata: parking_lot::Mutex<VhostMetadata>,
+    /// The timer that removes, a step per firing, the bindings of queues deleted with no
+    /// client waiting (see [`unbind`]).
+    unbinder: unbind::Unbinder,
 }
 
 /// What restoring a vhost from storage found.
@@ -140,6 +143,7 @@ impl VHost {
             limits: Default::default(),
             policy_commands: parking_lot::Mutex::new(()),
             metadata: parking_lot::Mutex::new(VhostMetadata::initial(name)),
+            unbinder: unbind::Unbinder::default(),
         };
         let t = vhost.topology.get_mut();
         for (name, type_name, internal) in PREDECLARED {
@@ -939,12 +943,17 @@ impl VHost {
             t.queues.remove(&queue.name);
             self.count_churn(|c| c.deleted(1));
             let mut changes = self.queue_deleted(queue);
-            self.remove_bindings_to(&mut t, &Destination::Queue(queue.name.clone()), &mut changes);
+            self.unlink_queue(&mut t, &queue.name, &mut changes);
             // Auto-delete and exclusive clean-up have no client waiting for an answer: a
             // failure is logged by `persist` and the queue comes back after a restart.
             let _ = self.persist(&changes);
         }
+        let unbinding = !t.unbinding.is_empty();
         drop(t);
+        if unbinding {
+            // Many bindings: removed a step at a time on the timer service (see `unbind`).
+            self.unbind_later();
+        }
         queue.delete();
         current
     }
@@ -1320,6 +1329,7 @@ impl VHost {
             queues.extend(t.exchanges.drain().filter_map(|(_, x)| x.held));
             t.bindings_to.clear();
             t.unbinding.clear();
+            self.unbinder.cancel(self.services.get());
             queues
         };
         for q in queues {

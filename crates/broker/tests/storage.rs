@@ -517,3 +517,46 @@ fn a_message_expiring_while_its_paged_out_record_cannot_be_read_is_dead_lettered
     assert_eq!(got.len(), n, "every message dead-lettered once");
     assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "in order");
 }
+
+#[test]
+fn a_head_dropped_by_max_length_while_its_paged_out_record_cannot_be_read_is_dead_lettered_once_it_can() {
+    let options = StoreOptions { transient_paging_bytes: 0, ..StoreOptions::default() };
+    let FaultyBroker { _tmp, faults, store, clock, broker } = faulty_broker("maxlen-unreadable", options);
+    let vhost = broker.vhost("/").expect("vhost");
+    let dlq = declare(&vhost, "dlq", false);
+    let n = lepus_broker::queue::RESIDENT_MAX_MESSAGES * 2 + 100;
+    let args = FieldTable::new()
+        .with("x-max-length", FieldValue::I64(n as i64))
+        .with("x-dead-letter-exchange", "")
+        .with("x-dead-letter-routing-key", "dlq");
+    let d =
+        QueueDeclare { name: ShortStr::from_static("backlog"), durable: true, arguments: args, ..Default::default() };
+    let q = vhost.declare_queue(&d, 1).expect("declare").0;
+    assert_eq!(publish_paged_backlog(&store, &q), n, "at its limit, nothing dropped yet");
+    // Enough more to drop every resident head and reach the paged-out ones.
+    let extra = lepus_broker::queue::RESIDENT_MAX_MESSAGES + 100;
+    faults.inject(Site::Read, Fault::TooManyFiles);
+    for i in n..n + extra {
+        q.publish_stamped(message(&format!("m{i}"), 2), 0);
+    }
+    store.commit();
+    let early = dlq.message_count() as usize;
+    assert!(early < extra, "dropping stops at the first head that cannot be read");
+    assert_eq!(q.message_count() as usize + early, n + extra, "over its limit meanwhile, nothing lost");
+    // The read is retried on the broker's clock: once it succeeds, the drops go on.
+    faults.clear();
+    clock.advance(READ_RETRY_MS);
+    while broker.timers().fire_due() > 0 {}
+    assert_eq!(q.message_count() as usize, n, "within its limit again");
+    let (first, _) = dlq.get().expect("a dead letter");
+    let headers = first.message.properties().expect("properties").headers.unwrap_or_default();
+    let Some(FieldValue::Array(deaths)) = headers.get("x-death") else { panic!("no x-death: {headers:?}") };
+    let death = deaths[0].as_table().expect("table");
+    assert_eq!(death.get("reason").and_then(FieldValue::as_str), Some("maxlen"));
+    assert_eq!(death.get("queue").and_then(FieldValue::as_str), Some("backlog"));
+    let mut got = vec![String::from_utf8_lossy(first.message.body()).into_owned()];
+    got.extend(bodies(&dlq));
+    assert_eq!(got.len(), extra, "every dropped head dead-lettered once");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "in order");
+    assert!(bodies(&q).iter().enumerate().all(|(i, b)| *b == format!("m{}", extra + i)), "the rest kept, in order");
+}

@@ -53,6 +53,21 @@ async fn consume_many(raw: &mut Raw, channel: u16, queue: &str, n: usize) {
     }
 }
 
+/// Channel 1's close, then (in the same write) the channel opened again and a qos round trip.
+async fn close_and_reopen(raw: &mut Raw) {
+    let mut out = BytesMut::new();
+    write_method(&mut out, 1, &ChannelClose::default().into());
+    write_method(&mut out, 1, &ChannelOpen::default().into());
+    write_method(&mut out, 1, &BasicQos::default().into());
+    raw.send(&out).await;
+}
+
+/// The first `n` messages of `queue` through a new no-ack lapin consumer: (body, redelivered).
+async fn consume_flagged(ch: &lapin::Channel, queue: &str, n: usize) -> Vec<(String, bool)> {
+    let mut consumer = lconsume(ch, queue, true).await;
+    consumer.take(n).await.iter().map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered)).collect()
+}
+
 /// A broker with a queue that a raw connection consumes from [`MANY`] times on channel 1, and
 /// a lapin connection with a confirm channel.
 struct Consumed {
@@ -87,12 +102,7 @@ async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_q
     for i in 0..10 {
         lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
     }
-    // The close, then (in the same write) the channel opened again and a qos round trip on it.
-    let mut out = BytesMut::new();
-    write_method(&mut out, 1, &ChannelClose::default().into());
-    write_method(&mut out, 1, &ChannelOpen::default().into());
-    write_method(&mut out, 1, &BasicQos::default().into());
-    raw.send(&out).await;
+    close_and_reopen(&mut raw).await;
     let mut after_close = Vec::new();
     let mut closed = false;
     loop {
@@ -115,13 +125,7 @@ async fn closing_a_channel_with_many_consumers_answers_in_order_and_leaves_the_q
     for i in 10..20 {
         lpub(&ch, "", &q, format!("m{i}").as_bytes()).await;
     }
-    let mut consumer = lconsume(&ch, &q, true).await;
-    let got: Vec<(String, bool)> = consumer
-        .take(20)
-        .await
-        .iter()
-        .map(|d| (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered))
-        .collect();
+    let got = consume_flagged(&ch, &q, 20).await;
     let expected: Vec<(String, bool)> = (0..20).map(|i| (format!("m{i}"), i < 10)).collect();
     assert_eq!(got, expected, "every message once, in order, the requeued ones redelivered");
     lclose(&conn).await;
@@ -205,6 +209,164 @@ async fn a_queue_deleted_with_many_bindings_is_unroutable_and_unlisted_at_delete
     lpub(&ch, &x, "k0", b"to-other").await;
     assert_eq!(lcount(&ch, &other).await, (1, 0));
     assert_eq!(lcount(&ch, &q).await, (0, 0));
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+/// Binds `queue` to exchange `x` under [`MANY`] keys `k0`… (no-wait, one write).
+async fn bind_many(raw: &mut Raw, queue: &str, x: &str) {
+    send_many(raw, 1, MANY, |i| {
+        let routing_key = short(&format!("k{i}"));
+        QueueBind { queue: short(queue), exchange: short(x), routing_key, no_wait: true, ..Default::default() }.into()
+    })
+    .await;
+}
+
+/// Waits (yielding) until the vhost has no deleted queue's bindings left to remove.
+async fn unbound(broker: &common::Broker) {
+    let vhost = broker.service.vhost("/").expect("vhost");
+    guard("unbinding", async {
+        while vhost.unbinding_pending() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// An auto-delete queue whose last consumer is cancelled and an exclusive queue whose
+/// connection closes, each with [`MANY`] bindings: unbound a step at a time by the broker's
+/// timer (no client waits), another client's publishes routed and kept in order meanwhile, and
+/// every binding gone at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_deleted_and_exclusive_queues_with_many_bindings_are_unbound_in_steps() {
+    let broker = common::start().await;
+    let vhost = broker.service.vhost("/").expect("vhost");
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let (x, qa, qe, other) = (uniq("steps-x"), uniq("steps-auto"), uniq("steps-excl"), uniq("steps-other"));
+    let declare = lepus_broker::vhost::ExchangeDeclare { name: short(&x), kind: "direct".into(), ..Default::default() };
+    vhost.declare_exchange(&declare).expect("exchange");
+    ldeclare(&ch, &other, Default::default(), Default::default()).await;
+    guard(
+        "bind",
+        ch.queue_bind(other.as_str().into(), x.as_str().into(), "k0".into(), Default::default(), Default::default()),
+    )
+    .await
+    .expect("bind");
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    let mut out = BytesMut::new();
+    write_method(
+        &mut out,
+        1,
+        &QueueDeclare { queue: short(&qa), auto_delete: true, no_wait: true, ..Default::default() }.into(),
+    );
+    write_method(
+        &mut out,
+        1,
+        &QueueDeclare { queue: short(&qe), exclusive: true, no_wait: true, ..Default::default() }.into(),
+    );
+    raw.send(&out).await;
+    bind_many(&mut raw, &qa, &x).await;
+    bind_many(&mut raw, &qe, &x).await;
+    let consume = BasicConsume { queue: short(&qa), consumer_tag: short("c"), ..Default::default() };
+    raw.send_method(1, consume).await;
+    let Some((1, Method::BasicConsumeOk(_))) = raw.next_method().await else { panic!("expected consume-ok") };
+    let steps_before = vhost.unbind_steps();
+    let mut sent = Vec::new();
+    for (i, body) in ["before", "a"].iter().enumerate() {
+        lpub(&ch, &x, "k0", body.as_bytes()).await;
+        sent.push(body.as_bytes().to_vec());
+        if i == 0 {
+            raw.send_method(1, BasicCancel { consumer_tag: short("c"), ..Default::default() }).await;
+            // "before" went to the auto-delete queue's consumer too (key k0).
+            loop {
+                match raw.next_method().await {
+                    Some((1, Method::BasicCancelOk(_))) => break,
+                    Some((1, Method::BasicDeliver(_))) => {}
+                    other => panic!("expected cancel-ok, got {other:?}"),
+                }
+            }
+        }
+    }
+    raw.send_method(0, ConnectionClose::default()).await;
+    let Some((0, Method::ConnectionCloseOk(_))) = raw.next_method().await else { panic!("expected close-ok") };
+    drop(raw);
+    for body in ["b", "c"] {
+        lpub(&ch, &x, "k0", body.as_bytes()).await;
+        sent.push(body.as_bytes().to_vec());
+    }
+    // The exclusive queue goes after close-ok, as the connection ends.
+    guard("exclusive queue deleted", async {
+        while vhost.queue(&short(&qe), 0).is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    unbound(&broker).await;
+    let steps = vhost.unbind_steps() - steps_before;
+    let least = (2 * MANY).div_ceil(lepus_broker::vhost::UNBIND_STEP_MAX) as u64;
+    assert!(steps >= least, "{} bindings take at least {least} steps, took {steps}", 2 * MANY);
+    let to = |q: &str| {
+        vhost
+            .binding_views()
+            .iter()
+            .filter(|b| matches!(&b.destination, Destination::Queue(n) if n.as_bytes() == q.as_bytes()))
+            .count()
+    };
+    assert_eq!((to(&qa), to(&qe), to(&other)), (0, 0, 2), "only the other queue's bindings are left");
+    assert_eq!(ldrain(&ch, &other).await, sent, "every message to the other queue, in order");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+/// More unacknowledged deliveries than three pieces of a requeue.
+const MANY_UNACKED: usize = 3 * 4096 + 5;
+
+/// A channel closing with [`MANY_UNACKED`] unacknowledged deliveries requeues them in pieces
+/// before its close-ok: every message comes back once, at its original position ahead of the
+/// ones never delivered, marked redelivered; what the client sent after the close is answered
+/// after close-ok, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close_ok() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("many-unacked");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let total = MANY_UNACKED + 10;
+    let mut confirms = Vec::with_capacity(total);
+    for i in 0..total {
+        let body = format!("m{i}");
+        let publish = ch.basic_publish("".into(), q.as_str().into(), Default::default(), body.as_bytes(), lprops());
+        confirms.push(guard("publish", publish).await.expect("publish"));
+    }
+    for confirm in confirms {
+        guard("confirm", confirm).await.expect("confirm");
+    }
+    let mut raw = Raw::open_with_channel(broker.addr).await;
+    let prefetch_count = u16::try_from(MANY_UNACKED).expect("fits");
+    raw.send_method(1, BasicQos { prefetch_count, ..Default::default() }).await;
+    raw.send_method(1, BasicConsume { queue: short(&q), consumer_tag: short("c"), ..Default::default() }).await;
+    let mut delivered = 0;
+    while delivered < MANY_UNACKED {
+        match raw.next_method().await {
+            Some((1, Method::BasicDeliver(_))) => delivered += 1,
+            Some((1, Method::BasicQosOk(_) | Method::BasicConsumeOk(_))) => {}
+            other => panic!("expected deliveries, got {other:?}"),
+        }
+    }
+    close_and_reopen(&mut raw).await;
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        let (channel, method) = raw.next_method().await.expect("connection open");
+        assert_eq!(channel, 1);
+        answers.push(method.name());
+    }
+    assert_eq!(answers, ["channel.close-ok", "channel.open-ok", "basic.qos-ok"], "in order, nothing delivered");
+    assert_eq!(lcount(&ch, &q).await, (total as u32, 0), "every message back, none twice");
+    let got = consume_flagged(&ch, &q, total).await;
+    let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), i < MANY_UNACKED)).collect();
+    assert!(got == expected, "every message once, in order, the requeued ones redelivered");
     lclose(&conn).await;
     broker.stop().await;
 }

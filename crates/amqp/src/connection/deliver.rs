@@ -484,7 +484,8 @@ impl Connection {
             }
         }
         self.drain_outlet();
-        self.apply_settles(channel, Settle::Requeue, unacked.into_iter().collect());
+        // In pieces if there are many (see `release`), before the consumers are cancelled.
+        self.release_unacked(channel, unacked.into_values().collect());
         if let Some((address, _)) = reply_to {
             self.shared.reply_to.lock().remove(&address);
         }

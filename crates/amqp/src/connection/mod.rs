@@ -341,22 +341,19 @@ impl Connection {
                     _ = crate::stopped(&mut stop), if !stopping => {}
                 }
             }
-            if self.release.is_pending() {
-                // A step of a large release, then the other tasks on this worker get a turn;
-                // input waits until it is done.
-                self.release_step();
-                if self.release.is_pending() {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            }
+            // A large release goes a step per turn of this loop (a branch of the select below),
+            // the task yielding between steps; input waits unprocessed until it is done, but
+            // is still read (the peer's heartbeats prove it alive), output is still written
+            // and the tick still sends heartbeats.
+            let releasing = self.release.is_pending();
             if self.phase == Phase::Closed && self.out_is_empty() {
                 break "closed";
             }
             // Input waits unprocessed while publishing is throttled or output is backed up (it
             // could only add to the output); it is still read, up to a bound, so that a slow
             // consumer's heartbeats and acks prove it alive.
-            let paused = self.throttle.is_some()
+            let paused = releasing
+                || self.throttle.is_some()
                 || self.alarm_blocked
                 || self.out_len() >= self.shared.limits.outbound_buffer_max;
             if !paused && unprocessed {
@@ -375,6 +372,7 @@ impl Connection {
             let read_ok =
                 !eof && !self.stop_reading && self.phase != Phase::Closed && (!paused || inbuf.len() < PAUSED_READ_MAX);
             tokio::select! {
+                () = tokio::task::yield_now(), if releasing => self.release_step(),
                 r = rd.read_buf(&mut inbuf), if read_ok => match r {
                     Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",

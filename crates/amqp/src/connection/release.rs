@@ -1,5 +1,8 @@
-//! Large releases a step at a time: the consumers of closed channels are cancelled
-//! [`CANCEL_STEP_MAX`] per turn of the connection's loop, and a deleted queue's bindings
+//! Large releases a step at a time: the unacknowledged deliveries of closed channels are
+//! requeued [`REQUEUE_STEP_MAX`] per turn of the connection's loop (their queues holding their
+//! deliveries until the last piece, see `lepus_broker::queue::RequeueHold`), then the
+//! consumers of closed channels are cancelled
+//! [`CANCEL_STEP_MAX`] per turn, and a deleted queue's bindings
 //! removed [`lepus_broker::vhost::UNBIND_STEP_MAX`] per turn, the task yielding to the runtime
 //! between turns, so that closing a channel with 100,000 consumers or deleting a queue with
 //! 100,000 bindings does not hold a runtime worker (and every connection waiting on it).
@@ -14,17 +17,26 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use lepus_broker::queue::RequeueHold;
 use lepus_broker::{ConsumerId, QueueRef, VHost};
 use lepus_protocol::Method;
 
 use super::{Connection, Phase};
+use crate::channel::{Settle, Unacked};
 
 /// Consumers cancelled per turn of the connection's loop (a few milliseconds of work).
 pub(super) const CANCEL_STEP_MAX: usize = 2048;
 
+/// Unacknowledged deliveries of released channels requeued per turn of the loop.
+pub(super) const REQUEUE_STEP_MAX: usize = 4096;
+
 /// What a connection still has to release, and the replies waiting for it.
 #[derive(Default)]
 pub(super) struct Release {
+    /// Unacknowledged deliveries of released channels still to requeue (channel, delivery),
+    /// in the order they were delivered, and their queues, held until the last is back.
+    requeues: VecDeque<(u16, Unacked)>,
+    holds: Vec<RequeueHold>,
     /// Consumers of released channels still attached to their queues.
     consumers: VecDeque<(ConsumerId, QueueRef)>,
     /// A vhost with a deleted queue's bindings still to remove.
@@ -42,7 +54,7 @@ pub(super) enum Reply {
 
 impl Release {
     pub(super) fn is_pending(&self) -> bool {
-        !self.consumers.is_empty() || self.unbinding.is_some()
+        !self.requeues.is_empty() || !self.consumers.is_empty() || self.unbinding.is_some()
     }
 }
 
@@ -53,10 +65,29 @@ impl Connection {
         self.release.consumers.push_back((id, queue));
     }
 
+    /// Requeues a released channel's unacknowledged deliveries (in delivery order): now if
+    /// they are one step's worth and nothing waits before them, else a piece per turn, their
+    /// queues delivering nothing until the last piece is back.
+    pub(super) fn release_unacked(&mut self, channel: u16, unacked: Vec<Unacked>) {
+        if self.release.requeues.is_empty() && unacked.len() <= REQUEUE_STEP_MAX {
+            self.apply_settles(channel, Settle::Requeue, unacked.into_iter().map(|u| (0, u)).collect());
+            return;
+        }
+        for u in unacked {
+            if !self.release.holds.iter().any(|h| std::sync::Arc::ptr_eq(h.queue(), &u.queue)) {
+                self.release.holds.push(RequeueHold::new(u.queue.clone()));
+            }
+            self.release.requeues.push_back((channel, u));
+        }
+    }
+
     /// Cancels what is queued now if it is one step's worth (the common case keeps its reply
     /// in the same turn), else leaves it to the loop.
     pub(super) fn release_small(&mut self) {
-        if self.release.unbinding.is_none() && self.release.consumers.len() <= CANCEL_STEP_MAX {
+        if self.release.requeues.is_empty()
+            && self.release.unbinding.is_none()
+            && self.release.consumers.len() <= CANCEL_STEP_MAX
+        {
             self.release_step();
         }
     }
@@ -87,7 +118,9 @@ impl Connection {
 
     /// One step of the pending release; once nothing is left, the waiting replies go out.
     pub(super) fn release_step(&mut self) {
-        if !self.release.consumers.is_empty() {
+        if !self.release.requeues.is_empty() {
+            self.requeue_released(REQUEUE_STEP_MAX);
+        } else if !self.release.consumers.is_empty() {
             self.cancel_released(CANCEL_STEP_MAX);
         } else if let Some(vhost) = &self.release.unbinding
             && vhost.unbind_deleted()
@@ -98,6 +131,22 @@ impl Connection {
             for reply in std::mem::take(&mut self.release.replies) {
                 self.send_reply(reply);
             }
+        }
+    }
+
+    /// Requeues up to `max` unacknowledged deliveries of released channels (each channel's
+    /// run in one settle); after the last, their queues deliver again.
+    fn requeue_released(&mut self, max: usize) {
+        let n = self.release.requeues.len().min(max);
+        let mut piece: Vec<(u16, Unacked)> = self.release.requeues.drain(..n).collect();
+        while let Some(&(channel, _)) = piece.first() {
+            let run = piece.iter().take_while(|(c, _)| *c == channel).count();
+            let settles = piece.drain(..run).map(|(_, u)| (0, u)).collect();
+            self.apply_settles(channel, Settle::Requeue, settles);
+        }
+        if self.release.requeues.is_empty() {
+            // Dropped: each queue delivers again, the requeued messages first.
+            self.release.holds.clear();
         }
     }
 

@@ -53,6 +53,7 @@
 //! letters are in their new queues (see [`crate::dead_letter`]).
 
 mod consumers;
+mod hold;
 mod inspect;
 mod priority;
 mod ready;
@@ -70,6 +71,7 @@ use parking_lot::Mutex;
 
 use self::consumers::Consumers;
 pub use self::consumers::{ChannelGate, ConsumerSpec, NO_ACK_CREDIT_BYTES, NO_ACK_WINDOW, no_ack_credit};
+pub use self::hold::RequeueHold;
 pub use self::inspect::{ConsumerView, QueueCounts};
 use self::priority::Ready;
 use self::ready::Removed;
@@ -201,6 +203,8 @@ struct State {
     index_all_timed: bool,
     /// A deduplication queue's keys of the messages it holds (empty for other queues).
     keys: QueueKeys,
+    /// Requeues in pieces under way: nothing is delivered meanwhile (see [`hold`]).
+    requeue_holds: u32,
 }
 
 impl Default for State {
@@ -216,6 +220,7 @@ impl Default for State {
             timer: None,
             timer_at_ms: NO_EXPIRY,
             read_retry_at_ms: NO_EXPIRY,
+            requeue_holds: 0,
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
             delivery_counts: HashMap::new(),
@@ -633,7 +638,10 @@ impl Queue {
     }
 
     /// `x-overflow: drop-head` (the default): drops the oldest messages (dead-lettered with
-    /// reason `maxlen`) until the queue is within its limits.
+    /// reason `maxlen`) until the queue is within its limits. A queue that dead-letters reads
+    /// a paged-out head back first; one that cannot be read now stays in place and dropping
+    /// stops there (the queue is over its limit until the read retry), so it is dead-lettered
+    /// once it can be read, never lost, and dead letters keep their order (as expiry does).
     fn drop_over_limits(&self, st: &mut State, fx: &mut Effects) {
         let QueueLimits { max_length, max_length_bytes, overflow, .. } = st.limits;
         if max_length.is_none() && max_length_bytes.is_none() || overflow.is_some_and(|o| o != Overflow::DropHead) {
@@ -643,7 +651,14 @@ impl Queue {
             max_length.is_some_and(|m| st.ready.len() as u64 > m)
                 || max_length_bytes.is_some_and(|m| st.ready.bytes() > m)
         };
+        let dead_letters = st.limits.departure.is_some() && self.env.get().is_some();
         while over(st) {
+            if dead_letters && !st.ready.load_head(&mut st.stored) {
+                if st.stored.read_blocked() && st.read_retry_at_ms == NO_EXPIRY {
+                    self.retry_read_later(st);
+                }
+                break;
+            }
             let Some(removed) = st.ready.drop_head() else { break };
             self.drop_removed(st, fx, removed, DeathReason::MaxLen);
         }
@@ -812,6 +827,9 @@ impl Queue {
 
     /// Moves ready messages to consumers with credit.
     fn deliver(self: &Arc<Self>, st: &mut State, fx: &mut Effects) {
+        if st.requeue_holds > 0 {
+            return;
+        }
         // A paged-out head is read back before a consumer's credit is taken for it.
         while !st.consumers.is_empty() && st.ready.load_head(&mut st.stored) {
             let Some(spec) = st.consumers.next() else { break };
@@ -1282,6 +1300,8 @@ impl TimerTarget for Queue {
                 if let Some(me) = self.env.get().and_then(|env| env.me.upgrade()) {
                     me.deliver(&mut st, &mut fx);
                 }
+                // A head held back from `x-max-length`'s drop while it could not be read.
+                self.drop_over_limits(&mut st, &mut fx);
             }
             self.expire(&mut st, &mut fx, now_ms);
             st.release_flow_waiters(&mut fx);

@@ -5,21 +5,50 @@
 //! ([`VHost::unbind_deleted`]), the topology lock released between steps, so neither the lock
 //! nor a runtime worker is held for the whole of 100,000 bindings.
 //!
+//! A queue deleted with no client waiting for the answer (auto-delete when its last consumer
+//! goes, exclusive clean-up when its owner's connection closes, `x-expires`) is unbound the
+//! same way, by the vhost's timer on the broker's timer service ([`VHost::unbind_later`]):
+//! one step per firing, re-armed for now while bindings are left, the timer task yielding to
+//! the runtime between firings (`crates/server/src/timers.rs`).
+//!
 //! Bindings in the list route nowhere and are not listed. Only a queue declared again under
 //! the same name could meet them (it would inherit them): declaring it removes them all first,
 //! as does deleting an exchange `if-unused` (which counts bindings).
 
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use lepus_protocol::{FieldTable, ShortStr};
 use lepus_store::meta::Change;
+use parking_lot::Mutex;
 
 use super::{Topology, VHost};
 use crate::exchange::Destination;
+use crate::queue::Services;
+use crate::timer::{TimerId, TimerTarget};
 
 /// Bindings of a deleted queue removed from their exchanges per step.
 pub const UNBIND_STEP_MAX: usize = 4096;
 
 /// A binding waiting to be removed: (source exchange, routing key, arguments).
 pub(super) type Unbound = (ShortStr, ShortStr, FieldTable);
+
+/// The vhost's unbinding timer (created on first use, kept unarmed between uses) and the
+/// count of steps taken.
+#[derive(Debug, Default)]
+pub(super) struct Unbinder {
+    timer: Mutex<Option<TimerId>>,
+    steps: AtomicU64,
+}
+
+impl Unbinder {
+    /// Forgets the timer (the vhost is being deleted).
+    pub(super) fn cancel(&self, services: Option<&Services>) {
+        if let (Some(id), Some(s)) = (self.timer.lock().take(), services) {
+            s.timers.cancel(id);
+        }
+    }
+}
 
 impl VHost {
     /// Removes a deleted queue's bindings, or, past [`UNBIND_STEP_MAX`], moves them to the
@@ -43,10 +72,35 @@ impl VHost {
         }
         let mut changes = Vec::new();
         let done = self.unbind_step(&mut t, UNBIND_STEP_MAX, &mut changes);
+        self.unbinder.steps.fetch_add(1, Ordering::Relaxed);
         // Only exchanges auto-deleted in cascade: a failure is logged by `persist` (they come
         // back, unbound, after a restart).
         let _ = self.persist(&changes);
         done
+    }
+
+    /// Removes the `unbinding` list a step per firing of the vhost's timer, starting now
+    /// (at once, for a vhost without a broker's timers).
+    pub(super) fn unbind_later(&self) {
+        let Some(services) = self.services.get() else {
+            while !self.unbind_deleted() {}
+            return;
+        };
+        let now_ms = services.clock.now_ms();
+        let mut timer = self.unbinder.timer.lock();
+        if let Some(id) = *timer
+            && services.timers.reschedule(id, now_ms)
+        {
+            return;
+        }
+        let target: Weak<dyn TimerTarget> = services.vhost.clone();
+        *timer = Some(services.timers.schedule(target, now_ms));
+    }
+
+    /// Steps of unbinding deleted queues taken so far (each removes up to
+    /// [`UNBIND_STEP_MAX`] bindings under the topology lock, released between steps).
+    pub fn unbind_steps(&self) -> u64 {
+        self.unbinder.steps.load(Ordering::Relaxed)
     }
 
     /// Whether a deleted queue's bindings are still being removed.
@@ -86,5 +140,16 @@ impl VHost {
             }
         }
         t.unbinding.is_empty()
+    }
+}
+
+impl TimerTarget for VHost {
+    /// The unbinding timer: one step, re-armed for now while bindings are left.
+    fn on_timer(&self, id: TimerId, now_ms: u64) {
+        if !self.unbind_deleted()
+            && let Some(services) = self.services.get()
+        {
+            services.timers.reschedule(id, now_ms);
+        }
     }
 }
