@@ -14,7 +14,6 @@ mod families;
 pub(crate) mod process;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -45,10 +44,8 @@ pub const SCRAPES_IN_FLIGHT_MAX: usize = 4;
 
 /// Serves the metrics on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, api: ApiRef, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "prometheus listener failed");
-    }
+    let limits = api.http.limits;
+    crate::http::serve(listener, router(api), limits, "prometheus", shutdown).await;
 }
 
 async fn aggregated(State(api): State<ApiRef>) -> impl IntoResponse {
