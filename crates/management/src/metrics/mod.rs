@@ -88,10 +88,17 @@ fn parse_detailed(raw: &str) -> DetailedQuery {
 /// Encodes the metrics of `scope` (on a blocking thread: 100,000 queues take a while).
 async fn scrape(api: ApiRef, scope: Scope) -> axum::response::Response {
     let encoded = tokio::task::spawn_blocking(move || {
+        let sizes = (!matches!(scope, Scope::Detailed { .. })).then(|| api.broker.connections().message_sizes());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(families::Scrape { api, scope }));
         let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+        prometheus_client::encoding::text::encode(&mut body, &registry)?;
+        if let Some(sizes) = sizes {
+            // Before the closing `# EOF`.
+            let end = body.rfind("# EOF").unwrap_or(body.len());
+            body.insert_str(end, &families::message_size_histogram(&sizes));
+        }
+        Ok::<_, std::fmt::Error>(body)
     })
     .await;
     match encoded {
