@@ -7,7 +7,7 @@ use lepus_broker::{BrokerRef, ConsumerId, OutletRef};
 use lepus_protocol::ShortStr;
 use parking_lot::Mutex;
 
-use crate::login_guard::LoginGuard;
+use lepus_broker::login_guard::LoginGuard;
 
 /// The protocol limits of a listener (from the server's configuration).
 #[derive(Debug, Clone)]

@@ -35,7 +35,6 @@ pub mod context;
 pub mod error;
 pub mod handshake_pool;
 mod heartbeat;
-mod login_guard;
 mod names;
 pub mod tls;
 pub mod transport;

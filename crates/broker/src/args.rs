@@ -241,6 +241,22 @@ pub fn single_active_consumer(args: &FieldTable) -> bool {
     matches!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true)))
 }
 
+/// The type of a (validated) queue: `x-queue-type`, classic without it.
+pub fn queue_type(args: &FieldTable) -> QueueType {
+    match args.get("x-queue-type") {
+        Some(v) if v.as_str() == Some("quorum") => QueueType::Quorum,
+        _ => QueueType::Classic,
+    }
+}
+
+/// RabbitMQ's name for a queue type in metrics labels (`queue_type`).
+pub fn queue_type_label(t: QueueType) -> &'static str {
+    match t {
+        QueueType::Classic => "rabbit_classic_queue",
+        QueueType::Quorum => "rabbit_quorum_queue",
+    }
+}
+
 /// `x-message-deduplication: true`: the queue refuses a message whose `x-deduplication-header`
 /// a message in it carries (see [`crate::dedup`]).
 pub fn message_deduplication(args: &FieldTable) -> bool {

@@ -32,6 +32,9 @@ pub struct ConnectionInfo {
     pub channels: AtomicU32,
     /// Written by the connection's own task only (see [`crate::stats`]).
     pub stats: Counters,
+    /// Of `stats`' deliveries, gets, redeliveries and acks, those of quorum queues (metrics
+    /// label them by queue type); written by its own task only.
+    pub quorum_stats: Counters,
     /// Sizes of the messages it published, written by its own task only.
     pub sizes: SizeHistogram,
     /// How the broker asks the connection to close (management, vhost deletion).
@@ -133,6 +136,7 @@ pub struct Registry {
     next_consumer_id: AtomicU64,
     /// Counters of connections that have gone.
     retired: Counters,
+    retired_quorum: Counters,
     retired_sizes: SizeHistogram,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
@@ -147,6 +151,7 @@ impl Default for Registry {
             next_id: AtomicU64::new(1),
             next_consumer_id: AtomicU64::new(1),
             retired: Counters::default(),
+            retired_quorum: Counters::default(),
             retired_sizes: SizeHistogram::default(),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
@@ -219,6 +224,7 @@ impl Registry {
         let Some(info) = open.remove(&id) else { return };
         // Under the lock, so `totals` never sees it both open and retired.
         self.retired.add_shared(&info.stats.snapshot());
+        self.retired_quorum.add_shared(&info.quorum_stats.snapshot());
         self.retired_sizes.add_shared(&info.sizes.snapshot());
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -291,6 +297,11 @@ impl Registry {
         self.sum_with_retired(self.retired.snapshot(), |c| c.stats.snapshot())
     }
 
+    /// Of [`Registry::totals`], the counts from quorum queues (deliveries, gets, acks).
+    pub fn quorum_totals(&self) -> Snapshot {
+        self.sum_with_retired(self.retired_quorum.snapshot(), |c| c.quorum_stats.snapshot())
+    }
+
     /// `retired` plus what `read` gives of each open connection, under the registry's lock
     /// (so no connection is counted both open and retired).
     fn sum_with_retired<T: std::ops::AddAssign>(&self, retired: T, read: impl Fn(&ConnectionInfo) -> T) -> T {
@@ -327,6 +338,7 @@ mod tests {
             connected_at_ms: 0,
             channels: AtomicU32::new(0),
             stats: Counters::default(),
+            quorum_stats: Counters::default(),
             sizes: SizeHistogram::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
             alarm_blocked: AtomicBool::new(false),

@@ -8,7 +8,7 @@
 //! - [`command`]: [`Command`](command::Command), the one way topology changes.
 //! - [`users`]: users, password hashes, the loopback-only rule; [`permissions`]: what a user
 //!   may do in a vhost ([`Access`](permissions::Access)); [`limits`]: per-vhost and per-user
-//!   limits.
+//!   limits; [`login_guard`]: failed logins per source address (AMQP and HTTP).
 //! - [`connections`]: the registry of open connections; [`stats`]: message counters.
 //! - [`vhost`]: a virtual host's topology (exchanges, queues, bindings), declaration rules and
 //!   routing.
@@ -49,6 +49,7 @@ pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod limits;
+pub mod login_guard;
 pub mod message;
 pub mod outlet;
 pub mod page_sweep;

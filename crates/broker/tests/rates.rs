@@ -85,6 +85,7 @@ fn the_broker_s_rates_come_from_the_connection_registry_s_totals() {
         connected_at_ms: 0,
         channels: Default::default(),
         stats: Default::default(),
+        quorum_stats: Default::default(),
         sizes: Default::default(),
         closer: lepus_broker::connections::Closer::new(Box::new(NoWake)),
         alarm_blocked: Default::default(),

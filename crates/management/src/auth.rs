@@ -9,10 +9,12 @@
 //! A user with none of these tags is refused every request (401).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::response::Response;
 use base64::Engine;
 use lepus_broker::Broker;
 
@@ -93,9 +95,18 @@ impl FromRequestParts<ApiRef> for Caller {
         let (name, password) = basic_credentials(parts).ok_or(ApiError::NoCredentials)?;
         let peer =
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let now_ms = api.broker.clock().now_ms();
+        if !api.login_guard.allows(peer, now_ms) {
+            tracing::info!(%peer, "management login refused unchecked: too many failed logins from this address in the last minute");
+            return Err(ApiError::LoginFailed);
+        }
         let users = api.broker.users();
         let user = users.login(&name, password.as_bytes(), peer).map_err(|e| {
-            tracing::info!(peer = %peer, reason = %e, "management login refused");
+            tracing::info!(%peer, reason = %e, "management login refused");
+            if api.login_guard.failed(peer, now_ms) {
+                let limit = api.http.login_failures_per_minute;
+                tracing::warn!(%peer, limit, "failed-login limit reached (login_failures_per_minute): this address's management logins are refused for the rest of the minute");
+            }
             ApiError::LoginFailed
         })?;
         let caller = Caller { name: user.name.clone(), tags: user.tags.clone(), rights: Rights::of(&user.tags) };
@@ -104,6 +115,20 @@ impl FromRequestParts<ApiRef> for Caller {
         }
         Ok(caller)
     }
+}
+
+/// Marks the answer to a refused login (wrong credentials, or a source past its failed
+/// logins): it leaves only after `login_failure_delay_ms`, so guessing is slow.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRefused;
+
+/// Holds answers marked [`LoginRefused`] for the delay (a timer, no request slot held).
+pub async fn delay_refused_login(State(api): State<ApiRef>, response: Response) -> Response {
+    let delay_ms = api.http.login_failure_delay_ms;
+    if delay_ms > 0 && response.extensions().get::<LoginRefused>().is_some() {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    response
 }
 
 /// The name and password of an `Authorization: Basic` header.

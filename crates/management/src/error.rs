@@ -83,6 +83,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""));
         }
+        if self == ApiError::LoginFailed {
+            response.extensions_mut().insert(crate::auth::LoginRefused);
+        }
         response
     }
 }

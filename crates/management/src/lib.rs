@@ -19,10 +19,13 @@
 //! - `routes/`: one module per resource (overview and nodes, vhosts, users, connections and
 //!   channels, exchanges, queues, bindings, health checks, definitions).
 //! - `ui`: the web UI's files, embedded, at `/` and `/ui/...`.
+//! - [`http`]: the HTTP/1.1 connection loop both listeners run, with its limits (header-read
+//!   timeout, request head size, open connections).
 
 mod auth;
 mod convert;
 mod error;
+pub mod http;
 mod listing;
 pub mod metrics;
 mod routes;
@@ -34,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lepus_broker::BrokerRef;
+use lepus_broker::login_guard::LoginGuard;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -65,10 +69,37 @@ pub struct NodeInfo {
     pub data_dir: std::path::PathBuf,
 }
 
+/// The HTTP listeners' settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    pub limits: http::HttpLimits,
+    /// How long a refused login waits for its 401.
+    pub login_failure_delay_ms: u64,
+    /// Failed logins one source address may have per minute; past them its logins are
+    /// refused unchecked until the minute ends (0: no limit).
+    pub login_failures_per_minute: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { limits: http::HttpLimits::default(), login_failure_delay_ms: 1000, login_failures_per_minute: 60 }
+    }
+}
+
 /// What the handlers share.
 pub struct Api {
     pub broker: BrokerRef,
     pub node: NodeInfo,
+    pub http: HttpConfig,
+    /// Failed basic-auth logins per source address.
+    login_guard: LoginGuard,
+}
+
+impl Api {
+    pub fn new(broker: BrokerRef, node: NodeInfo, http: HttpConfig) -> Api {
+        let login_guard = LoginGuard::new(http.login_failures_per_minute, 60_000);
+        Api { broker, node, http, login_guard }
+    }
 }
 
 pub type ApiRef = Arc<Api>;
@@ -82,15 +113,15 @@ pub const BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// The API's routes over `api`, with its limits.
 pub fn router(api: ApiRef) -> axum::Router {
     routes::all()
-        .with_state(api)
+        .with_state(api.clone())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
+        // Outside the limit: a refused login waits without holding a request slot.
+        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, api: ApiRef, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "management listener failed");
-    }
+    let limits = api.http.limits;
+    http::serve(listener, router(api), limits, "management", shutdown).await;
 }

@@ -60,6 +60,13 @@ pub struct Config {
     /// without checking the password until the minute (from its first failure) ends. 0: no
     /// limit (RabbitMQ has none).
     pub login_failures_per_minute: u32,
+    /// The HTTP listeners (management, Prometheus): how long a connection may take to send a
+    /// whole request head, from its opening or its last answer, before it is closed
+    /// (slow or idle clients); 0: no limit.
+    pub http_header_timeout_ms: u64,
+    /// The HTTP listeners: connections each holds open at once; more wait in the listen
+    /// backlog.
+    pub http_connection_max: usize,
     /// Largest message body accepted (RabbitMQ's default: 128 MiB).
     pub message_size_max: u64,
     /// Bytes of unsent output a connection may buffer before we stop reading from it.
@@ -219,6 +226,8 @@ impl Default for Config {
             connection_rate_max: 0,
             login_failure_delay_ms: 1000,
             login_failures_per_minute: 60,
+            http_header_timeout_ms: 10_000,
+            http_connection_max: 1024,
             message_size_max: 128 * 1024 * 1024,
             outbound_buffer_max: 4 * 1024 * 1024,
             transient_paging_bytes: 1024 * 1024 * 1024,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lepus_amqp::stopped;
 use lepus_broker::BrokerRef;
-use lepus_management::{Api, Listener, NodeInfo};
+use lepus_management::{Api, HttpConfig, Listener, NodeInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,6 +34,7 @@ pub struct Http {
     pub data_dir: Option<PathBuf>,
     /// `node_name` from the configuration.
     pub node_name: Option<String>,
+    pub config: HttpConfig,
 }
 
 /// Starts serving the API and the metrics on their listeners until `shutdown` turns true;
@@ -54,7 +55,7 @@ pub fn spawn(http: Http, broker: BrokerRef, amqp: SocketAddr, shutdown: &watch::
         started_at_ms: broker.clock().now_ms(),
         data_dir: http.data_dir.unwrap_or_else(|| PathBuf::from(".")),
     };
-    let api = Arc::new(Api { broker, node });
+    let api = Arc::new(Api::new(broker, node, http.config));
     let mut tasks = Vec::new();
     if let Some(listener) = http.management {
         tracing::info!(address = ?listener.local_addr().ok(), "accepting management HTTP connections");

@@ -192,6 +192,14 @@ impl Server {
             prometheus: self.prometheus.take(),
             data_dir: self.config.data_dir.clone(),
             node_name: self.config.node_name.clone(),
+            config: lepus_management::HttpConfig {
+                limits: lepus_management::http::HttpLimits {
+                    header_timeout_ms: self.config.http_header_timeout_ms,
+                    connection_max: self.config.http_connection_max,
+                },
+                login_failure_delay_ms: self.config.login_failure_delay_ms,
+                login_failures_per_minute: self.config.login_failures_per_minute,
+            },
         };
         let http_tasks = crate::management::spawn(http, self.amqp.broker.clone(), amqp_addr, &self.shutdown);
         tracing::info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting AMQP 0-9-1 connections");

@@ -43,11 +43,18 @@ impl Http {
     }
 
     fn as_user(addr: SocketAddr, user: &str, password: &str) -> Http {
+        Http::from_source(addr, user, password, [127, 0, 0, 1].into())
+    }
+
+    /// A client whose connections come from `source` (any 127/8 address is loopback).
+    fn from_source(addr: SocketAddr, user: &str, password: &str, source: std::net::IpAddr) -> Http {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_local_address(Some(source));
         Http {
             base: format!("http://{addr}"),
             user: user.into(),
             password: password.into(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
 
@@ -123,6 +130,63 @@ async fn refusals_follow_the_tags() {
     let mon = Http::as_user(addr, "mon", "pw");
     assert_eq!(mon.get("/api/nodes").await.status, 200);
     assert_eq!(mon.get("/api/users").await.status, 401);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_trickling_its_request_head_is_closed_at_the_header_timeout_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = lepus_server::Config { http_header_timeout_ms: 300, http_connection_max: 1, ..test_config() };
+    let b = start_managed(config).await;
+    let addr = b.management.expect("address");
+    // Half a request: the only connection slot is taken, and the head never completes.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /api/overview HTTP/1.1\r\nHost: lepus\r\nX-Slow: ").await.expect("write");
+    // The next client waits in the backlog until the slow socket is closed, then is served.
+    let waiting = tokio::spawn(async move { Http::new(addr).get("/api/overview").await.status });
+    let mut rest = Vec::new();
+    let read = guard("the slow socket's close", slow.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_err() || rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "closed without an answer: {rest:?}"
+    );
+    assert_eq!(guard("the waiting client", waiting).await.expect("task"), 200);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_past_its_failed_logins_is_refused_until_its_minute_ends_while_others_log_in() {
+    let clock = std::sync::Arc::new(lepus_broker::ManualClock::new(1_000_000));
+    let config = lepus_server::Config { login_failures_per_minute: 2, login_failure_delay_ms: 0, ..test_config() };
+    let b = common::start_managed_with_clock(config, clock.clone()).await;
+    let addr = b.management.expect("address");
+    let right = Http::new(addr);
+    assert_eq!(right.get("/api/whoami").await.status, 200);
+    for _ in 0..2 {
+        let wrong = Http::as_user(addr, "guest", "nope").get("/api/whoami").await;
+        assert_eq!((wrong.status, wrong.body), (401, json!({"error": "not_authorized", "reason": "Login failed"})));
+    }
+    let refused = right.get("/api/whoami").await;
+    assert_eq!((refused.status, refused.body), (401, json!({"error": "not_authorized", "reason": "Login failed"})));
+    let elsewhere = Http::from_source(addr, "guest", "guest", [127, 0, 0, 2].into());
+    assert_eq!(elsewhere.get("/api/whoami").await.status, 200, "another source address is not affected");
+    clock.advance(60_000);
+    assert_eq!(right.get("/api/whoami").await.status, 200, "a new minute");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_waits_for_its_answer_while_right_ones_are_served() {
+    let config = lepus_server::Config { login_failure_delay_ms: 600_000, ..test_config() };
+    let b = start_managed(config).await;
+    let addr = b.management.expect("address");
+    let wrong = tokio::spawn(async move { Http::as_user(addr, "guest", "nope").get("/api/whoami").await.status });
+    let right = Http::new(addr);
+    for _ in 0..3 {
+        assert_eq!(right.get("/api/whoami").await.status, 200);
+    }
+    assert!(!wrong.is_finished(), "the refusal is still held back");
+    wrong.abort();
     b.stop().await;
 }
 

@@ -112,12 +112,29 @@ async fn a_scrape_after_amqp_traffic_shows_it() {
             ("rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}", 4.0),
             ("rabbitmq_global_publishers{protocol=\"amqp091\"}", 1.0),
             ("rabbitmq_global_consumers{protocol=\"amqp091\"}", 1.0),
-            ("rabbitmq_message_size_bytes_count{protocol=\"amqp091\"}", 4.0),
-            ("rabbitmq_message_size_bytes_sum{protocol=\"amqp091\"}", 16.0),
-            ("rabbitmq_message_size_bytes_bucket{le=\"100.0\",protocol=\"amqp091\"}", 4.0),
-            ("rabbitmq_message_size_bytes_bucket{le=\"+Inf\",protocol=\"amqp091\"}", 4.0),
         ],
     );
+    // RabbitMQ's Prometheus library writes integer bounds and an integer sum, labels first.
+    let histogram: Vec<&str> = text.lines().filter(|l| l.contains("rabbitmq_message_size_bytes")).collect();
+    assert_eq!(
+        histogram,
+        [
+            "# HELP rabbitmq_message_size_bytes Size of messages received from publishers",
+            "# TYPE rabbitmq_message_size_bytes histogram",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"1000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"10000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"1000000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"10000000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"50000000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100000000\"} 4",
+            "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"+Inf\"} 4",
+            "rabbitmq_message_size_bytes_count{protocol=\"amqp091\"} 4",
+            "rabbitmq_message_size_bytes_sum{protocol=\"amqp091\"} 16",
+        ]
+    );
+    assert!(text.ends_with("# EOF\n"), "the histogram goes before the end marker");
     let classic = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}";
     let by_type = |name: &str| format!("rabbitmq_global_messages_{name}_total{classic}");
     assert_eq!(sample(&text, &by_type("delivered_get_auto_ack")), Some(1.0));
@@ -152,6 +169,62 @@ async fn a_scrape_after_amqp_traffic_shows_it() {
             ("rabbitmq_queues_deleted_total", 1.0),
             ("rabbitmq_global_messages_received_total{protocol=\"amqp091\"}", 4.0),
         ],
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_from_a_quorum_queue_count_under_its_queue_type() {
+    let b = start_with_metrics(test_config()).await;
+    let metrics = b.prometheus.expect("metrics address");
+    let conn = lconn(&b).await;
+    let ch = lchan(&conn).await;
+    let (quorum, classic) = (uniq("quorum"), uniq("classic"));
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    guard("declare", ch.queue_declare(quorum.as_str().into(), durable, args)).await.expect("declare quorum");
+    guard("declare", ch.queue_declare(classic.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .expect("declare classic");
+    for q in [&quorum, &quorum, &quorum, &classic] {
+        let publish =
+            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"m", Default::default());
+        guard("publish", publish).await.expect("publish");
+    }
+    for q in [&quorum, &quorum, &classic] {
+        let got = guard("get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })).await.expect("get");
+        guard("ack", got.expect("a message").delivery.ack(BasicAckOptions::default())).await.expect("ack");
+    }
+    let got = guard("get", ch.basic_get(quorum.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get");
+    assert!(got.is_some());
+    let empty = guard("get", ch.basic_get(quorum.as_str().into(), BasicGetOptions::default())).await.expect("get");
+    assert!(empty.is_none());
+
+    let series = |name: &str, queue_type: &str| {
+        format!("rabbitmq_global_messages_{name}_total{{protocol=\"amqp091\",queue_type=\"{queue_type}\"}}")
+    };
+    let text = scrape_until(metrics, "/metrics", &series("get_empty", "rabbit_quorum_queue"), 1.0).await;
+    let expected = [
+        ("delivered", [1.0, 3.0, 0.0]),
+        ("delivered_get_manual_ack", [1.0, 2.0, 0.0]),
+        ("delivered_get_auto_ack", [0.0, 1.0, 0.0]),
+        ("acknowledged", [1.0, 2.0, 0.0]),
+        ("get_empty", [0.0, 1.0, 0.0]),
+    ];
+    for (name, values) in expected {
+        for (queue_type, value) in
+            ["rabbit_classic_queue", "rabbit_quorum_queue", "rabbit_stream_queue"].iter().zip(values)
+        {
+            assert_eq!(sample(&text, &series(name, queue_type)), Some(value), "{name} {queue_type} in\n{text}");
+        }
+    }
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    let closed = scrape_until(metrics, "/metrics", "rabbitmq_connections_closed_total", 1.0).await;
+    assert_eq!(
+        sample(&closed, &series("delivered", "rabbit_quorum_queue")),
+        Some(3.0),
+        "kept once the connection is gone"
     );
     b.stop().await;
 }

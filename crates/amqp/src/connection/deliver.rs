@@ -144,13 +144,13 @@ impl Connection {
         self.access().check(Permission::Read, Resource::Queue, name.as_bytes())?;
         let queue = self.vhost_arc()?.queue(&name, self.id)?;
         let Some((entry, remaining)) = queue.get() else {
-            self.count(Stat::GetEmpty, 1);
+            self.count_at(Some(&*queue), Stat::GetEmpty, 1);
             self.send(channel, BasicGetEmpty::default());
             return Ok(());
         };
-        self.count(Stat::Get, 1);
+        self.count_at(Some(&*queue), Stat::Get, 1);
         if m.no_ack {
-            self.count(Stat::GetNoAck, 1);
+            self.count_at(Some(&*queue), Stat::GetNoAck, 1);
         }
         let ch = self.chan(channel)?;
         let tag = ch.next_delivery_tag;
@@ -238,7 +238,9 @@ impl Connection {
             }
         }
         if kind == Settle::Ack {
-            self.count(Stat::Acked, delivery_count(&groups));
+            for (queue, _, items) in &groups {
+                self.count_at(Some(&**queue), Stat::Acked, items.len() as u64);
+            }
         }
         let gate = self.channels.get(&channel).map(|ch| ch.gate.clone());
         if let Some(gate) = &gate {
@@ -408,12 +410,13 @@ impl Connection {
             (Some(_), false) => {}
             (None, _) => {}
         }
-        self.count(Stat::Delivered, 1);
+        let queue = d.queue.as_deref();
+        self.count_at(queue, Stat::Delivered, 1);
         if !d.ack_required {
-            self.count(Stat::DeliveredNoAck, 1);
+            self.count_at(queue, Stat::DeliveredNoAck, 1);
         }
         if d.redelivered {
-            self.count(Stat::Redelivered, 1);
+            self.count_at(queue, Stat::Redelivered, 1);
         }
         let m = &d.message;
         write_deliver(
@@ -501,9 +504,4 @@ impl Connection {
         }
         self.release_small();
     }
-}
-
-/// How many deliveries the groups hold.
-fn delivery_count(groups: &[SettleGroup]) -> u64 {
-    groups.iter().map(|(_, _, items)| items.len() as u64).sum()
 }

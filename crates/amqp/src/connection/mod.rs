@@ -859,6 +859,7 @@ impl Connection {
             connected_at_ms: broker.clock().now_ms(),
             channels: Default::default(),
             stats: Counters::default(),
+            quorum_stats: Counters::default(),
             sizes: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
             alarm_blocked: Default::default(),
@@ -919,6 +920,18 @@ impl Connection {
     fn count(&self, stat: Stat, n: u64) {
         if let Some(info) = &self.info {
             info.stats.add(stat, n);
+        }
+    }
+
+    /// Adds to this connection's counters what concerns `queue`, and to its quorum counters
+    /// too for a quorum queue.
+    #[inline]
+    fn count_at(&self, queue: Option<&lepus_broker::Queue>, stat: Stat, n: u64) {
+        if let Some(info) = &self.info {
+            info.stats.add(stat, n);
+            if queue.is_some_and(|q| q.queue_type == lepus_broker::args::QueueType::Quorum) {
+                info.quorum_stats.add(stat, n);
+            }
         }
     }
 

@@ -281,6 +281,8 @@ pub struct Queue {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// `x-queue-type` (what metrics label its deliveries with).
+    pub queue_type: crate::args::QueueType,
     /// The limits the arguments set; what applies is these resolved with the queue's policies
     /// ([`Queue::limits`]).
     pub arg_limits: QueueLimits,
@@ -339,6 +341,7 @@ impl Queue {
         let max_priority = limits.max_priority;
         let held = limits.departure == Some(Departure::Release);
         let dedup = crate::args::message_deduplication(&arguments);
+        let queue_type = crate::args::queue_type(&arguments);
         Queue {
             name,
             vhost,
@@ -346,6 +349,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            queue_type,
             arg_limits: limits.clone(),
             logged: false,
             held,

@@ -5,9 +5,9 @@ use std::fmt::{self, Debug};
 
 use lepus_broker::Queue;
 use lepus_broker::queue::QueueCounts;
-use lepus_broker::stats::{SIZE_BUCKETS, Snapshot, Stat};
+use lepus_broker::stats::{SIZE_BUCKETS, SizeSnapshot, Snapshot, Stat};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -50,8 +50,9 @@ impl Debug for Scrape {
 
 /// The protocol label of what AMQP 0-9-1 connections count.
 const AMQP: [(&str, &str); 1] = [("protocol", "amqp091")];
-/// Deliveries are counted per connection, not per queue type: all under the classic type.
-const AMQP_CLASSIC: [(&str, &str); 2] = [("protocol", "amqp091"), ("queue_type", "rabbit_classic_queue")];
+/// The queue types RabbitMQ labels delivery counters with, in its order (Lepus has no
+/// streams: theirs stay 0).
+const QUEUE_TYPES: [&str; 3] = ["rabbit_classic_queue", "rabbit_quorum_queue", "rabbit_stream_queue"];
 
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
@@ -95,6 +96,65 @@ fn encode_value(sample: MetricEncoder, kind: &MetricType, value: u64) -> fmt::Re
         MetricType::Counter => ConstCounter::new(value).encode(sample),
         _ => ConstGauge::new(value as i64).encode(sample),
     }
+}
+
+/// `rabbitmq_message_size_bytes`, published body sizes in RabbitMQ's buckets, as text in
+/// the form RabbitMQ's Prometheus library writes (integer bounds: `le="1000000"`, labels
+/// before `le`, an integer sum), which `prometheus-client`'s float bounds (`1000000.0`) would
+/// not give: PromQL and dashboards written against RabbitMQ match `le` literally.
+pub fn message_size_histogram(sizes: &SizeSnapshot) -> String {
+    use std::fmt::Write;
+    let name = "rabbitmq_message_size_bytes";
+    let labels = r#"protocol="amqp091""#;
+    let mut text = format!("# HELP {name} Size of messages received from publishers\n# TYPE {name} histogram\n");
+    let mut cumulative = 0;
+    let bounds = SIZE_BUCKETS.iter().map(|le| le.to_string()).chain(["+Inf".to_owned()]);
+    for (le, count) in bounds.zip(sizes.counts) {
+        cumulative += count;
+        let _ = writeln!(text, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(text, "{name}_count{{{labels}}} {cumulative}");
+    let _ = writeln!(text, "{name}_sum{{{labels}}} {}", sizes.sum);
+    text
+}
+
+/// `total` less `part`, stat by stat.
+fn difference(total: &Snapshot, part: &Snapshot) -> Snapshot {
+    Snapshot(std::array::from_fn(|i| total.0[i].saturating_sub(part.0[i])))
+}
+
+/// RabbitMQ's global counters labelled by queue type, read from `s`: name (without the
+/// prefix), help, value.
+fn delivery_series(s: &Snapshot) -> [(&'static str, &'static str, u64); 8] {
+    let get = |stat| s.get(stat);
+    let consume_auto = get(Stat::DeliveredNoAck);
+    let get_auto = get(Stat::GetNoAck);
+    [
+        ("delivered", "Total number of messages delivered to consumers", get(Stat::Delivered) + get(Stat::Get)),
+        (
+            "delivered_consume_manual_ack",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+            get(Stat::Delivered).saturating_sub(consume_auto),
+        ),
+        (
+            "delivered_consume_auto_ack",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+            consume_auto,
+        ),
+        (
+            "delivered_get_manual_ack",
+            "Total number of messages fetched with basic.get in manual acknowledgement mode",
+            get(Stat::Get).saturating_sub(get_auto),
+        ),
+        (
+            "delivered_get_auto_ack",
+            "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+            get_auto,
+        ),
+        ("get_empty", "Total number of times basic.get operations fetched no message", get(Stat::GetEmpty)),
+        ("redelivered", "Total number of messages redelivered to consumers", get(Stat::Redelivered)),
+        ("acknowledged", "Total number of message acknowledgements received from consumers", get(Stat::Acked)),
+    ]
 }
 
 /// A stable id for the cluster, from its name (Lepus keeps no cluster id of its own yet).
@@ -200,11 +260,8 @@ impl Scrape {
     fn global_counters(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let s = self.api.broker.connections().totals();
         let get = |stat| s.get(stat);
+        let quorum = self.api.broker.connections().quorum_totals();
         let dropped = get(Stat::Unroutable).saturating_sub(get(Stat::Returned));
-        let consume_auto = get(Stat::DeliveredNoAck);
-        let consume_manual = get(Stat::Delivered).saturating_sub(consume_auto);
-        let get_auto = get(Stat::GetNoAck);
-        let get_manual = get(Stat::Get).saturating_sub(get_auto);
         let by_protocol: [(&str, &str, u64); 6] = [
             ("received", "Total number of messages received from publishers", get(Stat::Published)),
             (
@@ -228,54 +285,17 @@ impl Scrape {
         for (what, help, value) in by_protocol {
             labelled(e, (&format!("rabbitmq_global_messages_{what}"), help), MetricType::Counter, &AMQP, value)?;
         }
-        let by_queue_type: [(&str, &str, u64); 8] = [
-            ("delivered", "Total number of messages delivered to consumers", get(Stat::Delivered) + get(Stat::Get)),
-            (
-                "delivered_consume_manual_ack",
-                "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
-                consume_manual,
-            ),
-            (
-                "delivered_consume_auto_ack",
-                "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
-                consume_auto,
-            ),
-            (
-                "delivered_get_manual_ack",
-                "Total number of messages fetched with basic.get in manual acknowledgement mode",
-                get_manual,
-            ),
-            (
-                "delivered_get_auto_ack",
-                "Total number of messages fetched with basic.get in automatic acknowledgement mode",
-                get_auto,
-            ),
-            ("get_empty", "Total number of times basic.get operations fetched no message", get(Stat::GetEmpty)),
-            ("redelivered", "Total number of messages redelivered to consumers", get(Stat::Redelivered)),
-            ("acknowledged", "Total number of message acknowledgements received from consumers", get(Stat::Acked)),
-        ];
-        for (what, help, value) in by_queue_type {
-            labelled(
-                e,
-                (&format!("rabbitmq_global_messages_{what}"), help),
-                MetricType::Counter,
-                &AMQP_CLASSIC,
-                value,
-            )?;
+        let classic = difference(&s, &quorum);
+        let by_type = [delivery_series(&classic), delivery_series(&quorum), delivery_series(&Snapshot::default())];
+        for (i, (what, help, _)) in delivery_series(&s).into_iter().enumerate() {
+            let name = format!("rabbitmq_global_messages_{what}");
+            let mut family = e.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for (queue_type, series) in QUEUE_TYPES.iter().zip(&by_type) {
+                let labels = [("protocol", "amqp091"), ("queue_type", *queue_type)];
+                ConstCounter::new(series[i].2).encode(family.encode_family(&labels)?)?;
+            }
         }
-        self.channel_counters(e, &s)?;
-        self.message_sizes(e)
-    }
-
-    /// `rabbitmq_message_size_bytes`: published body sizes in RabbitMQ's buckets.
-    fn message_sizes(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let sizes = self.api.broker.connections().message_sizes();
-        let bounds = SIZE_BUCKETS.iter().map(|&le| le as f64).chain([f64::MAX]);
-        let buckets: Vec<(f64, u64)> = bounds.zip(sizes.counts).collect();
-        let count = sizes.counts.iter().sum();
-        let help = "Size of messages received from publishers";
-        let mut family = e.encode_descriptor("rabbitmq_message_size_bytes", help, None, MetricType::Histogram)?;
-        family.encode_family(&AMQP)?.encode_histogram::<NoLabelSet>(sizes.sum as f64, count, &buckets, None)
+        self.channel_counters(e, &s)
     }
 
     /// The aggregated channel counters (`rabbitmq_channel_messages_*_total`).

@@ -14,7 +14,6 @@ mod families;
 pub(crate) mod process;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -46,10 +45,8 @@ pub const SCRAPES_IN_FLIGHT_MAX: usize = 4;
 
 /// Serves the metrics on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, api: ApiRef, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "prometheus listener failed");
-    }
+    let limits = api.http.limits;
+    crate::http::serve(listener, router(api), limits, "prometheus", shutdown).await;
 }
 
 async fn aggregated(State(api): State<ApiRef>) -> impl IntoResponse {
@@ -92,10 +89,17 @@ fn parse_detailed(raw: &str) -> DetailedQuery {
 /// Encodes the metrics of `scope` (on a blocking thread: 100,000 queues take a while).
 async fn scrape(api: ApiRef, scope: Scope) -> axum::response::Response {
     let encoded = tokio::task::spawn_blocking(move || {
+        let sizes = (!matches!(scope, Scope::Detailed { .. })).then(|| api.broker.connections().message_sizes());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(families::Scrape { api, scope }));
         let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+        prometheus_client::encoding::text::encode(&mut body, &registry)?;
+        if let Some(sizes) = sizes {
+            // Before the closing `# EOF`.
+            let end = body.rfind("# EOF").unwrap_or(body.len());
+            body.insert_str(end, &families::message_size_histogram(&sizes));
+        }
+        Ok::<_, std::fmt::Error>(body)
     })
     .await;
     match encoded {

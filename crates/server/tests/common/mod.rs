@@ -66,6 +66,14 @@ pub async fn start_managed(config: Config) -> Broker {
     run(server, Some(management), None)
 }
 
+/// A broker with its management API on an ephemeral loopback port, on the broker clock
+/// `clock`.
+pub async fn start_managed_with_clock(config: Config, clock: lepus_broker::clock::ClockRef) -> Broker {
+    let mut server = lepus_server::Server::bind_with_clock(config, clock).await.expect("broker binds");
+    let management = server.bind_management(([127, 0, 0, 1], 0).into()).await.expect("management binds");
+    run(server, Some(management), None)
+}
+
 /// Runs a server the test bound itself (e.g. with [`lepus_server::Server::bind_with_storage`]).
 pub fn run_bound(server: lepus_server::Server) -> Broker {
     run(server, None, None)
