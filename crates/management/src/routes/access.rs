@@ -208,7 +208,7 @@ async fn delete_topic_permissions(
 }
 
 /// Limits as RabbitMQ shows them: `{"max-connections": 10, ...}`.
-fn limits_json(pairs: &[(&str, i64)]) -> Value {
+pub(super) fn limits_json(pairs: &[(&str, i64)]) -> Value {
     Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
 }
 

@@ -18,7 +18,7 @@ use lepus_broker::VHost;
 use lepus_broker::command::{Command, NodeCommand};
 use lepus_broker::limits::VhostLimits;
 use lepus_broker::policy::{ApplyTo, PolicyKind, PolicySpec};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::ApiRef;
 use crate::auth::Caller;
@@ -67,8 +67,7 @@ pub(super) fn of_vhost(v: &VHost, component: Option<&str>) -> Vec<Value> {
     if wanted(VHOST_LIMITS) {
         let pairs = v.limits().pairs();
         if !pairs.is_empty() {
-            let value: Map<String, Value> = pairs.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
-            items.push(parameter(&v.name, VHOST_LIMITS, LIMITS_NAME, Value::Object(value)));
+            items.push(parameter(&v.name, VHOST_LIMITS, LIMITS_NAME, super::access::limits_json(&pairs)));
         }
     }
     for (name, kind) in [(OPERATOR_POLICY, PolicyKind::Operator), (POLICY, PolicyKind::Policy)] {
@@ -184,7 +183,6 @@ async fn delete(
     caller: Caller,
     Path((component, vhost, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    require_policymaker(&caller)?;
     caller.require_admin()?;
     let v = caller.require_vhost(&api.broker, &vhost)?;
     match component.as_str() {
@@ -228,7 +226,6 @@ async fn show_global(
 /// Lepus keeps no global parameters of its own: setting or clearing one is refused (not
 /// silently dropped).
 async fn put_global(caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    require_policymaker(&caller)?;
     caller.require_admin()?;
     Err(ApiError::BadRequest(format!("global parameter {name} cannot be changed: Lepus keeps no global parameters")))
 }
