@@ -1,38 +1,24 @@
 """Permissions, vhosts and limits through pika, set up through the management HTTP API
 (`MANAGEMENT_URL`, e.g. http://127.0.0.1:15672) on whichever broker is under test: every case passes
 against RabbitMQ 3.10.8 and Lepus with the same reply codes and texts."""
-import base64
-import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, ProbableAccessDeniedError
 
+import management_api
+
 pytestmark = pytest.mark.skipif(not os.environ.get("MANAGEMENT_URL"), reason="needs MANAGEMENT_URL (a management API)")
-
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-
 
 def api(method, path, body=None):
     """One management API call as guest; returns the HTTP status."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(os.environ["MANAGEMENT_URL"].rstrip("/") + "/api" + path, data=data, method=method)
-    req.add_header("Authorization", AUTH)
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return management_api.call(method, path, body)[0]
 
 
-def q(name):
-    return urllib.parse.quote(name, safe="")
+q = management_api.quote
 
 
 @pytest.fixture

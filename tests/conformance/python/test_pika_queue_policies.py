@@ -12,43 +12,25 @@ bounded by a hang guard. What the API's queue object says of its policies (`poli
 `operator_policy`) is not checked here: RabbitMQ fills it from statistics emitted every few
 seconds, so it lags.
 """
-import base64
-import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 import pika
 import pytest
 
+import management_api
+
 pytestmark = pytest.mark.skipif(not os.environ.get("MANAGEMENT_URL"), reason="needs MANAGEMENT_URL (a management API)")
 
 HANG_GUARD = 10.0  # seconds; never reached when the broker behaves
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 def uniq(prefix):
     return f"conf.qp.{prefix}.{uuid.uuid4().hex[:12]}"
 
 
-def api(method, path, body=None):
-    """One management API call as guest: (status, decoded JSON body or None)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(os.environ["MANAGEMENT_URL"].rstrip("/") + "/api" + path, data=data, method=method)
-    req.add_header("Authorization", AUTH)
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-
-
-def quote(name):
-    return urllib.parse.quote(name, safe="")
+api = management_api.call
+quote = management_api.quote
 
 
 @pytest.fixture

@@ -9,16 +9,14 @@ answer. Every wait is for something the page shows (WebDriverWait, with a hang g
 
 With UI_SCREENSHOT=path.png, the overview test also saves a screenshot of the page there.
 """
-import base64
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 import uuid
 from urllib.parse import quote
 
 import pytest
+
+import management_api
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -40,18 +38,7 @@ def base_url():
 
 def http(base_url, method, path, body=None, user="guest", password="guest"):
     """The API's answer to one request: (status, JSON body or None)."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    req = urllib.request.Request(f"{base_url}/api{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"authorization": f"Basic {token}",
-                                          "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=HANG_GUARD_S) as resp:
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-    except urllib.error.HTTPError as e:
-        data = e.read()
-        return e.code, json.loads(data) if data else None
+    return management_api.call(method, path, body, user=user, password=password, base_url=base_url)
 
 
 def declare(base_url, name):
