@@ -28,7 +28,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::Args;
 use crate::client::{Client, Result};
-use crate::load::{Incoming, STAMP_LEN, Tracker, confirm_reader, on_frame, open_consumer, read_stamp, stamp};
+use crate::load::{
+    Incoming, STAMP_LEN, Tracker, close_connection, confirm_reader, keep_reading, on_frame, open_consumer, read_stamp,
+    stamp,
+};
 use crate::stats::{self, Counters, SeqSet, Summary};
 use crate::uri::AmqpUri;
 
@@ -331,17 +334,11 @@ async fn consume(
             writer.write_all(&out).await?;
             out.clear();
         }
-        if counters.stop_consumers.load(Ordering::Acquire) {
+        if !keep_reading(&mut reader, &counters).await? {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(100), reader.fill()).await {
-            Ok(Ok(true)) | Err(_) => {}
-            Ok(Ok(false)) => break,
-            Ok(Err(e)) => return Err(e),
-        }
     }
-    write_method(&mut out, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
-    let _ = writer.write_all(&out).await;
+    close_connection(&mut writer, &mut out).await;
     Ok(firing)
 }
 

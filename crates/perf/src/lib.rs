@@ -254,13 +254,7 @@ async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.consumers.max(1));
     for j in 0..args.consumers {
         let (uri, plan, counters, ready) = (uri.clone(), plan.clone(), counters.clone(), ready_tx.clone());
-        consumers.push(tokio::spawn(async move {
-            if plan.args.retry_loop.is_some() {
-                retry::consume(j, uri, plan, counters, start, ready).await
-            } else {
-                load::consume(j, uri, plan, counters, start, ready).await
-            }
-        }));
+        consumers.push(tokio::spawn(async move { load::consume(j, uri, plan, counters, start, ready).await }));
     }
     for _ in 0..args.consumers {
         ready_rx.recv().await.ok_or("a consumer failed to start")??;

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
 use crate::Args;
-use crate::client::{Client, FrameReader, Result};
+use crate::client::{Client, FrameReader, Result, WriteHalf};
 use crate::retry;
 use crate::stats::{ConsumerReport, Counters, ProducerReport};
 use crate::topic::{self, Routes};
@@ -435,6 +435,24 @@ pub(crate) async fn open_consumer(
     }
 }
 
+/// After a consumer has handled what it read: whether to go on (false when told to stop or at
+/// EOF), having waited up to 100 ms for more bytes.
+pub(crate) async fn keep_reading(reader: &mut FrameReader, counters: &Counters) -> Result<bool> {
+    if counters.stop_consumers.load(Ordering::Acquire) {
+        return Ok(false);
+    }
+    match tokio::time::timeout(Duration::from_millis(100), reader.fill()).await {
+        Ok(more) => more,
+        Err(_) => Ok(true),
+    }
+}
+
+/// Sends what `out` holds and a `connection.close`, ignoring errors (the end of a run).
+pub(crate) async fn close_connection(writer: &mut WriteHalf, out: &mut BytesMut) {
+    write_method(out, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
+    let _ = writer.write_all(out).await;
+}
+
 /// Per-consumer delivery parsing state.
 #[derive(Default)]
 pub(crate) struct Incoming {
@@ -456,6 +474,9 @@ pub async fn consume(
     let args = &plan.args;
     let queue = j % plan.queues.len();
     let c = open_consumer(&uri, args, &plan.queues[queue], ready).await?;
+    if args.retry_loop.is_some() {
+        return retry::consume(j, c, &plan, &counters, start).await;
+    }
     let Client { mut reader, mut writer, .. } = c;
     let mut report = ConsumerReport::new(queue);
     let every = match args.prefetch {

@@ -6,7 +6,6 @@
 //! is what a load run counts as received (and verifies); each rejection is a pass. Publishers
 //! keep at most `--retry-window` messages in the loop.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,13 +15,11 @@ use lepus_protocol::frame::write_method;
 use lepus_protocol::method::*;
 use lepus_protocol::{FieldTable, FieldValue, Frame, FrameType, ShortStr};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 use crate::Args;
 use crate::client::{Client, Result};
-use crate::load::{Incoming, Plan, on_frame as on_frame_of_load, open_consumer, read_stamp};
+use crate::load::{Incoming, Plan, close_connection, keep_reading, on_frame as on_frame_of_load, read_stamp};
 use crate::stats::{ConsumerReport, Counters};
-use crate::uri::AmqpUri;
 
 /// The delay queue of work queue `queue`.
 pub fn delay_queue(queue: &str) -> String {
@@ -75,20 +72,20 @@ struct Delivery {
     passes: i64,
 }
 
-/// A retry-loop consumer of work queue `j % queues`: rejects each delivery until it has made
-/// `--retry-loop` passes, then acks it and counts it as received.
+/// A retry-loop consumer of work queue `j % queues` on `client` (consuming it already):
+/// rejects each delivery until it has made `--retry-loop` passes, then acks it and counts it
+/// as received.
 pub async fn consume(
     j: usize,
-    uri: AmqpUri,
-    plan: Arc<Plan>,
-    counters: Arc<Counters>,
+    client: Client,
+    plan: &Plan,
+    counters: &Counters,
     start: Instant,
-    ready: mpsc::Sender<Result<()>>,
 ) -> Result<ConsumerReport> {
     let args = &plan.args;
     let queue = plan.queue(j).to_string();
     let passes = i64::from(args.retry_loop.unwrap_or(0));
-    let Client { mut reader, mut writer, .. } = open_consumer(&uri, args, &queue, ready).await?;
+    let Client { mut reader, mut writer, .. } = client;
     let mut report = ConsumerReport::new(j % args.queues.max(1));
     let (mut d, mut out) = (Delivery::default(), BytesMut::new());
     loop {
@@ -100,7 +97,7 @@ pub async fn consume(
             let tag = d.incoming.tag;
             if d.passes >= passes {
                 write_method(&mut out, 1, &BasicAck { delivery_tag: tag, multiple: false }.into());
-                complete(&d.incoming, &mut report, &counters, start);
+                complete(&d.incoming, &mut report, counters, start);
                 completed = true;
             } else {
                 write_method(&mut out, 1, &BasicReject { delivery_tag: tag, requeue: false }.into());
@@ -115,17 +112,11 @@ pub async fn consume(
             counters.last_receive_ns.fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
             counters.completed.notify_waiters();
         }
-        if counters.stop_consumers.load(Ordering::Acquire) {
+        if !keep_reading(&mut reader, counters).await? {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(100), reader.fill()).await {
-            Ok(Ok(true)) | Err(_) => {}
-            Ok(Ok(false)) => break,
-            Ok(Err(e)) => return Err(e),
-        }
     }
-    write_method(&mut out, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
-    let _ = writer.write_all(&out).await;
+    close_connection(&mut writer, &mut out).await;
     Ok(report)
 }
 
