@@ -39,6 +39,7 @@ use crate::uri::AmqpUri;
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct DelayedFigures {
     /// Messages not yet delivered when publishing ended (all N without a consumer).
+    /// (The summary's `received` counts distinct messages, `duplicated` the rest.)
     pub pending_at_publish_end: Option<u64>,
     /// When publishing ended (every message confirmed), ms since the epoch.
     pub publish_end_epoch_ms: Option<u64>,
@@ -276,10 +277,12 @@ impl Firing {
         }
     }
 
-    /// One delivery of message `seq`, due at `due_us`, delivered at `now_us`.
-    fn record(&mut self, seq: u64, due_us: u64, now_us: u64) {
+    /// One delivery of message `seq`, due at `due_us`, delivered at `now_us`; false for a
+    /// duplicate, which is only counted (its timing would blur the first delivery's).
+    fn record(&mut self, seq: u64, due_us: u64, now_us: u64) -> bool {
         if self.seen.insert(seq) {
             self.duplicates += 1;
+            return false;
         }
         self.early += (now_us + EARLY_SLACK_US < due_us) as u64;
         self.lateness_ns.saturating_record(now_us.saturating_sub(due_us).saturating_mul(1000).max(1));
@@ -289,6 +292,7 @@ impl Firing {
         self.max_due_us = self.max_due_us.max(due_us);
         self.first_us.get_or_insert(now_us);
         self.last_us = now_us;
+        true
     }
 
     fn fill(&self, f: &mut DelayedFigures) {
@@ -322,10 +326,10 @@ async fn consume(
         let mut last_tag = None;
         while let Some(frame) = reader.try_next()? {
             if on_frame(frame, &mut incoming)? {
-                if let Some((_, seq, due_us)) = read_stamp(&incoming.stamp) {
-                    firing.record(seq, due_us, now_epoch_us());
-                }
-                counters.received.fetch_add(1, Ordering::Relaxed);
+                // Distinct messages: the run ends when all N arrived, duplicates or not.
+                let stamp = read_stamp(&incoming.stamp);
+                let first = stamp.is_none_or(|(_, seq, due_us)| firing.record(seq, due_us, now_epoch_us()));
+                counters.received.fetch_add(first as u64, Ordering::Relaxed);
                 last_tag = Some(incoming.tag);
             }
         }
@@ -349,11 +353,11 @@ mod tests {
     #[test]
     fn an_order_violation_is_a_delivery_after_one_due_later_beyond_the_tolerance() {
         let mut f = Firing::new(10);
-        f.record(1, 1_000_000, 1_002_000);
+        assert!(f.record(1, 1_000_000, 1_002_000));
         f.record(2, 1_050_000, 1_050_500);
         f.record(3, 1_045_000, 1_051_000); // 5 ms inversion: within the tolerance
         f.record(4, 1_020_000, 1_052_000); // 30 ms inversion: a violation
-        f.record(2, 1_050_000, 1_053_000); // a duplicate
+        assert!(!f.record(1, 1_000_000, 1_053_000)); // a duplicate: counted, not timed
         f.record(5, 1_100_000, 1_099_500); // within the timer's millisecond
         f.record(6, 1_100_000, 1_098_000); // early
         let mut figures = DelayedFigures::default();
