@@ -14,6 +14,15 @@
 //! - `topic`: topic runs' keys, patterns and expected routes (verification of topic runs).
 //! - `modes`: fixed costs rather than throughput: `--idle-connections`, `--declare-queues`,
 //!   `--churn`.
+//! - `retry`: the retry loop's queues and consumer (`--retry-loop K`: reject → dead-letter →
+//!   delay queue with a TTL → back, acked after K passes).
+//! - `delayed`: `--delayed N`, messages through an `x-delayed-message` exchange: publish rate,
+//!   lateness and firing order.
+//!
+//! # Expiring messages
+//! `--expire-every 2 --expiration-ms 1` gives every second message an `expiration`: the
+//! others (the survivors) are verified as usual and make the receive rate; the summary counts
+//! the expiring ones delivered and those that never were (`expired`).
 //!
 //! # Backlogs
 //! `-y 0 -C N --no-cleanup` publishes N messages per producer with no consumer and leaves the
@@ -24,8 +33,10 @@
 
 pub mod ceiling;
 pub mod client;
+pub mod delayed;
 pub mod load;
 pub mod modes;
+pub mod retry;
 pub mod sink;
 pub mod stats;
 pub mod topic;
@@ -163,6 +174,37 @@ pub struct Args {
     /// Instead of generating load, serve a discarding AMQP endpoint on this port.
     #[arg(long)]
     pub sink: Option<u16>,
+    /// A retry loop (`retry`): consumers reject each message (requeue=false) to a delay queue
+    /// that dead-letters it back after `--retry-delay-ms`, and ack it on its delivery after
+    /// this many passes (read from its `x-death` count).
+    #[arg(long, conflicts_with_all = ["auto_ack", "expire_every", "delayed"])]
+    pub retry_loop: Option<u32>,
+    /// The delay queue's `x-message-ttl` in a retry loop.
+    #[arg(long, default_value_t = 10)]
+    pub retry_delay_ms: u64,
+    /// Messages in a retry loop at once, at most (publishers wait for completions).
+    #[arg(long, default_value_t = 20_000)]
+    pub retry_window: u64,
+    /// Every N-th message (sequence numbers N, 2N, ...) gets an `expiration` of
+    /// `--expiration-ms`; verification expects only the others. 0 = none.
+    #[arg(long, default_value_t = 0, conflicts_with = "priority_levels")]
+    pub expire_every: u64,
+    /// The `expiration` property of the messages `--expire-every` picks, in ms.
+    #[arg(long, default_value_t = 1)]
+    pub expiration_ms: u64,
+    /// Instead of the usual load, N persistent messages through an `x-delayed-message`
+    /// exchange (`delayed`) with random `x-delay` up to `--max-delay-s`, each carrying its
+    /// due time: publish rate, lateness, firing order. `-y 0` publishes only, `-x 0` consumes
+    /// only (what an earlier run left).
+    #[arg(long)]
+    pub delayed: Option<u64>,
+    /// The longest `x-delay` of `--delayed`, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub max_delay_s: u64,
+    /// `--delayed`: a delivery is out of order when a message due more than this much later
+    /// was delivered before it.
+    #[arg(long, default_value_t = 10)]
+    pub order_tolerance_ms: u64,
 }
 
 /// Runs one load scenario (or one of the `modes`) to completion and returns its summary (also
@@ -178,6 +220,8 @@ pub async fn run(args: Args) -> Result<Summary> {
         modes::declare_queues(&args, &uri, n).await?
     } else if let Some(tasks) = args.churn {
         modes::churn(&args, &uri, tasks).await?
+    } else if let Some(n) = args.delayed {
+        delayed::run(&args, &uri, n).await?
     } else {
         run_load(&args, &uri).await?
     };
@@ -233,8 +277,12 @@ async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
     }
     counters.stop_producers.store(true, Ordering::Release);
     let window = publish_start.elapsed().as_secs_f64();
-    let received_at_stop = counters.received.load(Ordering::Acquire);
-    let published_at_stop = counters.published.load(Ordering::Acquire);
+    let mut at_stop = AtStop {
+        window_s: window,
+        received: counters.received.load(Ordering::Acquire),
+        published: counters.published.load(Ordering::Acquire),
+        passes: counters.passes.load(Ordering::Acquire),
+    };
     let mut producer_reports = Vec::new();
     for p in producers {
         producer_reports.push(p.await??);
@@ -272,23 +320,21 @@ async fn run_load(args: &Args, uri: &AmqpUri) -> Result<Summary> {
     }
     let _ = setup.close().await;
 
-    let (window, received_at_stop) = if drain_only {
+    if drain_only {
         // Consuming time: from basic.consume-ok to the last delivery.
         let last = counters.last_receive_ns.load(Ordering::Acquire);
-        (last.saturating_sub(consume_start_ns).max(1) as f64 / 1e9, counters.received.load(Ordering::Acquire))
-    } else {
-        (window, received_at_stop)
-    };
-    Ok(summarize(
-        &args,
-        &plan,
-        &counters,
-        &producer_reports,
-        consumer_reports,
-        window,
-        received_at_stop,
-        published_at_stop,
-    ))
+        at_stop.window_s = last.saturating_sub(consume_start_ns).max(1) as f64 / 1e9;
+        at_stop.received = counters.received.load(Ordering::Acquire);
+    }
+    Ok(summarize(&args, &plan, &counters, &producer_reports, consumer_reports, at_stop))
+}
+
+/// Counts taken when producers stopped (drain-only runs: when consuming ended), the rates' base.
+struct AtStop {
+    window_s: f64,
+    received: u64,
+    published: u64,
+    passes: u64,
 }
 
 /// Drain-only runs: waits until `--expect` messages arrived, or consumers went idle after
@@ -314,17 +360,15 @@ async fn wait_drained(args: &Args, counters: &Counters, begin: Instant) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarize(
     args: &Args,
     plan: &Plan,
     counters: &Counters,
     producers: &[stats::ProducerReport],
     consumers: Vec<stats::ConsumerReport>,
-    window_s: f64,
-    received_at_stop: u64,
-    published_at_stop: u64,
+    at_stop: AtStop,
 ) -> Summary {
+    let AtStop { window_s, received: received_at_stop, published: published_at_stop, passes: passes_at_stop } = at_stop;
     let mut latency = stats::latency_histogram();
     let (mut duplicated, mut reordered, mut redelivered) = (0, 0, 0);
     // Union the sequence sets of each (queue, producer) across that queue's consumers.
@@ -357,7 +401,7 @@ fn summarize(
                     }
                     None => {
                         for q in plan.queues_of(p.id as usize) {
-                            let expected = p.sent - p.nacked;
+                            let expected = plan.survivors(p.sent).saturating_sub(p.nacked);
                             let got = per_queue.get(&(q, p.id)).map_or(0, |s| s.count_upto(p.sent));
                             missing += expected.saturating_sub(got);
                         }
@@ -372,6 +416,10 @@ fn summarize(
     let timed = !drain_only && !latency.is_empty();
     let [p50, p99, p999, max] = stats::latency_percentiles_us(&latency).map(|us| timed.then_some(us));
     let fanout = plan.fanout();
+    let expiring_published =
+        (args.expire_every > 0).then(|| producers.iter().map(|p| p.sent - plan.survivors(p.sent)).sum::<u64>());
+    let expiring_received = counters.expiring_received.load(Ordering::Acquire);
+    let loop_passes = args.retry_loop.map(|_| counters.passes.load(Ordering::Acquire));
     Summary {
         scenario: args.scenario.clone(),
         mode: if drain_only { "drain" } else { "load" },
@@ -390,7 +438,7 @@ fn summarize(
         backlog_at_stop: if drain_only {
             args.expect.map_or(0, |e| e as i64 - received as i64)
         } else if args.consumers > 0 {
-            (published_at_stop as f64 * fanout).round() as i64 - received_at_stop as i64
+            (plan.survivors(published_at_stop) as f64 * fanout).round() as i64 - received_at_stop as i64
         } else {
             published_at_stop as i64
         },
@@ -406,6 +454,11 @@ fn summarize(
         duplicated,
         reordered,
         redelivered,
+        expiring_published,
+        expiring_received: expiring_published.map(|_| expiring_received),
+        expired: expiring_published.map(|n| n.saturating_sub(expiring_received)),
+        loop_passes,
+        loop_pass_rate: loop_passes.map(|_| passes_at_stop as f64 / window_s),
         ..Default::default()
     }
 }

@@ -15,7 +15,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
 use crate::Args;
-use crate::client::{Client, FrameReader, Result};
+use crate::client::{Client, FrameReader, Result, WriteHalf};
+use crate::retry;
 use crate::stats::{ConsumerReport, Counters, ProducerReport};
 use crate::topic::{self, Routes};
 use crate::uri::AmqpUri;
@@ -78,12 +79,12 @@ impl Plan {
         }
         let arguments = queue_arguments(&self.args.queue_args)?;
         for q in &self.queues {
-            let declare = QueueDeclare {
-                queue: s(q),
-                durable: self.args.durable,
-                arguments: arguments.clone(),
-                ..Default::default()
-            };
+            let mut arguments = arguments.clone();
+            if self.args.retry_loop.is_some() {
+                retry::declare_delay_queue(c, q, &self.args).await?;
+                retry::add_work_queue_arguments(&mut arguments, q);
+            }
+            let declare = QueueDeclare { queue: s(q), durable: self.args.durable, arguments, ..Default::default() };
             c.call(declare, "queue.declare-ok").await?;
             if !self.args.no_purge {
                 c.call(QueuePurge { queue: s(q), ..Default::default() }, "queue.purge-ok").await?;
@@ -109,8 +110,8 @@ impl Plan {
     /// messages are back in the queues too).
     pub async fn remaining(&self, c: &mut Client) -> Result<u64> {
         let mut n = 0;
-        for q in &self.queues {
-            let declare = QueueDeclare { queue: s(q), passive: true, ..Default::default() };
+        for q in self.all_queues() {
+            let declare = QueueDeclare { queue: s(&q), passive: true, ..Default::default() };
             if let Method::QueueDeclareOk(ok) = c.call(declare, "queue.declare-ok").await? {
                 n += ok.message_count as u64;
             }
@@ -119,13 +120,24 @@ impl Plan {
     }
 
     pub async fn cleanup(&self, c: &mut Client) -> Result<()> {
-        for q in &self.queues {
-            c.call(QueueDelete { queue: s(q), ..Default::default() }, "queue.delete-ok").await?;
+        for q in self.all_queues() {
+            c.call(QueueDelete { queue: s(&q), ..Default::default() }, "queue.delete-ok").await?;
         }
         if self.routing != Routing::Direct {
             c.call(ExchangeDelete { exchange: s(&self.exchange), ..Default::default() }, "exchange.delete-ok").await?;
         }
         Ok(())
+    }
+
+    /// The run's queues and, in a retry loop, their delay queues.
+    fn all_queues(&self) -> Vec<String> {
+        let delay = self.args.retry_loop.is_some().then(|| self.queues.iter().map(|q| retry::delay_queue(q)));
+        self.queues.iter().cloned().chain(delay.into_iter().flatten()).collect()
+    }
+
+    /// The name of queue `i`.
+    pub fn queue(&self, i: usize) -> &str {
+        &self.queues[i % self.queues.len()]
     }
 
     /// Queues that receive every message of producer `p` (topic runs: see [`Plan::routes`]).
@@ -148,9 +160,10 @@ impl Plan {
     }
 
     /// Deliveries due for what the producers sent (nacked messages excluded; for topic runs a
-    /// nack's key is not known, so each counts as a mean fan-out).
+    /// nack's key is not known, so each counts as a mean fan-out; with `--expire-every`, only
+    /// the messages without an expiration).
     pub fn expected_total(&self, producers: &[ProducerReport]) -> u64 {
-        let sent: u64 = producers.iter().map(|p| p.sent - p.nacked).sum();
+        let sent: u64 = producers.iter().map(|p| self.survivors(p.sent) - p.nacked.min(self.survivors(p.sent))).sum();
         match (&self.routes, self.routing) {
             (Some(routes), _) => producers
                 .iter()
@@ -161,6 +174,16 @@ impl Plan {
             (None, Routing::Fanout) => sent * self.queues.len() as u64,
             (None, _) => sent,
         }
+    }
+
+    /// Whether message `seq` of a producer carries an expiration (`--expire-every`).
+    pub fn expires(&self, seq: u64) -> bool {
+        self.args.expire_every > 0 && seq.is_multiple_of(self.args.expire_every)
+    }
+
+    /// How many of sequence numbers `1..=sent` carry no expiration.
+    pub fn survivors(&self, sent: u64) -> u64 {
+        sent - sent.checked_div(self.args.expire_every).unwrap_or(0)
     }
 
     /// The pre-encoded `basic.publish` frames producer `p` chooses from.
@@ -183,15 +206,47 @@ impl Plan {
 
 /// Publisher-confirm bookkeeping: which delivery tags are settled.
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     /// Every tag below this is settled.
     settled_below: AtomicU64,
     nacked: AtomicU64,
     notify: Notify,
 }
 
+impl Tracker {
+    pub(crate) fn new() -> Arc<Tracker> {
+        Arc::new(Tracker { settled_below: AtomicU64::new(1), ..Default::default() })
+    }
+
+    /// How many more of `n` messages a confirm window of `window` takes after `sent`; waits a
+    /// little for a confirm (and answers 0) when it is full. Unlimited with no window.
+    pub(crate) async fn room(&self, sent: u64, window: u64, n: u64) -> u64 {
+        if window == 0 {
+            return n;
+        }
+        let outstanding = sent.saturating_sub(self.settled_below.load(Ordering::Acquire).saturating_sub(1));
+        if outstanding >= window {
+            let _ = tokio::time::timeout(Duration::from_millis(10), self.notify.notified()).await;
+            return 0;
+        }
+        n.min(window - outstanding)
+    }
+
+    /// Waits until every one of `sent` messages is confirmed, or `timeout` passed.
+    pub(crate) async fn settle(&self, sent: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.settled_below.load(Ordering::Acquire) <= sent && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(10), self.notify.notified()).await;
+        }
+    }
+
+    pub(crate) fn nacked(&self) -> u64 {
+        self.nacked.load(Ordering::Acquire)
+    }
+}
+
 /// Reads confirms and returns for a producer until EOF.
-async fn confirm_reader(mut reader: FrameReader, tracker: Arc<Tracker>, counters: Arc<Counters>) {
+pub(crate) async fn confirm_reader(mut reader: FrameReader, tracker: Arc<Tracker>, counters: Arc<Counters>) {
     let mut base = 1u64;
     let mut marks: VecDeque<bool> = VecDeque::new();
     let mark = |tag: u64, marks: &mut VecDeque<bool>, base: u64| {
@@ -243,7 +298,7 @@ async fn confirm_reader(mut reader: FrameReader, tracker: Arc<Tracker>, counters
     tracker.notify.notify_one();
 }
 
-fn stamp(body: &mut [u8], producer: u16, seq: u64, now_ns: u64) {
+pub(crate) fn stamp(body: &mut [u8], producer: u16, seq: u64, now_ns: u64) {
     if body.len() >= STAMP_LEN {
         body[..2].copy_from_slice(&producer.to_be_bytes());
         body[2..8].copy_from_slice(&seq.to_be_bytes()[2..]);
@@ -276,20 +331,9 @@ pub async fn produce(
     });
     let props =
         BasicProperties { delivery_mode: Some(if args.persistent { 2 } else { 1 }), headers, ..Default::default() };
-    // One content header per priority level, used in turn (one header without priorities).
-    let levels: Vec<Option<u8>> =
-        if args.priority_levels > 0 { (0..args.priority_levels).map(Some).collect() } else { vec![None] };
-    let headers: Vec<BytesMut> = levels
-        .into_iter()
-        .map(|priority| {
-            let mut header = BytesMut::new();
-            let props = BasicProperties { priority, ..props.clone() };
-            write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
-            header
-        })
-        .collect();
+    let headers = content_headers(args, &props);
     let mut body = vec![0u8; args.size];
-    let tracker = Arc::new(Tracker { settled_below: AtomicU64::new(1), ..Default::default() });
+    let tracker = Tracker::new();
     let reader_task = tokio::spawn(confirm_reader(reader, tracker.clone(), counters.clone()));
     let mut out = BytesMut::with_capacity(args.batch * (args.size + 64));
     let (mut sent, rate_start) = (0u64, Instant::now());
@@ -301,14 +345,12 @@ pub async fn produce(
         if let Some(max) = args.pmessages {
             n = n.min(max - sent);
         }
-        if args.confirm > 0 {
-            let settled = tracker.settled_below.load(Ordering::Acquire).saturating_sub(1);
-            let outstanding = sent.saturating_sub(settled);
-            if outstanding >= args.confirm {
-                let _ = tokio::time::timeout(Duration::from_millis(10), tracker.notify.notified()).await;
-                continue;
-            }
-            n = n.min(args.confirm - outstanding);
+        n = tracker.room(sent, args.confirm, n).await;
+        if args.retry_loop.is_some() {
+            n = retry::room(&counters, args.retry_window, n).await;
+        }
+        if n == 0 {
+            continue;
         }
         if args.rate > 0 {
             let due = (rate_start.elapsed().as_secs_f64() * args.rate as f64) as u64;
@@ -332,24 +374,93 @@ pub async fn produce(
         counters.published.fetch_add(n, Ordering::Relaxed);
     }
     if args.confirm > 0 {
-        let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_s);
-        while tracker.settled_below.load(Ordering::Acquire) <= sent && Instant::now() < deadline {
-            let _ = tokio::time::timeout(Duration::from_millis(10), tracker.notify.notified()).await;
-        }
+        tracker.settle(sent, Duration::from_secs(args.drain_timeout_s)).await;
     }
     let mut close = BytesMut::new();
     write_method(&mut close, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
     let _ = writer.write_all(&close).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), reader_task).await;
-    Ok(ProducerReport { id, sent, nacked: tracker.nacked.load(Ordering::Acquire) })
+    Ok(ProducerReport { id, sent, nacked: tracker.nacked() })
+}
+
+/// The content headers a producer uses in turn: one per priority level, or with
+/// `--expire-every N` N of them, the first with an expiration (so message `seq` has one when
+/// `seq % N == 0`), or just one.
+fn content_headers(args: &Args, props: &BasicProperties) -> Vec<BytesMut> {
+    let variants: Vec<BasicProperties> = if args.priority_levels > 0 {
+        (0..args.priority_levels).map(|p| BasicProperties { priority: Some(p), ..props.clone() }).collect()
+    } else if args.expire_every > 0 {
+        let expiring = BasicProperties { expiration: Some(s(&args.expiration_ms.to_string())), ..props.clone() };
+        std::iter::once(expiring).chain((1..args.expire_every).map(|_| props.clone())).collect()
+    } else {
+        vec![props.clone()]
+    };
+    variants
+        .iter()
+        .map(|props| {
+            let mut header = BytesMut::new();
+            write_content_header(&mut header, 1, args.size as u64, &props.to_raw());
+            header
+        })
+        .collect()
+}
+
+/// A connection consuming `queue` (with `args`' prefetch and ack mode); reports to `ready`
+/// whether it got there.
+pub(crate) async fn open_consumer(
+    uri: &AmqpUri,
+    args: &Args,
+    queue: &str,
+    ready: mpsc::Sender<Result<()>>,
+) -> Result<Client> {
+    let setup = async {
+        let mut c = Client::connect(uri).await?;
+        if !args.auto_ack && args.prefetch > 0 {
+            c.call(BasicQos { prefetch_count: args.prefetch, ..Default::default() }, "basic.qos-ok").await?;
+        }
+        let consume =
+            BasicConsume { queue: s(queue), no_ack: args.auto_ack, arguments: FieldTable::new(), ..Default::default() };
+        c.call(consume, "basic.consume-ok").await?;
+        Ok::<Client, crate::client::Error>(c)
+    };
+    match setup.await {
+        Ok(c) => {
+            let _ = ready.send(Ok(())).await;
+            Ok(c)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string().into())).await;
+            Err(e)
+        }
+    }
+}
+
+/// After a consumer has handled what it read: whether to go on (false when told to stop or at
+/// EOF), having waited up to 100 ms for more bytes.
+pub(crate) async fn keep_reading(reader: &mut FrameReader, counters: &Counters) -> Result<bool> {
+    if counters.stop_consumers.load(Ordering::Acquire) {
+        return Ok(false);
+    }
+    match tokio::time::timeout(Duration::from_millis(100), reader.fill()).await {
+        Ok(more) => more,
+        Err(_) => Ok(true),
+    }
+}
+
+/// Sends what `out` holds and a `connection.close`, ignoring errors (the end of a run).
+pub(crate) async fn close_connection(writer: &mut WriteHalf, out: &mut BytesMut) {
+    write_method(out, 0, &ConnectionClose { reply_code: 200, ..Default::default() }.into());
+    let _ = writer.write_all(out).await;
 }
 
 /// Per-consumer delivery parsing state.
-struct Incoming {
-    tag: u64,
-    redelivered: bool,
-    remaining: u64,
-    stamp: Vec<u8>,
+#[derive(Default)]
+pub(crate) struct Incoming {
+    pub tag: u64,
+    pub redelivered: bool,
+    pub remaining: u64,
+    /// The body's first `STAMP_LEN` bytes.
+    pub stamp: Vec<u8>,
 }
 
 pub async fn consume(
@@ -362,44 +473,24 @@ pub async fn consume(
 ) -> Result<ConsumerReport> {
     let args = &plan.args;
     let queue = j % plan.queues.len();
-    let setup = async {
-        let mut c = Client::connect(&uri).await?;
-        if !args.auto_ack && args.prefetch > 0 {
-            c.call(BasicQos { prefetch_count: args.prefetch, ..Default::default() }, "basic.qos-ok").await?;
-        }
-        let consume = BasicConsume {
-            queue: s(&plan.queues[queue]),
-            no_ack: args.auto_ack,
-            arguments: FieldTable::new(),
-            ..Default::default()
-        };
-        c.call(consume, "basic.consume-ok").await?;
-        Ok::<Client, crate::client::Error>(c)
-    };
-    let c = match setup.await {
-        Ok(c) => {
-            let _ = ready.send(Ok(())).await;
-            c
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string().into())).await;
-            return Err(e);
-        }
-    };
+    let c = open_consumer(&uri, args, &plan.queues[queue], ready).await?;
+    if args.retry_loop.is_some() {
+        return retry::consume(j, c, &plan, &counters, start).await;
+    }
     let Client { mut reader, mut writer, .. } = c;
     let mut report = ConsumerReport::new(queue);
     let every = match args.prefetch {
         0 => args.multi_ack_every.max(1),
         p => args.multi_ack_every.clamp(1, p as u64),
     };
-    let mut incoming = Incoming { tag: 0, redelivered: false, remaining: 0, stamp: Vec::with_capacity(STAMP_LEN) };
+    let mut incoming = Incoming { stamp: Vec::with_capacity(STAMP_LEN), ..Default::default() };
     let mut last_seq: HashMap<u16, u64> = HashMap::new();
     let (mut unacked, mut acks) = (0u64, BytesMut::new());
     loop {
         let mut got = false;
         while let Some(frame) = reader.try_next()? {
             if on_frame(frame, &mut incoming)? {
-                complete(&incoming, &mut report, &mut last_seq, &counters, start);
+                complete(&incoming, &plan, &mut report, &mut last_seq, &counters, start);
                 unacked += !args.auto_ack as u64;
                 got = true;
             }
@@ -440,53 +531,77 @@ pub async fn consume(
 }
 
 /// Feeds one frame into the delivery being parsed; true when a message is complete.
-fn on_frame(frame: Frame, m: &mut Incoming) -> Result<bool> {
+pub(crate) fn on_frame(frame: Frame, m: &mut Incoming) -> Result<bool> {
     match frame.frame_type {
-        FrameType::Method => match Method::decode(frame.payload)? {
-            Method::BasicDeliver(d) => {
+        FrameType::Method => {
+            if let Some(d) = deliver_of(frame.payload)? {
                 m.tag = d.delivery_tag;
                 m.redelivered = d.redelivered;
-                Ok(false)
             }
-            Method::ConnectionClose(c) => Err(format!("connection closed: {} {}", c.reply_code, c.reply_text).into()),
-            Method::ChannelClose(c) => Err(format!("channel closed: {} {}", c.reply_code, c.reply_text).into()),
-            _ => Ok(false),
-        },
+            Ok(false)
+        }
         FrameType::Header => {
             m.remaining = lepus_protocol::content::peek_body_size(&frame.payload).unwrap_or(0);
             m.stamp.clear();
             Ok(m.remaining == 0)
         }
-        FrameType::Body => {
-            let want = STAMP_LEN.saturating_sub(m.stamp.len()).min(frame.payload.len());
-            m.stamp.extend_from_slice(&frame.payload[..want]);
-            m.remaining = m.remaining.saturating_sub(frame.payload.len() as u64);
-            Ok(m.remaining == 0)
-        }
+        FrameType::Body => Ok(m.on_body(&frame.payload)),
         FrameType::Heartbeat => Ok(false),
     }
 }
 
+impl Incoming {
+    /// A body frame: keeps the stamp's bytes; true when the body is complete.
+    pub(crate) fn on_body(&mut self, payload: &[u8]) -> bool {
+        let want = STAMP_LEN.saturating_sub(self.stamp.len()).min(payload.len());
+        self.stamp.extend_from_slice(&payload[..want]);
+        self.remaining = self.remaining.saturating_sub(payload.len() as u64);
+        self.remaining == 0
+    }
+}
+
+/// A method frame on a consumer's connection: the delivery it starts, if it is one; an error
+/// if the broker closed the channel or connection.
+pub(crate) fn deliver_of(payload: bytes::Bytes) -> Result<Option<BasicDeliver>> {
+    match Method::decode(payload)? {
+        Method::BasicDeliver(d) => Ok(Some(d)),
+        Method::ConnectionClose(c) => Err(format!("connection closed: {} {}", c.reply_code, c.reply_text).into()),
+        Method::ChannelClose(c) => Err(format!("channel closed: {} {}", c.reply_code, c.reply_text).into()),
+        _ => Ok(None),
+    }
+}
+
+/// A body's stamp: (producer, sequence number, the time field); `None` for short bodies.
+pub(crate) fn read_stamp(stamp: &[u8]) -> Option<(u16, u64, u64)> {
+    if stamp.len() < STAMP_LEN {
+        return None;
+    }
+    let producer = u16::from_be_bytes([stamp[0], stamp[1]]);
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes[2..].copy_from_slice(&stamp[2..8]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&stamp[8..16]);
+    Some((producer, u64::from_be_bytes(seq_bytes), u64::from_be_bytes(ts)))
+}
+
 fn complete(
     m: &Incoming,
+    plan: &Plan,
     report: &mut ConsumerReport,
     last_seq: &mut HashMap<u16, u64>,
     counters: &Counters,
     start: Instant,
 ) {
+    let stamp = read_stamp(&m.stamp);
+    if stamp.is_some_and(|(_, seq, _)| plan.expires(seq)) {
+        // Delivered before it expired: counted apart, not verified.
+        counters.expiring_received.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     report.received += 1;
     counters.received.fetch_add(1, Ordering::Relaxed);
     report.redelivered += m.redelivered as u64;
-    if m.stamp.len() < STAMP_LEN {
-        return;
-    }
-    let producer = u16::from_be_bytes([m.stamp[0], m.stamp[1]]);
-    let mut seq_bytes = [0u8; 8];
-    seq_bytes[2..].copy_from_slice(&m.stamp[2..8]);
-    let seq = u64::from_be_bytes(seq_bytes);
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&m.stamp[8..16]);
-    let sent_ns = u64::from_be_bytes(ts);
+    let Some((producer, seq, sent_ns)) = stamp else { return };
     let now_ns = start.elapsed().as_nanos() as u64;
     let _ = report.latency_ns.record(now_ns.saturating_sub(sent_ns).max(1));
     if report.seen.entry(producer).or_default().insert(seq) && !m.redelivered {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 /// Counters updated by every producer and consumer.
 #[derive(Default)]
@@ -21,6 +22,12 @@ pub struct Counters {
     pub last_receive_ns: AtomicU64,
     pub stop_producers: AtomicBool,
     pub stop_consumers: AtomicBool,
+    /// `--expire-every`: messages with an expiration that were delivered all the same.
+    pub expiring_received: AtomicU64,
+    /// `--retry-loop`: rejections, each a pass through the delay queue.
+    pub passes: AtomicU64,
+    /// `--retry-loop`: signalled when messages complete (publishers wait for room).
+    pub completed: Notify,
 }
 
 /// A growable bit set of sequence numbers seen.
@@ -174,6 +181,19 @@ pub struct Summary {
     pub loopback_direct_bytes_per_s: Option<f64>,
     /// `--loopback-ceiling`: bytes/s through a relay thread (two hops, no broker logic).
     pub loopback_relay_bytes_per_s: Option<f64>,
+    /// `--expire-every`: messages published with an expiration (not in `lost`'s reckoning).
+    pub expiring_published: Option<u64>,
+    /// `--expire-every`: of those, delivered before they expired.
+    pub expiring_received: Option<u64>,
+    /// `--expire-every`: of those, never delivered (expired, or still queued at the end).
+    pub expired: Option<u64>,
+    /// `--retry-loop`: passes through the delay queue (rejections) in all, and per second
+    /// while producers ran (`receive_rate` counts completed messages).
+    pub loop_passes: Option<u64>,
+    pub loop_pass_rate: Option<f64>,
+    /// `--delayed`: its own figures.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub delayed: Option<crate::delayed::DelayedFigures>,
 }
 
 impl Summary {
@@ -207,6 +227,23 @@ impl Summary {
                     gb(self.loopback_relay_bytes_per_s)
                 );
             }
+            "delayed" => {
+                return format!(
+                    "{} ({}): {:.1}s\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked)\n  \
+                     received {}, lost {} duplicated {}{}",
+                    self.scenario,
+                    self.mode,
+                    self.duration_s,
+                    self.publish_rate,
+                    self.published,
+                    self.confirmed,
+                    self.nacked,
+                    self.received,
+                    self.lost.map(|l| l.to_string()).unwrap_or_else(|| "n/a".into()),
+                    self.duplicated,
+                    self.delayed.as_ref().map(|d| d.text()).unwrap_or_default()
+                );
+            }
             "declare-queues" | "delete-queues" => {
                 return format!(
                     "{} ({}): {} queues in {:.1}s, {:.0} queues/s",
@@ -220,11 +257,30 @@ impl Summary {
             _ => {}
         }
         let lat = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+        let mut extra = String::new();
+        if let Some(passes) = self.loop_passes {
+            extra += &format!(
+                "\n  retry loop: {passes} passes through the delay queue, {:.0} passes/s; completed {:.0} msg/s",
+                self.loop_pass_rate.unwrap_or(0.0),
+                self.receive_rate
+            );
+        }
+        if let Some(expired) = self.expired {
+            extra += &format!(
+                "\n  expiring: {} published, {} delivered before expiry, {expired} not delivered (expired); \
+                 the rest are verified",
+                self.expiring_published.unwrap_or(0),
+                self.expiring_received.unwrap_or(0)
+            );
+        }
+        if let Some(d) = &self.delayed {
+            extra += &d.text();
+        }
         format!(
             "{} ({}): {:.1}s, {} B, {}p/{}c/{}q\n  publish {:.0} msg/s ({} published, {} confirmed, {} nacked, {} returned)\n  \
              receive {:.0} msg/s ({} received, {:.1} MB/s, {:.2} per publish), backlog at stop {}\n  \
              latency us p50 {} p99 {} p99.9 {} max {}\n  \
-             verification: lost {} duplicated {} reordered {} misrouted {} redelivered {} (still queued at the end {})",
+             verification: lost {} duplicated {} reordered {} misrouted {} redelivered {} (still queued at the end {}){}",
             self.scenario,
             self.mode,
             self.duration_s,
@@ -252,6 +308,7 @@ impl Summary {
             self.misrouted,
             self.redelivered,
             self.remaining_in_queues,
+            extra,
         )
     }
 }
