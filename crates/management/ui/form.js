@@ -109,3 +109,13 @@ export function publishForm({ vhost, exchange, routingKey }) {
     },
   });
 }
+
+/// The button that deletes the `kind` (`queue`, `exchange`) `name` at `path` through the API,
+/// then shows the list at `listHash`.
+export function deleteButton(kind, name, path, listHash) {
+  return dangerButton(`Delete ${kind}`, `Delete ${kind} ${name}?`, async () => {
+    await api(path, { method: 'DELETE' });
+    location.hash = listHash;
+    return `${kind[0].toUpperCase()}${kind.slice(1)} ${name} deleted`;
+  });
+}

@@ -5,7 +5,7 @@
 import { api, seg } from '/ui/api.js';
 import { h, fill, num, rate, pairs, poll, section, facts } from '/ui/dom.js';
 import { Chart } from '/ui/chart.js';
-import { publishForm, dangerButton } from '/ui/form.js';
+import { publishForm, deleteButton } from '/ui/form.js';
 import { pagedTable, queueHref, exchangeHref } from '/ui/table.js';
 
 const PERIOD_MS = 5000;
@@ -47,11 +47,7 @@ export function exchangePage(main, vhost, name) {
     section('Bindings to this exchange', to.el),
     section('Publish message', publishForm({ vhost, exchange: name || DEFAULT })),
     builtIn ? null : section('Delete', h('div', { class: 'actions' },
-      dangerButton('Delete exchange', `Delete exchange ${name}?`, async () => {
-        await api(path, { method: 'DELETE' });
-        location.hash = '#/exchanges';
-        return `Exchange ${name} deleted`;
-      }))));
+      deleteButton('exchange', name, path, '#/exchanges'))));
 
   const stop = poll(async () => {
     const x = await api(path);

@@ -5,7 +5,7 @@
 import { api, seg } from '/ui/api.js';
 import { h, fill, num, bytes, rate, pairs, poll, section, facts } from '/ui/dom.js';
 import { Chart } from '/ui/chart.js';
-import { form, publishForm, dangerButton } from '/ui/form.js';
+import { form, publishForm, dangerButton, deleteButton } from '/ui/form.js';
 import { pagedTable } from '/ui/table.js';
 
 const PERIOD_MS = 5000;
@@ -36,11 +36,7 @@ export function queuePage(main, vhost, name) {
         await api(`${path}/contents`, { method: 'DELETE' });
         return `Queue ${name} purged`;
       }),
-      dangerButton('Delete queue', `Delete queue ${name}?`, async () => {
-        await api(path, { method: 'DELETE' });
-        location.hash = '#/queues';
-        return `Queue ${name} deleted`;
-      }))));
+      deleteButton('queue', name, path, '#/queues'))));
 
   const stop = poll(async () => {
     const q = await api(path);
