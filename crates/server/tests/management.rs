@@ -980,6 +980,11 @@ async fn connections_show_socket_bytes_and_calls_with_rates_from_two_samples() {
     let listed = http.get("/api/connections?columns=name,recv_oct,send_cnt_details").await.body;
     assert!(listed[0]["recv_oct"].as_u64().expect("listed") >= count(&after, "recv_oct"));
     assert!(listed[0]["send_cnt_details"]["rate"].is_f64());
+    let default = http.get("/api/exchanges/%2F/amq.default").await.body;
+    assert_eq!(
+        (&default["message_stats"]["publish_in"], &default["message_stats"]["publish_out"]),
+        (&json!(20), &json!(20))
+    );
     guard("close", conn.close(200, "bye".into())).await.expect("close");
     b.stop().await;
 }
