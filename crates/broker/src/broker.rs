@@ -21,7 +21,7 @@ use crate::persist::PersistenceRef;
 use crate::publish::Publisher;
 use crate::queue::Services;
 use crate::rates::{RateCell, RateSampler, Rates};
-use crate::stats::QueueChurn;
+use crate::stats::{CHURN_COUNT, QueueChurn};
 use crate::timer::TimerService;
 use crate::users::Users;
 use crate::vhost::VHost;
@@ -52,6 +52,8 @@ pub struct Broker {
     churn: Arc<QueueChurn>,
     /// The broker-wide message rates, and what samples them ([`crate::rates`]).
     rates: RateCell,
+    /// Rates of [`Broker::churn`]'s counts.
+    churn_rates: RateCell<CHURN_COUNT>,
     sampler: OnceLock<Arc<RateSampler>>,
     /// The memory-pressure paging sweep ([`crate::page_sweep`]).
     page_sweep: Arc<PageSweep>,
@@ -128,6 +130,7 @@ impl Broker {
             alarms: Arc::default(),
             churn,
             rates: RateCell::default(),
+            churn_rates: RateCell::default(),
             sampler: OnceLock::new(),
             page_sweep,
             store_retry: OnceLock::new(),
@@ -266,14 +269,32 @@ impl Broker {
         crate::rates::start(self, &self.sampler);
     }
 
-    /// Samples the broker's and every queue's counters at `now_ms` (the sampler's timer).
+    /// Samples the broker's, every queue's, exchange's and connection's counters and the
+    /// churn at `now_ms` (the sampler's timer).
     pub fn sample_rates(&self, now_ms: u64) {
         self.rates.sample(now_ms, self.connections.totals());
+        self.churn_rates.sample_counts(now_ms, self.churn());
+        self.connections.sample_io(now_ms);
         for vhost in self.vhosts() {
+            vhost.sample_exchange_rates(now_ms);
             for queue in vhost.queue_list() {
                 queue.sample_rates(now_ms);
             }
         }
+    }
+
+    /// Churn since start, in the order of [`crate::stats::CHURN_NAMES`]: connections opened
+    /// and closed, channels opened and closed, queues declared, created and deleted.
+    pub fn churn(&self) -> [u64; CHURN_COUNT] {
+        let (conn_opened, conn_closed) = self.connections.churn();
+        let (ch_opened, ch_closed) = self.connections.channel_churn();
+        let (declared, created, deleted) = self.churn.totals();
+        [conn_opened, conn_closed, ch_opened, ch_closed, declared, created, deleted]
+    }
+
+    /// Per-second rates of [`Broker::churn`] from the last two samples.
+    pub fn churn_rates(&self) -> [f64; CHURN_COUNT] {
+        self.churn_rates.per_second()
     }
 
     /// The broker-wide message rates (all connections' counters).

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::outlet::Wake;
 
+use crate::io_stats::IoStats;
 use crate::outlet::ConsumerId;
 use crate::stats::{Counters, SizeHistogram, SizeSnapshot, Snapshot};
 
@@ -37,6 +38,8 @@ pub struct ConnectionInfo {
     pub quorum_stats: Counters,
     /// Sizes of the messages it published, written by its own task only.
     pub sizes: SizeHistogram,
+    /// Bytes and socket calls in and out, published by its own task only.
+    pub io: IoStats,
     /// How the broker asks the connection to close (management, vhost deletion).
     pub closer: Closer,
     /// A resource alarm holds its publishes: set and cleared by its own task, on those
@@ -287,6 +290,13 @@ impl Registry {
         open.values().filter(|c| c.stats.get(crate::stats::Stat::Published) > 0).count() as u64
     }
 
+    /// Samples every open connection's socket counters (the broker's rate sampler).
+    pub(crate) fn sample_io(&self, now_ms: u64) {
+        for c in self.list() {
+            c.io.sample(now_ms);
+        }
+    }
+
     /// Broker-wide sizes of published messages (open connections' and closed ones').
     pub fn message_sizes(&self) -> SizeSnapshot {
         self.sum_with_retired(self.retired_sizes.snapshot(), |c| c.sizes.snapshot())
@@ -340,6 +350,7 @@ mod tests {
             stats: Counters::default(),
             quorum_stats: Counters::default(),
             sizes: SizeHistogram::default(),
+            io: IoStats::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
             alarm_blocked: AtomicBool::new(false),
         }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crate::clock::ClockRef;
 use crate::durability::Durable;
 use crate::error::Result;
+use crate::exchange_stats::PublishTally;
 use crate::headers::MessageHeaders;
 use crate::message::MessageRef;
 use crate::queue::{Enqueued, QueueRef};
@@ -60,11 +61,13 @@ pub struct Publisher {
     cache: RouteCache,
     /// Scratch list for routes with several keys (kept to avoid an allocation each).
     several: Vec<QueueRef>,
+    /// Publishes per exchange not yet added to the exchanges' counters.
+    tally: PublishTally,
 }
 
 impl Publisher {
     pub fn new(vhost: Arc<VHost>, clock: ClockRef) -> Publisher {
-        Publisher { vhost, clock, cache: RouteCache::new(), several: Vec::new() }
+        Publisher { vhost, clock, cache: RouteCache::new(), several: Vec::new(), tally: PublishTally::default() }
     }
 
     pub fn vhost(&self) -> &Arc<VHost> {
@@ -88,13 +91,18 @@ impl Publisher {
             &self.several[..]
         };
         let mut outcome = Outcome::default();
+        let mut entered = 0;
         for q in queues {
             let (enqueued, durable) = q.publish_stamped(message.clone(), now_ms);
             outcome.durable = outcome.durable.and(durable);
             match enqueued {
-                Enqueued::Yes => outcome.routed = true,
+                Enqueued::Yes => {
+                    outcome.routed = true;
+                    entered += 1;
+                }
                 Enqueued::Congested => {
                     outcome.routed = true;
+                    entered += 1;
                     outcome.congested = Some(q.clone());
                 }
                 Enqueued::Rejected => outcome.rejected = true,
@@ -103,6 +111,21 @@ impl Publisher {
             }
         }
         self.several.clear();
+        if self.tally.count(exchange, entered) {
+            self.flush_stats();
+        }
         Ok(outcome)
+    }
+
+    /// Adds what was published since the last flush to the exchanges' counters (see
+    /// [`crate::exchange_stats`]): the owner calls it after each batch; dropping flushes too.
+    pub fn flush_stats(&mut self) {
+        self.vhost.add_exchange_publishes(&mut self.tally);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.flush_stats();
     }
 }

@@ -27,34 +27,54 @@ impl Rates {
     }
 }
 
-/// The last sample of one set of counters and the rates it gave.
-#[derive(Debug, Default)]
-pub struct RateCell(Mutex<Sampled>);
+/// The last sample of one set of `N` counters and the rates it gave: a queue's or the
+/// broker's message counters ([`STAT_COUNT`], read as [`Rates`]), or any other set sampled on
+/// the same timer (a connection's socket counters, an exchange's publishes, churn).
+#[derive(Debug)]
+pub struct RateCell<const N: usize = STAT_COUNT>(Mutex<Sampled<N>>);
 
-#[derive(Debug, Default)]
-struct Sampled {
+#[derive(Debug)]
+struct Sampled<const N: usize> {
     /// When the last sample was taken, and what it read.
-    last: Option<(u64, Snapshot)>,
-    rates: Rates,
+    last: Option<(u64, [u64; N])>,
+    rates: [f64; N],
 }
 
-impl RateCell {
+impl<const N: usize> Default for RateCell<N> {
+    fn default() -> RateCell<N> {
+        RateCell(Mutex::new(Sampled { last: None, rates: [0.0; N] }))
+    }
+}
+
+impl<const N: usize> RateCell<N> {
     /// Records `counts` read at `now_ms`; the rates become the change since the last sample
     /// per second (a sample at the same instant changes nothing).
-    pub fn sample(&self, now_ms: u64, counts: Snapshot) {
+    pub fn sample_counts(&self, now_ms: u64, counts: [u64; N]) {
         let mut s = self.0.lock();
         if let Some((then_ms, before)) = s.last {
             if now_ms <= then_ms {
                 return;
             }
             let seconds = (now_ms - then_ms) as f64 / 1_000.0;
-            s.rates = Rates(std::array::from_fn(|i| counts.0[i].saturating_sub(before.0[i]) as f64 / seconds));
+            s.rates = std::array::from_fn(|i| counts[i].saturating_sub(before[i]) as f64 / seconds);
         }
         s.last = Some((now_ms, counts));
     }
 
-    pub fn rates(&self) -> Rates {
+    /// Per-second rates of each counter, from the last two samples (0.0 before there are two).
+    pub fn per_second(&self) -> [f64; N] {
         self.0.lock().rates
+    }
+}
+
+impl RateCell<STAT_COUNT> {
+    /// [`RateCell::sample_counts`] of message counters.
+    pub fn sample(&self, now_ms: u64, counts: Snapshot) {
+        self.sample_counts(now_ms, counts.0);
+    }
+
+    pub fn rates(&self) -> Rates {
+        Rates(self.per_second())
     }
 }
 

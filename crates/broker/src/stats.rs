@@ -191,6 +191,19 @@ impl std::ops::AddAssign for SizeSnapshot {
     }
 }
 
+/// RabbitMQ's `churn_rates` names, in the order of [`crate::Broker::churn`]'s counts.
+pub const CHURN_NAMES: [&str; CHURN_COUNT] = [
+    "connection_created",
+    "connection_closed",
+    "channel_created",
+    "channel_closed",
+    "queue_declared",
+    "queue_created",
+    "queue_deleted",
+];
+
+pub const CHURN_COUNT: usize = 7;
+
 /// Queue churn since the broker started: declarations (new or not), queues created and
 /// queues deleted, however they went (deleted, auto-deleted, expired, exclusive owner gone,
 /// vhost deleted). Counted by the vhosts, read by metrics.

@@ -87,6 +87,7 @@ fn the_broker_s_rates_come_from_the_connection_registry_s_totals() {
         stats: Default::default(),
         quorum_stats: Default::default(),
         sizes: Default::default(),
+        io: Default::default(),
         closer: lepus_broker::connections::Closer::new(Box::new(NoWake)),
         alarm_blocked: Default::default(),
     };

@@ -62,6 +62,7 @@ const ASSETS: &[Asset] = &[
     asset!("page-overview.js", JS),
     asset!("page-lists.js", JS),
     asset!("page-queue.js", JS),
+    asset!("page-exchange.js", JS),
     asset!("page-admin.js", JS),
 ];
 

@@ -5,6 +5,7 @@
 use lepus_broker::Queue;
 use lepus_broker::connections::ConnectionInfo;
 use lepus_broker::exchange::Destination;
+use lepus_broker::io_stats::IoStat;
 use lepus_broker::queue::QueueCounts;
 use lepus_broker::rates::Rates;
 use lepus_broker::stats::{Snapshot, Stat};
@@ -91,9 +92,11 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     Value::Object(map)
 }
 
-/// An exchange's name in the API: the default exchange is `""` in JSON.
+/// An exchange's name in the API: the default exchange is `""` in JSON. `message_stats` as
+/// RabbitMQ shows them: absent until something was published to it, `publish_out` absent
+/// until a message it took reached a queue.
 pub fn exchange(vhost: &str, x: &ExchangeView) -> Value {
-    json!({
+    let mut body = json!({
         "arguments": table_to_json(&x.arguments),
         "auto_delete": x.auto_delete,
         "durable": x.durable,
@@ -102,7 +105,18 @@ pub fn exchange(vhost: &str, x: &ExchangeView) -> Value {
         "type": x.type_name,
         "user_who_performed_action": "",
         "vhost": vhost,
-    })
+    });
+    let mut stats = Map::new();
+    for (i, name) in ["publish_in", "publish_out"].into_iter().enumerate() {
+        if x.publish[i] > 0 {
+            stats.insert(name.into(), json!(x.publish[i]));
+            stats.insert(format!("{name}_details"), details(x.publish_rates[i]));
+        }
+    }
+    if let (Value::Object(map), false) = (&mut body, stats.is_empty()) {
+        map.insert("message_stats".into(), Value::Object(stats));
+    }
+    body
 }
 
 /// A binding, with its properties key (what identifies it in a path).
@@ -166,7 +180,7 @@ fn amqp_address(api: &Api) -> String {
 
 pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
     let server = api.node.listeners.iter().find(|l| l.protocol == "amqp").map(|l| l.address);
-    json!({
+    let mut body = json!({
         "name": connection_name(api, c),
         "node": api.node.name,
         "type": "network",
@@ -191,7 +205,20 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         "connected_at": c.connected_at_ms,
         "client_properties": table_to_json(&c.client_properties),
         "message_stats": message_stats(&c.stats.snapshot(), &Rates::default(), Stat::management()),
-    })
+    });
+    if let Value::Object(map) = &mut body {
+        socket_stats(map, c);
+    }
+    body
+}
+
+/// `recv_oct`, `recv_cnt`, `send_oct`, `send_cnt`, each with its `_details` rate.
+fn socket_stats(map: &mut Map<String, Value>, c: &ConnectionInfo) {
+    let (totals, rates) = (c.io.totals(), c.io.rates());
+    for stat in IoStat::ALL {
+        map.insert(stat.name().into(), json!(totals.get(stat)));
+        map.insert(format!("{}_details", stat.name()), details(rates[stat as usize]));
+    }
 }
 
 /// A connection's reference in channel and consumer details.

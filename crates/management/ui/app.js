@@ -1,6 +1,6 @@
 // The UI's entry: the login page, the header, and a router from the URL's hash (#/queues,
-// #/queues/<vhost>/<name>, ...) to the page modules. Each page returns a function that stops
-// its polling when another page is shown.
+// #/queues/<vhost>/<name>, #/exchanges/<vhost>/<name>, ...) to the page modules. Each page
+// returns a function that stops its polling when another page is shown.
 
 import { login, logout, session, whenUnauthorised } from '/ui/api.js';
 import { h, fill, flash } from '/ui/dom.js';
@@ -8,6 +8,7 @@ import { form } from '/ui/form.js';
 import { overview } from '/ui/page-overview.js';
 import { connections, channels, exchanges, queues } from '/ui/page-lists.js';
 import { queuePage } from '/ui/page-queue.js';
+import { exchangePage } from '/ui/page-exchange.js';
 import { users, vhosts, permissions, topicPermissions, limits, policies } from '/ui/page-admin.js';
 
 const PAGES = {
@@ -62,6 +63,11 @@ function route() {
   if (parts[0] === 'queues' && parts.length === 3) {
     showHeader('queues');
     stopPage = queuePage(main, parts[1], parts[2]);
+    return;
+  }
+  if (parts[0] === 'exchanges' && parts.length === 3) {
+    showHeader('exchanges');
+    stopPage = exchangePage(main, parts[1], parts[2] === 'amq.default' ? '' : parts[2]);
     return;
   }
   const page = PAGES[parts[0]] ? parts[0] : '';

@@ -1,6 +1,7 @@
 // Forms from a list of fields: labelled inputs, submit that disables itself while the call
 // runs, and the API's answer (or its error reason) shown under the button.
 
+import { api, seg } from '/ui/api.js';
 import { h, flash } from '/ui/dom.js';
 
 function input(f) {
@@ -83,4 +84,38 @@ export function dangerButton(label, question, action) {
       }
     },
   }, label);
+}
+
+/// The form that publishes a message to `exchange` through the API; with `routingKey` given
+/// (a queue's page: the default exchange) the key is fixed, else it is a field.
+export function publishForm({ vhost, exchange, routingKey }) {
+  const keyField = routingKey === undefined ? [{ name: 'routing_key', label: 'Routing key', id: 'routing-key' }] : [];
+  return form({
+    id: 'publish-message', submit: 'Publish message',
+    fields: [
+      ...keyField,
+      { name: 'delivery_mode', label: 'Delivery mode', type: 'select', options: [['1', '1 – non-persistent'], ['2', '2 – persistent']] },
+      { name: 'headers', label: 'Headers (key=value per line)', type: 'textarea', rows: 2 },
+      { name: 'properties', label: 'Properties (key=value per line)', type: 'textarea', rows: 2, placeholder: 'content_type=text/plain' },
+      { name: 'payload', label: 'Payload', type: 'textarea', rows: 5, id: 'payload', wide: true },
+    ],
+    onsubmit: async (v) => {
+      const properties = { ...parseArguments(v.properties), delivery_mode: Number(v.delivery_mode) };
+      const headers = parseArguments(v.headers);
+      if (Object.keys(headers).length) properties.headers = headers;
+      const answer = await api(`/exchanges/${seg(vhost)}/${seg(exchange)}/publish`, { method: 'POST', body: {
+        routing_key: routingKey ?? v.routing_key, payload: v.payload, payload_encoding: 'string', properties } });
+      return answer.routed ? 'Message published' : 'Message published, but not routed';
+    },
+  });
+}
+
+/// The button that deletes the `kind` (`queue`, `exchange`) `name` at `path` through the API,
+/// then shows the list at `listHash`.
+export function deleteButton(kind, name, path, listHash) {
+  return dangerButton(`Delete ${kind}`, `Delete ${kind} ${name}?`, async () => {
+    await api(path, { method: 'DELETE' });
+    location.hash = listHash;
+    return `${kind[0].toUpperCase()}${kind.slice(1)} ${name} deleted`;
+  });
 }

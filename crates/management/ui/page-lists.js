@@ -4,7 +4,7 @@
 import { api, seg } from '/ui/api.js';
 import { h, fill, num, rate, time, pairs, flash } from '/ui/dom.js';
 import { form, parseArguments } from '/ui/form.js';
-import { pagedTable, queueHref, vhostNames, chosenVhost } from '/ui/table.js';
+import { pagedTable, queueHref, exchangeHref, vhostNames, chosenVhost } from '/ui/table.js';
 
 /// `/api/<kind>` or `/api/<kind>/<vhost>`.
 const byVhost = (kind) => (vhost) => (vhost ? `/${kind}/${seg(vhost)}` : `/${kind}`);
@@ -63,10 +63,14 @@ export function exchanges(main) {
     id: 'exchanges', scoped: true, path: byVhost('exchanges'), rowKey: (x) => `${x.vhost}/${x.name}`,
     columns: [
       vhostColumn,
-      { label: 'Name', cell: (x) => x.name || '(AMQP default)', cols: ['name'], sort: 'name' },
+      { label: 'Name', cell: (x) => h('a', { href: exchangeHref(x.vhost, x.name) }, x.name || '(AMQP default)'), cols: ['name'], sort: 'name' },
       { label: 'Type', cell: (x) => x.type, cols: ['type'], sort: 'type' },
       { label: 'Features', cell: features, cols: ['durable', 'auto_delete', 'internal', 'arguments'] },
       { label: 'Arguments', cell: (x) => pairs(x.arguments), cols: ['arguments'] },
+      { label: 'Message rate in', cell: (x) => rate(x.message_stats?.publish_in_details) || '0.0/s',
+        cols: ['message_stats.publish_in_details'], num: true },
+      { label: 'Message rate out', cell: (x) => rate(x.message_stats?.publish_out_details) || '0.0/s',
+        cols: ['message_stats.publish_out_details'], num: true },
     ],
   });
   return page(main, 'Exchanges', table, addExchange(table));

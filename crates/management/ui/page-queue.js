@@ -5,7 +5,7 @@
 import { api, seg } from '/ui/api.js';
 import { h, fill, num, bytes, rate, pairs, poll, section, facts } from '/ui/dom.js';
 import { Chart } from '/ui/chart.js';
-import { form, parseArguments, dangerButton } from '/ui/form.js';
+import { form, publishForm, dangerButton, deleteButton } from '/ui/form.js';
 import { pagedTable } from '/ui/table.js';
 
 const PERIOD_MS = 5000;
@@ -29,18 +29,14 @@ export function queuePage(main, vhost, name) {
       h('span', { class: 'muted vhost-label' }, ` in ${vhost}`)),
     h('div', { class: 'columns' }, section('Details', details), chart.el),
     section('Get messages', getForm(path, messages), messages),
-    section('Publish message', publishForm(vhost, name)),
+    section('Publish message', publishForm({ vhost, exchange: 'amq.default', routingKey: name })),
     section('Bindings', bindings.el),
     section('Purge and delete', h('div', { class: 'actions' },
       dangerButton('Purge messages', `Purge every ready message of ${name}?`, async () => {
         await api(`${path}/contents`, { method: 'DELETE' });
         return `Queue ${name} purged`;
       }),
-      dangerButton('Delete queue', `Delete queue ${name}?`, async () => {
-        await api(path, { method: 'DELETE' });
-        location.hash = '#/queues';
-        return `Queue ${name} deleted`;
-      }))));
+      deleteButton('queue', name, path, '#/queues'))));
 
   const stop = poll(async () => {
     const q = await api(path);
@@ -86,26 +82,6 @@ function getForm(path, out) {
         ]),
         h('pre', { class: 'payload' }, m.payload))));
       return got.length ? `${got.length} message${got.length > 1 ? 's' : ''}` : 'Queue is empty';
-    },
-  });
-}
-
-function publishForm(vhost, name) {
-  return form({
-    id: 'publish-message', submit: 'Publish message',
-    fields: [
-      { name: 'delivery_mode', label: 'Delivery mode', type: 'select', options: [['1', '1 – non-persistent'], ['2', '2 – persistent']] },
-      { name: 'headers', label: 'Headers (key=value per line)', type: 'textarea', rows: 2 },
-      { name: 'properties', label: 'Properties (key=value per line)', type: 'textarea', rows: 2, placeholder: 'content_type=text/plain' },
-      { name: 'payload', label: 'Payload', type: 'textarea', rows: 5, id: 'payload', wide: true },
-    ],
-    onsubmit: async (v) => {
-      const properties = { ...parseArguments(v.properties), delivery_mode: Number(v.delivery_mode) };
-      const headers = parseArguments(v.headers);
-      if (Object.keys(headers).length) properties.headers = headers;
-      const answer = await api(`/exchanges/${seg(vhost)}/amq.default/publish`, { method: 'POST', body: {
-        routing_key: name, payload: v.payload, payload_encoding: 'string', properties } });
-      return answer.routed ? 'Message published' : 'Message published, but not routed';
     },
   });
 }

@@ -121,3 +121,8 @@ export function pagedTable({ id, path, columns, scoped = false, filterable = tru
 export function queueHref(vhost, name) {
   return `#/queues/${seg(vhost)}/${seg(name)}`;
 }
+
+/// An exchange's page (the default exchange as `amq.default`, as the API names it in paths).
+export function exchangeHref(vhost, name) {
+  return `#/exchanges/${seg(vhost)}/${seg(name || 'amq.default')}`;
+}

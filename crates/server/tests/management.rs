@@ -678,10 +678,7 @@ async fn connections_are_listed_and_closed_with_320() {
     assert!(name.ends_with(&format!(" -> {}", b.addr)), "{name}");
     assert_eq!(http.get("/api/channels").await.body[0]["connection_details"]["name"], name.as_str());
     assert_eq!(http.get("/api/overview").await.body["object_totals"]["connections"], 1);
-    let encoded: String = name
-        .bytes()
-        .map(|c| if c.is_ascii_alphanumeric() || c == b'.' { (c as char).to_string() } else { format!("%{c:02X}") })
-        .collect();
+    let encoded = encode_segment(&name);
     assert_eq!(http.get(&format!("/api/connections/{encoded}")).await.body["name"], name.as_str());
     assert_eq!(http.delete(&format!("/api/connections/{encoded}")).await.status, 204);
     let close = raw.expect_connection_close().await;
@@ -924,5 +921,146 @@ async fn message_rates_come_from_the_last_two_samples() {
     assert_eq!(overview["message_stats"]["publish_details"]["rate"], 2.0);
     assert_eq!(overview["message_stats"]["deliver_get_details"]["rate"], 0.0);
     guard("close", conn.close(200, "bye".into())).await.expect("close");
+    b.stop().await;
+}
+
+/// `s` as one path segment: every byte but letters, digits and `.` escaped.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|c| if c.is_ascii_alphanumeric() || c == b'.' { (c as char).to_string() } else { format!("%{c:02X}") })
+        .collect()
+}
+
+/// The connection named `name` as `/api/connections/{name}` shows it.
+async fn connection_named(http: &Http, name: &str) -> Value {
+    let path = format!("/api/connections/{}", encode_segment(name));
+    let reply = http.get(&path).await;
+    assert_eq!(reply.status, 200, "{path}");
+    reply.body
+}
+
+/// Publishes `n` messages of `bytes` bytes to `exchange` with `key`, each confirmed.
+async fn publish_confirmed(ch: &lapin::Channel, exchange: &str, key: &str, n: usize, bytes: usize) {
+    let body = vec![b'm'; bytes];
+    for _ in 0..n {
+        let confirm = guard(
+            "publish",
+            ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), &body, Default::default()),
+        )
+        .await
+        .expect("publish");
+        guard("confirm", confirm).await.expect("confirm");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_show_socket_bytes_and_calls_with_rates_from_two_samples() {
+    let (b, http) = broker().await;
+    let conn = lconn(&b).await;
+    let ch = clients::lconfirm_chan(&conn).await;
+    let q = uniq("q");
+    guard("declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    let name = http.get("/api/connections").await.body[0]["name"].as_str().expect("name").to_owned();
+    let before = connection_named(&http, &name).await;
+    publish_confirmed(&ch, "", &q, 20, 1_000).await;
+    b.service.sample_rates(t0 + 5_000);
+    let after = connection_named(&http, &name).await;
+    let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(count(&after, "recv_oct") >= count(&before, "recv_oct") + 20 * 1_000, "{after}");
+    assert!(count(&after, "recv_cnt") > count(&before, "recv_cnt"));
+    assert!(count(&after, "send_cnt") > count(&before, "send_cnt"), "20 confirms went out");
+    assert!(count(&after, "send_oct") > count(&before, "send_oct"));
+    let rate = after["recv_oct_details"]["rate"].as_f64().expect("rate");
+    assert!(rate >= 20.0 * 1_000.0 / 5.0, "at least the bodies in 5 s: {rate}");
+    assert!(after["send_cnt_details"]["rate"].as_f64().expect("rate") > 0.0);
+    let listed = http.get("/api/connections?columns=name,recv_oct,send_cnt_details").await.body;
+    assert!(listed[0]["recv_oct"].as_u64().expect("listed") >= count(&after, "recv_oct"));
+    assert!(listed[0]["send_cnt_details"]["rate"].is_f64());
+    let default = http.get("/api/exchanges/%2F/amq.default").await.body;
+    assert_eq!(
+        (&default["message_stats"]["publish_in"], &default["message_stats"]["publish_out"]),
+        (&json!(20), &json!(20))
+    );
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_count_messages_in_and_the_queue_copies_out_as_rabbitmq() {
+    let (b, http) = broker().await;
+    for (x, kind) in [("xf", "fanout"), ("x2", "fanout"), ("xd", "direct")] {
+        assert_eq!(http.put(&format!("/api/exchanges/%2F/{x}"), json!({"type": kind})).await.status, 201);
+    }
+    for q in ["q1", "q2", "q3"] {
+        assert_eq!(http.put(&format!("/api/queues/%2F/{q}"), json!({})).await.status, 201);
+    }
+    for path in ["e/xf/q/q1", "e/xf/q/q2", "e/xf/e/x2", "e/x2/q/q3"] {
+        assert_eq!(http.post(&format!("/api/bindings/%2F/{path}"), json!({"routing_key": ""})).await.status, 201);
+    }
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    let conn = lconn(&b).await;
+    let ch = clients::lconfirm_chan(&conn).await;
+    publish_confirmed(&ch, "xf", "", 5, 10).await;
+    publish_confirmed(&ch, "xd", "nowhere", 3, 10).await;
+    b.service.sample_rates(t0 + 5_000);
+    let xf = http.get("/api/exchanges/%2F/xf").await.body;
+    assert_eq!(
+        xf["message_stats"],
+        json!({"publish_in": 5, "publish_in_details": {"rate": 1.0}, "publish_out": 15, "publish_out_details": {"rate": 3.0}}),
+        "three queues each, one through x2"
+    );
+    let listed = http.get("/api/exchanges/%2F").await.body;
+    let named = |n: &str| listed.as_array().expect("list").iter().find(|x| x["name"] == n).expect("listed").clone();
+    assert_eq!(named("xf")["message_stats"]["publish_out"], 15);
+    assert_eq!(named("xd")["message_stats"], json!({"publish_in": 3, "publish_in_details": {"rate": 0.6}}));
+    assert!(named("x2").get("message_stats").is_none(), "only the exchange published to counts");
+    let published =
+        http.post("/api/exchanges/%2F/xd/publish", json!({"routing_key": "k", "payload": "p", "properties": {}})).await;
+    assert_eq!(published.body, json!({"routed": false}));
+    assert_eq!(http.get("/api/exchanges/%2F/xd").await.body["message_stats"]["publish_in"], 4, "HTTP publishes count");
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_s_churn_rates_count_connections_channels_and_queues() {
+    let (b, http) = broker().await;
+    let churn = |o: &Value, k: &str| o["churn_rates"][k].as_u64().unwrap_or_else(|| panic!("{k} in {o}"));
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    let before = http.get("/api/overview").await.body;
+    let conn = lconn(&b).await;
+    let ch = lchan(&conn).await;
+    let closed = lchan(&conn).await;
+    guard("channel.close", closed.close(200, "bye".into())).await.expect("channel.close");
+    for q in ["c1", "c1", "c2"] {
+        guard("declare", ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()))
+            .await
+            .expect("declare");
+    }
+    assert_eq!(http.delete("/api/queues/%2F/c2").await.status, 204);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    while http.get("/api/overview").await.body["object_totals"]["connections"] != 0 {
+        tokio::task::yield_now().await;
+    }
+    b.service.sample_rates(t0 + 5_000);
+    let after = http.get("/api/overview").await.body;
+    for (k, n) in [
+        ("connection_created", 1),
+        ("connection_closed", 1),
+        ("channel_created", 2),
+        ("channel_closed", 2),
+        ("queue_declared", 3),
+        ("queue_created", 2),
+        ("queue_deleted", 1),
+    ] {
+        assert_eq!(churn(&after, k) - churn(&before, k), n, "{k}");
+        assert_eq!(after["churn_rates"][format!("{k}_details")], json!({"rate": n as f64 / 5.0}), "{k}");
+    }
     b.stop().await;
 }

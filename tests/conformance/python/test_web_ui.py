@@ -1,6 +1,7 @@
 """Lepus's web UI in headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
 Selenium): log in, read the overview, declare a queue, publish and get a message on the
-queue page, page through a long queue list, and a refused login.
+queue page, an exchange's page (bindings, publish, counts, delete), page through a long queue
+list, and a refused login.
 
 The UI is served by the management API's port, `MANAGEMENT_URL` (http://host:port), which
 `scripts/conformance` sets for the Lepus it starts. Objects are named uniquely and made or
@@ -214,6 +215,46 @@ def test_web_ui_deletes_a_queue_from_its_page(browser, base_url):
         assert status == 404
     finally:
         delete(base_url, name)
+
+
+def test_web_ui_exchange_page_shows_bindings_publishes_counts_and_deletes(browser, base_url):
+    exchange, queue = unique("exchange"), unique("bound")
+    x_path = f"/exchanges/%2F/{quote(exchange, safe='')}"
+    assert http(base_url, "PUT", x_path, {"type": "fanout", "durable": False})[0] == 201
+    declare(base_url, queue)
+    binding = f"/bindings/%2F/e/{quote(exchange, safe='')}/q/{quote(queue, safe='')}"
+    assert http(base_url, "POST", binding, {"routing_key": "k"})[0] == 201
+    try:
+        logged_in(browser, base_url, "exchanges")
+        assert "message rate in" in text_of(browser, "#exchanges thead").lower()
+        filter_list(browser, "exchanges", exchange)
+        wait(browser).until(lambda b: row_keys(b, "exchanges") == [f"//{exchange}"])
+        browser.find_element(By.LINK_TEXT, exchange).click()
+        wait(browser).until(EC.text_to_be_present_in_element((By.ID, "exchange-name"), exchange))
+        wait(browser).until(EC.text_to_be_present_in_element((By.ID, "exchange-bindings-source"), queue))
+        assert "fanout" in text_of(browser, "#exchange-details")
+        browser.find_element(By.ID, "routing-key").send_keys("any")
+        browser.find_element(By.ID, "payload").send_keys("through the exchange page")
+        browser.find_element(By.CSS_SELECTOR, "#publish-message button[type=submit]").click()
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#publish-message .form-status.ok"), "Message published"))
+        assert "not routed" not in text_of(browser, "#publish-message .form-status")
+        # The page polls every 5 s: it shows the counts the API gives.
+        wait(browser).until(EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#exchange-details [data-count=publish_in]"), "1"))
+        assert text_of(browser, "#exchange-details [data-count=publish_out]") == "1"
+        stats = http(base_url, "GET", x_path)[1]["message_stats"]
+        assert (stats["publish_in"], stats["publish_out"]) == (1, 1)
+        assert http(base_url, "GET", f"/queues/%2F/{quote(queue, safe='')}")[1]["messages"] == 1
+        button = next(b for b in browser.find_elements(By.CSS_SELECTOR, "button.danger")
+                      if b.text == "Delete exchange")
+        button.click()
+        wait(browser).until(EC.alert_is_present()).accept()
+        wait(browser).until(lambda b: b.current_url.endswith("#/exchanges"))
+        assert http(base_url, "GET", x_path)[0] == 404
+    finally:
+        http(base_url, "DELETE", x_path)
+        delete(base_url, queue)
 
 
 def test_web_ui_pages_through_more_queues_than_a_page(browser, base_url):

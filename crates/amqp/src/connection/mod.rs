@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use lepus_broker::alarms::Alarms;
 use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
+use lepus_broker::io_stats::IoTotals;
 use lepus_broker::permissions::{Permission, Resource};
 use lepus_broker::stats::{Counters, Stat};
 use lepus_broker::{ConsumerId, Outbound, Outlet, OutletRef, VHost, Wake};
@@ -226,6 +227,8 @@ struct Connection {
     notify: Arc<Notify>,
     /// Reused buffer for draining the outlet.
     drained: Vec<Outbound>,
+    /// Bytes and socket calls in and out, published to the registry after each call.
+    io: IoTotals,
     /// What was taken from the outlet and not yet encoded, in order: encoding stops while
     /// the output is backed up (see [`Connection::drain_outlet`]).
     backlog: Vec<Outbound>,
@@ -281,6 +284,7 @@ impl Connection {
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
+            io: IoTotals::default(),
             backlog: Vec::new(),
             unwritten: Default::default(),
             confirms_due: Vec::new(),
@@ -377,11 +381,13 @@ impl Connection {
                     Ok(0) if unprocessed => eof = true,
                     Ok(0) => break "client closed the TCP connection",
                     Ok(n) if paused => {
+                        self.count_io(|io| io.read(n));
                         self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         unprocessed = true;
                     }
                     Ok(n) => {
+                        self.count_io(|io| io.read(n));
                         self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         self.on_input(&mut inbuf);
@@ -408,6 +414,7 @@ impl Connection {
                 w = self.sealed.write_to(&mut wr, &self.out), if !self.out_is_empty() => match w {
                     Ok(0) | Err(_) => break "write error",
                     Ok(n) => {
+                        self.count_io(|io| io.wrote(n));
                         let now = self.now_ms();
                         if self.out_len() >= self.shared.limits.outbound_buffer_max {
                             // Backed-up output moving proves the peer alive as much as a frame
@@ -464,6 +471,16 @@ impl Connection {
             tracing::info!(connection = self.id, peer = %self.peer, user = ?self.user, vhost = ?self.vhost, "connection closed");
         } else {
             tracing::warn!(connection = self.id, peer = %self.peer, phase = self.phase.name(), reason = end, "connection ended");
+        }
+    }
+
+    /// Counts a socket call in the connection's totals and publishes them once it is
+    /// registered (relaxed stores: this task is their only writer).
+    #[inline]
+    fn count_io(&mut self, count: impl FnOnce(&mut IoTotals)) {
+        count(&mut self.io);
+        if let Some(info) = &self.info {
+            info.io.publish(&self.io);
         }
     }
 
@@ -577,6 +594,10 @@ impl Connection {
                     break;
                 }
             }
+        }
+        if let Some(publisher) = &mut self.publisher {
+            // Before the confirms: a client that saw its confirm sees its exchange's count.
+            publisher.flush_stats();
         }
         self.flush_confirms();
         self.apply_flow_control();
@@ -861,11 +882,13 @@ impl Connection {
             stats: Counters::default(),
             quorum_stats: Counters::default(),
             sizes: Default::default(),
+            io: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
             alarm_blocked: Default::default(),
         };
         let refusal = match broker.connections().admit(info, admission) {
             Ok(info) => {
+                info.io.publish(&self.io);
                 self.info = Some(info);
                 return Ok(());
             }

@@ -150,6 +150,8 @@ pub struct Exchange {
     /// A deduplication exchange's cache (its own lock, taken under the topology read lock;
     /// only its journal is locked under it).
     pub dedup: Option<Mutex<crate::dedup::Cache>>,
+    /// `publish_in`/`publish_out`, flushed into by publishers ([`crate::exchange_stats`]).
+    pub stats: crate::exchange_stats::ExchangeStats,
 }
 
 impl Exchange {
@@ -180,6 +182,7 @@ impl Exchange {
             index,
             held: None,
             dedup,
+            stats: Default::default(),
         }
     }
 

@@ -17,6 +17,9 @@ pub struct ExchangeView {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// (`publish_in`, `publish_out`) and their per-second rates ([`crate::exchange_stats`]).
+    pub publish: [u64; 2],
+    pub publish_rates: [f64; 2],
 }
 
 /// A binding: from an exchange to a queue or exchange, with its key and arguments.
@@ -37,6 +40,23 @@ impl VHost {
     /// One exchange, if it exists.
     pub fn exchange_view(&self, name: &[u8]) -> Option<ExchangeView> {
         self.topology.read().exchanges.get(name).map(view_of)
+    }
+
+    /// Adds a publisher's tally to its exchanges (gone ones are skipped).
+    pub fn add_exchange_publishes(&self, tally: &mut crate::exchange_stats::PublishTally) {
+        let t = self.topology.read();
+        tally.flush(|name, publish_in, publish_out| {
+            if let Some(x) = t.exchanges.get(name) {
+                x.stats.add(publish_in, publish_out);
+            }
+        });
+    }
+
+    /// Samples every exchange's publish counters (the broker's rate sampler).
+    pub(crate) fn sample_exchange_rates(&self, now_ms: u64) {
+        for x in self.topology.read().exchanges.values() {
+            x.stats.sample(now_ms);
+        }
     }
 
     /// Every queue clients can reach (not a delayed exchange's hidden queue).
@@ -91,5 +111,7 @@ fn view_of(x: &crate::exchange::Exchange) -> ExchangeView {
         auto_delete: x.auto_delete,
         internal: x.internal,
         arguments: x.arguments.clone(),
+        publish: x.stats.counts(),
+        publish_rates: x.stats.rates(),
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::alarms::Resource;
-use lepus_broker::stats::Stat;
+use lepus_broker::stats::{CHURN_NAMES, Stat};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
@@ -62,7 +62,6 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
     let channels: u64 = visible.iter().map(|c| u64::from(c.channels.load(std::sync::atomic::Ordering::Relaxed))).sum();
     let mut queue_totals = Map::new();
     message_counts(&mut queue_totals, ready, unacked);
-    let (opened, closed) = broker.connections().churn();
     let listeners: Vec<Value> = api
         .node
         .listeners
@@ -86,10 +85,7 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
         "disable_stats": false,
         "enable_queue_totals": true,
         "message_stats": message_stats(&broker.connections().totals(), &broker.rates(), Stat::management()),
-        "churn_rates": {
-            "connection_created": opened, "connection_created_details": {"rate": 0.0},
-            "connection_closed": closed, "connection_closed_details": {"rate": 0.0},
-        },
+        "churn_rates": churn_rates(broker),
         "queue_totals": queue_totals,
         "object_totals": {
             "channels": channels,
@@ -104,6 +100,17 @@ async fn overview(State(api): State<ApiRef>, caller: Caller, Query(q): Query<Lis
         "contexts": [],
     });
     Ok(Json(respond_one(body, &q)))
+}
+
+/// RabbitMQ's `churn_rates`: each count since start with its sampled rate.
+fn churn_rates(broker: &lepus_broker::Broker) -> Value {
+    let (counts, rates) = (broker.churn(), broker.churn_rates());
+    let mut map = Map::new();
+    for (i, name) in CHURN_NAMES.iter().enumerate() {
+        map.insert((*name).into(), json!(counts[i]));
+        map.insert(format!("{name}_details"), json!({"rate": rates[i]}));
+    }
+    Value::Object(map)
 }
 
 fn node_json(api: &ApiRef) -> Value {
