@@ -80,7 +80,9 @@ fn declare(vhost: &VHost, name: &'static str, durable: bool) -> lepus_broker::Qu
 }
 
 fn bodies(queue: &lepus_broker::QueueRef) -> Vec<String> {
-    std::iter::from_fn(|| queue.get()).map(|(e, _)| String::from_utf8_lossy(e.message.body()).into_owned()).collect()
+    std::iter::from_fn(|| queue.get(None).message())
+        .map(|(e, _)| String::from_utf8_lossy(e.message.body()).into_owned())
+        .collect()
 }
 
 #[test]
@@ -339,7 +341,7 @@ fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> Crash
             while broker.timers().fire_due() > 0 {}
         }
         Death::Rejected => {
-            let (entry, _) = work.get().expect("the head");
+            let (entry, _) = work.get(None).message().expect("the head");
             work.discard(None, &[(entry.seq, entry.message)]);
         }
     }
@@ -548,7 +550,7 @@ fn a_head_dropped_by_max_length_while_its_paged_out_record_cannot_be_read_is_dea
     clock.advance(READ_RETRY_MS);
     while broker.timers().fire_due() > 0 {}
     assert_eq!(q.message_count() as usize, n, "within its limit again");
-    let (first, _) = dlq.get().expect("a dead letter");
+    let (first, _) = dlq.get(None).message().expect("a dead letter");
     let headers = first.message.properties().expect("properties").headers.unwrap_or_default();
     let Some(FieldValue::Array(deaths)) = headers.get("x-death") else { panic!("no x-death: {headers:?}") };
     let death = deaths[0].as_table().expect("table");
