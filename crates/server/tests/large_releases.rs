@@ -13,7 +13,7 @@ mod common;
 use bytes::BytesMut;
 use clients::*;
 use common::Raw;
-use lapin::options::{BasicPublishOptions, QueueBindOptions};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRecoverOptions, QueueBindOptions};
 use lepus_broker::exchange::Destination;
 use lepus_broker::queue::RequeueHold;
 use lepus_protocol::frame::write_method;
@@ -379,6 +379,35 @@ async fn publish_numbered(ch: &lapin::Channel, queue: &str, n: usize) {
 
 fn flagged(d: &lapin::message::Delivery) -> (String, bool) {
     (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered)
+}
+
+/// `basic.recover` with [`MANY_UNACKED`] and more unacknowledged deliveries requeues them in
+/// pieces (the queue held meanwhile): recover-ok, then every message once more to the same
+/// consumer, in order, each redelivered once; nothing lost, nothing left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovering_many_unacked_redelivers_each_once_in_order() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("many-recovered");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let total = MANY_UNACKED + 10;
+    publish_numbered(&ch, &q, total).await;
+    let consuming = lchan(&conn).await;
+    let mut consumer = lconsume(&consuming, &q, false).await;
+    let first: Vec<(String, bool)> = consumer.take(total).await.iter().map(flagged).collect();
+    assert!(first.iter().enumerate().all(|(i, (b, r))| *b == format!("m{i}") && !r), "first deliveries in order");
+    guard("basic.recover", consuming.basic_recover(BasicRecoverOptions { requeue: true })).await.expect("recover-ok");
+    let again = consumer.take(total).await;
+    let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), true)).collect();
+    let got: Vec<(String, bool)> = again.iter().map(flagged).collect();
+    assert!(got == expected, "every message once more, in order, redelivered");
+    let last = again.last().expect("deliveries").delivery_tag;
+    guard("ack", consuming.basic_ack(last, BasicAckOptions { multiple: true })).await.expect("ack");
+    assert_eq!(lcount(&ch, &q).await, (0, 1), "nothing left over, nothing delivered a third time");
+    assert!(consumer.pending().is_empty(), "no third delivery");
+    lclose(&conn).await;
+    broker.stop().await;
 }
 
 /// A `basic.get` from another channel while the queue is held by a requeue in pieces waits

@@ -229,8 +229,11 @@ impl Connection {
         if !requeue {
             return Err(ConnectionError::NotImplemented("requeue=false".into()).into());
         }
-        let taken: Vec<(u64, Unacked)> = std::mem::take(&mut self.chan(channel)?.unacked).into_iter().collect();
-        self.apply_settles(channel, Settle::Requeue, taken);
+        // Requeued as a closing channel's are: in pieces if there are many, their queues
+        // delivering nothing (and gets waiting) until the last is back (see `release`). The
+        // requeue is decided now, so recover-ok goes at once; input waits for the pieces.
+        let unacked = std::mem::take(&mut self.chan(channel)?.unacked);
+        self.release_unacked(channel, unacked.into_values().collect());
         self.timeout_settled(channel);
         Ok(())
     }
