@@ -1269,6 +1269,19 @@ impl Queue {
         Ok(())
     }
 
+    /// Before the queue's deletion is stored: makes the dead letters moved out of it durable
+    /// in their targets (a commit of the store, on this thread, if they are not yet). Once
+    /// the deletion is stored its log is removed at the next start whatever it holds, so a
+    /// dead letter not yet durable in its target would be lost to a crash (STORAGE.md §8).
+    /// False if they are not durable: the store is failing.
+    pub fn settle_moves(&self) -> bool {
+        let Some((store, stamp)) = self.state.lock().stored.undurable_moves() else { return true };
+        if !store.failed() {
+            store.commit();
+        }
+        store.is_durable(stamp)
+    }
+
     /// Marks the queue deleted: drops its messages and tells every consumer's connection that
     /// the consumer is cancelled. Returns the number of ready messages dropped.
     pub fn delete(&self) -> u32 {
