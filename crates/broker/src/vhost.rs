@@ -616,6 +616,13 @@ impl VHost {
             return Err(BrokerError::PreconditionFailed(format!("{} in use", self.exchange_what(name))));
         }
         if x.durable {
+            // A delayed exchange's released messages are moves out of its hidden queue.
+            if x.held.as_ref().is_some_and(|q| !q.settle_moves()) {
+                return Err(BrokerError::Storage(format!(
+                    "{} cannot be deleted while the message store is failing: messages it released are not durable yet",
+                    self.exchange_what(name)
+                )));
+            }
             // Stored first: if that fails the exchange stays, in memory as on disk.
             let mut changes =
                 vec![Change::DeleteExchange { vhost: self.name.to_string(), name: name.as_bytes().to_vec() }];
@@ -913,6 +920,12 @@ impl VHost {
         let Some(q) = t.queues.get(name).cloned() else { return Ok(0) };
         self.check_owner(&q, connection_id)?;
         q.check_delete(if_unused, if_empty)?;
+        if !q.settle_moves() {
+            return Err(BrokerError::Storage(format!(
+                "{} cannot be deleted while the message store is failing: dead letters moved out of it are not durable yet",
+                q.describe()
+            )));
+        }
         // Stored first: if that fails the queue stays, in memory as on disk.
         self.persist(&self.queue_deleted(&q))?;
         t.queues.remove(name);
@@ -940,6 +953,9 @@ impl VHost {
             return false;
         }
         if current {
+            if !queue.settle_moves() {
+                tracing::warn!(queue = %queue.describe().escape_debug(), "deleting a queue while the message store is failing: dead letters moved out of it are lost if the node crashes before the store recovers");
+            }
             t.queues.remove(&queue.name);
             self.count_churn(|c| c.deleted(1));
             let mut changes = self.queue_deleted(queue);

@@ -141,11 +141,11 @@ fn a_deduplication_queue_refuses_a_key_it_holds_until_that_message_is_acked() {
     let dup = t.send("", "q", key("a"), "a2");
     assert!(dup.rejected && !dup.is_unroutable(), "refused: nacked, not returned");
     assert!(t.send("", "q", FieldTable::new(), "plain").routed);
-    let (entry, _) = q.get().expect("a1");
+    let (entry, _) = q.get(None).message().expect("a1");
     assert!(!t.send("", "q", key("a"), "a3").routed, "still held while unacknowledged");
     q.requeue(vec![(entry.seq, entry.message)], None);
     assert!(!t.send("", "q", key("a"), "a4").routed, "requeued: still in the queue");
-    let (entry, _) = q.get().expect("a1 again");
+    let (entry, _) = q.get(None).message().expect("a1 again");
     q.ack(None, std::iter::once(entry.seq));
     assert_eq!(q.dedup_keys(), 0);
     assert!(t.send("", "q", key("a"), "a5").routed, "acked: the key is free");
@@ -177,7 +177,7 @@ fn a_duplicate_is_dead_lettered_with_reason_maxlen() {
     let q = t.declare("q", args);
     t.send("", "q", key("a"), "first");
     assert!(t.send("", "q", key("a"), "second").rejected);
-    let (entry, _) = dead.get().expect("dead-lettered");
+    let (entry, _) = dead.get(None).message().expect("dead-lettered");
     assert_eq!(entry.message.body(), b"second");
     assert_eq!(text(death(&entry.message, 0).get("reason")), "maxlen");
     assert_eq!(bodies(&q), ["first"]);

@@ -146,7 +146,7 @@ fn msg(exchange: &str, routing_key: &str, props: BasicProperties, body: &[u8]) -
 /// Bodies of every message `basic.get` returns, in order.
 fn drain(q: &QueueRef) -> Vec<String> {
     let mut out = Vec::new();
-    while let Some((entry, _)) = q.get() {
+    while let Some((entry, _)) = q.get(None).message() {
         out.push(String::from_utf8_lossy(entry.message.body()).into_owned());
         q.ack(None, std::iter::once(entry.seq));
     }
@@ -190,7 +190,7 @@ fn a_released_message_keeps_its_exchange_and_key_and_carries_the_negated_delay()
     t.bind("q", "later", "k");
     t.publish("later", "k", ms(250).with("other", "kept"), "m");
     t.advance(250);
-    let (entry, _) = q.get().expect("released");
+    let (entry, _) = q.get(None).message().expect("released");
     assert_eq!((entry.message.exchange(), entry.message.routing_key()), (&b"later"[..], &b"k"[..]));
     let headers = entry.message.properties().expect("properties").headers.expect("headers");
     assert_eq!(headers.get("x-delay"), Some(&FieldValue::I32(-250)));

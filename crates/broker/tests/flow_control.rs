@@ -39,7 +39,7 @@ fn congestion_pauses_publishers_until_the_low_watermark() {
     assert!(!queue.is_relieved());
     // Draining to just above the low watermark is not enough (hysteresis).
     while queue.message_count() as usize > FLOW_LOW_MESSAGES + 1 {
-        queue.get();
+        queue.get(None).message();
     }
     assert!(!queue.is_relieved());
     assert_eq!(wakes.load(Ordering::SeqCst), 0);

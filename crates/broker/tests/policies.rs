@@ -73,7 +73,7 @@ fn a_ttl_set_by_policy_expires_messages_published_after_it_and_dead_letters_them
     // As RabbitMQ, a message already in the queue keeps no deadline; Lepus removes the new one
     // at once although it is behind a head that never expires.
     assert_eq!((q.message_count(), dead.message_count()), (1, 1));
-    let (entry, _) = dead.get().expect("dead letter");
+    let (entry, _) = dead.get(None).message().expect("dead letter");
     assert_eq!(entry.message.body(), b"new");
     let d = death(&entry.message, 0);
     assert_eq!((text(d.get("reason")), text(d.get("queue")), text(d.get("exchange"))), ("expired", "work", ""));
@@ -106,7 +106,7 @@ fn a_lower_max_length_by_policy_drops_the_excess_from_the_head_as_maxlen() {
     t.publish_n("work", 5);
     t.set("short", "^work$", 0, json!({"max-length": 2, "dead-letter-exchange": "dlx"}));
     assert_eq!(dead.message_count(), 3);
-    let (entry, _) = dead.get().expect("dead letter");
+    let (entry, _) = dead.get(None).message().expect("dead letter");
     assert_eq!(entry.message.body(), b"m0");
     assert_eq!(text(death(&entry.message, 0).get("reason")), "maxlen");
     assert_eq!(drain(&q), bodies(&["m3", "m4"]));
@@ -180,11 +180,11 @@ fn a_policy_applies_to_a_queue_declared_after_it_and_the_arguments_dlx_wins() {
         t.publish(name, BasicProperties::default(), b"x");
     }
     for q in [&by_policy, &by_arg] {
-        let (entry, _) = q.get().expect("message");
+        let (entry, _) = q.get(None).message().expect("message");
         q.discard(None, &[(entry.seq, entry.message)]);
     }
     assert_eq!((other.message_count(), dead.message_count()), (1, 1));
-    let (entry, _) = dead.get().expect("dead letter");
+    let (entry, _) = dead.get(None).message().expect("dead letter");
     assert_eq!(entry.message.routing_key(), b"rk", "the policy's routing key joins the argument's exchange");
     assert_eq!(text(death(&entry.message, 0).get("reason")), "rejected");
 }

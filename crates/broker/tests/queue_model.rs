@@ -546,7 +546,7 @@ impl Harness {
                 }
             }
             Op::Get { ack } => {
-                let got = self.queue.get();
+                let got = self.queue.get(None).message();
                 match self.ready.pop_first() {
                     None => assert!(got.is_none(), "get returned a message from an empty queue"),
                     Some((seq, redelivered)) => {
@@ -741,7 +741,7 @@ impl Harness {
     /// Empties the queue with `get`; it must hold exactly the model's ready list.
     fn finish(&mut self) {
         let mut actual = Vec::new();
-        while let Some((entry, remaining)) = self.queue.get() {
+        while let Some((entry, remaining)) = self.queue.get(None).message() {
             actual.push((entry.seq, entry.redelivered));
             assert_eq!(remaining as usize, self.ready.len() - actual.len());
         }

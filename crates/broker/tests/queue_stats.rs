@@ -12,9 +12,9 @@ fn a_queue_counts_what_enters_and_leaves_it() {
     for _ in 0..4 {
         q.publish(message());
     }
-    let (first, _) = q.get().expect("a message");
+    let (first, _) = q.get(None).message().expect("a message");
     q.requeue(vec![(first.seq, first.message)], None);
-    let (again, _) = q.get().expect("the requeued message");
+    let (again, _) = q.get(None).message().expect("the requeued message");
     assert!(again.redelivered);
 
     let outlet = common::outlet();

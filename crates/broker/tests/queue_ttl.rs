@@ -32,7 +32,7 @@ fn queue_ttl_expires_messages_when_due_and_dead_letters_them() {
     assert_eq!((q.message_count(), dead.message_count()), (2, 1), "the first is due at 1000 ms");
     t.advance(200);
     assert_eq!((q.message_count(), dead.message_count()), (0, 3));
-    let (entry, _) = dead.get().expect("dead letter");
+    let (entry, _) = dead.get(None).message().expect("dead letter");
     assert_eq!(entry.message.body(), b"a");
     assert_eq!(entry.message.exchange(), b"dlx");
     assert_eq!(entry.message.routing_key(), b"work");
@@ -66,7 +66,7 @@ fn the_lower_of_queue_and_message_ttl_applies_and_expiration_is_dropped() {
     assert_eq!(q.message_count(), 1);
     t.advance(40);
     assert_eq!(q.message_count(), 0);
-    let (entry, _) = dead.get().expect("dead letter");
+    let (entry, _) = dead.get(None).message().expect("dead letter");
     assert_eq!(entry.message.body(), b"own-ttl");
     assert_eq!(entry.message.properties().unwrap().expiration, None);
     assert_eq!(text(death(&entry.message, 0).get("original-expiration")), "10");
@@ -117,9 +117,9 @@ fn rejected_messages_are_dead_lettered_with_the_routing_key_override() {
     let args = FieldTable::new().with("x-dead-letter-exchange", "retry").with("x-dead-letter-routing-key", "later");
     let q = t.declare("q", args);
     t.publish("q", BasicProperties::default(), b"job");
-    let (entry, _) = q.get().unwrap();
+    let (entry, _) = q.get(None).message().unwrap();
     q.discard(None, &[(entry.seq, entry.message.clone())]);
-    let (dead, _) = retry.get().expect("dead-lettered");
+    let (dead, _) = retry.get(None).message().expect("dead-lettered");
     assert_eq!(dead.message.routing_key(), b"later");
     let d = death(&dead.message, 0);
     assert_eq!(text(d.get("reason")), "rejected");
@@ -136,7 +136,7 @@ fn drop_head_counts_body_bytes_and_dead_letters_the_oldest() {
         assert!(outcome.routed && !outcome.rejected);
     }
     assert_eq!(drain(&q), vec![b"bbbbb".to_vec(), b"ccccc".to_vec()]);
-    let (entry, _) = dead.get().unwrap();
+    let (entry, _) = dead.get(None).message().unwrap();
     assert_eq!(text(death(&entry.message, 0).get("reason")), "maxlen");
 }
 
@@ -190,7 +190,7 @@ fn an_unused_queue_expires_and_use_postpones_it() {
     let t = setup();
     let q = t.declare("q", FieldTable::new().with("x-expires", FieldValue::I32(1000)));
     t.advance(500);
-    assert!(q.get().is_none(), "empty, but a use");
+    assert!(q.get(None).message().is_none(), "empty, but a use");
     t.advance(999);
     assert!(t.vhost.queue(&s("q"), 1).is_ok());
     t.advance(1);
@@ -305,7 +305,7 @@ fn an_internal_exchange_can_be_a_dead_letter_exchange() {
     t.vhost.bind(Destination::Queue(s("dead")), &s("hidden"), &s(""), &FieldTable::new(), 1).unwrap();
     let q = t.declare("q", FieldTable::new().with("x-dead-letter-exchange", "hidden"));
     t.publish("q", BasicProperties::default(), b"m");
-    let (entry, _) = q.get().unwrap();
+    let (entry, _) = q.get(None).message().unwrap();
     q.discard(None, &[(entry.seq, entry.message.clone())]);
     assert_eq!(dead.message_count(), 1);
 }
@@ -338,14 +338,14 @@ fn a_quorum_queue_counts_returns_and_dead_letters_past_its_delivery_limit() {
     let d = QueueDeclare { name: s("qq"), durable: true, arguments: args, ..Default::default() };
     let q = t.vhost.declare_queue(&d, 1).unwrap().0;
     t.publish("qq", BasicProperties::default(), b"m");
-    let (first, _) = q.get().unwrap();
+    let (first, _) = q.get(None).message().unwrap();
     assert_eq!(headers(&first.message).get("x-delivery-count"), Some(&FieldValue::I64(0)), "as RabbitMQ 3.10");
     q.requeue(vec![(first.seq, first.message.clone())], None);
-    let (second, _) = q.get().unwrap();
+    let (second, _) = q.get(None).message().unwrap();
     assert_eq!(headers(&second.message).get("x-delivery-count"), Some(&FieldValue::I64(1)));
     q.requeue(vec![(second.seq, second.message.clone())], None);
     assert_eq!((q.message_count(), dead.message_count()), (0, 1), "returned twice with a limit of 1");
-    let (entry, _) = dead.get().unwrap();
+    let (entry, _) = dead.get(None).message().unwrap();
     assert_eq!(text(death(&entry.message, 0).get("reason")), "delivery_limit");
 }
 
@@ -354,9 +354,9 @@ fn a_classic_queue_ignores_a_delivery_limit_as_rabbitmq() {
     let t = setup();
     let q = t.declare("q", FieldTable::new().with("x-delivery-limit", FieldValue::I32(0)));
     t.publish("q", BasicProperties::default(), b"m");
-    let (entry, _) = q.get().unwrap();
+    let (entry, _) = q.get(None).message().unwrap();
     q.requeue(vec![(entry.seq, entry.message.clone())], None);
-    let (again, _) = q.get().unwrap();
+    let (again, _) = q.get(None).message().unwrap();
     assert!(headers(&again.message).get("x-delivery-count").is_none());
 }
 

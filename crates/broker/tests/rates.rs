@@ -58,7 +58,7 @@ fn a_queue_s_publish_rate_is_sampled_every_five_seconds_of_the_broker_clock() {
     assert_eq!(queue.rates().get(Stat::Published), 2.0, "10 messages in 5 s");
 
     publish(&broker, "q", 50);
-    assert!(queue.get().is_some());
+    assert!(queue.get(None).message().is_some());
     clock.advance(SAMPLE_INTERVAL_MS);
     assert_eq!(broker.timers().fire_due(), 1, "the sampler re-armed its timer");
     assert_eq!(queue.rates().get(Stat::Published), 10.0);

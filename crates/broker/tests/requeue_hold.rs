@@ -1,16 +1,19 @@
 //! A requeue in pieces (a channel closing with many unacknowledged messages, RELIABILITY.md
 //! F3): while a [`RequeueHold`] is held the queue delivers nothing, so a consumer never gets a
 //! later message before an earlier one still to come back; dropped, the queue delivers again,
-//! the requeued messages first, at their original positions, redelivered.
+//! the requeued messages first, at their original positions, redelivered. A `basic.get` waits
+//! for the hold to end (woken then), so it too sees the requeue as one step.
 
 mod common;
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use common::{acking_consumer, outlet, queue};
-use lepus_broker::outlet::{ConsumerId, Delivery, Outbound, OutletRef};
-use lepus_broker::queue::{Queue, RequeueHold};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{CountWake, acking_consumer, outlet, queue};
+use lepus_broker::outlet::{ConsumerId, Delivery, Outbound, Outlet, OutletRef};
+use lepus_broker::queue::{Got, Queue, RequeueHold};
 use lepus_broker::{Message, MessageRef};
 use lepus_protocol::{BasicProperties, ContentHeader};
 
@@ -77,4 +80,58 @@ fn a_hold_on_a_deleted_queue_is_dropped_quietly() {
     assert_eq!(q.delete(), 1);
     drop(hold);
     assert_eq!(q.message_count(), 0);
+}
+
+fn body_of(got: Got) -> (String, bool) {
+    match got {
+        Got::Message(entry, _) => (String::from_utf8_lossy(entry.message.body()).into_owned(), entry.redelivered),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_get_waits_for_the_hold_and_then_takes_the_first_requeued_message() {
+    let q: Arc<Queue> = queue(false);
+    let first = outlet();
+    q.consume(acking_consumer(1, &first, 6)).expect("consume");
+    for i in 0..10 {
+        q.publish(numbered(i));
+    }
+    let held = deliveries(&first);
+    let hold = RequeueHold::new(q.clone());
+    q.cancel(ConsumerId(1));
+    // Another channel's get, while m6..m9 are ready and m0..m5 still to come back: it waits,
+    // and is woken once, when the hold ends.
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let getter: OutletRef = Arc::new(Outlet::new(Box::new(CountWake(wakes.clone()))));
+    assert!(matches!(q.get(Some(&getter)), Got::Held), "not m6, from behind the requeue");
+    assert!(matches!(q.get(Some(&getter)), Got::Held), "asked again: still held, registered once");
+    assert_eq!(q.held_gets(), 1);
+    let (a, b) = held.split_at(3);
+    q.requeue(b.iter().map(|d| (d.seq, d.message.clone())).collect(), Some(ConsumerId(1)));
+    assert!(matches!(q.get(Some(&getter)), Got::Held), "between pieces: still held");
+    q.requeue(a.iter().map(|d| (d.seq, d.message.clone())).collect(), Some(ConsumerId(1)));
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "not woken before the hold ends");
+    drop(hold);
+    assert_eq!(wakes.load(Ordering::SeqCst), 1, "woken when the hold ends");
+    assert_eq!(q.held_gets(), 0);
+    assert_eq!(body_of(q.get(Some(&getter))), ("m0".to_string(), true), "the first requeued message");
+    let rest: Vec<(String, bool)> = std::iter::from_fn(|| q.get(None).message())
+        .map(|(e, _)| (String::from_utf8_lossy(e.message.body()).into_owned(), e.redelivered))
+        .collect();
+    let expected: Vec<(String, bool)> = (1..10).map(|i| (format!("m{i}"), i < 6)).collect();
+    assert_eq!(rest, expected, "nothing lost or duplicated, in order");
+}
+
+#[test]
+fn a_get_waiting_on_a_deleted_queue_is_woken_and_finds_it_empty() {
+    let q: Arc<Queue> = queue(false);
+    let _hold = RequeueHold::new(q.clone());
+    q.publish(numbered(0));
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let getter: OutletRef = Arc::new(Outlet::new(Box::new(CountWake(wakes.clone()))));
+    assert!(matches!(q.get(Some(&getter)), Got::Held));
+    q.delete();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1, "woken by the deletion");
+    assert!(matches!(q.get(Some(&getter)), Got::Empty), "a deleted queue is not held");
 }

@@ -80,7 +80,9 @@ fn declare(vhost: &VHost, name: &'static str, durable: bool) -> lepus_broker::Qu
 }
 
 fn bodies(queue: &lepus_broker::QueueRef) -> Vec<String> {
-    std::iter::from_fn(|| queue.get()).map(|(e, _)| String::from_utf8_lossy(e.message.body()).into_owned()).collect()
+    std::iter::from_fn(|| queue.get(None).message())
+        .map(|(e, _)| String::from_utf8_lossy(e.message.body()).into_owned())
+        .collect()
 }
 
 #[test]
@@ -306,12 +308,23 @@ enum Death {
     Rejected,
 }
 
+/// What follows the death in [`dead_letter_move_cut_after`].
+#[derive(Clone, Copy, Debug)]
+enum Then {
+    /// The store's next commit.
+    Commit,
+    /// `queue.delete` of `work` (whose log is removed at the next start once its deletion is
+    /// stored), with no commit of the store's own before it.
+    DeleteSource,
+}
+
 /// A broker over the crash backend with two durable queues: `work` (dead-lettering into
 /// `dead` through the default exchange) holding `dies` (persistent, expiring after 10 ms)
 /// and `stays`, both committed. Then `work` gets another publish (so its log is written
-/// first in the next commit), `dies` dies (`death`), and that commit is cut after `cut`
-/// changes. Returns the disk as the cut left it.
-fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> CrashBackend {
+/// first in the next commit), `dies` dies (`death`), and what follows (`then`: the next
+/// commit, or `work` deleted) has its store writes cut after `cut` changes. Returns the disk
+/// as the cut left it.
+fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death, then: Then) -> CrashBackend {
     use lepus_protocol::{FieldTable, FieldValue};
     let backend = CrashBackend::new();
     let (store, persistence, vhost) = open_parts(Arc::new(backend.clone()), meta_path, StoreOptions::default());
@@ -339,13 +352,17 @@ fn dead_letter_move_cut_after(meta_path: &Path, cut: u32, death: Death) -> Crash
             while broker.timers().fire_due() > 0 {}
         }
         Death::Rejected => {
-            let (entry, _) = work.get().expect("the head");
+            let (entry, _) = work.get(None).message().expect("the head");
             work.discard(None, &[(entry.seq, entry.message)]);
         }
     }
     assert_eq!(bodies(&vhost.queue(&ShortStr::from_static("dead"), 1).expect("dead")), ["dies"], "{death:?}");
     backend.fail_after(cut);
-    store.commit();
+    match then {
+        Then::Commit => drop(store.commit()),
+        // Refused (541) if the store fails before the dead letter is durable in `dead`.
+        Then::DeleteSource => drop(vhost.delete_queue(&ShortStr::from_static("work"), false, false, 1)),
+    }
     drop((broker, vhost, work, store));
     backend
 }
@@ -356,7 +373,7 @@ fn a_dead_letter_survives_a_crash_at_any_point_of_its_move() {
     for death in [Death::Expired, Death::Rejected] {
         for cut in 0..30 {
             let meta_path = tmp.0.join(format!("meta-{death:?}-{cut}.redb"));
-            let disk = dead_letter_move_cut_after(&meta_path, cut, death);
+            let disk = dead_letter_move_cut_after(&meta_path, cut, death, Then::Commit);
             let images = std::iter::once(("kill -9".to_owned(), disk.kill()))
                 .chain((0..8).map(|seed| (format!("power cut, seed {seed}"), disk.crash(seed))));
             for (what, image) in images {
@@ -366,6 +383,34 @@ fn a_dead_letter_survives_a_crash_at_any_point_of_its_move() {
                 assert!(work.contains(&"stays".to_owned()), "{death:?}, {what} after {cut} changes: {work:?}");
                 assert!(
                     work.contains(&"dies".to_owned()) || dead.contains(&"dies".to_owned()),
+                    "{death:?}, {what} after {cut} changes: the dead letter is lost (work {work:?}, dead {dead:?})"
+                );
+            }
+        }
+    }
+}
+
+/// A dead letter moved out of a queue deleted right after (before the store's own commit):
+/// the deletion waits for the dead letter to be durable in its target, so a crash at any
+/// point leaves it there, or the queue (and the message in one of the two) if the deletion
+/// was refused because the store failed first.
+#[test]
+fn a_dead_letter_survives_its_source_deleted_right_after_and_a_crash_at_any_point() {
+    let tmp = temp_dir("dead-letter-then-delete");
+    for death in [Death::Expired, Death::Rejected] {
+        for cut in 0..30 {
+            let meta_path = tmp.0.join(format!("meta-{death:?}-{cut}.redb"));
+            let disk = dead_letter_move_cut_after(&meta_path, cut, death, Then::DeleteSource);
+            let images = std::iter::once(("kill -9".to_owned(), disk.kill()))
+                .chain((0..8).map(|seed| (format!("power cut, seed {seed}"), disk.crash(seed))));
+            for (what, image) in images {
+                let (_, vhost) = open(&image, &meta_path);
+                let dead = bodies(&vhost.queue(&ShortStr::from_static("dead"), 1).expect("dead"));
+                let work = vhost.queue(&ShortStr::from_static("work"), 1).ok().map(|q| bodies(&q));
+                let kept =
+                    dead.contains(&"dies".to_owned()) || work.as_ref().is_some_and(|w| w.contains(&"dies".to_owned()));
+                assert!(
+                    kept,
                     "{death:?}, {what} after {cut} changes: the dead letter is lost (work {work:?}, dead {dead:?})"
                 );
             }
@@ -548,7 +593,7 @@ fn a_head_dropped_by_max_length_while_its_paged_out_record_cannot_be_read_is_dea
     clock.advance(READ_RETRY_MS);
     while broker.timers().fire_due() > 0 {}
     assert_eq!(q.message_count() as usize, n, "within its limit again");
-    let (first, _) = dlq.get().expect("a dead letter");
+    let (first, _) = dlq.get(None).message().expect("a dead letter");
     let headers = first.message.properties().expect("properties").headers.unwrap_or_default();
     let Some(FieldValue::Array(deaths)) = headers.get("x-death") else { panic!("no x-death: {headers:?}") };
     let death = deaths[0].as_table().expect("table");

@@ -12,6 +12,7 @@
 //! - `auth`: HTTP basic auth against the broker's users, the tags' rights, and the one place
 //!   vhost permissions are asked (`auth::vhost_permitted`).
 //! - `error`: [`ApiError`], each variant mapped once to a status and RabbitMQ's JSON body.
+//! - `get`: taking a message as `basic.get` does, waiting out a requeue in pieces.
 //! - `listing`: pagination, filtering by name, sorting and `columns=` as RabbitMQ does them.
 //! - `convert`: field tables, message properties and request bodies to and from JSON.
 //! - `views`: the JSON of a queue, exchange, binding, connection, user, vhost.
@@ -25,6 +26,7 @@
 mod auth;
 mod convert;
 mod error;
+mod get;
 pub mod http;
 mod listing;
 pub mod metrics;

@@ -13,8 +13,9 @@ mod common;
 use bytes::BytesMut;
 use clients::*;
 use common::Raw;
-use lapin::options::{BasicPublishOptions, QueueBindOptions};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRecoverOptions, QueueBindOptions};
 use lepus_broker::exchange::Destination;
+use lepus_broker::queue::RequeueHold;
 use lepus_protocol::frame::write_method;
 use lepus_protocol::method::*;
 use lepus_protocol::{Method, ShortStr};
@@ -334,15 +335,7 @@ async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close
     let q = uniq("many-unacked");
     ldeclare(&ch, &q, Default::default(), Default::default()).await;
     let total = MANY_UNACKED + 10;
-    let mut confirms = Vec::with_capacity(total);
-    for i in 0..total {
-        let body = format!("m{i}");
-        let publish = ch.basic_publish("".into(), q.as_str().into(), Default::default(), body.as_bytes(), lprops());
-        confirms.push(guard("publish", publish).await.expect("publish"));
-    }
-    for confirm in confirms {
-        guard("confirm", confirm).await.expect("confirm");
-    }
+    publish_numbered(&ch, &q, total).await;
     let mut raw = Raw::open_with_channel(broker.addr).await;
     let prefetch_count = u16::try_from(MANY_UNACKED).expect("fits");
     raw.send_method(1, BasicQos { prefetch_count, ..Default::default() }).await;
@@ -367,6 +360,93 @@ async fn closing_a_channel_with_many_unacked_requeues_them_in_order_before_close
     let got = consume_flagged(&ch, &q, total).await;
     let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), i < MANY_UNACKED)).collect();
     assert!(got == expected, "every message once, in order, the requeued ones redelivered");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+/// `m0`..`m{n-1}` into `queue` through a confirm channel, all confirmed.
+async fn publish_numbered(ch: &lapin::Channel, queue: &str, n: usize) {
+    let mut confirms = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = format!("m{i}");
+        let publish = ch.basic_publish("".into(), queue.into(), Default::default(), body.as_bytes(), lprops());
+        confirms.push(guard("publish", publish).await.expect("publish"));
+    }
+    for confirm in confirms {
+        guard("confirm", confirm).await.expect("confirm");
+    }
+}
+
+fn flagged(d: &lapin::message::Delivery) -> (String, bool) {
+    (String::from_utf8_lossy(&d.data).into_owned(), d.redelivered)
+}
+
+/// `basic.recover` with [`MANY_UNACKED`] and more unacknowledged deliveries requeues them in
+/// pieces (the queue held meanwhile): recover-ok, then every message once more to the same
+/// consumer, in order, each redelivered once; nothing lost, nothing left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovering_many_unacked_redelivers_each_once_in_order() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("many-recovered");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    let total = MANY_UNACKED + 10;
+    publish_numbered(&ch, &q, total).await;
+    let consuming = lchan(&conn).await;
+    let mut consumer = lconsume(&consuming, &q, false).await;
+    let first: Vec<(String, bool)> = consumer.take(total).await.iter().map(flagged).collect();
+    assert!(first.iter().enumerate().all(|(i, (b, r))| *b == format!("m{i}") && !r), "first deliveries in order");
+    guard("basic.recover", consuming.basic_recover(BasicRecoverOptions { requeue: true })).await.expect("recover-ok");
+    let again = consumer.take(total).await;
+    let expected: Vec<(String, bool)> = (0..total).map(|i| (format!("m{i}"), true)).collect();
+    let got: Vec<(String, bool)> = again.iter().map(flagged).collect();
+    assert!(got == expected, "every message once more, in order, redelivered");
+    let last = again.last().expect("deliveries").delivery_tag;
+    guard("ack", consuming.basic_ack(last, BasicAckOptions { multiple: true })).await.expect("ack");
+    assert_eq!(lcount(&ch, &q).await, (0, 1), "nothing left over, nothing delivered a third time");
+    assert!(consumer.pending().is_empty(), "no third delivery");
+    lclose(&conn).await;
+    broker.stop().await;
+}
+
+/// A `basic.get` from another channel while the queue is held by a requeue in pieces waits
+/// for it and takes the first requeued message, not one from behind the requeue. The hold is
+/// taken through the broker service (so the get certainly arrives during it), and the test
+/// waits for the queue to count the get as waiting: a condition, not a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_during_a_held_requeue_waits_and_takes_the_first_requeued_message() {
+    let broker = common::start().await;
+    let conn = lconn(&broker).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("held-get");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    publish_numbered(&ch, &q, 10).await;
+    let taking = lchan(&conn).await;
+    for i in 0..6 {
+        let got = lget(&taking, &q, false).await.expect("a message");
+        assert_eq!(got.delivery.data, format!("m{i}").into_bytes());
+    }
+    let queue = broker.service.vhost("/").expect("vhost").queue(&short(&q), 0).expect("queue");
+    let hold = RequeueHold::new(queue.clone());
+    // m0..m5 go back (one piece), the queue held by the test; m6 is ready at its head.
+    guard("channel.close", taking.close(200, "bye".into())).await.expect("close");
+    let getter = lchan(&conn).await;
+    let name = q.clone();
+    let get = tokio::spawn(async move { lget(&getter, &name, true).await });
+    guard("the get waiting for the hold", async {
+        while queue.held_gets() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(hold);
+    let got = guard("basic.get-ok", get).await.expect("get task").expect("a message");
+    assert_eq!(flagged(&got.delivery), ("m0".to_string(), true), "the first requeued message, not m6");
+    let rest: Vec<String> =
+        ldrain(&ch, &q).await.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+    let expected: Vec<String> = (1..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(rest, expected, "the rest in order, nothing lost or duplicated");
     lclose(&conn).await;
     broker.stop().await;
 }

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use base64::Engine;
-use clients::{guard, lchan, lconn, next_blocking, uniq};
+use clients::{guard, lchan, lconfirm_chan, lconn, ldeclare, lget, lpub, next_blocking, uniq};
 use common::{Raw, start_managed, test_config};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -1062,5 +1062,41 @@ async fn the_overview_s_churn_rates_count_connections_channels_and_queues() {
         assert_eq!(churn(&after, k) - churn(&before, k), n, "{k}");
         assert_eq!(after["churn_rates"][format!("{k}_details")], json!({"rate": n as f64 / 5.0}), "{k}");
     }
+    b.stop().await;
+}
+
+/// The API's get, like `basic.get`, waits while a requeue comes back to the queue in pieces
+/// (the hold taken here through the broker service), then takes the first requeued message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_during_a_held_requeue_waits_and_takes_the_first_requeued_message() {
+    let (b, http) = broker().await;
+    let conn = lconn(&b).await;
+    let ch = lconfirm_chan(&conn).await;
+    let q = uniq("held-api-get");
+    ldeclare(&ch, &q, Default::default(), Default::default()).await;
+    for body in ["m0", "m1", "m2"] {
+        lpub(&ch, "", &q, body.as_bytes()).await;
+    }
+    let taking = lchan(&conn).await;
+    assert_eq!(lget(&taking, &q, false).await.expect("m0").delivery.data, b"m0");
+    let name = lepus_protocol::ShortStr::try_from(q.as_str()).expect("name");
+    let queue = b.service.vhost("/").expect("vhost").queue(&name, 0).expect("queue");
+    let hold = lepus_broker::queue::RequeueHold::new(queue.clone());
+    guard("channel.close", taking.close(200, "bye".into())).await.expect("close");
+    let path = format!("/api/queues/%2F/{q}/get");
+    let get = tokio::spawn(async move {
+        http.post(&path, json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})).await
+    });
+    guard("the get waiting for the hold", async {
+        while queue.held_gets() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(hold);
+    let got = guard("the API's get", get).await.expect("get task");
+    assert_eq!(got.status, 200);
+    assert_eq!((&got.body[0]["payload"], &got.body[0]["redelivered"]), (&json!("m0"), &json!(true)));
+    conn.close(200, "bye".into()).await.expect("close");
     b.stop().await;
 }

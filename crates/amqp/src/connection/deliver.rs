@@ -5,7 +5,7 @@
 use lepus_broker::queue::ConsumerSpec;
 use lepus_broker::stats::Stat;
 use lepus_broker::{ConsumerId, Delivery, Durable, QueueRef};
-use lepus_protocol::fast::{write_deliver, write_get_ok};
+use lepus_protocol::fast::write_deliver;
 
 use super::publish::REPLY_TO;
 use super::*;
@@ -139,46 +139,6 @@ impl Connection {
         Some(info.id)
     }
 
-    pub(super) fn basic_get(&mut self, channel: u16, m: BasicGet) -> Result<(), Fail> {
-        let name = self.queue_name(channel, m.queue)?;
-        self.access().check(Permission::Read, Resource::Queue, name.as_bytes())?;
-        let queue = self.vhost_arc()?.queue(&name, self.id)?;
-        let Some((entry, remaining)) = queue.get() else {
-            self.count_at(Some(&*queue), Stat::GetEmpty, 1);
-            self.send(channel, BasicGetEmpty::default());
-            return Ok(());
-        };
-        self.count_at(Some(&*queue), Stat::Get, 1);
-        if m.no_ack {
-            self.count_at(Some(&*queue), Stat::GetNoAck, 1);
-        }
-        let ch = self.chan(channel)?;
-        let tag = ch.next_delivery_tag;
-        ch.next_delivery_tag += 1;
-        let message = entry.message.clone();
-        let unwritten = if m.no_ack {
-            // Leaves the queue once written (see `unwritten`).
-            Some((queue, entry.seq, entry.message))
-        } else {
-            let delivered_at_ms = self.shared.broker.clock().now_ms();
-            let ch = self.chan(channel)?;
-            let unacked = Unacked { queue, seq: entry.seq, message: entry.message, consumer: None, delivered_at_ms };
-            ch.unacked.insert(tag, unacked);
-            if ch.watch == Watch::Idle {
-                self.watch_timeout(channel);
-            }
-            None
-        };
-        let (exchange, key) = (message.exchange(), message.routing_key());
-        write_get_ok(&mut self.out, channel, tag, entry.redelivered, exchange, key, remaining);
-        self.write_content(channel, &message);
-        if let Some((queue, seq, message)) = unwritten {
-            let end = self.unwritten.stream_end(self.out_len());
-            self.unwritten.push(end, channel, (queue, None, seq, message));
-        }
-        Ok(())
-    }
-
     /// `basic.ack` / `nack` / `reject`: settles one delivery, or with `multiple` every one
     /// up to `delivery_tag` (0 = all).
     pub(super) fn settle(&mut self, channel: u16, delivery_tag: u64, multiple: bool, kind: Settle) -> Result<(), Fail> {
@@ -269,8 +229,11 @@ impl Connection {
         if !requeue {
             return Err(ConnectionError::NotImplemented("requeue=false".into()).into());
         }
-        let taken: Vec<(u64, Unacked)> = std::mem::take(&mut self.chan(channel)?.unacked).into_iter().collect();
-        self.apply_settles(channel, Settle::Requeue, taken);
+        // Requeued as a closing channel's are: in pieces if there are many, their queues
+        // delivering nothing (and gets waiting) until the last is back (see `release`). The
+        // requeue is decided now, so recover-ok goes at once; input waits for the pieces.
+        let unacked = std::mem::take(&mut self.chan(channel)?.unacked);
+        self.release_unacked(channel, unacked.into_values().collect());
         self.timeout_settled(channel);
         Ok(())
     }

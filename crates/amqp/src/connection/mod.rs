@@ -40,6 +40,7 @@ use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::transport::Transport;
 
 mod deliver;
+mod get;
 mod model;
 mod outbox;
 mod publish;
@@ -265,6 +266,9 @@ struct Connection {
     watch_pending: Vec<u16>,
     /// Consumers and bindings still to release, a step per turn (see [`release`]).
     release: release::Release,
+    /// A `basic.get` waiting for its queue's requeue to come back (see [`get`]): input waits
+    /// unprocessed behind it.
+    held_get: Option<get::HeldGet>,
 }
 
 impl Connection {
@@ -281,6 +285,7 @@ impl Connection {
             due_channels: Arc::new(timeout::DueChannels::new(notify.clone())),
             watch_pending: Vec::new(),
             release: release::Release::default(),
+            held_get: None,
             consumer_routes: Default::default(),
             notify,
             drained: Vec::new(),
@@ -357,6 +362,7 @@ impl Connection {
             // could only add to the output); it is still read, up to a bound, so that a slow
             // consumer's heartbeats and acks prove it alive.
             let paused = releasing
+                || self.get_is_held()
                 || self.throttle.is_some()
                 || self.alarm_blocked
                 || self.out_len() >= self.shared.limits.outbound_buffer_max;
@@ -364,7 +370,7 @@ impl Connection {
                 // Flow control, an alarm or the output released us: handle what arrived while
                 // paused.
                 self.on_input(&mut inbuf);
-                unprocessed = self.alarm_blocked || self.release.is_pending();
+                unprocessed = self.input_waits();
             }
             if eof && !unprocessed {
                 break "client closed the TCP connection";
@@ -391,9 +397,9 @@ impl Connection {
                         self.alarms.took_in(n);
                         self.heartbeat.on_read(self.now_ms());
                         self.on_input(&mut inbuf);
-                        // An alarm stopped input at message content, or a large release
-                        // began: the rest waits.
-                        unprocessed = self.alarm_blocked || self.release.is_pending();
+                        // An alarm stopped input at message content, a large release began
+                        // or a get waits for its queue: the rest waits.
+                        unprocessed = self.input_waits();
                         if inbuf.capacity() - inbuf.len() < 4096 {
                             inbuf.reserve(READ_BUFFER_INITIAL);
                         }
@@ -403,6 +409,7 @@ impl Connection {
                 _ = notify.notified(), if self.out_len() < self.encode_limit() => {
                     self.check_close_request();
                     self.drain_outlet();
+                    self.retry_held_get();
                     self.check_timeouts();
                     self.check_throttle();
                     self.check_alarms();
@@ -437,6 +444,7 @@ impl Connection {
                     self.check_alarms();
                     // Also here: wake-ups are not read while output is backed up.
                     self.check_close_request();
+                    self.retry_held_get();
                     self.check_timeouts();
                     if let Some(reason) = self.on_tick(handshake_deadline_ms) {
                         break reason;
@@ -567,7 +575,7 @@ impl Connection {
                 return;
             }
         }
-        while !self.stop_reading && self.phase != Phase::Closed && !self.release.is_pending() {
+        while !self.stop_reading && self.phase != Phase::Closed && !self.release.is_pending() && !self.get_is_held() {
             if self.alarms.any() && self.phase == Phase::Running && self.block_for_alarm(inbuf) {
                 break;
             }
@@ -604,6 +612,11 @@ impl Connection {
         if self.phase == Phase::Running && !self.stop_reading {
             self.large_frames |= grow_for_large_frames(inbuf, self.frame_max as usize + FRAME_OVERHEAD);
         }
+    }
+
+    /// Input stops here until an alarm clears, a large release ends or a held get is answered.
+    fn input_waits(&self) -> bool {
+        self.alarm_blocked || self.release.is_pending() || self.get_is_held()
     }
 
     /// Flow control: after a batch that published into a congested queue, stop reading until

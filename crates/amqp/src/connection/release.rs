@@ -1,6 +1,7 @@
-//! Large releases a step at a time: the unacknowledged deliveries of closed channels are
-//! requeued [`REQUEUE_STEP_MAX`] per turn of the connection's loop (their queues holding their
-//! deliveries until the last piece, see `lepus_broker::queue::RequeueHold`), then the
+//! Large releases a step at a time: the unacknowledged deliveries of closed channels (and of
+//! channels that sent `basic.recover`) are requeued [`REQUEUE_STEP_MAX`] per turn of the
+//! connection's loop (their queues holding their deliveries, and other connections' gets,
+//! until the last piece, see `lepus_broker::queue::RequeueHold`), then the
 //! consumers of closed channels are cancelled
 //! [`CANCEL_STEP_MAX`] per turn, and a deleted queue's bindings
 //! removed [`lepus_broker::vhost::UNBIND_STEP_MAX`] per turn, the task yielding to the runtime
@@ -65,7 +66,8 @@ impl Connection {
         self.release.consumers.push_back((id, queue));
     }
 
-    /// Requeues a released channel's unacknowledged deliveries (in delivery order): now if
+    /// Requeues a released (or recovered) channel's unacknowledged deliveries (in delivery
+    /// order): now if
     /// they are one step's worth and nothing waits before them, else a piece per turn, their
     /// queues delivering nothing until the last piece is back.
     pub(super) fn release_unacked(&mut self, channel: u16, unacked: Vec<Unacked>) {

@@ -2,7 +2,9 @@
 //! with many unacknowledged messages requeues them a piece at a time (so that no queue lock
 //! is held for 100,000 of them); meanwhile the queue delivers nothing, so a consumer never gets
 //! a later message before an earlier one still to come back: as seen by consumers, the
-//! requeue is one step, as RabbitMQ's. Publishing, acks and `basic.get` go on.
+//! requeue is one step, as RabbitMQ's. Publishing and acks go on; a `basic.get` waits for the
+//! hold to end (see [`Queue::get`]), since it would otherwise take a message from behind the
+//! ones still to come back.
 //!
 //! The hold is a guard: dropped (the requeue done, or its connection gone) it lets the queue
 //! deliver again.
@@ -34,8 +36,13 @@ impl Drop for RequeueHold {
         {
             let mut st = queue.state.lock();
             st.requeue_holds = st.requeue_holds.saturating_sub(1);
-            if st.requeue_holds == 0 && !st.deleted {
-                queue.assign(&mut st, &mut fx);
+            if st.requeue_holds == 0 {
+                // The gets waiting for the hold ask again (after the requeued messages are
+                // offered to consumers, who had them first had the requeue been one step).
+                fx.wakes.append(&mut st.hold_waiters);
+                if !st.deleted {
+                    queue.assign(&mut st, &mut fx);
+                }
             }
         }
         queue.finish(fx);

@@ -205,6 +205,8 @@ struct State {
     keys: QueueKeys,
     /// Requeues in pieces under way: nothing is delivered meanwhile (see [`hold`]).
     requeue_holds: u32,
+    /// Connections whose `basic.get` waits for the holds to end, woken then (or at deletion).
+    hold_waiters: Vec<OutletRef>,
 }
 
 impl Default for State {
@@ -221,6 +223,7 @@ impl Default for State {
             timer_at_ms: NO_EXPIRY,
             read_retry_at_ms: NO_EXPIRY,
             requeue_holds: 0,
+            hold_waiters: Vec::new(),
             last_used_ms: 0,
             unacked_expiry: HashMap::new(),
             delivery_counts: HashMap::new(),
@@ -270,6 +273,26 @@ pub enum Enqueued {
     /// Held by a delayed exchange until its delay has passed (not routed yet: a `mandatory`
     /// message is returned, as by RabbitMQ's plugin).
     Held,
+}
+
+/// What `basic.get` found ([`Queue::get`]).
+#[derive(Debug)]
+pub enum Got {
+    /// The next message, and how many remain ready.
+    Message(Entry, u32),
+    Empty,
+    /// A requeue is coming back in pieces: ask again when woken.
+    Held,
+}
+
+impl Got {
+    /// The message, if one was got.
+    pub fn message(self) -> Option<(Entry, u32)> {
+        match self {
+            Got::Message(entry, remaining) => Some((entry, remaining)),
+            Got::Empty | Got::Held => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1118,30 +1141,49 @@ impl Queue {
         Arc::new(message.with_header("x-delivery-count", FieldValue::I64(i64::from(count))))
     }
 
-    /// `basic.get`: the next ready message and how many remain. (With no-ack, the caller
-    /// [`Queue::ack`]s it at once.)
-    pub fn get(&self) -> Option<(Entry, u32)> {
+    /// `basic.get`: the next ready message and how many remain (with no-ack, the caller
+    /// [`Queue::ack`]s it at once). While a requeue comes back in pieces ([`RequeueHold`]) the
+    /// get waits, as if the requeue were one step: [`Got::Held`], and `waiter` is woken when
+    /// the last hold goes (or the queue is deleted); the caller asks again then.
+    /// (With no `waiter`, a held queue answers [`Got::Held`] and wakes no one.)
+    pub fn get(&self, waiter: Option<&OutletRef>) -> Got {
         let mut fx = Effects::default();
         let got = {
             let mut st = self.state.lock();
             let st = &mut *st;
+            if st.requeue_holds > 0 && !st.deleted {
+                if let Some(waiter) = waiter
+                    && !st.hold_waiters.iter().any(|w| Arc::ptr_eq(w, waiter))
+                {
+                    st.hold_waiters.push(waiter.clone());
+                }
+                return Got::Held;
+            }
             let now = self.now_ms();
             if let Some(now) = now {
                 st.last_used_ms = now;
                 self.expire(st, &mut fx, now);
             }
-            st.ready.pop(&mut st.stored).map(|mut entry| {
-                entry.message = self.counted(&st.delivery_counts, entry.seq, entry.message);
-                st.stored.mark_delivered(entry.seq);
-                if entry.expires_at_ms != NO_EXPIRY {
-                    st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
+            match st.ready.pop(&mut st.stored) {
+                None => Got::Empty,
+                Some(mut entry) => {
+                    entry.message = self.counted(&st.delivery_counts, entry.seq, entry.message);
+                    st.stored.mark_delivered(entry.seq);
+                    if entry.expires_at_ms != NO_EXPIRY {
+                        st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
+                    }
+                    self.count_out(Stat::Get, entry.redelivered);
+                    Got::Message(entry, st.ready.len() as u32)
                 }
-                self.count_out(Stat::Get, entry.redelivered);
-                (entry, st.ready.len() as u32)
-            })
+            }
         };
         self.finish(fx);
         got
+    }
+
+    /// How many connections' `basic.get`s wait for a requeue's holds to end.
+    pub fn held_gets(&self) -> usize {
+        self.state.lock().hold_waiters.len()
     }
 
     /// Counts a message leaving for a consumer or `basic.get` (under the queue lock).
@@ -1227,6 +1269,19 @@ impl Queue {
         Ok(())
     }
 
+    /// Before the queue's deletion is stored: makes the dead letters moved out of it durable
+    /// in their targets (a commit of the store, on this thread, if they are not yet). Once
+    /// the deletion is stored its log is removed at the next start whatever it holds, so a
+    /// dead letter not yet durable in its target would be lost to a crash (STORAGE.md §8).
+    /// False if they are not durable: the store is failing.
+    pub fn settle_moves(&self) -> bool {
+        let Some((store, stamp)) = self.state.lock().stored.undurable_moves() else { return true };
+        if !store.failed() {
+            store.commit();
+        }
+        store.is_durable(stamp)
+    }
+
     /// Marks the queue deleted: drops its messages and tells every consumer's connection that
     /// the consumer is cancelled. Returns the number of ready messages dropped.
     pub fn delete(&self) -> u32 {
@@ -1248,6 +1303,7 @@ impl Queue {
             let n = st.ready.free() as u32;
             st.stored.destroy();
             wakes.append(&mut st.flow_waiters);
+            wakes.append(&mut st.hold_waiters);
             for spec in st.consumers.drain() {
                 if spec.outlet.push(Outbound::ConsumerCancelled(spec.id)) {
                     wakes.push(spec.outlet);

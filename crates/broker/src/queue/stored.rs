@@ -27,6 +27,8 @@ pub(super) struct Stored {
     scratch_locs: HashMap<u64, Loc>,
     /// The message whose read failed with an error that may pass (logged once).
     blocked_read: Option<u64>,
+    /// The generation of the latest release of a moved record (see [`Stored::undurable_moves`]).
+    moved_stamp: u64,
 }
 
 /// A paged-out message read back.
@@ -100,7 +102,17 @@ impl Stored {
     pub fn forget_moved(&mut self, seq: u64) -> Option<u64> {
         self.forget_scratch(seq);
         let loc = self.locs.remove(&seq)?;
-        Some(self.log.as_mut()?.forget_moved(loc))
+        let stamp = self.log.as_mut()?.forget_moved(loc);
+        self.moved_stamp = self.moved_stamp.max(stamp);
+        Some(stamp)
+    }
+
+    /// The store and the generation that make durable every dead letter moved out of this
+    /// queue, if that is not durable yet: a target's append comes before the release here, so
+    /// it is stamped no later.
+    pub fn undurable_moves(&self) -> Option<(Store, u64)> {
+        let store = self.log.as_ref()?.store();
+        (!store.is_durable(self.moved_stamp)).then(|| (store.clone(), self.moved_stamp))
     }
 
     /// Releases a message's scratch copy (it is back in memory, or gone).

@@ -87,7 +87,7 @@ pub fn dlx_args() -> FieldTable {
 /// Bodies of every message `basic.get` returns, in order.
 pub fn drain(q: &QueueRef) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    while let Some((entry, _)) = q.get() {
+    while let Some((entry, _)) = q.get(None).message() {
         out.push(entry.message.body().to_vec());
         q.ack(None, std::iter::once(entry.seq));
     }

@@ -75,7 +75,7 @@ async fn aliveness(
         headers: MessageHeaders::None,
     })?;
     let queue = v.queue(&name, super::HTTP_CONNECTION)?;
-    let got = queue.get();
+    let got = crate::get::get(&queue).await;
     if let Some((entry, _)) = got.as_ref() {
         let _ = queue.ack(None, std::iter::once(entry.seq));
     }

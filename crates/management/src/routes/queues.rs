@@ -191,7 +191,7 @@ async fn get_messages(
     let queue = v.queue(&short(&name)?, HTTP_CONNECTION)?;
     let mut taken: Vec<(Entry, u32)> = Vec::new();
     while (taken.len() as u64) < count {
-        match queue.get() {
+        match crate::get::get(&queue).await {
             Some(got) => taken.push(got),
             None => break,
         }
