@@ -52,8 +52,10 @@ const HOLES_MIN: usize = 64;
 const GAUGE_STEP_BYTES: u64 = 1024 * 1024;
 
 /// Debug builds check every slot after each change up to this length…
+#[cfg(debug_assertions)]
 const CHECK_ALL_MAX: usize = 64;
 /// …and beyond it, once in this many changes.
+#[cfg(debug_assertions)]
 const CHECK_ALL_EVERY: u32 = 4096;
 
 /// The deadline of a message that never expires.
