@@ -41,8 +41,9 @@ fn bodies(ds: &[Delivery]) -> Vec<(String, bool)> {
     ds.iter().map(|d| (String::from_utf8_lossy(d.message.body()).into_owned(), d.redelivered)).collect()
 }
 
-#[test]
-fn a_held_queue_delivers_nothing_until_the_whole_requeue_is_back() {
+/// A queue of m0..m9 whose consumer 1 (prefetch 6) holds m0..m5 unacked: the queue and
+/// those deliveries.
+fn six_of_ten_unacked() -> (Arc<Queue>, Vec<Delivery>) {
     let q: Arc<Queue> = queue(false);
     let first = outlet();
     q.consume(acking_consumer(1, &first, 6)).expect("consume");
@@ -50,6 +51,12 @@ fn a_held_queue_delivers_nothing_until_the_whole_requeue_is_back() {
         q.publish(numbered(i));
     }
     let held = deliveries(&first);
+    (q, held)
+}
+
+#[test]
+fn a_held_queue_delivers_nothing_until_the_whole_requeue_is_back() {
+    let (q, held) = six_of_ten_unacked();
     assert_eq!(held.len(), 6, "m0..m5 unacked by the first consumer; m6..m9 ready");
     // Its channel closes: the queue is held, a second consumer attaches, the requeue comes
     // back in two pieces.
@@ -91,13 +98,7 @@ fn body_of(got: Got) -> (String, bool) {
 
 #[test]
 fn a_get_waits_for_the_hold_and_then_takes_the_first_requeued_message() {
-    let q: Arc<Queue> = queue(false);
-    let first = outlet();
-    q.consume(acking_consumer(1, &first, 6)).expect("consume");
-    for i in 0..10 {
-        q.publish(numbered(i));
-    }
-    let held = deliveries(&first);
+    let (q, held) = six_of_ten_unacked();
     let hold = RequeueHold::new(q.clone());
     q.cancel(ConsumerId(1));
     // Another channel's get, while m6..m9 are ready and m0..m5 still to come back: it waits,
