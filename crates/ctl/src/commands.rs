@@ -143,13 +143,29 @@ fn act(api: &Api, vh: &str, action: &Action) -> Result<String, CtlError> {
             Ok(format!("Cleared {limit} limits for user \"{username}\""))
         }
         Action::SetPolicy { name, pattern, definition, priority, apply_to } => {
-            let definition = parse_json("the policy definition", definition)?;
-            let body =
-                json!({"pattern": pattern, "definition": definition, "priority": priority, "apply-to": apply_to});
-            done(api.put(&format!("/api/policies/{vh}/{}", segment(name)), &body), "Set policy", name)
+            let policy = Policy { pattern, definition, priority: *priority, apply_to };
+            done(set_policy(api, &format!("/api/policies/{vh}/{}", segment(name)), policy), "Set policy", name)
         }
         Action::ClearPolicy { name } => {
             done(api.delete(&format!("/api/policies/{vh}/{}", segment(name))), "Cleared policy", name)
+        }
+        Action::SetOperatorPolicy { name, pattern, definition, priority, apply_to } => {
+            let policy = Policy { pattern, definition, priority: *priority, apply_to };
+            let path = format!("/api/operator-policies/{vh}/{}", segment(name));
+            done(set_policy(api, &path, policy), "Set operator policy", name)
+        }
+        Action::ClearOperatorPolicy { name } => {
+            let path = format!("/api/operator-policies/{vh}/{}", segment(name));
+            done(api.delete(&path), "Cleared operator policy", name)
+        }
+        Action::SetTopicPermissions { username, exchange, write, read } => {
+            let body = json!({"exchange": exchange, "write": write, "read": read});
+            let path = format!("/api/topic-permissions/{vh}/{}", segment(username));
+            done(api.put(&path, &body), "Set topic permissions for user", username)
+        }
+        Action::ClearTopicPermissions { username } => {
+            let path = format!("/api/topic-permissions/{vh}/{}", segment(username));
+            done(api.delete(&path), "Cleared topic permissions for user", username)
         }
         Action::PurgeQueue { name } => {
             done(api.delete(&format!("/api/queues/{vh}/{}/contents", segment(name))), "Purged queue", name)
@@ -164,6 +180,22 @@ fn act(api: &Api, vh: &str, action: &Action) -> Result<String, CtlError> {
         Action::ExportDefinitions { file } => export_definitions(api, file),
         Action::ImportDefinitions { file } => import_definitions(api, file),
     }
+}
+
+/// A policy or operator policy as `set_policy` takes it.
+struct Policy<'a> {
+    pattern: &'a str,
+    definition: &'a str,
+    priority: i64,
+    apply_to: &'a str,
+}
+
+fn set_policy(api: &Api, path: &str, p: Policy<'_>) -> Result<Value, CtlError> {
+    let definition = parse_json("the policy definition", p.definition)?;
+    api.put(
+        path,
+        &json!({"pattern": p.pattern, "definition": definition, "priority": p.priority, "apply-to": p.apply_to}),
+    )
 }
 
 fn done(reply: Result<Value, CtlError>, what: &str, name: &str) -> Result<String, CtlError> {

@@ -60,13 +60,16 @@ pub struct Cli {
     /// The management API's base URL.
     #[arg(long, global = true, env = "LEPUSCTL_URL", default_value = "http://127.0.0.1:15672")]
     pub url: String,
+    /// The user to log in as (a management-tagged user).
     #[arg(long, global = true, env = "LEPUSCTL_USER", default_value = "guest")]
     pub user: String,
+    /// Its password.
     #[arg(long, global = true, env = "LEPUSCTL_PASSWORD", default_value = "guest", hide_env_values = true)]
     pub password: String,
     /// The virtual host the command works in.
     #[arg(long, short = 'p', global = true, default_value = "/")]
     pub vhost: String,
+    /// Tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(subcommand)]
@@ -75,9 +78,10 @@ pub struct Cli {
     // them), hence `new_password` and `username` below.
 }
 
-/// Columns to show (and ask the API for, as `columns=`); dotted paths reach nested fields.
+/// The columns a list shows.
 #[derive(Debug, Args)]
 pub struct Columns {
+    /// Columns to show (and ask the API for, as `columns=`); dotted paths reach nested fields.
     pub columns: Vec<String>,
 }
 
@@ -102,26 +106,41 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 #[command(rename_all = "snake_case")]
 pub enum List {
+    /// The vhost's queues (default columns: name, messages).
     ListQueues(Columns),
+    /// The vhost's exchanges (name, type).
     ListExchanges(Columns),
+    /// The vhost's bindings.
     ListBindings(Columns),
+    /// The vhost's AMQP connections.
     ListConnections(Columns),
+    /// The vhost's channels.
     ListChannels(Columns),
+    /// The vhost's consumers.
     ListConsumers(Columns),
+    /// Every user, with its tags.
     ListUsers(Columns),
+    /// Every virtual host.
     ListVhosts(Columns),
+    /// The vhost's permissions, one line per user.
     ListPermissions(Columns),
+    /// The vhost's policies.
     ListPolicies(Columns),
+    /// The vhost's operator policies.
     ListOperatorPolicies(Columns),
+    /// The vhost's topic permissions, one line per user and exchange.
     ListTopicPermissions(Columns),
     /// The vhost's runtime parameters (vhost limits, operator policies).
     ListParameters(Columns),
+    /// The cluster-wide parameters (cluster name, internal id).
     ListGlobalParameters(Columns),
+    /// A user's permissions in every vhost.
     ListUserPermissions {
         username: String,
         #[command(flatten)]
         columns: Columns,
     },
+    /// A user's topic permissions in every vhost.
     ListUserTopicPermissions {
         username: String,
         #[command(flatten)]
@@ -132,8 +151,9 @@ pub enum List {
         #[arg(long)]
         global: bool,
     },
-    /// A user's limits (by default the caller's), or with `--global` every user's. The user is
-    /// positional: `--user` is the login here.
+    /// A user's limits (by default the caller's), or with `--global` every user's.
+    ///
+    /// The user is positional: `--user` is the login here.
     ListUserLimits {
         username: Option<String>,
         #[arg(long)]
@@ -145,6 +165,7 @@ pub enum List {
 #[derive(Debug, Subcommand)]
 #[command(rename_all = "snake_case")]
 pub enum Action {
+    /// Creates a virtual host (the caller gets full permissions on it).
     AddVhost {
         name: String,
         /// A description shown in listings.
@@ -157,9 +178,9 @@ pub enum Action {
         #[arg(long = "default-queue-type")]
         default_queue_type: Option<String>,
     },
-    DeleteVhost {
-        name: String,
-    },
+    /// Deletes a virtual host and everything in it.
+    DeleteVhost { name: String },
+    /// Creates a user with a password.
     AddUser {
         name: String,
         #[arg(value_name = "PASSWORD")]
@@ -168,14 +189,15 @@ pub enum Action {
         #[arg(long, default_value = "")]
         tags: String,
     },
-    DeleteUser {
-        name: String,
-    },
+    /// Deletes a user and its permissions.
+    DeleteUser { name: String },
+    /// Sets a user's password (its tags stay).
     ChangePassword {
         name: String,
         #[arg(value_name = "PASSWORD")]
         new_password: String,
     },
+    /// Sets a user's configure, write and read patterns in the vhost.
     SetPermissions {
         #[arg(value_name = "USER")]
         username: String,
@@ -183,6 +205,7 @@ pub enum Action {
         write: String,
         read: String,
     },
+    /// Removes a user's permissions in the vhost.
     ClearPermissions {
         #[arg(value_name = "USER")]
         username: String,
@@ -194,9 +217,7 @@ pub enum Action {
         tags: Vec<String>,
     },
     /// Sets the vhost's limits from a JSON object, e.g. `{"max-connections": 64}`.
-    SetVhostLimits {
-        definition: String,
-    },
+    SetVhostLimits { definition: String },
     /// Removes every limit of the vhost.
     ClearVhostLimits,
     /// Sets the user's limits from a JSON object, e.g. `{"max-channels": 8}`.
@@ -211,6 +232,7 @@ pub enum Action {
         username: String,
         limit: String,
     },
+    /// Sets a policy in the vhost: NAME PATTERN DEFINITION (a JSON object).
     SetPolicy {
         name: String,
         pattern: String,
@@ -222,27 +244,45 @@ pub enum Action {
         #[arg(long = "apply-to", default_value = "all")]
         apply_to: String,
     },
-    ClearPolicy {
+    /// Removes a policy from the vhost.
+    ClearPolicy { name: String },
+    /// Sets an operator policy in the vhost: NAME PATTERN DEFINITION (a JSON object).
+    SetOperatorPolicy {
         name: String,
+        pattern: String,
+        /// The policy's definition as a JSON object.
+        definition: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        /// queues (operator policies apply to queues only).
+        #[arg(long = "apply-to", default_value = "queues")]
+        apply_to: String,
     },
-    PurgeQueue {
-        name: String,
+    /// Removes an operator policy from the vhost.
+    ClearOperatorPolicy { name: String },
+    /// Sets a user's write and read patterns (routing keys) for one topic exchange in the vhost.
+    SetTopicPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+        exchange: String,
+        write: String,
+        read: String,
     },
-    DeleteQueue {
-        name: String,
+    /// Removes every topic permission of a user in the vhost.
+    ClearTopicPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
     },
-    CloseConnection {
-        name: String,
-        reason: Option<String>,
-    },
+    /// Removes every ready message from a queue.
+    PurgeQueue { name: String },
+    /// Deletes a queue with its messages.
+    DeleteQueue { name: String },
+    /// Closes a connection by name (as `list_connections` shows it), with an optional reason.
+    CloseConnection { name: String, reason: Option<String> },
     /// Writes every definition to `file` (`-` for standard output).
-    ExportDefinitions {
-        file: String,
-    },
+    ExportDefinitions { file: String },
     /// Loads definitions from `file` (`-` for standard input).
-    ImportDefinitions {
-        file: String,
-    },
+    ImportDefinitions { file: String },
 }
 
 /// Parses `args` (the program name first) and runs the command; the text to print on success.

@@ -9,7 +9,6 @@ use clients::{guard, lchan, lconn, lpub, uniq};
 use common::{Broker, start_managed, test_config};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lepus_broker::command::NodeCommand;
 use lepus_ctl::CtlError;
 use serde_json::Value;
 
@@ -261,14 +260,7 @@ async fn limits_parameters_and_user_permissions_are_listed_as_rabbitmqctl() {
     ctl(&broker, &["-p", "lim", "set_permissions", "carol", ".*", "", "x"]).await;
     let perms = rows(&ctl(&broker, &["list_user_permissions", "carol"]).await);
     assert_eq!(perms, [["lim", ".*", "x"]], "an empty expression prints empty");
-    let topic = NodeCommand::SetTopicPermissions {
-        user: "carol".into(),
-        vhost: "lim".into(),
-        exchange: "amq.topic".into(),
-        write: "^a".into(),
-        read: "^b".into(),
-    };
-    broker.service.execute_node(topic).expect("topic permissions");
+    ctl(&broker, &["-p", "lim", "set_topic_permissions", "carol", "amq.topic", "^a", "^b"]).await;
     let expected = [["carol", "amq.topic", "^a", "^b"]];
     assert_eq!(rows(&ctl(&broker, &["-p", "lim", "list_topic_permissions"]).await), expected);
     assert_eq!(
@@ -282,6 +274,17 @@ async fn limits_parameters_and_user_permissions_are_listed_as_rabbitmqctl() {
     let expected = serde_json::json!([{"component": "vhost-limits", "name": "limits", "value": {"max-queues": 5}}]);
     assert_eq!(params, expected);
     assert_eq!(rows(&ctl(&broker, &["list_operator_policies"]).await), Vec::<Vec<String>>::new());
+    let set = ["-p", "lim", "set_operator_policy", "cap", "^big", r#"{"max-length": 10}"#, "--priority", "2"];
+    assert_eq!(ctl(&broker, &set).await, "Set operator policy \"cap\"");
+    let ops =
+        ctl_json(&broker, &["-p", "lim", "list_operator_policies", "name", "apply-to", "definition", "priority"]).await;
+    let expected =
+        serde_json::json!([{"name": "cap", "apply-to": "queues", "definition": {"max-length": 10}, "priority": 2}]);
+    assert_eq!(ops, expected);
+    ctl(&broker, &["-p", "lim", "clear_operator_policy", "cap"]).await;
+    assert_eq!(rows(&ctl(&broker, &["-p", "lim", "list_operator_policies"]).await), Vec::<Vec<String>>::new());
+    ctl(&broker, &["-p", "lim", "clear_topic_permissions", "carol"]).await;
+    assert_eq!(rows(&ctl(&broker, &["-p", "lim", "list_topic_permissions"]).await), Vec::<Vec<String>>::new());
     let globals = ctl_json(&broker, &["list_global_parameters", "name"]).await;
     assert_eq!(globals, serde_json::json!([{"name": "cluster_name"}, {"name": "internal_cluster_id"}]));
     broker.stop().await;
