@@ -60,10 +60,11 @@ impl Stat {
         Stat::PublishedConfirm,
     ];
 
-    /// What the management API's `message_stats` show (RabbitMQ's names; `deliver` and `get`
-    /// count with and without acknowledgements, as they always have here): the first ten.
+    /// What the management API's `message_stats` show (RabbitMQ's names; the management
+    /// crate shows `deliver` and `get` without the no-ack ones, as RabbitMQ does): the first
+    /// twelve.
     pub fn management() -> &'static [Stat] {
-        &Stat::ALL[..10]
+        &Stat::ALL[..12]
     }
 
     /// The name the management API and metrics use for it.

@@ -35,17 +35,51 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 /// `message_stats` from counters and their sampled rates: each count with its `_details`.
+/// The counters of deliveries and gets include those without acknowledgements; where `stats`
+/// also has the no-ack counter, `deliver` and `get` are shown without them as RabbitMQ's are
+/// (`deliver_no_ack` and `get_no_ack` apart), `deliver_get` is them all, and `drop_unroutable`
+/// is the unroutable messages not returned.
 pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
     let mut map = Map::new();
+    let mut put = |name: &str, count: u64, rate: f64| {
+        map.insert(name.into(), json!(count));
+        map.insert(format!("{name}_details"), details(rate));
+    };
+    let less = |stat: Stat, part: Stat| {
+        if stats.contains(&part) {
+            (s.get(stat).saturating_sub(s.get(part)), (rates.get(stat) - rates.get(part)).max(0.0))
+        } else {
+            (s.get(stat), rates.get(stat))
+        }
+    };
     for stat in stats {
-        map.insert(stat.name().into(), json!(s.get(*stat)));
-        map.insert(format!("{}_details", stat.name()), details(rates.get(*stat)));
+        let (count, rate) = match stat {
+            Stat::Delivered => less(Stat::Delivered, Stat::DeliveredNoAck),
+            Stat::Get => less(Stat::Get, Stat::GetNoAck),
+            _ => (s.get(*stat), rates.get(*stat)),
+        };
+        put(stat.name(), count, rate);
+    }
+    if stats.contains(&Stat::Unroutable) && stats.contains(&Stat::Returned) {
+        let (count, rate) = less(Stat::Unroutable, Stat::Returned);
+        put("drop_unroutable", count, rate);
     }
     let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
-    map.insert("deliver_get".into(), json!(deliver_get));
-    map.insert("deliver_get_details".into(), details(rates.get(Stat::Delivered) + rates.get(Stat::Get)));
+    put("deliver_get", deliver_get, rates.get(Stat::Delivered) + rates.get(Stat::Get));
     Value::Object(map)
 }
+
+/// What a queue's `message_stats` show: its own counters (a queue cannot tell a get without
+/// acknowledgement from one with, so its `get` counts both).
+const QUEUE_STATS: &[Stat] = &[
+    Stat::Published,
+    Stat::Delivered,
+    Stat::DeliveredNoAck,
+    Stat::Get,
+    Stat::GetEmpty,
+    Stat::Redelivered,
+    Stat::Acked,
+];
 
 /// The counts every queue-ish total has (`queue_totals`, a vhost's, a queue's).
 pub fn message_counts(map: &mut Map<String, Value>, ready: u64, unacked: u64) {
@@ -73,13 +107,13 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     map.insert("message_bytes".into(), json!(counts.ready_bytes));
     map.insert("message_bytes_ready".into(), json!(counts.ready_bytes));
     map.insert("message_bytes_unacknowledged".into(), json!(0));
+    map.insert("memory".into(), json!(counts.memory_bytes));
     map.insert("messages_paged_out".into(), json!(counts.paged_out));
+    map.insert("messages_ram".into(), json!(u64::from(counts.ready - counts.paged_out) + counts.unacked));
     map.insert("messages_ready_ram".into(), json!(counts.ready - counts.paged_out));
+    map.insert("messages_unacknowledged_ram".into(), json!(counts.unacked));
     message_counts(&mut map, u64::from(counts.ready), counts.unacked);
-    map.insert(
-        "message_stats".into(),
-        message_stats(&q.stats(), &q.rates(), &[Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered]),
-    );
+    map.insert("message_stats".into(), message_stats(&q.stats(), &q.rates(), QUEUE_STATS));
     map.insert("name".into(), json!(lossy(q.name.as_bytes())));
     map.insert("node".into(), json!(api.node.name));
     map.insert("operator_policy".into(), json!(applied.operator_policy_name()));

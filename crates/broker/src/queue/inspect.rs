@@ -17,7 +17,16 @@ pub struct QueueCounts {
     /// Messages delivered to consumers that acknowledge and not yet acknowledged.
     pub unacked: u64,
     pub consumers: u32,
+    /// An estimate of the memory the queue takes: its ready messages (see
+    /// `ReadyList::memory_bytes`) and a fixed part per queue and per unacknowledged delivery.
+    pub memory_bytes: u64,
 }
+
+/// The memory a queue takes with nothing in it (its record, lock, state and log handle),
+/// rounded from BENCHMARKS.md's S11 (568 B per idle queue).
+const QUEUE_BASE_BYTES: u64 = 600;
+/// What an unacknowledged delivery keeps in the queue (its entry in the consumer's window).
+const UNACKED_ENTRY_BYTES: u64 = 48;
 
 /// A consumer as the broker knows it (its tag and channel are the front end's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +44,14 @@ impl Queue {
     /// The queue's counts (see [`QueueCounts`]).
     pub fn inspect_counts(&self) -> QueueCounts {
         let st = self.state.lock();
+        let unacked = st.consumers.acked_in_flight();
         QueueCounts {
             ready: st.ready.len() as u32,
             ready_bytes: st.ready.bytes(),
             paged_out: st.ready.paged_count() as u32,
-            unacked: st.consumers.acked_in_flight(),
+            unacked,
             consumers: st.consumers.len() as u32,
+            memory_bytes: QUEUE_BASE_BYTES + st.ready.memory_bytes() + UNACKED_ENTRY_BYTES * unacked,
         }
     }
 

@@ -261,6 +261,20 @@ impl State {
 }
 
 /// What happened to a published message at one queue.
+/// Why deliveries leave a queue for good, for [`Queue`]'s release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Acknowledged (`basic.ack`, an API get that acks): counted as `ack`.
+    Acked,
+    /// Sent to a consumer or getter that does not acknowledge.
+    Sent,
+    /// Rejected without requeue, with no dead letter made.
+    Discarded,
+    /// Rejected and stored in other queues as dead letters: the store writes the releases
+    /// after those appends.
+    Moved,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Yes,
@@ -870,6 +884,9 @@ impl Queue {
                 st.unacked_expiry.insert(entry.seq, entry.expires_at_ms);
             }
             self.count_out(Stat::Delivered, entry.redelivered);
+            if !spec.ack_required {
+                self.stats.add(Stat::DeliveredNoAck, 1);
+            }
             let message = self.counted(&st.delivery_counts, entry.seq, entry.message);
             // A no-ack consumer's window is charged by the size of the message it is sent,
             // as its connection and a requeue give the credit back.
@@ -1004,7 +1021,7 @@ impl Queue {
     /// durable.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, seqs: impl ExactSizeIterator<Item = u64>) -> Durable {
         let credit = seqs.len() as u32;
-        self.ack_sent(consumer, seqs, credit)
+        self.release(consumer, seqs, credit, Release::Acked)
     }
 
     /// [`Queue::ack`] for deliveries to a no-ack consumer, which took `credit` units of its
@@ -1015,23 +1032,25 @@ impl Queue {
         seqs: impl ExactSizeIterator<Item = u64>,
         credit: u32,
     ) -> Durable {
-        self.release(consumer, seqs, credit, false)
+        self.release(consumer, seqs, credit, Release::Sent)
     }
 
-    /// Releases deliveries that left the queue for good (see [`Queue::ack`]); `moved`: their
-    /// messages were just stored in other queues (dead letters), so the store writes the
-    /// releases after those appends.
+    /// Releases deliveries that left the queue for good (see [`Queue::ack`] and [`Release`]).
     fn release(
         self: &Arc<Self>,
         consumer: Option<ConsumerId>,
         seqs: impl ExactSizeIterator<Item = u64>,
         credit: u32,
-        moved: bool,
+        how: Release,
     ) -> Durable {
         let mut fx = Effects::default();
+        let moved = how == Release::Moved;
         let durable = {
             let mut st = self.state.lock();
             let st = &mut *st;
+            if how == Release::Acked {
+                self.stats.add(Stat::Acked, seqs.len() as u64);
+            }
             let released = if st.stored.is_empty()
                 && st.unacked_expiry.is_empty()
                 && st.delivery_counts.is_empty()
@@ -1071,7 +1090,8 @@ impl Queue {
             let letters = entries.iter().map(|(_, m)| (m.clone(), DeathReason::Rejected)).collect();
             moved = self.dead_letter(departure, letters, Vec::new());
         }
-        self.release(consumer, entries.iter().map(|(seq, _)| *seq), entries.len() as u32, moved)
+        let how = if moved { Release::Moved } else { Release::Discarded };
+        self.release(consumer, entries.iter().map(|(seq, _)| *seq), entries.len() as u32, how)
     }
 
     /// Assigns again (after a channel's flow or channel-wide credit reopened).
@@ -1165,7 +1185,10 @@ impl Queue {
                 self.expire(st, &mut fx, now);
             }
             match st.ready.pop(&mut st.stored) {
-                None => Got::Empty,
+                None => {
+                    self.stats.add(Stat::GetEmpty, 1);
+                    Got::Empty
+                }
                 Some(mut entry) => {
                     entry.message = self.counted(&st.delivery_counts, entry.seq, entry.message);
                     st.stored.mark_delivered(entry.seq);

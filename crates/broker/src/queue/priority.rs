@@ -78,6 +78,11 @@ impl Ready {
         self.levels.iter().map(ReadyList::paged_count).sum()
     }
 
+    /// See [`ReadyList::memory_bytes`]; every priority level's.
+    pub fn memory_bytes(&self) -> u64 {
+        self.levels.iter().map(ReadyList::memory_bytes).sum()
+    }
+
     #[inline]
     pub fn next_expiry_ms(&self) -> u64 {
         match self.levels.as_slice() {

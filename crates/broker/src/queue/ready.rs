@@ -189,6 +189,16 @@ impl ReadyList {
         self.expiry_index.first().map_or(head, |&(at, _)| at.min(head))
     }
 
+    /// An estimate of the memory the ready messages take: the resident messages' whole sizes
+    /// (shared with other queues a fanout reached, counted whole here too), the slots'
+    /// allocation and the deadline index's entries.
+    pub fn memory_bytes(&self) -> u64 {
+        let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
+        // A B-tree entry with its share of a node, roughly.
+        let index = self.expiry_index.len() * 2 * std::mem::size_of::<(u64, u64)>();
+        self.resident_bytes + (slots + index) as u64
+    }
+
     /// Ready messages held only in a log.
     pub fn paged_count(&self) -> usize {
         self.paged
