@@ -114,12 +114,33 @@ pub const BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The API's routes over `api`, with its limits.
 pub fn router(api: ApiRef) -> axum::Router {
-    routes::all()
+    let routes = routes::all()
         .with_state(api.clone())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         // Outside the limit: a refused login waits without holding a request slot.
-        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login))
+        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login));
+    // Before routing (a layer of the routes runs after it): `/api/users/` is `/api/users`.
+    let trimmed = tower::Layer::layer(&axum::middleware::map_request(trim_trailing_slash), routes);
+    axum::Router::new().fallback_service(trimmed)
+}
+
+/// An API path without its trailing `/`, as RabbitMQ routes `/api/users/` (rabbit-hole's
+/// `ListUsers`, `ListBindings`, `ListPermissions`, `GetClusterName` ask with one).
+async fn trim_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > "/api/".len() && path.starts_with("/api/") && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match uri.query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(rebuilt) = rebuilt.parse() {
+            *request.uri_mut() = rebuilt;
+        }
+    }
+    request
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -1,4 +1,5 @@
-//! Health checks (`/api/health/checks/...`) and `/api/aliveness-test/{vhost}`, as RabbitMQ
+//! Health checks (`/api/health/checks/...`: alarms, virtual hosts, mirror sync and quorum
+//! criticality, port and protocol listeners) and `/api/aliveness-test/{vhost}`, as RabbitMQ
 //! answers them for a single node.
 
 use axum::extract::{Path, State};
@@ -29,6 +30,7 @@ pub fn routes() -> Router<ApiRef> {
             get(|_: Caller| async { Json(json!({"status": "ok", "reason": "single node cluster"})) }),
         )
         .route("/api/health/checks/port-listener/{port}", get(port_listener))
+        .route("/api/health/checks/protocol-listener/{protocol}", get(protocol_listener))
         .route("/api/aliveness-test/{vhost}", get(aliveness))
 }
 
@@ -53,6 +55,17 @@ async fn port_listener(State(api): State<ApiRef>, _: Caller, Path(port): Path<St
     }
     let body = json!({"status": "failed", "reason": "No active listener", "missing": port, "ports": ports});
     Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+}
+
+/// 200 if the node has a listener of `protocol` (`amqp`, `http`, `http/prometheus`), else 503
+/// with the protocols it has, as RabbitMQ answers.
+async fn protocol_listener(State(api): State<ApiRef>, _: Caller, Path(protocol): Path<String>) -> Response {
+    let protocols: Vec<&str> = api.node.listeners.iter().map(|l| l.protocol).collect();
+    if protocols.contains(&protocol.as_str()) {
+        return Json(json!({"status": "ok", "protocol": protocol})).into_response();
+    }
+    let body = json!({"status": "failed", "reason": "No active listener", "missing": protocol, "protocols": protocols});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 const ALIVENESS_QUEUE: &str = "aliveness-test";
