@@ -805,7 +805,8 @@ async fn definitions_export_in_rabbitmq_s_format() {
     assert_eq!(http.get("/api/operator-policies/%2F/cap").await.body["definition"], json!({"max-length": 3}));
     let per_vhost = http.get("/api/definitions/%2F").await.body;
     assert_eq!(per_vhost["queues"][0].get("vhost"), None);
-    assert_eq!(http.get("/api/definitions/nope").await.status, 404);
+    let missing = http.get("/api/definitions/nope").await;
+    assert_eq!((missing.status, &missing.body["reason"]), (400, &json!("vhost_not_found")));
     b.stop().await;
 }
 
