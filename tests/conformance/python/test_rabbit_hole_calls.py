@@ -360,6 +360,26 @@ def uniq(kind):
     return f"rh {kind}/{uuid.uuid4().hex[:6]}{tail}"
 
 
+def test_management_rabbit_hole_types_as_go_decodes_them():
+    """The checker itself: what Go's encoding/json refuses, and what it or rabbit-hole takes."""
+    refused = [({"messages": 1.0}, "QueueTotals"), ({"messages": "1"}, "QueueTotals"),
+               ({"durable": "true"}, "QueueInfo"), ({"auto_delete": None}, "QueueInfo"),
+               ({"port": None}, "Listener"), ({"port": 1.5}, "Listener"), ({"arguments": []}, "QueueInfo"),
+               ({"uptime": -1}, "NodeInfo"), ({"idle_since": 1700000000}, "ChannelInfo"),
+               ({"value": {"max-queues": 1.5}}, "VhostLimitsInfo"), ({"message_stats": []}, "QueueInfo"),
+               ({"tags": [1]}, "UserInfo"), ({"cluster_state": {"n": 1}}, "VhostInfo")]
+    for value, gotype in refused:
+        assert go_errors(value, gotype, gotype), (value, gotype)
+    taken = [({"messages": 1, "messages_details": {"rate": 0}}, "QueueTotals"),
+             ({"rate": 1, "samples": None}, "RateDetails"), ({"auto_delete": "undefined"}, "QueueInfo"),
+             ({"port": "5672"}, "Listener"), ({"port": "undefined"}, "Listener"), ({"tags": "a,b"}, "UserInfo"),
+             ({"tags": ["a"]}, "UserInfo"), ({"tags": None}, "VhostInfo"), ({"name": None}, "ExchangeInfo"),
+             ({"channel_details": []}, "ConsumerDetail"), ({"uri": "amqp://"}, "FederationDefinition"),
+             ({"value": {"anything": [1, {"x": None}]}}, "RuntimeParameter"), ({"unknown": 1.5}, "QueueInfo")]
+    for value, gotype in taken:
+        assert not go_errors(value, gotype, gotype), (value, gotype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Overview, nodes, health checks, feature flags, cluster name
 # ---------------------------------------------------------------------------------------------
@@ -465,10 +485,10 @@ def test_management_rabbit_hole_vhost_limits(management):
 # ---------------------------------------------------------------------------------------------
 
 
-def sha256_hash(password):
-    """rabbit-hole's Base64EncodedSaltedPasswordHashSHA256 (what the operator sends)."""
+def salted_hash(password, algorithm=hashlib.sha256):
+    """rabbit-hole's Base64EncodedSaltedPasswordHashSHA256 (what the operator sends) or SHA512."""
     salt = uuid.uuid4().bytes[:4]
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+    return base64.b64encode(salt + algorithm(salt + password.encode()).digest()).decode()
 
 
 def test_management_rabbit_hole_users(management):
@@ -485,11 +505,16 @@ def test_management_rabbit_hole_users(management):
         assert name in [u["name"] for u in get("users/", "[]UserInfo")]  # ListUsers(): note the slash
         assert name in [u["name"] for u in get("users/without-permissions", "[]UserInfo")]
         # The operator's form: a password hash and its algorithm.
-        password_hash = sha256_hash("0ther")
+        password_hash = salted_hash("0ther")
         send("PUT", path, {"name": name, "tags": "management", "password_hash": password_hash,
                            "hashing_algorithm": "rabbit_password_hashing_sha256"}, 204)
         user = get(path, "UserInfo")
         assert user["password_hash"] == password_hash and user["tags"] in (["management"], "management")
+        assert get("whoami", "WhoamiInfo", user=name, password="0ther")["name"] == name
+        sha512 = salted_hash("0ther", hashlib.sha512)
+        send("PUT", path, {"name": name, "tags": "management", "password_hash": sha512,
+                           "hashing_algorithm": "rabbit_password_hashing_sha512"}, 204)
+        assert get(path, "UserInfo")["hashing_algorithm"] == "rabbit_password_hashing_sha512"
         assert get("whoami", "WhoamiInfo", user=name, password="0ther")["name"] == name
         # Tags as an array (what 3.9 and later list; rabbit-hole itself always sends a string).
         send("PUT", path, {"name": name, "tags": ["management", "monitoring"], "password": "0ther"}, 204)
