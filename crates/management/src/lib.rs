@@ -11,6 +11,7 @@
 //!   and [`serve`] put it on a listener.
 //! - `auth`: HTTP basic auth against the broker's users, the tags' rights, and the one place
 //!   vhost permissions are asked (`auth::vhost_permitted`).
+//! - `cert_expiry`: which certificates of the TLS listener expire within a health check's window.
 //! - `error`: [`ApiError`], each variant mapped once to a status and RabbitMQ's JSON body.
 //! - `get`: taking a message as `basic.get` does, waiting out a requeue in pieces.
 //! - `listing`: pagination, filtering by name, sorting and `columns=` as RabbitMQ does them.
@@ -24,6 +25,7 @@
 //!   timeout, request head size, open connections).
 
 mod auth;
+mod cert_expiry;
 mod convert;
 mod error;
 mod get;
@@ -56,6 +58,16 @@ pub struct Listener {
     pub address: SocketAddr,
 }
 
+/// The certificate files of the node's TLS listener, which the certificate expiration health
+/// check reads (again at each check: a reload may have replaced them).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The listener, as `/api/overview` lists it (`amqp/ssl`).
+    pub listener: Listener,
+    pub certfile: std::path::PathBuf,
+    pub cacertfile: Option<std::path::PathBuf>,
+}
+
 /// What the API tells about the node.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -69,6 +81,8 @@ pub struct NodeInfo {
     /// Where the node keeps its data (its free space is a metric); the working directory
     /// without a data directory.
     pub data_dir: std::path::PathBuf,
+    /// The TLS listener's certificates, if it has one.
+    pub tls_files: Option<TlsFiles>,
 }
 
 /// The HTTP listeners' settings.

@@ -411,6 +411,21 @@ def test_management_rabbit_hole_health_checks(management):
     assert status == 503 and decodes(body, "PortListenerCheckStatus")["status"] == "failed"
     status, _, body = api("GET", "health/checks/protocol-listener/stomp")
     assert status == 503 and decodes(body, "ProtocolListenerCheckStatus")["missing"] == "stomp"
+    # HealthCheckCertificateExpiration(): the TLS listener scripts/conformance configures (when
+    # AMQPS_PORT is set) has certificates valid for 2 days.
+    tls = bool(os.environ.get("AMQPS_PORT"))
+    assert get("health/checks/certificate-expiration/1/days", "HealthCheckStatus")["status"] == "ok"
+    status, _, body = api("GET", "health/checks/certificate-expiration/1/weeks")
+    assert (status, decodes(body, "HealthCheckStatus")["status"]) == ((503, "failed") if tls else (200, "ok"))
+    for bad in ["1/fortnights", "x/days"]:
+        status, _, body = api("GET", f"health/checks/certificate-expiration/{bad}")
+        assert status == 400 and decodes(body, "ErrorResponse")["error"] == "bad_request"
+    if tls:
+        # EnabledProtocols(), HealthCheckProtocolListener(): rabbit-hole sends AMQPS ("amqp/ssl")
+        # unescaped, a path neither broker has (404); escaped, the listener is there.
+        assert "amqp/ssl" in [listener["protocol"] for listener in get("overview", "Overview")["listeners"]]
+        assert api("GET", "health/checks/protocol-listener/amqp/ssl")[0] == 404
+        assert get("health/checks/protocol-listener/amqp%2Fssl", "ProtocolListenerCheckStatus")["status"] == "ok"
 
 
 def test_management_rabbit_hole_feature_flags_and_cluster_name(management):
