@@ -11,6 +11,7 @@
 //!   and [`serve`] put it on a listener.
 //! - `auth`: HTTP basic auth against the broker's users, the tags' rights, and the one place
 //!   vhost permissions are asked (`auth::vhost_permitted`).
+//! - `cert_expiry`: which certificates of the TLS listener expire within a health check's window.
 //! - `error`: [`ApiError`], each variant mapped once to a status and RabbitMQ's JSON body.
 //! - `get`: taking a message as `basic.get` does, waiting out a requeue in pieces.
 //! - `listing`: pagination, filtering by name, sorting and `columns=` as RabbitMQ does them.
@@ -24,6 +25,7 @@
 //!   timeout, request head size, open connections).
 
 mod auth;
+mod cert_expiry;
 mod convert;
 mod error;
 mod get;
@@ -56,6 +58,16 @@ pub struct Listener {
     pub address: SocketAddr,
 }
 
+/// The certificate files of the node's TLS listener, which the certificate expiration health
+/// check reads (again at each check: a reload may have replaced them).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The listener, as `/api/overview` lists it (`amqp/ssl`).
+    pub listener: Listener,
+    pub certfile: std::path::PathBuf,
+    pub cacertfile: Option<std::path::PathBuf>,
+}
+
 /// What the API tells about the node.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -69,6 +81,8 @@ pub struct NodeInfo {
     /// Where the node keeps its data (its free space is a metric); the working directory
     /// without a data directory.
     pub data_dir: std::path::PathBuf,
+    /// The TLS listener's certificates, if it has one.
+    pub tls_files: Option<TlsFiles>,
 }
 
 /// The HTTP listeners' settings.
@@ -114,12 +128,33 @@ pub const BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The API's routes over `api`, with its limits.
 pub fn router(api: ApiRef) -> axum::Router {
-    routes::all()
+    let routes = routes::all()
         .with_state(api.clone())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         // Outside the limit: a refused login waits without holding a request slot.
-        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login))
+        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login));
+    // Before routing (a layer of the routes runs after it): `/api/users/` is `/api/users`.
+    let trimmed = tower::Layer::layer(&axum::middleware::map_request(trim_trailing_slash), routes);
+    axum::Router::new().fallback_service(trimmed)
+}
+
+/// An API path without its trailing `/`, as RabbitMQ routes `/api/users/` (rabbit-hole's
+/// `ListUsers`, `ListBindings`, `ListPermissions`, `GetClusterName` ask with one).
+async fn trim_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > "/api/".len() && path.starts_with("/api/") && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match uri.query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(rebuilt) = rebuilt.parse() {
+            *request.uri_mut() = rebuilt;
+        }
+    }
+    request
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -173,12 +173,13 @@ pub fn binding(vhost: &str, b: &BindingView) -> Value {
 /// What `quote_plus` leaves alone: letters, digits and `-_.~` (then `~` is escaped too).
 const QUOTE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b' ');
 
-/// What a path segment keeps unescaped: letters, digits and `-_.~`.
+/// What `quote_plus` keeps unescaped in a `Location`: letters, digits and `-_.~`.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// `s` escaped for one path segment (a `Location` header's parts, as RabbitMQ escapes them).
+/// `s` escaped for one path segment of a `Location` header as RabbitMQ escapes it
+/// (`quote_plus`: a space is `+`, `~` stays).
 pub fn segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
+    utf8_percent_encode(s, SEGMENT).to_string().replace("%20", "+")
 }
 
 pub fn quote(s: &str) -> String {
@@ -291,6 +292,9 @@ mod tests {
         assert_eq!(properties_key(&b("", FieldTable::new())), "~");
         assert_eq!(properties_key(&b("k.a_b-c", FieldTable::new())), "k.a_b-c");
         assert_eq!(properties_key(&b("a b/c~", FieldTable::new())), "a+b%2Fc%7E");
+        // In a `Location` as 3.10.8 sends it: the destination and the key escaped once more.
+        assert_eq!(segment("q a+b/c~"), "q+a%2Bb%2Fc~");
+        assert_eq!(segment(&properties_key(&b("a b/c~d+e", FieldTable::new()))), "a%2Bb%252Fc%257Ed%252Be");
         let with_args = properties_key(&b("k", FieldTable::new().with("a", 1i64)));
         assert!(with_args.starts_with("k~") && with_args.len() == 8, "{with_args}");
         assert_ne!(with_args, properties_key(&b("k", FieldTable::new().with("a", 2i64))));

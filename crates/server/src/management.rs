@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lepus_amqp::stopped;
 use lepus_broker::BrokerRef;
-use lepus_management::{Api, HttpConfig, Listener, NodeInfo};
+use lepus_management::{Api, HttpConfig, Listener, NodeInfo, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,6 +34,8 @@ pub struct Http {
     pub data_dir: Option<PathBuf>,
     /// `node_name` from the configuration.
     pub node_name: Option<String>,
+    /// The TLS listener and its certificate files, if there is one.
+    pub tls: Option<TlsFiles>,
     pub config: HttpConfig,
 }
 
@@ -48,12 +50,16 @@ pub fn spawn(http: Http, broker: BrokerRef, amqp: SocketAddr, shutdown: &watch::
     if let Some(address) = local(&http.prometheus) {
         listeners.push(Listener { protocol: "http/prometheus", address });
     }
+    if let Some(tls) = &http.tls {
+        listeners.push(tls.listener.clone());
+    }
     let node = NodeInfo {
         name: node_name(http.node_name.as_deref()),
         product_version: env!("CARGO_PKG_VERSION").into(),
         listeners,
         started_at_ms: broker.clock().now_ms(),
         data_dir: http.data_dir.unwrap_or_else(|| PathBuf::from(".")),
+        tls_files: http.tls,
     };
     let api = Arc::new(Api::new(broker, node, http.config));
     let mut tasks = Vec::new();

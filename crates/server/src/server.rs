@@ -135,6 +135,16 @@ impl Server {
         self.tls.as_ref().map(|(listener, _)| listener.local_addr())
     }
 
+    /// The TLS listener and its certificate files, as the management API shows and checks them.
+    fn tls_files(&self) -> Option<lepus_management::TlsFiles> {
+        let address = self.tls_local_addr()?.ok()?;
+        Some(lepus_management::TlsFiles {
+            listener: lepus_management::Listener { protocol: "amqp/ssl", address },
+            certfile: self.config.tls_cert_file.clone()?,
+            cacertfile: self.config.tls_ca_file.clone(),
+        })
+    }
+
     /// The TLS configuration, to reload it (SIGHUP, the management API); `None` without TLS.
     pub fn tls(&self) -> Option<Arc<Tls>> {
         self.tls.as_ref().map(|(_, tls)| tls.clone())
@@ -192,6 +202,7 @@ impl Server {
             prometheus: self.prometheus.take(),
             data_dir: self.config.data_dir.clone(),
             node_name: self.config.node_name.clone(),
+            tls: self.tls_files(),
             config: lepus_management::HttpConfig {
                 limits: lepus_management::http::HttpLimits {
                     header_timeout_ms: self.config.http_header_timeout_ms,

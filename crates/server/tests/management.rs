@@ -621,7 +621,12 @@ async fn exchanges_and_bindings() {
     assert_eq!(http.get("/api/exchanges/%2F").await.body.as_array().map(Vec::len), Some(8));
     http.put(&format!("/api/queues/%2F/{q}"), json!({})).await;
     let publish = format!("/api/exchanges/%2F/{x}/publish");
-    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": false}));
+    let refused = http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await;
+    assert_eq!((refused.status, &refused.body["reason"]), (400, &json!("[{key_missing,properties}]")));
+    assert_eq!(
+        http.post(&publish, json!({"routing_key": "a.b", "payload": "p", "properties": {}})).await.body,
+        json!({"routed": false})
+    );
 
     let made = http.post(&format!("/api/bindings/%2F/e/{x}/q/{q}"), json!({"routing_key": "a.*"})).await;
     // The properties key (`a.%2A`) escaped once more, as RabbitMQ sends it.
@@ -636,7 +641,10 @@ async fn exchanges_and_bindings() {
     assert_eq!(between[0]["destination_type"], "queue");
     let one = http.get(&format!("/api/bindings/%2F/e/{x}/q/{q}/{args_key}")).await.body;
     assert_eq!((&one["arguments"], &one["properties_key"]), (&json!({"k": 1}), &json!(args_key.replace("%25", "%"))));
-    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": true}));
+    assert_eq!(
+        http.post(&publish, json!({"routing_key": "a.b", "payload": "p", "properties": {}})).await.body,
+        json!({"routed": true})
+    );
     let queue_bindings = http.get(&format!("/api/queues/%2F/{q}/bindings")).await.body;
     assert_eq!(queue_bindings.as_array().map(Vec::len), Some(3), "the default exchange's, and two");
     assert_eq!(
@@ -646,7 +654,10 @@ async fn exchanges_and_bindings() {
     assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/{args_key}")).await.status, 204);
     assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/a.%252A")).await.status, 204);
     assert_eq!(http.delete(&format!("/api/bindings/%2F/e/{x}/q/{q}/a.%252A")).await.status, 404);
-    assert_eq!(http.post(&publish, json!({"routing_key": "a.b", "payload": "p"})).await.body, json!({"routed": false}));
+    assert_eq!(
+        http.post(&publish, json!({"routing_key": "a.b", "payload": "p", "properties": {}})).await.body,
+        json!({"routed": false})
+    );
     // Exchange to exchange.
     let x2 = uniq("x2");
     http.put(&format!("/api/exchanges/%2F/{x2}"), json!({"type": "fanout"})).await;
@@ -794,7 +805,8 @@ async fn definitions_export_in_rabbitmq_s_format() {
     assert_eq!(http.get("/api/operator-policies/%2F/cap").await.body["definition"], json!({"max-length": 3}));
     let per_vhost = http.get("/api/definitions/%2F").await.body;
     assert_eq!(per_vhost["queues"][0].get("vhost"), None);
-    assert_eq!(http.get("/api/definitions/nope").await.status, 404);
+    let missing = http.get("/api/definitions/nope").await;
+    assert_eq!((missing.status, &missing.body["reason"]), (400, &json!("vhost_not_found")));
     b.stop().await;
 }
 
@@ -1098,5 +1110,62 @@ async fn get_during_a_held_requeue_waits_and_takes_the_first_requeued_message() 
     assert_eq!(got.status, 200);
     assert_eq!((&got.body[0]["payload"], &got.body[0]["redelivered"]), (&json!("m0"), &json!(true)));
     conn.close(200, "bye".into()).await.expect("close");
+    b.stop().await;
+}
+
+/// What rabbit-hole (Terraform's provider, the Kubernetes topology operator) calls beyond the
+/// basics, as RabbitMQ 3.10.8 answers it (tests/conformance/python/test_rabbit_hole_calls.py
+/// replays its calls against both brokers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbit_hole_s_other_calls() {
+    let (b, http) = broker().await;
+    // A trailing slash, as rabbit-hole's ListUsers, ListBindings, GetClusterName send it.
+    assert_eq!(http.get("/api/users/").await.body, http.get("/api/users").await.body);
+    let name = http.get("/api/cluster-name/").await.body["name"].clone();
+    assert_eq!(http.put("/api/cluster-name", json!({"name": name})).await.status, 204);
+    assert_eq!(http.put("/api/cluster-name", json!({"name": "other"})).await.status, 400);
+    let flags = http.get("/api/feature-flags").await.body;
+    assert!(flags.as_array().is_some_and(|f| f.iter().all(|f| f["state"] == "enabled")), "{flags}");
+    assert_eq!(http.put("/api/feature-flags/quorum_queue/enable", json!({"name": "quorum_queue"})).await.status, 204);
+    let unknown = http.put("/api/feature-flags/nope/enable", json!({"name": "nope"})).await;
+    assert_eq!((unknown.status, &unknown.body["reason"]), (400, &json!("unsupported")));
+    assert_eq!(http.get("/api/health/checks/protocol-listener/amqp").await.body["status"], "ok");
+    let missing = http.get("/api/health/checks/protocol-listener/stomp").await;
+    assert_eq!((missing.status, &missing.body["missing"]), (503, &json!("stomp")));
+    // Users without permissions, bulk deletion, one exchange's topic permissions, limits.
+    for user in ["u1", "u2"] {
+        assert_eq!(http.put(&format!("/api/users/{user}"), json!({"password": "p", "tags": ""})).await.status, 201);
+    }
+    let bare: Vec<Value> =
+        http.get("/api/users/without-permissions").await.body.as_array().cloned().unwrap_or_default();
+    assert_eq!(bare.iter().map(|u| u["name"].clone()).collect::<Vec<_>>(), [json!("u1"), json!("u2")]);
+    let topic = json!({"exchange": "amq.topic", "write": ".*", "read": ".*"});
+    assert_eq!(http.put("/api/topic-permissions/%2F/u1", topic).await.status, 201);
+    assert_eq!(http.delete("/api/topic-permissions/%2F/u1/amq.topic").await.status, 204);
+    assert_eq!(http.delete("/api/topic-permissions/%2F/u1/amq.topic").await.status, 404);
+    assert_eq!(http.put("/api/user-limits/u1/max-channels", json!({"value": 3})).await.status, 204);
+    assert_eq!(http.delete("/api/user-limits/u1/max-channels").await.status, 204);
+    assert_eq!(http.get("/api/user-limits/u1").await.body, json!([]));
+    assert_eq!(http.post("/api/users/bulk-delete", json!({"users": ["u1", "nobody"]})).await.status, 400);
+    assert_eq!(http.post("/api/users/bulk-delete", json!({"users": ["u1", "u2"]})).await.status, 204);
+    assert_eq!(http.get("/api/users/u1").await.status, 404);
+    // 3.10.8's vhost field for the default queue type.
+    assert_eq!(http.put("/api/vhosts/dq", json!({"defaultqueuetype": "quorum"})).await.status, 201);
+    assert_eq!(http.get("/api/vhosts/dq").await.body["default_queue_type"], "quorum");
+    // Mirror sync and rebalancing: nothing to do.
+    http.put("/api/queues/%2F/q", json!({"durable": false})).await;
+    assert_eq!(http.post("/api/queues/%2F/q/actions", json!({"action": "sync"})).await.status, 204);
+    assert_eq!(http.post("/api/queues/%2F/q/actions", json!({"action": "bogus"})).await.status, 400);
+    assert_eq!(http.post("/api/queues/%2F/none/actions", json!({"action": "sync"})).await.status, 404);
+    assert_eq!(http.post("/api/rebalance/queues", json!({})).await.status, 204);
+    assert_eq!(http.delete("/api/global-parameters/nope").await.status, 404);
+    assert_eq!(http.delete("/api/global-parameters/cluster_name").await.status, 400);
+    // A user's connections, listed and closed.
+    let mut raw = Raw::open_with_channel(b.addr).await;
+    let mine = http.get("/api/connections/username/guest").await.body;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+    assert_eq!(http.get("/api/connections/username/nobody").await.body, json!([]));
+    assert_eq!(http.delete("/api/connections/username/guest").await.status, 204);
+    assert_eq!(raw.expect_connection_close().await.reply_code, CONNECTION_FORCED);
     b.stop().await;
 }

@@ -12,6 +12,12 @@ HANG_GUARD_S = 30  # seconds; never reached when the broker behaves
 
 def call(method, path, body=None, user="guest", password="guest", base_url=None):
     """`method` on `/api{path}` with basic auth: (HTTP status, decoded JSON body or None)."""
+    status, _headers, decoded = exchange(method, path, body, user, password, base_url)
+    return status, decoded
+
+
+def exchange(method, path, body=None, user="guest", password="guest", base_url=None):
+    """As `call`, with the response's headers: (status, headers, decoded JSON body or None)."""
     base = (base_url or os.environ["MANAGEMENT_URL"]).rstrip("/")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     req = urllib.request.Request(f"{base}/api{path}", method=method,
@@ -21,13 +27,13 @@ def call(method, path, body=None, user="guest", password="guest", base_url=None)
     try:
         with urllib.request.urlopen(req, timeout=HANG_GUARD_S) as resp:
             raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
+            return resp.status, resp.headers, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
         raw = e.read()
         try:
-            return e.code, json.loads(raw) if raw else None
+            return e.code, e.headers, json.loads(raw) if raw else None
         except ValueError:
-            return e.code, None
+            return e.code, e.headers, None
 
 
 def quote(name):

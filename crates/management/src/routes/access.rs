@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use lepus_broker::command::NodeCommand;
 use lepus_broker::limits::{UserLimits, VhostLimits};
@@ -27,6 +27,7 @@ pub fn routes() -> Router<ApiRef> {
             "/api/topic-permissions/{vhost}/{user}",
             get(show_topic_permissions).put(put_topic_permission).delete(delete_topic_permissions),
         )
+        .route("/api/topic-permissions/{vhost}/{user}/{exchange}", delete(delete_topic_permission))
         .route("/api/vhosts/{vhost}/topic-permissions", get(|s, c, p, q| of_vhost(s, c, p, q, topic_permissions)))
         .route("/api/users/{user}/topic-permissions", get(|s, c, p, q| of_user(s, c, p, q, topic_permissions)))
         .route("/api/vhost-limits", get(list_vhost_limits))
@@ -207,6 +208,21 @@ async fn delete_topic_permissions(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A user's topic permissions for one exchange (rabbit-hole's `DeleteTopicPermissionsIn`).
+async fn delete_topic_permission(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, user, exchange)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if api.broker.permissions().get(&user, &vhost).is_none_or(|g| !g.topics.contains_key(exchange.as_bytes())) {
+        return Err(ApiError::NotFound);
+    }
+    let exchange = Some(exchange);
+    api.broker.execute_node(NodeCommand::ClearTopicPermissions { user, vhost, exchange })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Limits as RabbitMQ shows them: `{"max-connections": 10, ...}`.
 pub(super) fn limits_json(pairs: &[(&str, i64)]) -> Value {
     Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
@@ -264,7 +280,10 @@ fn user_limits(api: &ApiRef, user: Option<&str>) -> Vec<Value> {
         .all_user_limits()
         .into_iter()
         .filter(|(u, _)| user.is_none_or(|x| x == u))
-        .map(|(u, l)| json!({"user": u, "value": limits_json(&l.pairs())}))
+        .filter_map(|(u, l)| {
+            let pairs = l.pairs();
+            (!pairs.is_empty()).then(|| json!({"user": u, "value": limits_json(&pairs)}))
+        })
         .collect()
 }
 

@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -96,6 +96,7 @@ async fn create(
     State(api): State<ApiRef>,
     caller: Caller,
     Path((vhost, source, kind, destination)): Path<BindingPath>,
+    uri: Uri,
     body: Bytes,
 ) -> ApiResult<Response> {
     let v = caller.require_vhost(&api.broker, &vhost)?;
@@ -114,10 +115,35 @@ async fn create(
         arguments: binding.arguments.clone(),
     };
     super::execute(&api, &caller, &v, Command::Bind(binding))?;
-    // Relative to the request's path, as RabbitMQ sends it: `{destination}/{properties key}`,
-    // each escaped as a path segment.
-    let location = format!("{}/{}", views::segment(&destination), views::segment(&views::properties_key(&view)));
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+    // The binding's path, each part escaped as RabbitMQ escapes it, relative to the request's
+    // path as RabbitMQ sends it (`{destination}/{properties key}` when the client escaped the
+    // names the same way); clients take the properties key from its last segment.
+    let path = format!(
+        "/api/bindings/{}/e/{}/{kind}/{}/{}",
+        views::segment(&vhost),
+        views::segment(&source),
+        views::segment(&destination),
+        views::segment(&views::properties_key(&view))
+    );
+    Ok((StatusCode::CREATED, [(header::LOCATION, relativise(uri.path(), &path))]).into_response())
+}
+
+/// `to` relative to `from` as RabbitMQ's `rabbit_web_dispatch_util:relativise` makes it: their
+/// common leading segments dropped (the last of `from` kept if `to` goes on from it), then one
+/// `..` for each segment of `from` left but its last.
+fn relativise(from: &str, to: &str) -> String {
+    let mut from: Vec<&str> = from.split('/').filter(|s| !s.is_empty()).collect();
+    let mut to: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
+    while !from.is_empty() && from.first() == to.first() {
+        if from.len() == 1 {
+            return to.join("/");
+        }
+        from.remove(0);
+        to.remove(0);
+    }
+    let mut parts = vec![".."; from.len().saturating_sub(1)];
+    parts.extend(to);
+    parts.join("/")
 }
 
 /// The binding whose properties key is `props` (as listed, or percent-decoded once more).
@@ -158,4 +184,17 @@ async fn delete(
         Binding { source: b.source, destination: b.destination, routing_key: b.routing_key, arguments: b.arguments };
     super::execute(&api, &caller, &v, Command::Unbind(binding))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relativise;
+
+    #[test]
+    fn locations_relative_to_the_request_as_rabbitmq_makes_them() {
+        let to = "/api/bindings/%2F/e/x/q/q+a%2Bb/k";
+        assert_eq!(relativise("/api/bindings/%2F/e/x/q/q+a%2Bb", to), "q+a%2Bb/k");
+        assert_eq!(relativise("/api/bindings/%2F/e/x/q/q%20a+b", to), "q+a%2Bb/k");
+        assert_eq!(relativise("/api/bindings/%2F/e/x%7E/q/q%20a+b", to), "../../x/q/q+a%2Bb/k");
+    }
 }

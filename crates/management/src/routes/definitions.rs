@@ -123,7 +123,8 @@ async fn all(State(api): State<ApiRef>, caller: Caller) -> ApiResult<Json<Value>
 
 async fn one_vhost(State(api): State<ApiRef>, caller: Caller, Path(vhost): Path<String>) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let v = api.broker.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    // 400, not 404, as 3.10.8 answers a vhost it does not have here.
+    let v = api.broker.vhost(&vhost).ok_or_else(|| ApiError::BadRequest("vhost_not_found".into()))?;
     let (queues, exchanges, bindings) = topology(&v, false);
     Ok(Json(json!({
         "rabbit_version": RABBITMQ_VERSION,

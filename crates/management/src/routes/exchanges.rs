@@ -124,6 +124,11 @@ async fn publish(
     let body = body_json(&body)?;
     let exchange = exchange_name(&name);
     let routing_key = text(&body, "routing_key").ok_or_else(|| ApiError::BadRequest("routing_key missing".into()))?;
+    // As 3.10.8 (once the exchange is known to exist): the properties are mandatory, even
+    // empty (rabbit-hole leaves out an empty map).
+    if !body.contains_key("properties") && v.exchange_exists(exchange.as_bytes()) {
+        return Err(ApiError::BadRequest("[{key_missing,properties}]".into()));
+    }
     let payload = text(&body, "payload").unwrap_or_default();
     let payload = match text(&body, "payload_encoding").as_deref().unwrap_or("string") {
         "string" => payload.into_bytes(),

@@ -6,11 +6,13 @@ mod bindings;
 mod connections;
 mod definitions;
 mod exchanges;
+mod feature_flags;
 mod health;
 mod overview;
 mod parameters;
 mod policies;
 mod queues;
+mod user_connections;
 mod users;
 mod vhosts;
 
@@ -34,12 +36,14 @@ pub fn all() -> Router<ApiRef> {
     Router::new()
         .merge(overview::routes())
         .merge(health::routes())
+        .merge(feature_flags::routes())
         .merge(vhosts::routes())
         .merge(users::routes())
         .merge(access::routes())
         .merge(policies::routes())
         .merge(parameters::routes())
         .merge(connections::routes())
+        .merge(user_connections::routes())
         .merge(exchanges::routes())
         .merge(queues::routes())
         .merge(bindings::routes())

@@ -1,7 +1,10 @@
-//! `/api/overview`, `/api/whoami`, `/api/nodes`, `/api/cluster-name`, `/api/extensions`:
+//! `/api/overview`, `/api/whoami`, `/api/nodes`, `/api/cluster-name` (show; set to itself),
+//! `/api/extensions`:
 //! the node at a glance, from counters and counts (no message is walked).
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::alarms::Resource;
@@ -9,6 +12,7 @@ use lepus_broker::stats::{CHURN_NAMES, Stat};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
+use crate::convert::{body_json, text};
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
 use crate::metrics::process;
@@ -21,7 +25,7 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/whoami", get(whoami))
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
-        .route("/api/cluster-name", get(cluster_name))
+        .route("/api/cluster-name", get(cluster_name).put(set_cluster_name))
         .route("/api/extensions", get(|_: Caller| async { Json(json!([])) }))
 }
 
@@ -31,6 +35,18 @@ async fn whoami(caller: Caller) -> Json<Value> {
 
 async fn cluster_name(State(api): State<ApiRef>, _: Caller) -> Json<Value> {
     Json(json!({"name": api.node.name}))
+}
+
+/// The cluster's name is the node's: setting it to that is a no-op (rabbit-hole's
+/// `SetClusterName` of what `GetClusterName` gave); another name is refused.
+async fn set_cluster_name(State(api): State<ApiRef>, caller: Caller, body: Bytes) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let body = body_json(&body)?;
+    match text(&body, "name") {
+        Some(name) if name == api.node.name => Ok(StatusCode::NO_CONTENT),
+        Some(_) => Err(ApiError::BadRequest("the cluster name is the node's name; Lepus cannot change it".into())),
+        None => Err(ApiError::BadRequest("name is missing".into())),
+    }
 }
 
 const EXCHANGE_TYPES: [(&str, &str); 6] = [

@@ -42,7 +42,7 @@ pub fn routes() -> Router<ApiRef> {
         )
         .route("/api/parameters/{component}/{vhost}/{name}", get(show).put(put).delete(delete))
         .route("/api/global-parameters", get(list_global))
-        .route("/api/global-parameters/{name}", get(show_global).put(put_global).delete(put_global))
+        .route("/api/global-parameters/{name}", get(show_global).put(put_global).delete(delete_global))
 }
 
 fn require_policymaker(caller: &Caller) -> ApiResult<()> {
@@ -228,4 +228,14 @@ async fn show_global(
 async fn put_global(caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     Err(ApiError::BadRequest(format!("global parameter {name} cannot be changed: Lepus keeps no global parameters")))
+}
+
+/// Clearing one of the read-only parameters is refused; one that is not there is 404, as in
+/// RabbitMQ (a client's cleanup, such as rabbit-hole's, takes that as done).
+async fn delete_global(State(api): State<ApiRef>, caller: Caller, name: Path<String>) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if !global_parameters(&api).iter().any(|p| p["name"] == name.as_str()) {
+        return Err(ApiError::NotFound);
+    }
+    put_global(caller, name).await
 }

@@ -1,5 +1,6 @@
 //! `/api/queues`: list, show, declare (PUT), delete (`if-unused`, `if-empty`), purge
-//! (`DELETE .../contents`), get (`POST .../get`, with requeue), and a queue's bindings.
+//! (`DELETE .../contents`), get (`POST .../get`, with requeue), actions (mirror sync: nothing to
+//! do), a queue's bindings, and `POST /api/rebalance/queues` (one node: nothing to do).
 
 use std::collections::HashMap;
 
@@ -31,6 +32,12 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/queues/{vhost}/{name}", get(show).put(declare).delete(delete))
         .route("/api/queues/{vhost}/{name}/contents", delete_route(purge))
         .route("/api/queues/{vhost}/{name}/get", post(get_messages))
+        .route("/api/queues/{vhost}/{name}/actions", post(action))
+        // Queue leaders spread over the cluster's nodes: one node, nothing to move.
+        .route(
+            "/api/rebalance/queues",
+            post(|caller: Caller| async move { caller.require_admin().map(|()| StatusCode::NO_CONTENT) }),
+        )
         .route("/api/queues/{vhost}/{name}/bindings", get(bindings))
 }
 
@@ -145,6 +152,23 @@ async fn purge(
     let v = caller.require_vhost(&api.broker, &vhost)?;
     super::execute(&api, &caller, &v, Command::PurgeQueue { name: short(&name)? })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `{"action": "sync"}` or `"cancel_sync"` (rabbit-hole v2's `SyncQueue`): mirror
+/// synchronisation, which a queue without mirrors (every queue of Lepus, as a classic queue of
+/// a single RabbitMQ node) has nothing to do for.
+async fn action(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let v = caller.require_vhost(&api.broker, &vhost)?;
+    v.queue_named(short(&name)?.as_bytes()).ok_or(ApiError::NotFound)?;
+    match text(&body_json(&body)?, "action").as_deref() {
+        Some("sync" | "cancel_sync") => Ok(StatusCode::NO_CONTENT),
+        other => Err(ApiError::BadRequest(format!("unknown action {}", other.unwrap_or("(none)").escape_debug()))),
+    }
 }
 
 /// Most messages one get request takes.

@@ -1,11 +1,12 @@
-//! `/api/users`: list, show, create or replace (`password`, or `password_hash` with
-//! `hashing_algorithm`; `tags` as a comma-separated string or a list), delete — through
+//! `/api/users`: list (all, or those without permissions), show, create or replace
+//! (`password`, or `password_hash` with `hashing_algorithm`; `tags` as a comma-separated string
+//! or a list), delete (one, or several with `bulk-delete`) — through
 //! `NodeCommand::PutUser`/`DeleteUser`. Administrators only.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use lepus_broker::command::{Credential, NodeCommand};
@@ -20,7 +21,46 @@ use crate::listing::{ListQuery, respond, respond_one};
 use crate::views::{self, HASHING_ALGORITHM};
 
 pub fn routes() -> Router<ApiRef> {
-    Router::new().route("/api/users", get(list)).route("/api/users/{name}", get(show).put(put).delete(delete))
+    Router::new()
+        .route("/api/users", get(list))
+        .route("/api/users/without-permissions", get(without_permissions))
+        .route("/api/users/bulk-delete", post(bulk_delete))
+        .route("/api/users/{name}", get(show).put(put).delete(delete))
+}
+
+/// The users with no permissions in any vhost.
+async fn without_permissions(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let items = api
+        .broker
+        .users()
+        .list()
+        .into_iter()
+        .filter(|u| super::access::permissions(&api, None, Some(&u.name)).is_empty())
+        .map(views::user)
+        .collect();
+    Ok(Json(respond(items, &q, &["name"])?))
+}
+
+/// `{"users": [names]}`: deletes them all, or none if one does not exist (400).
+async fn bulk_delete(State(api): State<ApiRef>, caller: Caller, body: Bytes) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let body = body_json(&body)?;
+    let names: Vec<String> = match body.get("users") {
+        Some(Value::Array(items)) => items.iter().filter_map(|n| n.as_str().map(String::from)).collect(),
+        _ => return Err(ApiError::BadRequest("users must be a list of names".into())),
+    };
+    if let Some(missing) = names.iter().find(|n| api.broker.users().get(n).is_none()) {
+        return Err(ApiError::BadRequest(format!("no_such_user {missing}")));
+    }
+    for name in names {
+        api.broker.execute_node(NodeCommand::DeleteUser { name })?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {

@@ -77,7 +77,8 @@ pub fn metadata_of(body: &Map<String, Value>) -> ApiResult<VhostMetadata> {
     Ok(VhostMetadata {
         description: string("description")?.unwrap_or_default(),
         tags,
-        default_queue_type: string("default_queue_type")?.filter(|t| t != "undefined"),
+        // 3.10.8 reads `defaultqueuetype`; 3.11 and later (and rabbit-hole) `default_queue_type`.
+        default_queue_type: string("default_queue_type")?.or(string("defaultqueuetype")?).filter(|t| t != "undefined"),
     })
 }
 
