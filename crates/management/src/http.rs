@@ -4,15 +4,29 @@
 //!   request head that long after it connected or after its last answer is closed, so
 //!   clients trickling headers (slowloris) or idling cannot hold connections;
 //! - the request head's size and header count (431 beyond);
+//! - a request body deadline: the whole body must arrive within
+//!   [`HttpLimits::body_timeout_ms`] of the head, else 408 and the connection is closed, so a
+//!   client trickling a body (a byte a minute) or stopping halfway holds nothing for long (the
+//!   body is read before the app sees the request, outside its limit of requests in flight);
+//! - the request body's size: past [`HttpLimits::body_max_bytes`], RabbitMQ's 400
+//!   "Exceeded HTTP request body size limit" and the connection is closed;
 //! - open connections per listener: past [`HttpLimits::connection_max`], more wait in the
 //!   listen backlog (a warning when the limit is reached).
+//!
+//! Each limit hit is logged (an idle connection's close at the header timeout only at debug
+//! level: keep-alive connections end so).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -33,15 +47,32 @@ pub struct HttpLimits {
     /// A request head not complete this long after the connection opened or answered its
     /// last request closes the connection; 0: no timeout.
     pub header_timeout_ms: u64,
+    /// A request body not complete this long after its head arrived is answered 408 and its
+    /// connection closed; 0: no timeout.
+    pub body_timeout_ms: u64,
+    /// Largest request body (RabbitMQ's `management.http.max_body_size`).
+    pub body_max_bytes: usize,
     /// Connections open at once.
     pub connection_max: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
-        HttpLimits { header_timeout_ms: 10_000, connection_max: 1024 }
+        HttpLimits {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: BODY_TIMEOUT_MS_DEFAULT,
+            body_max_bytes: BODY_MAX_BYTES_DEFAULT,
+            connection_max: 1024,
+        }
     }
 }
+
+/// RabbitMQ's default `management.http.max_body_size` (a definitions import of many
+/// objects; a publish's payload has its own, lower limit).
+pub const BODY_MAX_BYTES_DEFAULT: usize = 20_000_000;
+/// Time a request body has to arrive whole after its head: RabbitMQ's default
+/// `management.tcp.request_timeout` (at which its 20 MB body limit takes 350 KB/s).
+pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 
 /// Serves `app` on `listener` (`what` names it in logs) until `shutdown` completes, then
 /// waits for the open connections to finish their requests.
@@ -53,6 +84,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let builder = connection_builder(limits);
+    let app = app.layer(axum::middleware::from_fn_with_state((limits, what), read_body));
     let slots = Arc::new(Semaphore::new(limits.connection_max.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -71,13 +103,61 @@ pub async fn serve(
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "{what} HTTP connection ended");
+            match connection.await {
+                Err(e) if e.is_timeout() => tracing::debug!(
+                    %peer,
+                    limit_ms = limits.header_timeout_ms,
+                    "{what} HTTP connection closed: no whole request head in time (http_header_timeout_ms)"
+                ),
+                Err(e) => tracing::debug!(%peer, error = %e, "{what} HTTP connection ended"),
+                Ok(()) => {}
             }
             drop(slot);
         });
     }
     graceful.shutdown().await;
+}
+
+/// Reads a request's whole body within `limits` before `next` sees the request: 408 past
+/// the body deadline, 400 past the size limit (each closing the connection, whose unread
+/// rest would otherwise follow as the next request), 400 if the client broke off.
+async fn read_body(State((limits, what)): State<(HttpLimits, &'static str)>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.body_max_bytes as u64) {
+        return body_too_large(&peer, limits, what);
+    }
+    let collected = Limited::new(body, limits.body_max_bytes).collect();
+    let read = match limits.body_timeout_ms {
+        0 => Some(collected.await),
+        ms => tokio::time::timeout(Duration::from_millis(ms), collected).await.ok(),
+    };
+    match read {
+        Some(Ok(body)) => next.run(Request::from_parts(parts, Body::from(body.to_bytes()))).await,
+        Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => body_too_large(&peer, limits, what),
+        Some(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{what} HTTP request body broken off");
+            closing(crate::ApiError::BadRequest("incomplete request body".into()).into_response())
+        }
+        None => {
+            let limit_ms = limits.body_timeout_ms;
+            tracing::warn!(%peer, limit_ms, "{what} HTTP request body not whole in time: answered 408, connection closed");
+            closing(StatusCode::REQUEST_TIMEOUT.into_response())
+        }
+    }
+}
+
+fn body_too_large(peer: &str, limits: HttpLimits, what: &'static str) -> Response {
+    let limit = limits.body_max_bytes;
+    tracing::warn!(%peer, limit, "{what} HTTP request body larger than the limit: refused, connection closed");
+    closing(crate::ApiError::BadRequest("Exceeded HTTP request body size limit".into()).into_response())
+}
+
+/// `response`, after which hyper closes the connection.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// hyper's HTTP/1.1 connection settings for `limits`.
