@@ -34,17 +34,56 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// One entry of a `message_stats` object: its name, count and rate.
+type StatEntry = (&'static str, u64, f64);
+
+/// The entries of `message_stats` from counters and their sampled rates.
+fn stat_entries(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Vec<StatEntry> {
+    let mut entries: Vec<StatEntry> = stats.iter().map(|st| (st.name(), s.get(*st), rates.get(*st))).collect();
+    let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
+    entries.push(("deliver_get", deliver_get, rates.get(Stat::Delivered) + rates.get(Stat::Get)));
+    entries
+}
+
+/// A `message_stats` object: each count with its `_details`.
+fn stats_object(entries: &[StatEntry]) -> Value {
+    let mut map = Map::new();
+    for (name, count, rate) in entries {
+        map.insert((*name).into(), json!(count));
+        map.insert(format!("{name}_details"), details(*rate));
+    }
+    Value::Object(map)
+}
+
+/// What [`stats_object`] of `entries` has at `path` (below `message_stats`), without building
+/// it; objects are all alike to a sort, so one stands for any.
+fn stats_column(entries: &[StatEntry], path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(Value::Object(Map::new()));
+    }
+    let (key, rest) = path.split_once('.').unwrap_or((path, ""));
+    let (name, is_details) = key.strip_suffix("_details").map_or((key, false), |n| (n, true));
+    let (_, count, rate) = entries.iter().find(|(n, _, _)| *n == name)?;
+    match (is_details, rest) {
+        (false, "") => Some(json!(count)),
+        (true, "") => Some(Value::Object(Map::new())),
+        (true, "rate") => Some(json!(rate)),
+        _ => None,
+    }
+}
+
+/// `column` below `message_stats` (`""` for the object itself), if it is `message_stats` or
+/// under it.
+fn under_message_stats(column: &str) -> Option<&str> {
+    match column.strip_prefix("message_stats")? {
+        "" => Some(""),
+        rest => rest.strip_prefix('.'),
+    }
+}
+
 /// `message_stats` from counters and their sampled rates: each count with its `_details`.
 pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
-    let mut map = Map::new();
-    for stat in stats {
-        map.insert(stat.name().into(), json!(s.get(*stat)));
-        map.insert(format!("{}_details", stat.name()), details(rates.get(*stat)));
-    }
-    let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
-    map.insert("deliver_get".into(), json!(deliver_get));
-    map.insert("deliver_get_details".into(), details(rates.get(Stat::Delivered) + rates.get(Stat::Get)));
-    Value::Object(map)
+    stats_object(&stat_entries(s, rates, stats))
 }
 
 /// The counts every queue-ish total has (`queue_totals`, a vhost's, a queue's).
@@ -57,6 +96,76 @@ pub fn message_counts(map: &mut Map<String, Value>, ready: u64, unacked: u64) {
 
 pub fn queue_type(q: &Queue) -> String {
     q.arguments.get("x-queue-type").and_then(|v| v.as_str()).unwrap_or("classic").to_owned()
+}
+
+/// The message counters a queue's `message_stats` shows.
+const QUEUE_STATS: [Stat; 4] = [Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered];
+
+/// Columns of a queue's JSON that [`queue_column`] reads without building it (besides
+/// `message_stats` and what is under it). `memory` is one no queue of ours has.
+const QUEUE_COLUMNS: [&str; 20] = [
+    "vhost",
+    "name",
+    "type",
+    "node",
+    "durable",
+    "auto_delete",
+    "exclusive",
+    "state",
+    "policy",
+    "operator_policy",
+    "consumers",
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "message_bytes",
+    "message_bytes_ready",
+    "message_bytes_unacknowledged",
+    "messages_paged_out",
+    "messages_ready_ram",
+    "memory",
+];
+
+/// Whether [`queue_column`] reads `column` (a sort column of `/api/queues`).
+pub fn queue_column_is_cheap(column: &str) -> bool {
+    QUEUE_COLUMNS.contains(&column) || under_message_stats(column).is_some()
+}
+
+/// What [`queue`] would give at `column` (one [`queue_column_is_cheap`] accepts), without
+/// building it: the queue's counts, counters or fields alone.
+pub fn queue_column(api: &Api, q: &Queue, column: &str) -> Option<Value> {
+    if let Some(path) = under_message_stats(column) {
+        return stats_column(&stat_entries(&q.stats(), &q.rates(), &QUEUE_STATS), path);
+    }
+    let counts = || q.inspect_counts();
+    let value = match column {
+        "vhost" => json!(&*q.vhost),
+        "name" => json!(lossy(q.name.as_bytes())),
+        "type" => json!(queue_type(q)),
+        "node" => json!(api.node.name),
+        "durable" => json!(q.durable),
+        "auto_delete" => json!(q.auto_delete),
+        "exclusive" => json!(q.exclusive_owner.is_some()),
+        "state" => json!("running"),
+        "policy" => json!(q.policy().policy_name()),
+        "operator_policy" => json!(q.policy().operator_policy_name()),
+        "consumers" => json!(counts().consumers),
+        "messages" => {
+            let c = counts();
+            json!(u64::from(c.ready) + c.unacked)
+        }
+        "messages_ready" => json!(counts().ready),
+        "messages_unacknowledged" => json!(counts().unacked),
+        "message_bytes" | "message_bytes_ready" => json!(counts().ready_bytes),
+        "message_bytes_unacknowledged" => json!(0),
+        "messages_paged_out" => json!(counts().paged_out),
+        "messages_ready_ram" => {
+            let c = counts();
+            json!(c.ready - c.paged_out)
+        }
+        _ => return None,
+    };
+    Some(value)
 }
 
 pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
@@ -76,10 +185,7 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     map.insert("messages_paged_out".into(), json!(counts.paged_out));
     map.insert("messages_ready_ram".into(), json!(counts.ready - counts.paged_out));
     message_counts(&mut map, u64::from(counts.ready), counts.unacked);
-    map.insert(
-        "message_stats".into(),
-        message_stats(&q.stats(), &q.rates(), &[Stat::Published, Stat::Delivered, Stat::Get, Stat::Redelivered]),
-    );
+    map.insert("message_stats".into(), message_stats(&q.stats(), &q.rates(), &QUEUE_STATS));
     map.insert("name".into(), json!(lossy(q.name.as_bytes())));
     map.insert("node".into(), json!(api.node.name));
     map.insert("operator_policy".into(), json!(applied.operator_policy_name()));
@@ -106,25 +212,52 @@ pub fn exchange(vhost: &str, x: &ExchangeView) -> Value {
         "user_who_performed_action": "",
         "vhost": vhost,
     });
-    let mut stats = Map::new();
-    for (i, name) in ["publish_in", "publish_out"].into_iter().enumerate() {
-        if x.publish[i] > 0 {
-            stats.insert(name.into(), json!(x.publish[i]));
-            stats.insert(format!("{name}_details"), details(x.publish_rates[i]));
-        }
-    }
+    let stats = exchange_stat_entries(x);
     if let (Value::Object(map), false) = (&mut body, stats.is_empty()) {
-        map.insert("message_stats".into(), Value::Object(stats));
+        map.insert("message_stats".into(), stats_object(&stats));
     }
     body
 }
 
+/// An exchange's `message_stats` entries: `publish_in` and `publish_out`, each once non-zero.
+fn exchange_stat_entries(x: &ExchangeView) -> Vec<StatEntry> {
+    let names = ["publish_in", "publish_out"];
+    (0..2).filter(|i| x.publish[*i] > 0).map(|i| (names[i], x.publish[i], x.publish_rates[i])).collect()
+}
+
+/// Columns of an exchange's JSON that [`exchange_column`] reads without building it
+/// (besides `message_stats` and what is under it).
+const EXCHANGE_COLUMNS: [&str; 7] =
+    ["vhost", "name", "type", "durable", "auto_delete", "internal", "user_who_performed_action"];
+
+/// Whether [`exchange_column`] reads `column` (a sort column of `/api/exchanges`).
+pub fn exchange_column_is_cheap(column: &str) -> bool {
+    EXCHANGE_COLUMNS.contains(&column) || under_message_stats(column).is_some()
+}
+
+/// What [`exchange`] would give at `column` (one [`exchange_column_is_cheap`] accepts),
+/// without building it.
+pub fn exchange_column(vhost: &str, x: &ExchangeView, column: &str) -> Option<Value> {
+    if let Some(path) = under_message_stats(column) {
+        let entries = exchange_stat_entries(x);
+        return if entries.is_empty() { None } else { stats_column(&entries, path) };
+    }
+    let value = match column {
+        "vhost" => json!(vhost),
+        "name" => json!(lossy(x.name.as_bytes())),
+        "type" => json!(x.type_name),
+        "durable" => json!(x.durable),
+        "auto_delete" => json!(x.auto_delete),
+        "internal" => json!(x.internal),
+        "user_who_performed_action" => json!(""),
+        _ => return None,
+    };
+    Some(value)
+}
+
 /// A binding, with its properties key (what identifies it in a path).
 pub fn binding(vhost: &str, b: &BindingView) -> Value {
-    let (destination, destination_type) = match &b.destination {
-        Destination::Queue(q) => (q, "queue"),
-        Destination::Exchange(x) => (x, "exchange"),
-    };
+    let (destination, destination_type) = destination_of(b);
     json!({
         "source": lossy(b.source.as_bytes()),
         "vhost": vhost,
@@ -134,6 +267,38 @@ pub fn binding(vhost: &str, b: &BindingView) -> Value {
         "arguments": table_to_json(&b.arguments),
         "properties_key": properties_key(b),
     })
+}
+
+/// Columns of a binding's JSON that [`binding_column`] reads without building it.
+const BINDING_COLUMNS: [&str; 6] =
+    ["source", "vhost", "destination", "destination_type", "routing_key", "properties_key"];
+
+/// Whether [`binding_column`] reads `column` (a sort column of a bindings list).
+pub fn binding_column_is_cheap(column: &str) -> bool {
+    BINDING_COLUMNS.contains(&column)
+}
+
+/// What [`binding`] would give at `column` (one [`binding_column_is_cheap`] accepts, or
+/// `name`, which bindings have not), without building it.
+pub fn binding_column(vhost: &str, b: &BindingView, column: &str) -> Option<Value> {
+    let value = match column {
+        "source" => json!(lossy(b.source.as_bytes())),
+        "vhost" => json!(vhost),
+        "destination" => json!(lossy(destination_of(b).0.as_bytes())),
+        "destination_type" => json!(destination_of(b).1),
+        "routing_key" => json!(lossy(b.routing_key.as_bytes())),
+        "properties_key" => json!(properties_key(b)),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// A binding's destination and its kind's name.
+fn destination_of(b: &BindingView) -> (&lepus_protocol::ShortStr, &'static str) {
+    match &b.destination {
+        Destination::Queue(q) => (q, "queue"),
+        Destination::Exchange(x) => (x, "exchange"),
+    }
 }
 
 /// What `quote_plus` leaves alone: letters, digits and `-_.~` (then `~` is escaped too).
