@@ -418,6 +418,43 @@ mod tests {
     }
 
     #[test]
+    fn the_web_uis_sort_columns_are_read_without_building_objects() {
+        for column in ["messages", "consumers", "memory", "message_stats.publish_details.rate", "message_stats"] {
+            assert!(queue_column_is_cheap(column), "{column}");
+        }
+        for column in ["message_stats.publish_in_details.rate", "message_stats.publish_out", "type", "name"] {
+            assert!(exchange_column_is_cheap(column), "{column}");
+        }
+        assert!(binding_column_is_cheap("routing_key") && binding_column_is_cheap("properties_key"));
+        for costly in ["arguments", "arguments.x-max-length", "messages_details.rate", "message_statsx"] {
+            assert!(!queue_column_is_cheap(costly) && !exchange_column_is_cheap(costly), "{costly}");
+        }
+        assert!(!binding_column_is_cheap("arguments"));
+    }
+
+    #[test]
+    fn message_stats_columns_as_the_object_has_them() {
+        let entries: Vec<StatEntry> = vec![("publish", 4, 0.8), ("deliver_get", 0, 0.0)];
+        let object = stats_object(&entries);
+        for path in [
+            "publish",
+            "publish_details.rate",
+            "deliver_get",
+            "ack",
+            "ack_details.rate",
+            "publish.x",
+            "publish_details.x",
+        ] {
+            let looked_up = path.split('.').try_fold(&object, |v, key| v.get(key));
+            assert_eq!(stats_column(&entries, path).as_ref(), looked_up.filter(|v| !v.is_object()), "{path}");
+        }
+        assert!(stats_column(&entries, "publish_details").is_some_and(|v| v.is_object()));
+        assert_eq!(under_message_stats("message_stats.publish"), Some("publish"));
+        assert_eq!(under_message_stats("message_stats"), Some(""));
+        assert_eq!(under_message_stats("message_statsx"), None);
+    }
+
+    #[test]
     fn properties_keys_as_rabbitmq_forms_them() {
         assert_eq!(properties_key(&b("", FieldTable::new())), "~");
         assert_eq!(properties_key(&b("k.a_b-c", FieldTable::new())), "k.a_b-c");

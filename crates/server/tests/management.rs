@@ -951,7 +951,7 @@ async fn pages_sorted_by_counts_rates_and_fields_are_the_whole_sorted_lists() {
         http.post(&format!("/api/exchanges/%2F/{x}/publish"), publish).await;
     }
     b.service.sample_rates(t0 + 5_000);
-    let queue_columns = [
+    let queue_columns: &[&str] = &[
         "messages",
         "messages_ready",
         "consumers",
@@ -963,26 +963,32 @@ async fn pages_sorted_by_counts_rates_and_fields_are_the_whole_sorted_lists() {
         "durable",
         "name",
     ];
-    for column in queue_columns {
-        assert_pages_are_the_whole_sorted_list(&http, "/api/queues", column).await;
-        assert_pages_are_the_whole_sorted_list(&http, "/api/queues/%2F", column).await;
-    }
-    let exchange_columns = [
+    let exchange_columns: &[&str] = &[
         "message_stats.publish_in_details.rate",
         "message_stats.publish_in",
         "message_stats.publish_out",
         "type",
         "name",
     ];
-    for column in exchange_columns {
-        assert_pages_are_the_whole_sorted_list(&http, "/api/exchanges", column).await;
-        assert_pages_are_the_whole_sorted_list(&http, "/api/exchanges/%2F", column).await;
-    }
-    for column in ["routing_key", "destination", "source", "properties_key", "destination_type", "vhost"] {
-        assert_pages_are_the_whole_sorted_list(&http, "/api/bindings", column).await;
-        assert_pages_are_the_whole_sorted_list(&http, "/api/bindings/%2F", column).await;
-        assert_pages_are_the_whole_sorted_list(&http, "/api/exchanges/%2F/sort.x1/bindings/source", column).await;
-        assert_pages_are_the_whole_sorted_list(&http, "/api/queues/%2F/sort.0/bindings", column).await;
+    let binding_columns: &[&str] =
+        &["routing_key", "destination", "source", "properties_key", "destination_type", "vhost"];
+    let lists: [(&[&str], &[&str]); 3] = [
+        (&["/api/queues", "/api/queues/%2F"], queue_columns),
+        (&["/api/exchanges", "/api/exchanges/%2F"], exchange_columns),
+        (
+            &[
+                "/api/bindings",
+                "/api/bindings/%2F",
+                "/api/exchanges/%2F/sort.x1/bindings/source",
+                "/api/queues/%2F/sort.0/bindings",
+            ],
+            binding_columns,
+        ),
+    ];
+    for (paths, columns) in lists {
+        for (path, column) in paths.iter().flat_map(|p| columns.iter().map(move |c| (p, c))) {
+            assert_pages_are_the_whole_sorted_list(&http, path, column).await;
+        }
     }
     // The sorted pages themselves, as RabbitMQ sorts: ties keep the list's order.
     let by_messages = http.get("/api/queues?sort=messages&sort_reverse=true&page=1&page_size=2&columns=messages").await;
