@@ -5,9 +5,10 @@
 //!   clients trickling headers (slowloris) or idling cannot hold connections;
 //! - the request head's size and header count (431 beyond);
 //! - a request body deadline: the whole body must arrive within
-//!   [`HttpLimits::body_timeout_ms`] of the head, else 408 and the connection is closed, so a
-//!   client trickling a body (a byte a minute) or stopping halfway holds nothing for long (the
-//!   body is read before the app sees the request, outside its limit of requests in flight);
+//!   [`HttpLimits::body_timeout_ms`] of the head, else the connection is closed unanswered (as
+//!   RabbitMQ 3.10.8 closes it after 60 s without data), so a client trickling a body (a byte
+//!   a minute) or stopping halfway holds nothing for long (the body is read before the app
+//!   sees the request, outside its limit of requests in flight);
 //! - the request body's size: past [`HttpLimits::body_max_bytes`], RabbitMQ's 400
 //!   "Exceeded HTTP request body size limit" and the connection is closed;
 //! - open connections per listener: past [`HttpLimits::connection_max`], more wait in the
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -47,8 +48,8 @@ pub struct HttpLimits {
     /// A request head not complete this long after the connection opened or answered its
     /// last request closes the connection; 0: no timeout.
     pub header_timeout_ms: u64,
-    /// A request body not complete this long after its head arrived is answered 408 and its
-    /// connection closed; 0: no timeout.
+    /// A request body not complete this long after its head arrived closes its connection
+    /// unanswered; 0: no timeout.
     pub body_timeout_ms: u64,
     /// Largest request body (RabbitMQ's `management.http.max_body_size`).
     pub body_max_bytes: usize,
@@ -67,11 +68,12 @@ impl Default for HttpLimits {
     }
 }
 
-/// RabbitMQ's default `management.http.max_body_size` (a definitions import of many
-/// objects; a publish's payload has its own, lower limit).
+/// RabbitMQ's default `management.http.max_body_size` since 3.11 (3.10.8 refuses past
+/// 10,000,000 bytes; 20 MB lets a definitions export of 100,000 queues back in; a publish's
+/// payload has its own, lower limit).
 pub const BODY_MAX_BYTES_DEFAULT: usize = 20_000_000;
-/// Time a request body has to arrive whole after its head: RabbitMQ's default
-/// `management.tcp.request_timeout` (at which its 20 MB body limit takes 350 KB/s).
+/// Time a request body has to arrive whole after its head: RabbitMQ 3.10.8 closes a request
+/// that sends nothing for 60 s (cowboy's `idle_timeout`); at 20 MB this takes 350 KB/s.
 pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 
 /// Serves `app` on `listener` (`what` names it in logs) until `shutdown` completes, then
@@ -98,7 +100,15 @@ pub async fn serve(
         // `ConnectInfo` as axum's own server gives it (login rules read the peer's address).
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().call(request)
+            let answer = app.clone().call(request);
+            async move {
+                let response = answer.await.unwrap_or_else(|never| match never {});
+                // An error: hyper closes the connection without writing anything.
+                match response.extensions().get::<CloseUnanswered>() {
+                    Some(_) => Err(CloseUnanswered),
+                    None => Ok(response),
+                }
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
@@ -118,9 +128,10 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Reads a request's whole body within `limits` before `next` sees the request: 408 past
-/// the body deadline, 400 past the size limit (each closing the connection, whose unread
-/// rest would otherwise follow as the next request), 400 if the client broke off.
+/// Reads a request's whole body within `limits` before `next` sees the request: past the body
+/// deadline the connection is closed unanswered (as RabbitMQ's cowboy closes it), past the
+/// size limit RabbitMQ's 400 and a close (the unread rest would otherwise follow as the next
+/// request), 400 if the client broke off.
 async fn read_body(State((limits, what)): State<(HttpLimits, &'static str)>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
@@ -142,11 +153,26 @@ async fn read_body(State((limits, what)): State<(HttpLimits, &'static str)>, req
         }
         None => {
             let limit_ms = limits.body_timeout_ms;
-            tracing::warn!(%peer, limit_ms, "{what} HTTP request body not whole in time: answered 408, connection closed");
-            closing(StatusCode::REQUEST_TIMEOUT.into_response())
+            tracing::warn!(%peer, limit_ms, "{what} HTTP request body not whole in time: connection closed unanswered");
+            let mut unanswered = Response::default();
+            unanswered.extensions_mut().insert(CloseUnanswered);
+            unanswered
         }
     }
 }
+
+/// On a response: send nothing, close the connection (a body past its deadline, as cowboy's
+/// `idle_timeout` under RabbitMQ ends it).
+#[derive(Debug, Clone, Copy)]
+struct CloseUnanswered;
+
+impl std::fmt::Display for CloseUnanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body not whole in time")
+    }
+}
+
+impl std::error::Error for CloseUnanswered {}
 
 fn body_too_large(peer: &str, limits: HttpLimits, what: &'static str) -> Response {
     let limit = limits.body_max_bytes;

@@ -1,5 +1,5 @@
 //! The HTTP listeners' limits on slow and large clients, over a real socket: a body trickled
-//! past its deadline gets 408 and a close while other connections are served, an idle
+//! past its deadline closes its connection unanswered while other connections are served, an idle
 //! keep-alive connection is closed at the header timeout, a body past the size limit is
 //! refused with RabbitMQ's answer. No sleeps: each limit is short and the test waits for the
 //! close with a read bounded by a generous guard.
@@ -67,7 +67,7 @@ async fn read_until_closed(socket: &mut TcpStream) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_body_gets_408_and_a_close_while_another_connection_is_served() {
+async fn a_trickled_body_closes_its_connection_unanswered_while_another_connection_is_served() {
     let server = Server::start(HttpLimits { body_timeout_ms: 1_000, ..HttpLimits::default() }).await;
     // One byte of ten, then nothing: the head is whole, the body never is.
     let mut slow = TcpStream::connect(server.addr).await.expect("connect");
@@ -76,9 +76,8 @@ async fn a_trickled_body_gets_408_and_a_close_while_another_connection_is_served
         exchange(server.addr, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
             .await;
     assert!(served.starts_with("HTTP/1.1 200") && served.ends_with("hello"), "{served:?}");
-    let answer = read_until_closed(&mut slow).await;
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer:?}");
+    // As RabbitMQ 3.10.8 (cowboy's idle_timeout): closed, nothing answered.
+    assert_eq!(read_until_closed(&mut slow).await, "");
     server.stop().await;
 }
 
