@@ -11,6 +11,8 @@
 //!   sees the request, outside its limit of requests in flight);
 //! - the request body's size: past [`HttpLimits::body_max_bytes`], RabbitMQ's 400
 //!   "Exceeded HTTP request body size limit" and the connection is closed;
+//! - the body bytes held at once ([`HttpLimits::body_bytes_in_flight_max`]), as they arrive,
+//!   so 1024 connections cannot hold 1024 large bodies (a trickled body holds what it sent);
 //! - open connections per listener: past [`HttpLimits::connection_max`], more wait in the
 //!   listen backlog (a warning when the limit is reached).
 //!
@@ -22,18 +24,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
+
+mod body;
 
 /// Largest request head (request line and headers), bytes.
 pub const HEADER_BYTES_MAX: usize = 64 * 1024;
@@ -53,6 +52,9 @@ pub struct HttpLimits {
     pub body_timeout_ms: u64,
     /// Largest request body (RabbitMQ's `management.http.max_body_size`).
     pub body_max_bytes: usize,
+    /// Request body bytes a listener holds at once, each body's until it is answered (at
+    /// least `body_max_bytes`): past them, reading bodies waits (within their deadline).
+    pub body_bytes_in_flight_max: usize,
     /// Connections open at once.
     pub connection_max: usize,
 }
@@ -63,12 +65,13 @@ impl Default for HttpLimits {
             header_timeout_ms: 10_000,
             body_timeout_ms: BODY_TIMEOUT_MS_DEFAULT,
             body_max_bytes: BODY_MAX_BYTES_DEFAULT,
+            body_bytes_in_flight_max: 128 * 1024 * 1024,
             connection_max: 1024,
         }
     }
 }
 
-/// RabbitMQ's default `management.http.max_body_size` since 3.11 (3.10.8 refuses past
+/// Newer RabbitMQ's default `management.http.max_body_size` (3.10.8 refuses past
 /// 10,000,000 bytes; 20 MB lets a definitions export of 100,000 queues back in; a publish's
 /// payload has its own, lower limit).
 pub const BODY_MAX_BYTES_DEFAULT: usize = 20_000_000;
@@ -86,7 +89,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let builder = connection_builder(limits);
-    let app = app.layer(axum::middleware::from_fn_with_state((limits, what), read_body));
+    let app = body::guard(app, limits, what);
     let slots = Arc::new(Semaphore::new(limits.connection_max.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -104,8 +107,8 @@ pub async fn serve(
             async move {
                 let response = answer.await.unwrap_or_else(|never| match never {});
                 // An error: hyper closes the connection without writing anything.
-                match response.extensions().get::<CloseUnanswered>() {
-                    Some(_) => Err(CloseUnanswered),
+                match response.extensions().get::<body::CloseUnanswered>() {
+                    Some(_) => Err(body::CloseUnanswered),
                     None => Ok(response),
                 }
             }
@@ -126,64 +129,6 @@ pub async fn serve(
         });
     }
     graceful.shutdown().await;
-}
-
-/// Reads a request's whole body within `limits` before `next` sees the request: past the body
-/// deadline the connection is closed unanswered (as RabbitMQ's cowboy closes it), past the
-/// size limit RabbitMQ's 400 and a close (the unread rest would otherwise follow as the next
-/// request), 400 if the client broke off.
-async fn read_body(State((limits, what)): State<(HttpLimits, &'static str)>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.body_max_bytes as u64) {
-        return body_too_large(&peer, limits, what);
-    }
-    let collected = Limited::new(body, limits.body_max_bytes).collect();
-    let read = match limits.body_timeout_ms {
-        0 => Some(collected.await),
-        ms => tokio::time::timeout(Duration::from_millis(ms), collected).await.ok(),
-    };
-    match read {
-        Some(Ok(body)) => next.run(Request::from_parts(parts, Body::from(body.to_bytes()))).await,
-        Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => body_too_large(&peer, limits, what),
-        Some(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "{what} HTTP request body broken off");
-            closing(crate::ApiError::BadRequest("incomplete request body".into()).into_response())
-        }
-        None => {
-            let limit_ms = limits.body_timeout_ms;
-            tracing::warn!(%peer, limit_ms, "{what} HTTP request body not whole in time: connection closed unanswered");
-            let mut unanswered = Response::default();
-            unanswered.extensions_mut().insert(CloseUnanswered);
-            unanswered
-        }
-    }
-}
-
-/// On a response: send nothing, close the connection (a body past its deadline, as cowboy's
-/// `idle_timeout` under RabbitMQ ends it).
-#[derive(Debug, Clone, Copy)]
-struct CloseUnanswered;
-
-impl std::fmt::Display for CloseUnanswered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body not whole in time")
-    }
-}
-
-impl std::error::Error for CloseUnanswered {}
-
-fn body_too_large(peer: &str, limits: HttpLimits, what: &'static str) -> Response {
-    let limit = limits.body_max_bytes;
-    tracing::warn!(%peer, limit, "{what} HTTP request body larger than the limit: refused, connection closed");
-    closing(crate::ApiError::BadRequest("Exceeded HTTP request body size limit".into()).into_response())
-}
-
-/// `response`, after which hyper closes the connection.
-fn closing(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// hyper's HTTP/1.1 connection settings for `limits`.
