@@ -21,7 +21,8 @@
 //!   channels, exchanges, queues, bindings, health checks, definitions).
 //! - `ui`: the web UI's files, embedded, at `/` and `/ui/...`.
 //! - [`http`]: the HTTP/1.1 connection loop both listeners run, with its limits (header-read
-//!   timeout, request head size, request body deadline and size, open connections).
+//!   timeout, request head size, request body deadline, size and bytes held at once, open
+//!   connections).
 
 mod auth;
 mod convert;
