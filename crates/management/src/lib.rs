@@ -22,7 +22,8 @@
 //!   channels, exchanges, queues, bindings, health checks, definitions).
 //! - `ui`: the web UI's files, embedded, at `/` and `/ui/...`.
 //! - [`http`]: the HTTP/1.1 connection loop both listeners run, with its limits (header-read
-//!   timeout, request head size, open connections).
+//!   timeout, request head size, request body deadline, size and bytes held at once, open
+//!   connections).
 
 mod auth;
 mod cert_expiry;
@@ -122,15 +123,13 @@ pub type ApiRef = Arc<Api>;
 
 /// Requests handled at once; more wait (in the order they came) for one to finish.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
-/// Largest request body (a definitions import of many objects; a publish's payload has its
-/// own, lower limit). Larger bodies get 413.
-pub const BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
-
-/// The API's routes over `api`, with its limits.
+/// The API's routes over `api`, with its limits (the request body's size and deadline are
+/// [`http::serve`]'s).
 pub fn router(api: ApiRef) -> axum::Router {
+    let body_max_bytes = api.http.limits.body_max_bytes;
     let routes = routes::all()
         .with_state(api.clone())
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(body_max_bytes))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         // Outside the limit: a refused login waits without holding a request slot.
         .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login));

@@ -4,8 +4,9 @@
 //! (`page_size` up to 500) into `{filtered_count, item_count, items, page, page_count,
 //! page_size, total_count}`.
 //!
-//! [`respond_lazily`] does the same for a long list of objects (100,000 queues) turning only
-//! the page asked for into JSON when the sort is by columns read without building it.
+//! [`respond_lazily`] does the same for a long list of objects (100,000 queues, exchanges or
+//! bindings) turning only the page asked for into JSON when the sort is by columns read
+//! without building it: each object's sort key is computed alone, then the page is built.
 
 use std::cmp::Ordering;
 
@@ -58,40 +59,44 @@ pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> A
     Ok(paging.reply(cut(page_items, q), filtered_count, total))
 }
 
-/// The columns of a long list that can be read without building an object's JSON.
-pub struct CheapColumns<'a, T> {
-    /// Their names (`vhost` and `name` among them).
-    pub names: &'a [&'a str],
-    /// One of them for one object.
-    pub value: &'a dyn Fn(&T, &str) -> Value,
+/// How a long list's objects are filtered and sorted without building their JSON.
+pub struct Lazy<'a, T> {
+    /// Whether a sort column (a dotted path) can be read without building an object's JSON.
+    pub cheap: &'a dyn Fn(&str) -> bool,
+    /// What the JSON `build` gives has at `column` (a cheap one, or `name`): None where it
+    /// has nothing.
+    pub value: &'a dyn Fn(&T, &str) -> Option<Value>,
+    /// The columns RabbitMQ sorts the list by when no `sort` is given.
+    pub default_sort: &'a [&'a str],
 }
 
-/// As [`respond`] (sorted by vhost and name by default), for objects turned into JSON by
-/// `build`. With `page` and a sort by `cheap` columns, the objects are filtered, sorted and
-/// paged by those columns alone and only the page's are built; any other request builds them
-/// all and goes through [`respond`].
+/// As [`respond`], for objects turned into JSON by `build`. With `page` and a sort by
+/// `lazy.cheap` columns, the objects are filtered, sorted and paged by those columns' values
+/// alone and only the page's are built; any other request builds them all and goes through
+/// [`respond`] (without `page` the whole list is the answer anyway).
 pub fn respond_lazily<T>(
     items: Vec<T>,
     q: &ListQuery,
-    cheap: CheapColumns<'_, T>,
+    lazy: Lazy<'_, T>,
     build: impl Fn(&T) -> Value,
 ) -> ApiResult<Value> {
     let sort: Vec<&str> = match q.sort.as_deref() {
         Some(s) if !s.is_empty() => vec![s],
-        _ => vec!["vhost", "name"],
+        _ => lazy.default_sort.to_vec(),
     };
-    let Some(paging) = Paging::of(q)?.filter(|_| sort.iter().all(|c| cheap.names.contains(c))) else {
-        return respond(items.iter().map(build).collect(), q, &["vhost", "name"]);
+    let Some(paging) = Paging::of(q)?.filter(|_| sort.iter().all(|c| (lazy.cheap)(c))) else {
+        return respond(items.iter().map(build).collect(), q, lazy.default_sort);
     };
     let total = items.len();
     let matches = name_matcher(q)?;
-    let mut keyed: Vec<(Vec<Value>, &T)> = items
-        .iter()
-        .filter(|i| matches.as_ref().is_none_or(|m| (cheap.value)(i, "name").as_str().is_some_and(m)))
-        .map(|i| (sort.iter().map(|c| (cheap.value)(i, c)).collect(), i))
-        .collect();
+    let kept = |i: &T| match &matches {
+        None => true,
+        Some(m) => (lazy.value)(i, "name").as_ref().and_then(Value::as_str).is_some_and(m),
+    };
+    let mut keyed: Vec<(Vec<Option<Value>>, &T)> =
+        items.iter().filter(|i| kept(i)).map(|i| (sort.iter().map(|c| (lazy.value)(i, c)).collect(), i)).collect();
     keyed.sort_by(|(a, _), (b, _)| {
-        a.iter().zip(b).map(|(x, y)| compare(Some(x), Some(y))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        a.iter().zip(b).map(|(x, y)| compare(x.as_ref(), y.as_ref())).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
     });
     if q.sort_reverse.as_deref() == Some("true") {
         keyed.reverse();
@@ -293,11 +298,13 @@ mod tests {
             json!({"vhost": o.0, "name": o.1, "messages": o.1.len()})
         };
         let value = |o: &(String, String), column: &str| match column {
-            "vhost" => json!(o.0),
-            "messages" => json!(o.1.len()),
-            _ => json!(o.1),
+            "vhost" => Some(json!(o.0)),
+            "messages" => Some(json!(o.1.len())),
+            "name" => Some(json!(o.1)),
+            _ => None,
         };
-        let cheap = || CheapColumns { names: &["vhost", "name", "messages"], value: &value };
+        let is_cheap = |c: &str| ["vhost", "name", "messages", "memory"].contains(&c);
+        let cheap = || Lazy { cheap: &is_cheap, value: &value, default_sort: &["vhost", "name"] };
         for pairs in [
             &[("page", "1"), ("page_size", "2")][..],
             &[("page", "2"), ("page_size", "2"), ("name", "q")],
@@ -306,6 +313,7 @@ mod tests {
             &[("page", "1"), ("sort", "messages")],
             &[("page", "1"), ("sort", "messages"), ("sort_reverse", "true")],
             &[("page", "1"), ("sort", "arguments")],
+            &[("page", "2"), ("page_size", "2"), ("sort", "memory"), ("sort_reverse", "true")],
             &[("sort", "name")],
         ] {
             let all: Vec<Value> = objects.iter().map(build).collect();

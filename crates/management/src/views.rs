@@ -34,17 +34,15 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `message_stats` from counters and their sampled rates: each count with its `_details`.
-/// The counters of deliveries and gets include those without acknowledgements; where `stats`
-/// also has the no-ack counter, `deliver` and `get` are shown without them as RabbitMQ's are
-/// (`deliver_no_ack` and `get_no_ack` apart), `deliver_get` is them all, and `drop_unroutable`
-/// is the unroutable messages not returned.
-pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
-    let mut map = Map::new();
-    let mut put = |name: &str, count: u64, rate: f64| {
-        map.insert(name.into(), json!(count));
-        map.insert(format!("{name}_details"), details(rate));
-    };
+/// One entry of a `message_stats` object: its name, count and rate.
+type StatEntry = (&'static str, u64, f64);
+
+/// The entries of `message_stats` from counters and their sampled rates. The counters of
+/// deliveries and gets include those without acknowledgements; where `stats` also has the
+/// no-ack counter, `deliver` and `get` are shown without them as RabbitMQ's are
+/// (`deliver_no_ack` and `get_no_ack` apart), `deliver_get` is them all, and
+/// `drop_unroutable` is the unroutable messages not returned.
+fn stat_entries(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Vec<StatEntry> {
     let less = |stat: Stat, part: Stat| {
         if stats.contains(&part) {
             (s.get(stat).saturating_sub(s.get(part)), (rates.get(stat) - rates.get(part)).max(0.0))
@@ -52,21 +50,66 @@ pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
             (s.get(stat), rates.get(stat))
         }
     };
-    for stat in stats {
-        let (count, rate) = match stat {
-            Stat::Delivered => less(Stat::Delivered, Stat::DeliveredNoAck),
-            Stat::Get => less(Stat::Get, Stat::GetNoAck),
-            _ => (s.get(*stat), rates.get(*stat)),
-        };
-        put(stat.name(), count, rate);
-    }
+    let mut entries: Vec<StatEntry> = stats
+        .iter()
+        .map(|stat| {
+            let (count, rate) = match stat {
+                Stat::Delivered => less(Stat::Delivered, Stat::DeliveredNoAck),
+                Stat::Get => less(Stat::Get, Stat::GetNoAck),
+                _ => (s.get(*stat), rates.get(*stat)),
+            };
+            (stat.name(), count, rate)
+        })
+        .collect();
     if stats.contains(&Stat::Unroutable) && stats.contains(&Stat::Returned) {
         let (count, rate) = less(Stat::Unroutable, Stat::Returned);
-        put("drop_unroutable", count, rate);
+        entries.push(("drop_unroutable", count, rate));
     }
     let deliver_get = s.get(Stat::Delivered) + s.get(Stat::Get);
-    put("deliver_get", deliver_get, rates.get(Stat::Delivered) + rates.get(Stat::Get));
+    entries.push(("deliver_get", deliver_get, rates.get(Stat::Delivered) + rates.get(Stat::Get)));
+    entries
+}
+
+/// A `message_stats` object: each count with its `_details`.
+fn stats_object(entries: &[StatEntry]) -> Value {
+    let mut map = Map::new();
+    for (name, count, rate) in entries {
+        map.insert((*name).into(), json!(count));
+        map.insert(format!("{name}_details"), details(*rate));
+    }
     Value::Object(map)
+}
+
+/// What [`stats_object`] of `entries` has at `path` (below `message_stats`), without building
+/// it; objects are all alike to a sort, so one stands for any.
+fn stats_column(entries: &[StatEntry], path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(Value::Object(Map::new()));
+    }
+    let (key, rest) = path.split_once('.').unwrap_or((path, ""));
+    let (name, is_details) = key.strip_suffix("_details").map_or((key, false), |n| (n, true));
+    let (_, count, rate) = entries.iter().find(|(n, _, _)| *n == name)?;
+    match (is_details, rest) {
+        (false, "") => Some(json!(count)),
+        (true, "") => Some(Value::Object(Map::new())),
+        (true, "rate") => Some(json!(rate)),
+        _ => None,
+    }
+}
+
+/// `column` below `message_stats` (`""` for the object itself), if it is `message_stats` or
+/// under it.
+fn under_message_stats(column: &str) -> Option<&str> {
+    match column.strip_prefix("message_stats")? {
+        "" => Some(""),
+        rest => rest.strip_prefix('.'),
+    }
+}
+
+/// `message_stats` from counters and their sampled rates (see [`stat_entries`]): each count
+/// with its `_details`.
+pub fn message_stats(s: &Snapshot, rates: &Rates, stats: &[Stat]) -> Value {
+    stats_object(&stat_entries(s, rates, stats))
 }
 
 /// What a queue's `message_stats` show: its own counters (a queue cannot tell a get without
@@ -91,6 +134,81 @@ pub fn message_counts(map: &mut Map<String, Value>, ready: u64, unacked: u64) {
 
 pub fn queue_type(q: &Queue) -> String {
     q.arguments.get("x-queue-type").and_then(|v| v.as_str()).unwrap_or("classic").to_owned()
+}
+
+/// Columns of a queue's JSON that [`queue_column`] reads without building it (besides
+/// `message_stats` and what is under it).
+const QUEUE_COLUMNS: [&str; 22] = [
+    "vhost",
+    "name",
+    "type",
+    "node",
+    "durable",
+    "auto_delete",
+    "exclusive",
+    "state",
+    "policy",
+    "operator_policy",
+    "consumers",
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "message_bytes",
+    "message_bytes_ready",
+    "message_bytes_unacknowledged",
+    "messages_paged_out",
+    "messages_ready_ram",
+    "messages_ram",
+    "messages_unacknowledged_ram",
+    "memory",
+];
+
+/// Whether [`queue_column`] reads `column` (a sort column of `/api/queues`).
+pub fn queue_column_is_cheap(column: &str) -> bool {
+    QUEUE_COLUMNS.contains(&column) || under_message_stats(column).is_some()
+}
+
+/// What [`queue`] would give at `column` (one [`queue_column_is_cheap`] accepts), without
+/// building it: the queue's counts, counters or fields alone.
+pub fn queue_column(api: &Api, q: &Queue, column: &str) -> Option<Value> {
+    if let Some(path) = under_message_stats(column) {
+        return stats_column(&stat_entries(&q.stats(), &q.rates(), QUEUE_STATS), path);
+    }
+    let counts = || q.inspect_counts();
+    let value = match column {
+        "vhost" => json!(&*q.vhost),
+        "name" => json!(lossy(q.name.as_bytes())),
+        "type" => json!(queue_type(q)),
+        "node" => json!(api.node.name),
+        "durable" => json!(q.durable),
+        "auto_delete" => json!(q.auto_delete),
+        "exclusive" => json!(q.exclusive_owner.is_some()),
+        "state" => json!("running"),
+        "policy" => json!(q.policy().policy_name()),
+        "operator_policy" => json!(q.policy().operator_policy_name()),
+        "consumers" => json!(counts().consumers),
+        "messages" => {
+            let c = counts();
+            json!(u64::from(c.ready) + c.unacked)
+        }
+        "messages_ready" => json!(counts().ready),
+        "messages_unacknowledged" => json!(counts().unacked),
+        "message_bytes" | "message_bytes_ready" => json!(counts().ready_bytes),
+        "message_bytes_unacknowledged" => json!(0),
+        "messages_paged_out" => json!(counts().paged_out),
+        "messages_ready_ram" => {
+            let c = counts();
+            json!(c.ready - c.paged_out)
+        }
+        "messages_ram" => {
+            let c = counts();
+            json!(u64::from(c.ready - c.paged_out) + c.unacked)
+        }
+        "messages_unacknowledged_ram" => json!(counts().unacked),
+        "memory" => json!(counts().memory_bytes),
+        _ => return None,
+    };
+    Some(value)
 }
 
 pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
@@ -140,25 +258,52 @@ pub fn exchange(vhost: &str, x: &ExchangeView) -> Value {
         "user_who_performed_action": "",
         "vhost": vhost,
     });
-    let mut stats = Map::new();
-    for (i, name) in ["publish_in", "publish_out"].into_iter().enumerate() {
-        if x.publish[i] > 0 {
-            stats.insert(name.into(), json!(x.publish[i]));
-            stats.insert(format!("{name}_details"), details(x.publish_rates[i]));
-        }
-    }
+    let stats = exchange_stat_entries(x);
     if let (Value::Object(map), false) = (&mut body, stats.is_empty()) {
-        map.insert("message_stats".into(), Value::Object(stats));
+        map.insert("message_stats".into(), stats_object(&stats));
     }
     body
 }
 
+/// An exchange's `message_stats` entries: `publish_in` and `publish_out`, each once non-zero.
+fn exchange_stat_entries(x: &ExchangeView) -> Vec<StatEntry> {
+    let names = ["publish_in", "publish_out"];
+    (0..2).filter(|i| x.publish[*i] > 0).map(|i| (names[i], x.publish[i], x.publish_rates[i])).collect()
+}
+
+/// Columns of an exchange's JSON that [`exchange_column`] reads without building it
+/// (besides `message_stats` and what is under it).
+const EXCHANGE_COLUMNS: [&str; 7] =
+    ["vhost", "name", "type", "durable", "auto_delete", "internal", "user_who_performed_action"];
+
+/// Whether [`exchange_column`] reads `column` (a sort column of `/api/exchanges`).
+pub fn exchange_column_is_cheap(column: &str) -> bool {
+    EXCHANGE_COLUMNS.contains(&column) || under_message_stats(column).is_some()
+}
+
+/// What [`exchange`] would give at `column` (one [`exchange_column_is_cheap`] accepts),
+/// without building it.
+pub fn exchange_column(vhost: &str, x: &ExchangeView, column: &str) -> Option<Value> {
+    if let Some(path) = under_message_stats(column) {
+        let entries = exchange_stat_entries(x);
+        return if entries.is_empty() { None } else { stats_column(&entries, path) };
+    }
+    let value = match column {
+        "vhost" => json!(vhost),
+        "name" => json!(lossy(x.name.as_bytes())),
+        "type" => json!(x.type_name),
+        "durable" => json!(x.durable),
+        "auto_delete" => json!(x.auto_delete),
+        "internal" => json!(x.internal),
+        "user_who_performed_action" => json!(""),
+        _ => return None,
+    };
+    Some(value)
+}
+
 /// A binding, with its properties key (what identifies it in a path).
 pub fn binding(vhost: &str, b: &BindingView) -> Value {
-    let (destination, destination_type) = match &b.destination {
-        Destination::Queue(q) => (q, "queue"),
-        Destination::Exchange(x) => (x, "exchange"),
-    };
+    let (destination, destination_type) = destination_of(b);
     json!({
         "source": lossy(b.source.as_bytes()),
         "vhost": vhost,
@@ -168,6 +313,38 @@ pub fn binding(vhost: &str, b: &BindingView) -> Value {
         "arguments": table_to_json(&b.arguments),
         "properties_key": properties_key(b),
     })
+}
+
+/// Columns of a binding's JSON that [`binding_column`] reads without building it.
+const BINDING_COLUMNS: [&str; 6] =
+    ["source", "vhost", "destination", "destination_type", "routing_key", "properties_key"];
+
+/// Whether [`binding_column`] reads `column` (a sort column of a bindings list).
+pub fn binding_column_is_cheap(column: &str) -> bool {
+    BINDING_COLUMNS.contains(&column)
+}
+
+/// What [`binding`] would give at `column` (one [`binding_column_is_cheap`] accepts, or
+/// `name`, which bindings have not), without building it.
+pub fn binding_column(vhost: &str, b: &BindingView, column: &str) -> Option<Value> {
+    let value = match column {
+        "source" => json!(lossy(b.source.as_bytes())),
+        "vhost" => json!(vhost),
+        "destination" => json!(lossy(destination_of(b).0.as_bytes())),
+        "destination_type" => json!(destination_of(b).1),
+        "routing_key" => json!(lossy(b.routing_key.as_bytes())),
+        "properties_key" => json!(properties_key(b)),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// A binding's destination and its kind's name.
+fn destination_of(b: &BindingView) -> (&lepus_protocol::ShortStr, &'static str) {
+    match &b.destination {
+        Destination::Queue(q) => (q, "queue"),
+        Destination::Exchange(x) => (x, "exchange"),
+    }
 }
 
 /// What `quote_plus` leaves alone: letters, digits and `-_.~` (then `~` is escaped too).
@@ -285,6 +462,43 @@ mod tests {
             routing_key: ShortStr::from_static(key),
             arguments: args,
         }
+    }
+
+    #[test]
+    fn the_web_uis_sort_columns_are_read_without_building_objects() {
+        for column in ["messages", "consumers", "memory", "message_stats.publish_details.rate", "message_stats"] {
+            assert!(queue_column_is_cheap(column), "{column}");
+        }
+        for column in ["message_stats.publish_in_details.rate", "message_stats.publish_out", "type", "name"] {
+            assert!(exchange_column_is_cheap(column), "{column}");
+        }
+        assert!(binding_column_is_cheap("routing_key") && binding_column_is_cheap("properties_key"));
+        for costly in ["arguments", "arguments.x-max-length", "messages_details.rate", "message_statsx"] {
+            assert!(!queue_column_is_cheap(costly) && !exchange_column_is_cheap(costly), "{costly}");
+        }
+        assert!(!binding_column_is_cheap("arguments"));
+    }
+
+    #[test]
+    fn message_stats_columns_as_the_object_has_them() {
+        let entries: Vec<StatEntry> = vec![("publish", 4, 0.8), ("deliver_get", 0, 0.0)];
+        let object = stats_object(&entries);
+        for path in [
+            "publish",
+            "publish_details.rate",
+            "deliver_get",
+            "ack",
+            "ack_details.rate",
+            "publish.x",
+            "publish_details.x",
+        ] {
+            let looked_up = path.split('.').try_fold(&object, |v, key| v.get(key));
+            assert_eq!(stats_column(&entries, path).as_ref(), looked_up.filter(|v| !v.is_object()), "{path}");
+        }
+        assert!(stats_column(&entries, "publish_details").is_some_and(|v| v.is_object()));
+        assert_eq!(under_message_stats("message_stats.publish"), Some("publish"));
+        assert_eq!(under_message_stats("message_stats"), Some(""));
+        assert_eq!(under_message_stats("message_statsx"), None);
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Server {
                 limits: lepus_management::http::HttpLimits {
                     header_timeout_ms: self.config.http_header_timeout_ms,
                     connection_max: self.config.http_connection_max,
+                    ..lepus_management::http::HttpLimits::default()
                 },
                 login_failure_delay_ms: self.config.login_failure_delay_ms,
                 login_failures_per_minute: self.config.login_failures_per_minute,

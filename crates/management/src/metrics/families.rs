@@ -59,11 +59,12 @@ impl Collector for Scrape {
         match &self.scope {
             Scope::Detailed { families, vhosts } => self.detailed(&mut e, families, vhosts),
             Scope::Aggregated | Scope::PerObject => {
+                let queues = self.read_queues(&[]);
                 self.identity(&mut e)?;
                 self.process(&mut e)?;
-                self.objects(&mut e)?;
+                self.objects(&mut e, &queues)?;
                 self.global_counters(&mut e)?;
-                self.queues(&mut e, matches!(self.scope, Scope::PerObject))
+                self.queues(&mut e, matches!(self.scope, Scope::PerObject), &queues)
             }
         }
     }
@@ -215,12 +216,13 @@ impl Scrape {
     }
 
     /// Connections, channels, queues, consumers: counts now and churn since start.
-    fn objects(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+    fn objects(&self, e: &mut DescriptorEncoder, queue_readings: &[QueueReading]) -> fmt::Result {
         let registry = self.api.broker.connections();
         let (opened, closed) = registry.churn();
         let (channels_opened, channels_closed) = registry.channel_churn();
         let (declared, created, deleted) = self.api.broker.queue_churn();
-        let (queues, consumers) = self.queue_and_consumer_counts();
+        let queues = queue_readings.len() as u64;
+        let consumers = queue_readings.iter().map(|r| u64::from(r.counts.consumers)).sum();
         gauge(e, "rabbitmq_connections", "Connections currently open", registry.len() as u64)?;
         counter(e, "rabbitmq_connections_opened", "Total number of connections opened", opened)?;
         counter(e, "rabbitmq_connections_closed", "Total number of connections closed or terminated", closed)?;
@@ -244,15 +246,20 @@ impl Scrape {
         )
     }
 
-    fn queue_and_consumer_counts(&self) -> (u64, u64) {
-        let (mut queues, mut consumers) = (0, 0);
+    /// Every queue (in `vhosts`; none: all) read once: its counts under its lock, held only
+    /// for that copy, and its published counter without it.
+    fn read_queues(&self, vhosts: &[String]) -> Vec<QueueReading> {
+        let mut readings = Vec::new();
         for vhost in self.api.broker.vhosts() {
+            if !vhosts.is_empty() && !vhosts.iter().any(|v| **v == *vhost.name) {
+                continue;
+            }
             for queue in vhost.queue_list() {
-                queues += 1;
-                consumers += u64::from(queue.inspect_counts().consumers);
+                let (counts, published) = (queue.inspect_counts(), queue.stats().get(Stat::Published));
+                readings.push(QueueReading { queue, counts, published });
             }
         }
-        (queues, consumers)
+        readings
     }
 
     /// RabbitMQ's global counters (`rabbitmq_global_messages_*_total`) and the channel
@@ -342,27 +349,20 @@ impl Scrape {
     }
 
     /// Queue series: summed (aggregated), or one per queue.
-    fn queues(&self, e: &mut DescriptorEncoder, per_object: bool) -> fmt::Result {
-        let mut queues = Vec::new();
-        for vhost in self.api.broker.vhosts() {
-            for queue in vhost.queue_list() {
-                let counts = queue.inspect_counts();
-                queues.push((queue, counts));
-            }
-        }
+    fn queues(&self, e: &mut DescriptorEncoder, per_object: bool, queues: &[QueueReading]) -> fmt::Result {
         if per_object {
             let all: Vec<&QueueFamily> = QUEUE_FAMILIES.iter().collect();
-            return encode_queue_families(e, "rabbitmq_", &queues, &all);
+            return encode_queue_families(e, "rabbitmq_", queues, &all);
         }
         let mut total = QueueCounts::default();
         let mut published = 0u64;
-        for (queue, c) in &queues {
+        for QueueReading { counts: c, published: p, .. } in queues {
             total.ready += c.ready;
             total.ready_bytes += c.ready_bytes;
             total.unacked += c.unacked;
             total.consumers += c.consumers;
             total.paged_out += c.paged_out;
-            published += queue.stats().get(Stat::Published);
+            published += p;
         }
         for series in QUEUE_FAMILIES.iter().flat_map(|f| f.series) {
             let (name, value) = (format!("rabbitmq_{}", series.name), (series.read)(&total, published));
@@ -382,18 +382,16 @@ impl Scrape {
         if chosen.is_empty() {
             return Ok(());
         }
-        let mut queues = Vec::new();
-        for vhost in self.api.broker.vhosts() {
-            if !vhosts.is_empty() && !vhosts.iter().any(|v| **v == *vhost.name) {
-                continue;
-            }
-            for queue in vhost.queue_list() {
-                let counts = queue.inspect_counts();
-                queues.push((queue, counts));
-            }
-        }
-        encode_queue_families(e, "rabbitmq_detailed_", &queues, &chosen)
+        encode_queue_families(e, "rabbitmq_detailed_", &self.read_queues(vhosts), &chosen)
     }
+}
+
+/// One queue as a scrape reads it, once.
+struct QueueReading {
+    queue: lepus_broker::QueueRef,
+    counts: QueueCounts,
+    /// Messages enqueued (its `Published` counter).
+    published: u64,
 }
 
 /// One per-queue series.
@@ -456,16 +454,16 @@ const QUEUE_FAMILIES: [QueueFamily; 2] = [
 fn encode_queue_families(
     e: &mut DescriptorEncoder,
     prefix: &str,
-    queues: &[(lepus_broker::QueueRef, QueueCounts)],
+    queues: &[QueueReading],
     families: &[&QueueFamily],
 ) -> fmt::Result {
     for series in families.iter().flat_map(|f| f.series) {
         let name = format!("{prefix}{}", series.name);
         let kind = if series.counter { MetricType::Counter } else { MetricType::Gauge };
         let mut family = e.encode_descriptor(&name, series.help, None, kind)?;
-        for (queue, counts) in queues {
+        for QueueReading { queue, counts, published } in queues {
             let labels = queue_labels(queue);
-            let value = (series.read)(counts, queue.stats().get(Stat::Published));
+            let value = (series.read)(counts, *published);
             encode_value(family.encode_family(&labels)?, &kind, value)?;
         }
     }

@@ -2,6 +2,8 @@
 //! create (`POST`, 201 with a `Location` header ending in the binding's properties key), show
 //! and delete by properties key — through `Command::Bind`/`Unbind`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
@@ -19,7 +21,7 @@ use crate::ApiRef;
 use crate::auth::Caller;
 use crate::convert::{body_json, json_to_table, short, text};
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{ListQuery, respond, respond_one};
+use crate::listing::{Lazy, ListQuery, respond_lazily, respond_one};
 use crate::views;
 
 pub fn routes() -> Router<ApiRef> {
@@ -33,9 +35,9 @@ pub fn routes() -> Router<ApiRef> {
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
     for v in vhosts_for(&api, &caller, None)? {
-        items.extend(v.binding_views().iter().map(|b| views::binding(&v.name, b)));
+        items.extend(v.binding_views().into_iter().map(|b| (v.name.clone(), b)));
     }
-    Ok(Json(respond(items, &q, &[])?))
+    Ok(Json(respond_bindings(items, &q)?))
 }
 
 async fn list_in(
@@ -45,8 +47,21 @@ async fn list_in(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
-    let items = v.binding_views().iter().map(|b| views::binding(&v.name, b)).collect();
-    Ok(Json(respond(items, &q, &[])?))
+    Ok(Json(respond_bindings(in_vhost(&v, v.binding_views()), &q)?))
+}
+
+/// `bindings` of `v`, each with its vhost's name.
+pub(super) fn in_vhost(v: &VHost, bindings: Vec<BindingView>) -> Vec<(Arc<str>, BindingView)> {
+    bindings.into_iter().map(|b| (v.name.clone(), b)).collect()
+}
+
+/// A list of bindings (each with its vhost's name) as `q` asks, in the order given unless it
+/// asks for a sort: paged and sorted by their plain fields, only the page's are turned into
+/// JSON.
+pub(super) fn respond_bindings(items: Vec<(Arc<str>, BindingView)>, q: &ListQuery) -> ApiResult<Value> {
+    let value = |(vhost, b): &(Arc<str>, BindingView), column: &str| views::binding_column(vhost, b, column);
+    let lazy = Lazy { cheap: &views::binding_column_is_cheap, value: &value, default_sort: &[] };
+    respond_lazily(items, q, lazy, |(vhost, b)| views::binding(vhost, b))
 }
 
 /// A path's source and destination, checked to exist.
@@ -88,8 +103,7 @@ async fn between(
 ) -> ApiResult<Json<Value>> {
     let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
     let e = ends(&v, &source, &kind, &destination)?;
-    let items = bindings_between(&v, &e).iter().map(|b| views::binding(&v.name, b)).collect();
-    Ok(Json(respond(items, &q, &[])?))
+    Ok(Json(respond_bindings(in_vhost(&v, bindings_between(&v, &e)), &q)?))
 }
 
 async fn create(

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use lepus_broker::command::Command;
 use lepus_broker::exchange::Destination;
-use lepus_broker::vhost::ExchangeDeclare;
+use lepus_broker::vhost::{BindingView, ExchangeDeclare, ExchangeView};
 use lepus_broker::{Durable, Message, MessageHeaders, Publish};
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ use crate::ApiRef;
 use crate::auth::Caller;
 use crate::convert::{body_json, flag, json_to_properties, json_to_table, short, text};
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{ListQuery, respond, respond_one};
+use crate::listing::{Lazy, ListQuery, respond_lazily, respond_one};
 use crate::views;
 
 pub fn routes() -> Router<ApiRef> {
@@ -35,16 +35,20 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/exchanges/{vhost}/{name}/bindings/destination", get(bindings_destination))
 }
 
-fn items(api: &ApiRef, caller: &Caller, vhost: Option<&str>) -> ApiResult<Vec<Value>> {
-    let mut out = Vec::new();
+/// The exchanges of one vhost or all the caller may see, as a list answer: paged and sorted by
+/// name, publish counts or other plain fields, only the page's are turned into JSON.
+fn list_exchanges(api: &ApiRef, caller: &Caller, vhost: Option<&str>, q: &ListQuery) -> ApiResult<Value> {
+    let mut exchanges = Vec::new();
     for v in vhosts_for(api, caller, vhost)? {
-        out.extend(v.exchange_views().iter().map(|x| views::exchange(&v.name, x)));
+        exchanges.extend(v.exchange_views().into_iter().map(|x| (v.name.clone(), x)));
     }
-    Ok(out)
+    let value = |(vhost, x): &(Arc<str>, ExchangeView), column: &str| views::exchange_column(vhost, x, column);
+    let lazy = Lazy { cheap: &views::exchange_column_is_cheap, value: &value, default_sort: &["vhost", "name"] };
+    respond_lazily(exchanges, q, lazy, |(vhost, x)| views::exchange(vhost, x))
 }
 
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    Ok(Json(respond(items(&api, &caller, None)?, &q, &["vhost", "name"])?))
+    Ok(Json(list_exchanges(&api, &caller, None, &q)?))
 }
 
 async fn list_in(
@@ -53,7 +57,7 @@ async fn list_in(
     Path(vhost): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(respond(items(&api, &caller, Some(&vhost))?, &q, &["vhost", "name"])?))
+    Ok(Json(list_exchanges(&api, &caller, Some(&vhost), &q)?))
 }
 
 async fn show(
@@ -182,19 +186,21 @@ async fn wait_durable(api: &ApiRef, token: Durable) -> ApiResult<()> {
     }
 }
 
+/// The bindings of exchange `name` that `keep` picks, as a list answer.
 fn bindings_where(
     api: &ApiRef,
     caller: &Caller,
-    vhost: &str,
-    name: &str,
-    keep: impl Fn(&lepus_broker::vhost::BindingView, &[u8]) -> bool,
-) -> ApiResult<Vec<Value>> {
+    (vhost, name): (&str, &str),
+    q: &ListQuery,
+    keep: impl Fn(&BindingView, &[u8]) -> bool,
+) -> ApiResult<Value> {
     let v = vhosts_for(api, caller, Some(vhost))?.remove(0);
     let name = exchange_name(name);
     if !v.exchange_exists(name.as_bytes()) {
         return Err(ApiError::NotFound);
     }
-    Ok(v.binding_views().iter().filter(|b| keep(b, name.as_bytes())).map(|b| views::binding(&v.name, b)).collect())
+    let picked = v.binding_views().into_iter().filter(|b| keep(b, name.as_bytes())).collect();
+    super::bindings::respond_bindings(super::bindings::in_vhost(&v, picked), q)
 }
 
 async fn bindings_source(
@@ -203,8 +209,7 @@ async fn bindings_source(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let items = bindings_where(&api, &caller, &vhost, &name, |b, x| b.source.as_bytes() == x)?;
-    Ok(Json(respond(items, &q, &[])?))
+    Ok(Json(bindings_where(&api, &caller, (&vhost, &name), &q, |b, x| b.source.as_bytes() == x)?))
 }
 
 async fn bindings_destination(
@@ -213,12 +218,7 @@ async fn bindings_destination(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let items = bindings_where(
-        &api,
-        &caller,
-        &vhost,
-        &name,
-        |b, x| matches!(&b.destination, Destination::Exchange(d) if d.as_bytes() == x),
-    )?;
-    Ok(Json(respond(items, &q, &[])?))
+    let to_exchange =
+        |b: &BindingView, x: &[u8]| matches!(&b.destination, Destination::Exchange(d) if d.as_bytes() == x);
+    Ok(Json(bindings_where(&api, &caller, (&vhost, &name), &q, to_exchange)?))
 }

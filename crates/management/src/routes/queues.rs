@@ -22,7 +22,7 @@ use crate::ApiRef;
 use crate::auth::Caller;
 use crate::convert::{body_json, flag, json_to_table, number, properties_to_json, short, text};
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{CheapColumns, ListQuery, respond, respond_lazily, respond_one};
+use crate::listing::{Lazy, ListQuery, respond_lazily, respond_one};
 use crate::views;
 
 pub fn routes() -> Router<ApiRef> {
@@ -42,30 +42,16 @@ pub fn routes() -> Router<ApiRef> {
 }
 
 /// The queues of one vhost or all the caller may see, as a list answer: paged and sorted by
-/// name or counts, only the page's queues are turned into JSON (100,000 queues cost a page).
+/// name, counts, counters or other plain fields, only the page's queues are turned into JSON
+/// (100,000 queues cost a page).
 fn list_queues(api: &ApiRef, caller: &Caller, vhost: Option<&str>, q: &ListQuery) -> ApiResult<Value> {
     let mut queues = Vec::new();
     for v in vhosts_for(api, caller, vhost)? {
         queues.extend(v.queue_list());
     }
-    let value = |queue: &QueueRef, column: &str| match column {
-        "vhost" => json!(&*queue.vhost),
-        "name" => json!(String::from_utf8_lossy(queue.name.as_bytes())),
-        "type" => json!(views::queue_type(queue)),
-        "consumers" => json!(queue.inspect_counts().consumers),
-        "messages_ready" => json!(queue.inspect_counts().ready),
-        "messages_unacknowledged" => json!(queue.inspect_counts().unacked),
-        "messages" => {
-            let c = queue.inspect_counts();
-            json!(u64::from(c.ready) + c.unacked)
-        }
-        _ => Value::Null,
-    };
-    let cheap = CheapColumns {
-        names: &["vhost", "name", "type", "consumers", "messages", "messages_ready", "messages_unacknowledged"],
-        value: &value,
-    };
-    respond_lazily(queues, q, cheap, |queue| views::queue(api, queue, &queue.inspect_counts()))
+    let value = |queue: &QueueRef, column: &str| views::queue_column(api, queue, column);
+    let lazy = Lazy { cheap: &views::queue_column_is_cheap, value: &value, default_sort: &["vhost", "name"] };
+    respond_lazily(queues, q, lazy, |queue| views::queue(api, queue, &queue.inspect_counts()))
 }
 
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
@@ -262,11 +248,10 @@ async fn bindings(
 ) -> ApiResult<Json<Value>> {
     let v = vhosts_for(&api, &caller, Some(&vhost))?.remove(0);
     v.queue_named(name.as_bytes()).ok_or(ApiError::NotFound)?;
-    let items = v
+    let to_queue = v
         .binding_views()
-        .iter()
+        .into_iter()
         .filter(|b| matches!(&b.destination, Destination::Queue(d) if d.as_bytes() == name.as_bytes()))
-        .map(|b| views::binding(&v.name, b))
         .collect();
-    Ok(Json(respond(items, &q, &[])?))
+    Ok(Json(super::bindings::respond_bindings(super::bindings::in_vhost(&v, to_queue), &q)?))
 }
