@@ -214,8 +214,21 @@ async fn overview_nodes_and_health_checks() {
         let (used, total) = (nodes[0][used].as_u64().expect(used), nodes[0][total].as_u64().expect(total));
         assert!(used <= total && total > 0, "{used} of {total}");
     }
+    // Mechanisms as offered here (no TLS listener: no EXTERNAL), churn on the node too.
+    let enabled: Vec<&str> = nodes[0]["auth_mechanisms"]
+        .as_array()
+        .expect("auth_mechanisms")
+        .iter()
+        .filter(|m| m["enabled"] == true)
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(enabled, ["PLAIN", "AMQPLAIN"]);
+    assert!(nodes[0]["exchange_types"][0]["description"].is_string());
+    assert!(nodes[0]["connection_created"].is_u64() && nodes[0]["queue_declared_details"]["rate"].is_f64());
     assert_eq!(http.get(&format!("/api/nodes/{node}")).await.status, 200);
     assert_eq!(http.get("/api/nodes/rabbit@elsewhere").await.status, 404);
+    let auth = http.call("GET", "/api/auth", None, false).await;
+    assert_eq!((auth.status, &auth.body["enable_uaa"]), (200, &json!(false)), "asked before login");
     for check in ["alarms", "local-alarms", "virtual-hosts", "node-is-mirror-sync-critical"] {
         let r = http.get(&format!("/api/health/checks/{check}")).await;
         assert_eq!((r.status, r.body), (200, json!({"status": "ok"})), "{check}");

@@ -27,6 +27,13 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/nodes/{name}", get(node))
         .route("/api/cluster-name", get(cluster_name).put(set_cluster_name))
         .route("/api/extensions", get(|_: Caller| async { Json(json!([])) }))
+        // Asked before login by RabbitMQ's own UI and tools: no OAuth 2 here.
+        .route(
+            "/api/auth",
+            get(|| async {
+                Json(json!({"enable_uaa": false, "uaa_client_id": "", "uaa_location": "", "oauth_enabled": false}))
+            }),
+        )
 }
 
 async fn whoami(caller: Caller) -> Json<Value> {
@@ -134,7 +141,7 @@ fn node_json(api: &ApiRef) -> Value {
     let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let alarms = api.broker.alarms();
     let (reading, limits, active) = (alarms.reading(), alarms.limits(), alarms.active());
-    json!({
+    let mut node = json!({
         "name": api.node.name,
         "type": "disc",
         "running": true,
@@ -158,8 +165,28 @@ fn node_json(api: &ApiRef) -> Value {
         "rates_mode": "basic",
         "run_queue": 0,
         "applications": [],
-        "exchange_types": EXCHANGE_TYPES.iter().map(|(n, _)| json!({"name": n, "enabled": true})).collect::<Vec<_>>(),
-    })
+        "exchange_types": EXCHANGE_TYPES
+            .iter()
+            .map(|(n, d)| json!({"name": n, "description": d, "enabled": true}))
+            .collect::<Vec<_>>(),
+        "auth_mechanisms": auth_mechanisms(api),
+    });
+    // The node's churn counters, as 3.10.8 shows them on the node too.
+    if let (Value::Object(node), Value::Object(churn)) = (&mut node, churn_rates(&api.broker)) {
+        node.extend(churn);
+    }
+    node
+}
+
+/// The SASL mechanisms as RabbitMQ lists them: EXTERNAL is offered only by a TLS listener
+/// that verifies client certificates (one with a CA file).
+fn auth_mechanisms(api: &ApiRef) -> Value {
+    let external = api.node.tls_files.as_ref().is_some_and(|t| t.cacertfile.is_some());
+    json!([
+        {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
+        {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
+        {"name": "EXTERNAL", "description": "TLS peer verification-based authentication", "enabled": external},
+    ])
 }
 
 async fn nodes(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
