@@ -24,6 +24,7 @@
 //!   timeout, request head size, open connections).
 
 mod auth;
+mod channel_views;
 mod convert;
 mod error;
 mod get;
