@@ -51,7 +51,7 @@ export function channels(main) {
     id: 'channels', scoped: true, path: underVhost('channels'),
     columns: [
       vhostColumn,
-      { label: 'Channel', cell: (c) => c.name, cols: ['name'], sort: 'name' },
+      { label: 'Channel', cell: (c) => h('a', { href: `#/channels/${seg(c.name)}` }, c.name), cols: ['name'], sort: 'name' },
       { label: 'User', cell: (c) => c.user, cols: ['user'], sort: 'user' },
       { label: 'Mode', cell: mode, cols: ['confirm', 'transactional'] },
       { label: 'State', cell: (c) => c.state, cols: ['state'] },
