@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use lepus_broker::channel_stats::{ChannelConsumer, ChannelGauges, ChannelRef, ChannelTally};
 use lepus_broker::{ChannelGate, ConsumerId, Durable, Message, MessageBuilder, MessageRef, QueueRef};
 use lepus_protocol::ShortStr;
 use lepus_protocol::content::ContentHeader;
@@ -130,6 +131,10 @@ pub(crate) struct Channel {
     /// (`x-consumer-timeout-action`): a late ack, nack or reject of one is ignored. At most
     /// [`TIMED_OUT_TAGS_MAX`], the oldest forgotten first.
     pub timed_out: BTreeSet<u64>,
+    /// Its record in the connection registry, and the counts not yet published to it (see
+    /// `lepus_broker::channel_stats`).
+    pub record: ChannelRef,
+    pub tally: ChannelTally,
 }
 
 /// How many timed-out delivery tags a channel remembers; a late settle of one forgotten is
@@ -137,8 +142,10 @@ pub(crate) struct Channel {
 pub(crate) const TIMED_OUT_TAGS_MAX: usize = 65_536;
 
 impl Channel {
-    pub fn new() -> Channel {
+    pub fn new(record: ChannelRef) -> Channel {
         Channel {
+            record,
+            tally: ChannelTally::default(),
             phase: ChannelPhase::Open,
             gate: Arc::new(ChannelGate::default()),
             consumer_prefetch: 0,
@@ -155,6 +162,38 @@ impl Channel {
             timer: None,
             timed_out: BTreeSet::new(),
         }
+    }
+
+    /// Its gauges now, for its record: consumers, prefetch, modes, unsettled messages.
+    pub fn gauges(&self) -> ChannelGauges {
+        let confirms = self.confirms.as_ref();
+        ChannelGauges {
+            consumers: self.consumers.len() as u64,
+            prefetch: u64::from(self.consumer_prefetch),
+            global_prefetch: u64::from(self.gate.prefetch.load(std::sync::atomic::Ordering::Relaxed)),
+            confirm: confirms.is_some(),
+            transactional: self.tx.is_some(),
+            unacked: self.unacked.len() as u64,
+            unconfirmed: confirms.map_or(0, |c| c.last_published.saturating_sub(c.acked_through)),
+            uncommitted: self.tx.as_ref().map_or(0, |t| t.publishes.len() as u64),
+            acks_uncommitted: self.tx.as_ref().map_or(0, |t| t.settles.len() as u64),
+        }
+    }
+
+    /// Publishes its counts and gauges to its record (once per turn of the connection's loop).
+    pub fn publish_stats(&mut self) {
+        let counts = self.tally.take_due();
+        self.record.publish(&counts, self.gauges());
+    }
+
+    /// Writes its consumers' ids and tags into its record (on consume and cancel).
+    pub fn publish_consumers(&self) {
+        let list = self.consumers.iter().map(|(tag, c)| ChannelConsumer {
+            id: c.id,
+            tag: tag.to_string(),
+            queue: c.queue.as_ref().map(|q| q.name.to_string()),
+        });
+        self.record.set_consumers(list);
     }
 
     /// Remembers tags of deliveries a consumer timeout took back; returns how many older
@@ -196,7 +235,7 @@ mod tests {
 
     #[test]
     fn timed_out_tags_are_bounded_and_forgotten_by_multiple_settles() {
-        let mut ch = Channel::new();
+        let mut ch = Channel::new(std::sync::Arc::new(lepus_broker::channel_stats::ChannelStats::new(1)));
         assert_eq!(ch.remember_timed_out([3, 5, 9]), 0);
         assert!(!ch.forget_timed_out_through(4), "4 was not taken back");
         assert_eq!(ch.timed_out.iter().copied().collect::<Vec<_>>(), vec![5, 9]);

@@ -1,5 +1,6 @@
 //! The connection registry: who is connected, from where, as whom, to which vhost, with how
-//! many channels and what they have published and consumed. Front ends register a
+//! which channels (each with its statistics record, see [`crate::channel_stats`]) and what
+//! they have published and consumed. Front ends register a
 //! connection once it is open and deregister it when it ends; the management API, metrics
 //! and vhost deletion read it. Protocol-neutral: a connection names its protocol.
 
@@ -13,11 +14,12 @@ use parking_lot::Mutex;
 
 use crate::outlet::Wake;
 
+use crate::channel_stats::{ChannelRef, ChannelStats};
 use crate::io_stats::IoStats;
 use crate::outlet::ConsumerId;
 use crate::stats::{Counters, SizeHistogram, SizeSnapshot, Snapshot};
 
-/// A registered connection. Fixed at registration, except the channel count and counters.
+/// A registered connection. Fixed at registration, except its channels and counters.
 #[derive(Debug)]
 pub struct ConnectionInfo {
     pub id: u64,
@@ -29,8 +31,10 @@ pub struct ConnectionInfo {
     /// What the client said about itself (AMQP: `client_properties` of `start-ok`).
     pub client_properties: FieldTable,
     pub connected_at_ms: u64,
-    /// Open channels (sessions).
+    /// Open channels (sessions): the length of `channel_list`, set with it.
     pub channels: AtomicU32,
+    /// The open channels' records, by number; changed when a channel opens or closes.
+    pub channel_list: Mutex<Vec<ChannelRef>>,
     /// Written by the connection's own task only (see [`crate::stats`]).
     pub stats: Counters,
     /// Of `stats`' deliveries, gets, redeliveries and acks, those of quorum queues (metrics
@@ -68,6 +72,29 @@ impl ConnectionState {
 }
 
 impl ConnectionInfo {
+    /// Enters channel `number` (its connection's task, at `channel.open`) and returns its
+    /// record; the channel count follows.
+    pub fn open_channel(&self, number: u16) -> ChannelRef {
+        let record = Arc::new(ChannelStats::new(number));
+        let mut list = self.channel_list.lock();
+        let at = list.partition_point(|c| c.number < number);
+        list.insert(at, record.clone());
+        self.channels.store(list.len() as u32, Ordering::Relaxed);
+        record
+    }
+
+    /// Removes channel `number` (closed); the channel count follows.
+    pub fn close_channel(&self, number: u16) {
+        let mut list = self.channel_list.lock();
+        list.retain(|c| c.number != number);
+        self.channels.store(list.len() as u32, Ordering::Relaxed);
+    }
+
+    /// The open channels' records, by number.
+    pub fn channel_records(&self) -> Vec<ChannelRef> {
+        self.channel_list.lock().clone()
+    }
+
     /// Its state, given whether any alarm is set now (every connection is `blocking` then,
     /// publisher or not, as in RabbitMQ).
     pub fn state(&self, alarm_set: bool) -> ConnectionState {
@@ -290,10 +317,14 @@ impl Registry {
         open.values().filter(|c| c.stats.get(crate::stats::Stat::Published) > 0).count() as u64
     }
 
-    /// Samples every open connection's socket counters (the broker's rate sampler).
+    /// Samples every open connection's socket counters and its channels' counts (the
+    /// broker's rate sampler).
     pub(crate) fn sample_io(&self, now_ms: u64) {
         for c in self.list() {
             c.io.sample(now_ms);
+            for channel in c.channel_records() {
+                channel.sample(now_ms);
+            }
         }
     }
 
@@ -347,6 +378,7 @@ mod tests {
             client_properties: FieldTable::new(),
             connected_at_ms: 0,
             channels: AtomicU32::new(0),
+            channel_list: Mutex::default(),
             stats: Counters::default(),
             quorum_stats: Counters::default(),
             sizes: SizeHistogram::default(),
@@ -392,6 +424,20 @@ mod tests {
         assert!(r.admit(info(&r, "b"), limits(2, None, None)).is_ok());
         assert_eq!(r.admit(info(&r, "c"), limits(2, None, None)).unwrap_err(), Refusal::Node(2));
         assert_eq!(r.close_where(|c| c.user == "b", "bye"), 1);
+    }
+
+    #[test]
+    fn channels_are_listed_by_number_and_counted() {
+        let r = Registry::default();
+        let c = r.register(info(&r, "a"));
+        c.open_channel(3);
+        c.open_channel(1);
+        assert_eq!(c.channel_records().iter().map(|ch| ch.number).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!((c.channels.load(Ordering::Relaxed), r.user_channels("a")), (2, 2));
+        c.close_channel(3);
+        c.close_channel(7);
+        assert_eq!(c.channel_records().iter().map(|ch| ch.number).collect::<Vec<_>>(), [1]);
+        assert_eq!(r.channels(), 1);
     }
 
     #[test]

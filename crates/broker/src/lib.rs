@@ -39,6 +39,7 @@
 pub mod alarms;
 pub mod args;
 pub mod broker;
+pub mod channel_stats;
 pub mod clock;
 pub mod command;
 pub mod connections;

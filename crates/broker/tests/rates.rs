@@ -84,6 +84,7 @@ fn the_broker_s_rates_come_from_the_connection_registry_s_totals() {
         client_properties: FieldTable::new(),
         connected_at_ms: 0,
         channels: Default::default(),
+        channel_list: Default::default(),
         stats: Default::default(),
         quorum_stats: Default::default(),
         sizes: Default::default(),

@@ -27,6 +27,7 @@
 
 mod auth;
 mod cert_expiry;
+mod channel_views;
 mod convert;
 mod error;
 mod get;

@@ -63,6 +63,7 @@ const ASSETS: &[Asset] = &[
     asset!("page-lists.js", JS),
     asset!("page-queue.js", JS),
     asset!("page-exchange.js", JS),
+    asset!("page-channel.js", JS),
     asset!("page-admin.js", JS),
 ];
 

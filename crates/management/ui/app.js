@@ -9,6 +9,7 @@ import { overview } from '/ui/page-overview.js';
 import { connections, channels, exchanges, queues } from '/ui/page-lists.js';
 import { queuePage } from '/ui/page-queue.js';
 import { exchangePage } from '/ui/page-exchange.js';
+import { channelPage } from '/ui/page-channel.js';
 import { users, vhosts, permissions, topicPermissions, limits, policies } from '/ui/page-admin.js';
 
 const PAGES = {
@@ -68,6 +69,11 @@ function route() {
   if (parts[0] === 'exchanges' && parts.length === 3) {
     showHeader('exchanges');
     stopPage = exchangePage(main, parts[1], parts[2] === 'amq.default' ? '' : parts[2]);
+    return;
+  }
+  if (parts[0] === 'channels' && parts.length === 2) {
+    showHeader('channels');
+    stopPage = channelPage(main, parts[1]);
     return;
   }
   const page = PAGES[parts[0]] ? parts[0] : '';

@@ -51,11 +51,28 @@ export function channels(main) {
     id: 'channels', scoped: true, path: underVhost('channels'),
     columns: [
       vhostColumn,
-      { label: 'Channel', cell: (c) => c.name, cols: ['name'], sort: 'name' },
+      { label: 'Channel', cell: (c) => h('a', { href: `#/channels/${seg(c.name)}` }, c.name), cols: ['name'], sort: 'name' },
       { label: 'User', cell: (c) => c.user, cols: ['user'], sort: 'user' },
+      { label: 'Mode', cell: mode, cols: ['confirm', 'transactional'] },
       { label: 'State', cell: (c) => c.state, cols: ['state'] },
+      { label: 'Consumers', cell: (c) => num(c.consumer_count), cols: ['consumer_count'], sort: 'consumer_count', num: true },
+      { label: 'Prefetch', cell: (c) => num(c.prefetch_count), cols: ['prefetch_count'], sort: 'prefetch_count', num: true },
+      { label: 'Unacked', cell: (c) => num(c.messages_unacknowledged), cols: ['messages_unacknowledged'],
+        sort: 'messages_unacknowledged', num: true },
+      { label: 'Publish', cell: (c) => rate(c.message_stats?.publish_details) || '0.0/s',
+        cols: ['message_stats.publish_details'], num: true },
+      { label: 'Deliver / get', cell: (c) => rate(c.message_stats?.deliver_get_details) || '0.0/s',
+        cols: ['message_stats.deliver_get_details'], num: true },
+      { label: 'Ack', cell: (c) => rate(c.message_stats?.ack_details) || '0.0/s',
+        cols: ['message_stats.ack_details'], num: true },
     ],
   }));
+}
+
+/// RabbitMQ's channel modes: C (confirm), T (transactional).
+function mode(c) {
+  const tags = [c.confirm && ['C', 'confirm'], c.transactional && ['T', 'transactional']].filter(Boolean);
+  return tags.map(([t, title]) => h('abbr', { class: 'tag', title }, t));
 }
 
 export function exchanges(main) {

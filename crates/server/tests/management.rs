@@ -16,7 +16,7 @@ use hyper::Request;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lepus_broker::alarms::AlarmLimits;
 use lepus_protocol::constants::CONNECTION_FORCED;
@@ -1287,5 +1287,98 @@ async fn rabbit_hole_s_other_calls() {
     assert_eq!(http.get("/api/connections/username/nobody").await.body, json!([]));
     assert_eq!(http.delete("/api/connections/username/guest").await.status, 204);
     assert_eq!(raw.expect_connection_close().await.reply_code, CONNECTION_FORCED);
+    b.stop().await;
+}
+
+/// The channels of `/api/channels`, by number.
+async fn channels_by_number(http: &Http) -> std::collections::BTreeMap<u64, Value> {
+    let list = http.get("/api/channels").await.body;
+    let list = list.as_array().expect("list").iter();
+    list.map(|c| (c["number"].as_u64().expect("number"), c.clone())).collect()
+}
+
+/// Two channels of one connection, one publishing with confirms, one consuming with a
+/// prefetch: each is listed with its own number, gauges, counts and rates (from two samples
+/// of the rate timer), and the consumer with its tag and channel, as RabbitMQ 3.10.8 shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_and_consumers_show_their_numbers_tags_counts_and_rates() {
+    let (b, http) = broker().await;
+    let conn = lconn(&b).await;
+    let publisher = lconfirm_chan(&conn).await;
+    let consumer = lchan(&conn).await;
+    let q = uniq("q");
+    ldeclare(&publisher, &q, QueueDeclareOptions::default(), FieldTable::default()).await;
+    guard("qos", consumer.basic_qos(5, Default::default())).await.expect("qos");
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    publish_confirmed(&publisher, "", &q, 10, 10).await;
+    publish_confirmed(&publisher, "", "nowhere", 2, 10).await;
+    let options = BasicConsumeOptions::default();
+    let mut deliveries =
+        clients::lconsume_with(&consumer, &q, "the-tag", options, FieldTable::default()).await.expect("consume");
+    let first = deliveries.take(5).await;
+    guard("ack", consumer.basic_ack(first[1].delivery_tag, BasicAckOptions { multiple: true })).await.expect("ack");
+    deliveries.take(2).await;
+    // A round trip after the deliveries: what the channel counted is published by then.
+    guard("qos", consumer.basic_qos(5, Default::default())).await.expect("qos");
+    b.service.sample_rates(t0 + 5_000);
+
+    let channels = channels_by_number(&http).await;
+    assert_eq!(channels.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let conn_name = channels[&1]["connection_details"]["name"].as_str().expect("name").to_owned();
+    let (one, two) = (&channels[&1], &channels[&2]);
+    assert_eq!(one["name"], format!("{conn_name} (1)"));
+    assert_eq!(
+        (&one["confirm"], &one["consumer_count"], &one["messages_unconfirmed"], &one["state"]),
+        (&json!(true), &json!(0), &json!(0), &json!("running"))
+    );
+    assert_eq!(
+        one["message_stats"],
+        json!({
+            "publish": 12, "publish_details": {"rate": 2.4},
+            "confirm": 12, "confirm_details": {"rate": 2.4},
+            "drop_unroutable": 2, "drop_unroutable_details": {"rate": 0.4},
+            "return_unroutable": 0, "return_unroutable_details": {"rate": 0.0},
+        })
+    );
+    let gauges = ["consumer_count", "prefetch_count", "global_prefetch_count", "messages_unacknowledged"];
+    assert_eq!(gauges.map(|g| two[g].clone()), [json!(1), json!(5), json!(0), json!(5)]);
+    assert_eq!((&two["confirm"], &two["transactional"]), (&json!(false), &json!(false)));
+    let stats = &two["message_stats"];
+    assert_eq!(
+        ["deliver", "deliver_no_ack", "ack", "deliver_get", "get", "get_empty", "redeliver"].map(|k| stats[k].clone()),
+        [json!(7), json!(0), json!(2), json!(7), json!(0), json!(0), json!(0)],
+        "{stats}"
+    );
+    assert_eq!((&stats["deliver_details"], &stats["ack_details"]), (&json!({"rate": 1.4}), &json!({"rate": 0.4})));
+    assert!(stats.get("publish").is_none(), "no publishing counts on a channel that never published");
+
+    let path = format!("/api/channels/{}", encode_segment(&format!("{conn_name} (2)")));
+    let shown = http.get(&path).await.body;
+    assert_eq!(shown["number"], 2);
+    let details = &shown["consumer_details"][0];
+    assert_eq!((&details["consumer_tag"], &details["queue"]["name"]), (&json!("the-tag"), &json!(q)));
+    let unknown = http.get(&format!("/api/channels/{}", encode_segment(&format!("{conn_name} (9)")))).await;
+    assert_eq!((unknown.status, unknown.body), (404, json!({"error": "Object Not Found", "reason": "Not Found"})));
+
+    let expected_channel = json!({
+        "connection_name": conn_name, "name": format!("{conn_name} (2)"), "node": shown["node"],
+        "number": 2, "peer_host": shown["connection_details"]["peer_host"],
+        "peer_port": shown["connection_details"]["peer_port"], "user": "guest",
+    });
+    for path in ["/api/consumers".to_owned(), "/api/consumers/%2F".to_owned(), format!("/api/queues/%2F/{q}")] {
+        let body = http.get(&path).await.body;
+        let consumer = if path.contains("queues") { &body["consumer_details"][0] } else { &body[0] };
+        assert_eq!(consumer["consumer_tag"], "the-tag", "{path}: {body}");
+        assert_eq!(consumer["channel_details"], expected_channel, "{path}");
+    }
+    let of_connection = http.get(&format!("/api/connections/{}/channels", encode_segment(&conn_name))).await.body;
+    assert_eq!(of_connection.as_array().map(Vec::len), Some(2));
+    assert_eq!(http.get("/api/vhosts/%2F/channels").await.body.as_array().map(Vec::len), Some(2));
+
+    guard("close", publisher.close(200, "bye".into())).await.expect("close");
+    assert_eq!(channels_by_number(&http).await.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(connection_named(&http, &conn_name).await["channels"], 1);
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
     b.stop().await;
 }

@@ -112,6 +112,10 @@ async fn a_scrape_after_amqp_traffic_shows_it() {
             ("rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}", 4.0),
             ("rabbitmq_global_publishers{protocol=\"amqp091\"}", 1.0),
             ("rabbitmq_global_consumers{protocol=\"amqp091\"}", 1.0),
+            ("rabbitmq_channel_messages_unacked", 1.0),
+            ("rabbitmq_channel_messages_unconfirmed", 0.0),
+            ("rabbitmq_consumer_prefetch", 1.0),
+            ("rabbitmq_channel_prefetch", 0.0),
         ],
     );
     // RabbitMQ's Prometheus library writes integer bounds and an integer sum, labels first.

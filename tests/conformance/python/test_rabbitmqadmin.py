@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+import management_api
+
 RABBITMQADMIN = os.environ.get("RABBITMQADMIN", "/usr/bin/rabbitmqadmin")
 
 
@@ -171,5 +173,68 @@ def test_nagios_checks_pass(admin, nagios_checks, connect):
         for check, args in checks:
             code, out = nagios(check, *args)
             assert (code, out.split(" - ")[0].split()[-1]) == (0, "OK"), f"{check}: {out}"
+    finally:
+        admin("delete", "queue", f"name={queue}")
+
+
+def test_management_channels_and_consumers_show_numbers_tags_and_counts(admin, connect):
+    """Two channels of one pika connection, one publishing with confirms, one consuming with a
+    prefetch: `/api/channels/{name}` shows each one's gauges and counts, `/api/consumers` and the
+    queue's `consumer_details` the consumer's tag and channel, `rabbitmqadmin list channels` and
+    `list consumers` list them. RabbitMQ emits statistics every 5 s: polled, bounded."""
+    conn = connect()
+    publisher, consumer = conn.channel(), conn.channel()
+    queue, tag = name("queue"), name("tag")
+    publisher.queue_declare(queue)
+    try:
+        publisher.confirm_delivery()
+        for _ in range(3):
+            publisher.basic_publish("", queue, b"m")
+        consumer.basic_qos(prefetch_count=4)
+        tags = []
+        consumer.basic_consume(queue, lambda _ch, method, _p, _b: tags.append(method.delivery_tag), consumer_tag=tag)
+        deadline = time.monotonic() + 30
+        while len(tags) < 3:
+            assert time.monotonic() < deadline, "three deliveries"
+            conn.process_data_events(time_limit=0.2)
+        consumer.basic_ack(tags[0])
+        conn.process_data_events(time_limit=0)
+
+        def ours():
+            return [c for c in management_api.call("GET", "/consumers")[1] if c["consumer_tag"] == tag]
+        eventually(lambda: len(ours()) == 1)
+        details = ours()[0]["channel_details"]
+        conn_name = details["connection_name"]
+        assert (details["number"], details["name"], details["user"]) == (2, f"{conn_name} (2)", "guest")
+        assert ours()[0]["queue"] == {"name": queue, "vhost": "/"}
+        assert ours()[0]["prefetch_count"] == 4
+
+        def channel(number):
+            return management_api.call("GET", "/channels/" + management_api.quote(f"{conn_name} ({number})"))[1]
+
+        def consumed():
+            c = channel(2)
+            stats = c.get("message_stats", {})
+            return (stats.get("deliver"), stats.get("ack"), stats.get("deliver_get"), c.get("messages_unacknowledged"),
+                    c.get("consumer_count"), c.get("prefetch_count"))
+        eventually(lambda: consumed() == (3, 1, 3, 2, 1, 4))
+        assert [c["consumer_tag"] for c in channel(2)["consumer_details"]] == [tag]
+
+        def published():
+            c = channel(1)
+            stats = c.get("message_stats", {})
+            return (stats.get("publish"), stats.get("confirm"), stats.get("drop_unroutable"), c.get("confirm"))
+        eventually(lambda: published() == (3, 3, 0, True))
+        assert "deliver" not in channel(1)["message_stats"]
+        assert "publish_details" in channel(1)["message_stats"]
+        status, body = management_api.call("GET", "/channels/" + management_api.quote(f"{conn_name} (9)"))
+        assert (status, body) == (404, {"error": "Object Not Found", "reason": "Not Found"})
+
+        queue_details = management_api.call("GET", f"/queues/%2F/{management_api.quote(queue)}")[1]
+        assert [c["consumer_tag"] for c in queue_details["consumer_details"]] == [tag]
+        assert queue_details["consumer_details"][0]["channel_details"] == details
+        names = {c["name"] for c in listed(admin, "list", "channels")}
+        assert {f"{conn_name} (1)", f"{conn_name} (2)"} <= names
+        assert tag in {c["consumer_tag"] for c in listed(admin, "list", "consumers")}
     finally:
         admin("delete", "queue", f"name={queue}")

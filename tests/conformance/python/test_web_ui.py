@@ -364,3 +364,26 @@ def test_web_ui_sets_and_clears_limits_and_topic_permissions(browser, base_url):
     finally:
         http(base_url, "DELETE", f"/users/{quote(user, safe='')}")
         http(base_url, "DELETE", f"/vhosts/{quote(vhost, safe='')}")
+
+
+def test_web_ui_channels_list_shows_mode_prefetch_and_rates(browser, base_url, connect):
+    """A pika channel in confirm mode with a prefetch of 17 is listed with its mode, prefetch
+    and unacknowledged count, under the rate columns; its name links to its page."""
+    conn = connect()
+    channel = conn.channel()
+    channel.confirm_delivery()
+    channel.basic_qos(prefetch_count=17)
+    listed = http(base_url, "GET", "/channels")[1]
+    name = next(c["name"] for c in listed if c["prefetch_count"] == 17)
+    logged_in(browser, base_url, "channels")
+    head = text_of(browser, "#channels thead").lower()
+    assert all(column in head for column in ("mode", "prefetch", "unacked", "publish", "deliver / get", "ack")), head
+    filter_list(browser, "channels", name)
+    wait(browser).until(lambda b: row_keys(b, "channels") == [name])
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#channels tbody tr td")]
+    assert "C" in cells and "17" in cells, cells
+    browser.find_element(By.LINK_TEXT, name).click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "channel-name"), name))
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "channel-details"), "17 per consumer"))
+    assert "confirm" in text_of(browser, "#channel-details")
+    assert "No consumers" in text_of(browser, "#channel-consumers")

@@ -90,7 +90,10 @@ impl Connection {
     fn add_consumer(&mut self, channel: u16, tag: ShortStr, info: ConsumerInfo) -> Result<(), Fail> {
         let route = ConsumerRoute { channel, tag: tag.clone(), live: true };
         self.consumer_routes.insert(info.id, route);
-        self.chan(channel)?.consumers.insert(tag, info);
+        let ch = self.chan(channel)?;
+        ch.consumers.insert(tag, info);
+        ch.publish_consumers();
+        self.touch_channel(channel);
         Ok(())
     }
 
@@ -119,6 +122,10 @@ impl Connection {
     pub(super) fn cancel_consumer(&mut self, channel: u16, tag: &ShortStr) -> Option<ConsumerId> {
         let ch = self.channels.get_mut(&channel)?;
         let info = ch.consumers.remove(tag)?;
+        ch.publish_consumers();
+        if ch.tally.touch() {
+            self.channels_due.push(channel);
+        }
         if let Some(route) = self.consumer_routes.get_mut(&info.id) {
             route.live = false;
         }
@@ -169,6 +176,10 @@ impl Connection {
                 None => return Err(unknown()),
             }
         };
+        if ch.tally.touch() {
+            self.channels_due.push(channel);
+        }
+        let Some(ch) = self.channels.get_mut(&channel) else { return Ok(()) };
         if let Some(tx) = ch.tx.as_mut() {
             tx.settles.extend(taken.into_iter().map(|(tag, u)| (kind, u, tag)));
         } else {
@@ -202,7 +213,17 @@ impl Connection {
                 self.count_at(Some(&**queue), Stat::Acked, items.len() as u64);
             }
         }
-        let gate = self.channels.get(&channel).map(|ch| ch.gate.clone());
+        let acked: u64 =
+            if kind == Settle::Ack { groups.iter().map(|(_, _, items)| items.len() as u64).sum() } else { 0 };
+        let gate = match self.channels.get_mut(&channel) {
+            Some(ch) => {
+                if (acked > 0 && ch.tally.count(ChannelStat::Ack, acked)) || ch.tally.touch() {
+                    self.channels_due.push(channel);
+                }
+                Some(ch.gate.clone())
+            }
+            None => None,
+        };
         if let Some(gate) = &gate {
             gate.release(consumer_count);
         }
@@ -235,6 +256,7 @@ impl Connection {
         let unacked = std::mem::take(&mut self.chan(channel)?.unacked);
         self.release_unacked(channel, unacked.into_values().collect());
         self.timeout_settled(channel);
+        self.touch_channel(channel);
         Ok(())
     }
 
@@ -312,9 +334,10 @@ impl Connection {
                 .channels
                 .get_mut(&route.channel)
                 .filter(|ch| ch.phase == ChannelPhase::Open)
-                .and_then(|ch| ch.consumers.remove(&route.tag))
+                .and_then(|ch| ch.consumers.remove(&route.tag).map(|_| ch.publish_consumers()))
                 .is_some();
         if removed {
+            self.touch_channel(route.channel);
             self.notify_cancelled(route.channel, route.tag);
         }
     }
@@ -353,6 +376,14 @@ impl Connection {
         };
         let delivery_tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
+        // The channel's counts: plain adds in its tally, published at the end of this turn.
+        let kind = if d.ack_required { ChannelStat::Deliver } else { ChannelStat::DeliverNoAck };
+        if ch.tally.count(kind, 1) {
+            self.channels_due.push(channel);
+        }
+        if d.redelivered {
+            ch.tally.count(ChannelStat::Redeliver, 1);
+        }
         match (&d.queue, d.ack_required) {
             (Some(queue), true) => {
                 let unacked = Unacked {
@@ -441,6 +472,7 @@ impl Connection {
             }
         }
         let consumers = std::mem::take(&mut ch.consumers);
+        ch.publish_consumers();
         let reply_to = ch.reply_to.take();
         // What the outlet holds for these consumers is requeued by this drain (their routes
         // are no longer live), not written: once, rather than taken back by each cancel.

@@ -59,6 +59,7 @@ impl Connection {
             }
             Got::Empty => {
                 self.count_at(Some(&*queue), Stat::GetEmpty, 1);
+                self.count_channel(channel, ChannelStat::GetEmpty, 1);
                 self.send(channel, BasicGetEmpty::default());
                 return Ok(());
             }
@@ -70,6 +71,13 @@ impl Connection {
         let ch = self.chan(channel)?;
         let tag = ch.next_delivery_tag;
         ch.next_delivery_tag += 1;
+        let counted = ch.tally.count(if no_ack { ChannelStat::GetNoAck } else { ChannelStat::Get }, 1);
+        if entry.redelivered {
+            ch.tally.count(ChannelStat::Redeliver, 1);
+        }
+        if counted {
+            self.channels_due.push(channel);
+        }
         let message = entry.message.clone();
         let unwritten = if no_ack {
             // Leaves the queue once written (see `unwritten`).

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use lepus_broker::alarms::Alarms;
+use lepus_broker::channel_stats::ChannelStat;
 use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
 use lepus_broker::io_stats::IoTotals;
 use lepus_broker::permissions::{Permission, Resource};
@@ -237,6 +238,9 @@ struct Connection {
     unwritten: unwritten::Unwritten,
     /// Channels with publisher confirms to flush at the end of this input batch.
     confirms_due: Vec<u16>,
+    /// Channels whose counts or gauges changed since they were last published to their
+    /// registry records (see [`Connection::publish_channel_stats`]).
+    channels_due: Vec<u16>,
     /// A queue this input batch published into that is over its flow-control watermark.
     congested: Option<lepus_broker::QueueRef>,
     /// Flow control: while set, we do not read from the socket (the queue wakes us).
@@ -293,6 +297,7 @@ impl Connection {
             backlog: Vec::new(),
             unwritten: Default::default(),
             confirms_due: Vec::new(),
+            channels_due: Vec::new(),
             congested: None,
             throttle: None,
             alarms: shared.broker.alarms().clone(),
@@ -344,6 +349,8 @@ impl Connection {
         // sent before closing are still handled (in order), then the connection ends.
         let mut eof = false;
         let end: &'static str = loop {
+            // What the last turn counted per channel goes to the registry once per turn.
+            self.publish_channel_stats();
             if let Some(until) = self.hold_until.take() {
                 tokio::select! {
                     () = tokio::time::sleep_until(until.into()) => {}
@@ -892,6 +899,7 @@ impl Connection {
             client_properties: std::mem::take(&mut self.client_properties),
             connected_at_ms: broker.clock().now_ms(),
             channels: Default::default(),
+            channel_list: Default::default(),
             stats: Counters::default(),
             quorum_stats: Counters::default(),
             sizes: Default::default(),
@@ -951,6 +959,39 @@ impl Connection {
         )))
     }
 
+    /// Publishes the counts and gauges of the channels that changed since the last call to
+    /// their registry records (once per turn of the connection's loop: per input batch or
+    /// outlet drain, not per message).
+    fn publish_channel_stats(&mut self) {
+        if self.channels_due.is_empty() {
+            return;
+        }
+        for channel in self.channels_due.drain(..) {
+            if let Some(ch) = self.channels.get_mut(&channel) {
+                ch.publish_stats();
+            }
+        }
+    }
+
+    /// Notes that `channel`'s gauges changed (consumers, qos, modes, settles): they are
+    /// published with its counts at the end of this turn.
+    fn touch_channel(&mut self, channel: u16) {
+        if let Some(ch) = self.channels.get_mut(&channel)
+            && ch.tally.touch()
+        {
+            self.channels_due.push(channel);
+        }
+    }
+
+    /// Counts `n` of `stat` on `channel` (published at the end of this turn).
+    fn count_channel(&mut self, channel: u16, stat: ChannelStat, n: u64) {
+        if let Some(ch) = self.channels.get_mut(&channel)
+            && ch.tally.count(stat, n)
+        {
+            self.channels_due.push(channel);
+        }
+    }
+
     /// Adds to this connection's counters (nothing before it is open).
     #[inline]
     fn count(&self, stat: Stat, n: u64) {
@@ -990,11 +1031,14 @@ impl Connection {
                 return Err(tag(ConnectionError::ChannelAlreadyOpen(channel)));
             }
             self.check_user_channels().map_err(tag)?;
-            self.channels.insert(channel, Channel::new());
-            if let Some(info) = &self.info {
-                info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
-                self.shared.broker.connections().channel_opened();
-            }
+            let record = match &self.info {
+                Some(info) => {
+                    self.shared.broker.connections().channel_opened();
+                    info.open_channel(channel)
+                }
+                None => Arc::new(lepus_broker::channel_stats::ChannelStats::new(channel)),
+            };
+            self.channels.insert(channel, Channel::new(record));
             self.send(channel, ChannelOpenOk { channel_id: LongStr::default() });
             return Ok(());
         }
@@ -1166,7 +1210,7 @@ impl Connection {
         self.release_channel_resources(channel);
         self.channels.remove(&channel);
         if let Some(info) = &self.info {
-            info.channels.store(self.channels.len() as u32, Ordering::Relaxed);
+            info.close_channel(channel);
         }
     }
 

@@ -190,6 +190,7 @@ impl Connection {
         } else {
             ch.consumer_prefetch = m.prefetch_count.into();
         }
+        self.touch_channel(channel);
         self.send(channel, BasicQosOk {});
         Ok(())
     }
@@ -221,6 +222,7 @@ impl Connection {
             return Err(precondition("cannot switch from tx to confirm mode"));
         }
         ch.confirms.get_or_insert_default();
+        self.touch_channel(channel);
         if !m.no_wait {
             self.send(channel, ConfirmSelectOk {});
         }
@@ -233,6 +235,7 @@ impl Connection {
             return Err(precondition("cannot switch from confirm to tx mode"));
         }
         ch.tx.get_or_insert_default();
+        self.touch_channel(channel);
         self.send(channel, TxSelectOk {});
         Ok(())
     }

@@ -103,6 +103,7 @@ impl Connection {
             if let Some(tx) = self.chan(channel)?.tx.as_mut() {
                 tx.publishes.push(publish.detached());
             }
+            self.touch_channel(channel);
             return Ok(());
         }
         self.route_publish(channel, publish).map(drop)
@@ -186,10 +187,15 @@ impl Connection {
         checked: &Checked,
         message: lepus_broker::MessageRef,
     ) -> Result<Durable, Fail> {
-        let confirm_seq = self.chan(channel)?.confirms.as_mut().map(|c| {
+        let ch = self.chan(channel)?;
+        let confirm_seq = ch.confirms.as_mut().map(|c| {
             c.last_published += 1;
             c.last_published
         });
+        // Counted before routing: a publish that fails closes its channel, and its record.
+        if ch.tally.count(ChannelStat::Publish, 1) {
+            self.channels_due.push(channel);
+        }
         let (exchange, routing_key) = (message.exchange(), message.routing_key());
         let outcome = if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
             Outcome { routed: self.deliver_reply(routing_key, &message), ..Outcome::default() }
@@ -217,6 +223,10 @@ impl Connection {
             self.count(Stat::Routed, 1);
         } else if outcome.is_unroutable() {
             self.count(Stat::Unroutable, 1);
+        }
+        if outcome.is_unroutable() {
+            let unroutable = if mandatory { ChannelStat::ReturnUnroutable } else { ChannelStat::DropUnroutable };
+            self.count_channel(channel, unroutable, 1);
         }
         if mandatory && outcome.is_unroutable() {
             self.count(Stat::Returned, 1);
@@ -388,6 +398,9 @@ impl Connection {
         }
         let acked = c.acked_through - answered_before - nacks;
         self.count(Stat::Confirmed, acked);
+        if acked > 0 {
+            self.count_channel(channel, ChannelStat::Confirm, acked);
+        }
     }
 
     /// Whether anything of this connection waits for the message store.
@@ -460,6 +473,7 @@ impl Connection {
         } else {
             self.send(channel, TxCommitOk {});
         }
+        self.touch_channel(channel);
         Ok(())
     }
 
@@ -472,6 +486,7 @@ impl Connection {
         for (_, unacked, tag) in std::mem::take(&mut tx.settles) {
             ch.unacked.insert(tag, unacked);
         }
+        self.touch_channel(channel);
         self.send(channel, TxRollbackOk {});
         Ok(())
     }

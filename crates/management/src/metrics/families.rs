@@ -235,6 +235,7 @@ impl Scrape {
         counter(e, "rabbitmq_queues_deleted", "Total number of queues deleted", deleted)?;
         gauge(e, "rabbitmq_consumers", "Consumers currently connected", consumers)?;
         gauge(e, "rabbitmq_channel_consumers", "Consumers on a channel", consumers)?;
+        self.channel_gauges(e)?;
         labelled(e, ("rabbitmq_global_consumers", "Current number of consumers"), MetricType::Gauge, &AMQP, consumers)?;
         let publishers = registry.publishers();
         labelled(
@@ -244,6 +245,33 @@ impl Scrape {
             &AMQP,
             publishers,
         )
+    }
+
+    /// The rest of RabbitMQ's `channel_metrics` gauges, summed over the open channels' records.
+    fn channel_gauges(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let mut sums = [0u64; 6];
+        for c in self.api.broker.connections().list() {
+            for channel in c.channel_records() {
+                let g = channel.gauges();
+                let values =
+                    [g.unacked, g.unconfirmed, g.uncommitted, g.acks_uncommitted, g.prefetch, g.global_prefetch];
+                for (sum, value) in sums.iter_mut().zip(values) {
+                    *sum += value;
+                }
+            }
+        }
+        let series = [
+            ("rabbitmq_channel_messages_unacked", "Delivered but not yet acknowledged messages"),
+            ("rabbitmq_channel_messages_unconfirmed", "Published but not yet confirmed messages"),
+            ("rabbitmq_channel_messages_uncommitted", "Messages received in a transaction but not yet committed"),
+            ("rabbitmq_channel_acks_uncommitted", "Message acknowledgements in a transaction not yet committed"),
+            ("rabbitmq_consumer_prefetch", "Limit of unacknowledged messages for each consumer"),
+            ("rabbitmq_channel_prefetch", "Total limit of unacknowledged messages for all consumers on a channel"),
+        ];
+        for ((name, help), value) in series.into_iter().zip(sums) {
+            gauge(e, name, help, value)?;
+        }
+        Ok(())
     }
 
     /// Every queue (in `vhosts`; none: all) read once: its counts under its lock, held only

@@ -1,23 +1,21 @@
-//! `/api/connections` (list, show, close with 320 through the registry), `/api/channels` and
-//! `/api/consumers`. A management user sees its own connections, monitoring and
-//! administrator users all of them.
+//! `/api/connections` (list, show, close with 320 through the registry), `/api/channels`
+//! (list, show) and `/api/consumers`. A management user sees its own connections and their
+//! channels, monitoring and administrator users all of them.
 //!
-//! The broker's registry knows each connection's channel count, not its channels, and a
-//! consumer's id, not its AMQP tag or channel (those are the front end's): channels are
-//! listed one per open channel of each connection, numbered in order, and consumers
-//! without a tag.
-
-use std::sync::atomic::Ordering;
+//! Channels come from each connection's channel records in the registry; a consumer's tag
+//! and channel from the channel records too, joined by consumer id with the queue's own
+//! consumer list (see `channel_views`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::connections::ConnectionRef;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ApiRef;
 use crate::auth::Caller;
+use crate::channel_views;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
 use crate::views;
@@ -29,6 +27,7 @@ pub fn routes() -> Router<ApiRef> {
         .route("/api/connections/{name}", get(show).delete(close))
         .route("/api/connections/{name}/channels", get(channels_of))
         .route("/api/channels", get(channels))
+        .route("/api/channels/{name}", get(show_channel))
         .route("/api/vhosts/{vhost}/channels", get(channels_in_vhost))
         .route("/api/consumers", get(consumers))
         .route("/api/consumers/{vhost}", get(consumers_in_vhost))
@@ -97,20 +96,30 @@ async fn close(
 fn channel_items(api: &ApiRef, conns: &[ConnectionRef]) -> Vec<Value> {
     let mut items = Vec::new();
     for c in conns {
-        let conn_name = views::connection_name(api, c);
-        for number in 1..=c.channels.load(Ordering::Relaxed) {
-            items.push(json!({
-                "name": format!("{conn_name} ({number})"),
-                "number": number,
-                "node": api.node.name,
-                "user": c.user,
-                "vhost": c.vhost,
-                "state": "running",
-                "connection_details": views::connection_details(api, c),
-            }));
+        for ch in c.channel_records() {
+            items.push(channel_views::channel(api, c, &ch));
         }
     }
     items
+}
+
+/// `/api/channels/{name}`: "<connection name> (<number>)", with its consumers.
+async fn show_channel(
+    State(api): State<ApiRef>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let (conn_name, number) = split_channel_name(&name).ok_or(ApiError::NotFound)?;
+    let c = find(&api, &caller, conn_name)?;
+    let ch = c.channel_records().into_iter().find(|ch| ch.number == number).ok_or(ApiError::NotFound)?;
+    Ok(Json(respond_one(channel_views::channel_with_consumers(&api, &c, &ch), &q)))
+}
+
+/// A channel's name split into its connection's name and its number.
+fn split_channel_name(name: &str) -> Option<(&str, u16)> {
+    let (conn_name, number) = name.strip_suffix(')')?.rsplit_once(" (")?;
+    Some((conn_name, number.parse().ok()?))
 }
 
 async fn channels(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
@@ -138,22 +147,12 @@ async fn channels_of(
 }
 
 fn consumer_items(api: &ApiRef, caller: &Caller, vhost: Option<&str>) -> ApiResult<Vec<Value>> {
+    let vhosts = super::vhosts_for(api, caller, vhost)?;
+    let owners = channel_views::owners(api);
     let mut items = Vec::new();
-    for v in super::vhosts_for(api, caller, vhost)? {
+    for v in vhosts {
         for queue in v.queue_list() {
-            for consumer in queue.consumer_views() {
-                items.push(json!({
-                    "queue": {"name": String::from_utf8_lossy(queue.name.as_bytes()), "vhost": &*v.name},
-                    "consumer_tag": "",
-                    "ack_required": consumer.ack_required,
-                    "prefetch_count": consumer.prefetch,
-                    "exclusive": consumer.exclusive,
-                    "active": consumer.active,
-                    "activity_status": if consumer.active { "up" } else { "waiting" },
-                    "arguments": if consumer.priority == 0 { json!({}) } else { json!({"x-priority": consumer.priority}) },
-                    "channel_details": {},
-                }));
-            }
+            items.extend(channel_views::queue_consumers(api, &queue, &v.name, &owners));
         }
     }
     Ok(items)
@@ -170,4 +169,21 @@ async fn consumers_in_vhost(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(respond(consumer_items(&api, &caller, Some(&vhost))?, &q, &["queue.vhost", "queue.name"])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_name_splits_at_its_last_parenthesis() {
+        assert_eq!(
+            split_channel_name("127.0.0.1:5000 -> 127.0.0.1:5672 (2)"),
+            Some(("127.0.0.1:5000 -> 127.0.0.1:5672", 2))
+        );
+        assert_eq!(split_channel_name("a (b) (65535)"), Some(("a (b)", 65535)));
+        assert_eq!(split_channel_name("a (x)"), None);
+        assert_eq!(split_channel_name("a (70000)"), None);
+        assert_eq!(split_channel_name("a"), None);
+    }
 }

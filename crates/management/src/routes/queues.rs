@@ -77,7 +77,9 @@ async fn show(
     let queue = v.queue_named(name.as_bytes()).ok_or(ApiError::NotFound)?;
     let mut body = views::queue(&api, &queue, &queue.inspect_counts());
     if let Value::Object(map) = &mut body {
-        map.insert("consumer_details".into(), json!([]));
+        let owners = crate::channel_views::owners(&api);
+        let consumers = crate::channel_views::queue_consumers(&api, &queue, &v.name, &owners);
+        map.insert("consumer_details".into(), Value::Array(consumers));
         map.insert("deliveries".into(), json!([]));
         map.insert("incoming".into(), json!([]));
     }
