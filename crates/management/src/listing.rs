@@ -93,17 +93,30 @@ pub fn respond_lazily<T>(
         None => true,
         Some(m) => (lazy.value)(i, "name").as_ref().and_then(Value::as_str).is_some_and(m),
     };
-    let mut keyed: Vec<(Vec<Option<Value>>, &T)> =
-        items.iter().filter(|i| kept(i)).map(|i| (sort.iter().map(|c| (lazy.value)(i, c)).collect(), i)).collect();
-    keyed.sort_by(|(a, _), (b, _)| {
-        a.iter().zip(b).map(|(x, y)| compare(x.as_ref(), y.as_ref())).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
-    });
-    if q.sort_reverse.as_deref() == Some("true") {
-        keyed.reverse();
+    // Each kept object with its sort keys and its place in the list, which breaks ties as the
+    // stable sort (then reversed, for `sort_reverse`) of `respond` does.
+    let mut keyed: Vec<(Vec<Option<Value>>, usize, &T)> = items
+        .iter()
+        .filter(|i| kept(i))
+        .enumerate()
+        .map(|(n, i)| (sort.iter().map(|c| (lazy.value)(i, c)).collect(), n, i))
+        .collect();
+    let reverse = q.sort_reverse.as_deref() == Some("true");
+    let order = |(a, m, _): &(Vec<Option<Value>>, usize, &T), (b, n, _): &(Vec<Option<Value>>, usize, &T)| {
+        let by_keys = a.iter().zip(b).map(|(x, y)| compare(x.as_ref(), y.as_ref())).find(|o| o.is_ne());
+        let o = by_keys.unwrap_or_else(|| m.cmp(n));
+        if reverse { o.reverse() } else { o }
+    };
+    let filtered_count = keyed.len();
+    let range = paging.range(filtered_count)?;
+    // Only the objects up to the page's end are put in order: the rest are just after them.
+    if range.end < keyed.len() {
+        keyed.select_nth_unstable_by(range.end, order);
+        keyed.truncate(range.end);
     }
-    let range = paging.range(keyed.len())?;
-    let page_items: Vec<Value> = keyed[range].iter().map(|(_, i)| build(i)).collect();
-    Ok(paging.reply(cut(page_items, q), keyed.len(), total))
+    keyed.sort_unstable_by(order);
+    let page_items: Vec<Value> = keyed[range].iter().map(|(_, _, i)| build(i)).collect();
+    Ok(paging.reply(cut(page_items, q), filtered_count, total))
 }
 
 /// A request's `page` and `page_size`, checked as RabbitMQ checks them.
