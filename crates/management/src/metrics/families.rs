@@ -485,14 +485,16 @@ fn encode_queue_families(
     queues: &[QueueReading],
     families: &[&QueueFamily],
 ) -> fmt::Result {
+    // Made once per queue, not once per series: with 100,000 queues the labels' strings were
+    // a fifth of a per-object scrape's time.
+    let labels: Vec<[(&str, String); 2]> = queues.iter().map(|r| queue_labels(&r.queue)).collect();
     for series in families.iter().flat_map(|f| f.series) {
         let name = format!("{prefix}{}", series.name);
         let kind = if series.counter { MetricType::Counter } else { MetricType::Gauge };
         let mut family = e.encode_descriptor(&name, series.help, None, kind)?;
-        for QueueReading { queue, counts, published } in queues {
-            let labels = queue_labels(queue);
+        for (QueueReading { counts, published, .. }, labels) in queues.iter().zip(&labels) {
             let value = (series.read)(counts, *published);
-            encode_value(family.encode_family(&labels)?, &kind, value)?;
+            encode_value(family.encode_family(labels)?, &kind, value)?;
         }
     }
     Ok(())
