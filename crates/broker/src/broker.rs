@@ -275,6 +275,8 @@ impl Broker {
         self.rates.sample(now_ms, self.connections.totals());
         self.churn_rates.sample_counts(now_ms, self.churn());
         self.connections.sample_io(now_ms);
+        let live: Vec<String> = self.vhosts().iter().map(|v| v.name.to_string()).collect();
+        self.connections.sample_vhosts(now_ms, &live);
         for vhost in self.vhosts() {
             vhost.sample_exchange_rates(now_ms);
             for queue in vhost.queue_list() {

@@ -18,6 +18,7 @@ use crate::channel_stats::{ChannelRef, ChannelStats};
 use crate::io_stats::IoStats;
 use crate::outlet::ConsumerId;
 use crate::stats::{Counters, SizeHistogram, SizeSnapshot, Snapshot};
+use crate::vhost_stats::{VhostCounts, VhostStats, VhostView};
 
 /// A registered connection. Fixed at registration, except its channels and counters.
 #[derive(Debug)]
@@ -172,6 +173,8 @@ pub struct Registry {
     closed_total: AtomicU64,
     /// Channels ever opened (those closed are these less the ones open now).
     channels_opened_total: AtomicU64,
+    /// Per vhost: the closed connections' counts, and the rates of the vhost's totals.
+    vhost_stats: VhostStats,
 }
 
 impl Default for Registry {
@@ -186,6 +189,7 @@ impl Default for Registry {
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
             channels_opened_total: AtomicU64::new(0),
+            vhost_stats: VhostStats::default(),
         }
     }
 }
@@ -256,6 +260,7 @@ impl Registry {
         self.retired.add_shared(&info.stats.snapshot());
         self.retired_quorum.add_shared(&info.quorum_stats.snapshot());
         self.retired_sizes.add_shared(&info.sizes.snapshot());
+        self.vhost_stats.retire(&info.vhost, info.stats.snapshot(), info.io.totals());
         self.closed_total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -341,6 +346,31 @@ impl Registry {
     /// Of [`Registry::totals`], the counts from quorum queues (deliveries, gets, acks).
     pub fn quorum_totals(&self) -> Snapshot {
         self.sum_with_retired(self.retired_quorum.snapshot(), |c| c.quorum_stats.snapshot())
+    }
+
+    /// Each vhost's counts: its open connections' plus its closed ones' (under the registry's
+    /// lock, as [`Registry::totals`]).
+    fn vhost_counts(&self) -> HashMap<String, VhostCounts> {
+        let open = self.open.lock();
+        let mut sums = self.vhost_stats.retired();
+        for c in open.values() {
+            let sum = sums.entry(c.vhost.clone()).or_default();
+            sum.0 += c.stats.snapshot();
+            sum.1 += c.io.totals();
+        }
+        sums
+    }
+
+    /// Every vhost's message counts and socket bytes with their rates (vhosts nothing has
+    /// connected to are absent).
+    pub fn vhost_views(&self) -> HashMap<String, VhostView> {
+        self.vhost_stats.views(self.vhost_counts())
+    }
+
+    /// Samples the rates of each of `live` vhosts (the broker's rate sampler); forgets the
+    /// counts of vhosts not among them.
+    pub(crate) fn sample_vhosts(&self, now_ms: u64, live: &[String]) {
+        self.vhost_stats.sample(now_ms, &self.vhost_counts(), live);
     }
 
     /// `retired` plus what `read` gives of each open connection, under the registry's lock

@@ -60,6 +60,14 @@ impl IoTotals {
     }
 }
 
+impl std::ops::AddAssign for IoTotals {
+    fn add_assign(&mut self, other: IoTotals) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+}
+
 /// A registered connection's published socket counters and their sampled rates.
 #[derive(Debug, Default)]
 pub struct IoStats {

@@ -71,6 +71,7 @@ pub mod topic;
 pub mod users;
 pub mod vhost;
 pub mod vhost_metadata;
+pub mod vhost_stats;
 
 pub use broker::{Broker, BrokerParts, BrokerRef};
 pub use clock::{Clock, ClockRef, ManualClock, SystemClock};

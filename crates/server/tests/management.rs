@@ -1382,3 +1382,43 @@ async fn channels_and_consumers_show_their_numbers_tags_counts_and_rates() {
     guard("close", conn.close(200, "bye".into())).await.expect("close");
     b.stop().await;
 }
+
+/// A vhost's message counts and socket bytes are its connections', a closed one's kept, with
+/// rates from two samples of the rate timer (RabbitMQ's `/api/vhosts` `message_stats`,
+/// `recv_oct`, `send_oct`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhost_counts_its_connections_traffic_closed_ones_included() {
+    let (b, http) = broker().await;
+    let t0 = b.service.clock().now_ms() + 1_000_000_000;
+    b.service.sample_rates(t0);
+    let (conn, ch, q) = declared_queue(&b).await;
+    for _ in 0..5 {
+        publish(&ch, &q).await;
+    }
+    guard("published", async {
+        while http.get("/api/overview").await.body["queue_totals"]["messages"] != 5 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    b.service.sample_rates(t0 + 5_000);
+    let v = http.get("/api/vhosts/%2F").await.body;
+    assert_eq!(v["message_stats"]["publish"], 5);
+    assert_eq!(v["message_stats"]["publish_details"]["rate"], 1.0);
+    assert!(v["recv_oct"].as_u64().expect("recv_oct") > 0, "{v}");
+    assert!(v["send_oct"].as_u64().expect("send_oct") > 0, "{v}");
+    assert!(v["recv_oct_details"]["rate"].as_f64().expect("rate") > 0.0, "{v}");
+
+    guard("close", conn.close(200, "bye".into())).await.expect("close");
+    guard("deregistered", async {
+        while http.get("/api/connections").await.body.as_array().is_some_and(|c| !c.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let list = http.get("/api/vhosts").await.body;
+    let root = list.as_array().expect("list").iter().find(|v| v["name"] == "/").expect("/").clone();
+    assert_eq!(root["message_stats"]["publish"], 5, "kept after its connection closed: {root}");
+    assert!(root["recv_oct"].as_u64().expect("recv_oct") >= v["recv_oct"].as_u64().expect("recv_oct"));
+    b.stop().await;
+}

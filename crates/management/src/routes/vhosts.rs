@@ -1,4 +1,5 @@
-//! `/api/vhosts`: list, show, create or update (`NodeCommand::AddVhost` with the body's
+//! `/api/vhosts`: list (with each vhost's message counts and socket bytes, and their rates,
+//! from its connections: [`lepus_broker::vhost_stats`]), show, create or update (`NodeCommand::AddVhost` with the body's
 //! description, tags and default queue type; the creating user gets every permission in a new
 //! vhost, as RabbitMQ's API gives it), delete (`NodeCommand::DeleteVhost`:
 //! its connections are closed with 320, its queues dropped).
@@ -10,7 +11,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use lepus_broker::VHost;
 use lepus_broker::command::NodeCommand;
+use lepus_broker::io_stats::IoStat;
+use lepus_broker::stats::Stat;
 use lepus_broker::vhost_metadata::VhostMetadata;
+use lepus_broker::vhost_stats::VhostView;
 use serde_json::{Map, Value, json};
 
 use crate::ApiRef;
@@ -18,13 +22,15 @@ use crate::auth::Caller;
 use crate::convert::body_json;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{ListQuery, respond, respond_one};
-use crate::views::message_counts;
+use crate::views::{message_counts, message_stats};
 
 pub fn routes() -> Router<ApiRef> {
     Router::new().route("/api/vhosts", get(list)).route("/api/vhosts/{name}", get(show).put(create).delete(delete))
 }
 
-fn vhost_json(api: &ApiRef, v: &VHost) -> Value {
+/// `v`'s JSON; `traffic`: its connections' counts and socket bytes (absent before any
+/// connection to it).
+fn vhost_json(api: &ApiRef, v: &VHost, traffic: Option<&VhostView>) -> Value {
     let (mut ready, mut unacked) = (0u64, 0u64);
     for q in v.queue_list() {
         let c = q.inspect_counts();
@@ -41,11 +47,19 @@ fn vhost_json(api: &ApiRef, v: &VHost) -> Value {
     map.insert("tracing".into(), json!(false));
     map.insert("cluster_state".into(), json!({ api.node.name.clone(): "running" }));
     message_counts(&mut map, ready, unacked);
+    let traffic = traffic.cloned().unwrap_or_default();
+    map.insert("message_stats".into(), message_stats(&traffic.stats, &traffic.rates, Stat::management()));
+    for stat in [IoStat::RecvOct, IoStat::SendOct] {
+        map.insert(stat.name().into(), json!(traffic.io.get(stat)));
+        map.insert(format!("{}_details", stat.name()), json!({"rate": traffic.io_rates[stat as usize]}));
+    }
     Value::Object(map)
 }
 
 async fn list(State(api): State<ApiRef>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    let items = super::vhosts_for(&api, &caller, None)?.iter().map(|v| vhost_json(&api, v)).collect();
+    let traffic = api.broker.connections().vhost_views();
+    let items =
+        super::vhosts_for(&api, &caller, None)?.iter().map(|v| vhost_json(&api, v, traffic.get(&*v.name))).collect();
     Ok(Json(respond(items, &q, &["name"])?))
 }
 
@@ -56,7 +70,8 @@ async fn show(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let v = super::vhosts_for(&api, &caller, Some(&name))?;
-    Ok(Json(respond_one(vhost_json(&api, &v[0]), &q)))
+    let traffic = api.broker.connections().vhost_views();
+    Ok(Json(respond_one(vhost_json(&api, &v[0], traffic.get(&*v[0].name)), &q)))
 }
 
 /// A vhost's description, tags and default queue type from a `PUT` or definitions body, as
