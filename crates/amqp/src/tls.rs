@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lepus_broker::connections::TlsSession;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 use crate::auth::external_name;
 use crate::cert_name::CertLoginFrom;
@@ -67,6 +69,17 @@ pub async fn serve_tls(
         let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
         external_name(certificate.map(|c| c.as_ref()), from)
     });
-    let start = Start { handshake_deadline_ms, handshake_permit, external };
+    let start = Start { handshake_deadline_ms, handshake_permit, external, tls: session(tls.get_ref().1) };
     serve_started(tls, peer, shared, stop, start).await;
+}
+
+/// The session's protocol version (as RabbitMQ names it) and cipher suite.
+fn session(tls: &rustls::ServerConnection) -> Option<TlsSession> {
+    let protocol = match tls.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => "tlsv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "tlsv1.2",
+        _ => "tls",
+    };
+    let cipher_suite = tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+    Some(TlsSession { protocol, cipher_suite })
 }

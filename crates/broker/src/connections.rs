@@ -50,6 +50,30 @@ pub struct ConnectionInfo {
     /// A resource alarm holds its publishes: set and cleared by its own task, on those
     /// transitions only.
     pub alarm_blocked: AtomicBool,
+    /// What it negotiated before it opened.
+    pub negotiated: Negotiated,
+}
+
+/// What a connection negotiated, as `/api/connections` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The SASL mechanism it logged in with (`PLAIN`, `AMQPLAIN`, `EXTERNAL`).
+    pub auth_mechanism: &'static str,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    /// The heartbeat interval agreed, in seconds (RabbitMQ's `timeout`); 0: none.
+    pub heartbeat_s: u16,
+    /// Its TLS session, on a TLS listener.
+    pub tls: Option<TlsSession>,
+}
+
+/// A TLS session's protocol version and cipher suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    /// As RabbitMQ names it: `tlsv1.3`, `tlsv1.2`.
+    pub protocol: &'static str,
+    /// The suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
 }
 
 /// A connection's state as RabbitMQ 3.10's `/api/connections` shows it under an alarm.
@@ -415,6 +439,7 @@ mod tests {
             io: IoStats::default(),
             closer: Closer::new(Box::new(CountWake(Default::default()))),
             alarm_blocked: AtomicBool::new(false),
+            negotiated: Negotiated::default(),
         }
     }
 

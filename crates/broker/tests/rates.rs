@@ -91,6 +91,7 @@ fn the_broker_s_rates_come_from_the_connection_registry_s_totals() {
         io: Default::default(),
         closer: lepus_broker::connections::Closer::new(Box::new(NoWake)),
         alarm_blocked: Default::default(),
+        negotiated: Default::default(),
     };
     let c = connections.register(info);
     c.stats.add(Stat::Acked, 25);

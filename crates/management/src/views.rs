@@ -391,7 +391,10 @@ fn amqp_address(api: &Api) -> String {
 }
 
 pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
-    let server = api.node.listeners.iter().find(|l| l.protocol == "amqp").map(|l| l.address);
+    let tls = c.negotiated.tls.as_ref();
+    let listener = if tls.is_some() { "amqp/ssl" } else { "amqp" };
+    let server = api.node.listeners.iter().find(|l| l.protocol == listener).map(|l| l.address);
+    let suite = tls.map(|t| erlang_suite(&t.cipher_suite));
     let mut body = json!({
         "name": connection_name(api, c),
         "node": api.node.name,
@@ -405,11 +408,15 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         "peer_port": c.peer.port(),
         "host": server.map(|a| a.ip().to_string()),
         "port": server.map(|a| a.port()),
-        "ssl": false,
-        "ssl_protocol": null,
-        "ssl_cipher": null,
-        "ssl_hash": null,
-        "ssl_key_exchange": null,
+        "ssl": tls.is_some(),
+        "ssl_protocol": tls.map(|t| t.protocol),
+        "ssl_cipher": suite.as_ref().map(|s| &s.1),
+        "ssl_hash": suite.as_ref().map(|s| &s.2),
+        "ssl_key_exchange": suite.as_ref().map(|s| &s.0),
+        "auth_mechanism": c.negotiated.auth_mechanism,
+        "channel_max": c.negotiated.channel_max,
+        "frame_max": c.negotiated.frame_max,
+        "timeout": c.negotiated.heartbeat_s,
         "peer_cert_issuer": null,
         "peer_cert_subject": null,
         "peer_cert_validity": null,
@@ -422,6 +429,24 @@ pub fn connection(api: &Api, c: &ConnectionInfo) -> Value {
         socket_stats(map, c);
     }
     body
+}
+
+/// A cipher suite's IANA name (`TLS13_AES_256_GCM_SHA384`,
+/// `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`) as RabbitMQ (Erlang's `ssl`) shows its parts:
+/// key exchange (`any` in TLS 1.3), cipher, and hash (`aead` for an AEAD cipher).
+fn erlang_suite(name: &str) -> (String, String, String) {
+    let (kx, rest) = match name.strip_prefix("TLS13_") {
+        Some(rest) => ("any".to_owned(), rest),
+        None => {
+            let body = name.strip_prefix("TLS_").unwrap_or(name);
+            let (kx, rest) = body.split_once("_WITH_").unwrap_or(("", body));
+            (kx.to_lowercase(), rest)
+        }
+    };
+    let (cipher, mac) = rest.rsplit_once('_').unwrap_or((rest, ""));
+    let aead = ["GCM", "CCM", "POLY1305"].iter().any(|a| cipher.ends_with(a));
+    let hash = if aead { "aead".to_owned() } else { mac.to_lowercase() };
+    (kx, cipher.to_lowercase(), hash)
 }
 
 /// `recv_oct`, `recv_cnt`, `send_oct`, `send_cnt`, each with its `_details` rate.
@@ -477,6 +502,18 @@ mod tests {
             assert!(!queue_column_is_cheap(costly) && !exchange_column_is_cheap(costly), "{costly}");
         }
         assert!(!binding_column_is_cheap("arguments"));
+    }
+
+    #[test]
+    fn cipher_suites_are_named_as_erlang_names_their_parts() {
+        let parts = |n| {
+            let (k, c, h) = erlang_suite(n);
+            [k, c, h]
+        };
+        assert_eq!(parts("TLS13_AES_256_GCM_SHA384"), ["any", "aes_256_gcm", "aead"]);
+        assert_eq!(parts("TLS13_CHACHA20_POLY1305_SHA256"), ["any", "chacha20_poly1305", "aead"]);
+        assert_eq!(parts("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"), ["ecdhe_ecdsa", "aes_256_gcm", "aead"]);
+        assert_eq!(parts("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256"), ["ecdhe_rsa", "aes_128_cbc", "sha256"]);
     }
 
     #[test]

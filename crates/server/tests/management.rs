@@ -698,6 +698,16 @@ async fn connections_are_listed_and_closed_with_320() {
         (&conn["user"], &conn["vhost"], &conn["protocol"]),
         (&json!("guest"), &json!("/"), &json!("AMQP 0-9-1"))
     );
+    // What it negotiated, as 3.10.8 shows it.
+    assert_eq!(
+        (&conn["auth_mechanism"], &conn["ssl"], &conn["ssl_protocol"]),
+        (&json!("PLAIN"), &json!(false), &Value::Null)
+    );
+    assert!(
+        conn["frame_max"].as_u64().expect("frame_max") >= 4096
+            && conn["channel_max"].as_u64().expect("channel_max") > 0
+    );
+    assert!(conn["timeout"].is_u64(), "{conn}");
     let name = conn["name"].as_str().expect("name").to_owned();
     assert!(name.ends_with(&format!(" -> {}", b.addr)), "{name}");
     assert_eq!(http.get("/api/channels").await.body[0]["connection_details"]["name"], name.as_str());

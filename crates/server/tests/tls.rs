@@ -235,6 +235,14 @@ async fn amqprs_over_tls_with_plain() {
     let broker = start(pki.config(false, false)).await;
     let conn = Connection::open(&pki.amqprs(broker.tls_addr, None, "guest", "guest")).await.expect("TLS + PLAIN");
     round_trip(&conn, "tls-plain").await;
+    // The registry knows the session and the mechanism (the management API shows them).
+    let open = broker.service.connections().list();
+    let negotiated = &open.first().expect("registered").negotiated;
+    assert_eq!(negotiated.auth_mechanism, "PLAIN");
+    let tls = negotiated.tls.as_ref().expect("a TLS session");
+    assert_eq!(tls.protocol, "tlsv1.3");
+    assert!(tls.cipher_suite.starts_with("TLS13_"), "{tls:?}");
+    assert!(negotiated.frame_max > 0 && negotiated.channel_max > 0, "{negotiated:?}");
     conn.close().await.expect("close");
     // Plain TCP goes on beside it, and offers no EXTERNAL.
     let mut raw = Raw::connect(broker.addr).await;

@@ -137,6 +137,15 @@ impl Phase {
     }
 }
 
+/// The name of a mechanism `authenticate` accepted (one of those offered).
+fn mechanism_name(mechanism: &[u8]) -> &'static str {
+    match mechanism {
+        b"AMQPLAIN" => "AMQPLAIN",
+        b"EXTERNAL" => "EXTERNAL",
+        _ => "PLAIN",
+    }
+}
+
 /// Runs a connection to completion. Never panics on client input; logs how it ended.
 pub async fn serve(transport: impl Transport, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     serve_admitted(transport, peer, shared, stop, None).await;
@@ -152,7 +161,7 @@ pub async fn serve_admitted(
     handshake_permit: Option<HandshakePermit>,
 ) {
     let deadline_ms = shared.broker.clock().now_ms().saturating_add(shared.limits.handshake_timeout_ms);
-    let start = Start { handshake_deadline_ms: deadline_ms, handshake_permit, external: None };
+    let start = Start { handshake_deadline_ms: deadline_ms, handshake_permit, external: None, tls: None };
     serve_started(transport, peer, shared, stop, start).await;
 }
 
@@ -164,6 +173,8 @@ pub(crate) struct Start {
     pub handshake_permit: Option<HandshakePermit>,
     /// What SASL EXTERNAL logs in as, where it is offered.
     pub external: External,
+    /// The TLS session, on a TLS listener.
+    pub tls: Option<lepus_broker::connections::TlsSession>,
 }
 
 pub(crate) async fn serve_started(
@@ -180,6 +191,7 @@ pub(crate) async fn serve_started(
     conn.handshake_permit = start.handshake_permit;
     conn.header_deadline_ms = Some(conn.now_ms().saturating_add(conn.shared.limits.protocol_header_timeout_ms));
     conn.external = start.external;
+    conn.negotiated.tls = start.tls;
     conn.run(rd, wr, stop, start.handshake_deadline_ms).await;
 }
 
@@ -192,6 +204,8 @@ struct Connection {
     out: BytesMut,
     /// Output sealed ahead of `out`: large message bodies by reference (see [`outbox`]).
     sealed: outbox::Sealed,
+    /// What the registry shows of the handshake (mechanism, tuning, TLS session).
+    negotiated: lepus_broker::connections::Negotiated,
     /// Negotiated limits (server defaults until `tune-ok`).
     frame_max: u32,
     channel_max: u16,
@@ -306,6 +320,7 @@ impl Connection {
             publisher: None,
             id,
             peer,
+            negotiated: Default::default(),
             frame_max: FRAME_MIN_SIZE,
             channel_max: shared.limits.channel_max,
             shared,
@@ -825,6 +840,7 @@ impl Connection {
         match result {
             Ok(name) => {
                 self.user = name;
+                self.negotiated.auth_mechanism = mechanism_name(m.mechanism.as_bytes());
                 self.phase = Phase::TuneOk;
                 let c = &self.shared.limits;
                 let tune =
@@ -853,6 +869,9 @@ impl Connection {
         self.frame_max = m.frame_max;
         self.channel_max = m.channel_max;
         self.heartbeat = Heartbeat::new(m.heartbeat, self.now_ms());
+        let negotiated = &mut self.negotiated;
+        (negotiated.frame_max, negotiated.channel_max, negotiated.heartbeat_s) =
+            (m.frame_max, m.channel_max, m.heartbeat);
         self.phase = Phase::Open;
         Ok(())
     }
@@ -906,6 +925,7 @@ impl Connection {
             io: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
             alarm_blocked: Default::default(),
+            negotiated: self.negotiated.clone(),
         };
         let refusal = match broker.connections().admit(info, admission) {
             Ok(info) => {
