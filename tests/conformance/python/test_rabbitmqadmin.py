@@ -238,3 +238,47 @@ def test_management_channels_and_consumers_show_numbers_tags_and_counts(admin, c
         assert tag in {c["consumer_tag"] for c in listed(admin, "list", "consumers")}
     finally:
         admin("delete", "queue", f"name={queue}")
+
+
+def test_management_queue_shows_consumer_tags_and_counts_acks_apart_from_no_ack(admin, connect):
+    """A single-active-consumer queue shows its active consumer's tag and a queue consumed
+    exclusively its consumer's; a queue's `message_stats` count acks, deliveries without acks
+    and empty gets apart (`deliver_get` is them all), and its `memory` is a number of bytes.
+    RabbitMQ emits statistics every 5 s: polled, bounded."""
+    conn = connect()
+    ch = conn.channel()
+    sac, solo, counted = name("sac"), name("solo"), name("counted")
+    ch.queue_declare(sac, arguments={"x-single-active-consumer": True})
+    ch.queue_declare(solo)
+    ch.queue_declare(counted)
+    try:
+        ch.basic_consume(sac, lambda *_: None, consumer_tag="sac-first")
+        ch.basic_consume(sac, lambda *_: None, consumer_tag="sac-second")
+        ch.basic_consume(solo, lambda *_: None, consumer_tag="solo-only", exclusive=True)
+
+        def shown(queue):
+            return management_api.call("GET", f"/queues/%2F/{management_api.quote(queue)}")[1]
+        eventually(lambda: shown(sac).get("single_active_consumer_tag") == "sac-first")
+        eventually(lambda: shown(solo).get("exclusive_consumer_tag") == "solo-only")
+        assert shown(solo).get("single_active_consumer_tag") is None
+        assert isinstance(shown(sac)["memory"], int) and shown(sac)["memory"] > 0
+
+        for _ in range(3):
+            ch.basic_publish("", counted, b"m")
+        method, _, _ = ch.basic_get(counted, auto_ack=False)
+        ch.basic_ack(method.delivery_tag)
+        ch.basic_get(counted, auto_ack=True)
+        ch.basic_consume(counted, lambda *_: None, auto_ack=True, consumer_tag="counted-no-ack")
+        eventually(lambda: shown(counted).get("messages") == 0)
+        ch.basic_cancel("counted-no-ack")
+        assert ch.basic_get(counted, auto_ack=True) == (None, None, None)
+
+        def stats():
+            s = shown(counted).get("message_stats", {})
+            return {k: s.get(k, 0) for k in ("publish", "ack", "deliver", "deliver_no_ack", "get_empty", "deliver_get")}
+        expected = {"publish": 3, "ack": 1, "deliver": 0, "deliver_no_ack": 1, "get_empty": 1, "deliver_get": 3}
+        eventually(lambda: stats() == expected)
+    finally:
+        for queue in (sac, solo, counted):
+            ch.queue_delete(queue)
+        conn.close()

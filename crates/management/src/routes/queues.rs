@@ -80,6 +80,11 @@ async fn show(
         let owners = crate::channel_views::owners(&api);
         let consumers = crate::channel_views::queue_consumers(&api, &queue, &v.name, &owners);
         map.insert("consumer_details".into(), Value::Array(consumers));
+        // The tags of its exclusive consumer and of its single active consumer, if any.
+        let tag = |id| owners.get(&id).map(|o| o.tag.clone());
+        let exclusive = queue.consumer_views().into_iter().find(|c| c.exclusive).and_then(|c| tag(c.id));
+        map.insert("exclusive_consumer_tag".into(), json!(exclusive));
+        map.insert("single_active_consumer_tag".into(), json!(queue.active_consumer().and_then(tag)));
         map.insert("deliveries".into(), json!([]));
         map.insert("incoming".into(), json!([]));
     }
