@@ -188,9 +188,13 @@ fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
     let (_store, vhost) = open(&backend, &tmp.0.join("meta.redb"));
     let q = vhost.queue(&ShortStr::from_static("backlog"), 1).expect("restored");
     assert_eq!(q.paged_count() as usize, n - lepus_broker::queue::RESIDENT_MAX_MESSAGES);
+    // The tail is on disk: its body bytes are the paged-out bytes the API shows.
+    let tail_bytes: usize = (lepus_broker::queue::RESIDENT_MAX_MESSAGES..n).map(|i| format!("m{i}").len()).sum();
+    assert_eq!(q.inspect_counts().paged_out_bytes, tail_bytes as u64);
     let got = bodies(&q);
     assert_eq!(got.len(), n);
     assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "every message, in order");
+    assert_eq!(q.inspect_counts().paged_out_bytes, 0);
 }
 
 #[test]

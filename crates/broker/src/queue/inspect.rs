@@ -12,8 +12,9 @@ pub struct QueueCounts {
     pub ready: u32,
     /// Body bytes of the ready messages.
     pub ready_bytes: u64,
-    /// Ready messages held only on disk (paged out).
+    /// Ready messages held only on disk (paged out), and their body bytes.
     pub paged_out: u32,
+    pub paged_out_bytes: u64,
     /// Messages delivered to consumers that acknowledge and not yet acknowledged.
     pub unacked: u64,
     pub consumers: u32,
@@ -49,6 +50,7 @@ impl Queue {
             ready: st.ready.len() as u32,
             ready_bytes: st.ready.bytes(),
             paged_out: st.ready.paged_count() as u32,
+            paged_out_bytes: st.ready.paged_bytes(),
             unacked,
             consumers: st.consumers.len() as u32,
             memory_bytes: QUEUE_BASE_BYTES + st.ready.memory_bytes() + UNACKED_ENTRY_BYTES * unacked,

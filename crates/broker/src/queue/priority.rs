@@ -78,6 +78,10 @@ impl Ready {
         self.levels.iter().map(ReadyList::paged_count).sum()
     }
 
+    pub fn paged_bytes(&self) -> u64 {
+        self.levels.iter().map(ReadyList::paged_bytes).sum()
+    }
+
     /// See [`ReadyList::memory_bytes`]; every priority level's.
     pub fn memory_bytes(&self) -> u64 {
         self.levels.iter().map(ReadyList::memory_bytes).sum()

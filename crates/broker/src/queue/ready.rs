@@ -136,8 +136,10 @@ pub(super) struct ReadyList {
     slots: VecDeque<Slot>,
     /// Body bytes of the messages.
     bytes: u64,
-    /// How many slots are paged out, and the whole size of the resident messages.
+    /// How many slots are paged out and their body bytes, and the whole size of the resident
+    /// messages.
     paged: usize,
+    paged_bytes: u64,
     resident_bytes: u64,
     /// How many slots are holes, and how many messages have a deadline.
     holes: usize,
@@ -199,6 +201,11 @@ impl ReadyList {
         self.resident_bytes + (slots + index) as u64
     }
 
+    /// Body bytes of the ready messages held only in a log.
+    pub fn paged_bytes(&self) -> u64 {
+        self.paged_bytes
+    }
+
     /// Ready messages held only in a log.
     pub fn paged_count(&self) -> usize {
         self.paged
@@ -228,6 +235,7 @@ impl ReadyList {
         debug_assert!(seq >= self.end_seq, "seq {seq} pushed after {}", self.end_seq);
         self.bytes += body as u64;
         self.paged += 1;
+        self.paged_bytes += body as u64;
         self.end_seq = seq + 1;
         if expires_at_ms != NO_EXPIRY {
             self.expiring += 1;
@@ -267,7 +275,10 @@ impl ReadyList {
         self.bytes -= slot.body_bytes();
         match slot {
             Slot::Resident(e) => self.sub_resident(e.message.size() as u64),
-            Slot::Paged { .. } => self.paged -= 1,
+            Slot::Paged { body, .. } => {
+                self.paged -= 1;
+                self.paged_bytes -= *body as u64;
+            }
             Slot::Hole { .. } => self.holes -= 1,
         }
         let at = slot.expires_at_ms();
@@ -446,7 +457,7 @@ impl ReadyList {
         self.expiring = 0;
         let resident = self.resident_bytes;
         self.sub_resident(resident);
-        (self.bytes, self.paged, self.holes) = (0, 0, 0);
+        (self.bytes, self.paged, self.paged_bytes, self.holes) = (0, 0, 0, 0);
         self.check();
         n
     }
@@ -567,6 +578,7 @@ impl ReadyList {
         let Place { loc, scratch } = place;
         self.slots[i] = Slot::Paged { seq, loc, body, redelivered, scratch, expires_at_ms };
         self.paged += 1;
+        self.paged_bytes += body as u64;
         self.sub_resident(size);
         Some((size, true))
     }
@@ -590,14 +602,17 @@ impl ReadyList {
 
     #[cfg(debug_assertions)]
     fn check_all(&self) {
-        let (mut bytes, mut resident, mut paged, mut holes, mut prev) = (0, 0, 0, 0, None);
+        let (mut bytes, mut resident, mut paged, mut paged_bytes, mut holes, mut prev) = (0, 0, 0, 0, 0, None);
         for slot in &self.slots {
             debug_assert!(prev.is_none_or(|p| p < slot.seq()), "seq {} after {prev:?}", slot.seq());
             prev = Some(slot.seq());
             bytes += slot.body_bytes();
             match slot {
                 Slot::Resident(e) => resident += e.message.size() as u64,
-                Slot::Paged { .. } => paged += 1,
+                Slot::Paged { body, .. } => {
+                    paged += 1;
+                    paged_bytes += *body as u64;
+                }
                 Slot::Hole { .. } => holes += 1,
             }
         }
@@ -608,6 +623,7 @@ impl ReadyList {
         debug_assert_eq!(self.bytes, bytes, "ready bytes");
         debug_assert_eq!(self.resident_bytes, resident, "resident bytes");
         debug_assert_eq!(self.paged, paged, "paged-out messages");
+        debug_assert_eq!(self.paged_bytes, paged_bytes, "paged-out bytes");
         debug_assert_eq!(self.holes, holes, "holes");
         let expiring = self.slots.iter().filter(|s| s.expires_at_ms() != NO_EXPIRY).count();
         debug_assert_eq!(self.expiring, expiring, "messages with a deadline");
