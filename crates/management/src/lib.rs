@@ -133,10 +133,29 @@ pub fn router(api: ApiRef) -> axum::Router {
         .layer(axum::extract::DefaultBodyLimit::max(body_max_bytes))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         // Outside the limit: a refused login waits without holding a request slot.
-        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login));
+        .layer(axum::middleware::map_response_with_state(api, auth::delay_refused_login))
+        .layer(axum::middleware::map_response(rejection_as_json));
     // Before routing (a layer of the routes runs after it): `/api/users/` is `/api/users`.
     let trimmed = tower::Layer::layer(&axum::middleware::map_request(trim_trailing_slash), routes);
     axum::Router::new().fallback_service(trimmed)
+}
+
+/// Longest text of a rejection turned into JSON (axum's are one short line).
+const REJECTION_TEXT_MAX_BYTES: usize = 4096;
+
+/// A request axum's extractors refused (a path segment that is not UTF-8, a query that does
+/// not parse) answers in plain text; the API answers every error as RabbitMQ's JSON
+/// `{"error": "bad_request", "reason": ...}`.
+async fn rejection_as_json(response: axum::response::Response) -> axum::response::Response {
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/plain"));
+    if response.status() != axum::http::StatusCode::BAD_REQUEST || !plain {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), REJECTION_TEXT_MAX_BYTES).await.unwrap_or_default();
+    axum::response::IntoResponse::into_response(ApiError::BadRequest(String::from_utf8_lossy(&text).into_owned()))
 }
 
 /// An API path without its trailing `/`, as RabbitMQ routes `/api/users/` (rabbit-hole's

@@ -1432,3 +1432,14 @@ async fn a_vhost_counts_its_connections_traffic_closed_ones_included() {
     assert!(root["recv_oct"].as_u64().expect("recv_oct") >= v["recv_oct"].as_u64().expect("recv_oct"));
     b.stop().await;
 }
+
+/// What axum's extractors refuse (a path segment that is not UTF-8) is answered as every API
+/// error is: RabbitMQ's JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_path_is_answered_in_json() {
+    let (b, http) = broker().await;
+    let r = http.get("/api/connections/%FF").await;
+    assert_eq!((r.status, &r.body["error"]), (400, &json!("bad_request")));
+    assert!(r.body["reason"].as_str().is_some_and(|t| t.contains("UTF-8")), "{}", r.body);
+    b.stop().await;
+}
