@@ -191,10 +191,14 @@ fn a_backlog_beyond_the_window_is_paged_out_and_served_in_order() {
     // The tail is on disk: its body bytes are the paged-out bytes the API shows.
     let tail_bytes: usize = (lepus_broker::queue::RESIDENT_MAX_MESSAGES..n).map(|i| format!("m{i}").len()).sum();
     assert_eq!(q.inspect_counts().paged_out_bytes, tail_bytes as u64);
+    // Every one is persistent, resident or paged out (RabbitMQ's `messages_persistent`).
+    let all_bytes: usize = (0..n).map(|i| format!("m{i}").len()).sum();
+    assert_eq!((q.inspect_counts().persistent as usize, q.inspect_counts().persistent_bytes), (n, all_bytes as u64));
     let got = bodies(&q);
     assert_eq!(got.len(), n);
     assert!(got.iter().enumerate().all(|(i, b)| *b == format!("m{i}")), "every message, in order");
     assert_eq!(q.inspect_counts().paged_out_bytes, 0);
+    assert_eq!(q.inspect_counts().persistent, 0);
 }
 
 #[test]
@@ -216,6 +220,9 @@ fn transient_backlogs_page_out_through_a_scratch_log() {
     store.commit();
     assert!(transient_queue.paged_count() > 0, "transient messages page out too");
     assert!(durable_queue.paged_count() > 0);
+    // Half of the durable queue's are persistent, wherever they are; a transient queue has none.
+    assert_eq!(durable_queue.inspect_counts().persistent as usize, n / 2);
+    assert_eq!(transient_queue.inspect_counts().persistent, 0);
     let scratch_files = |b: &CrashBackend| b.paths().iter().filter(|p| p.starts_with("/data/scratch")).count();
     assert!(scratch_files(&backend) > 0, "through scratch segments");
     let got = bodies(&transient_queue);

@@ -138,7 +138,7 @@ pub fn queue_type(q: &Queue) -> String {
 
 /// Columns of a queue's JSON that [`queue_column`] reads without building it (besides
 /// `message_stats` and what is under it).
-const QUEUE_COLUMNS: [&str; 24] = [
+const QUEUE_COLUMNS: [&str; 26] = [
     "vhost",
     "name",
     "type",
@@ -162,6 +162,8 @@ const QUEUE_COLUMNS: [&str; 24] = [
     "messages_unacknowledged_ram",
     "message_bytes_paged_out",
     "message_bytes_ram",
+    "message_bytes_persistent",
+    "messages_persistent",
     "memory",
 ];
 
@@ -209,6 +211,8 @@ pub fn queue_column(api: &Api, q: &Queue, column: &str) -> Option<Value> {
         "messages_unacknowledged_ram" => json!(counts().unacked),
         "memory" => json!(counts().memory_bytes),
         "message_bytes_paged_out" => json!(counts().paged_out_bytes),
+        "message_bytes_persistent" => json!(counts().persistent_bytes),
+        "messages_persistent" => json!(counts().persistent),
         "message_bytes_ram" => {
             let c = counts();
             json!(c.ready_bytes - c.paged_out_bytes)
@@ -233,6 +237,8 @@ pub fn queue(api: &Api, q: &Queue, counts: &QueueCounts) -> Value {
     map.insert("message_bytes_ready".into(), json!(counts.ready_bytes));
     map.insert("message_bytes_unacknowledged".into(), json!(0));
     map.insert("message_bytes_paged_out".into(), json!(counts.paged_out_bytes));
+    map.insert("message_bytes_persistent".into(), json!(counts.persistent_bytes));
+    map.insert("messages_persistent".into(), json!(counts.persistent));
     map.insert("message_bytes_ram".into(), json!(counts.ready_bytes - counts.paged_out_bytes));
     map.insert("memory".into(), json!(counts.memory_bytes));
     map.insert("messages_paged_out".into(), json!(counts.paged_out));

@@ -15,6 +15,10 @@ pub struct QueueCounts {
     /// Ready messages held only on disk (paged out), and their body bytes.
     pub paged_out: u32,
     pub paged_out_bytes: u64,
+    /// Ready persistent messages of a durable queue (0 in a transient one, as RabbitMQ), and
+    /// their body bytes.
+    pub persistent: u32,
+    pub persistent_bytes: u64,
     /// Messages delivered to consumers that acknowledge and not yet acknowledged.
     pub unacked: u64,
     pub consumers: u32,
@@ -46,11 +50,14 @@ impl Queue {
     pub fn inspect_counts(&self) -> QueueCounts {
         let st = self.state.lock();
         let unacked = st.consumers.acked_in_flight();
+        let (persistent, persistent_bytes) = if self.durable { st.ready.persistent() } else { (0, 0) };
         QueueCounts {
             ready: st.ready.len() as u32,
             ready_bytes: st.ready.bytes(),
             paged_out: st.ready.paged_count() as u32,
             paged_out_bytes: st.ready.paged_bytes(),
+            persistent: persistent as u32,
+            persistent_bytes,
             unacked,
             consumers: st.consumers.len() as u32,
             memory_bytes: QUEUE_BASE_BYTES + st.ready.memory_bytes() + UNACKED_ENTRY_BYTES * unacked,

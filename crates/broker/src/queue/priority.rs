@@ -78,6 +78,10 @@ impl Ready {
         self.levels.iter().map(ReadyList::paged_count).sum()
     }
 
+    pub fn persistent(&self) -> (usize, u64) {
+        self.levels.iter().map(ReadyList::persistent).fold((0, 0), |(n, b), (m, c)| (n + m, b + c))
+    }
+
     pub fn paged_bytes(&self) -> u64 {
         self.levels.iter().map(ReadyList::paged_bytes).sum()
     }

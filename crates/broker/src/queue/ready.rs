@@ -122,6 +122,16 @@ impl Slot {
         }
     }
 
+    /// Whether it counts as persistent: a resident persistent message, or one paged out to
+    /// the queue's own log (a durable queue's persistent message) rather than the scratch log.
+    fn persistent(&self) -> bool {
+        match self {
+            Slot::Resident(e) => e.message.is_persistent(),
+            Slot::Paged { scratch, .. } => !scratch,
+            Slot::Hole { .. } => false,
+        }
+    }
+
     fn expires_at_ms(&self) -> u64 {
         match self {
             Slot::Resident(e) => e.expires_at_ms,
@@ -141,6 +151,9 @@ pub(super) struct ReadyList {
     paged: usize,
     paged_bytes: u64,
     resident_bytes: u64,
+    /// How many slots count as persistent ([`Slot::persistent`]), and their body bytes.
+    persistent: usize,
+    persistent_bytes: u64,
     /// How many slots are holes, and how many messages have a deadline.
     holes: usize,
     expiring: usize,
@@ -201,6 +214,19 @@ impl ReadyList {
         self.resident_bytes + (slots + index) as u64
     }
 
+    /// Ready messages that count as persistent (see `Slot::persistent`) and their body bytes.
+    pub fn persistent(&self) -> (usize, u64) {
+        (self.persistent, self.persistent_bytes)
+    }
+
+    #[inline(always)]
+    fn add_persistent(&mut self, slot: &Slot) {
+        if slot.persistent() {
+            self.persistent += 1;
+            self.persistent_bytes += slot.body_bytes();
+        }
+    }
+
     /// Body bytes of the ready messages held only in a log.
     pub fn paged_bytes(&self) -> u64 {
         self.paged_bytes
@@ -224,7 +250,9 @@ impl ReadyList {
             }
         }
         let size = entry.message.size() as u64;
-        self.slots.push_back(Slot::Resident(entry));
+        let slot = Slot::Resident(entry);
+        self.add_persistent(&slot);
+        self.slots.push_back(slot);
         self.add_resident(size);
         self.check();
     }
@@ -241,7 +269,9 @@ impl ReadyList {
             self.expiring += 1;
             self.expiry_index.insert((expires_at_ms, seq));
         }
-        self.slots.push_back(Slot::Paged { seq, loc, body, redelivered, scratch: false, expires_at_ms });
+        let slot = Slot::Paged { seq, loc, body, redelivered, scratch: false, expires_at_ms };
+        self.add_persistent(&slot);
+        self.slots.push_back(slot);
         self.check();
     }
 
@@ -255,7 +285,9 @@ impl ReadyList {
             self.expiry_index.insert((entry.expires_at_ms, entry.seq));
         }
         let size = entry.message.size() as u64;
-        self.slots.insert(at, Slot::Resident(entry));
+        let slot = Slot::Resident(entry);
+        self.add_persistent(&slot);
+        self.slots.insert(at, slot);
         self.add_resident(size);
         self.check();
     }
@@ -273,6 +305,10 @@ impl ReadyList {
     #[inline(always)]
     fn unaccount(&mut self, slot: &Slot) {
         self.bytes -= slot.body_bytes();
+        if slot.persistent() {
+            self.persistent -= 1;
+            self.persistent_bytes -= slot.body_bytes();
+        }
         match slot {
             Slot::Resident(e) => self.sub_resident(e.message.size() as u64),
             Slot::Paged { body, .. } => {
@@ -458,6 +494,7 @@ impl ReadyList {
         let resident = self.resident_bytes;
         self.sub_resident(resident);
         (self.bytes, self.paged, self.paged_bytes, self.holes) = (0, 0, 0, 0);
+        (self.persistent, self.persistent_bytes) = (0, 0);
         self.check();
         n
     }
@@ -569,6 +606,7 @@ impl ReadyList {
     /// the copy was written and it paged out))`; `None` if it has no copy or is paged out.
     fn page_slot(&mut self, i: usize, stored: &mut Stored, to_scratch: bool) -> Option<(u64, bool)> {
         let Slot::Resident(e) = &self.slots[i] else { return None };
+        let was_persistent = e.message.is_persistent();
         let (seq, redelivered, size) = (e.seq, e.redelivered, e.message.size() as u64);
         let (body, expires_at_ms) = (e.message.body().len() as u32, e.expires_at_ms);
         let place = stored.copy_of(seq, &e.message, to_scratch)?;
@@ -577,6 +615,14 @@ impl ReadyList {
         }
         let Place { loc, scratch } = place;
         self.slots[i] = Slot::Paged { seq, loc, body, redelivered, scratch, expires_at_ms };
+        // A persistent message of a transient queue pages out to the scratch log.
+        if was_persistent && scratch {
+            self.persistent -= 1;
+            self.persistent_bytes -= body as u64;
+        } else if !was_persistent && !scratch {
+            self.persistent += 1;
+            self.persistent_bytes += body as u64;
+        }
         self.paged += 1;
         self.paged_bytes += body as u64;
         self.sub_resident(size);
@@ -603,10 +649,15 @@ impl ReadyList {
     #[cfg(debug_assertions)]
     fn check_all(&self) {
         let (mut bytes, mut resident, mut paged, mut paged_bytes, mut holes, mut prev) = (0, 0, 0, 0, 0, None);
+        let (mut persistent, mut persistent_bytes) = (0, 0);
         for slot in &self.slots {
             debug_assert!(prev.is_none_or(|p| p < slot.seq()), "seq {} after {prev:?}", slot.seq());
             prev = Some(slot.seq());
             bytes += slot.body_bytes();
+            if slot.persistent() {
+                persistent += 1;
+                persistent_bytes += slot.body_bytes();
+            }
             match slot {
                 Slot::Resident(e) => resident += e.message.size() as u64,
                 Slot::Paged { body, .. } => {
@@ -624,6 +675,7 @@ impl ReadyList {
         debug_assert_eq!(self.resident_bytes, resident, "resident bytes");
         debug_assert_eq!(self.paged, paged, "paged-out messages");
         debug_assert_eq!(self.paged_bytes, paged_bytes, "paged-out bytes");
+        debug_assert_eq!((self.persistent, self.persistent_bytes), (persistent, persistent_bytes), "persistent");
         debug_assert_eq!(self.holes, holes, "holes");
         let expiring = self.slots.iter().filter(|s| s.expires_at_ms() != NO_EXPIRY).count();
         debug_assert_eq!(self.expiring, expiring, "messages with a deadline");
