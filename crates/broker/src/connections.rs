@@ -378,9 +378,14 @@ impl Registry {
         let open = self.open.lock();
         let mut sums = self.vhost_stats.retired();
         for c in open.values() {
-            let sum = sums.entry(c.vhost.clone()).or_default();
-            sum.0 += c.stats.snapshot();
-            sum.1 += c.io.totals();
+            let (stats, io) = (c.stats.snapshot(), c.io.totals());
+            match sums.get_mut(&c.vhost) {
+                Some(sum) => {
+                    sum.0 += stats;
+                    sum.1 += io;
+                }
+                None => drop(sums.insert(c.vhost.clone(), (stats, io))),
+            }
         }
         sums
     }

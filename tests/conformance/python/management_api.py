@@ -3,6 +3,7 @@ or inspect the broker through it: the base address comes from MANAGEMENT_URL unl
 import base64
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +35,18 @@ def exchange(method, path, body=None, user="guest", password="guest", base_url=N
             return e.code, e.headers, json.loads(raw) if raw else None
         except ValueError:
             return e.code, e.headers, None
+
+
+def eventually(check, hang_guard_s=HANG_GUARD_S):
+    """Polls `check` until it gives something truthy, and returns that. RabbitMQ publishes its
+    statistics every few seconds and offers no event to wait on; Lepus answers the first time."""
+    deadline = time.monotonic() + hang_guard_s
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "still not true after the hang guard"
+        time.sleep(0.2)  # the polling interval: a statistics interval has no event to await
 
 
 def quote(name):

@@ -21,7 +21,6 @@ so. `MANAGEMENT_URL` and `AMQP_URL` come from `scripts/conformance`.
 import base64
 import hashlib
 import os
-import time
 import urllib.parse
 import uuid
 
@@ -29,6 +28,7 @@ import pika
 import pytest
 
 import management_api
+from management_api import eventually
 
 HANG_GUARD_S = 30  # seconds; RabbitMQ lists a new connection within its stats interval (5 s)
 
@@ -333,18 +333,6 @@ def send(method, path, body, expected):
     if status >= 400:
         decodes(answer, "ErrorResponse")
     return headers
-
-
-def eventually(check):
-    """Polls `check` until it gives something truthy (RabbitMQ lists connections, channels and
-    consumers at its stats interval); returns it."""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "still nothing after the hang guard"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

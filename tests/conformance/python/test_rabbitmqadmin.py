@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 import management_api
+from management_api import eventually
 
 RABBITMQADMIN = os.environ.get("RABBITMQADMIN", "/usr/bin/rabbitmqadmin")
 
@@ -39,15 +40,6 @@ def admin():
 
 def listed(admin, *args):
     return json.loads(admin("-f", "raw_json", *args).stdout)
-
-
-def eventually(check, hang_guard_s=30):
-    """Polls `check` until it holds (RabbitMQ publishes statistics every few seconds)."""
-    deadline = time.monotonic() + hang_guard_s
-    while not check():
-        assert time.monotonic() < deadline, "still not true after the hang guard"
-        time.sleep(0.2)
-    return True
 
 
 def name(kind):

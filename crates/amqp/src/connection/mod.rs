@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use lepus_broker::alarms::Alarms;
 use lepus_broker::channel_stats::ChannelStat;
-use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Refusal};
+use lepus_broker::connections::{Admission, Closer, ConnectionInfo, ConnectionRef, Negotiated, Refusal};
 use lepus_broker::io_stats::IoTotals;
 use lepus_broker::permissions::{Permission, Resource};
 use lepus_broker::stats::{Counters, Stat};
@@ -191,7 +191,7 @@ pub(crate) async fn serve_started(
     conn.handshake_permit = start.handshake_permit;
     conn.header_deadline_ms = Some(conn.now_ms().saturating_add(conn.shared.limits.protocol_header_timeout_ms));
     conn.external = start.external;
-    conn.negotiated.tls = start.tls;
+    conn.tls = start.tls;
     conn.run(rd, wr, stop, start.handshake_deadline_ms).await;
 }
 
@@ -204,8 +204,10 @@ struct Connection {
     out: BytesMut,
     /// Output sealed ahead of `out`: large message bodies by reference (see [`outbox`]).
     sealed: outbox::Sealed,
-    /// What the registry shows of the handshake (mechanism, tuning, TLS session).
-    negotiated: lepus_broker::connections::Negotiated,
+    /// The SASL mechanism it logged in with and its TLS session, for the registry (which
+    /// also shows the tuning below).
+    auth_mechanism: &'static str,
+    tls: Option<lepus_broker::connections::TlsSession>,
     /// Negotiated limits (server defaults until `tune-ok`).
     frame_max: u32,
     channel_max: u16,
@@ -320,7 +322,8 @@ impl Connection {
             publisher: None,
             id,
             peer,
-            negotiated: Default::default(),
+            auth_mechanism: "",
+            tls: None,
             frame_max: FRAME_MIN_SIZE,
             channel_max: shared.limits.channel_max,
             shared,
@@ -840,7 +843,7 @@ impl Connection {
         match result {
             Ok(name) => {
                 self.user = name;
-                self.negotiated.auth_mechanism = mechanism_name(m.mechanism.as_bytes());
+                self.auth_mechanism = mechanism_name(m.mechanism.as_bytes());
                 self.phase = Phase::TuneOk;
                 let c = &self.shared.limits;
                 let tune =
@@ -869,9 +872,6 @@ impl Connection {
         self.frame_max = m.frame_max;
         self.channel_max = m.channel_max;
         self.heartbeat = Heartbeat::new(m.heartbeat, self.now_ms());
-        let negotiated = &mut self.negotiated;
-        (negotiated.frame_max, negotiated.channel_max, negotiated.heartbeat_s) =
-            (m.frame_max, m.channel_max, m.heartbeat);
         self.phase = Phase::Open;
         Ok(())
     }
@@ -925,7 +925,13 @@ impl Connection {
             io: Default::default(),
             closer: Closer::new(Box::new(NotifyWake(self.notify.clone()))),
             alarm_blocked: Default::default(),
-            negotiated: self.negotiated.clone(),
+            negotiated: Negotiated {
+                auth_mechanism: self.auth_mechanism,
+                channel_max: self.channel_max,
+                frame_max: self.frame_max,
+                heartbeat_s: u16::try_from(self.heartbeat.interval_s()).unwrap_or(u16::MAX),
+                tls: self.tls.take(),
+            },
         };
         let refusal = match broker.connections().admit(info, admission) {
             Ok(info) => {
